@@ -1,0 +1,143 @@
+//! The one error type of the protocol core.
+
+/// Everything the protocol core can refuse. Each variant names what was wrong so a caller can
+/// act on it (show it, count it in the audit log, or retry differently); messages end with what
+/// to do where there is something to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // --- encoding ---
+    #[error("input is {actual} bytes, over the {limit}-byte limit for {what}")]
+    TooLarge {
+        what: &'static str,
+        actual: usize,
+        limit: usize,
+    },
+    #[error("{what} ends early: needed {needed} more bytes")]
+    Truncated { what: &'static str, needed: usize },
+    #[error("{what} has {count} unexpected trailing bytes")]
+    TrailingBytes { what: &'static str, count: usize },
+    #[error("unsupported {what} version {found} (this build speaks {supported}); update the app or device")]
+    UnsupportedVersion {
+        what: &'static str,
+        found: u8,
+        supported: u8,
+    },
+    #[error("unknown {what} tag {tag}")]
+    UnknownTag { what: &'static str, tag: u8 },
+    #[error("invalid {what}: {why}")]
+    Invalid {
+        what: &'static str,
+        why: &'static str,
+    },
+    #[error("{what} is not valid UTF-8")]
+    NotUtf8 { what: &'static str },
+    #[error("{what} is not valid {encoding}; check that it was copied completely")]
+    BadText {
+        what: &'static str,
+        encoding: &'static str,
+    },
+
+    // --- keys ---
+    #[error("the recovery phrase has {0} words; it must have exactly 24")]
+    MnemonicWordCount(usize),
+    #[error("word {position} of the recovery phrase (\"{word}\") is not in the BIP39 English list; check its spelling")]
+    MnemonicUnknownWord { position: usize, word: String },
+    #[error("the recovery phrase fails its checksum: a word is wrong or two are swapped{}", hint_positions(.suspects))]
+    MnemonicChecksum { suspects: Vec<usize> },
+    #[error("the public key is not a valid Ed25519 point")]
+    BadPublicKey,
+    #[error("expected a {expected} but the text starts with \"{found}\"")]
+    WrongKind {
+        expected: &'static str,
+        found: String,
+    },
+
+    // --- signatures and encryption ---
+    #[error("signature by {signer} does not verify over this {what}")]
+    BadSignature { what: &'static str, signer: String },
+    #[error("decryption failed: the envelope was altered, truncated, or sealed to other keys")]
+    DecryptFailed,
+    #[error("padding is malformed")]
+    BadPadding,
+    #[error("the device's KEM keys do not match the commitment in its claim code; do not claim this device")]
+    KemCommitmentMismatch,
+    #[error("the device id does not belong to the identity key presented")]
+    DeviceIdMismatch,
+
+    // --- ownership chain ---
+    #[error("op {seq} is for device {found}, not {expected}")]
+    WrongDevice {
+        seq: u64,
+        expected: String,
+        found: String,
+    },
+    #[error("op has sequence {found} but the chain expects {expected}")]
+    WrongSequence { expected: u64, found: u64 },
+    #[error("op {seq} does not link to the op before it (prev hash mismatch)")]
+    BrokenLink { seq: u64 },
+    #[error("the chain must start with a genesis op")]
+    MissingGenesis,
+    #[error("op {seq} ({kind}) is not allowed here: {why}")]
+    OpNotAllowed {
+        seq: u64,
+        kind: &'static str,
+        why: &'static str,
+    },
+    #[error("op {seq} ({kind}) has {valid} valid owner signatures; {required} are required")]
+    NotEnoughSignatures {
+        seq: u64,
+        kind: &'static str,
+        valid: usize,
+        required: usize,
+    },
+    #[error("op {seq} is missing the signature of {who}")]
+    MissingSignature { seq: u64, who: &'static str },
+    #[error("fork at sequence {seq}: two different valid ops follow the same parent")]
+    Fork { seq: u64 },
+
+    // --- commands and freshness ---
+    #[error("timestamp is {skew_ms} ms in the past, outside the {window_ms} ms window; check the sender's clock")]
+    TooOld { skew_ms: u64, window_ms: u64 },
+    #[error("timestamp is {skew_ms} ms in the future, outside the {window_ms} ms window; check the sender's clock")]
+    TooNew { skew_ms: u64, window_ms: u64 },
+    #[error("this command was already received (replayed nonce)")]
+    Replayed,
+    #[error("the device's clock is not set; retry with the challenge it returned")]
+    ChallengeRequired,
+    #[error("the challenge is unknown or used; ask the device for a fresh one")]
+    BadChallenge,
+    #[error("the replay store failed: {0}")]
+    Store(String),
+
+    // --- grants ---
+    #[error("grant {index} in the chain is not valid: {why}")]
+    GrantInvalid { index: usize, why: &'static str },
+    #[error("the grant is not valid yet (starts in {0} s)")]
+    GrantNotYetValid(u64),
+    #[error("the grant expired {0} s ago; ask the owner for a new invitation")]
+    GrantExpired(u64),
+    #[error("the grant has been revoked by the owner")]
+    GrantRevoked,
+    #[error("the grant does not allow action \"{0}\"")]
+    ActionNotGranted(String),
+    #[error("the grant does not cover this device")]
+    DeviceNotGranted,
+    #[error("the sender is neither an owner nor holds a grant")]
+    NotAuthorized,
+}
+
+fn hint_positions(suspects: &[usize]) -> String {
+    match suspects {
+        [] => String::new(),
+        [one] => format!("; word {one} is the likeliest to be wrong"),
+        many if many.len() <= 4 => {
+            let list: Vec<String> = many.iter().map(|p| p.to_string()).collect();
+            format!("; look first at words {}", list.join(", "))
+        }
+        _ => String::new(),
+    }
+}
+
+/// The protocol core's `Result`.
+pub type Result<T, E = Error> = core::result::Result<T, E>;

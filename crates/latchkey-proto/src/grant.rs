@@ -1,0 +1,369 @@
+//! Grants: owner-signed, time-limited permission for another key to command a device, optionally
+//! delegable to a narrower grant (host to cleaner). A grant chain is verified against the
+//! device's current ownership state, never against anything the holder says about itself.
+
+use core::fmt;
+
+use crate::chain::{ChainState, OpId};
+use crate::codec::{Codec, Reader, Writer};
+use crate::error::{Error, Result};
+use crate::hash;
+use crate::keys::{DeviceId, PublicKey, Signature, SigningKey};
+
+pub const GRANT_VERSION: u8 = 1;
+/// Longest delegation chain a device accepts (owner → host → cleaner → … ).
+pub const MAX_GRANT_CHAIN: usize = 4;
+pub const MAX_GRANT_DEVICES: usize = 16;
+pub const MAX_ACTIONS: usize = 16;
+pub const MAX_ACTION_LEN: usize = 32;
+pub const MAX_EXTENSIONS: usize = 8;
+pub const MAX_EXTENSION_LEN: usize = 512;
+/// Extension tags with this bit set are critical: a verifier that does not know one must refuse
+/// the grant rather than ignore a restriction it does not understand.
+pub const EXTENSION_CRITICAL: u8 = 0x80;
+
+const SIGNING_LABEL: &[u8] = b"latchkey/v1/grant\0";
+
+/// A grant's id: the hash of its signed content (never of the signature).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GrantId(pub [u8; 32]);
+
+impl fmt::Debug for GrantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GrantId({}…)", crate::keys::hex_prefix(&self.0))
+    }
+}
+
+impl fmt::Display for GrantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&data_encoding::HEXLOWER.encode(&self.0))
+    }
+}
+
+/// One device a grant covers, pinned to the ownership era it was issued in (the id of the
+/// device's latest claim, transfer or reset), so a transfer or reset voids every older grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantScope {
+    pub device: DeviceId,
+    pub epoch: OpId,
+}
+
+/// An extension field: room in the format for restrictions added later (weekly schedules,
+/// invitations' metadata) without a version change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    pub tag: u8,
+    pub value: Vec<u8>,
+}
+
+/// The content of a grant, before signing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantBody {
+    pub issuer: PublicKey,
+    pub subject: PublicKey,
+    pub scope: Vec<GrantScope>,
+    pub actions: Vec<String>,
+    pub not_before_ms: u64,
+    pub not_after_ms: u64,
+    pub use_limit: Option<u32>,
+    /// How many further levels the subject may delegate (0: none).
+    pub delegation_depth: u8,
+    pub extensions: Vec<Extension>,
+    /// Random bytes so two otherwise equal grants have different ids and can be revoked apart.
+    pub salt: [u8; 16],
+}
+
+/// A signed grant as it travels in invitations, commands and revocations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub body: GrantBody,
+    pub signature: Signature,
+}
+
+impl GrantBody {
+    fn encode_content(&self, w: &mut Writer) {
+        w.u8(GRANT_VERSION);
+        w.nested(&self.issuer);
+        w.nested(&self.subject);
+        w.list8(&self.scope, |w, s| {
+            w.nested(&s.device);
+            w.raw(&s.epoch.0);
+        });
+        w.list8(&self.actions, |w, a| w.bytes8(a.as_bytes()));
+        w.u64(self.not_before_ms);
+        w.u64(self.not_after_ms);
+        w.option(self.use_limit.as_ref(), |w, n| w.u32(*n));
+        w.u8(self.delegation_depth);
+        w.list8(&self.extensions, |w, e| {
+            w.u8(e.tag);
+            w.bytes16(&e.value);
+        });
+        w.raw(&self.salt);
+    }
+
+    fn read_content(r: &mut Reader<'_>) -> Result<Self> {
+        let version = r.u8()?;
+        if version != GRANT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: "grant",
+                found: version,
+                supported: GRANT_VERSION,
+            });
+        }
+        let issuer = r.nested()?;
+        let subject = r.nested()?;
+        let scope = r.list8(MAX_GRANT_DEVICES, |r| {
+            Ok(GrantScope {
+                device: r.nested()?,
+                epoch: OpId(r.array()?),
+            })
+        })?;
+        let actions = r.list8(MAX_ACTIONS, |r| r.str8("action", MAX_ACTION_LEN))?;
+        let body = GrantBody {
+            issuer,
+            subject,
+            scope,
+            actions,
+            not_before_ms: r.u64()?,
+            not_after_ms: r.u64()?,
+            use_limit: r.option(|r| r.u32())?,
+            delegation_depth: r.u8()?,
+            extensions: r.list8(MAX_EXTENSIONS, |r| {
+                Ok(Extension {
+                    tag: r.u8()?,
+                    value: r.bytes16(MAX_EXTENSION_LEN)?.to_vec(),
+                })
+            })?,
+            salt: r.array()?,
+        };
+        body.check_shape()?;
+        Ok(body)
+    }
+
+    /// Rules that hold for any grant, whatever the device's state.
+    fn check_shape(&self) -> Result<()> {
+        let bad = |why| Err(Error::Invalid { what: "grant", why });
+        if self.scope.is_empty() {
+            return bad("it covers no device");
+        }
+        if self.actions.is_empty() {
+            return bad("it allows no action");
+        }
+        if self.not_after_ms < self.not_before_ms {
+            return bad("it ends before it starts");
+        }
+        if self.actions.iter().any(|a| !is_action_name(a)) {
+            return bad("action names are 1-32 of a-z, 0-9, '-', '_', '.'");
+        }
+        Ok(())
+    }
+
+    pub fn content_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.encode_content(&mut w);
+        w.into_inner()
+    }
+
+    pub fn id(&self) -> GrantId {
+        GrantId(hash::labeled(hash::GRANT_ID, &[&self.content_bytes()]))
+    }
+
+    /// Signs the grant. The signing key must be the issuer's.
+    pub fn sign(self, issuer: &SigningKey) -> Result<Grant> {
+        if issuer.public_key() != self.issuer {
+            return Err(Error::Invalid {
+                what: "grant",
+                why: "signed by a key other than its issuer",
+            });
+        }
+        self.check_shape()?;
+        let signature = issuer.sign(&signing_message(&self.content_bytes()));
+        Ok(Grant {
+            body: self,
+            signature,
+        })
+    }
+
+    fn covers(&self, device: &DeviceId, epoch: &OpId) -> bool {
+        self.scope
+            .iter()
+            .any(|s| s.device == *device && s.epoch == *epoch)
+    }
+
+    fn allows(&self, action: &str) -> bool {
+        self.actions.iter().any(|a| a == action)
+    }
+}
+
+/// Action names are short ASCII identifiers so they display and compare without surprises.
+pub fn is_action_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ACTION_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
+fn signing_message(content: &[u8]) -> Vec<u8> {
+    [SIGNING_LABEL, content].concat()
+}
+
+impl Grant {
+    pub fn id(&self) -> GrantId {
+        self.body.id()
+    }
+
+    pub fn verify_signature(&self) -> Result<()> {
+        self.body.issuer.verify_or(
+            &self.signature,
+            &signing_message(&self.body.content_bytes()),
+            "grant",
+        )
+    }
+}
+
+impl Codec for Grant {
+    const NAME: &'static str = "grant";
+    const MAX_LEN: usize = 4096;
+    fn encode(&self, w: &mut Writer) {
+        self.body.encode_content(w);
+        w.nested(&self.signature);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self> {
+        Ok(Grant {
+            body: GrantBody::read_content(r)?,
+            signature: r.nested()?,
+        })
+    }
+}
+
+/// What a device needs to know to decide on a guest's command.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantRequest<'a> {
+    pub device: &'a DeviceId,
+    pub sender: &'a PublicKey,
+    pub action: &'a str,
+    pub now_ms: u64,
+}
+
+/// A grant chain that passed: the use limits the device must still count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantApproval {
+    /// Every grant in the chain that has a use limit, with that limit.
+    pub use_limits: Vec<(GrantId, u32)>,
+}
+
+/// Checks the structure of a delegation chain that does not depend on time or action: each
+/// signature, each link (issuer of the next is the subject of the one before), narrowing
+/// delegation, and that the first issuer is a current owner. Used by both command checks and
+/// revocations.
+pub fn verify_chain_structure(chain: &[Grant], state: &ChainState) -> Result<()> {
+    if chain.is_empty() || chain.len() > MAX_GRANT_CHAIN {
+        return Err(Error::GrantInvalid {
+            index: 0,
+            why: "a grant chain holds 1 to 4 grants",
+        });
+    }
+    if !state.owners.contains(&chain[0].body.issuer) {
+        return Err(Error::GrantInvalid {
+            index: 0,
+            why: "its issuer is not a current owner",
+        });
+    }
+    for (index, grant) in chain.iter().enumerate() {
+        let invalid = |why| Error::GrantInvalid { index, why };
+        grant
+            .verify_signature()
+            .map_err(|_| invalid("bad signature"))?;
+        grant.body.check_shape().map_err(|_| invalid("malformed"))?;
+        if grant
+            .body
+            .extensions
+            .iter()
+            .any(|e| e.tag & EXTENSION_CRITICAL != 0)
+        {
+            return Err(invalid(
+                "it carries a restriction this version does not understand; update the device",
+            ));
+        }
+        if index == 0 {
+            continue;
+        }
+        let parent = &chain[index - 1].body;
+        let child = &grant.body;
+        if child.issuer != parent.subject {
+            return Err(invalid("not issued by the holder of the grant before it"));
+        }
+        if parent.delegation_depth == 0 || child.delegation_depth >= parent.delegation_depth {
+            return Err(invalid(
+                "the grant before it does not allow this delegation",
+            ));
+        }
+        if !child.scope.iter().all(|s| parent.scope.contains(s)) {
+            return Err(invalid("covers a device the grant before it does not"));
+        }
+        if !child.actions.iter().all(|a| parent.allows(a)) {
+            return Err(invalid("allows an action the grant before it does not"));
+        }
+        if child.not_before_ms < parent.not_before_ms || child.not_after_ms > parent.not_after_ms {
+            return Err(invalid("its time window is wider than the grant before it"));
+        }
+        if let Some(parent_limit) = parent.use_limit {
+            if child.use_limit.is_none_or(|n| n > parent_limit) {
+                return Err(invalid("its use limit is wider than the grant before it"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decides whether `chain` lets `request.sender` run `request.action` on `request.device` now,
+/// given the device's verified ownership state. Use limits are returned for the device to count.
+pub fn verify_grant_chain(
+    chain: &[Grant],
+    state: &ChainState,
+    request: &GrantRequest<'_>,
+) -> Result<GrantApproval> {
+    verify_chain_structure(chain, state)?;
+    let mut use_limits = Vec::new();
+    for (index, grant) in chain.iter().enumerate() {
+        let body = &grant.body;
+        if !body.covers(request.device, &state.epoch) {
+            return Err(if body.scope.iter().any(|s| s.device == *request.device) {
+                Error::GrantInvalid {
+                    index,
+                    why: "issued before the device changed hands or was reset",
+                }
+            } else {
+                Error::DeviceNotGranted
+            });
+        }
+        if !body.allows(request.action) {
+            return Err(Error::ActionNotGranted(request.action.to_owned()));
+        }
+        if request.now_ms < body.not_before_ms {
+            return Err(Error::GrantNotYetValid(
+                (body.not_before_ms - request.now_ms).div_ceil(1000),
+            ));
+        }
+        if request.now_ms > body.not_after_ms {
+            return Err(Error::GrantExpired(
+                (request.now_ms - body.not_after_ms) / 1000,
+            ));
+        }
+        let id = grant.id();
+        if state.revoked.contains(&id) {
+            return Err(Error::GrantRevoked);
+        }
+        if let Some(limit) = body.use_limit {
+            use_limits.push((id, limit));
+        }
+    }
+    if chain.last().map(|g| &g.body.subject) != Some(request.sender) {
+        return Err(Error::GrantInvalid {
+            index: chain.len() - 1,
+            why: "it was issued to a different key than the sender's",
+        });
+    }
+    Ok(GrantApproval { use_limits })
+}
