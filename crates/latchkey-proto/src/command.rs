@@ -404,3 +404,39 @@ impl Codec for SignedResponse {
         })
     }
 }
+
+/// Why a device may run a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorization {
+    /// The sender is a current owner.
+    Owner,
+    /// The sender holds a valid grant chain; the device must still count these use limits.
+    Guest(grant::GrantApproval),
+}
+
+/// Decides whether `command`'s sender may run its action on the device whose verified state is
+/// `state`, at device time `now_ms`. The signature, device id and freshness are checked before
+/// this, in the device's pipeline.
+pub fn authorize(
+    command: &Command,
+    state: &crate::chain::ChainState,
+    now_ms: u64,
+) -> Result<Authorization> {
+    if command.device != state.device {
+        return Err(Error::DeviceIdMismatch);
+    }
+    if command.grants.is_empty() {
+        return if state.is_owner(&command.sender) {
+            Ok(Authorization::Owner)
+        } else {
+            Err(Error::NotAuthorized)
+        };
+    }
+    let request = grant::GrantRequest {
+        device: &command.device,
+        sender: &command.sender,
+        action: &command.action,
+        now_ms,
+    };
+    grant::verify_grant_chain(&command.grants, state, &request).map(Authorization::Guest)
+}
