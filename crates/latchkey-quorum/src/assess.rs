@@ -1,0 +1,215 @@
+//! The pure part of a quorum check: given what each sampled node answered, verify every answer,
+//! merge them into the freshest valid view, and say which nodes were fresh, stale, lying or on
+//! another branch. No I/O, so every adversarial case is testable without a network.
+
+use latchkey_proto::chain::{Chain, ForkEvidence, Op};
+use latchkey_proto::keys::DeviceId;
+
+/// What one node said (or failed to say).
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// The ops it holds from the sequence asked for (possibly none).
+    Ops(Vec<Op>),
+    /// It does not know the device at all.
+    UnknownDevice,
+    /// The bytes were not a valid op list.
+    Malformed(String),
+    /// Connection error or an unexpected status.
+    Failed(String),
+    TimedOut,
+}
+
+/// How one node's answer compared with the merged view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeOutcome {
+    /// It served the head of the merged view.
+    Fresh,
+    /// It served a valid prefix of the merged view (withholding or lagging).
+    Stale {
+        their_seq: Option<u64>,
+    },
+    /// It knows nothing of the device though others do (or nobody does).
+    Unknown,
+    /// It served something that does not verify: forged, tampered, or another device's chain.
+    Lied(String),
+    /// It served a valid op different from the merged view's at the same place.
+    Forked,
+    Failed(String),
+    TimedOut,
+}
+
+impl NodeOutcome {
+    /// Whether the answer was verifiable data (counts toward the minimum number of answers).
+    pub fn is_valid_answer(&self) -> bool {
+        matches!(
+            self,
+            NodeOutcome::Fresh
+                | NodeOutcome::Stale { .. }
+                | NodeOutcome::Unknown
+                | NodeOutcome::Forked
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    pub node: String,
+    pub outcome: NodeOutcome,
+}
+
+/// The merged result of one round of answers.
+#[derive(Debug, Clone)]
+pub struct Assessment {
+    /// The longest valid chain seen (or the known one), `None` if nobody knows the device.
+    pub chain: Option<Chain>,
+    pub reports: Vec<NodeReport>,
+    /// Every fork seen, with both ops as evidence. Never resolved silently.
+    pub forks: Vec<ForkEvidence>,
+    pub valid_answers: usize,
+}
+
+/// Verifies and merges `answers` for `device`, starting from `known` (a chain this party
+/// verified before) if any.
+pub fn assess(
+    device: &DeviceId,
+    known: Option<&Chain>,
+    answers: Vec<(String, Answer)>,
+) -> Assessment {
+    struct Candidate {
+        node_index: usize,
+        chain: Chain,
+    }
+    let mut reports: Vec<NodeReport> = Vec::with_capacity(answers.len());
+    let mut forks: Vec<ForkEvidence> = Vec::new();
+    let mut candidates: Vec<Candidate> = Vec::new();
+
+    for (node, answer) in answers {
+        let index = reports.len();
+        let outcome = match answer {
+            Answer::TimedOut => NodeOutcome::TimedOut,
+            Answer::Failed(why) => NodeOutcome::Failed(why),
+            Answer::Malformed(why) => NodeOutcome::Lied(format!("malformed answer: {why}")),
+            Answer::UnknownDevice => NodeOutcome::Unknown,
+            Answer::Ops(ops) if ops.is_empty() => match known {
+                Some(_) => NodeOutcome::Stale { their_seq: None },
+                None => NodeOutcome::Unknown,
+            },
+            Answer::Ops(ops) => match verify_answer(device, known, &ops) {
+                Err(why) => NodeOutcome::Lied(why),
+                Ok((chain, report)) => {
+                    if let Some(fork) = report.fork {
+                        push_fork(&mut forks, fork);
+                        NodeOutcome::Forked
+                    } else if let Some(invalid) = report.invalid {
+                        // Valid ops before the bad one are still good data: signatures cannot
+                        // be forged, whoever relays them.
+                        if report.added > 0 {
+                            candidates.push(Candidate {
+                                node_index: index,
+                                chain,
+                            });
+                        }
+                        NodeOutcome::Lied(invalid.to_string())
+                    } else {
+                        candidates.push(Candidate {
+                            node_index: index,
+                            chain,
+                        });
+                        NodeOutcome::Fresh // settled below against the best view
+                    }
+                }
+            },
+        };
+        reports.push(NodeReport { node, outcome });
+    }
+
+    // The freshest view is the longest valid one; every other candidate must be a prefix of it
+    // or it is another branch.
+    let best_index = candidates
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, c)| (c.chain.len(), std::cmp::Reverse(*i)))
+        .map(|(i, _)| i);
+    let best: Option<Chain> = best_index
+        .map(|i| candidates[i].chain.clone())
+        .or_else(|| known.cloned());
+
+    if let Some(best) = &best {
+        let best_seq = best.state().seq;
+        for c in &candidates {
+            let theirs = c.chain.ops();
+            let diverge = theirs
+                .iter()
+                .zip(best.ops())
+                .position(|(a, b)| a.id() != b.id());
+            let report = &mut reports[c.node_index];
+            match diverge {
+                Some(at) => {
+                    push_fork(
+                        &mut forks,
+                        ForkEvidence {
+                            seq: at as u64,
+                            ours: best.ops()[at].clone(),
+                            theirs: theirs[at].clone(),
+                        },
+                    );
+                    report.outcome = NodeOutcome::Forked;
+                }
+                None if matches!(report.outcome, NodeOutcome::Lied(_)) => {}
+                None if c.chain.state().seq < best_seq => {
+                    report.outcome = NodeOutcome::Stale {
+                        their_seq: Some(c.chain.state().seq),
+                    };
+                }
+                None => report.outcome = NodeOutcome::Fresh,
+            }
+        }
+    }
+
+    let valid_answers = reports
+        .iter()
+        .filter(|r| r.outcome.is_valid_answer())
+        .count();
+    Assessment {
+        chain: best,
+        reports,
+        forks,
+        valid_answers,
+    }
+}
+
+fn verify_answer(
+    device: &DeviceId,
+    known: Option<&Chain>,
+    ops: &[Op],
+) -> Result<(Chain, latchkey_proto::chain::MergeReport), String> {
+    if let Some(op) = ops.iter().find(|op| op.device != *device) {
+        return Err(format!(
+            "served an op of another device ({})",
+            op.device.short()
+        ));
+    }
+    let mut chain = match known {
+        Some(k) => k.clone(),
+        None => {
+            let genesis = ops[0].clone();
+            if genesis.seq != 0 {
+                return Err("served a chain that does not start at genesis".into());
+            }
+            Chain::from_genesis(genesis).map_err(|e| e.to_string())?
+        }
+    };
+    let report = chain.merge(ops);
+    Ok((chain, report))
+}
+
+fn push_fork(forks: &mut Vec<ForkEvidence>, fork: ForkEvidence) {
+    let same = |f: &ForkEvidence| {
+        f.seq == fork.seq
+            && ((f.ours.id() == fork.ours.id() && f.theirs.id() == fork.theirs.id())
+                || (f.ours.id() == fork.theirs.id() && f.theirs.id() == fork.ours.id()))
+    };
+    if !forks.iter().any(same) {
+        forks.push(fork);
+    }
+}

@@ -1,0 +1,22 @@
+//! The quorum client's error type.
+
+/// What can go wrong asking nodes. Per-node failures are not errors of the whole check: they
+/// are reported in [`crate::NodeReport`]s; these are the failures a caller must act on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("no registry nodes are configured; add some (e.g. `latchkey nodes add URL`)")]
+    NoNodes,
+    #[error("no node knows device {device} and nothing is cached; check the device id, or publish its genesis first")]
+    UnknownDevice { device: String },
+    #[error("only {acks} of the {needed} required nodes stored the ops; retry when more nodes are reachable")]
+    NotEnoughAcks { acks: usize, needed: usize },
+    #[error("nodes refused the ops as invalid: {0}")]
+    Rejected(String),
+    #[error("a node holds a different valid op at the same place (fork) for device {device}; ownership is in dispute")]
+    Fork { device: String },
+    #[error("invalid node URL {url}: {why}")]
+    BadUrl { url: String, why: String },
+}
+
+pub type Result<T, E = Error> = core::result::Result<T, E>;
