@@ -98,7 +98,17 @@ impl DeviceAddr {
             0x44 => {
                 let host = r.str8("host name", MAX_HOST_LEN)?;
                 let port = r.u16()?;
-                DeviceAddr::parse(&format!("{host}:{port}"))?
+                match DeviceAddr::parse(&format!("{host}:{port}"))? {
+                    // An IP literal has its own tag; taking it here too would give one address
+                    // two encodings.
+                    DeviceAddr::Socket(_) => {
+                        return Err(Error::Invalid {
+                            what: "device address",
+                            why: "an IP address must use tag 4 or 6, not a host name",
+                        })
+                    }
+                    host => host,
+                }
             }
             tag => {
                 return Err(Error::UnknownTag {

@@ -1,0 +1,694 @@
+//! The golden vectors: one table-driven test that checks the library against every vector in
+//! `tests/vectors/*.json` at the repository root (written by
+//! `crates/latchkey-proto/examples/gen_vectors.rs`; see tests/vectors/README.md).
+//!
+//! Positive vectors decode, re-encode byte for byte, and give the ids, signatures, derived keys
+//! and states they state. Negative vectors (`fail_*`) must be refused with exactly the `Error`
+//! variant they name. A missing, empty or unknown vector file fails the test, and so does a
+//! vector of an unknown type, so nothing in the directory goes unchecked.
+
+use std::collections::BTreeSet;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+
+use latchkey_proto::chain::{Chain, ChainState, Op, OpBody, OpList};
+use latchkey_proto::claim::ClaimPayload;
+use latchkey_proto::codec::Codec;
+use latchkey_proto::command::{CommandId, Outcome, ReplyTo, SignedCommand, SignedResponse};
+use latchkey_proto::device::DeviceKeys;
+use latchkey_proto::envelope;
+use latchkey_proto::grant::{self, Grant, GrantRequest};
+use latchkey_proto::kem::{self, KemCiphertext, KemPublicKey};
+use latchkey_proto::keys::{self, DeviceId, KeyPurpose, PublicKey, RecoveryPhrase, Signature};
+use latchkey_proto::{pad, Error};
+use serde_json::{json, Value};
+
+/// Every file the directory must hold, each with at least one vector.
+const FILES: [&str; 8] = [
+    "keys.json",
+    "bip39_english.json",
+    "slip10_ed25519.json",
+    "claim_payload.json",
+    "ops.json",
+    "grant.json",
+    "command.json",
+    "response.json",
+];
+
+/// Envelope layout (docs/PROTOCOL.md): version, kind, X25519 ephemeral (32), sntrup761
+/// ciphertext (1039), nonce (24), then AEAD ciphertext || tag; a response envelope has no KEM
+/// ciphertext.
+const KEM_CT_AT: usize = 2;
+const COMMAND_HEADER_LEN: usize = 2 + kem::KEM_CIPHERTEXT_LEN + kem::AEAD_NONCE_LEN;
+const RESPONSE_HEADER_LEN: usize = 2 + kem::AEAD_NONCE_LEN;
+
+fn vector_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors")
+}
+
+#[test]
+fn golden_vectors() {
+    let dir = vector_dir();
+    let mut present: BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for file in FILES {
+        assert!(
+            present.remove(file),
+            "{file} is missing from {}; regenerate with `cargo run -p latchkey-proto --example \
+             gen_vectors -- tests/vectors`",
+            dir.display()
+        );
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let doc: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file} is not JSON: {e}"));
+        assert_eq!(doc["file"], file, "{file}: wrong `file` field");
+        assert!(non_empty(&doc["description"]) && non_empty(&doc["source"]));
+        let vectors = doc["vectors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{file} has no `vectors` list"));
+        assert!(!vectors.is_empty(), "{file} holds no vectors");
+        let mut names = BTreeSet::new();
+        for v in vectors {
+            let name = v["name"].as_str().unwrap_or("<unnamed>").to_owned();
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+                assert!(names.insert(name.clone()), "duplicate name");
+                assert!(non_empty(&v["description"]), "no description");
+                assert!(non_empty(&v["source"]), "no source");
+                assert_eq!(
+                    name.starts_with("fail_"),
+                    v.get("error").is_some(),
+                    "negative vectors, and only they, are named fail_* and name an error"
+                );
+                check(v);
+            }));
+            if outcome.is_err() {
+                failures.push(format!("{file}: {name}"));
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        present.is_empty(),
+        "vector files this test does not know: {present:?}; add them to FILES"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} vectors failed (messages above):\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
+    eprintln!("{checked} vectors checked");
+}
+
+fn non_empty(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| !s.trim().is_empty())
+}
+
+fn check(v: &Value) {
+    match s(v, "type") {
+        "decode" => check_decode(v),
+        "recovery_phrase" => check_recovery_phrase(v),
+        "device_keys" => check_device_keys(v),
+        "recovery_phrase_fail" => expect_error(v, RecoveryPhrase::parse(s(v, "phrase"))),
+        "text_fail" => check_text_fail(v),
+        "device_key_file_fail" => {
+            expect_error(v, DeviceKeys::from_secret_bytes(&bytes(v, "bytes")))
+        }
+        "derivation_fail" => expect_error(
+            v,
+            keys::derive_ed25519(&bytes(v, "seed"), &path_indices(&v["path"])),
+        ),
+        "bip39" => check_bip39(v),
+        "slip10_ed25519" => check_slip10(v),
+        "claim_payload" => check_claim(v),
+        "claim_text_fail" => expect_error(v, ClaimPayload::parse(s(v, "text"))),
+        "claim_kem_fail" => {
+            let payload = ClaimPayload::parse(s(v, "text")).unwrap();
+            let kem = KemPublicKey::from_bytes(&bytes(v, "kem_public_key")).unwrap();
+            expect_error(v, payload.check_kem(&kem));
+        }
+        "chain" => check_chain(v),
+        "op" => check_op(v),
+        "chain_fail" => check_chain_fail(v),
+        "grant" => {
+            let g = Grant::from_bytes(&bytes(&v["grant"], "bytes")).unwrap();
+            assert_eq!(grant_json(&g), v["grant"]);
+            g.verify_signature().unwrap();
+        }
+        "grant_chain" => {
+            let limits = run_grant_chain(v).unwrap();
+            assert_eq!(limits, v["use_limits"]);
+        }
+        "grant_chain_fail" => expect_error(v, run_grant_chain(v)),
+        "grant_signature_fail" => {
+            let g = Grant::from_bytes(&bytes(v, "bytes")).unwrap();
+            expect_error(v, g.verify_signature());
+        }
+        "signed_command" => {
+            let c = SignedCommand::from_bytes(&bytes(&v["command"], "bytes")).unwrap();
+            assert_eq!(command_json(&c), v["command"]);
+            c.verify_signature().unwrap();
+        }
+        "signed_command_fail" => {
+            let c = SignedCommand::from_bytes(&bytes(v, "bytes")).unwrap();
+            expect_error(v, c.verify_signature());
+        }
+        "sealed_command" => check_sealed_command(v),
+        "sealed_command_fail" => {
+            let keys = DeviceKeys::from_secret_bytes(&bytes(v, "device_secret_keys")).unwrap();
+            expect_error(v, envelope::open_command(&bytes(v, "envelope"), &keys.kem));
+        }
+        "signed_response" => {
+            let r = SignedResponse::from_bytes(&bytes(&v["response"], "bytes")).unwrap();
+            assert_eq!(response_json(&r), v["response"]);
+            let identity = public_key(v, "device_identity");
+            r.verify(&identity, &r.response.device, &r.response.command)
+                .unwrap();
+        }
+        "signed_response_fail" => {
+            let r = SignedResponse::from_bytes(&bytes(v, "bytes")).unwrap();
+            let result = r.verify(
+                &public_key(v, "device_identity"),
+                &DeviceId(array(v, "device")),
+                &CommandId(array(v, "command_id")),
+            );
+            expect_error(v, result);
+        }
+        "response_exchange" => check_response_exchange(v),
+        "response_open_fail" => expect_error(
+            v,
+            open_response(
+                &array(v, "response_key"),
+                &bytes(v, "envelope"),
+                &public_key(v, "device_identity"),
+                &DeviceId(array(v, "device")),
+                &CommandId(array(v, "command_id")),
+            ),
+        ),
+        other => panic!("unknown vector type {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading vectors.
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("field {key:?} is missing or not a string"))
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("field {key:?} is missing or not a number"))
+}
+
+fn bytes(v: &Value, key: &str) -> Vec<u8> {
+    hex::decode(s(v, key)).unwrap_or_else(|e| panic!("field {key:?} is not hex: {e}"))
+}
+
+fn array<const N: usize>(v: &Value, key: &str) -> [u8; N] {
+    bytes(v, key)
+        .try_into()
+        .unwrap_or_else(|_| panic!("field {key:?} is not {N} bytes"))
+}
+
+fn public_key(v: &Value, key: &str) -> PublicKey {
+    PublicKey::from_bytes(array(v, key)).unwrap()
+}
+
+fn hex_list(v: &Value, key: &str) -> Vec<Vec<u8>> {
+    v[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("field {key:?} is not a list"))
+        .iter()
+        .map(|x| hex::decode(x.as_str().unwrap()).unwrap())
+        .collect()
+}
+
+fn ops(v: &Value, key: &str) -> Vec<Op> {
+    hex_list(v, key)
+        .iter()
+        .map(|b| Op::from_bytes(b).unwrap())
+        .collect()
+}
+
+fn path_indices(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| u32::try_from(i.as_u64().unwrap()).unwrap())
+        .collect()
+}
+
+fn h(bytes: impl AsRef<[u8]>) -> String {
+    hex::encode(bytes)
+}
+
+fn pk_hex(k: &PublicKey) -> String {
+    h(k.to_bytes())
+}
+
+/// The `Error` variant's name, which is what negative vectors name.
+fn variant(e: &Error) -> String {
+    let debug = format!("{e:?}");
+    debug
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn expect_error<T>(v: &Value, result: Result<T, Error>) {
+    let expected = s(v, "error");
+    match result {
+        Ok(_) => panic!("accepted; expected {expected}"),
+        Err(e) => assert_eq!(variant(&e), expected, "got {e:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generic decoding.
+
+fn decode(codec: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
+    fn rt<T: Codec>(input: &[u8]) -> Result<Vec<u8>, Error> {
+        Ok(T::from_bytes(input)?.to_bytes())
+    }
+    match codec {
+        "PublicKey" => rt::<PublicKey>(input),
+        "Signature" => rt::<Signature>(input),
+        "DeviceId" => rt::<DeviceId>(input),
+        "KemPublicKey" => rt::<KemPublicKey>(input),
+        "KemCiphertext" => rt::<KemCiphertext>(input),
+        "Op" => rt::<Op>(input),
+        "OpList" => rt::<OpList>(input),
+        "Grant" => rt::<Grant>(input),
+        "SignedCommand" => rt::<SignedCommand>(input),
+        "SignedResponse" => rt::<SignedResponse>(input),
+        "ClaimPayload" => rt::<ClaimPayload>(input),
+        other => panic!("unknown codec {other:?}"),
+    }
+}
+
+fn check_decode(v: &Value) {
+    let input = bytes(v, "bytes");
+    let result = decode(s(v, "codec"), &input);
+    if v.get("error").is_some() {
+        expect_error(v, result);
+    } else {
+        assert_eq!(h(result.unwrap()), h(&input), "re-encoding differs");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys.
+
+fn check_recovery_phrase(v: &Value) {
+    let phrase = RecoveryPhrase::from_entropy(&array(v, "entropy"));
+    assert_eq!(phrase.phrase(), s(v, "phrase"));
+    let parsed = RecoveryPhrase::parse(s(v, "phrase")).unwrap();
+    assert_eq!(parsed.phrase(), s(v, "phrase"));
+    let seed = parsed.to_seed_with_passphrase(s(v, "passphrase"));
+    assert_eq!(h(seed.as_bytes()), s(v, "seed"));
+    for k in v["keys"].as_array().unwrap() {
+        let (purpose, segment) = match s(k, "purpose") {
+            "owner-identity" => (KeyPurpose::OwnerIdentity, 0),
+            "guest" => (KeyPurpose::Guest, 1),
+            "consent" => (KeyPurpose::Consent, 2),
+            other => panic!("unknown purpose {other}"),
+        };
+        let index = u32::try_from(u(k, "index")).unwrap();
+        let path = format!("m/{}'/{segment}'/{index}'", keys::PURPOSE);
+        assert_eq!(s(k, "path"), path, "documented path");
+        let key = seed.derive(purpose, index).unwrap();
+        assert_eq!(h(key.to_bytes().as_slice()), s(k, "secret_key"));
+        assert_eq!(pk_hex(&key.public_key()), s(k, "public_key"));
+        assert_eq!(key.public_key().to_string(), s(k, "public_key_text"));
+        assert_eq!(
+            PublicKey::parse(s(k, "public_key_text")).unwrap(),
+            key.public_key()
+        );
+        let by_path =
+            keys::derive_ed25519(seed.as_bytes(), &[keys::PURPOSE, segment, index]).unwrap();
+        assert_eq!(h(by_path.to_bytes().as_slice()), s(k, "secret_key"));
+    }
+}
+
+fn check_device_keys(v: &Value) {
+    let file = bytes(v, "secret_key_file");
+    let keys = DeviceKeys::from_secret_bytes(&file).unwrap();
+    assert_eq!(h(keys.to_secret_bytes().as_slice()), h(&file));
+    let identity = keys.identity.public_key();
+    assert_eq!(pk_hex(&identity), s(v, "identity_public_key"));
+    assert_eq!(identity.to_string(), s(v, "identity_public_key_text"));
+    assert_eq!(
+        PublicKey::parse(s(v, "identity_public_key_text")).unwrap(),
+        identity
+    );
+    assert_eq!(pk_hex(&keys.setup.public_key()), s(v, "setup_public_key"));
+    let kem = keys.kem.public();
+    assert_eq!(h(kem.to_bytes()), s(v, "kem_public_key"));
+    let decoded = KemPublicKey::from_bytes(&bytes(v, "kem_public_key")).unwrap();
+    assert_eq!(decoded, *kem);
+    assert_eq!(h(kem.commitment()), s(v, "kem_commitment"));
+    let id = keys.device_id();
+    assert_eq!(id, DeviceId::from_identity(&identity));
+    assert_eq!(h(id.0), s(v, "device_id"));
+    assert_eq!(id.to_string(), s(v, "device_id_text"));
+    assert_eq!(DeviceId::parse(s(v, "device_id_text")).unwrap(), id);
+    assert_eq!(id.short(), s(v, "device_id_short"));
+}
+
+fn check_text_fail(v: &Value) {
+    let text = s(v, "text");
+    match s(v, "kind") {
+        "public-key" => expect_error(v, PublicKey::parse(text)),
+        "device-id" => expect_error(v, DeviceId::parse(text)),
+        other => panic!("unknown kind {other}"),
+    }
+}
+
+fn check_bip39(v: &Value) {
+    let entropy: [u8; 32] = array(v, "entropy");
+    let mnemonic = s(v, "mnemonic");
+    assert_eq!(RecoveryPhrase::from_entropy(&entropy).phrase(), mnemonic);
+    let parsed = RecoveryPhrase::parse(mnemonic).unwrap();
+    assert_eq!(parsed.phrase(), mnemonic);
+    let seed = parsed.to_seed_with_passphrase(s(v, "passphrase"));
+    assert_eq!(h(seed.as_bytes()), s(v, "seed"));
+}
+
+fn check_slip10(v: &Value) {
+    let key = keys::derive_ed25519(&bytes(v, "seed"), &path_indices(&v["path"])).unwrap();
+    assert_eq!(h(key.to_bytes().as_slice()), s(v, "private"));
+    // SLIP-0010 writes Ed25519 public keys as 0x00 || key.
+    assert_eq!(format!("00{}", pk_hex(&key.public_key())), s(v, "public"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Claim codes.
+
+fn claim_json(p: &ClaimPayload) -> Value {
+    json!({
+        "bytes": h(p.to_bytes()),
+        "text": p.to_text().unwrap().as_str(),
+        "identity": pk_hex(&p.identity),
+        "kem_commitment": h(p.kem_commitment),
+        "setup_secret": h(p.setup_secret.as_slice()),
+        "setup_public_key": pk_hex(&p.setup_key().public_key()),
+        "name": p.name,
+        "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "device_id": h(p.device_id().0),
+        "device_id_text": p.device_id().to_string(),
+    })
+}
+
+fn check_claim(v: &Value) {
+    let expected = &v["claim"];
+    let from_text = ClaimPayload::parse(s(expected, "text")).unwrap();
+    assert_eq!(claim_json(&from_text), *expected);
+    let from_bytes = ClaimPayload::from_bytes(&bytes(expected, "bytes")).unwrap();
+    assert_eq!(claim_json(&from_bytes), *expected);
+    for variant in v["text_variants"].as_array().unwrap() {
+        let p = ClaimPayload::parse(variant.as_str().unwrap()).unwrap();
+        assert_eq!(h(p.to_bytes()), s(expected, "bytes"), "variant {variant}");
+    }
+    let kem = KemPublicKey::from_bytes(&bytes(v, "kem_public_key")).unwrap();
+    from_text.check_kem(&kem).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ownership chain.
+
+fn state_json(s: &ChainState) -> Value {
+    json!({
+        "device": h(s.device.0),
+        "name": s.name,
+        "identity": pk_hex(&s.identity),
+        "kem_commitment": h(s.kem.commitment()),
+        "setup": s.setup.as_ref().map(pk_hex),
+        "owners": s.owners.iter().map(pk_hex).collect::<Vec<_>>(),
+        "threshold": s.threshold,
+        "epoch": h(s.epoch.0),
+        "revoked": s.revoked.iter().map(|g| h(g.0)).collect::<Vec<_>>(),
+        "head": h(s.head.0),
+        "seq": s.seq,
+    })
+}
+
+fn body_json(body: &OpBody) -> Value {
+    match body {
+        OpBody::Genesis(g) => json!({
+            "identity": pk_hex(&g.identity),
+            "kem_public_key": h(g.kem.to_bytes()),
+            "setup": pk_hex(&g.setup),
+            "name": g.name,
+        }),
+        OpBody::Claim(set) | OpBody::AmendOwners(set) | OpBody::Transfer(set) => json!({
+            "owners": set.owners.iter().map(pk_hex).collect::<Vec<_>>(),
+            "threshold": set.threshold,
+        }),
+        OpBody::RevokeGrant { chain } => json!({
+            "grants": chain.iter().map(|g| h(g.to_bytes())).collect::<Vec<_>>(),
+            "revoked_grant_id": chain.last().map(|g| h(g.id().0)),
+        }),
+        OpBody::RotateKeys { identity, kem } => json!({
+            "identity": pk_hex(identity),
+            "kem_public_key": h(kem.to_bytes()),
+        }),
+        OpBody::FactoryReset { setup } => json!({ "setup": pk_hex(setup) }),
+    }
+}
+
+fn op_json(op: &Op) -> Value {
+    json!({
+        "bytes": h(op.to_bytes()),
+        "content": h(op.content_bytes()),
+        "id": h(op.id().0),
+        "kind": op.body.kind(),
+        "tag": op.body.tag(),
+        "device": h(op.device.0),
+        "seq": op.seq,
+        "prev": h(op.prev.0),
+        "issued_ms": op.issued_ms,
+        "signers": op.signatures.iter().map(|s| pk_hex(&s.signer)).collect::<Vec<_>>(),
+        "body": body_json(&op.body),
+    })
+}
+
+fn check_chain(v: &Value) {
+    let list = OpList::from_bytes(&bytes(v, "op_list")).unwrap();
+    assert_eq!(h(list.to_bytes()), s(v, "op_list"));
+    let expected = v["ops"].as_array().unwrap();
+    assert_eq!(list.0.len(), expected.len());
+    for (op, e) in list.0.iter().zip(expected) {
+        let single = Op::from_bytes(&bytes(&e["op"], "bytes")).unwrap();
+        assert_eq!(&single, op);
+        assert_eq!(op_json(op), e["op"], "op {}", op.seq);
+    }
+    let chain = Chain::verify(list.0.clone()).unwrap();
+    for (i, e) in expected.iter().enumerate() {
+        let state = chain.state_at(i as u64).unwrap();
+        assert_eq!(state_json(&state), e["state_after"], "state after op {i}");
+    }
+    assert_eq!(h(chain.head().0), s(v, "head"));
+}
+
+fn check_op(v: &Value) {
+    let prefix = ops(v, "prefix");
+    let op = Op::from_bytes(&bytes(&v["op"], "bytes")).unwrap();
+    assert_eq!(op_json(&op), v["op"]);
+    let state = if prefix.is_empty() {
+        Chain::from_genesis(op).unwrap().state().clone()
+    } else {
+        Chain::verify(prefix).unwrap().check_next(&op).unwrap()
+    };
+    assert_eq!(state_json(&state), v["state_after"]);
+}
+
+fn check_chain_fail(v: &Value) {
+    let prefix = ops(v, "prefix");
+    let op = Op::from_bytes(&bytes(v, "op")).unwrap();
+    let result = if prefix.is_empty() {
+        Chain::verify(vec![op]).map(|_| ())
+    } else {
+        Chain::verify(prefix).unwrap().check_next(&op).map(|_| ())
+    };
+    expect_error(v, result);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grants.
+
+fn grant_json(g: &Grant) -> Value {
+    let b = &g.body;
+    json!({
+        "bytes": h(g.to_bytes()),
+        "content": h(b.content_bytes()),
+        "id": h(g.id().0),
+        "signature": h(g.signature.0),
+        "issuer": pk_hex(&b.issuer),
+        "subject": pk_hex(&b.subject),
+        "scope": b.scope.iter().map(|s| json!({"device": h(s.device.0), "epoch": h(s.epoch.0)})).collect::<Vec<_>>(),
+        "actions": b.actions,
+        "not_before_ms": b.not_before_ms,
+        "not_after_ms": b.not_after_ms,
+        "use_limit": b.use_limit,
+        "delegation_depth": b.delegation_depth,
+        "extensions": b.extensions.iter().map(|e| json!({"tag": e.tag, "value": h(&e.value)})).collect::<Vec<_>>(),
+        "salt": h(b.salt),
+    })
+}
+
+/// Verifies the vector's grant chain against the state of its chain ops; returns the use
+/// limits the device must count.
+fn run_grant_chain(v: &Value) -> Result<Value, Error> {
+    let chain = Chain::verify(ops(v, "chain_ops")).unwrap();
+    let grants: Vec<Grant> = hex_list(v, "grants")
+        .iter()
+        .map(|b| Grant::from_bytes(b).unwrap())
+        .collect();
+    let req = &v["request"];
+    let approval = grant::verify_grant_chain(
+        &grants,
+        chain.state(),
+        &GrantRequest {
+            device: &DeviceId(array(req, "device")),
+            sender: &public_key(req, "sender"),
+            action: s(req, "action"),
+            now_ms: u(req, "now_ms"),
+        },
+    )?;
+    Ok(json!(approval
+        .use_limits
+        .iter()
+        .map(|(id, limit)| json!({"grant_id": h(id.0), "limit": limit}))
+        .collect::<Vec<_>>()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands and responses.
+
+fn command_json(sc: &SignedCommand) -> Value {
+    let c = &sc.command;
+    json!({
+        "bytes": h(sc.to_bytes()),
+        "content": h(c.content_bytes()),
+        "id": h(c.id().0),
+        "signature": h(sc.signature.0),
+        "device": h(c.device.0),
+        "sender": pk_hex(&c.sender),
+        "action": c.action,
+        "args": h(&c.args),
+        "timestamp_ms": c.timestamp_ms,
+        "nonce": h(c.nonce),
+        "challenge": c.challenge.map(h),
+        "grants": c.grants.iter().map(|g| h(g.to_bytes())).collect::<Vec<_>>(),
+        "reply_to": match c.reply_to {
+            ReplyTo::Direct => json!({"kind": "direct"}),
+            ReplyTo::Mailbox(m) => json!({"kind": "mailbox", "mailbox": h(m)}),
+        },
+    })
+}
+
+fn response_json(sr: &SignedResponse) -> Value {
+    let r = &sr.response;
+    json!({
+        "bytes": h(sr.to_bytes()),
+        "signature": h(sr.signature.0),
+        "device": h(r.device.0),
+        "command_id": h(r.command.0),
+        "timestamp_ms": r.timestamp_ms,
+        "outcome": match &r.outcome {
+            Outcome::Accepted => json!({"kind": "accepted"}),
+            Outcome::Rejected { code, reason } => json!({"kind": "rejected", "code": code, "reason": reason}),
+            Outcome::ChallengeRequired { challenge } => json!({"kind": "challenge-required", "challenge": h(challenge)}),
+        },
+        "body": h(&r.body),
+    })
+}
+
+fn check_sealed_command(v: &Value) {
+    let keys = DeviceKeys::from_secret_bytes(&bytes(v, "device_secret_keys")).unwrap();
+    let env = bytes(v, "envelope");
+    let opened = envelope::open_command(&env, &keys.kem).unwrap();
+    assert_eq!(h(opened.command.to_bytes()), s(v, "command"));
+    assert_eq!(h(opened.command.command.id().0), s(v, "command_id"));
+    opened.command.verify_signature().unwrap();
+
+    // The keys the hybrid KEM yields, and the padded plaintext under the command key.
+    let ct =
+        KemCiphertext::from_bytes(&env[KEM_CT_AT..KEM_CT_AT + kem::KEM_CIPHERTEXT_LEN]).unwrap();
+    let shared = keys.kem.decapsulate(&ct).unwrap();
+    assert_eq!(h(shared.command_key().as_slice()), s(v, "command_key"));
+    assert_eq!(h(shared.response_key().as_slice()), s(v, "response_key"));
+    let nonce: [u8; 24] = env[COMMAND_HEADER_LEN - kem::AEAD_NONCE_LEN..COMMAND_HEADER_LEN]
+        .try_into()
+        .unwrap();
+    let padded = kem::aead_open(
+        &shared.command_key(),
+        &nonce,
+        &env[..COMMAND_HEADER_LEN],
+        &env[COMMAND_HEADER_LEN..],
+    )
+    .unwrap();
+    assert_eq!(padded.len() as u64, u(v, "padded_len"));
+    assert_eq!(h(pad::unpad(&padded).unwrap()), s(v, "command"));
+}
+
+/// Opens a response envelope with the response key, as a sender does: the 26-byte header
+/// (version, kind, nonce) is the associated data; then unpadding, decoding and verification.
+fn open_response(
+    key: &[u8; 32],
+    env: &[u8],
+    identity: &PublicKey,
+    device: &DeviceId,
+    command: &CommandId,
+) -> Result<SignedResponse, Error> {
+    assert!(env.len() > RESPONSE_HEADER_LEN, "vector envelope too short");
+    let nonce: [u8; 24] = env[2..RESPONSE_HEADER_LEN].try_into().unwrap();
+    let padded = kem::aead_open(
+        key,
+        &nonce,
+        &env[..RESPONSE_HEADER_LEN],
+        &env[RESPONSE_HEADER_LEN..],
+    )?;
+    let response = SignedResponse::from_bytes(pad::unpad(&padded)?)?;
+    response.verify(identity, device, command)?;
+    Ok(response)
+}
+
+fn check_response_exchange(v: &Value) {
+    let keys = DeviceKeys::from_secret_bytes(&bytes(v, "device_secret_keys")).unwrap();
+    let identity = public_key(v, "device_identity");
+    assert_eq!(keys.identity.public_key(), identity);
+    let device = DeviceId(array(v, "device"));
+    assert_eq!(keys.device_id(), device);
+
+    let cmd_env = bytes(v, "command_envelope");
+    let opened = envelope::open_command(&cmd_env, &keys.kem).unwrap();
+    assert_eq!(h(opened.command.to_bytes()), s(v, "command"));
+    let command_id = opened.command.command.id();
+    assert_eq!(h(command_id.0), s(v, "command_id"));
+
+    let ct = KemCiphertext::from_bytes(&cmd_env[KEM_CT_AT..KEM_CT_AT + kem::KEM_CIPHERTEXT_LEN])
+        .unwrap();
+    let key = keys.kem.decapsulate(&ct).unwrap().response_key();
+    assert_eq!(h(key.as_slice()), s(v, "response_key"));
+
+    let response = open_response(
+        &key,
+        &bytes(v, "response_envelope"),
+        &identity,
+        &device,
+        &command_id,
+    )
+    .unwrap();
+    assert_eq!(h(response.to_bytes()), s(v, "response"));
+}
