@@ -417,7 +417,7 @@ impl ChainState {
             return Err(Error::DeviceIdMismatch);
         }
         let signers = op.verified_signers()?;
-        require_exactly(&signers, &[g.identity], op)?;
+        require_exactly(&signers, &[(g.identity, "the device identity key")], op)?;
         let id = op.id();
         Ok(ChainState {
             device: op.device,
@@ -524,12 +524,19 @@ impl ChainState {
                 next.revoked.insert(revoked.id());
             }
             OpBody::RotateKeys { identity, kem } => {
-                require_exactly(&signers, &[self.identity, *identity], op)?;
+                require_exactly(
+                    &signers,
+                    &[
+                        (self.identity, "the current device identity key"),
+                        (*identity, "the new device identity key"),
+                    ],
+                    op,
+                )?;
                 next.identity = *identity;
                 next.kem = kem.clone();
             }
             OpBody::FactoryReset { setup } => {
-                require_exactly(&signers, &[self.identity], op)?;
+                require_exactly(&signers, &[(self.identity, "the device identity key")], op)?;
                 next.setup = Some(*setup);
                 next.owners.clear();
                 next.threshold = 0;
@@ -562,16 +569,18 @@ impl ChainState {
     }
 }
 
-fn require_exactly(signers: &BTreeSet<PublicKey>, expected: &[PublicKey], op: &Op) -> Result<()> {
-    for key in expected {
+fn require_exactly(
+    signers: &BTreeSet<PublicKey>,
+    expected: &[(PublicKey, &'static str)],
+    op: &Op,
+) -> Result<()> {
+    for (key, who) in expected {
         if !signers.contains(key) {
-            return Err(Error::MissingSignature {
-                seq: op.seq,
-                who: "the device identity key",
-            });
+            return Err(Error::MissingSignature { seq: op.seq, who });
         }
     }
-    require_only(signers, expected, op)
+    let keys: Vec<PublicKey> = expected.iter().map(|(k, _)| *k).collect();
+    require_only(signers, &keys, op)
 }
 
 /// Refuses signatures by keys with no say in this op, so a copy of an op cannot be padded with

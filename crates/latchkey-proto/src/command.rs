@@ -132,10 +132,13 @@ impl Command {
                 why: "signed by a key other than its sender",
             });
         }
-        if self.args.len() > MAX_ARGS || !grant::is_action_name(&self.action) {
+        if self.args.len() > MAX_ARGS
+            || !grant::is_action_name(&self.action)
+            || self.grants.len() > grant::MAX_GRANT_CHAIN
+        {
             return Err(Error::Invalid {
                 what: "command",
-                why: "action name or arguments out of bounds",
+                why: "action name, arguments or grant chain out of bounds",
             });
         }
         let signature = key.sign(&[COMMAND_LABEL, &self.content_bytes()].concat());

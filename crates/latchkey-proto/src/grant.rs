@@ -155,6 +155,19 @@ impl GrantBody {
         if self.actions.iter().any(|a| !is_action_name(a)) {
             return bad("action names are 1-32 of a-z, 0-9, '-', '_', '.'");
         }
+        // The decoder's limits, checked when signing too, so nobody issues a grant that no
+        // device can read.
+        if self.scope.len() > MAX_GRANT_DEVICES || self.actions.len() > MAX_ACTIONS {
+            return bad("at most 16 devices and 16 actions");
+        }
+        if self.extensions.len() > MAX_EXTENSIONS
+            || self
+                .extensions
+                .iter()
+                .any(|e| e.value.len() > MAX_EXTENSION_LEN)
+        {
+            return bad("at most 8 extensions of at most 512 bytes");
+        }
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 
 use core::fmt;
 
+use bech32::primitives::decode::CheckedHrpstring;
 use bech32::{Bech32m, Hrp};
 use crypto::keys::bip39::{self, wordlist};
 use crypto::keys::slip10;
@@ -412,17 +413,20 @@ fn bech32_encode(hrp: &str, data: &[u8]) -> String {
 }
 
 fn bech32_decode(text: &str, expected_hrp: &'static str, what: &'static str) -> Result<[u8; 32]> {
-    let (hrp, data) = bech32::decode(text.trim()).map_err(|_| Error::BadText {
+    // Only the Bech32m checksum is accepted, so each key has one spelling (up to case: text
+    // may be all upper case, as in a QR code).
+    let checked = CheckedHrpstring::new::<Bech32m>(text.trim()).map_err(|_| Error::BadText {
         what,
         encoding: "Bech32m",
     })?;
-    if hrp.as_str() != expected_hrp {
+    let hrp = checked.hrp();
+    if !hrp.as_str().eq_ignore_ascii_case(expected_hrp) {
         return Err(Error::WrongKind {
             expected: what,
             found: format!("{}1", hrp.as_str()),
         });
     }
-    let mut data = Zeroizing::new(data);
+    let mut data = Zeroizing::new(checked.byte_iter().collect::<Vec<u8>>());
     let bytes: [u8; 32] = data.as_slice().try_into().map_err(|_| Error::Invalid {
         what,
         why: "must hold exactly 32 bytes",
