@@ -5,7 +5,7 @@
 use core::fmt;
 
 use crate::chain::{ChainState, OpId};
-use crate::codec::{Codec, Reader, Writer};
+use crate::codec::{check_len, Codec, Reader, Writer};
 use crate::error::{Error, Result};
 use crate::hash;
 use crate::keys::{DeviceId, PublicKey, Signature, SigningKey};
@@ -190,7 +190,11 @@ impl GrantBody {
             });
         }
         self.check_shape()?;
-        let signature = issuer.sign(&signing_message(&self.content_bytes()));
+        let content = self.content_bytes();
+        // Within each field's limit a grant can still outgrow what a decoder accepts (eight
+        // 512-byte extensions alone are over it): refuse to issue one nobody can read.
+        check_len("grant", content.len() + 64, Grant::MAX_LEN)?;
+        let signature = issuer.sign(&signing_message(&content));
         Ok(Grant {
             body: self,
             signature,

@@ -1,0 +1,352 @@
+//! Replays the fuzz corpus (`fuzz/corpus/<target>/*`) through the fuzz targets' own entries, so
+//! every input the fuzzer ever kept, and every crash it found, stays a regression test on stable.
+//! The entries live in `fuzz/src/lib.rs` and are compiled here unchanged: one decode call the
+//! product makes per target, plus the round-trip checks.
+//!
+//! `cargo test -p latchkey-proto --test fuzz_corpus -- --ignored write_seed_corpus` regenerates
+//! the seed files (a handful of valid encodings per target). Envelopes differ on each run, since
+//! sntrup761 encapsulation draws from the OS; everything else is deterministic.
+
+#[path = "../../../fuzz/src/lib.rs"]
+mod fuzz_entries;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::panic;
+use std::path::{Path, PathBuf};
+
+use latchkey_proto::chain::{Chain, Op, OpBody, OpList, OwnerSet};
+use latchkey_proto::claim::{ClaimPayload, DeviceAddr};
+use latchkey_proto::codec::Codec;
+use latchkey_proto::command::{
+    Command, Outcome, RejectCode, ReplyTo, Response, SignedCommand, SignedResponse,
+};
+use latchkey_proto::envelope;
+use latchkey_proto::grant::{Extension, Grant, GrantBody, GrantScope};
+use latchkey_proto::keys::{PublicKey, RecoveryPhrase, SigningKey};
+use latchkey_proto::pad;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+fn corpus_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus")
+}
+
+/// The corpus files of one target; libFuzzer's temporary files (`.tmp*`, git-ignored) skipped.
+fn corpus_files(dir: &Path) -> Vec<PathBuf> {
+    let entries = fs::read_dir(dir).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; every fuzz target needs a seed corpus (see this file's header)",
+            dir.display()
+        )
+    });
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.expect("readable directory entry").path())
+        .filter(|p| p.is_file())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_corpus_file_replays_without_panicking() {
+    let root = corpus_root();
+    let mut total = 0;
+    for (target, entry) in fuzz_entries::TARGETS {
+        let files = corpus_files(&root.join(target));
+        assert!(!files.is_empty(), "fuzz/corpus/{target}/ is empty");
+        for path in files {
+            let data = fs::read(&path).unwrap();
+            let outcome = panic::catch_unwind(|| entry(&data));
+            assert!(outcome.is_ok(), "{} panicked", path.display());
+            total += 1;
+        }
+    }
+    assert!(total >= fuzz_entries::TARGETS.len());
+}
+
+#[test]
+fn every_corpus_directory_is_a_target() {
+    for entry in fs::read_dir(corpus_root()).expect("fuzz/corpus/ exists") {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            fuzz_entries::TARGETS.iter().any(|(t, _)| *t == name),
+            "fuzz/corpus/{name}/ matches no target in fuzz/src/lib.rs"
+        );
+    }
+}
+
+// --- seed corpus ---------------------------------------------------------------------------
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n; 32])
+}
+
+fn owner_set(keys: &[&SigningKey], threshold: u8) -> OwnerSet {
+    let mut owners: Vec<PublicKey> = keys.iter().map(|k| k.public_key()).collect();
+    owners.sort();
+    OwnerSet { owners, threshold }
+}
+
+fn grant(issuer: &SigningKey, subject: PublicKey, scope: GrantScope, depth: u8) -> Grant {
+    GrantBody {
+        issuer: issuer.public_key(),
+        subject,
+        scope: vec![scope],
+        actions: vec!["open".into(), "status".into()],
+        not_before_ms: 1_700_000_000_000,
+        not_after_ms: 1_700_086_400_000,
+        use_limit: Some(5 + depth as u32),
+        delegation_depth: depth,
+        extensions: vec![Extension {
+            tag: 1,
+            value: b"weekdays".to_vec(),
+        }],
+        salt: [depth; 16],
+    }
+    .sign(issuer)
+    .unwrap()
+}
+
+struct Seeds {
+    root: PathBuf,
+}
+
+impl Seeds {
+    fn put(&self, target: &str, name: &str, bytes: &[u8]) {
+        let dir = self.root.join(target);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// A chain with one op of every kind, and the grants and commands that go with it.
+#[test]
+#[ignore = "writes fuzz/corpus/; run by hand to regenerate the seeds"]
+fn write_seed_corpus() {
+    let seeds = Seeds {
+        root: corpus_root(),
+    };
+    let device = fuzz_entries::device_keys();
+    let (a, b, c, guest, cleaner) = (key(1), key(2), key(3), key(4), key(5));
+    let new_identity = key(6);
+    let new_setup = key(7);
+    let t = 1_700_000_000_000;
+
+    let mut chain = Chain::from_genesis(device.genesis("Front door", t).unwrap()).unwrap();
+    let add = |chain: &mut Chain, body: OpBody, signers: &[&SigningKey]| {
+        let mut op = chain.propose(t + chain.len() as u64, body);
+        for k in signers {
+            op.sign(k);
+        }
+        chain.append(op).unwrap();
+    };
+    add(
+        &mut chain,
+        OpBody::Claim(owner_set(&[&a, &b], 1)),
+        &[&device.setup, &a, &b],
+    );
+    add(
+        &mut chain,
+        OpBody::AmendOwners(owner_set(&[&a, &b, &c], 2)),
+        &[&a],
+    );
+    let scope = GrantScope {
+        device: chain.device(),
+        epoch: chain.state().epoch,
+    };
+    let host_grant = grant(&a, guest.public_key(), scope, 1);
+    let cleaner_grant = grant(&guest, cleaner.public_key(), scope, 0);
+    let grants = vec![host_grant.clone(), cleaner_grant.clone()];
+    let owner_command = Command {
+        device: chain.device(),
+        sender: a.public_key(),
+        action: "open".into(),
+        args: b"{\"seconds\":5}".to_vec(),
+        timestamp_ms: t,
+        nonce: [1; 16],
+        challenge: None,
+        grants: Vec::new(),
+        reply_to: ReplyTo::Direct,
+    }
+    .sign(&a)
+    .unwrap();
+    let guest_command = Command {
+        device: chain.device(),
+        sender: cleaner.public_key(),
+        action: "status".into(),
+        args: Vec::new(),
+        timestamp_ms: t + 1,
+        nonce: [2; 16],
+        challenge: Some([3; 16]),
+        grants: grants.clone(),
+        reply_to: ReplyTo::Mailbox([4; 32]),
+    }
+    .sign(&cleaner)
+    .unwrap();
+    // Over 1 KiB of plaintext: sealed in the second bucket.
+    let big_command = Command {
+        args: vec![b'x'; 1024],
+        nonce: [5; 16],
+        ..owner_command.command.clone()
+    }
+    .sign(&a)
+    .unwrap();
+    add(
+        &mut chain,
+        OpBody::RevokeGrant {
+            chain: grants.clone(),
+        },
+        &[&guest],
+    );
+    add(&mut chain, OpBody::Transfer(owner_set(&[&c], 1)), &[&a, &b]);
+    add(
+        &mut chain,
+        OpBody::RotateKeys {
+            identity: new_identity.public_key(),
+            kem: device.kem.public().clone(),
+        },
+        &[&device.identity, &new_identity],
+    );
+    add(
+        &mut chain,
+        OpBody::FactoryReset {
+            setup: new_setup.public_key(),
+        },
+        &[&new_identity],
+    );
+
+    for op in chain.ops() {
+        seeds.put(
+            "op",
+            &format!("{}-{}", op.seq, op.body.kind()),
+            &op.to_bytes(),
+        );
+    }
+    let ops = chain.ops().to_vec();
+    seeds.put("op_list", "chain", &OpList(ops.clone()).to_bytes());
+    seeds.put("op_list", "genesis", &OpList(ops[..1].to_vec()).to_bytes());
+    seeds.put("op_list", "empty", &OpList(Vec::new()).to_bytes());
+
+    seeds.put("grant", "host", &host_grant.to_bytes());
+    seeds.put("grant", "cleaner", &cleaner_grant.to_bytes());
+
+    seeds.put("command", "owner", &owner_command.to_bytes());
+    seeds.put("command", "guest", &guest_command.to_bytes());
+    seeds.put("command", "big-args", &big_command.to_bytes());
+
+    let respond = |command: &SignedCommand, timestamp_ms, outcome, body: &[u8]| {
+        Response {
+            device: device.device_id(),
+            command: command.command.id(),
+            timestamp_ms,
+            outcome,
+            body: body.to_vec(),
+        }
+        .sign(&device.identity)
+        .unwrap()
+    };
+    let responses: Vec<(&str, SignedResponse)> = vec![
+        (
+            "accepted",
+            respond(&owner_command, Some(t + 5), Outcome::Accepted, b"ok"),
+        ),
+        (
+            "rejected",
+            respond(
+                &guest_command,
+                Some(t + 6),
+                Outcome::Rejected {
+                    code: RejectCode::GrantRevoked as u16,
+                    reason: "the grant has been revoked by the owner".into(),
+                },
+                b"",
+            ),
+        ),
+        (
+            "challenge",
+            respond(
+                &owner_command,
+                None,
+                Outcome::ChallengeRequired { challenge: [9; 16] },
+                b"",
+            ),
+        ),
+    ];
+    for (name, response) in &responses {
+        seeds.put("response", name, &response.to_bytes());
+    }
+
+    let addrs = vec![
+        DeviceAddr::Socket("192.168.1.20:8443".parse::<SocketAddr>().unwrap()),
+        DeviceAddr::Socket("[fe80::1]:8443".parse::<SocketAddr>().unwrap()),
+        DeviceAddr::parse("door.local:8443").unwrap(),
+    ];
+    let claims = [
+        ("three-addrs", device.claim_payload("Front door", addrs)),
+        ("no-addrs", device.claim_payload("Garage", Vec::new())),
+    ];
+    for (name, claim) in &claims {
+        seeds.put("claim_bytes", name, &claim.to_bytes());
+        let text = claim.to_text().unwrap();
+        seeds.put("claim_text", name, text.as_bytes());
+    }
+    let pasted = format!(
+        "  {}\n",
+        claims[1].1.to_text().unwrap().to_ascii_lowercase()
+    );
+    seeds.put("claim_text", "pasted-lower-case", pasted.as_bytes());
+
+    seeds.put(
+        "public_key_text",
+        "owner",
+        a.public_key().to_string().as_bytes(),
+    );
+    let id_text = chain.device().to_string();
+    seeds.put("public_key_text", "device-id", id_text.as_bytes());
+    seeds.put("device_id_text", "device", id_text.as_bytes());
+    seeds.put(
+        "device_id_text",
+        "public-key",
+        a.public_key().to_string().as_bytes(),
+    );
+
+    let phrase = RecoveryPhrase::from_entropy(&[0x42; 32]);
+    seeds.put("recovery_phrase", "valid", phrase.phrase().as_bytes());
+    let shouted = phrase.words().join("   ").to_uppercase();
+    seeds.put("recovery_phrase", "upper-case", shouted.as_bytes());
+    let mut words = phrase.words();
+    let swap = (0..23).find(|&i| words[i] != words[i + 1]).unwrap();
+    words.swap(swap, swap + 1);
+    seeds.put("recovery_phrase", "swapped", words.join(" ").as_bytes());
+
+    let mut rng = ChaCha20Rng::seed_from_u64(0x5eed);
+    for (name, command) in [
+        ("owner", &owner_command),
+        ("guest", &guest_command),
+        ("big-args", &big_command),
+    ] {
+        let (sealed, _) = envelope::seal_command(command, device.kem.public(), &mut rng).unwrap();
+        seeds.put("envelope_open", name, &sealed);
+        let opened = envelope::open_command(&sealed, &device.kem).unwrap();
+        let reply = opened.reply.seal(&responses[0].1, &mut rng).unwrap();
+        seeds.put("response_open", name, &reply);
+    }
+
+    for (name, message) in [
+        ("empty", Vec::new()),
+        ("command", owner_command.to_bytes()),
+        ("second-bucket", vec![0xa5; 3000]),
+        ("third-bucket", vec![0x5a; 5000]),
+    ] {
+        seeds.put("unpad", name, &pad::pad(&message, &mut rng).unwrap());
+    }
+
+    seeds.put("device_key_file", "fixed", fuzz_entries::DEVICE_KEY_FILE);
+
+    // The seeds must themselves be what they claim: every one decodes.
+    Op::from_bytes(&ops[0].to_bytes()).unwrap();
+    Chain::verify(OpList::from_bytes(&OpList(ops).to_bytes()).unwrap().0).unwrap();
+    ClaimPayload::parse(&pasted).unwrap();
+}
