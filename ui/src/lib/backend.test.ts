@@ -1,0 +1,87 @@
+import { clearMocks, mockIPC } from '@tauri-apps/api/mocks';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import {
+  BackendError,
+  MOCK_APP_INFO,
+  UNEXPECTED,
+  createMockBackend,
+  tauriBackend,
+  toBackendError,
+} from './backend';
+
+describe('createMockBackend', () => {
+  it('answers appInfo and records the call', async () => {
+    const backend = createMockBackend();
+    expect(await backend.appInfo()).toEqual(MOCK_APP_INFO);
+    expect(backend.calls).toEqual(['appInfo']);
+  });
+
+  it('hands out copies, so a caller cannot change later answers', async () => {
+    const backend = createMockBackend();
+    const first = await backend.appInfo();
+    first.version = 'changed';
+    expect((await backend.appInfo()).version).toBe(MOCK_APP_INFO.version);
+  });
+
+  it('rejects with the configured error', async () => {
+    const failure = new BackendError('offline', 'No answer.');
+    const backend = createMockBackend({ failWith: failure });
+    await expect(backend.appInfo()).rejects.toBe(failure);
+    expect(backend.calls).toEqual(['appInfo']);
+  });
+});
+
+describe('toBackendError', () => {
+  it('keeps the code and message of a CommandError', () => {
+    const err = toBackendError({ code: 'bad_input', message: 'Name is empty.' });
+    expect(err).toBeInstanceOf(BackendError);
+    expect(err.code).toBe('bad_input');
+    expect(err.message).toBe('Name is empty.');
+  });
+
+  it('wraps a bare string rejection', () => {
+    const err = toBackendError('command app_inf not found');
+    expect(err.code).toBe(UNEXPECTED);
+    expect(err.message).toBe('command app_inf not found');
+  });
+
+  it('does not trust an object whose fields have the wrong types', () => {
+    const err = toBackendError({ code: 7, message: 'x' });
+    expect(err.code).toBe(UNEXPECTED);
+    expect(err.message).not.toBe('x');
+  });
+
+  it('returns a BackendError unchanged', () => {
+    const original = new BackendError('offline', 'No answer.');
+    expect(toBackendError(original)).toBe(original);
+  });
+});
+
+describe('tauriBackend', () => {
+  // @tauri-apps/api reaches the IPC bridge through `window`; under Node the global
+  // object stands in for it.
+  beforeEach(() => vi.stubGlobal('window', globalThis));
+  afterEach(() => {
+    clearMocks();
+    vi.unstubAllGlobals();
+  });
+
+  it('invokes the app_info command', async () => {
+    const seen: string[] = [];
+    mockIPC((cmd) => {
+      seen.push(cmd);
+      return { name: 'Latchkey', version: '0.1.0', protocol_version: 1 };
+    });
+    expect(await tauriBackend.appInfo()).toEqual({ name: 'Latchkey', version: '0.1.0', protocol_version: 1 });
+    expect(seen).toEqual(['app_info']);
+  });
+
+  it('turns a rejected CommandError into a BackendError', async () => {
+    mockIPC(() => {
+      throw { code: 'internal', message: 'Keychain is locked.' };
+    });
+    const failure = tauriBackend.appInfo();
+    await expect(failure).rejects.toBeInstanceOf(BackendError);
+    await expect(failure).rejects.toMatchObject({ code: 'internal', message: 'Keychain is locked.' });
+  });
+});

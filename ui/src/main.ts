@@ -1,0 +1,16 @@
+import { isTauri } from '@tauri-apps/api/core';
+import { mount } from 'svelte';
+import App from './App.svelte';
+import './app.css';
+import { createMockBackend, tauriBackend } from './lib/backend';
+
+// `npm run dev` opened in a plain browser has no Rust side to call; the mock keeps the
+// screen usable for layout work there. Production builds always use the real backend.
+const backend = import.meta.env.DEV && !isTauri() ? createMockBackend() : tauriBackend;
+
+const target = document.getElementById('app');
+if (!target) {
+  throw new Error('index.html has no #app element');
+}
+
+export default mount(App, { target, props: { backend } });
