@@ -16,9 +16,10 @@ pub const MAX_OWNERS: usize = 16;
 pub const MAX_DEVICE_NAME: usize = 64;
 /// Every signer an op may carry: all owners plus the setup or identity keys.
 pub const MAX_SIGNATURES: usize = MAX_OWNERS + 2;
-/// Largest op a decoder accepts (a genesis is about 1.3 KiB; a revocation with a full
-/// delegation chain about 2 KiB).
-pub const MAX_OP_LEN: usize = 8 * 1024;
+/// Largest op a decoder accepts: room for the largest valid op, a revocation carrying four
+/// grants of up to 4 KiB each with every possible signature (about 18 KiB). A genesis is about
+/// 1.3 KiB. Ops are checked against it when applied too, so no valid op is undecodable.
+pub const MAX_OP_LEN: usize = 24 * 1024;
 /// Most ops one list decode accepts.
 pub const MAX_OPS: usize = 100_000;
 
@@ -453,6 +454,7 @@ impl ChainState {
         if op.prev != self.head {
             return Err(Error::BrokenLink { seq: op.seq });
         }
+        check_len("op", op.to_bytes().len(), MAX_OP_LEN)?;
         let signers = op.verified_signers()?;
         let id = op.id();
         let mut next = self.clone();

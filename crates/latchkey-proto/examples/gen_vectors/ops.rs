@@ -670,11 +670,11 @@ fn op_decode_vectors(w: &World, life: &[Op], v: &mut Vectors) {
         "TooLarge",
     );
     let mut huge = genesis.clone();
-    huge.resize(8 * 1024 + 1, 0);
+    huge.resize(latchkey_proto::chain::MAX_OP_LEN + 1, 0);
     v.fail_decode(
         "fail_op_too_large",
         "Op",
-        "op_genesis padded with zeros to 8193 bytes: over the 8 KiB op limit.",
+        "op_genesis padded with zeros to 24577 bytes: over the 24 KiB op limit.",
         &huge,
         "TooLarge",
     );
