@@ -1,0 +1,124 @@
+//! What a node is told at start: where to listen, where its database lives, which peers to
+//! replicate from, and the limits it holds every client to.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use reqwest::Url;
+
+/// Everything [`crate::start`] needs.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Address to listen on; port 0 picks a free port (read it back from `RunningNode::addr`).
+    pub listen: SocketAddr,
+    /// The SQLite file (created if missing).
+    pub db_path: PathBuf,
+    /// Base URLs of the nodes to replicate from (e.g. `http://10.0.0.2:7400`).
+    pub peers: Vec<Url>,
+    /// Pause between two pulls of a peer's feed once caught up.
+    pub sync_interval: Duration,
+    pub limits: Limits,
+}
+
+impl NodeConfig {
+    /// A node on `listen` storing into `db_path`, with no peers and the default limits.
+    pub fn new(listen: SocketAddr, db_path: impl Into<PathBuf>) -> Self {
+        NodeConfig {
+            listen,
+            db_path: db_path.into(),
+            peers: Vec::new(),
+            sync_interval: Duration::from_secs(1),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A per-client-IP rate: `per_second` sustained, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Rate {
+    pub const fn new(per_second: u32, burst: u32) -> Self {
+        Rate { per_second, burst }
+    }
+}
+
+/// Limits against abuse. `None` for a rate turns that limit off.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest `POST /v1/devices/{d}/ops` body.
+    pub max_ops_body: usize,
+    /// Largest mailbox message body.
+    pub max_mailbox_body: usize,
+    /// Live (unexpired) messages one mailbox holds at most.
+    pub mailbox_capacity: usize,
+    /// Live messages all mailboxes of the node hold at most.
+    pub mailbox_total_capacity: usize,
+    /// Lifetime of a mailbox message when the sender names none.
+    pub mailbox_default_ttl: Duration,
+    /// Longest lifetime a sender may ask for.
+    pub mailbox_max_ttl: Duration,
+    /// Longest long poll (`wait_secs`).
+    pub mailbox_max_wait: Duration,
+    /// Most messages one mailbox read returns.
+    pub mailbox_max_read: usize,
+    /// Most feed entries one read returns (`limit`).
+    pub feed_max_limit: usize,
+    /// Fork evidence kept per device; later forks are still answered `409 fork`.
+    pub max_forks_per_device: usize,
+    /// Op posts per client IP.
+    pub ops_rate: Option<Rate>,
+    /// Mailbox posts per client IP.
+    pub mailbox_rate: Option<Rate>,
+    /// Every other request per client IP.
+    pub read_rate: Option<Rate>,
+    /// Time a request may take (long polls get their wait on top).
+    pub request_timeout: Duration,
+    /// Requests served at once; beyond it the node answers `503 overloaded`.
+    pub max_concurrent_requests: usize,
+    /// Verified chains kept in memory (least recently used are dropped and reloaded on use).
+    pub max_cached_chains: usize,
+    /// How often expired mailbox messages are purged.
+    pub purge_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_ops_body: 1024 * 1024,
+            max_mailbox_body: 20_000,
+            mailbox_capacity: 256,
+            mailbox_total_capacity: 100_000,
+            mailbox_default_ttl: Duration::from_secs(300),
+            mailbox_max_ttl: Duration::from_secs(3600),
+            mailbox_max_wait: Duration::from_secs(30),
+            mailbox_max_read: 64,
+            feed_max_limit: 1000,
+            max_forks_per_device: 64,
+            ops_rate: Some(Rate::new(10, 50)),
+            mailbox_rate: Some(Rate::new(20, 60)),
+            read_rate: Some(Rate::new(200, 1000)),
+            request_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 512,
+            max_cached_chains: 10_000,
+            purge_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Limits {
+    /// The defaults without rate limits: for tests, benchmarks and simulations where every
+    /// client shares 127.0.0.1.
+    pub fn without_rate_limits() -> Self {
+        Limits {
+            ops_rate: None,
+            mailbox_rate: None,
+            read_rate: None,
+            ..Limits::default()
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! The node library's one error type.
+
+use std::path::PathBuf;
+
+/// What can go wrong inside the node (request-level refusals are `api::ApiError`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("cannot open the database {path}: {source}; check the path and its permissions")]
+    OpenDb {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error(
+        "the database holds an op that no longer verifies ({device}, seq {seq}): {source}; \
+         restore the database from a backup or remove it and let the node replicate again"
+    )]
+    Corrupt {
+        device: String,
+        seq: u64,
+        source: latchkey_proto::Error,
+    },
+    #[error("the database was written by a newer node (schema {found}, this build knows {known}); update the node")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("cannot listen on {addr}: {source}; is another process using the port?")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("peer {peer}: {message}")]
+    Peer { peer: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The node library's `Result`.
+pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Error::Internal(format!("a background task failed: {e}"))
+    }
+}

@@ -1,0 +1,103 @@
+//! `latchkey-node`: a Latchkey registry node (docs/API.md).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use latchkey_node::{Limits, NodeConfig, Rate, Url};
+use tracing_subscriber::EnvFilter;
+
+/// A Latchkey registry node: stores ownership chains, replicates from peers, relays mailboxes.
+#[derive(Debug, Parser)]
+#[command(name = "latchkey-node", version)]
+struct Cli {
+    /// Address to listen on, e.g. 0.0.0.0:7400 (port 0 picks a free port).
+    #[arg(long)]
+    listen: SocketAddr,
+    /// SQLite database file (created if missing).
+    #[arg(long)]
+    db: PathBuf,
+    /// Base URL of a node to replicate from; repeat for several.
+    #[arg(long = "peer", value_name = "URL")]
+    peers: Vec<Url>,
+    /// Milliseconds between pulls of each peer's feed once caught up.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    sync_interval_ms: u64,
+    /// Op posts per second per client IP (0 turns the limit off); bursts of 5x.
+    #[arg(long, value_name = "N")]
+    ops_rate: Option<u32>,
+    /// Mailbox posts per second per client IP (0 turns the limit off); bursts of 3x.
+    #[arg(long, value_name = "N")]
+    mailbox_rate: Option<u32>,
+    /// Other requests per second per client IP (0 turns the limit off); bursts of 5x.
+    #[arg(long, value_name = "N")]
+    read_rate: Option<u32>,
+}
+
+fn rate(flag: Option<u32>, default: Option<Rate>, burst: u32) -> Option<Rate> {
+    match flag {
+        None => default,
+        Some(0) => None,
+        Some(n) => Some(Rate::new(n, n.saturating_mul(burst))),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+
+    let defaults = Limits::default();
+    let limits = Limits {
+        ops_rate: rate(cli.ops_rate, defaults.ops_rate, 5),
+        mailbox_rate: rate(cli.mailbox_rate, defaults.mailbox_rate, 3),
+        read_rate: rate(cli.read_rate, defaults.read_rate, 5),
+        ..defaults
+    };
+    let config = NodeConfig {
+        peers: cli.peers,
+        sync_interval: Duration::from_millis(cli.sync_interval_ms),
+        limits,
+        ..NodeConfig::new(cli.listen, cli.db.clone())
+    };
+    let node = latchkey_node::start(config)
+        .await
+        .with_context(|| format!("starting the node on {}", cli.db.display()))?;
+    println!("listening on {}", node.url());
+    use std::io::Write;
+    std::io::stdout().flush().ok();
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await.context("shutting down")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

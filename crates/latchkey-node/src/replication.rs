@@ -1,0 +1,213 @@
+//! Pulling peers' feeds. **Invariant: a peer is a client like any other** — every op it serves
+//! goes through [`Registry::ingest`], so it is verified exactly as a posted op, and a lying peer
+//! can only withhold.
+//!
+//! Each peer has a cursor into its feed, saved in SQLite after every page, so a node that was
+//! down resumes where it stopped, and a new node starts from the beginning.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use latchkey_proto::chain::{Op, OpList};
+use latchkey_proto::codec::Codec;
+use latchkey_proto::keys::DeviceId;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::config::Url;
+use crate::error::{Error, Result};
+use crate::metrics::{self, Metrics};
+use crate::registry::{Refusal, Registry};
+use crate::store::{self, Store};
+
+/// Feed entries asked for per pull.
+const PAGE: usize = 500;
+/// Largest feed page accepted from a peer (1,000 ops of at most 8 KiB, in base64, fit).
+const MAX_FEED_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+struct FeedPage {
+    entries: Vec<FeedEntry>,
+    next: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct FeedEntry {
+    cursor: u64,
+    device: String,
+    op: String,
+}
+
+/// One peer's puller.
+#[derive(Debug)]
+pub struct Replicator {
+    pub peer: Url,
+    pub registry: Arc<Registry>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub client: reqwest::Client,
+    pub interval: Duration,
+}
+
+fn peer_key(peer: &Url) -> String {
+    peer.as_str().trim_end_matches('/').to_owned()
+}
+
+impl Replicator {
+    /// Pulls until caught up, sleeps `interval`, and again, until `shutdown`.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let key = peer_key(&self.peer);
+        let lookup = key.clone();
+        let mut cursor = match self
+            .store
+            .read(move |c| store::peer_cursor(c, &lookup))
+            .await
+        {
+            Ok(cursor) => cursor,
+            Err(e) => {
+                tracing::error!(peer = %key, error = %e, "cannot read the saved cursor; replication from this peer is off");
+                return;
+            }
+        };
+        tracing::info!(peer = %key, cursor, "replicating");
+        loop {
+            loop {
+                if *shutdown.borrow() {
+                    return;
+                }
+                match self.pull_page(&key, cursor).await {
+                    Ok((next, full)) => {
+                        cursor = next;
+                        if !full {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        metrics::inc(&self.metrics.replication_errors);
+                        tracing::warn!(peer = %key, error = %e, "pull failed; will retry");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// Pulls one page after `cursor`, stores what verifies, saves the new cursor. Returns the
+    /// new cursor and whether the page was full (more may be waiting).
+    async fn pull_page(&self, key: &str, cursor: u64) -> Result<(u64, bool)> {
+        let url = format!("{key}/v1/feed?after={cursor}&limit={PAGE}");
+        let body = self.get(&url, MAX_FEED_BYTES).await?;
+        let page: FeedPage = serde_json::from_slice(&body).map_err(|e| self.bad(e))?;
+        metrics::inc(&self.metrics.replication_pulls);
+        let full = page.entries.len() >= PAGE;
+
+        // Group by device, keeping feed order (each device's ops are consecutive there).
+        let mut order: Vec<DeviceId> = Vec::new();
+        let mut groups: HashMap<DeviceId, Vec<Op>> = HashMap::new();
+        let mut last = cursor;
+        for entry in &page.entries {
+            last = last.max(entry.cursor);
+            let parsed = DeviceId::parse(&entry.device)
+                .map_err(|e| e.to_string())
+                .and_then(|device| {
+                    let bytes = data_encoding::BASE64
+                        .decode(entry.op.as_bytes())
+                        .map_err(|e| e.to_string())?;
+                    let op = Op::from_bytes(&bytes).map_err(|e| e.to_string())?;
+                    if op.device != device {
+                        return Err("the op is for another device than the entry says".into());
+                    }
+                    Ok((device, op))
+                });
+            match parsed {
+                Ok((device, op)) => {
+                    groups
+                        .entry(device)
+                        .or_insert_with(|| {
+                            order.push(device);
+                            Vec::new()
+                        })
+                        .push(op);
+                }
+                Err(why) => {
+                    metrics::inc(&self.metrics.replication_errors);
+                    tracing::warn!(peer = %key, cursor = entry.cursor, %why, "skipping a malformed feed entry");
+                }
+            }
+        }
+        for device in order {
+            let ops = groups.remove(&device).expect("grouped");
+            self.take(key, device, ops).await?;
+        }
+
+        let next = page.next.max(last);
+        if next != cursor {
+            let key = key.to_owned();
+            self.store
+                .write(move |c| store::set_peer_cursor(c, &key, next))
+                .await?;
+        }
+        Ok((next, full))
+    }
+
+    /// Stores one device's run of ops from the feed, fetching the ops before it when the node
+    /// lacks them. Only storage failures are errors (the page is retried); ops that do not
+    /// verify are counted, logged and skipped.
+    async fn take(&self, key: &str, device: DeviceId, ops: Vec<Op>) -> Result<()> {
+        let mut ops = ops;
+        for attempt in 0..2 {
+            match self.registry.ingest(device, ops).await {
+                Ok(accepted) => {
+                    metrics::add(&self.metrics.replication_ops, accepted.added as u64);
+                    return Ok(());
+                }
+                Err(Refusal::Gap { have, .. }) if attempt == 0 => {
+                    let url = format!("{key}/v1/devices/{device}/ops?from={have}");
+                    let body = self.get(&url, OpList::MAX_LEN).await?;
+                    ops = OpList::from_bytes(&body).map_err(|e| self.bad(e))?.0;
+                    if ops.is_empty() {
+                        return Ok(());
+                    }
+                }
+                Err(Refusal::Storage(e)) => return Err(e),
+                Err(Refusal::Fork { seq, .. }) => {
+                    tracing::warn!(peer = %key, %device, seq, "peer holds a fork of this device; evidence kept");
+                    return Ok(());
+                }
+                Err(refusal) => {
+                    metrics::inc(&self.metrics.replication_errors);
+                    tracing::warn!(peer = %key, %device, %refusal, "peer served ops that were refused");
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(&self, url: &str, max: usize) -> Result<Vec<u8>> {
+        let mut resp = self.client.get(url).send().await.map_err(|e| self.bad(e))?;
+        if !resp.status().is_success() {
+            return Err(self.bad(format!("GET {url} answered {}", resp.status())));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.bad(e))? {
+            if body.len() + chunk.len() > max {
+                return Err(self.bad(format!("GET {url} answered more than {max} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    fn bad(&self, e: impl std::fmt::Display) -> Error {
+        Error::Peer {
+            peer: peer_key(&self.peer),
+            message: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! What the node's integration tests share: nodes on 127.0.0.1 port 0 over real SQLite files,
+//! an HTTP client, and chain builders.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use latchkey_node::{Limits, NodeConfig, RunningNode, Url};
+use latchkey_proto::chain::{Op, OpBody, OpList, OwnerSet};
+use latchkey_proto::codec::Codec;
+use latchkey_proto::keys::DeviceId;
+use latchkey_testkit::{person, sorted, TestDevice};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+pub fn config(db: &Path, limits: Limits) -> NodeConfig {
+    NodeConfig {
+        limits,
+        sync_interval: Duration::from_millis(100),
+        ..NodeConfig::new("127.0.0.1:0".parse().unwrap(), db)
+    }
+}
+
+/// A node with the default limits less the rate limits (every test client is 127.0.0.1).
+pub async fn node(db: &Path) -> RunningNode {
+    latchkey_node::start(config(db, Limits::without_rate_limits()))
+        .await
+        .unwrap()
+}
+
+pub async fn node_with_peers(db: &Path, peers: &[&RunningNode]) -> RunningNode {
+    let mut config = config(db, Limits::without_rate_limits());
+    config.peers = peers
+        .iter()
+        .map(|p| Url::parse(&p.url()).unwrap())
+        .collect();
+    latchkey_node::start(config).await.unwrap()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// A claimed device (owner `person(1)`, threshold 1): genesis and claim.
+pub fn claimed(seed: u64) -> TestDevice {
+    let mut dev = TestDevice::new(seed, "front door");
+    dev.claim(&[&person(1)], 1);
+    dev
+}
+
+/// The next op: person(1) sets the owners to {person(1), person(n)}.
+pub fn amend(dev: &TestDevice, n: u64) -> Op {
+    let owners = sorted(&[&person(1), &person(n)]);
+    dev.op(
+        OpBody::AmendOwners(OwnerSet {
+            owners,
+            threshold: 1,
+        }),
+        &[&person(1)],
+    )
+}
+
+pub fn list(ops: &[Op]) -> Vec<u8> {
+    OpList(ops.to_vec()).to_bytes()
+}
+
+pub fn device_id(dev: &TestDevice) -> DeviceId {
+    dev.chain.device()
+}
+
+pub async fn post_ops(
+    client: &reqwest::Client,
+    base: &str,
+    device: &DeviceId,
+    ops: &[Op],
+) -> (StatusCode, Value) {
+    post_raw(client, base, device, list(ops)).await
+}
+
+pub async fn post_raw(
+    client: &reqwest::Client,
+    base: &str,
+    device: &DeviceId,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let resp = client
+        .post(format!("{base}/v1/devices/{device}/ops"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap())
+}
+
+pub async fn get_json(client: &reqwest::Client, url: &str) -> (StatusCode, Value) {
+    let resp = client.get(url).send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap())
+}
+
+/// The node's main chain for `device`, or the error status.
+pub async fn get_ops(
+    client: &reqwest::Client,
+    base: &str,
+    device: &DeviceId,
+    from: u64,
+) -> Result<Vec<Op>, StatusCode> {
+    let resp = client
+        .get(format!("{base}/v1/devices/{device}/ops?from={from}"))
+        .send()
+        .await
+        .unwrap();
+    if !resp.status().is_success() {
+        return Err(resp.status());
+    }
+    Ok(OpList::from_bytes(&resp.bytes().await.unwrap()).unwrap().0)
+}
+
+pub async fn head(client: &reqwest::Client, base: &str, device: &DeviceId) -> (StatusCode, Value) {
+    get_json(client, &format!("{base}/v1/devices/{device}/head")).await
+}
+
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no code>")
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

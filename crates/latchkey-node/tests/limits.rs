@@ -1,0 +1,151 @@
+//! Limits against abuse: body sizes, per-IP rates, requests at once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use latchkey_node::{Limits, Rate};
+use reqwest::StatusCode;
+
+#[tokio::test]
+async fn an_oversized_op_list_is_413_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = claimed(20);
+    let id = device_id(&dev);
+    // Room for the genesis alone, not for genesis and claim.
+    let limit = list(&dev.chain.ops()[..1]).len() + 10;
+    let limits = Limits {
+        max_ops_body: limit,
+        ..Limits::without_rate_limits()
+    };
+    let node = latchkey_node::start(config(&dir.path().join("node.db"), limits))
+        .await
+        .unwrap();
+    let (c, base) = (client(), node.url());
+    let body = list(dev.chain.ops());
+    assert!(body.len() > limit);
+    let (status, err) = post_raw(&c, &base, &id, body).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+    );
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(&limit.to_string()));
+    assert_eq!(head(&c, &base, &id).await.0, StatusCode::NOT_FOUND);
+    // Within the limit, one op at a time, it goes through.
+    let (status, _) = post_ops(&c, &base, &id, &dev.chain.ops()[..1]).await;
+    assert_eq!(status, StatusCode::OK);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn writes_over_the_rate_are_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        ops_rate: Some(Rate::new(1, 2)),
+        mailbox_rate: Some(Rate::new(1, 1)),
+        ..Limits::without_rate_limits()
+    };
+    let node = latchkey_node::start(config(&dir.path().join("node.db"), limits))
+        .await
+        .unwrap();
+    let (c, base) = (client(), node.url());
+    let dev = claimed(21);
+    let id = device_id(&dev);
+
+    assert_eq!(
+        post_ops(&c, &base, &id, dev.chain.ops()).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        post_ops(&c, &base, &id, dev.chain.ops()).await.0,
+        StatusCode::OK
+    );
+    let resp = c
+        .post(format!("{base}/v1/devices/{id}/ops"))
+        .body(list(dev.chain.ops()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(code(&body), "rate_limited");
+
+    // Reads and other classes have their own allowance.
+    assert_eq!(head(&c, &base, &id).await.0, StatusCode::OK);
+    let mb = format!("{base}/v1/mailboxes/{}", hex::encode([1u8; 32]));
+    assert_eq!(
+        c.post(&mb).body("a").send().await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let resp = c.post(&mb).body("b").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // The allowance refills.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        post_ops(&c, &base, &id, dev.chain.ops()).await.0,
+        StatusCode::OK
+    );
+
+    let metrics = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("latchkey_rate_limited_total 2"),
+        "{metrics}"
+    );
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn requests_beyond_the_concurrency_cap_are_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_concurrent_requests: 1,
+        ..Limits::without_rate_limits()
+    };
+    let node = latchkey_node::start(config(&dir.path().join("node.db"), limits))
+        .await
+        .unwrap();
+    let (c, base) = (client(), node.url());
+    // A long poll holds the only slot.
+    let poll = {
+        let (c, url) = (
+            c.clone(),
+            format!("{base}/v1/mailboxes/{}?wait_secs=2", hex::encode([2u8; 32])),
+        );
+        tokio::spawn(async move { c.get(url).send().await.unwrap().status() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resp = c.get(format!("{base}/v1/feed")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(code(&body), "overloaded");
+    assert_eq!(poll.await.unwrap(), StatusCode::OK);
+    // The slot is free again.
+    assert_eq!(
+        c.get(format!("{base}/v1/feed"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    node.shutdown().await.unwrap();
+}
