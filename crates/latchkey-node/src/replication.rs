@@ -23,8 +23,9 @@ use crate::store::{self, Store};
 
 /// Feed entries asked for per pull.
 const PAGE: usize = 500;
-/// Largest feed page accepted from a peer (1,000 ops of at most 8 KiB, in base64, fit).
-const MAX_FEED_BYTES: usize = 16 * 1024 * 1024;
+/// Largest feed page accepted from a peer: a full page of the largest ops, in base64, with
+/// room for the JSON around each.
+const MAX_FEED_BYTES: usize = PAGE * (latchkey_proto::chain::MAX_OP_LEN * 4 / 3 + 256);
 
 #[derive(Debug, Deserialize)]
 struct FeedPage {
