@@ -25,7 +25,10 @@ use rand::{Rng, SeedableRng};
 const CLIENTS: usize = 32;
 
 async fn node(dir: &std::path::Path, name: &str, peers: Vec<String>) -> RunningNode {
-    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), dir.join(format!("{name}.db")));
+    let mut config = NodeConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.join(format!("{name}.db")),
+    );
     config.limits = Limits::without_rate_limits();
     config.peers = peers.iter().map(|p| p.parse().unwrap()).collect();
     config.sync_interval = Duration::from_millis(100);
@@ -51,7 +54,10 @@ async fn main() {
         .map(|i| {
             let mut dev = TestDevice::new(10_000 + i as u64, "Door");
             dev.claim(&[&alice], 1);
-            (dev.chain.device().to_string(), OpList(dev.chain.ops().to_vec()).to_bytes())
+            (
+                dev.chain.device().to_string(),
+                OpList(dev.chain.ops().to_vec()).to_bytes(),
+            )
         })
         .collect();
     let writer = node(dir.path(), "writes", vec![]).await;
@@ -65,7 +71,9 @@ async fn main() {
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((device, body)) = bodies.get(i) else { break };
+                let Some((device, body)) = bodies.get(i) else {
+                    break;
+                };
                 let resp = http
                     .post(format!("{url}/v1/devices/{device}/ops"))
                     .body(body.clone())
@@ -99,7 +107,12 @@ async fn main() {
         for seq in 0..2 {
             tx.execute(
                 "INSERT INTO ops VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![(i as u64).to_be_bytes().to_vec(), seq, vec![0u8; 32], vec![7u8; 1400]],
+                rusqlite::params![
+                    (i as u64).to_be_bytes().to_vec(),
+                    seq,
+                    vec![0u8; 32],
+                    vec![7u8; 1400]
+                ],
             )
             .unwrap();
         }
@@ -127,7 +140,8 @@ async fn main() {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        let (http, count, url, device) = (http.clone(), count.clone(), writer.url(), device.clone());
+        let (http, count, url, device) =
+            (http.clone(), count.clone(), writer.url(), device.clone());
         tasks.push(tokio::spawn(async move {
             while start.elapsed() < reads_for {
                 let resp = http
@@ -143,14 +157,18 @@ async fn main() {
     for t in tasks {
         t.await.unwrap();
     }
-    let reads_per_s = count.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    let reads_per_s =
+        count.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
     let bytes = bodies[0].1.clone();
     let start = Instant::now();
     for _ in 0..10_000 {
         OpList::from_bytes(&bytes).unwrap();
     }
     let decode_per_s = 10_000.0 / start.elapsed().as_secs_f64();
-    println!("## Chain reads (one node, {CLIENTS} concurrent clients, 2-op chain, {} bytes)\n", bytes.len());
+    println!(
+        "## Chain reads (one node, {CLIENTS} concurrent clients, 2-op chain, {} bytes)\n",
+        bytes.len()
+    );
     println!("| measure | figure |\n|---|---|");
     println!("| reads/s over HTTP | {reads_per_s:.0} |");
     println!("| raw decode of the same bytes, per second (one core) | {decode_per_s:.0} |\n");
@@ -186,8 +204,19 @@ async fn main() {
     let mut dev = TestDevice::new(77, "Door");
     dev.claim(&[&alice], 1);
     let device = dev.chain.device();
-    let publisher = QuorumClient::new(urls.clone(), QuorumConfig { publish_to: 1, min_acks: 1, ..QuorumConfig::default() }).unwrap();
-    publisher.publish_to(&device, dev.chain.ops(), &urls[..1]).await.unwrap();
+    let publisher = QuorumClient::new(
+        urls.clone(),
+        QuorumConfig {
+            publish_to: 1,
+            min_acks: 1,
+            ..QuorumConfig::default()
+        },
+    )
+    .unwrap();
+    publisher
+        .publish_to(&device, dev.chain.ops(), &urls[..1])
+        .await
+        .unwrap();
     // Propagation of the device (genesis+claim), then of one more op.
     let held_by_all = |seq: u64| {
         let http = http.clone();
@@ -222,12 +251,22 @@ async fn main() {
     held_by_all(1).await;
     let mut propagation = Vec::new();
     for round in 0..5u64 {
-        let set = OwnerSet { owners: vec![alice.public_key()], threshold: 1 };
+        let set = OwnerSet {
+            owners: vec![alice.public_key()],
+            threshold: 1,
+        };
         let mut op = dev.chain.propose(T0 + round, OpBody::AmendOwners(set));
         op.sign(&alice);
         let seq = op.seq;
         let start = Instant::now();
-        publisher.publish_to(&device, std::slice::from_ref(&op), &urls[round as usize % N..][..1]).await.unwrap();
+        publisher
+            .publish_to(
+                &device,
+                std::slice::from_ref(&op),
+                &urls[round as usize % N..][..1],
+            )
+            .await
+            .unwrap();
         dev.chain.append(op).unwrap();
         held_by_all(seq).await;
         propagation.push(start.elapsed());
@@ -240,13 +279,25 @@ async fn main() {
     let mut raw = Vec::new();
     for i in 0..300 {
         let start = Instant::now();
-        let r = http.get(format!("{}/v1/devices/{device}/ops", urls[i % N])).send().await.unwrap();
+        let r = http
+            .get(format!("{}/v1/devices/{device}/ops", urls[i % N]))
+            .send()
+            .await
+            .unwrap();
         let _ = r.bytes().await.unwrap();
         raw.push(start.elapsed());
     }
     raw.sort();
     for k in [3, 5, 7] {
-        let client = QuorumClient::new(urls.clone(), QuorumConfig { sample: k, min_answers: k, ..QuorumConfig::default() }).unwrap();
+        let client = QuorumClient::new(
+            urls.clone(),
+            QuorumConfig {
+                sample: k,
+                min_answers: k,
+                ..QuorumConfig::default()
+            },
+        )
+        .unwrap();
         let mut lat = Vec::new();
         for _ in 0..300 {
             let start = Instant::now();
@@ -255,7 +306,12 @@ async fn main() {
             assert!(view.forks.is_empty());
         }
         lat.sort();
-        println!("| {k} | {} | {} | {} |", ms(percentile(&lat, 0.5)), ms(percentile(&lat, 0.99)), ms(percentile(&raw, 0.5)));
+        println!(
+            "| {k} | {} | {} | {} |",
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99)),
+            ms(percentile(&raw, 0.5))
+        );
     }
     println!("\n## Propagation (publish at one node until all {N} hold it; 3 peers each, pulled every 100 ms)\n");
     println!("| runs | min | median | max |\n|---|---|---|---|");

@@ -265,6 +265,71 @@ impl QuorumClient {
         })
     }
 
+    /// Publishes the ops of `chain` from sequence `from` to `publish_to` random nodes. A node
+    /// that lacks the ops before `from` (it refuses the run as not extending what it holds) is
+    /// sent the whole chain instead, which every node accepts idempotently.
+    pub async fn publish_chain(
+        &self,
+        chain: &Chain,
+        from: u64,
+        rng: &mut (impl Rng + ?Sized),
+    ) -> Result<PublishReport> {
+        let chosen = self.sample(self.config.publish_to, rng);
+        self.publish_chain_to(chain, from, &chosen).await
+    }
+
+    pub async fn publish_chain_to(
+        &self,
+        chain: &Chain,
+        from: u64,
+        nodes: &[String],
+    ) -> Result<PublishReport> {
+        let device = chain.device();
+        let tail = chain.ops().get(from as usize..).unwrap_or(&[]);
+        let first = self.publish_to(&device, tail, nodes).await;
+        let report = match first {
+            Ok(report) => report,
+            Err(Error::Fork { .. }) => return first,
+            Err(_) if from == 0 => return first,
+            Err(_) => PublishReport {
+                acked: Vec::new(),
+                failed: nodes.iter().map(|n| (n.clone(), String::new())).collect(),
+            },
+        };
+        if report.failed.is_empty() || from == 0 {
+            return Ok(report);
+        }
+        // Retry the refusers with the whole chain.
+        let retry: Vec<String> = report.failed.iter().map(|(n, _)| n.clone()).collect();
+        let body = OpList(chain.ops().to_vec()).to_bytes();
+        let mut merged = PublishReport {
+            acked: report.acked,
+            failed: Vec::new(),
+        };
+        let results = join_all(retry.iter().map(|node| {
+            let body = body.clone();
+            async move { (node.clone(), self.post_ops(node, &device, body).await) }
+        }))
+        .await;
+        for (node, result) in results {
+            match result {
+                PostResult::Stored => merged.acked.push(node),
+                PostResult::Fork(why) | PostResult::Rejected(why) | PostResult::Failed(why) => {
+                    merged.failed.push((node, why))
+                }
+            }
+        }
+        let needed = self.config.min_acks.min(nodes.len());
+        if merged.acked.len() >= needed {
+            Ok(merged)
+        } else {
+            Err(Error::NotEnoughAcks {
+                acks: merged.acked.len(),
+                needed,
+            })
+        }
+    }
+
     async fn post_ops(&self, node: &str, device: &DeviceId, body: Vec<u8>) -> PostResult {
         let url = format!("{node}/v1/devices/{device}/ops");
         let request = async {
