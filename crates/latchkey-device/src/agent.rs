@@ -1,0 +1,473 @@
+//! The running agent: the pipeline plus everything with sockets and timers — the local HTTP
+//! server ([`crate::server`]), the mailbox subscribers ([`crate::relay`]), mDNS
+//! ([`crate::mdns`]), and the ownership refresher that keeps the view fresh through
+//! latchkey-quorum.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use latchkey_proto::command::RejectCode;
+use latchkey_proto::keys::DeviceId;
+use latchkey_quorum::{CachedView, Freshness, NodeOutcome, QuorumClient};
+use rand::rngs::OsRng;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::actuator::{ActionRequest, Actuators};
+use crate::audit::{Stage, Via};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, QuorumKnobs};
+use crate::error::{Error, Result};
+use crate::files::{DeviceDir, DirLock};
+use crate::pipeline::{Answer, Early, Pipeline, PipelineConfig, Refused};
+use crate::store::Store;
+use crate::view::View;
+
+/// The pipeline as the agent runs it: the system clock and the OS's randomness.
+pub type DevicePipeline = Pipeline<SystemClock, rand_core::OsRng>;
+
+/// How long relayed envelope hashes are remembered (the longest mailbox TTL is an hour).
+const RELAY_SEEN_MS: u64 = 2 * 3600 * 1000;
+/// Relayed duplicates remembered in memory.
+const RECENT_ENVELOPES: usize = 4096;
+
+/// What became of one envelope.
+#[derive(Debug)]
+pub enum Handled {
+    /// Refused before the sender was authenticated (no sealed answer).
+    Refused(Refused),
+    /// A signed, sealed answer.
+    Answered(Answer),
+}
+
+/// A bounded set of recently seen envelope hashes (oldest forgotten first).
+#[derive(Debug)]
+pub struct RecentSet {
+    set: HashSet<[u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+    capacity: usize,
+}
+
+impl RecentSet {
+    pub fn new(capacity: usize) -> Self {
+        RecentSet {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// `true` if `hash` was not in the set (it is now).
+    pub fn insert(&mut self, hash: [u8; 32]) -> bool {
+        if !self.set.insert(hash) {
+            return false;
+        }
+        self.order.push_back(hash);
+        if self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+#[derive(Debug)]
+pub struct Agent {
+    pub pipeline: Arc<DevicePipeline>,
+    pub actuators: Actuators,
+    pub quorum: QuorumClient,
+    pub knobs: QuorumKnobs,
+    pub http: reqwest::Client,
+    /// The nodes whose mailbox for this device is long-polled.
+    pub relay_nodes: Vec<String>,
+    pub(crate) recent: Mutex<RecentSet>,
+    refresh_lock: tokio::sync::Mutex<()>,
+}
+
+impl Agent {
+    pub fn device_id(&self) -> DeviceId {
+        self.pipeline.device_id()
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        self.pipeline.store()
+    }
+
+    /// Runs one envelope through the whole pipeline, its action included.
+    pub async fn handle(&self, envelope: Vec<u8>, via: Via) -> Handled {
+        let p = self.pipeline.clone();
+        let fresh = match blocking(move || p.open(&envelope, via)).await {
+            Ok(Ok(fresh)) => fresh,
+            Ok(Err(Early::Refused(r))) => return Handled::Refused(r),
+            Ok(Err(Early::Answered(a))) => return Handled::Answered(a),
+            Err(r) => return Handled::Refused(r),
+        };
+        let stale = {
+            let view = self.pipeline.view();
+            view.needs_refresh(
+                self.pipeline.clock().now_ms(),
+                self.pipeline.config().max_view_age_ms,
+                self.retry_ms(),
+            )
+        };
+        if stale {
+            self.refresh().await;
+        }
+        let p = self.pipeline.clone();
+        let auth = match blocking(move || p.authorize(fresh)).await {
+            Ok(Ok(auth)) => auth,
+            Ok(Err(answer)) => return Handled::Answered(answer),
+            Err(r) => return Handled::Refused(r),
+        };
+        let result = if auth.is_audit() {
+            let p = self.pipeline.clone();
+            let args = auth.args().to_vec();
+            blocking(move || p.audit_page(&args))
+                .await
+                .unwrap_or_else(|r| Err(r.message))
+        } else {
+            let request = ActionRequest {
+                action: auth.action().to_owned(),
+                args: auth.args().to_vec(),
+                sender: auth.sender(),
+                device: self.device_id(),
+            };
+            self.actuators
+                .run(&request)
+                .await
+                .map_err(|e| format!("{}: {e}", request.action))
+        };
+        let p = self.pipeline.clone();
+        match blocking(move || p.complete(auth, result)).await {
+            Ok(answer) => Handled::Answered(answer),
+            Err(r) => Handled::Refused(r),
+        }
+    }
+
+    fn retry_ms(&self) -> u64 {
+        (self.knobs.timeout_ms * 3).max(5_000)
+    }
+
+    /// Asks the nodes for the device's chain, merges what verifies, records how fresh the view
+    /// is, and republishes the chain to nodes that lack it.
+    pub async fn refresh(&self) {
+        let _one_at_a_time = self.refresh_lock.lock().await;
+        let now = self.pipeline.clock().now_ms();
+        let mut view = self.pipeline.view().clone();
+        let cached = CachedView {
+            chain: view.chain.clone(),
+            verified_at_ms: view.checks.last_quorum_ms.unwrap_or(0),
+        };
+        let device = self.device_id();
+        let result = self
+            .quorum
+            .check(&device, Some(&cached), now.unwrap_or(0), &mut OsRng)
+            .await;
+        view.checks.last_check_ms = now;
+        let mut behind: Vec<String> = Vec::new();
+        match result {
+            Ok(checked) => {
+                if checked.chain.len() > view.chain.len() {
+                    let state = checked.chain.state();
+                    tracing::info!(
+                        seq = state.seq,
+                        owners = state.owners.len(),
+                        "ownership chain extended"
+                    );
+                    view.chain = checked.chain.clone();
+                }
+                match checked.freshness {
+                    Freshness::Quorum { answers } => {
+                        view.checks.last_quorum_ms = now;
+                        view.checks.last_answers = answers;
+                        view.checks.last_needed = self.quorum.config().min_answers;
+                        view.checks.last_problem = None;
+                    }
+                    Freshness::Degraded {
+                        answers, needed, ..
+                    } => {
+                        view.checks.last_answers = answers;
+                        view.checks.last_needed = needed;
+                        view.checks.last_problem = Some(format!(
+                            "only {answers} of the {needed} nodes needed gave valid answers; using the cached view"
+                        ));
+                        tracing::warn!(answers, needed, "ownership check degraded");
+                    }
+                }
+                if !checked.forks.is_empty() {
+                    view.checks.forks = view.checks.forks.max(checked.forks.len());
+                    tracing::error!(
+                        forks = checked.forks.len(),
+                        "fork in this device's ownership chain: two valid histories exist"
+                    );
+                }
+                behind = checked
+                    .reports
+                    .iter()
+                    .filter(|r| {
+                        matches!(r.outcome, NodeOutcome::Stale { .. } | NodeOutcome::Unknown)
+                    })
+                    .map(|r| r.node.clone())
+                    .collect();
+            }
+            Err(latchkey_quorum::Error::UnknownDevice { .. }) => {
+                view.checks.last_problem = Some("no node knows this device yet".into());
+                behind = self.quorum.nodes().to_vec();
+            }
+            Err(e) => {
+                view.checks.last_problem = Some(e.to_string());
+                tracing::warn!(error = %e, "ownership check failed");
+            }
+        }
+        if let Err(e) = self.pipeline.set_view(view) {
+            tracing::error!(error = %e, "saving the ownership view failed");
+        }
+        if !behind.is_empty() {
+            self.publish_to(&behind).await;
+        }
+    }
+
+    /// Publishes the device's whole chain (genesis and any local ops, e.g. a factory reset) to
+    /// `nodes`; a node that holds it already answers with nothing new.
+    pub async fn publish_to(&self, nodes: &[String]) {
+        let ops = self.pipeline.view().chain.ops().to_vec();
+        match self.quorum.publish_to(&self.device_id(), &ops, nodes).await {
+            Ok(report) => tracing::info!(
+                acked = report.acked.len(),
+                failed = report.failed.len(),
+                seq = ops.len() - 1,
+                "published the ownership chain"
+            ),
+            Err(e) => tracing::warn!(error = %e, "publishing the ownership chain failed"),
+        }
+    }
+
+    /// The housekeeping a timer runs: prune the audit log and relay duplicates.
+    fn housekeeping(&self, audit_keep: u64) {
+        let store = self.store();
+        if let Err(e) = store.prune_audit(audit_keep) {
+            tracing::warn!(error = %e, "pruning the audit log failed");
+        }
+        let horizon = crate::clock::wall_ms().saturating_sub(RELAY_SEEN_MS);
+        if let Err(e) = store.forget_relay_seen_before(horizon) {
+            tracing::warn!(error = %e, "pruning relay duplicates failed");
+        }
+    }
+}
+
+/// Runs a pipeline step on the blocking pool (SQLite waits for the disk).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Refused> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tracing::error!(error = %e, "a pipeline step panicked");
+        Refused {
+            stage: Stage::Action,
+            code: RejectCode::Internal,
+            message: "internal error; see the device log".into(),
+        }
+    })
+}
+
+/// Builds the agent for a device directory: keys, config, state, actuators.
+pub fn load(dir: &DeviceDir) -> Result<(Agent, Config)> {
+    let config = Config::load(&dir.config_path())?;
+    let keys = dir.read_keys()?;
+    let store = Arc::new(Store::open(&dir.db_path())?);
+    let clock = SystemClock {
+        trusted: config.window.trust_clock,
+    };
+    let view = match View::load(&store)? {
+        Some(view) => view,
+        None => {
+            let genesis = keys.genesis(&config.name, clock.now_ms().unwrap_or(0))?;
+            let view = View::new(latchkey_proto::chain::Chain::from_genesis(genesis)?);
+            view.save(&store)?;
+            view
+        }
+    };
+    if view.chain.device() != keys.device_id() {
+        return Err(Error::CorruptChain(latchkey_proto::Error::DeviceIdMismatch));
+    }
+    let drivers = config.drivers().map_err(|why| Error::Config {
+        path: dir.config_path(),
+        why,
+    })?;
+    let actuators = Actuators::from_config(&config).map_err(Error::Internal)?;
+    let pipeline = Pipeline::new(
+        keys,
+        clock,
+        rand_core::OsRng,
+        store,
+        view,
+        PipelineConfig {
+            window: config.window.replay_window(),
+            max_view_age_ms: config.quorum.max_view_age_secs.saturating_mul(1000),
+            actions: drivers.into_keys().collect::<BTreeSet<_>>(),
+        },
+    );
+    let quorum = QuorumClient::new(config.nodes.clone(), config.quorum.quorum_config())?;
+    let mut relay_nodes = quorum.sample(config.quorum.relay_nodes.max(1), &mut OsRng);
+    relay_nodes.sort();
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(config.quorum.timeout_ms.max(1)))
+        .build()
+        .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
+    let agent = Agent {
+        pipeline: Arc::new(pipeline),
+        actuators,
+        quorum,
+        knobs: config.quorum.clone(),
+        http,
+        relay_nodes,
+        recent: Mutex::new(RecentSet::new(RECENT_ENVELOPES)),
+        refresh_lock: tokio::sync::Mutex::new(()),
+    };
+    Ok((agent, config))
+}
+
+/// A running agent. [`RunningAgent::shutdown`] stops it gracefully.
+#[derive(Debug)]
+pub struct RunningAgent {
+    addr: SocketAddr,
+    agent: Arc<Agent>,
+    shutdown: watch::Sender<bool>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    tasks: Vec<JoinHandle<()>>,
+    mdns: Option<crate::mdns::Advertiser>,
+    _lock: DirLock,
+}
+
+impl RunningAgent {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    pub fn agent(&self) -> &Arc<Agent> {
+        &self.agent
+    }
+
+    pub async fn shutdown(mut self) -> Result<()> {
+        let _ = self.shutdown.send(true);
+        if let Some(mdns) = self.mdns.take() {
+            mdns.stop();
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .map_err(|e| Error::Internal(e.to_string()))?;
+        }
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Starts the agent for the device in `dir`: publishes its chain, checks ownership, serves
+/// HTTP, subscribes to its mailboxes, advertises on mDNS. Returns once it serves requests.
+pub async fn start(dir: &Path) -> Result<RunningAgent> {
+    let dir = DeviceDir::new(dir);
+    if !dir.is_initialised() {
+        return Err(Error::NotInitialised(dir.root().to_owned()));
+    }
+    let lock = dir.lock()?;
+    let (agent, config) = load(&dir)?;
+    let agent = Arc::new(agent);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let app = crate::server::router(agent.clone());
+    let mut stop = shutdown_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
+    let mut tasks = Vec::new();
+    // Publish first, so nodes know the device before owners look for it; then check.
+    {
+        let agent = agent.clone();
+        let mut stop = shutdown_rx.clone();
+        let every = Duration::from_secs(config.quorum.refresh_secs.max(1));
+        let audit_keep = config.audit_keep;
+        tasks.push(tokio::spawn(async move {
+            let nodes = agent.quorum.sample(agent.knobs.publish_to, &mut OsRng);
+            agent.publish_to(&nodes).await;
+            loop {
+                agent.refresh().await;
+                agent.housekeeping(audit_keep);
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        }));
+    }
+    for node in agent.relay_nodes.clone() {
+        tasks.push(tokio::spawn(crate::relay::poll_mailbox(
+            agent.clone(),
+            node,
+            shutdown_rx.clone(),
+        )));
+    }
+    let mdns = if config.mdns {
+        match crate::mdns::advertise(&config.name, &agent.device_id(), addr) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(error = %e, "mDNS advertising failed; owners can still use the QR's addresses and relays");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    tracing::info!(%addr, device = %agent.device_id(), relays = agent.relay_nodes.len(), "agent ready");
+    Ok(RunningAgent {
+        addr,
+        agent,
+        shutdown: shutdown_tx,
+        server: Some(server),
+        tasks,
+        mdns,
+        _lock: lock,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_set_is_bounded() {
+        let mut s = RecentSet::new(2);
+        assert!(s.insert([1; 32]));
+        assert!(!s.insert([1; 32]));
+        assert!(s.insert([2; 32]));
+        assert!(s.insert([3; 32]));
+        assert!(s.insert([1; 32]), "oldest forgotten");
+        assert!(!s.insert([3; 32]));
+    }
+}

@@ -1,0 +1,33 @@
+//! # latchkey-device — the device agent, `latchkeyd`
+//!
+//! Runs on a device or the hub next to it: holds the device's keys, shows its claim QR, learns
+//! its owners from several registry nodes (latchkey-quorum) and verifies the chain itself,
+//! takes sealed commands over local HTTP and through node mailboxes, runs them through the
+//! verification [`pipeline`], drives [`actuator`]s, and keeps a signed, hash-chained
+//! [`audit`] log.
+//!
+//! **Invariant: nothing runs before it is verified, in order** — size, decryption, padding,
+//! decoding, signature, device id, time window (or challenge), nonce, authority, use limits —
+//! each refusal with its own reason in the audit log. **Invariant: a nonce is durable before
+//! its action runs** (SQLite, `synchronous=FULL`), so replays fail across `kill -9`.
+//!
+//! The pipeline is a plain struct with an injected [`clock::Clock`] and randomness (its only
+//! I/O is SQLite); sockets and timers live in [`agent`], [`server`], [`relay`] and [`mdns`].
+
+pub mod actuator;
+pub mod agent;
+pub mod audit;
+pub mod claim;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod files;
+pub mod lifecycle;
+pub mod mdns;
+pub mod pipeline;
+pub mod relay;
+pub mod server;
+pub mod store;
+pub mod view;
+
+pub use error::{Error, Result};

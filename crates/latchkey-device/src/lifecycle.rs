@@ -1,0 +1,382 @@
+//! The device's life outside `run`: `init` (keys, config, state, claim QR), `reset` (factory
+//! reset), `status` (who owns it, as verified, and how fresh that is) and the audit log dump.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use latchkey_proto::chain::{Chain, OpBody};
+use latchkey_proto::codec::Codec;
+use latchkey_proto::device::DeviceKeys;
+use latchkey_proto::keys::{DeviceId, SigningKey};
+use latchkey_quorum::{CachedView, Freshness, QuorumClient};
+use rand::rngs::OsRng;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::audit::{verify_entries, AuditBroken, SignedEntry};
+use crate::claim::{claim_addresses, render_terminal, write_claim_files};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ActionConfig, Config, Driver, QuorumKnobs, WindowKnobs};
+use crate::error::{Error, Result};
+use crate::files::DeviceDir;
+use crate::store::Store;
+use crate::view::View;
+
+/// What `latchkeyd init` is told.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub dir: PathBuf,
+    pub name: String,
+    pub listen: SocketAddr,
+    pub nodes: Vec<String>,
+    pub actions: Vec<(String, Driver)>,
+    pub advertise: Vec<String>,
+    pub mdns: bool,
+    pub refresh_secs: Option<u64>,
+    pub max_view_age_secs: Option<u64>,
+    pub trust_clock: bool,
+}
+
+/// A new claim QR, for printing.
+#[derive(Debug)]
+pub struct ClaimReport {
+    pub device: DeviceId,
+    pub name: String,
+    pub claim_text: Zeroizing<String>,
+    pub terminal_qr: String,
+    pub png: PathBuf,
+}
+
+/// Creates the device: keys (mode 0600, never overwritten), config, state with its genesis
+/// op, and the claim QR.
+pub fn init(opts: &InitOptions) -> Result<ClaimReport> {
+    let dir = DeviceDir::new(&opts.dir);
+    let mut quorum = QuorumKnobs::for_nodes(opts.nodes.len());
+    if let Some(s) = opts.refresh_secs {
+        quorum.refresh_secs = s;
+    }
+    if let Some(s) = opts.max_view_age_secs {
+        quorum.max_view_age_secs = s;
+    }
+    let mut actions = std::collections::BTreeMap::new();
+    for (name, driver) in &opts.actions {
+        if actions
+            .insert(name.clone(), ActionConfig::new(driver.clone()))
+            .is_some()
+        {
+            return Err(Error::Invalid(format!("action {name} is given twice")));
+        }
+    }
+    let config = Config {
+        name: opts.name.clone(),
+        listen: opts.listen,
+        nodes: opts.nodes.clone(),
+        advertise: opts.advertise.clone(),
+        mdns: opts.mdns,
+        quorum,
+        window: WindowKnobs {
+            trust_clock: opts.trust_clock,
+            ..WindowKnobs::default()
+        },
+        audit_keep: 100_000,
+        actions,
+    };
+    config.validate().map_err(Error::Invalid)?;
+
+    dir.create()?;
+    if dir.is_initialised() {
+        return Err(Error::AlreadyInitialised(dir.root().to_owned()));
+    }
+    let _lock = dir.lock()?;
+    let keys = DeviceKeys::generate(&mut rand_core::OsRng);
+    dir.create_key_file(&keys)?;
+    dir.write_private(crate::files::CONFIG_FILE, config.to_toml().as_bytes())?;
+    let store = Store::open(&dir.db_path())?;
+    let now = SystemClock {
+        trusted: opts.trust_clock,
+    }
+    .now_ms()
+    .unwrap_or(0);
+    View::new(Chain::from_genesis(keys.genesis(&config.name, now)?)?).save(&store)?;
+    claim_report(&dir, &keys, &config)
+}
+
+fn claim_report(dir: &DeviceDir, keys: &DeviceKeys, config: &Config) -> Result<ClaimReport> {
+    let claim_text = write_claim_files(dir, keys, config)?;
+    Ok(ClaimReport {
+        device: keys.device_id(),
+        name: config.name.clone(),
+        terminal_qr: render_terminal(&claim_text)?,
+        claim_text,
+        png: dir.claim_png(),
+    })
+}
+
+/// What a factory reset did.
+#[derive(Debug)]
+pub struct ResetReport {
+    pub claim: ClaimReport,
+    /// The reset op's sequence number.
+    pub seq: u64,
+    /// Nodes that stored the reset op, or why publishing failed (the agent retries on start).
+    pub published: Result<usize, String>,
+}
+
+/// Factory reset: a new setup key, a `factory-reset` op signed by the identity key appended to
+/// the newest chain the nodes know, published, and a new claim QR. Owners and grants lose all
+/// power. Refuses while the agent runs on the directory.
+pub async fn reset(dir: &std::path::Path) -> Result<ResetReport> {
+    let dir = DeviceDir::new(dir);
+    let _lock = dir.lock()?;
+    let config = Config::load(&dir.config_path())?;
+    let keys = dir.read_keys()?;
+    let store = Store::open(&dir.db_path())?;
+    let clock = SystemClock {
+        trusted: config.window.trust_clock,
+    };
+    let now = clock.now_ms();
+    let mut view = match View::load(&store)? {
+        Some(v) => v,
+        None => View::new(Chain::from_genesis(
+            keys.genesis(&config.name, now.unwrap_or(0))?,
+        )?),
+    };
+    let DeviceKeys { identity, kem, .. } = keys;
+    let device = view.chain.device();
+    let quorum = QuorumClient::new(config.nodes.clone(), config.quorum.quorum_config())?;
+    // Extend the newest chain the nodes know, so the reset does not fork it.
+    let cached = CachedView {
+        chain: view.chain.clone(),
+        verified_at_ms: view.checks.last_quorum_ms.unwrap_or(0),
+    };
+    match quorum
+        .check(&device, Some(&cached), now.unwrap_or(0), &mut OsRng)
+        .await
+    {
+        Ok(checked) if checked.chain.len() > view.chain.len() => view.chain = checked.chain,
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "nodes unreachable; resetting from the cached chain"),
+    }
+    let setup = SigningKey::generate(&mut rand_core::OsRng);
+    let mut op = view.chain.propose(
+        now.unwrap_or(0),
+        OpBody::FactoryReset {
+            setup: setup.public_key(),
+        },
+    );
+    op.sign(&identity);
+    let seq = op.seq;
+    view.chain.append(op)?;
+    let keys = DeviceKeys {
+        identity,
+        kem,
+        setup,
+    };
+    // The key file first: if the chain were saved first and the key write failed, no one could
+    // claim the device until another reset.
+    dir.replace_key_file(&keys)?;
+    view.save(&store)?;
+    let published = quorum
+        .publish(&device, view.chain.ops(), &mut OsRng)
+        .await
+        .map(|r| r.acked.len())
+        .map_err(|e| e.to_string());
+    let claim = claim_report(&dir, &keys, &config)?;
+    Ok(ResetReport {
+        claim,
+        seq,
+        published,
+    })
+}
+
+/// `latchkeyd status`, as JSON or for people.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub device: String,
+    pub short_id: String,
+    pub name: String,
+    /// Whether an agent holds the directory's lock right now.
+    pub agent_running: bool,
+    pub claimed: bool,
+    /// Owners' keys (`lkpk1…`), as verified from genesis.
+    pub owners: Vec<String>,
+    pub threshold: u8,
+    pub seq: u64,
+    pub head: String,
+    pub epoch: String,
+    /// False when the key file's setup key is not the one the chain expects (rerun `reset`).
+    pub setup_key_matches: bool,
+    pub freshness: FreshnessReport,
+    pub live_check: Option<LiveCheck>,
+    pub addresses: Addresses,
+    pub actions: Vec<String>,
+    pub audit_entries: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FreshnessReport {
+    /// The last quorum check is older than `max_view_age_secs`, or there was none.
+    pub stale: bool,
+    pub last_quorum_age_s: Option<u64>,
+    pub last_check_age_s: Option<u64>,
+    pub answers: usize,
+    pub needed: usize,
+    pub problem: Option<String>,
+    pub forks: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveCheck {
+    pub quorum: bool,
+    pub answers: usize,
+    pub seq: Option<u64>,
+    pub owners: Vec<String>,
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Addresses {
+    pub listen: String,
+    pub claim: Vec<String>,
+    pub nodes: Vec<String>,
+    pub mailbox: String,
+}
+
+pub async fn status(dir: &std::path::Path, check: bool) -> Result<StatusReport> {
+    let dir = DeviceDir::new(dir);
+    if !dir.is_initialised() {
+        return Err(Error::NotInitialised(dir.root().to_owned()));
+    }
+    let agent_running = matches!(dir.lock(), Err(Error::Locked(_)));
+    let config = Config::load(&dir.config_path())?;
+    let keys = dir.read_keys()?;
+    let store = Store::open(&dir.db_path())?;
+    let view = View::load(&store)?
+        .ok_or_else(|| Error::CorruptChain(latchkey_proto::Error::MissingGenesis))?;
+    let now = SystemClock {
+        trusted: config.window.trust_clock,
+    }
+    .now_ms();
+    let state = view.chain.state();
+    let max_age_ms = config.quorum.max_view_age_secs.saturating_mul(1000);
+    let live_check = if check {
+        let quorum = QuorumClient::new(config.nodes.clone(), config.quorum.quorum_config())?;
+        let cached = CachedView {
+            chain: view.chain.clone(),
+            verified_at_ms: view.checks.last_quorum_ms.unwrap_or(0),
+        };
+        Some(
+            match quorum
+                .check(&state.device, Some(&cached), now.unwrap_or(0), &mut OsRng)
+                .await
+            {
+                Ok(v) => LiveCheck {
+                    quorum: matches!(v.freshness, Freshness::Quorum { .. }),
+                    answers: match v.freshness {
+                        Freshness::Quorum { answers } | Freshness::Degraded { answers, .. } => {
+                            answers
+                        }
+                    },
+                    seq: Some(v.chain.state().seq),
+                    owners: v
+                        .chain
+                        .state()
+                        .owners
+                        .iter()
+                        .map(|o| o.to_string())
+                        .collect(),
+                    problem: (!v.forks.is_empty())
+                        .then(|| format!("{} fork(s) in the ownership chain", v.forks.len())),
+                },
+                Err(e) => LiveCheck {
+                    quorum: false,
+                    answers: 0,
+                    seq: None,
+                    owners: vec![],
+                    problem: Some(e.to_string()),
+                },
+            },
+        )
+    } else {
+        None
+    };
+    let age = |t: Option<u64>| Some(now?.saturating_sub(t?) / 1000);
+    Ok(StatusReport {
+        device: state.device.to_string(),
+        short_id: state.device.short(),
+        name: state.name.clone(),
+        agent_running,
+        claimed: state.is_owned(),
+        owners: state.owners.iter().map(|o| o.to_string()).collect(),
+        threshold: state.threshold,
+        seq: state.seq,
+        head: state.head.to_string(),
+        epoch: state.epoch.to_string(),
+        setup_key_matches: state.setup.is_none_or(|s| s == keys.setup.public_key()),
+        freshness: FreshnessReport {
+            stale: view.mark(now, max_age_ms).stale,
+            last_quorum_age_s: age(view.checks.last_quorum_ms),
+            last_check_age_s: age(view.checks.last_check_ms),
+            answers: view.checks.last_answers,
+            needed: view.checks.last_needed,
+            problem: view.checks.last_problem.clone(),
+            forks: view.checks.forks,
+        },
+        live_check,
+        addresses: Addresses {
+            listen: config.listen.to_string(),
+            claim: claim_addresses(&config)
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            nodes: config.nodes.clone(),
+            mailbox: hex::encode(state.device.0),
+        },
+        actions: config
+            .actions
+            .iter()
+            .map(|(n, a)| format!("{n}={}", a.driver))
+            .collect(),
+        audit_entries: store.audit_next_seq()?,
+    })
+}
+
+/// The stored audit log and whether it verifies.
+#[derive(Debug)]
+pub struct AuditDump {
+    pub entries: Vec<SignedEntry>,
+    pub verified: Result<(), AuditBroken>,
+}
+
+/// Reads every stored entry and verifies the chain with the device's identity key.
+pub fn audit_log(dir: &std::path::Path) -> Result<AuditDump> {
+    let dir = DeviceDir::new(dir);
+    let keys = dir.read_keys()?;
+    let store = Store::open(&dir.db_path())?;
+    let mut entries = Vec::new();
+    for (seq, bytes) in store.audit_all()? {
+        match SignedEntry::from_bytes(&bytes) {
+            Ok(e) if e.entry.seq == seq => entries.push(e),
+            Ok(_) => {
+                return Ok(AuditDump {
+                    entries,
+                    verified: Err(AuditBroken {
+                        seq,
+                        why: "stored under another sequence number",
+                    }),
+                })
+            }
+            Err(_) => {
+                return Ok(AuditDump {
+                    entries,
+                    verified: Err(AuditBroken {
+                        seq,
+                        why: "the stored entry does not decode",
+                    }),
+                })
+            }
+        }
+    }
+    let verified = verify_entries(&entries, &keys.identity.public_key(), None);
+    Ok(AuditDump { entries, verified })
+}

@@ -1,0 +1,347 @@
+//! `latchkeyd`: the Latchkey device agent's command line. Every command is a thin front over
+//! the library (`latchkey_device`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use latchkey_device::audit::{SignedEntry, Stage};
+use latchkey_device::config::parse_action_option;
+use latchkey_device::lifecycle::{self, ClaimReport, InitOptions, StatusReport};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "latchkeyd",
+    version,
+    about = "Latchkey device agent: claim QR, verified commands, actuators, audit log"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create the device: keys, config (DIR/latchkeyd.toml), claim QR (terminal, DIR/claim.png, DIR/claim.txt).
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Name shown to owners (at most 64 bytes; the QR shows the first 24).
+        #[arg(long)]
+        name: String,
+        /// Local HTTP address for commands, e.g. 0.0.0.0:7500.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Registry node base URL; give several.
+        #[arg(long = "node", required = true, num_args = 1..)]
+        nodes: Vec<String>,
+        /// NAME=DRIVER:SPEC, e.g. unlock=exec:/usr/local/bin/open-door (drivers: exec, http, mqtt, gpio, log).
+        #[arg(long = "action")]
+        actions: Vec<String>,
+        /// Address for the claim QR (IP:PORT or host.local:PORT) instead of the derived ones.
+        #[arg(long)]
+        advertise: Vec<String>,
+        /// Do not advertise on mDNS.
+        #[arg(long)]
+        no_mdns: bool,
+        /// Seconds between ownership checks (default 60).
+        #[arg(long)]
+        refresh_secs: Option<u64>,
+        /// Re-check the nodes before acting when the last quorum is older than this (default 300).
+        #[arg(long)]
+        max_view_age_secs: Option<u64>,
+        /// Never trust the system clock: every command needs a challenge round trip.
+        #[arg(long)]
+        untrusted_clock: bool,
+    },
+    /// Serve commands until stopped (SIGINT or SIGTERM).
+    Run {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Factory reset: new setup key, reset op signed by the device key, new claim QR. Owners and grants lose all power.
+    Reset {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Who owns the device (as verified), how fresh that is, where it is reachable.
+    Status {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// Also ask the registry nodes now.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Print the audit log and verify its hash chain and signatures (exit code 1 if it does not verify).
+    Audit {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Show only the newest N entries (all are verified).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Cmd) -> anyhow::Result<ExitCode> {
+    match command {
+        Cmd::Init {
+            dir,
+            name,
+            listen,
+            nodes,
+            actions,
+            advertise,
+            no_mdns,
+            refresh_secs,
+            max_view_age_secs,
+            untrusted_clock,
+        } => {
+            let actions = actions
+                .iter()
+                .map(|a| parse_action_option(a))
+                .collect::<Result<Vec<_>, _>>()?;
+            let report = lifecycle::init(&InitOptions {
+                dir: dir.clone(),
+                name,
+                listen,
+                nodes,
+                actions,
+                advertise,
+                mdns: !no_mdns,
+                refresh_secs,
+                max_view_age_secs,
+                trust_clock: !untrusted_clock,
+            })?;
+            print_claim(&report);
+            println!("config: {}", dir.join("latchkeyd.toml").display());
+            println!("next: latchkeyd run --dir {}", dir.display());
+        }
+        Cmd::Run { dir } => {
+            let running = latchkey_device::agent::start(&dir)
+                .await
+                .with_context(|| format!("starting the agent in {}", dir.display()))?;
+            println!("listening on {}", running.url());
+            println!("device {}", running.agent().device_id());
+            wait_for_stop().await?;
+            tracing::info!("stopping");
+            running.shutdown().await?;
+        }
+        Cmd::Reset { dir } => {
+            let report = lifecycle::reset(&dir).await?;
+            println!(
+                "factory reset done (op {}): previous owners and grants have no power now",
+                report.seq
+            );
+            match &report.published {
+                Ok(n) => println!("reset published to {n} node(s)"),
+                Err(e) => println!(
+                    "reset not yet published ({e}); `latchkeyd run` publishes it when nodes are reachable"
+                ),
+            }
+            print_claim(&report.claim);
+        }
+        Cmd::Status { dir, json, check } => {
+            let report = lifecycle::status(&dir, check).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_status(&report);
+            }
+        }
+        Cmd::Audit { dir, limit, json } => {
+            let dump = lifecycle::audit_log(&dir)?;
+            let shown = match limit {
+                Some(n) => &dump.entries[dump.entries.len().saturating_sub(n)..],
+                None => &dump.entries[..],
+            };
+            if json {
+                let entries: Vec<_> = shown.iter().map(entry_json).collect();
+                let out = serde_json::json!({
+                    "entries": entries,
+                    "verified": dump.verified.is_ok(),
+                    "problem": dump.verified.as_ref().err().map(|e| e.to_string()),
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                for e in shown {
+                    println!("{}", entry_line(e));
+                }
+            }
+            match dump.verified {
+                Ok(()) => eprintln!("audit log verifies: {} entries", dump.entries.len()),
+                Err(e) => {
+                    eprintln!("AUDIT LOG TAMPERED: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_stop() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn print_claim(report: &ClaimReport) {
+    println!("{}", report.terminal_qr);
+    println!("device {} ({})", report.device.short(), report.name);
+    println!("id     {}", report.device);
+    println!(
+        "scan the QR with the Latchkey app to claim this device; it is also in {}",
+        report.png.display()
+    );
+}
+
+fn print_status(s: &StatusReport) {
+    println!("device   {} ({}) {}", s.short_id, s.name, s.device);
+    println!(
+        "agent    {}",
+        if s.agent_running {
+            "running"
+        } else {
+            "not running"
+        }
+    );
+    if s.claimed {
+        println!("owners   {} (threshold {})", s.owners.len(), s.threshold);
+        for o in &s.owners {
+            println!("         {o}");
+        }
+    } else {
+        println!("owners   none: unclaimed, waiting for its QR to be scanned");
+        if !s.setup_key_matches {
+            println!(
+                "WARNING  the key file's setup key is not the chain's: run `latchkeyd reset` again"
+            );
+        }
+    }
+    println!("chain    seq {} head {}", s.seq, &s.head[..16]);
+    let f = &s.freshness;
+    let age = f
+        .last_quorum_age_s
+        .map_or("never".to_owned(), |a| format!("{a} s ago"));
+    println!(
+        "verified {} by a quorum ({}/{} answers){}",
+        age,
+        f.answers,
+        f.needed,
+        if f.stale {
+            " — STALE, using the cached view"
+        } else {
+            ""
+        }
+    );
+    if let Some(p) = &f.problem {
+        println!("problem  {p}");
+    }
+    if f.forks > 0 {
+        println!(
+            "ALARM    {} fork(s): two valid ownership histories exist",
+            f.forks
+        );
+    }
+    if let Some(c) = &s.live_check {
+        match (&c.problem, c.seq) {
+            (_, Some(seq)) => println!(
+                "nodes    now: seq {seq}, {} owner(s), {} answers{}",
+                c.owners.len(),
+                c.answers,
+                if c.quorum { "" } else { " (no quorum)" }
+            ),
+            (Some(p), None) => println!("nodes    now: {p}"),
+            (None, None) => {}
+        }
+    }
+    println!("listen   {}", s.addresses.listen);
+    for a in &s.addresses.claim {
+        println!("address  {a}");
+    }
+    for n in &s.addresses.nodes {
+        println!("node     {n}");
+    }
+    println!("mailbox  {}", s.addresses.mailbox);
+    for a in &s.actions {
+        println!("action   {a}");
+    }
+    println!("audit    {} entries", s.audit_entries);
+}
+
+fn entry_line(e: &SignedEntry) -> String {
+    let r = &e.entry.record;
+    let outcome = if r.code == 0 {
+        "ACCEPTED".to_owned()
+    } else {
+        format!("REJECTED {}", r.code)
+    };
+    format!(
+        "#{} {} {:?} {} [{}] action={} sender={} {}{}",
+        e.entry.seq,
+        r.time_ms.map_or("-".into(), |t| t.to_string()),
+        r.via,
+        outcome,
+        r.stage.name(),
+        if r.action.is_empty() { "-" } else { &r.action },
+        r.sender.map_or("-".into(), |s| s.short()),
+        r.detail,
+        if r.view.stale { " (stale view)" } else { "" }
+    )
+}
+
+fn entry_json(e: &SignedEntry) -> serde_json::Value {
+    let r = &e.entry.record;
+    serde_json::json!({
+        "seq": e.entry.seq,
+        "time_ms": r.time_ms,
+        "via": format!("{:?}", r.via).to_lowercase(),
+        "envelope": hex::encode(r.envelope),
+        "sender": r.sender.map(|s| s.to_string()),
+        "command": r.command.map(|c| hex::encode(c.0)),
+        "action": r.action,
+        "code": r.code,
+        "stage": r.stage.name(),
+        "accepted": r.code == 0 && r.stage == Stage::Action,
+        "detail": r.detail,
+        "stale_view": r.view.stale,
+        "view_age_s": r.view.age_s,
+    })
+}

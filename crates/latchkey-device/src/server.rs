@@ -1,0 +1,92 @@
+//! The local HTTP server: `POST /v1/command` (sealed envelope in, sealed response out),
+//! `GET /v1/chain` (the device's verified ops, so an owner app can fetch the genesis and its KEM
+//! keys directly), `GET /healthz`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use latchkey_proto::chain::OpList;
+use latchkey_proto::codec::Codec;
+use latchkey_proto::envelope::MAX_SEALED_COMMAND;
+
+use crate::agent::{Agent, Handled};
+use crate::audit::Via;
+
+pub fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/v1/command", post(command))
+        .route("/v1/chain", get(chain))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see docs/PROTOCOL.md",
+            )
+        })
+        // The command handler reads with its own limit (and audits what it refuses).
+        .layer(DefaultBodyLimit::disable())
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(60),
+        ))
+        .with_state(agent)
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+async fn command(State(agent): State<Arc<Agent>>, headers: HeaderMap, body: Body) -> Response {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_large = |agent: &Agent| {
+        let refused = agent.pipeline.refuse_oversize(declared, Via::Local);
+        error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", &refused.message)
+    };
+    if declared.is_some_and(|n| n > MAX_SEALED_COMMAND) {
+        return too_large(&agent);
+    }
+    let bytes = match axum::body::to_bytes(body, MAX_SEALED_COMMAND).await {
+        Ok(b) => b,
+        Err(e) if e.to_string().contains("length limit") => return too_large(&agent),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "unreadable",
+                &format!("the body could not be read: {e}"),
+            )
+        }
+    };
+    match agent.handle(bytes.to_vec(), Via::Local).await {
+        Handled::Refused(r) => error(StatusCode::BAD_REQUEST, r.stage.name(), &r.message),
+        Handled::Answered(a) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            a.sealed,
+        )
+            .into_response(),
+    }
+}
+
+async fn chain(State(agent): State<Arc<Agent>>) -> Response {
+    let bytes = OpList(agent.pipeline.view().chain.ops().to_vec()).to_bytes();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response()
+}
