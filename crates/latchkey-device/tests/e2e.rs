@@ -1,0 +1,404 @@
+//! End to end on loopback with real components: three registry nodes, the real `latchkeyd`
+//! binary (killed with SIGKILL and restarted on the same directory), and a sender built on
+//! the protocol core.
+
+mod support;
+
+use std::time::Duration;
+
+use latchkey_device::audit::{verify_entries, AuditPage};
+use latchkey_proto::codec::Codec;
+use latchkey_proto::command::{RejectCode, ReplyTo};
+use latchkey_proto::envelope::MAX_SEALED_COMMAND;
+use latchkey_proto::grant::{GrantBody, GrantScope};
+use latchkey_testkit::{flip_bit, person};
+use support::*;
+
+fn error_code(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    v["error"]["code"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_commands_run_replays_and_bad_commands_are_refused_without_side_effects() {
+    let nodes = Nodes::start(3).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("device");
+    let out = tmp.path().join("door.log");
+    let script = door_script(tmp.path(), &out);
+    let printed = init(
+        &dir,
+        &nodes.urls(),
+        &["--action", &format!("unlock=exec:{}", script.display())],
+    );
+    assert!(
+        printed.contains("▀") || printed.contains("▄"),
+        "QR drawn in the terminal"
+    );
+    assert!(dir.join("claim.png").exists() && dir.join("claim.txt").exists());
+    let agent = Agent::start(&dir);
+    let owner = person(1);
+    let chain = claim(&dir, &agent.url, &owner, &nodes.urls()).await;
+    let sender = Sender::new(person(1), chain.clone());
+
+    // A valid owner command runs the exec actuator.
+    let (envelope, pending) = sender.seal(sender.command("unlock", b"front\0--fast"));
+    let response = sender.send(&agent.url, envelope.clone(), &pending).await;
+    assert_eq!(code(&response), 0, "{:?}", response.response.outcome);
+    assert_eq!(response.response.body, b"opened\n");
+    assert!(response.response.timestamp_ms.unwrap() > 0);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "unlock front --fast\n"
+    );
+
+    // The same envelope again: refused, nothing runs.
+    let again = sender.send(&agent.url, envelope.clone(), &pending).await;
+    assert_eq!(code(&again), RejectCode::Replayed as u16);
+    assert_eq!(lines(&out), 1);
+
+    // kill -9 and restart on the same directory: still refused.
+    agent.kill9();
+    let agent = Agent::start(&dir);
+    let after_crash = sender.send(&agent.url, envelope.clone(), &pending).await;
+    assert_eq!(code(&after_crash), RejectCode::Replayed as u16);
+    assert_eq!(lines(&out), 1);
+
+    // A stranger.
+    let stranger = Sender::new(person(2), chain.clone());
+    let (env, pending) = stranger.seal(stranger.command("unlock", b""));
+    let r = stranger.send(&agent.url, env, &pending).await;
+    assert_eq!(code(&r), RejectCode::NotAuthorized as u16);
+
+    // A stale timestamp.
+    let mut old = sender.command("unlock", b"");
+    old.timestamp_ms -= 5 * 60_000;
+    let (env, pending) = sender.seal(old);
+    let r = sender.send(&agent.url, env, &pending).await;
+    assert_eq!(code(&r), RejectCode::TooOld as u16);
+
+    // An expired grant.
+    let guest = Sender::new(person(3), chain.clone());
+    let state = chain.state();
+    let grant = GrantBody {
+        issuer: owner.public_key(),
+        subject: guest.key.public_key(),
+        scope: vec![GrantScope {
+            device: state.device,
+            epoch: state.epoch,
+        }],
+        actions: vec!["unlock".into()],
+        not_before_ms: now_ms() - 7_200_000,
+        not_after_ms: now_ms() - 3_600_000,
+        use_limit: None,
+        delegation_depth: 0,
+        extensions: vec![],
+        salt: [5; 16],
+    }
+    .sign(&owner)
+    .unwrap();
+    let mut c = guest.command("unlock", b"");
+    c.grants = vec![grant];
+    let (env, pending) = guest.seal(c);
+    let r = guest.send(&agent.url, env, &pending).await;
+    assert_eq!(code(&r), RejectCode::GrantExpired as u16);
+
+    // Bytes that never authenticate: answered 400/413 with a JSON reason, no sealed body.
+    let (good, _) = sender.seal(sender.command("unlock", b""));
+    let (status, body) = sender.post(&agent.url, flip_bit(&good, 1500)).await;
+    assert_eq!((status, error_code(&body).as_str()), (400, "decrypt"));
+    let (status, body) = sender
+        .post(&agent.url, good[..good.len() - 10].to_vec())
+        .await;
+    assert_eq!((status, error_code(&body).as_str()), (400, "size"));
+    let (status, body) = sender
+        .post(&agent.url, vec![1u8; MAX_SEALED_COMMAND + 1])
+        .await;
+    assert_eq!((status, error_code(&body).as_str()), (413, "too_large"));
+    assert_eq!(lines(&out), 1, "no refused command ran the actuator");
+
+    // The audit log holds all of it, signed and chained.
+    let (env, pending) = sender.seal(sender.command("audit", b""));
+    let r = sender.send(&agent.url, env, &pending).await;
+    assert_eq!(code(&r), 0);
+    let page = AuditPage::from_bytes(&r.response.body).unwrap();
+    verify_entries(&page.entries, &chain.state().identity, None).unwrap();
+    let codes: Vec<u16> = page.entries.iter().map(|e| e.entry.record.code).collect();
+    assert_eq!(codes, vec![0, 6, 6, 7, 4, 9, 1, 1, 1]);
+    let stages: Vec<&str> = page.entries[6..]
+        .iter()
+        .map(|e| e.entry.record.stage.name())
+        .collect();
+    assert_eq!(stages, vec!["decrypt", "size", "size"]);
+
+    // Status reports the verified owner.
+    let status = latchkeyd(&["status", "--dir", dir.to_str().unwrap(), "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["claimed"], true);
+    assert_eq!(status["agent_running"], true);
+    assert_eq!(status["owners"][0], owner.public_key().to_string());
+    assert_eq!(status["freshness"]["stale"], false);
+
+    // Tampering with the stored log is detected.
+    agent.stop();
+    let ok = latchkeyd(&["audit", "--dir", dir.to_str().unwrap()]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    {
+        let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
+        let entry: Vec<u8> = db
+            .query_row("SELECT entry FROM audit WHERE seq = 3", [], |r| r.get(0))
+            .unwrap();
+        // Rewrite the stranger's rejection as an acceptance (the code field).
+        let mut forged = latchkey_device::audit::SignedEntry::from_bytes(&entry).unwrap();
+        forged.entry.record.code = 0;
+        db.execute(
+            "UPDATE audit SET entry = ?1 WHERE seq = 3",
+            [forged.to_bytes()],
+        )
+        .unwrap();
+    }
+    let bad = latchkeyd(&["audit", "--dir", dir.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("TAMPERED") && stderr.contains("entry 3"),
+        "{stderr}"
+    );
+    nodes.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_commands_run_once_and_answer_through_a_mailbox() {
+    let nodes = Nodes::start(3).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("device");
+    let out = tmp.path().join("door.log");
+    let script = door_script(tmp.path(), &out);
+    init(
+        &dir,
+        &nodes.urls(),
+        &["--action", &format!("unlock=exec:{}", script.display())],
+    );
+    let agent = Agent::start(&dir);
+    let chain = claim(&dir, &agent.url, &person(1), &nodes.urls()).await;
+    let sender = Sender::new(person(1), chain.clone());
+
+    let reply_box = [0x5a; 32];
+    let mut c = sender.command("unlock", b"relay");
+    c.reply_to = ReplyTo::Mailbox(reply_box);
+    let (envelope, pending) = sender.seal(c);
+    let device_box = hex::encode(chain.device().0);
+    let http = reqwest::Client::new();
+    // The same envelope through two nodes.
+    for node in &nodes.urls()[..2] {
+        let r = http
+            .post(format!("{node}/v1/mailboxes/{device_box}"))
+            .body(envelope.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    let node = &nodes.urls()[0];
+    let page: serde_json::Value = http
+        .get(format!(
+            "{node}/v1/mailboxes/{}?after=0&wait_secs=20",
+            hex::encode(reply_box)
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let body = page["messages"][0]["body"].as_str().expect("a reply");
+    let sealed = data_encoding::BASE64.decode(body.as_bytes()).unwrap();
+    let response = pending.open(&sealed, &chain.state().identity).unwrap();
+    assert_eq!(code(&response), 0);
+    // Give the second copy time to arrive and be dropped.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(lines(&out), 1, "duplicates through two nodes ran once");
+    let audit = latchkeyd(&["audit", "--dir", dir.to_str().unwrap(), "--json"]);
+    let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(
+        entries.len(),
+        1,
+        "the copy is not logged as a replay: {entries:?}"
+    );
+    assert_eq!(entries[0]["via"], "relay");
+    assert_eq!(audit["verified"], true);
+    drop(agent);
+    nodes.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn factory_reset_voids_the_owners_and_the_device_can_be_claimed_again() {
+    let nodes = Nodes::start(3).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("device");
+    init(&dir, &nodes.urls(), &["--action", "unlock=log"]);
+    let agent = Agent::start(&dir);
+    let chain = claim(&dir, &agent.url, &person(1), &nodes.urls()).await;
+    let old_text = std::fs::read_to_string(dir.join("claim.txt")).unwrap();
+
+    // Refused while the agent runs on the directory.
+    let busy = latchkeyd(&["reset", "--dir", dir.to_str().unwrap()]);
+    assert!(!busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("stop it first"));
+    agent.stop();
+
+    let reset = latchkeyd(&["reset", "--dir", dir.to_str().unwrap()]);
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    let printed = String::from_utf8_lossy(&reset.stdout);
+    assert!(printed.contains("published to 3 node(s)"), "{printed}");
+    let new_text = std::fs::read_to_string(dir.join("claim.txt")).unwrap();
+    assert_ne!(old_text, new_text, "a new setup key, a new QR");
+    let status = latchkeyd(&[
+        "status",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--json",
+        "--check",
+    ]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["claimed"], false);
+    assert_eq!(status["setup_key_matches"], true);
+    assert_eq!(status["live_check"]["seq"], 2, "the nodes hold the reset");
+
+    let agent = Agent::start(&dir);
+    let old_owner = Sender::new(person(1), wait_for_seq(&agent.url, 2).await);
+    let (env, pending) = old_owner.seal(old_owner.command("unlock", b""));
+    let r = old_owner.send(&agent.url, env, &pending).await;
+    assert_eq!(code(&r), RejectCode::NotAuthorized as u16);
+    // The old QR's setup key is void; the new one claims it.
+    assert_ne!(chain.head(), old_owner.chain.head());
+    let chain = claim(&dir, &agent.url, &person(4), &nodes.urls()).await;
+    let new_owner = Sender::new(person(4), chain);
+    let (env, pending) = new_owner.seal(new_owner.command("unlock", b""));
+    assert_eq!(code(&new_owner.send(&agent.url, env, &pending).await), 0);
+    drop(agent);
+    nodes.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_working_from_its_cached_view_when_nodes_are_down_and_says_so() {
+    let nodes = Nodes::start(3).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("device");
+    init(
+        &dir,
+        &nodes.urls(),
+        &["--action", "unlock=log", "--max-view-age-secs", "1"],
+    );
+    let agent = Agent::start(&dir);
+    let chain = claim(&dir, &agent.url, &person(1), &nodes.urls()).await;
+    nodes.stop().await;
+    // Restarted with every node down: it works from the chain in state.db.
+    agent.kill9();
+    let agent = Agent::start(&dir);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let sender = Sender::new(person(1), chain.clone());
+    let (env, pending) = sender.seal(sender.command("unlock", b""));
+    assert_eq!(code(&sender.send(&agent.url, env, &pending).await), 0);
+    let status = latchkeyd(&["status", "--dir", dir.to_str().unwrap(), "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["claimed"], true);
+    assert_eq!(status["freshness"]["stale"], true);
+    assert!(status["freshness"]["problem"].is_string(), "{status}");
+    let audit = latchkeyd(&["audit", "--dir", dir.to_str().unwrap(), "--json"]);
+    let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert_eq!(audit["entries"][0]["stale_view"], true);
+    assert_eq!(audit["entries"][0]["code"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mqtt_actuator_publishes_to_a_real_mosquitto() {
+    let port = free_port();
+    let mut broker = std::process::Command::new("mosquitto")
+        .args(["-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto is installed (apt-get install mosquitto)");
+    // Subscribe first (retrying until the broker listens).
+    let mut options = rumqttc::MqttOptions::new("latchkey-test-sub", "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = rumqttc::AsyncClient::new(options, 10);
+    client
+        .subscribe("home/door/bell", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let subscriber = tokio::spawn(async move {
+        let mut subscribed = false;
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) if !subscribed => {
+                    subscribed = true;
+                    let _ = tx.send(None);
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    let _ = tx.send(Some((p.topic.clone(), p.payload.to_vec())));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    let ready = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await;
+    assert!(matches!(ready, Ok(Some(None))), "subscribed to mosquitto");
+
+    let nodes = Nodes::start(3).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("device");
+    init(
+        &dir,
+        &nodes.urls(),
+        &[
+            "--action",
+            &format!("bell=mqtt:127.0.0.1:{port}/home/door/bell"),
+        ],
+    );
+    let agent = Agent::start(&dir);
+    let chain = claim(&dir, &agent.url, &person(1), &nodes.urls()).await;
+    let sender = Sender::new(person(1), chain);
+    let (env, pending) = sender.seal(sender.command("bell", b"ding"));
+    let r = sender.send(&agent.url, env, &pending).await;
+    assert_eq!(code(&r), 0, "{:?}", r.response.outcome);
+    assert_eq!(r.response.body, b"published 4 bytes to home/door/bell");
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the message arrives");
+    assert_eq!(
+        got,
+        Some(Some(("home/door/bell".to_owned(), b"ding".to_vec())))
+    );
+
+    // A refused command publishes nothing.
+    let stranger = Sender::new(person(2), sender.chain.clone());
+    let (env, pending) = stranger.seal(stranger.command("bell", b"intruder"));
+    assert_eq!(
+        code(&stranger.send(&agent.url, env, &pending).await),
+        RejectCode::NotAuthorized as u16
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), rx.recv())
+            .await
+            .is_err(),
+        "nothing published"
+    );
+    subscriber.abort();
+    let _ = broker.kill();
+    let _ = broker.wait();
+    drop(agent);
+    nodes.stop().await;
+}

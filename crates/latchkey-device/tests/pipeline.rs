@@ -1,0 +1,530 @@
+//! The verification pipeline without sockets: a fixed clock, deterministic randomness, a real
+//! SQLite file. Every refusal has its own stage and code, leaves no trace it should not, and
+//! lands in the signed audit log.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use latchkey_device::audit::{verify_entries, AuditPage, Stage, Via};
+use latchkey_device::clock::ManualClock;
+use latchkey_device::pipeline::{Answer, Early, Pipeline, PipelineConfig};
+use latchkey_device::store::Store;
+use latchkey_device::view::View;
+use latchkey_proto::chain::OpBody;
+use latchkey_proto::codec::{Codec, Writer};
+use latchkey_proto::command::{Command, Outcome, RejectCode, ReplyTo, SignedResponse};
+use latchkey_proto::device::DeviceKeys;
+use latchkey_proto::envelope::{seal_command, PendingReply, MAX_SEALED_COMMAND};
+use latchkey_proto::grant::{Grant, GrantBody};
+use latchkey_proto::keys::{DeviceId, Signature, SigningKey};
+use latchkey_proto::{kem, pad};
+use latchkey_testkit::{flip_bit, person, rng, ChaCha20Rng, TestDevice, HOUR, T0};
+use rand_core::RngCore;
+
+struct Fixture {
+    device: TestDevice,
+    owner: SigningKey,
+    clock: ManualClock,
+    pipeline: Pipeline<ManualClock, ChaCha20Rng>,
+    rng: ChaCha20Rng,
+    db: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+fn copy_keys(keys: &DeviceKeys) -> DeviceKeys {
+    DeviceKeys::from_secret_bytes(&keys.to_secret_bytes()).unwrap()
+}
+
+fn pipeline_over(
+    device: &TestDevice,
+    clock: &ManualClock,
+    db: &std::path::Path,
+) -> Pipeline<ManualClock, ChaCha20Rng> {
+    let store = Arc::new(Store::open(db).unwrap());
+    Pipeline::new(
+        copy_keys(&device.keys),
+        clock.clone(),
+        rng(99),
+        store,
+        View::new(device.chain.clone()),
+        PipelineConfig {
+            window: Default::default(),
+            max_view_age_ms: 300_000,
+            actions: BTreeSet::from(["unlock".to_owned(), "lock".to_owned()]),
+        },
+    )
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let owner = person(1);
+    let mut device = TestDevice::new(1, "front door");
+    device.claim(&[&owner], 1);
+    let clock = ManualClock::at(T0);
+    let db = tmp.path().join("state.db");
+    let pipeline = pipeline_over(&device, &clock, &db);
+    Fixture {
+        device,
+        owner,
+        clock,
+        pipeline,
+        rng: rng(7),
+        db,
+        _tmp: tmp,
+    }
+}
+
+impl Fixture {
+    fn command(&mut self, sender: &SigningKey, action: &str) -> Command {
+        let mut nonce = [0u8; 16];
+        self.rng.fill_bytes(&mut nonce);
+        Command {
+            device: self.device.keys.device_id(),
+            sender: sender.public_key(),
+            action: action.into(),
+            args: vec![],
+            timestamp_ms: T0,
+            nonce,
+            challenge: None,
+            grants: vec![],
+            reply_to: ReplyTo::Direct,
+        }
+    }
+
+    fn sealed(&mut self, key: &SigningKey, action: &str) -> (Vec<u8>, PendingReply) {
+        let command = self.command(key, action);
+        self.seal(command, key)
+    }
+
+    fn seal(&mut self, command: Command, key: &SigningKey) -> (Vec<u8>, PendingReply) {
+        let signed = command.sign(key).unwrap();
+        seal_command(&signed, self.device.keys.kem.public(), &mut self.rng).unwrap()
+    }
+
+    /// Runs an envelope through every step; the action "runs" by returning `output`.
+    fn run(&self, envelope: &[u8], output: Result<Vec<u8>, String>) -> Result<Answer, Stage> {
+        let fresh = match self.pipeline.open(envelope, Via::Local) {
+            Ok(f) => f,
+            Err(Early::Refused(r)) => return Err(r.stage),
+            Err(Early::Answered(a)) => return Ok(a),
+        };
+        let auth = match self.pipeline.authorize(fresh) {
+            Ok(a) => a,
+            Err(answer) => return Ok(answer),
+        };
+        let result = if auth.is_audit() {
+            self.pipeline.audit_page(auth.args())
+        } else {
+            output
+        };
+        Ok(self.pipeline.complete(auth, result))
+    }
+
+    fn open_answer(&self, answer: &Answer, pending: &PendingReply) -> SignedResponse {
+        pending
+            .open(&answer.sealed, &self.device.keys.identity.public_key())
+            .unwrap()
+    }
+
+    fn grant(&self, subject: &SigningKey, actions: &[&str], from: u64, until: u64) -> Grant {
+        self.device
+            .grant(&self.owner, &subject.public_key(), actions, from, until, 0)
+    }
+}
+
+fn rejected_code(response: &SignedResponse) -> u16 {
+    match &response.response.outcome {
+        Outcome::Rejected { code, .. } => *code,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn owner_command_runs_and_gets_a_signed_timestamped_answer() {
+    let mut f = fixture();
+    let owner = person(1);
+    let (env, pending) = f.sealed(&owner, "unlock");
+    let answer = f.run(&env, Ok(b"opened".to_vec())).unwrap();
+    assert!(answer.accepted());
+    let response = f.open_answer(&answer, &pending);
+    assert_eq!(response.response.outcome, Outcome::Accepted);
+    assert_eq!(response.response.body, b"opened");
+    assert_eq!(response.response.timestamp_ms, Some(T0));
+    assert_eq!(response.response.command, pending.command);
+}
+
+/// One case per refusal: how to spoil the command, where it must stop, and with what code.
+#[test]
+fn every_refusal_has_its_own_stage_and_code() {
+    let mut f = fixture();
+    let owner = person(1);
+    let stranger = person(2);
+    let guest = person(3);
+
+    // Before the signature: refused without a sealed answer.
+    let (good, _) = f.sealed(&owner, "unlock");
+    let oversize = vec![0u8; MAX_SEALED_COMMAND + 1];
+    let truncated = good[..good.len() - 1].to_vec();
+    let tampered = flip_bit(&good, good.len() - 40);
+    let mut wrong_version = good.clone();
+    wrong_version[0] = 9;
+    let bad_padding = handmade_envelope(&f.device, &mut f.rng, |w| {
+        w.u32(5000); // length larger than the bucket
+    });
+    let undecodable = handmade_envelope(&f.device, &mut f.rng, |w| {
+        w.u32(3);
+        w.raw(&[1, 2, 3]);
+    });
+    let bad_signature = {
+        let mut signed = f.command(&owner, "unlock").sign(&owner).unwrap();
+        signed.signature = Signature([7; 64]);
+        seal_command(&signed, f.device.keys.kem.public(), &mut f.rng)
+            .unwrap()
+            .0
+    };
+    for (name, env, stage) in [
+        ("oversize", oversize, Stage::Size),
+        ("truncated", truncated, Stage::Size),
+        ("tampered", tampered, Stage::Decrypt),
+        ("header", wrong_version, Stage::Header),
+        ("padding", bad_padding, Stage::Unpad),
+        ("decode", undecodable, Stage::Decode),
+        ("signature", bad_signature, Stage::Signature),
+    ] {
+        assert_eq!(f.run(&env, Ok(vec![])).unwrap_err(), stage, "{name}");
+    }
+
+    // After the signature: a signed rejection sealed to the sender.
+    let mut cases: Vec<(&str, Command, SigningKey, Stage, RejectCode)> = Vec::new();
+    let mut c = f.command(&owner, "unlock");
+    c.device = DeviceId([9; 32]);
+    cases.push((
+        "wrong device",
+        c,
+        person(1),
+        Stage::Device,
+        RejectCode::WrongDevice,
+    ));
+    let mut c = f.command(&owner, "unlock");
+    c.timestamp_ms = T0 - 61_000;
+    cases.push((
+        "too old",
+        c,
+        person(1),
+        Stage::Timestamp,
+        RejectCode::TooOld,
+    ));
+    let mut c = f.command(&owner, "unlock");
+    c.timestamp_ms = T0 + 31_000;
+    cases.push((
+        "too new",
+        c,
+        person(1),
+        Stage::Timestamp,
+        RejectCode::TooNew,
+    ));
+    let c = f.command(&stranger, "unlock");
+    cases.push((
+        "stranger",
+        c,
+        person(2),
+        Stage::Authority,
+        RejectCode::NotAuthorized,
+    ));
+    let mut c = f.command(&guest, "unlock");
+    c.grants = vec![f.grant(&guest, &["unlock"], T0 - 2 * HOUR, T0 - HOUR)];
+    cases.push((
+        "expired",
+        c,
+        person(3),
+        Stage::Authority,
+        RejectCode::GrantExpired,
+    ));
+    let mut c = f.command(&guest, "unlock");
+    c.grants = vec![f.grant(&guest, &["unlock"], T0 + HOUR, T0 + 2 * HOUR)];
+    cases.push((
+        "not yet",
+        c,
+        person(3),
+        Stage::Authority,
+        RejectCode::GrantNotYetValid,
+    ));
+    let mut c = f.command(&guest, "lock");
+    c.grants = vec![f.grant(&guest, &["unlock"], T0 - HOUR, T0 + HOUR)];
+    cases.push((
+        "other action",
+        c,
+        person(3),
+        Stage::Authority,
+        RejectCode::ActionNotGranted,
+    ));
+    let mut c = f.command(&guest, "audit");
+    c.grants = vec![f.grant(&guest, &["audit"], T0 - HOUR, T0 + HOUR)];
+    cases.push((
+        "guest audit",
+        c,
+        person(3),
+        Stage::Authority,
+        RejectCode::NotAuthorized,
+    ));
+    let c = f.command(&owner, "fly");
+    cases.push((
+        "unknown action",
+        c,
+        person(1),
+        Stage::Action,
+        RejectCode::UnknownAction,
+    ));
+
+    let nonces_before = f.pipeline.store().nonce_count().unwrap();
+    for (name, command, key, stage, code) in cases {
+        let (env, pending) = f.seal(command, &key);
+        let answer = f.run(&env, Ok(b"ran".to_vec())).unwrap();
+        assert_eq!(
+            (answer.stage, answer.code),
+            (stage, code as u16),
+            "{name}: {}",
+            answer.reason
+        );
+        if code == RejectCode::WrongDevice {
+            // The answer names the device that answered, so the sender sees it reached
+            // another device than the one it meant.
+            let err = pending.open(&answer.sealed, &f.device.keys.identity.public_key());
+            assert_eq!(err.unwrap_err(), latchkey_proto::Error::DeviceIdMismatch);
+            continue;
+        }
+        let response = f.open_answer(&answer, &pending);
+        assert_eq!(rejected_code(&response), code as u16, "{name}");
+        assert!(response.response.body.is_empty(), "{name}: nothing ran");
+    }
+    // Wrong device and the two out-of-window commands never touched the strike register.
+    assert_eq!(
+        f.pipeline.store().nonce_count().unwrap(),
+        nonces_before + 6,
+        "only the six commands that passed the window were recorded"
+    );
+
+    // The action itself failing.
+    let (env, pending) = f.sealed(&owner, "unlock");
+    let answer = f.run(&env, Err("motor jammed".into())).unwrap();
+    assert_eq!(answer.stage, Stage::Action);
+    assert_eq!(
+        rejected_code(&f.open_answer(&answer, &pending)),
+        RejectCode::ActionFailed as u16
+    );
+}
+
+/// Builds a sealed command by hand around a chosen padded plaintext (to reach the unpad and
+/// decode steps, which a well-behaved sender never fails).
+fn handmade_envelope(
+    device: &TestDevice,
+    rng: &mut ChaCha20Rng,
+    fill: impl FnOnce(&mut Writer),
+) -> Vec<u8> {
+    let (shared, ct) = kem::encapsulate(device.keys.kem.public(), rng).unwrap();
+    let mut nonce = [0u8; kem::AEAD_NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    let mut header = Writer::new();
+    header.u8(1);
+    header.u8(1);
+    header.nested(&ct);
+    header.raw(&nonce);
+    let header = header.into_inner();
+    let mut padded = Writer::new();
+    fill(&mut padded);
+    let mut padded = padded.into_inner();
+    padded.resize(pad::BUCKETS[0], 0);
+    let sealed = kem::aead_seal(&shared.command_key(), &nonce, &header, &padded);
+    [header, sealed].concat()
+}
+
+#[test]
+fn a_replay_is_refused_even_after_reopening_the_database() {
+    let mut f = fixture();
+    let owner = person(1);
+    let (env, _) = f.sealed(&owner, "unlock");
+    assert!(f.run(&env, Ok(vec![])).unwrap().accepted());
+    let again = f.run(&env, Ok(vec![])).unwrap();
+    assert_eq!(
+        (again.stage, again.code),
+        (Stage::Nonce, RejectCode::Replayed as u16)
+    );
+    // A fresh pipeline over the same file, as after a crash.
+    let reopened = pipeline_over(&f.device, &f.clock, &f.db);
+    f.pipeline = reopened;
+    let after = f.run(&env, Ok(vec![])).unwrap();
+    assert_eq!(after.code, RejectCode::Replayed as u16);
+    // Once the window has moved on, the window refuses it (the register may forget it).
+    f.clock.advance(120_000);
+    let late = f.run(&env, Ok(vec![])).unwrap();
+    assert_eq!(late.code, RejectCode::TooOld as u16);
+}
+
+#[test]
+fn guest_grants_use_limits_and_revocation() {
+    let mut f = fixture();
+    let guest = person(3);
+    let base = f.grant(&guest, &["unlock"], T0 - HOUR, T0 + HOUR);
+    let limited = GrantBody {
+        use_limit: Some(2),
+        ..base.body.clone()
+    }
+    .sign(&f.owner)
+    .unwrap();
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let mut c = f.command(&guest, "unlock");
+        c.grants = vec![limited.clone()];
+        let (env, _) = f.seal(c, &guest);
+        codes.push(f.run(&env, Ok(vec![])).unwrap().code);
+    }
+    assert_eq!(codes, vec![0, 0, RejectCode::UseLimitReached as u16]);
+    assert_eq!(f.pipeline.store().uses(&limited.id()).unwrap(), 2);
+
+    // The owner revokes the unlimited grant; the device learns it from its view.
+    let mut c = f.command(&guest, "unlock");
+    c.grants = vec![base.clone()];
+    let (env, _) = f.seal(c, &guest);
+    assert!(f.run(&env, Ok(vec![])).unwrap().accepted());
+    let owner = person(1);
+    f.device.apply(
+        OpBody::RevokeGrant {
+            chain: vec![base.clone()],
+        },
+        &[&owner],
+    );
+    f.pipeline
+        .set_view(View::new(f.device.chain.clone()))
+        .unwrap();
+    let mut c = f.command(&guest, "unlock");
+    c.grants = vec![base];
+    let (env, _) = f.seal(c, &guest);
+    let answer = f.run(&env, Ok(vec![])).unwrap();
+    assert_eq!(
+        (answer.stage, answer.code),
+        (Stage::Authority, RejectCode::GrantRevoked as u16)
+    );
+
+    // A factory reset voids every owner and grant.
+    let identity = copy_keys(&f.device.keys).identity;
+    f.device.apply(
+        OpBody::FactoryReset {
+            setup: person(50).public_key(),
+        },
+        &[&identity],
+    );
+    f.pipeline
+        .set_view(View::new(f.device.chain.clone()))
+        .unwrap();
+    let (env, _) = f.sealed(&owner, "unlock");
+    assert_eq!(
+        f.run(&env, Ok(vec![])).unwrap().code,
+        RejectCode::NotAuthorized as u16
+    );
+}
+
+#[test]
+fn a_clockless_device_hands_out_one_time_challenges() {
+    let mut f = fixture();
+    f.clock.unset();
+    let owner = person(1);
+    let (env, pending) = f.sealed(&owner, "unlock");
+    let answer = f.run(&env, Ok(vec![])).unwrap();
+    assert_eq!(answer.stage, Stage::Challenge);
+    let response = f.open_answer(&answer, &pending);
+    assert_eq!(
+        response.response.timestamp_ms, None,
+        "no clock, no timestamp"
+    );
+    let Outcome::ChallengeRequired { challenge } = response.response.outcome else {
+        panic!("expected a challenge");
+    };
+    // Resent with the challenge (any timestamp), it runs once.
+    let mut c = f.command(&owner, "unlock");
+    c.timestamp_ms = 5;
+    c.challenge = Some(challenge);
+    let (env, pending) = f.seal(c.clone(), &owner);
+    let answer = f.run(&env, Ok(b"ok".to_vec())).unwrap();
+    assert!(answer.accepted(), "{}", answer.reason);
+    assert_eq!(
+        f.open_answer(&answer, &pending).response.outcome,
+        Outcome::Accepted
+    );
+    // The challenge is spent.
+    c.nonce = [42; 16];
+    let (env, _) = f.seal(c, &owner);
+    let answer = f.run(&env, Ok(vec![])).unwrap();
+    assert_eq!(
+        (answer.stage, answer.code),
+        (Stage::Challenge, RejectCode::ClockUnset as u16)
+    );
+    // Guests need the clock (grant windows are in real time).
+    let guest = person(3);
+    let (env, pending) = f.sealed(&guest, "unlock");
+    let Outcome::ChallengeRequired { challenge } = f
+        .open_answer(&f.run(&env, Ok(vec![])).unwrap(), &pending)
+        .response
+        .outcome
+    else {
+        panic!("expected a challenge");
+    };
+    let mut c = f.command(&guest, "unlock");
+    c.challenge = Some(challenge);
+    c.grants = vec![f.grant(&guest, &["unlock"], 0, u64::MAX)];
+    let (env, _) = f.seal(c, &guest);
+    let answer = f.run(&env, Ok(vec![])).unwrap();
+    assert_eq!(
+        (answer.stage, answer.code),
+        (Stage::Authority, RejectCode::ClockUnset as u16)
+    );
+}
+
+#[test]
+fn the_audit_log_records_everything_and_verifies() {
+    let mut f = fixture();
+    let owner = person(1);
+    let (good, _) = f.sealed(&owner, "unlock");
+    f.run(&good, Ok(vec![])).unwrap();
+    f.run(&good, Ok(vec![])).unwrap(); // replay
+    f.run(&flip_bit(&good, 3000.min(good.len() - 1)), Ok(vec![]))
+        .unwrap_err();
+    let stranger = person(2);
+    let (env, _) = f.sealed(&stranger, "unlock");
+    f.run(&env, Ok(vec![])).unwrap();
+
+    let (env, pending) = f.sealed(&owner, "audit");
+    let answer = f.run(&env, Ok(vec![])).unwrap();
+    assert!(answer.accepted());
+    let body = f.open_answer(&answer, &pending).response.body;
+    let page = AuditPage::from_bytes(&body).unwrap();
+    assert_eq!(page.next_seq, 4);
+    verify_entries(&page.entries, &f.device.keys.identity.public_key(), None).unwrap();
+    let summary: Vec<(u16, Stage)> = page
+        .entries
+        .iter()
+        .map(|e| (e.entry.record.code, e.entry.record.stage))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (0, Stage::Action),
+            (RejectCode::Replayed as u16, Stage::Nonce),
+            (RejectCode::Malformed as u16, Stage::Decrypt),
+            (RejectCode::NotAuthorized as u16, Stage::Authority),
+        ]
+    );
+    let accepted = &page.entries[0].entry.record;
+    assert_eq!(accepted.sender, Some(owner.public_key()));
+    assert_eq!(accepted.action, "unlock");
+    assert!(accepted.view.stale, "no quorum check happened in this test");
+    // Paging back.
+    let (env, pending) = {
+        let mut c = f.command(&owner, "audit");
+        c.args = 2u64.to_be_bytes().to_vec();
+        f.seal(c, &owner)
+    };
+    let answer = f.run(&env, Ok(vec![])).unwrap();
+    let page = AuditPage::from_bytes(&f.open_answer(&answer, &pending).response.body).unwrap();
+    assert_eq!(page.entries.len(), 2);
+    assert_eq!(page.entries[1].entry.seq, 1);
+}
