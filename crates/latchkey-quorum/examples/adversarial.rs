@@ -18,7 +18,7 @@ const CHECKS: usize = 400;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let world = World::new();
-    println!("| hostile kind | f of {N} | k | checks | forged owners accepted | stale views accepted | analytic C(f,k)/C(N,k) | forks reported | lying answers detected |");
+    println!("| hostile kind | f of {N} | k | checks | forged owners accepted | stale or other-branch views accepted (rate) | analytic C(f,k)/C(N,k) | forks reported | lying answers detected |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut rows: Vec<(Kind, usize, usize)> = Vec::new();
     for kind in Kind::HOSTILE {

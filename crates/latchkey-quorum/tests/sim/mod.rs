@@ -60,12 +60,12 @@ impl Kind {
         }
     }
 
-    /// Whether a node of this kind, alone in a sample, leaves the client without the newest
-    /// valid op.
+    /// Whether a sample made only of nodes of this kind leaves the client without the true
+    /// newest op (for a forker: holding the other valid branch, with nothing to compare it to).
     pub fn withholds_newest(self) -> bool {
         matches!(
             self,
-            Kind::Stale | Kind::OtherDevice | Kind::Slow | Kind::Down
+            Kind::Stale | Kind::OtherDevice | Kind::Slow | Kind::Down | Kind::Forker
         )
     }
 }
