@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test: UI type checks and unit tests, then formatting, lints and the Rust
+# tests of the whole workspace (the app included) against a real Secret Service.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+cd "$LATCHKEY_ROOT"
+
+install_apt_packages
+ensure_rust
+ensure_node
+
+install_ui_deps
+log "UI: svelte-check"
+npm --prefix ui run --silent check
+log "UI: vitest"
+npm --prefix ui run --silent test
+# The app embeds ui/dist at compile time, so the UI is built before any cargo step.
+log "UI: build"
+npm --prefix ui run --silent build
+
+# custom-protocol makes the test build the real app, serving the embedded ui/dist,
+# instead of a dev shell that expects a Vite server; clippy and test use the same
+# features so they share one set of compiled dependencies.
+cargo_features=(--features tauri/custom-protocol)
+
+log "cargo fmt"
+cargo fmt --all --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets "${cargo_features[@]}" -- -D warnings
+log "cargo test (inside a private Secret Service session)"
+with_secret_service cargo test --workspace "${cargo_features[@]}"
