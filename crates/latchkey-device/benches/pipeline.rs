@@ -1,1 +1,173 @@
-fn main() {}
+//! Commands per second through the device's verification pipeline on one core, next to the
+//! raw cost of its parts in the same run:
+//!
+//! - `pipeline/full_owner_command`: open → signature → window → durable nonce → authority →
+//!   action (the `log`-like no-op) → audit entry → signed, sealed response. Real SQLite file,
+//!   WAL, `synchronous=FULL`, so each command pays its fsyncs.
+//! - `pipeline/refused_replay`: a replayed envelope, refused at the nonce step with a signed
+//!   answer (what a replay flood costs).
+//! - `pipeline/refused_tampered`: a tampered envelope, refused at decryption.
+//! - `primitives/open_command+verify`: `envelope::open_command` and the command signature
+//!   check alone (hybrid KEM decapsulation, AEAD, unpad, decode, Ed25519).
+//! - `primitives/sign+seal_response`: signing and sealing one response.
+//! - `primitives/strike_register_insert`: one durable nonce insert.
+//!
+//! Run: `cargo bench -p latchkey-device --bench pipeline`. Figures: docs/BENCHMARKS.md.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use latchkey_device::audit::Via;
+use latchkey_device::clock::ManualClock;
+use latchkey_device::pipeline::{Pipeline, PipelineConfig};
+use latchkey_device::store::Store;
+use latchkey_device::view::View;
+use latchkey_proto::command::{Command, Outcome, ReplyTo, Response};
+use latchkey_proto::device::DeviceKeys;
+use latchkey_proto::envelope::{open_command, seal_command};
+use latchkey_proto::keys::SigningKey;
+use latchkey_testkit::{flip_bit, person, rng, ChaCha20Rng, TestDevice, T0};
+use rand_core::RngCore;
+
+struct Bench {
+    device: TestDevice,
+    owner: SigningKey,
+    pipeline: Pipeline<ManualClock, ChaCha20Rng>,
+    rng: RefCell<ChaCha20Rng>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let tmp = tempfile::tempdir().unwrap();
+        let owner = person(1);
+        let mut device = TestDevice::new(1, "front door");
+        device.claim(&[&owner], 1);
+        let keys = DeviceKeys::from_secret_bytes(&device.keys.to_secret_bytes()).unwrap();
+        let store = Arc::new(Store::open(&tmp.path().join("state.db")).unwrap());
+        let pipeline = Pipeline::new(
+            keys,
+            ManualClock::at(T0),
+            rng(1),
+            store,
+            View::new(device.chain.clone()),
+            PipelineConfig {
+                window: Default::default(),
+                max_view_age_ms: 300_000,
+                actions: BTreeSet::from(["unlock".to_owned()]),
+            },
+        );
+        Bench {
+            device,
+            owner,
+            pipeline,
+            rng: RefCell::new(rng(2)),
+            _tmp: tmp,
+        }
+    }
+
+    fn envelope(&self) -> Vec<u8> {
+        let mut rng = self.rng.borrow_mut();
+        let mut nonce = [0u8; 16];
+        rng.fill_bytes(&mut nonce);
+        let command = Command {
+            device: self.device.keys.device_id(),
+            sender: self.owner.public_key(),
+            action: "unlock".into(),
+            args: vec![],
+            timestamp_ms: T0,
+            nonce,
+            challenge: None,
+            grants: vec![],
+            reply_to: ReplyTo::Direct,
+        }
+        .sign(&self.owner)
+        .unwrap();
+        seal_command(&command, self.device.keys.kem.public(), &mut *rng)
+            .unwrap()
+            .0
+    }
+
+    fn full(&self, envelope: &[u8]) -> Vec<u8> {
+        let fresh = self.pipeline.open(envelope, Via::Local).unwrap();
+        let auth = self.pipeline.authorize(fresh).unwrap();
+        let answer = self.pipeline.complete(auth, Ok(b"opened".to_vec()));
+        assert!(answer.accepted());
+        answer.sealed
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let b = Bench::new();
+    {
+        let mut g = c.benchmark_group("pipeline");
+        g.throughput(Throughput::Elements(1))
+            .sample_size(30)
+            .measurement_time(Duration::from_secs(10));
+        g.bench_function("full_owner_command", |bench| {
+            bench.iter_batched(
+                || b.envelope(),
+                |env| black_box(b.full(&env)),
+                BatchSize::SmallInput,
+            )
+        });
+        let replayed = b.envelope();
+        b.full(&replayed);
+        g.bench_function("refused_replay", |bench| {
+            bench.iter(|| black_box(b.pipeline.open(&replayed, Via::Local).unwrap_err()))
+        });
+        let tampered = flip_bit(&b.envelope(), 1500);
+        g.bench_function("refused_tampered", |bench| {
+            bench.iter(|| black_box(b.pipeline.open(&tampered, Via::Local).unwrap_err()))
+        });
+        g.finish();
+    }
+    {
+        let mut g = c.benchmark_group("primitives");
+        g.throughput(Throughput::Elements(1))
+            .sample_size(30)
+            .measurement_time(Duration::from_secs(5));
+        let env = b.envelope();
+        g.bench_function("open_command+verify", |bench| {
+            bench.iter(|| {
+                let opened = open_command(black_box(&env), &b.device.keys.kem).unwrap();
+                opened.command.verify_signature().unwrap();
+                black_box(opened)
+            })
+        });
+        let opened = open_command(&env, &b.device.keys.kem).unwrap();
+        let mut seal_rng = rng(3);
+        g.bench_function("sign+seal_response", |bench| {
+            bench.iter(|| {
+                let response = Response {
+                    device: b.device.keys.device_id(),
+                    command: opened.command.command.id(),
+                    timestamp_ms: Some(T0),
+                    outcome: Outcome::Accepted,
+                    body: b"opened".to_vec(),
+                }
+                .sign(&b.device.keys.identity)
+                .unwrap();
+                black_box(opened.reply.seal(&response, &mut seal_rng).unwrap())
+            })
+        });
+        let mut n = 0u64;
+        g.bench_function("strike_register_insert", |bench| {
+            bench.iter(|| {
+                n += 1;
+                let mut nonce = [0u8; 16];
+                nonce[..8].copy_from_slice(&n.to_be_bytes());
+                nonce[8] = 0xbe;
+                black_box(b.pipeline.store().insert_nonce(&nonce, T0).unwrap())
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(pipeline, benches);
+criterion_main!(pipeline);

@@ -441,6 +441,13 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_example_config_is_valid() {
+        let c: Config = toml::from_str(include_str!("../debian/latchkeyd.toml.example")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.drivers().unwrap().len(), 5);
+    }
+
+    #[test]
     fn knobs_for_three_nodes() {
         let k = QuorumKnobs::for_nodes(3);
         assert_eq!(

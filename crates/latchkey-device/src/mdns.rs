@@ -65,13 +65,20 @@ pub fn advertise(name: &str, device: &DeviceId, addr: SocketAddr) -> Result<Adve
         )
     }
     .map_err(|e| e.to_string())?;
-    if addr.ip().is_loopback() {
-        let kind = if addr.is_ipv4() {
+    // Announce only where the agent listens: a loopback or single-address listener is not
+    // advertised on the other interfaces.
+    if !addr.ip().is_unspecified() {
+        let only = if addr.ip().is_loopback() && addr.is_ipv4() {
             IfKind::LoopbackV4
-        } else {
+        } else if addr.ip().is_loopback() {
             IfKind::LoopbackV6
+        } else {
+            IfKind::Addr(addr.ip())
         };
-        daemon.enable_interface(kind).map_err(|e| e.to_string())?;
+        daemon
+            .disable_interface(IfKind::All)
+            .and_then(|_| daemon.enable_interface(only))
+            .map_err(|e| e.to_string())?;
     }
     let fullname = info.get_fullname().to_owned();
     daemon.register(info).map_err(|e| e.to_string())?;

@@ -4,6 +4,12 @@
 //! **Invariant: a nonce is durable before its command's action runs** (it is committed by
 //! [`Store::insert_nonce`], which the pipeline calls before authority and action), so neither a
 //! crash nor `kill -9` can let a replay through.
+//!
+//! Two connections: `durable` (`synchronous=FULL`: strike register, use counts, the chain)
+//! fsyncs every commit; `lazy` (`synchronous=NORMAL`: audit log, relay bookkeeping, status)
+//! survives `kill -9` but may lose its last commits on power loss, until the next durable commit
+//! syncs the shared WAL. So a flood of garbage envelopes costs no fsync each, and an accepted
+//! command costs one.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -34,7 +40,8 @@ CREATE INDEX IF NOT EXISTS relay_seen_at ON relay_seen (at_ms);
 /// The SQLite state; one connection behind a mutex (every statement is short).
 #[derive(Debug)]
 pub struct Store {
-    conn: Mutex<Connection>,
+    durable: Mutex<Connection>,
+    lazy: Mutex<Connection>,
 }
 
 /// A use limit that is spent.
@@ -46,25 +53,35 @@ pub struct LimitReached {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
+        let open = |synchronous: &str| -> Result<Connection> {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", synchronous)?;
+            Ok(conn)
+        };
+        let durable = open("FULL")?;
+        durable.execute_batch(SCHEMA)?;
+        let lazy = open("NORMAL")?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
         Ok(Store {
-            conn: Mutex::new(conn),
+            durable: Mutex::new(durable),
+            lazy: Mutex::new(lazy),
         })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
         // back), so a poisoned lock is still usable.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.durable.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lazy(&self) -> MutexGuard<'_, Connection> {
+        self.lazy.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     // --- ownership chain ---
@@ -106,13 +123,13 @@ impl Store {
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         Ok(self
-            .conn()
+            .lazy()
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()?)
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.conn().execute(
+        self.lazy().execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             params![key, value],
@@ -197,7 +214,7 @@ impl Store {
 
     /// Appends `record` as the next entry, linked to the last one and signed by `identity`.
     pub fn append_audit(&self, record: AuditRecord, identity: &SigningKey) -> Result<SignedEntry> {
-        let mut conn = self.conn();
+        let mut conn = self.lazy();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let head: Option<(i64, Vec<u8>)> = tx
             .query_row(
@@ -225,7 +242,7 @@ impl Store {
 
     /// Encoded entries with `seq < before` (all if `None`), newest first, at most `max`.
     pub fn audit_newest_first(&self, before: Option<u64>, max: usize) -> Result<Vec<Vec<u8>>> {
-        let conn = self.conn();
+        let conn = self.lazy();
         let mut stmt =
             conn.prepare("SELECT entry FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2")?;
         let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
@@ -235,7 +252,7 @@ impl Store {
 
     /// Every stored entry, oldest first, as stored bytes.
     pub fn audit_all(&self) -> Result<Vec<(u64, Vec<u8>)>> {
-        let conn = self.conn();
+        let conn = self.lazy();
         let mut stmt = conn.prepare("SELECT seq, entry FROM audit ORDER BY seq")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -244,7 +261,7 @@ impl Store {
     /// The sequence the next entry will get.
     pub fn audit_next_seq(&self) -> Result<u64> {
         let max: Option<i64> = self
-            .conn()
+            .lazy()
             .query_row("SELECT MAX(seq) FROM audit", [], |r| r.get(0))?;
         Ok(max.map_or(0, |m| m as u64 + 1))
     }
@@ -254,7 +271,7 @@ impl Store {
         let next = self.audit_next_seq()?;
         let cut = next.saturating_sub(keep);
         Ok(self
-            .conn()
+            .lazy()
             .execute("DELETE FROM audit WHERE seq < ?1", [cut as i64])?)
     }
 
@@ -262,7 +279,7 @@ impl Store {
 
     pub fn relay_cursor(&self, node: &str) -> Result<u64> {
         let v: Option<i64> = self
-            .conn()
+            .lazy()
             .query_row(
                 "SELECT after FROM relay_cursors WHERE node = ?1",
                 [node],
@@ -273,7 +290,7 @@ impl Store {
     }
 
     pub fn set_relay_cursor(&self, node: &str, after: u64) -> Result<()> {
-        self.conn().execute(
+        self.lazy().execute(
             "INSERT INTO relay_cursors (node, after) VALUES (?1, ?2)
              ON CONFLICT (node) DO UPDATE SET after = excluded.after",
             params![node, after as i64],
@@ -284,7 +301,7 @@ impl Store {
     /// Records a relayed envelope's hash; `false` if it was seen before (a copy through
     /// another node).
     pub fn relay_first_sight(&self, hash: &[u8; 32], at_ms: u64) -> Result<bool> {
-        let n = self.conn().execute(
+        let n = self.lazy().execute(
             "INSERT OR IGNORE INTO relay_seen (hash, at_ms) VALUES (?1, ?2)",
             params![&hash[..], at_ms as i64],
         )?;
@@ -292,7 +309,7 @@ impl Store {
     }
 
     pub fn forget_relay_seen_before(&self, at_ms: u64) -> Result<usize> {
-        Ok(self.conn().execute(
+        Ok(self.lazy().execute(
             "DELETE FROM relay_seen WHERE at_ms < ?1",
             [at_ms.min(i64::MAX as u64) as i64],
         )?)
