@@ -82,6 +82,9 @@ pub fn assess(
     let mut reports: Vec<NodeReport> = Vec::with_capacity(answers.len());
     let mut forks: Vec<ForkEvidence> = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
+    // Honest nodes mostly serve identical bytes: verify each distinct answer once.
+    type Verified = Result<(Chain, latchkey_proto::chain::MergeReport), String>;
+    let mut verified: Vec<(Vec<Op>, Verified)> = Vec::new();
 
     for (node, answer) in answers {
         let index = reports.len();
@@ -94,7 +97,7 @@ pub fn assess(
                 Some(_) => NodeOutcome::Stale { their_seq: None },
                 None => NodeOutcome::Unknown,
             },
-            Answer::Ops(ops) => match verify_answer(device, known, &ops) {
+            Answer::Ops(ops) => match cached_verify(&mut verified, device, known, ops) {
                 Err(why) => NodeOutcome::Lied(why),
                 Ok((chain, report)) => {
                     if let Some(fork) = report.fork {
@@ -176,6 +179,23 @@ pub fn assess(
         forks,
         valid_answers,
     }
+}
+
+fn cached_verify(
+    verified: &mut Vec<(
+        Vec<Op>,
+        Result<(Chain, latchkey_proto::chain::MergeReport), String>,
+    )>,
+    device: &DeviceId,
+    known: Option<&Chain>,
+    ops: Vec<Op>,
+) -> Result<(Chain, latchkey_proto::chain::MergeReport), String> {
+    if let Some((_, result)) = verified.iter().find(|(seen, _)| *seen == ops) {
+        return result.clone();
+    }
+    let result = verify_answer(device, known, &ops);
+    verified.push((ops, result.clone()));
+    result
 }
 
 fn verify_answer(
