@@ -83,7 +83,6 @@ pub fn assess(
     let mut forks: Vec<ForkEvidence> = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
     // Honest nodes mostly serve identical bytes: verify each distinct answer once.
-    type Verified = Result<(Chain, latchkey_proto::chain::MergeReport), String>;
     let mut verified: Vec<(Vec<Op>, Verified)> = Vec::new();
 
     for (node, answer) in answers {
@@ -181,15 +180,15 @@ pub fn assess(
     }
 }
 
+/// One answer's verification: the chain it leads to and what merging it found, or why it lied.
+type Verified = Result<(Chain, latchkey_proto::chain::MergeReport), String>;
+
 fn cached_verify(
-    verified: &mut Vec<(
-        Vec<Op>,
-        Result<(Chain, latchkey_proto::chain::MergeReport), String>,
-    )>,
+    verified: &mut Vec<(Vec<Op>, Verified)>,
     device: &DeviceId,
     known: Option<&Chain>,
     ops: Vec<Op>,
-) -> Result<(Chain, latchkey_proto::chain::MergeReport), String> {
+) -> Verified {
     if let Some((_, result)) = verified.iter().find(|(seen, _)| *seen == ops) {
         return result.clone();
     }
