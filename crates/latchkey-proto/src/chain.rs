@@ -437,6 +437,22 @@ impl ChainState {
 
     /// The state after `op`, if `op` is a valid successor of this state.
     pub fn apply(&self, op: &Op) -> Result<ChainState> {
+        let id = self.check(op)?;
+        let mut next = self.clone();
+        next.commit(op, id);
+        Ok(next)
+    }
+
+    /// Applies `op` in place; on error the state is unchanged. Appending this way costs no copy
+    /// of the state, whose revocation set grows with the chain.
+    pub fn apply_in_place(&mut self, op: &Op) -> Result<()> {
+        let id = self.check(op)?;
+        self.commit(op, id);
+        Ok(())
+    }
+
+    /// Every rule an op must pass to follow this state; returns its id.
+    fn check(&self, op: &Op) -> Result<OpId> {
         let kind = op.body.kind();
         if op.device != self.device {
             return Err(Error::WrongDevice {
@@ -457,9 +473,6 @@ impl ChainState {
         check_len("op", op.to_bytes().len(), MAX_OP_LEN)?;
         let signers = op.verified_signers()?;
         let id = op.id();
-        let mut next = self.clone();
-        next.head = id;
-        next.seq = op.seq;
         let not_allowed = |why| Error::OpNotAllowed {
             seq: op.seq,
             kind,
@@ -489,20 +502,10 @@ impl ChainState {
                 let mut allowed = set.owners.clone();
                 allowed.push(setup);
                 require_only(&signers, &allowed, op)?;
-                next.setup = None;
-                next.owners = set.owners.clone();
-                next.threshold = set.threshold;
-                next.epoch = id;
             }
             OpBody::AmendOwners(set) | OpBody::Transfer(set) => {
                 self.require_owner_quorum(&signers, op)?;
                 set.check(op.seq, kind)?;
-                next.owners = set.owners.clone();
-                next.threshold = set.threshold;
-                if matches!(op.body, OpBody::Transfer(_)) {
-                    next.epoch = id;
-                    next.revoked.clear();
-                }
             }
             OpBody::RevokeGrant { chain } => {
                 if !self.is_owned() {
@@ -523,9 +526,8 @@ impl ChainState {
                 let mut allowed = self.owners.clone();
                 allowed.push(issuer);
                 require_only(&signers, &allowed, op)?;
-                next.revoked.insert(revoked.id());
             }
-            OpBody::RotateKeys { identity, kem } => {
+            OpBody::RotateKeys { identity, .. } => {
                 require_exactly(
                     &signers,
                     &[
@@ -534,19 +536,53 @@ impl ChainState {
                     ],
                     op,
                 )?;
-                next.identity = *identity;
-                next.kem = kem.clone();
             }
-            OpBody::FactoryReset { setup } => {
+            OpBody::FactoryReset { .. } => {
                 require_exactly(&signers, &[(self.identity, "the device identity key")], op)?;
-                next.setup = Some(*setup);
-                next.owners.clear();
-                next.threshold = 0;
-                next.epoch = id;
-                next.revoked.clear();
             }
         }
-        Ok(next)
+        Ok(id)
+    }
+
+    /// The effect of an op that passed [`Self::check`].
+    fn commit(&mut self, op: &Op, id: OpId) {
+        self.head = id;
+        self.seq = op.seq;
+        match &op.body {
+            OpBody::Genesis(_) => {}
+            OpBody::Claim(set) => {
+                self.setup = None;
+                self.owners = set.owners.clone();
+                self.threshold = set.threshold;
+                self.epoch = id;
+            }
+            OpBody::AmendOwners(set) => {
+                self.owners = set.owners.clone();
+                self.threshold = set.threshold;
+            }
+            OpBody::Transfer(set) => {
+                self.owners = set.owners.clone();
+                self.threshold = set.threshold;
+                self.epoch = id;
+                self.revoked.clear();
+            }
+            OpBody::RevokeGrant { chain } => {
+                if let Some(revoked) = chain.last() {
+                    self.revoked.insert(revoked.id());
+                }
+            }
+            OpBody::RotateKeys { identity, kem } => {
+                self.identity = *identity;
+                self.kem = kem.clone();
+            }
+            OpBody::FactoryReset { setup } => {
+                self.setup = Some(*setup);
+                self.owners.clear();
+                self.threshold = 0;
+                self.epoch = id;
+                self.revoked.clear();
+            }
+        }
     }
 
     fn require_owner_quorum(&self, signers: &BTreeSet<PublicKey>, op: &Op) -> Result<()> {
@@ -702,7 +738,7 @@ impl Chain {
     }
 
     pub fn append(&mut self, op: Op) -> Result<OpId> {
-        self.state = self.state.apply(&op)?;
+        self.state.apply_in_place(&op)?;
         self.ops.push(op);
         Ok(self.state.head)
     }
