@@ -323,8 +323,15 @@ async fn keeps_working_from_its_cached_view_when_nodes_are_down_and_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mqtt_actuator_publishes_to_a_real_mosquitto() {
     let port = free_port();
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .unwrap();
     let mut broker = std::process::Command::new("mosquitto")
-        .args(["-p", &port.to_string()])
+        .args(["-c", conf.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
