@@ -109,7 +109,7 @@ impl Agent {
         let stale = {
             let view = self.pipeline.view();
             view.needs_refresh(
-                self.pipeline.clock().now_ms(),
+                self.pipeline.clock().ticks_ms(),
                 self.pipeline.config().max_view_age_ms,
                 self.retry_ms(),
             )
@@ -157,6 +157,7 @@ impl Agent {
     pub async fn refresh(&self) {
         let _one_at_a_time = self.refresh_lock.lock().await;
         let now = self.pipeline.clock().now_ms();
+        let ticks = Some(self.pipeline.clock().ticks_ms());
         let mut view = self.pipeline.view().clone();
         let cached = CachedView {
             chain: view.chain.clone(),
@@ -167,7 +168,7 @@ impl Agent {
             .quorum
             .check(&device, Some(&cached), now.unwrap_or(0), &mut OsRng)
             .await;
-        view.checks.last_check_ms = now;
+        view.checks.last_check_ms = ticks;
         let mut behind: Vec<String> = Vec::new();
         match result {
             Ok(checked) => {
@@ -182,7 +183,7 @@ impl Agent {
                 }
                 match checked.freshness {
                     Freshness::Quorum { answers } => {
-                        view.checks.last_quorum_ms = now;
+                        view.checks.last_quorum_ms = ticks;
                         view.checks.last_answers = answers;
                         view.checks.last_needed = self.quorum.config().min_answers;
                         view.checks.last_problem = None;

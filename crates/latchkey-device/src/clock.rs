@@ -8,6 +8,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// real-time clock before NTP): the agent then trusts no timestamp and hands out challenges.
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> Option<u64>;
+
+    /// Milliseconds for measuring intervals only (how old the ownership view is, when to retry
+    /// the nodes), available even when [`Clock::now_ms`] is not: never used to judge a command.
+    fn ticks_ms(&self) -> u64 {
+        wall_ms()
+    }
 }
 
 /// A system clock reading before this (2024-01-01T00:00:00Z) is taken as "not set": boards
@@ -61,6 +67,10 @@ impl Clock for ManualClock {
             0 => None,
             ms => Some(ms),
         }
+    }
+
+    fn ticks_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
     }
 }
 

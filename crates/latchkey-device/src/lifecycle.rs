@@ -300,7 +300,8 @@ pub async fn status(dir: &std::path::Path, check: bool) -> Result<StatusReport> 
     } else {
         None
     };
-    let age = |t: Option<u64>| Some(now?.saturating_sub(t?) / 1000);
+    let ticks = crate::clock::wall_ms();
+    let age = |t: Option<u64>| Some(ticks.saturating_sub(t?) / 1000);
     Ok(StatusReport {
         device: state.device.to_string(),
         short_id: state.device.short(),
@@ -314,7 +315,7 @@ pub async fn status(dir: &std::path::Path, check: bool) -> Result<StatusReport> 
         epoch: state.epoch.to_string(),
         setup_key_matches: state.setup.is_none_or(|s| s == keys.setup.public_key()),
         freshness: FreshnessReport {
-            stale: view.mark(now, max_age_ms).stale,
+            stale: view.mark(ticks, max_age_ms).stale,
             last_quorum_age_s: age(view.checks.last_quorum_ms),
             last_check_age_s: age(view.checks.last_check_ms),
             answers: view.checks.last_answers,

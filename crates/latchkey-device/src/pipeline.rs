@@ -201,7 +201,7 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
 
     pub fn view_mark(&self) -> ViewMark {
         self.view()
-            .mark(self.clock.now_ms(), self.config.max_view_age_ms)
+            .mark(self.clock.ticks_ms(), self.config.max_view_age_ms)
     }
 
     /// Steps size through nonce.

@@ -18,7 +18,7 @@ pub struct View {
     pub checks: CheckLog,
 }
 
-/// What the agent remembers of its ownership checks (device clock, milliseconds).
+/// What the agent remembers of its ownership checks ([`crate::clock::Clock::ticks_ms`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckLog {
     /// The last check that reached a quorum of valid answers.
@@ -62,13 +62,13 @@ impl View {
         )
     }
 
-    /// Age of the last quorum at `now_ms`, if both are known.
-    pub fn quorum_age_ms(&self, now_ms: Option<u64>) -> Option<u64> {
-        Some(now_ms?.saturating_sub(self.checks.last_quorum_ms?))
+    /// Age of the last quorum at `now_ms`, if there was one.
+    pub fn quorum_age_ms(&self, now_ms: u64) -> Option<u64> {
+        Some(now_ms.saturating_sub(self.checks.last_quorum_ms?))
     }
 
     /// How much a decision taken now can trust this view.
-    pub fn mark(&self, now_ms: Option<u64>, max_age_ms: u64) -> ViewMark {
+    pub fn mark(&self, now_ms: u64, max_age_ms: u64) -> ViewMark {
         match self.quorum_age_ms(now_ms) {
             Some(age) => ViewMark {
                 stale: age > max_age_ms,
@@ -84,10 +84,7 @@ impl View {
     /// Whether to ask the nodes before acting: the last quorum is older than `max_age_ms` and
     /// the last attempt is older than `retry_ms` (so unreachable nodes do not slow every
     /// command down).
-    pub fn needs_refresh(&self, now_ms: Option<u64>, max_age_ms: u64, retry_ms: u64) -> bool {
-        let Some(now) = now_ms else {
-            return self.checks.last_check_ms.is_none();
-        };
+    pub fn needs_refresh(&self, now: u64, max_age_ms: u64, retry_ms: u64) -> bool {
         let quorum_old = self
             .checks
             .last_quorum_ms
@@ -109,30 +106,27 @@ mod tests {
     fn staleness_and_refresh() {
         let mut v = View::new(TestDevice::new(1, "d").chain);
         assert_eq!(
-            v.mark(Some(T0), 1000),
+            v.mark(T0, 1000),
             ViewMark {
                 stale: true,
                 age_s: None
             }
         );
-        assert!(v.needs_refresh(Some(T0), 1000, 100));
+        assert!(v.needs_refresh(T0, 1000, 100));
         v.checks.last_quorum_ms = Some(T0);
         v.checks.last_check_ms = Some(T0);
         assert_eq!(
-            v.mark(Some(T0 + 5000), 10_000),
+            v.mark(T0 + 5000, 10_000),
             ViewMark {
                 stale: false,
                 age_s: Some(5)
             }
         );
-        assert!(v.mark(Some(T0 + 20_000), 10_000).stale);
-        assert!(!v.needs_refresh(Some(T0 + 500), 1000, 100));
-        assert!(v.needs_refresh(Some(T0 + 1500), 1000, 100));
+        assert!(v.mark(T0 + 20_000, 10_000).stale);
+        assert!(!v.needs_refresh(T0 + 500, 1000, 100));
+        assert!(v.needs_refresh(T0 + 1500, 1000, 100));
         v.checks.last_check_ms = Some(T0 + 1450);
-        assert!(
-            !v.needs_refresh(Some(T0 + 1500), 1000, 100),
-            "attempted just now"
-        );
+        assert!(!v.needs_refresh(T0 + 1500, 1000, 100), "attempted just now");
     }
 
     #[test]

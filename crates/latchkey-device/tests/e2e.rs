@@ -409,3 +409,102 @@ async fn the_mqtt_actuator_publishes_to_a_real_mosquitto() {
     drop(agent);
     nodes.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_private_files_and_never_overwrites_a_device() {
+    use std::os::unix::fs::PermissionsExt;
+    let nodes = Nodes::start(1).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("device");
+    let printed = init(&dir, &nodes.urls(), &["--action", "unlock=log"]);
+    let text = std::fs::read_to_string(dir.join("claim.txt")).unwrap();
+    let payload = latchkey_proto::claim::ClaimPayload::parse(&text).unwrap();
+    assert!(
+        printed.contains(&payload.device_id().short()),
+        "short id printed"
+    );
+    for (file, mode) in [
+        ("device.key", 0o600),
+        ("claim.txt", 0o600),
+        ("claim.png", 0o600),
+        ("latchkeyd.toml", 0o600),
+        (".", 0o700),
+    ] {
+        let m = std::fs::metadata(dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(m, mode, "{file}");
+    }
+    let key_before = std::fs::read(dir.join("device.key")).unwrap();
+    let again = latchkeyd(&[
+        "init",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--name",
+        "Other",
+        "--listen",
+        "127.0.0.1:0",
+        "--node",
+        &nodes.urls()[0],
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a device"));
+    assert_eq!(std::fs::read(dir.join("device.key")).unwrap(), key_before);
+    // Bad actions are refused before anything is written.
+    let other = tmp.path().join("other");
+    let bad = latchkeyd(&[
+        "init",
+        "--dir",
+        other.to_str().unwrap(),
+        "--name",
+        "X",
+        "--listen",
+        "127.0.0.1:0",
+        "--node",
+        &nodes.urls()[0],
+        "--action",
+        "open=exec:relative/script",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("absolute"));
+    assert!(!other.join("device.key").exists());
+    nodes.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_without_a_trusted_clock_answers_with_a_challenge() {
+    let nodes = Nodes::start(3).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("device");
+    init(
+        &dir,
+        &nodes.urls(),
+        &["--action", "unlock=log", "--untrusted-clock"],
+    );
+    let agent = Agent::start(&dir);
+    let chain = claim(&dir, &agent.url, &person(1), &nodes.urls()).await;
+    let sender = Sender::new(person(1), chain);
+    let (env, pending) = sender.seal(sender.command("unlock", b""));
+    let first = sender.send(&agent.url, env, &pending).await;
+    assert_eq!(first.response.timestamp_ms, None);
+    let latchkey_proto::command::Outcome::ChallengeRequired { challenge } = first.response.outcome
+    else {
+        panic!("expected a challenge, got {:?}", first.response.outcome);
+    };
+    let mut c = sender.command("unlock", b"");
+    c.challenge = Some(challenge);
+    let (env, pending) = sender.seal(c);
+    assert_eq!(
+        code(&sender.send(&agent.url, env.clone(), &pending).await),
+        0
+    );
+    // The same envelope again: the challenge is spent.
+    assert_eq!(
+        code(&sender.send(&agent.url, env, &pending).await),
+        RejectCode::ClockUnset as u16
+    );
+    drop(agent);
+    nodes.stop().await;
+}

@@ -1,0 +1,42 @@
+//! One entry per fuzz target. Each feeds its input to the decoder the agent and owners use and,
+//! when the input decodes, checks that the value re-encodes to exactly the input and decodes
+//! again to the same value, and that verifying never panics.
+//!
+//! Also compiled, unchanged, into `crates/latchkey-device/tests/fuzz_corpus.rs`, which replays
+//! `corpus/<target>/` as an ordinary test. It may use only `latchkey_device`, `latchkey_proto`
+//! and std.
+
+use latchkey_device::audit::{verify_entries, AuditPage, SignedEntry};
+use latchkey_proto::codec::Codec;
+use latchkey_proto::keys::SigningKey;
+
+/// A target's entry: takes any input; panics only on a bug.
+pub type Entry = fn(&[u8]);
+
+/// Every target: the name of its binary and corpus directory, and its entry.
+pub const TARGETS: &[(&str, Entry)] = &[("audit_entry", audit_entry), ("audit_page", audit_page)];
+
+/// The key the seed corpus is signed with (`SigningKey::from_bytes(&[7; 32])`).
+pub fn corpus_key() -> SigningKey {
+    SigningKey::from_bytes(&[7; 32])
+}
+
+pub fn audit_entry(data: &[u8]) {
+    if let Ok(entry) = SignedEntry::from_bytes(data) {
+        assert_eq!(entry.to_bytes(), data, "one encoding per entry");
+        assert_eq!(SignedEntry::from_bytes(&entry.to_bytes()).unwrap(), entry);
+        let _ = verify_entries(
+            std::slice::from_ref(&entry),
+            &corpus_key().public_key(),
+            None,
+        );
+    }
+}
+
+pub fn audit_page(data: &[u8]) {
+    if let Ok(page) = AuditPage::from_bytes(data) {
+        assert_eq!(page.to_bytes(), data, "one encoding per page");
+        assert_eq!(AuditPage::from_bytes(&page.to_bytes()).unwrap(), page);
+        let _ = verify_entries(&page.entries, &corpus_key().public_key(), None);
+    }
+}

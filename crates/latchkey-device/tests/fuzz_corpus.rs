@@ -1,0 +1,107 @@
+//! Replays the device fuzz corpus (`crates/latchkey-device/fuzz/corpus/<target>/*`) through the
+//! fuzz targets' own entries, so every input the fuzzer kept stays a regression test on stable.
+//!
+//! `cargo test -p latchkey-device --test fuzz_corpus -- --ignored write_seed_corpus`
+//! regenerates the seed files (valid entries and pages signed by the corpus key).
+
+#[path = "../fuzz/src/lib.rs"]
+mod fuzz_entries;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use latchkey_device::audit::{
+    build_page, AuditEntry, AuditRecord, SignedEntry, Stage, Via, ViewMark,
+};
+use latchkey_proto::codec::Codec;
+use latchkey_proto::command::CommandId;
+
+fn corpus_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
+}
+
+#[test]
+fn every_corpus_file_replays_without_panicking() {
+    let mut total = 0;
+    for (target, entry) in fuzz_entries::TARGETS {
+        let dir = corpus_root().join(target);
+        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "corpus/{target}/ is empty");
+        for path in files {
+            entry(&fs::read(&path).unwrap());
+            total += 1;
+        }
+    }
+    assert!(total >= 4);
+}
+
+/// Seeds: entries covering every stage and option, and pages of them.
+fn seed_entries() -> Vec<SignedEntry> {
+    let key = fuzz_entries::corpus_key();
+    let mut prev = [0u8; 32];
+    let mut out = Vec::new();
+    for (i, stage) in Stage::ALL.into_iter().enumerate() {
+        let i8 = i as u8;
+        let e = AuditEntry {
+            seq: i as u64,
+            prev,
+            record: AuditRecord {
+                time_ms: (i % 2 == 0).then_some(1_800_000_000_000 + i as u64),
+                via: if i % 3 == 0 { Via::Relay } else { Via::Local },
+                envelope: [i8; 32],
+                sender: (i > 5).then(|| key.public_key()),
+                command: (i > 6).then_some(CommandId([i8; 32])),
+                action: if i > 4 {
+                    "unlock".into()
+                } else {
+                    String::new()
+                },
+                code: if stage == Stage::Action { 0 } else { i as u16 },
+                stage,
+                detail: format!("{} refused", stage.name()),
+                view: ViewMark {
+                    stale: i % 4 == 0,
+                    age_s: (i % 4 != 0).then_some(i as u32 * 7),
+                },
+            },
+        }
+        .sign(&key);
+        prev = e.entry.hash();
+        out.push(e);
+    }
+    out
+}
+
+#[test]
+fn seeds_are_valid_inputs() {
+    for e in seed_entries() {
+        fuzz_entries::audit_entry(&e.to_bytes());
+    }
+}
+
+#[test]
+#[ignore = "writes the seed corpus; run by hand"]
+fn write_seed_corpus() {
+    let entries = seed_entries();
+    let dir = corpus_root().join("audit_entry");
+    fs::create_dir_all(&dir).unwrap();
+    for e in &entries {
+        fs::write(dir.join(format!("seed-{:02}", e.entry.seq)), e.to_bytes()).unwrap();
+    }
+    let dir = corpus_root().join("audit_page");
+    fs::create_dir_all(&dir).unwrap();
+    let newest_first: Vec<Vec<u8>> = entries.iter().rev().map(|e| e.to_bytes()).collect();
+    fs::write(dir.join("seed-all"), build_page(13, newest_first.clone())).unwrap();
+    fs::write(
+        dir.join("seed-three"),
+        build_page(13, newest_first[..3].to_vec()),
+    )
+    .unwrap();
+    fs::write(dir.join("seed-empty"), build_page(0, vec![])).unwrap();
+}
