@@ -1,0 +1,236 @@
+//! Taking ownership of a device from its claim QR. The flow's states, in order:
+//! scanned (QR parsed) → keys fetched and checked against the QR → claim op signed by the setup
+//! key and the owner → published to the nodes → visible on a quorum → owned.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use latchkey_proto::chain::{Chain, OpBody, OpList, OwnerSet};
+use latchkey_proto::claim::{ClaimPayload, DeviceAddr};
+use latchkey_proto::codec::Codec;
+use latchkey_proto::keys::DeviceId;
+use latchkey_quorum::Freshness;
+use rand_core::OsRng;
+
+use crate::error::{Error, Result};
+use crate::profile::Profile;
+use crate::store::DeviceRecord;
+
+/// How long to wait for the claim to show on a quorum of nodes.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(30);
+/// How long to wait (best effort) for the device itself to report the claim.
+const DEVICE_CONFIRMS_WITHIN: Duration = Duration::from_secs(15);
+
+/// Where the claim code comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum ClaimSource<'a> {
+    /// The code's text, `LATCHKEY:C1:…`.
+    Text(&'a str),
+    /// A PNG or JPEG image of the QR code.
+    Image(&'a Path),
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimReport {
+    pub device: DeviceId,
+    pub name: String,
+    /// The claim op's sequence number.
+    pub seq: u64,
+    /// Nodes that stored genesis + claim.
+    pub nodes_stored: usize,
+    /// From publishing until a quorum check saw the claim.
+    pub visible_after_ms: u64,
+    /// The device itself reported the claim within a few seconds.
+    pub device_confirmed: bool,
+    /// The profile already owned the device; nothing was published.
+    pub already_owned: bool,
+}
+
+/// Fetches the device's verified chain from the device's own `GET /v1/chain`.
+pub(crate) async fn chain_from_device(
+    http: &reqwest::Client,
+    addrs: &[DeviceAddr],
+    device: &DeviceId,
+) -> Option<Chain> {
+    for addr in addrs {
+        let url = format!("http://{addr}/v1/chain");
+        let Ok(Ok(resp)) =
+            tokio::time::timeout(Duration::from_secs(3), http.get(&url).send()).await
+        else {
+            continue;
+        };
+        if !resp.status().is_success() {
+            continue;
+        }
+        let Ok(bytes) = resp.bytes().await else {
+            continue;
+        };
+        match OpList::from_bytes(&bytes).and_then(|l| Chain::verify(l.0)) {
+            Ok(chain) if chain.device() == *device => return Some(chain),
+            Ok(_) => tracing::warn!(%addr, "the device at this address has another id"),
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "the device served a chain that does not verify")
+            }
+        }
+    }
+    None
+}
+
+impl Profile {
+    /// Claims the device whose QR code is given, for this profile's identity.
+    pub async fn claim(&self, source: ClaimSource<'_>, name: Option<&str>) -> Result<ClaimReport> {
+        let text = match source {
+            ClaimSource::Text(t) => zeroize::Zeroizing::new(t.to_owned()),
+            ClaimSource::Image(path) => crate::qr::decode_image(path)?,
+        };
+        let payload = ClaimPayload::parse(&text).map_err(Error::ClaimCode)?;
+        let device = payload.device_id();
+        let me = self.identity()?;
+        let quorum = self.quorum()?;
+
+        // Keys: from the device itself, merged with what the nodes hold.
+        let mut chain = chain_from_device(&self.http, &payload.addrs, &device).await;
+        match quorum.check(&device, None, self.now_ms(), &mut OsRng).await {
+            Ok(view) => {
+                if !view.forks.is_empty() {
+                    return Err(Error::Fork {
+                        device: device.to_string(),
+                    });
+                }
+                chain = Some(match chain {
+                    None => view.chain,
+                    Some(mut ours) => {
+                        let report = ours.merge(view.chain.ops());
+                        if report.fork.is_some() {
+                            return Err(Error::Fork {
+                                device: device.to_string(),
+                            });
+                        }
+                        ours
+                    }
+                });
+            }
+            Err(latchkey_quorum::Error::UnknownDevice { .. }) => {}
+            Err(e) if chain.is_some() => {
+                tracing::warn!(error = %e, "nodes unavailable; using the device's own chain")
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut chain = chain.ok_or_else(|| Error::DeviceUnreachable {
+            device: device.to_string(),
+        })?;
+        if chain.device() != device || payload.check_kem(&chain.state().kem).is_err() {
+            return Err(Error::KeysMismatch {
+                device: device.to_string(),
+            });
+        }
+        let record_name = name
+            .map(str::to_owned)
+            .unwrap_or_else(|| chain.state().name.clone());
+        let state = chain.state().clone();
+        if state.is_owned() {
+            if state.is_owner(&me.public_key()) {
+                self.save_device(&device, &record_name, &payload.addrs, &chain)?;
+                return Ok(ClaimReport {
+                    device,
+                    name: record_name,
+                    seq: state.seq,
+                    nodes_stored: 0,
+                    visible_after_ms: 0,
+                    device_confirmed: false,
+                    already_owned: true,
+                });
+            }
+            return Err(Error::OwnedByOther {
+                device: device.to_string(),
+            });
+        }
+        let setup = payload.setup_key();
+        if state.setup != Some(setup.public_key()) {
+            return Err(Error::StaleClaimCode {
+                device: device.to_string(),
+            });
+        }
+
+        // Sign: the setup key proves presence, the owner key proves possession.
+        let mut op = chain.propose(
+            self.now_ms(),
+            OpBody::Claim(OwnerSet {
+                owners: vec![me.public_key()],
+                threshold: 1,
+            }),
+        );
+        op.sign(&setup);
+        op.sign(&me);
+        chain.append(op)?;
+        let seq = chain.state().seq;
+
+        // Publish genesis + claim, then wait until a quorum check sees it.
+        let started = Instant::now();
+        let published = quorum.publish_chain(&chain, 0, &mut OsRng).await?;
+        let visible_after_ms = loop {
+            let waited = started.elapsed();
+            if waited > VISIBLE_WITHIN {
+                self.save_device(&device, &record_name, &payload.addrs, &chain)?;
+                return Err(Error::ClaimNotVisible {
+                    waited_ms: waited.as_millis() as u64,
+                });
+            }
+            if let Ok(view) = quorum.check(&device, None, self.now_ms(), &mut OsRng).await {
+                if !view.forks.is_empty() {
+                    return Err(Error::Fork {
+                        device: device.to_string(),
+                    });
+                }
+                let seen = view.chain.state();
+                if seen.seq >= seq && matches!(view.freshness, Freshness::Quorum { .. }) {
+                    if !seen.is_owner(&me.public_key()) {
+                        return Err(Error::OwnedByOther {
+                            device: device.to_string(),
+                        });
+                    }
+                    chain = view.chain;
+                    break started.elapsed().as_millis() as u64;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        self.save_device(&device, &record_name, &payload.addrs, &chain)?;
+
+        // Best effort: the device learns it from the nodes on its own schedule.
+        let deadline = Instant::now() + DEVICE_CONFIRMS_WITHIN;
+        let mut device_confirmed = payload.addrs.is_empty();
+        while !device_confirmed && Instant::now() < deadline {
+            match chain_from_device(&self.http, &payload.addrs, &device).await {
+                Some(c) if c.state().seq >= seq => device_confirmed = true,
+                Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                None => break,
+            }
+        }
+        Ok(ClaimReport {
+            device,
+            name: record_name,
+            seq,
+            nodes_stored: published.acked.len(),
+            visible_after_ms,
+            device_confirmed: device_confirmed && !payload.addrs.is_empty(),
+            already_owned: false,
+        })
+    }
+
+    pub(crate) fn save_device(
+        &self,
+        device: &DeviceId,
+        name: &str,
+        addrs: &[DeviceAddr],
+        chain: &Chain,
+    ) -> Result<()> {
+        self.store.put_device(&DeviceRecord {
+            id: *device,
+            name: name.to_owned(),
+            addrs: addrs.to_vec(),
+            chain: chain.clone(),
+            verified_at_ms: self.now_ms(),
+        })
+    }
+}

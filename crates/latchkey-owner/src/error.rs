@@ -1,0 +1,120 @@
+//! The owner core's one error type. Every variant has a stable [`Error::code`] so a UI maps it
+//! to `{code, message}` without matching on text; messages say what went wrong and what to do.
+
+/// What the owner core can refuse or fail at.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("this profile has no recovery phrase in the OS keychain; create one with `latchkey init` or bring yours with `latchkey restore`")]
+    NoSeed,
+    #[error("this profile already holds a recovery phrase in the OS keychain; use another `--profile DIR` to start over")]
+    SeedExists,
+    #[error("the OS keychain refused: {0}; unlock it (on Linux, the Secret Service such as gnome-keyring must be running and unlocked) and retry")]
+    Keychain(String),
+    #[error("the recovery phrase is not valid: {0}")]
+    Phrase(latchkey_proto::Error),
+    #[error("the profile database at {path} failed: {why}; check that the directory is writable and not used by another program")]
+    Store { path: String, why: String },
+    #[error("no registry nodes are configured; add some with `latchkey nodes add URL...`")]
+    NoNodes,
+    #[error("invalid node URL {url}: it must start with http:// or https://")]
+    BadNodeUrl { url: String },
+    #[error("asking the registry nodes failed: {0}")]
+    Quorum(latchkey_quorum::Error),
+    #[error("cannot read the image {path}: {why}; give a PNG or JPEG file")]
+    Image { path: String, why: String },
+    #[error("no QR code was found in {path}; take the photo closer and straight on, or pass the code's text with `--text`")]
+    QrNotFound { path: String },
+    #[error("this is not a Latchkey claim code: {0}; scan the code the device itself shows")]
+    ClaimCode(latchkey_proto::Error),
+    #[error("cannot fetch device {device}'s keys from it or from any node; make sure the device runs (`latchkeyd run`) and is reachable, then retry")]
+    DeviceUnreachable { device: String },
+    #[error("ALARM: the keys served for device {device} do not match its QR code; someone may be impersonating it. Do not claim it; check you scanned the right device")]
+    KeysMismatch { device: String },
+    #[error("ALARM: device {device} is already owned by someone else. If it is yours (bought used, or claimed by mistake), factory-reset it on the device (`latchkeyd reset`) and scan the new code")]
+    OwnedByOther { device: String },
+    #[error("this claim code is stale: device {device} was reset since it was shown; scan the code the device shows now")]
+    StaleClaimCode { device: String },
+    #[error("the claim was published but not yet visible on a quorum of nodes after {waited_ms} ms; run `latchkey devices` later to check")]
+    ClaimNotVisible { waited_ms: u64 },
+    #[error("ALARM: the registry nodes hold two different histories (a fork) for device {device}; its owners signed conflicting changes. Do not rely on it until they settle it")]
+    Fork { device: String },
+    #[error("no device matches \"{0}\"; list yours with `latchkey devices`")]
+    UnknownDevice(String),
+    #[error("\"{0}\" matches more than one device; use the full `lkdev1…` id")]
+    AmbiguousDevice(String),
+    #[error("you are not an owner of device {device}; ask an owner for an invitation")]
+    NotOwner { device: String },
+    #[error("invalid action name \"{0}\": use 1-32 of a-z, 0-9, '-', '_', '.'")]
+    BadAction(String),
+    #[error("device {device} did not answer directly or through the nodes' mailboxes within {waited_ms} ms; check that it is powered and online, then retry")]
+    NoAnswer { device: String, waited_ms: u64 },
+    #[error("device {device} answered with something that does not verify: {why}; it may be misconfigured or someone is tampering with traffic")]
+    BadAnswer { device: String, why: String },
+    #[error("device {device} kept asking for a new challenge; its clock may be broken")]
+    ChallengeLoop { device: String },
+    #[error("protocol error: {0}")]
+    Protocol(latchkey_proto::Error),
+}
+
+impl Error {
+    /// A stable snake_case code for UIs and scripts.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NoSeed => "no_seed",
+            Error::SeedExists => "seed_exists",
+            Error::Keychain(_) => "keychain",
+            Error::Phrase(_) => "bad_phrase",
+            Error::Store { .. } => "store",
+            Error::NoNodes => "no_nodes",
+            Error::BadNodeUrl { .. } => "bad_node_url",
+            Error::Quorum(_) => "quorum",
+            Error::Image { .. } => "image",
+            Error::QrNotFound { .. } => "qr_not_found",
+            Error::ClaimCode(_) => "bad_claim_code",
+            Error::DeviceUnreachable { .. } => "device_unreachable",
+            Error::KeysMismatch { .. } => "keys_mismatch",
+            Error::OwnedByOther { .. } => "owned_by_other",
+            Error::StaleClaimCode { .. } => "stale_claim_code",
+            Error::ClaimNotVisible { .. } => "claim_not_visible",
+            Error::Fork { .. } => "fork",
+            Error::UnknownDevice(_) => "unknown_device",
+            Error::AmbiguousDevice(_) => "ambiguous_device",
+            Error::NotOwner { .. } => "not_owner",
+            Error::BadAction(_) => "bad_action",
+            Error::NoAnswer { .. } => "no_answer",
+            Error::BadAnswer { .. } => "bad_answer",
+            Error::ChallengeLoop { .. } => "challenge_loop",
+            Error::Protocol(_) => "protocol",
+        }
+    }
+
+    /// The `{code, message}` pair a UI shows.
+    pub fn to_ui(&self) -> serde_json::Value {
+        serde_json::json!({"code": self.code(), "message": self.to_string()})
+    }
+}
+
+// Not `#[from]`: the message already includes the cause, and a `source` would print it twice.
+impl From<latchkey_quorum::Error> for Error {
+    fn from(e: latchkey_quorum::Error) -> Self {
+        Error::Quorum(e)
+    }
+}
+
+impl From<latchkey_proto::Error> for Error {
+    fn from(e: latchkey_proto::Error) -> Self {
+        Error::Protocol(e)
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Store {
+            path: String::from("(profile)"),
+            why: e.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = core::result::Result<T, E>;

@@ -1,0 +1,24 @@
+//! # latchkey-owner — the owner and guest side, without UI
+//!
+//! A [`Profile`] is a directory with a SQLite store plus one recovery phrase in the OS
+//! keychain. From it: create or restore the phrase ([`Profile::create_seed`],
+//! [`Profile::restore_seed`]), manage registry nodes, claim a device from its QR
+//! ([`Profile::claim`]), and send it sealed commands ([`Profile::open`]). The CLI (`latchkey`)
+//! and the Tauri app are thin fronts over this crate.
+//!
+//! **Invariant: no secret reaches the disk.** The phrase lives in the keychain
+//! ([`keychain::KeyringStore`]); keys are derived from it when needed and wiped on drop; the
+//! store holds only public data (nodes, devices, verified chains).
+
+pub mod claim;
+pub mod error;
+pub mod keychain;
+pub mod open;
+pub mod profile;
+pub mod qr;
+pub mod store;
+
+pub use claim::{ClaimReport, ClaimSource};
+pub use error::{Error, Result};
+pub use open::{OpenReport, Route};
+pub use profile::{Clock, Profile, SystemClock};

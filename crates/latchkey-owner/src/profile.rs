@@ -1,0 +1,231 @@
+//! A profile: one directory (its SQLite store) plus one recovery phrase in the OS keychain,
+//! keyed by the profile's id. Everything the owner or guest does starts here.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use latchkey_proto::keys::{KeyPurpose, PublicKey, RecoveryPhrase, SigningKey};
+use latchkey_quorum::{QuorumClient, QuorumConfig};
+use rand_core::{OsRng, RngCore};
+
+use crate::error::{Error, Result};
+use crate::keychain::SeedStore;
+use crate::store::{DeviceRecord, Store};
+
+/// Wall-clock time, injected so flows can be tested at a fixed "now".
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+const PROFILE_ID: &str = "profile_id";
+
+#[derive(Debug)]
+pub struct Profile {
+    dir: PathBuf,
+    id: String,
+    pub(crate) store: Store,
+    seeds: Arc<dyn SeedStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) http: reqwest::Client,
+}
+
+impl Profile {
+    /// Opens the profile in `dir`, creating the directory, its store and its id if needed.
+    pub fn at(dir: &Path, seeds: Arc<dyn SeedStore>, clock: Arc<dyn Clock>) -> Result<Self> {
+        let store = Store::open(dir)?;
+        let id = match store.setting(PROFILE_ID)? {
+            Some(id) => id,
+            None => {
+                let mut raw = [0u8; 16];
+                OsRng.fill_bytes(&mut raw);
+                let id = format!("profile-{}", hex::encode(raw));
+                store.set_setting(PROFILE_ID, &id)?;
+                id
+            }
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| Error::Keychain(format!("HTTP client: {e}")))?;
+        Ok(Profile {
+            dir: dir.to_path_buf(),
+            id,
+            store,
+            seeds,
+            clock,
+            http,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The id the keychain entry is stored under (not a secret).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    pub fn has_seed(&self) -> Result<bool> {
+        Ok(self.seeds.load(&self.id)?.is_some())
+    }
+
+    /// Creates a new recovery phrase and stores it in the keychain. The caller shows the words
+    /// once; they are never written anywhere else.
+    pub fn create_seed(&self) -> Result<RecoveryPhrase> {
+        if self.has_seed()? {
+            return Err(Error::SeedExists);
+        }
+        let phrase = RecoveryPhrase::generate(&mut OsRng);
+        self.seeds.save(&self.id, phrase.phrase())?;
+        Ok(phrase)
+    }
+
+    /// Stores a phrase typed by the owner; returns the identity key it gives.
+    pub fn restore_seed(&self, text: &str) -> Result<PublicKey> {
+        let phrase = RecoveryPhrase::parse(text).map_err(Error::Phrase)?;
+        self.seeds.save(&self.id, phrase.phrase())?;
+        self.identity().map(|k| k.public_key())
+    }
+
+    /// The owner identity key, `m/19531'/0'/0'`, derived from the keychain's phrase on demand.
+    pub fn identity(&self) -> Result<SigningKey> {
+        let phrase = self.seeds.load(&self.id)?.ok_or(Error::NoSeed)?;
+        let phrase = RecoveryPhrase::parse(&phrase)
+            .map_err(|_| Error::Keychain("the stored recovery phrase is damaged".into()))?;
+        Ok(phrase.to_seed().derive(KeyPurpose::OwnerIdentity, 0)?)
+    }
+
+    /// Adds registry nodes; returns how many were new.
+    pub fn add_nodes(&self, urls: &[String]) -> Result<usize> {
+        let mut clean = Vec::new();
+        for url in urls {
+            let trimmed = url.trim().trim_end_matches('/');
+            if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
+                return Err(Error::BadNodeUrl { url: url.clone() });
+            }
+            clean.push(trimmed.to_owned());
+        }
+        self.store.add_nodes(&clean, self.now_ms())
+    }
+
+    pub fn nodes(&self) -> Result<Vec<String>> {
+        self.store.nodes()
+    }
+
+    /// A quorum client over the configured nodes: ask up to five, need a majority of them;
+    /// publish to all, need a majority to store.
+    pub fn quorum(&self) -> Result<QuorumClient> {
+        let nodes = self.nodes()?;
+        if nodes.is_empty() {
+            return Err(Error::NoNodes);
+        }
+        let n = nodes.len();
+        let sample = n.min(5);
+        let config = QuorumConfig {
+            sample,
+            min_answers: sample / 2 + 1,
+            timeout: Duration::from_secs(3),
+            publish_to: n,
+            min_acks: n / 2 + 1,
+        };
+        Ok(QuorumClient::new(nodes, config)?)
+    }
+
+    pub fn devices(&self) -> Result<Vec<DeviceRecord>> {
+        self.store.devices()
+    }
+
+    /// Finds a device by full id, short id (`XXXX-XXXX`), id prefix, or exact name.
+    pub fn find_device(&self, query: &str) -> Result<DeviceRecord> {
+        let q = query.trim();
+        let all = self.devices()?;
+        let mut hits: Vec<DeviceRecord> = all
+            .into_iter()
+            .filter(|d| {
+                let id = d.id.to_string();
+                id == q
+                    || d.id.short().eq_ignore_ascii_case(q)
+                    || (q.len() >= 10 && id.starts_with(q))
+                    || d.name == q
+            })
+            .collect();
+        match hits.len() {
+            0 => Err(Error::UnknownDevice(q.to_owned())),
+            1 => Ok(hits.remove(0)),
+            _ => Err(Error::AmbiguousDevice(q.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keychain::MemoryStore;
+
+    fn profile(dir: &Path) -> Profile {
+        Profile::at(dir, Arc::new(MemoryStore::default()), Arc::new(SystemClock)).unwrap()
+    }
+
+    #[test]
+    fn restore_gives_the_same_identity_and_names_the_wrong_word() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = profile(&tmp.path().join("a"));
+        let phrase = a.create_seed().unwrap();
+        assert!(matches!(a.create_seed(), Err(Error::SeedExists)));
+        let b = profile(&tmp.path().join("b"));
+        assert!(matches!(b.identity(), Err(Error::NoSeed)));
+        let mut words: Vec<&str> = phrase.words();
+        words[4] = "notaword";
+        let err = b.restore_seed(&words.join(" ")).unwrap_err();
+        assert_eq!(err.code(), "bad_phrase");
+        assert!(err.to_string().contains("word 5"), "{err}");
+        let key = b.restore_seed(phrase.phrase()).unwrap();
+        assert_eq!(key, a.identity().unwrap().public_key());
+        // The profile id survives reopening; nothing of the phrase is in the store.
+        let id = b.id().to_owned();
+        drop(b);
+        let db = std::fs::read(tmp.path().join("b").join(crate::store::DB_FILE)).unwrap();
+        assert!(!db
+            .windows(phrase.words()[0].len() + 1 + phrase.words()[1].len())
+            .any(|w| w == format!("{} {}", phrase.words()[0], phrase.words()[1]).as_bytes()));
+        assert_eq!(profile(&tmp.path().join("b")).id(), id);
+    }
+
+    #[test]
+    fn node_urls_are_checked_and_deduplicated() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = profile(tmp.path());
+        assert!(matches!(p.quorum(), Err(Error::NoNodes)));
+        assert!(matches!(
+            p.add_nodes(&["ftp://x".into()]),
+            Err(Error::BadNodeUrl { .. })
+        ));
+        assert_eq!(
+            p.add_nodes(&["http://a:1/".into(), "http://a:1".into()])
+                .unwrap(),
+            1
+        );
+        assert_eq!(p.nodes().unwrap(), vec!["http://a:1".to_owned()]);
+        assert!(p.quorum().is_ok());
+    }
+}
