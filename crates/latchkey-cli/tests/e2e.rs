@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use latchkey_node::{Limits, NodeConfig, RunningNode};
+use latchkey_proto::claim::{ClaimPayload, DeviceAddr};
 use latchkey_proto::keys::{KeyPurpose, RecoveryPhrase};
 
 const LATCHKEY: &str = env!("CARGO_BIN_EXE_latchkey");
@@ -301,6 +302,62 @@ async fn init_claim_from_png_open_and_no_seed_on_disk() {
     other.printed.extend_from_slice(&out.stdout);
     other.printed.extend_from_slice(&out.stderr);
 
+    // The same phrase restored in another profile, with a claim code whose address does not
+    // answer: the claim finds the device already owned by this identity, and open goes through
+    // the nodes' mailboxes.
+    let relay_profile = tmp.path().join("relay");
+    let mut relay = Cli {
+        profile: relay_profile.clone(),
+        printed: Vec::new(),
+    };
+    let mut child = Command::new(LATCHKEY)
+        .arg("--profile")
+        .arg(&relay.profile)
+        .arg("restore")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), phrase.phrase().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    relay.printed.extend_from_slice(&out.stdout);
+    relay.printed.extend_from_slice(&out.stderr);
+    relay.ok(&add);
+    let text = std::fs::read_to_string(dev.join("claim.txt")).unwrap();
+    let mut payload = ClaimPayload::parse(&text).unwrap();
+    payload.addrs = vec![DeviceAddr::parse(&format!("127.0.0.1:{}", free_port())).unwrap()];
+    let moved = payload.to_text().unwrap();
+    let claimed = relay.ok(&["claim", "--text", &moved]);
+    assert!(claimed.contains("already yours"), "{claimed}");
+    let started = Instant::now();
+    let out = relay.run(&["open", "Front door"]);
+    let relay_wall = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("accepted (through http://127.0.0.1"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&door_log).unwrap().lines().count(),
+        2
+    );
+    println!(
+        "open through node mailboxes: whole `latchkey open` {} ms",
+        relay_wall.as_millis()
+    );
+
     // Seed never on disk, in logs or in error output.
     let needles: Vec<Vec<u8>> = vec![
         phrase.phrase().as_bytes().to_vec(),
@@ -312,7 +369,7 @@ async fn init_claim_from_png_open_and_no_seed_on_disk() {
         phrase.to_seed().as_bytes().to_vec(),
     ];
     let mut scanned = 0;
-    for dir in [&profile, &other.profile] {
+    for dir in [&profile, &other.profile, &relay_profile] {
         for file in files_under(dir) {
             let bytes = std::fs::read(&file).unwrap();
             for n in &needles {
@@ -325,7 +382,7 @@ async fn init_claim_from_png_open_and_no_seed_on_disk() {
             scanned += 1;
         }
     }
-    for printed in [&cli.printed, &other.printed] {
+    for printed in [&cli.printed, &other.printed, &relay.printed] {
         for n in &needles {
             assert!(!contains(printed, n), "secret material in the CLI's output");
         }
