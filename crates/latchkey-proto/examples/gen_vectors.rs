@@ -33,7 +33,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use latchkey_proto::chain::{Chain, ChainState, Genesis, Op, OpBody, OpId, OpList, OwnerSet};
+use latchkey_proto::chain::{Chain, Genesis, Op, OpBody, OpId, OpList, OwnerSet};
 use latchkey_proto::claim::{ClaimPayload, DeviceAddr};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::{
@@ -75,6 +75,10 @@ const HOUR: u64 = 60 * MINUTE;
 const KEM_CT_AT: usize = 2;
 const COMMAND_HEADER_LEN: usize = 2 + kem::KEM_CIPHERTEXT_LEN + kem::AEAD_NONCE_LEN;
 const RESPONSE_HEADER_LEN: usize = 2 + kem::AEAD_NONCE_LEN;
+
+#[path = "../tests/render/mod.rs"]
+mod render;
+use render::*;
 
 fn main() {
     let mut out = None;
@@ -335,20 +339,6 @@ fn decode(codec: &str, bytes: &[u8]) -> Result<Vec<u8>, Error> {
     }
 }
 
-/// The `Error` variant's name: what every `fail_*` vector names.
-fn variant(e: &Error) -> String {
-    let debug = format!("{e:?}");
-    debug
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn h(bytes: impl AsRef<[u8]>) -> String {
-    hex::encode(bytes)
-}
-
 fn rng(seed: u64) -> ChaCha20Rng {
     ChaCha20Rng::seed_from_u64(seed)
 }
@@ -482,10 +472,6 @@ fn existing_device_keys(path: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn pk_hex(k: &PublicKey) -> String {
-    h(k.to_bytes())
-}
-
 fn owners(keys: &[&SigningKey], threshold: u8) -> OwnerSet {
     let mut owners: Vec<PublicKey> = keys.iter().map(|k| k.public_key()).collect();
     owners.sort();
@@ -579,136 +565,6 @@ fn epoch_of(ops: &[Op]) -> OpId {
 
 // ---------------------------------------------------------------------------------------------
 // JSON renderings of decoded values (the test renders what it decodes the same way).
-
-fn state_json(s: &ChainState) -> Value {
-    json!({
-        "device": h(s.device.0),
-        "name": s.name,
-        "identity": pk_hex(&s.identity),
-        "kem_commitment": h(s.kem.commitment()),
-        "setup": s.setup.as_ref().map(pk_hex),
-        "owners": s.owners.iter().map(pk_hex).collect::<Vec<_>>(),
-        "threshold": s.threshold,
-        "epoch": h(s.epoch.0),
-        "revoked": s.revoked.iter().map(|g| h(g.0)).collect::<Vec<_>>(),
-        "head": h(s.head.0),
-        "seq": s.seq,
-    })
-}
-
-fn body_json(body: &OpBody) -> Value {
-    match body {
-        OpBody::Genesis(g) => json!({
-            "identity": pk_hex(&g.identity),
-            "kem_public_key": h(g.kem.to_bytes()),
-            "setup": pk_hex(&g.setup),
-            "name": g.name,
-        }),
-        OpBody::Claim(set) | OpBody::AmendOwners(set) | OpBody::Transfer(set) => json!({
-            "owners": set.owners.iter().map(pk_hex).collect::<Vec<_>>(),
-            "threshold": set.threshold,
-        }),
-        OpBody::RevokeGrant { chain } => json!({
-            "grants": chain.iter().map(|g| h(g.to_bytes())).collect::<Vec<_>>(),
-            "revoked_grant_id": chain.last().map(|g| h(g.id().0)),
-        }),
-        OpBody::RotateKeys { identity, kem } => json!({
-            "identity": pk_hex(identity),
-            "kem_public_key": h(kem.to_bytes()),
-        }),
-        OpBody::FactoryReset { setup } => json!({ "setup": pk_hex(setup) }),
-    }
-}
-
-fn op_json(op: &Op) -> Value {
-    json!({
-        "bytes": h(op.to_bytes()),
-        "content": h(op.content_bytes()),
-        "id": h(op.id().0),
-        "kind": op.body.kind(),
-        "tag": op.body.tag(),
-        "device": h(op.device.0),
-        "seq": op.seq,
-        "prev": h(op.prev.0),
-        "issued_ms": op.issued_ms,
-        "signers": op.signatures.iter().map(|s| pk_hex(&s.signer)).collect::<Vec<_>>(),
-        "body": body_json(&op.body),
-    })
-}
-
-fn grant_json(g: &Grant) -> Value {
-    let b = &g.body;
-    json!({
-        "bytes": h(g.to_bytes()),
-        "content": h(b.content_bytes()),
-        "id": h(g.id().0),
-        "signature": h(g.signature.0),
-        "issuer": pk_hex(&b.issuer),
-        "subject": pk_hex(&b.subject),
-        "scope": b.scope.iter().map(|s| json!({"device": h(s.device.0), "epoch": h(s.epoch.0)})).collect::<Vec<_>>(),
-        "actions": b.actions,
-        "not_before_ms": b.not_before_ms,
-        "not_after_ms": b.not_after_ms,
-        "use_limit": b.use_limit,
-        "delegation_depth": b.delegation_depth,
-        "extensions": b.extensions.iter().map(|e| json!({"tag": e.tag, "value": h(&e.value)})).collect::<Vec<_>>(),
-        "salt": h(b.salt),
-    })
-}
-
-fn command_json(sc: &SignedCommand) -> Value {
-    let c = &sc.command;
-    json!({
-        "bytes": h(sc.to_bytes()),
-        "content": h(c.content_bytes()),
-        "id": h(c.id().0),
-        "signature": h(sc.signature.0),
-        "device": h(c.device.0),
-        "sender": pk_hex(&c.sender),
-        "action": c.action,
-        "args": h(&c.args),
-        "timestamp_ms": c.timestamp_ms,
-        "nonce": h(c.nonce),
-        "challenge": c.challenge.map(h),
-        "grants": c.grants.iter().map(|g| h(g.to_bytes())).collect::<Vec<_>>(),
-        "reply_to": match c.reply_to {
-            ReplyTo::Direct => json!({"kind": "direct"}),
-            ReplyTo::Mailbox(m) => json!({"kind": "mailbox", "mailbox": h(m)}),
-        },
-    })
-}
-
-fn response_json(sr: &SignedResponse) -> Value {
-    let r = &sr.response;
-    json!({
-        "bytes": h(sr.to_bytes()),
-        "signature": h(sr.signature.0),
-        "device": h(r.device.0),
-        "command_id": h(r.command.0),
-        "timestamp_ms": r.timestamp_ms,
-        "outcome": match &r.outcome {
-            Outcome::Accepted => json!({"kind": "accepted"}),
-            Outcome::Rejected { code, reason } => json!({"kind": "rejected", "code": code, "reason": reason}),
-            Outcome::ChallengeRequired { challenge } => json!({"kind": "challenge-required", "challenge": h(challenge)}),
-        },
-        "body": h(&r.body),
-    })
-}
-
-fn claim_json(p: &ClaimPayload) -> Value {
-    json!({
-        "bytes": h(p.to_bytes()),
-        "text": p.to_text().unwrap().as_str(),
-        "identity": pk_hex(&p.identity),
-        "kem_commitment": h(p.kem_commitment),
-        "setup_secret": h(p.setup_secret.as_slice()),
-        "setup_public_key": pk_hex(&p.setup_key().public_key()),
-        "name": p.name,
-        "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        "device_id": h(p.device_id().0),
-        "device_id_text": p.device_id().to_string(),
-    })
-}
 
 // ---------------------------------------------------------------------------------------------
 // Grants and commands several files use.

@@ -11,10 +11,10 @@ use std::collections::BTreeSet;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 
-use latchkey_proto::chain::{Chain, ChainState, Op, OpBody, OpList};
+use latchkey_proto::chain::{Chain, Op, OpList};
 use latchkey_proto::claim::ClaimPayload;
 use latchkey_proto::codec::Codec;
-use latchkey_proto::command::{CommandId, Outcome, ReplyTo, SignedCommand, SignedResponse};
+use latchkey_proto::command::{CommandId, SignedCommand, SignedResponse};
 use latchkey_proto::device::DeviceKeys;
 use latchkey_proto::envelope;
 use latchkey_proto::grant::{self, Grant, GrantRequest};
@@ -41,6 +41,9 @@ const FILES: [&str; 8] = [
 const KEM_CT_AT: usize = 2;
 const COMMAND_HEADER_LEN: usize = 2 + kem::KEM_CIPHERTEXT_LEN + kem::AEAD_NONCE_LEN;
 const RESPONSE_HEADER_LEN: usize = 2 + kem::AEAD_NONCE_LEN;
+
+mod render;
+use render::*;
 
 fn vector_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors")
@@ -247,24 +250,6 @@ fn path_indices(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-fn h(bytes: impl AsRef<[u8]>) -> String {
-    hex::encode(bytes)
-}
-
-fn pk_hex(k: &PublicKey) -> String {
-    h(k.to_bytes())
-}
-
-/// The `Error` variant's name, which is what negative vectors name.
-fn variant(e: &Error) -> String {
-    let debug = format!("{e:?}");
-    debug
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
-
 fn expect_error<T>(v: &Value, result: Result<T, Error>) {
     let expected = s(v, "error");
     match result {
@@ -394,21 +379,6 @@ fn check_slip10(v: &Value) {
 // ---------------------------------------------------------------------------------------------
 // Claim codes.
 
-fn claim_json(p: &ClaimPayload) -> Value {
-    json!({
-        "bytes": h(p.to_bytes()),
-        "text": p.to_text().unwrap().as_str(),
-        "identity": pk_hex(&p.identity),
-        "kem_commitment": h(p.kem_commitment),
-        "setup_secret": h(p.setup_secret.as_slice()),
-        "setup_public_key": pk_hex(&p.setup_key().public_key()),
-        "name": p.name,
-        "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        "device_id": h(p.device_id().0),
-        "device_id_text": p.device_id().to_string(),
-    })
-}
-
 fn check_claim(v: &Value) {
     let expected = &v["claim"];
     let from_text = ClaimPayload::parse(s(expected, "text")).unwrap();
@@ -425,62 +395,6 @@ fn check_claim(v: &Value) {
 
 // ---------------------------------------------------------------------------------------------
 // Ownership chain.
-
-fn state_json(s: &ChainState) -> Value {
-    json!({
-        "device": h(s.device.0),
-        "name": s.name,
-        "identity": pk_hex(&s.identity),
-        "kem_commitment": h(s.kem.commitment()),
-        "setup": s.setup.as_ref().map(pk_hex),
-        "owners": s.owners.iter().map(pk_hex).collect::<Vec<_>>(),
-        "threshold": s.threshold,
-        "epoch": h(s.epoch.0),
-        "revoked": s.revoked.iter().map(|g| h(g.0)).collect::<Vec<_>>(),
-        "head": h(s.head.0),
-        "seq": s.seq,
-    })
-}
-
-fn body_json(body: &OpBody) -> Value {
-    match body {
-        OpBody::Genesis(g) => json!({
-            "identity": pk_hex(&g.identity),
-            "kem_public_key": h(g.kem.to_bytes()),
-            "setup": pk_hex(&g.setup),
-            "name": g.name,
-        }),
-        OpBody::Claim(set) | OpBody::AmendOwners(set) | OpBody::Transfer(set) => json!({
-            "owners": set.owners.iter().map(pk_hex).collect::<Vec<_>>(),
-            "threshold": set.threshold,
-        }),
-        OpBody::RevokeGrant { chain } => json!({
-            "grants": chain.iter().map(|g| h(g.to_bytes())).collect::<Vec<_>>(),
-            "revoked_grant_id": chain.last().map(|g| h(g.id().0)),
-        }),
-        OpBody::RotateKeys { identity, kem } => json!({
-            "identity": pk_hex(identity),
-            "kem_public_key": h(kem.to_bytes()),
-        }),
-        OpBody::FactoryReset { setup } => json!({ "setup": pk_hex(setup) }),
-    }
-}
-
-fn op_json(op: &Op) -> Value {
-    json!({
-        "bytes": h(op.to_bytes()),
-        "content": h(op.content_bytes()),
-        "id": h(op.id().0),
-        "kind": op.body.kind(),
-        "tag": op.body.tag(),
-        "device": h(op.device.0),
-        "seq": op.seq,
-        "prev": h(op.prev.0),
-        "issued_ms": op.issued_ms,
-        "signers": op.signatures.iter().map(|s| pk_hex(&s.signer)).collect::<Vec<_>>(),
-        "body": body_json(&op.body),
-    })
-}
 
 fn check_chain(v: &Value) {
     let list = OpList::from_bytes(&bytes(v, "op_list")).unwrap();
@@ -526,26 +440,6 @@ fn check_chain_fail(v: &Value) {
 // ---------------------------------------------------------------------------------------------
 // Grants.
 
-fn grant_json(g: &Grant) -> Value {
-    let b = &g.body;
-    json!({
-        "bytes": h(g.to_bytes()),
-        "content": h(b.content_bytes()),
-        "id": h(g.id().0),
-        "signature": h(g.signature.0),
-        "issuer": pk_hex(&b.issuer),
-        "subject": pk_hex(&b.subject),
-        "scope": b.scope.iter().map(|s| json!({"device": h(s.device.0), "epoch": h(s.epoch.0)})).collect::<Vec<_>>(),
-        "actions": b.actions,
-        "not_before_ms": b.not_before_ms,
-        "not_after_ms": b.not_after_ms,
-        "use_limit": b.use_limit,
-        "delegation_depth": b.delegation_depth,
-        "extensions": b.extensions.iter().map(|e| json!({"tag": e.tag, "value": h(&e.value)})).collect::<Vec<_>>(),
-        "salt": h(b.salt),
-    })
-}
-
 /// Verifies the vector's grant chain against the state of its chain ops; returns the use
 /// limits the device must count.
 fn run_grant_chain(v: &Value) -> Result<Value, Error> {
@@ -574,45 +468,6 @@ fn run_grant_chain(v: &Value) -> Result<Value, Error> {
 
 // ---------------------------------------------------------------------------------------------
 // Commands and responses.
-
-fn command_json(sc: &SignedCommand) -> Value {
-    let c = &sc.command;
-    json!({
-        "bytes": h(sc.to_bytes()),
-        "content": h(c.content_bytes()),
-        "id": h(c.id().0),
-        "signature": h(sc.signature.0),
-        "device": h(c.device.0),
-        "sender": pk_hex(&c.sender),
-        "action": c.action,
-        "args": h(&c.args),
-        "timestamp_ms": c.timestamp_ms,
-        "nonce": h(c.nonce),
-        "challenge": c.challenge.map(h),
-        "grants": c.grants.iter().map(|g| h(g.to_bytes())).collect::<Vec<_>>(),
-        "reply_to": match c.reply_to {
-            ReplyTo::Direct => json!({"kind": "direct"}),
-            ReplyTo::Mailbox(m) => json!({"kind": "mailbox", "mailbox": h(m)}),
-        },
-    })
-}
-
-fn response_json(sr: &SignedResponse) -> Value {
-    let r = &sr.response;
-    json!({
-        "bytes": h(sr.to_bytes()),
-        "signature": h(sr.signature.0),
-        "device": h(r.device.0),
-        "command_id": h(r.command.0),
-        "timestamp_ms": r.timestamp_ms,
-        "outcome": match &r.outcome {
-            Outcome::Accepted => json!({"kind": "accepted"}),
-            Outcome::Rejected { code, reason } => json!({"kind": "rejected", "code": code, "reason": reason}),
-            Outcome::ChallengeRequired { challenge } => json!({"kind": "challenge-required", "challenge": h(challenge)}),
-        },
-        "body": h(&r.body),
-    })
-}
 
 fn check_sealed_command(v: &Value) {
     let keys = DeviceKeys::from_secret_bytes(&bytes(v, "device_secret_keys")).unwrap();

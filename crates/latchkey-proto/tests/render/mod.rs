@@ -1,0 +1,162 @@
+//! JSON renderings of decoded values, shared by the vector generator
+//! (`examples/gen_vectors.rs`) and the table-driven test (`tests/vectors.rs`), so both write and
+//! compare one form.
+
+#![allow(dead_code)]
+
+use latchkey_proto::chain::{ChainState, Op, OpBody};
+use latchkey_proto::claim::ClaimPayload;
+use latchkey_proto::codec::Codec;
+use latchkey_proto::command::{Outcome, ReplyTo, SignedCommand, SignedResponse};
+use latchkey_proto::grant::Grant;
+use latchkey_proto::keys::PublicKey;
+use latchkey_proto::Error;
+use serde_json::{json, Value};
+
+pub fn h(bytes: impl AsRef<[u8]>) -> String {
+    hex::encode(bytes)
+}
+
+pub fn pk_hex(k: &PublicKey) -> String {
+    h(k.to_bytes())
+}
+
+/// The `Error` variant's name: what every `fail_*` vector names.
+pub fn variant(e: &Error) -> String {
+    let debug = format!("{e:?}");
+    debug
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub fn state_json(s: &ChainState) -> Value {
+    json!({
+        "device": h(s.device.0),
+        "name": s.name,
+        "identity": pk_hex(&s.identity),
+        "kem_commitment": h(s.kem.commitment()),
+        "setup": s.setup.as_ref().map(pk_hex),
+        "owners": s.owners.iter().map(pk_hex).collect::<Vec<_>>(),
+        "threshold": s.threshold,
+        "epoch": h(s.epoch.0),
+        "revoked": s.revoked.iter().map(|g| h(g.0)).collect::<Vec<_>>(),
+        "head": h(s.head.0),
+        "seq": s.seq,
+    })
+}
+
+pub fn body_json(body: &OpBody) -> Value {
+    match body {
+        OpBody::Genesis(g) => json!({
+            "identity": pk_hex(&g.identity),
+            "kem_public_key": h(g.kem.to_bytes()),
+            "setup": pk_hex(&g.setup),
+            "name": g.name,
+        }),
+        OpBody::Claim(set) | OpBody::AmendOwners(set) | OpBody::Transfer(set) => json!({
+            "owners": set.owners.iter().map(pk_hex).collect::<Vec<_>>(),
+            "threshold": set.threshold,
+        }),
+        OpBody::RevokeGrant { chain } => json!({
+            "grants": chain.iter().map(|g| h(g.to_bytes())).collect::<Vec<_>>(),
+            "revoked_grant_id": chain.last().map(|g| h(g.id().0)),
+        }),
+        OpBody::RotateKeys { identity, kem } => json!({
+            "identity": pk_hex(identity),
+            "kem_public_key": h(kem.to_bytes()),
+        }),
+        OpBody::FactoryReset { setup } => json!({ "setup": pk_hex(setup) }),
+    }
+}
+
+pub fn op_json(op: &Op) -> Value {
+    json!({
+        "bytes": h(op.to_bytes()),
+        "content": h(op.content_bytes()),
+        "id": h(op.id().0),
+        "kind": op.body.kind(),
+        "tag": op.body.tag(),
+        "device": h(op.device.0),
+        "seq": op.seq,
+        "prev": h(op.prev.0),
+        "issued_ms": op.issued_ms,
+        "signers": op.signatures.iter().map(|s| pk_hex(&s.signer)).collect::<Vec<_>>(),
+        "body": body_json(&op.body),
+    })
+}
+
+pub fn grant_json(g: &Grant) -> Value {
+    let b = &g.body;
+    json!({
+        "bytes": h(g.to_bytes()),
+        "content": h(b.content_bytes()),
+        "id": h(g.id().0),
+        "signature": h(g.signature.0),
+        "issuer": pk_hex(&b.issuer),
+        "subject": pk_hex(&b.subject),
+        "scope": b.scope.iter().map(|s| json!({"device": h(s.device.0), "epoch": h(s.epoch.0)})).collect::<Vec<_>>(),
+        "actions": b.actions,
+        "not_before_ms": b.not_before_ms,
+        "not_after_ms": b.not_after_ms,
+        "use_limit": b.use_limit,
+        "delegation_depth": b.delegation_depth,
+        "extensions": b.extensions.iter().map(|e| json!({"tag": e.tag, "value": h(&e.value)})).collect::<Vec<_>>(),
+        "salt": h(b.salt),
+    })
+}
+
+pub fn command_json(sc: &SignedCommand) -> Value {
+    let c = &sc.command;
+    json!({
+        "bytes": h(sc.to_bytes()),
+        "content": h(c.content_bytes()),
+        "id": h(c.id().0),
+        "signature": h(sc.signature.0),
+        "device": h(c.device.0),
+        "sender": pk_hex(&c.sender),
+        "action": c.action,
+        "args": h(&c.args),
+        "timestamp_ms": c.timestamp_ms,
+        "nonce": h(c.nonce),
+        "challenge": c.challenge.map(h),
+        "grants": c.grants.iter().map(|g| h(g.to_bytes())).collect::<Vec<_>>(),
+        "reply_to": match c.reply_to {
+            ReplyTo::Direct => json!({"kind": "direct"}),
+            ReplyTo::Mailbox(m) => json!({"kind": "mailbox", "mailbox": h(m)}),
+        },
+    })
+}
+
+pub fn response_json(sr: &SignedResponse) -> Value {
+    let r = &sr.response;
+    json!({
+        "bytes": h(sr.to_bytes()),
+        "signature": h(sr.signature.0),
+        "device": h(r.device.0),
+        "command_id": h(r.command.0),
+        "timestamp_ms": r.timestamp_ms,
+        "outcome": match &r.outcome {
+            Outcome::Accepted => json!({"kind": "accepted"}),
+            Outcome::Rejected { code, reason } => json!({"kind": "rejected", "code": code, "reason": reason}),
+            Outcome::ChallengeRequired { challenge } => json!({"kind": "challenge-required", "challenge": h(challenge)}),
+        },
+        "body": h(&r.body),
+    })
+}
+
+pub fn claim_json(p: &ClaimPayload) -> Value {
+    json!({
+        "bytes": h(p.to_bytes()),
+        "text": p.to_text().unwrap().as_str(),
+        "identity": pk_hex(&p.identity),
+        "kem_commitment": h(p.kem_commitment),
+        "setup_secret": h(p.setup_secret.as_slice()),
+        "setup_public_key": pk_hex(&p.setup_key().public_key()),
+        "name": p.name,
+        "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "device_id": h(p.device_id().0),
+        "device_id_text": p.device_id().to_string(),
+    })
+}
