@@ -275,8 +275,9 @@ impl Op {
         Ok(())
     }
 
-    /// Checks every signature the op carries and returns the signers.
-    fn verified_signers(&self) -> Result<BTreeSet<PublicKey>> {
+    /// Checks the op's encoded size and every signature it carries; returns the signers and
+    /// the op's id. The content is encoded once for all three.
+    fn verified_signers(&self) -> Result<(BTreeSet<PublicKey>, OpId)> {
         if !self
             .signatures
             .windows(2)
@@ -287,13 +288,20 @@ impl Op {
                 why: "signatures must be sorted by signer, one each",
             });
         }
-        let message = self.signing_message();
+        let content = self.content_bytes();
+        // Encoded op = content || u8 count || (signer 32 || signature 64)*.
+        check_len(
+            "op",
+            content.len() + 1 + self.signatures.len() * (PublicKey::LEN + 64),
+            MAX_OP_LEN,
+        )?;
+        let message = [SIGNING_LABEL, &content].concat();
         let mut signers = BTreeSet::new();
         for s in &self.signatures {
             s.signer.verify_or(&s.signature, &message, "op")?;
             signers.insert(s.signer);
         }
-        Ok(signers)
+        Ok((signers, OpId(hash::labeled(hash::OP_ID, &[&content]))))
     }
 }
 
@@ -417,9 +425,8 @@ impl ChainState {
         if op.device != DeviceId::from_identity(&g.identity) {
             return Err(Error::DeviceIdMismatch);
         }
-        let signers = op.verified_signers()?;
+        let (signers, id) = op.verified_signers()?;
         require_exactly(&signers, &[(g.identity, "the device identity key")], op)?;
-        let id = op.id();
         Ok(ChainState {
             device: op.device,
             name: g.name.clone(),
@@ -470,9 +477,7 @@ impl ChainState {
         if op.prev != self.head {
             return Err(Error::BrokenLink { seq: op.seq });
         }
-        check_len("op", op.to_bytes().len(), MAX_OP_LEN)?;
-        let signers = op.verified_signers()?;
-        let id = op.id();
+        let (signers, id) = op.verified_signers()?;
         let not_allowed = |why| Error::OpNotAllowed {
             seq: op.seq,
             kind,
