@@ -7,6 +7,7 @@
 //! (the one exception, sntrup761 key generation and encapsulation, draws from the OS because
 //! pqcrypto-ntruprime offers no other way). The byte layouts are specified in docs/PROTOCOL.md.
 
+pub mod audit;
 pub mod chain;
 pub mod claim;
 pub mod codec;
