@@ -16,6 +16,7 @@ use latchkey_proto::command::{Command, ReplyTo, SignedCommand, SignedResponse};
 use latchkey_proto::device::DeviceKeys;
 use latchkey_proto::envelope::{self, PendingReply};
 use latchkey_proto::grant::Grant;
+use latchkey_proto::invite::Invitation;
 use latchkey_proto::keys::{DeviceId, PublicKey, RecoveryPhrase};
 use latchkey_proto::pad;
 use rand_chacha::rand_core::SeedableRng;
@@ -33,6 +34,8 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("response", response),
     ("claim_text", claim_text),
     ("claim_bytes", claim_bytes),
+    ("invite_bytes", invite_bytes),
+    ("invite_link", invite_link),
     ("public_key_text", public_key_text),
     ("device_id_text", device_id_text),
     ("recovery_phrase", recovery_phrase),
@@ -143,6 +146,28 @@ pub fn claim_text(data: &[u8]) {
         assert_eq!(*canonical, text.trim().to_ascii_uppercase());
         assert_eq!(ClaimPayload::parse(&canonical).as_ref(), Ok(&claim));
         decoded::<ClaimPayload>(&claim.to_bytes()).expect("its bytes decode");
+    }
+}
+
+pub fn invite_bytes(data: &[u8]) {
+    if let Some(invitation) = decoded::<Invitation>(data) {
+        // Decoding does not check signatures; a link is made only from one that checks.
+        if let Ok(link) = invitation.to_link() {
+            assert_eq!(Invitation::parse_link(&link).as_ref(), Ok(&invitation));
+        }
+    }
+}
+
+pub fn invite_link(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(invitation) = Invitation::parse_link(text) {
+        let canonical = invitation
+            .to_link()
+            .expect("a parsed invitation makes a link");
+        assert_eq!(Invitation::parse_link(&canonical).as_ref(), Ok(&invitation));
+        decoded::<Invitation>(&invitation.to_bytes()).expect("its bytes decode");
     }
 }
 

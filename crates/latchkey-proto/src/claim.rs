@@ -65,7 +65,7 @@ impl DeviceAddr {
         })
     }
 
-    fn encode(&self, w: &mut Writer) {
+    pub(crate) fn encode(&self, w: &mut Writer) {
         match self {
             DeviceAddr::Socket(SocketAddr::V4(a)) => {
                 w.u8(4);
@@ -85,7 +85,7 @@ impl DeviceAddr {
         }
     }
 
-    fn read(r: &mut Reader<'_>) -> Result<Self> {
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
         Ok(match r.u8()? {
             4 => {
                 let ip = Ipv4Addr::from(r.array::<4>()?);

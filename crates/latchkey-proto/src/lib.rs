@@ -17,6 +17,7 @@ pub mod envelope;
 pub mod error;
 pub mod grant;
 pub mod hash;
+pub mod invite;
 pub mod kem;
 pub mod keys;
 pub mod pad;

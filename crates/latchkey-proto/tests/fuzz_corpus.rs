@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::panic;
 use std::path::{Path, PathBuf};
 
-use latchkey_proto::chain::{Chain, Op, OpBody, OpList, OwnerSet};
+use latchkey_proto::chain::{Chain, Op, OpBody, OpId, OpList, OwnerSet};
 use latchkey_proto::claim::{ClaimPayload, DeviceAddr};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::{
@@ -23,6 +23,7 @@ use latchkey_proto::command::{
 };
 use latchkey_proto::envelope;
 use latchkey_proto::grant::{Extension, Grant, GrantBody, GrantScope};
+use latchkey_proto::invite::Invitation;
 use latchkey_proto::keys::{PublicKey, RecoveryPhrase, SigningKey};
 use latchkey_proto::pad;
 use rand_chacha::rand_core::SeedableRng;
@@ -107,6 +108,47 @@ fn grant(issuer: &SigningKey, subject: PublicKey, scope: GrantScope, depth: u8) 
     }
     .sign(issuer)
     .unwrap()
+}
+
+/// A host's invitation to a guest and a guest's onward one to a cleaner (two grants).
+fn invitation_seeds(seeds: &Seeds) {
+    let device = fuzz_entries::device_keys().device_id();
+    let scope = GrantScope {
+        device,
+        epoch: OpId([3; 32]),
+    };
+    let (host, guest, cleaner) = (key(1), key(4), key(5));
+    let to_guest = grant(&host, guest.public_key(), scope, 1);
+    let to_cleaner = grant(&guest, cleaner.public_key(), scope, 0);
+    let invitations = [
+        ("guest", guest.to_bytes(), vec![to_guest.clone()]),
+        ("cleaner", cleaner.to_bytes(), vec![to_guest, to_cleaner]),
+    ];
+    for (name, secret, grants) in invitations {
+        let invitation = Invitation {
+            device,
+            guest_secret: secret,
+            grants,
+            device_name: "Front door".into(),
+            guest_name: name.into(),
+            addrs: vec![DeviceAddr::parse("door.local:7420").unwrap()],
+            nodes: vec!["http://127.0.0.1:7001".into()],
+        };
+        seeds.put("invite_bytes", name, &invitation.to_bytes());
+        seeds.put(
+            "invite_link",
+            name,
+            invitation.to_link().unwrap().as_bytes(),
+        );
+    }
+}
+
+#[test]
+#[ignore = "writes fuzz/corpus/invite_*; run by hand to regenerate those seeds alone"]
+fn write_invitation_seed_corpus() {
+    invitation_seeds(&Seeds {
+        root: corpus_root(),
+    });
 }
 
 struct Seeds {
@@ -297,6 +339,7 @@ fn write_seed_corpus() {
         claims[1].1.to_text().unwrap().to_ascii_lowercase()
     );
     seeds.put("claim_text", "pasted-lower-case", pasted.as_bytes());
+    invitation_seeds(&seeds);
 
     seeds.put(
         "public_key_text",

@@ -18,6 +18,7 @@ use latchkey_proto::command::{
     Command, CommandId, Outcome, ReplyTo, Response, SignedCommand, SignedResponse,
 };
 use latchkey_proto::grant::{Extension, Grant, GrantBody, GrantScope};
+use latchkey_proto::invite::Invitation;
 use latchkey_proto::kem::{KemPublicKey, SNTRUP_PUBLIC_LEN};
 use latchkey_proto::keys::{DeviceId, PublicKey, Signature, SigningKey};
 use latchkey_proto::{pad, Error};
@@ -264,6 +265,75 @@ fn claim_payload() -> impl Strategy<Value = ClaimPayload> {
 
 /// Where to cut an encoding of `len` bytes: every cut of a short encoding; for a long one both
 /// ends, evenly spaced cuts between, and one the case picks.
+/// A checked invitation: one or two grants ending at the guest key, covering the device.
+fn invitation() -> impl Strategy<Value = Invitation> {
+    (
+        signing_key(),
+        signing_key(),
+        signing_key(),
+        any::<bool>(),
+        device_id(),
+        prop::collection::vec(action(), 1..=3),
+        "[A-Za-z ]{0,24}",
+        "[A-Za-z ]{0,24}",
+        prop::collection::vec(device_addr(), 0..=4),
+        prop::collection::vec("http://[a-z0-9.]{1,30}:[0-9]{2,5}", 0..=8),
+    )
+        .prop_map(
+            |(
+                owner,
+                middle,
+                guest,
+                two,
+                device,
+                actions,
+                device_name,
+                guest_name,
+                addrs,
+                nodes,
+            )| {
+                let (owner, middle, guest) = (
+                    SigningKey::from_bytes(&owner),
+                    SigningKey::from_bytes(&middle),
+                    SigningKey::from_bytes(&guest),
+                );
+                let grant = |issuer: &SigningKey, subject: &SigningKey| {
+                    GrantBody {
+                        issuer: issuer.public_key(),
+                        subject: subject.public_key(),
+                        scope: vec![GrantScope {
+                            device,
+                            epoch: OpId([1; 32]),
+                        }],
+                        actions: actions.clone(),
+                        not_before_ms: 1,
+                        not_after_ms: 2,
+                        use_limit: None,
+                        delegation_depth: 1,
+                        extensions: Vec::new(),
+                        salt: [0; 16],
+                    }
+                    .sign(issuer)
+                    .expect("well-formed grant signs")
+                };
+                let grants = if two {
+                    vec![grant(&owner, &middle), grant(&middle, &guest)]
+                } else {
+                    vec![grant(&owner, &guest)]
+                };
+                Invitation {
+                    device,
+                    guest_secret: guest.to_bytes(),
+                    grants,
+                    device_name,
+                    guest_name,
+                    addrs,
+                    nodes,
+                }
+            },
+        )
+}
+
 fn cuts(len: usize, pick: &Index) -> Vec<usize> {
     if len <= 200 {
         return (0..len).collect();
@@ -463,6 +533,17 @@ proptest! {
         extra in any::<u8>(),
     ) {
         check_codec(&claim, &pick, extra)?;
+    }
+
+    #[test]
+    fn invitation_bytes_and_link_round_trip(
+        invitation in invitation(),
+        pick in any::<Index>(),
+        extra in any::<u8>(),
+    ) {
+        check_codec(&invitation, &pick, extra)?;
+        let link = invitation.to_link().expect("a checked invitation makes a link");
+        check_text(&invitation, &link, Invitation::parse_link, &pick)?;
     }
 
     /// Device addresses of every kind travel inside the claim code.
