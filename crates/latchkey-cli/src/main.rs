@@ -11,9 +11,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use latchkey_owner::keychain::KeyringStore;
-use latchkey_owner::{ClaimSource, Profile, Route, SystemClock};
+use latchkey_owner::{
+    ClaimSource, InviteRequest, IssuedGrant, OwnerChange, Profile, Proposal, ProposalReport, Route,
+    SystemClock,
+};
 use latchkey_proto::command::{Outcome, RejectCode};
+use latchkey_proto::keys::PublicKey;
 use zeroize::Zeroizing;
+
+mod when;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +71,106 @@ enum Cmd {
         #[arg(long, default_value = "unlock")]
         action: String,
     },
+    /// This profile's owner key (what another owner adds with `latchkey owners add`).
+    Key {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read a device's signed audit log (owners only), verified and kept in the profile.
+    Audit {
+        device: String,
+        /// Show the page before this entry number.
+        #[arg(long)]
+        before: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A device's owners and threshold; changes need m of n owners to sign.
+    #[command(args_conflicts_with_subcommands = true)]
+    Owners {
+        #[command(subcommand)]
+        command: Option<OwnersCmd>,
+        /// Device to list the owners of.
+        device: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Propose handing a device to a new set of owners (needs m of the current owners).
+    Transfer {
+        device: String,
+        /// The new owners' keys (lkpk1…); repeat for several.
+        #[arg(long = "to", required = true, num_args = 1..)]
+        to: Vec<String>,
+        /// Signatures the new owners will need for changes (default 1).
+        #[arg(long, default_value_t = 1)]
+        threshold: u8,
+    },
+    /// Invite a guest: prints a latchkey://invite/ link valid from --from until --until.
+    Invite {
+        device: String,
+        /// Who the invitation is for.
+        #[arg(long)]
+        name: String,
+        /// now, +2h, 2026-12-24 15:00 (local) or RFC 3339.
+        #[arg(long, default_value = "now")]
+        from: String,
+        #[arg(long)]
+        until: String,
+        /// Action the guest may send; repeat for several (default unlock).
+        #[arg(long = "action")]
+        actions: Vec<String>,
+        /// Total number of commands allowed.
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Also write the link as a QR code PNG here.
+        #[arg(long)]
+        qr: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept an invitation link (as a guest); then `latchkey open DEVICE`.
+    Accept { link: String },
+    /// Invitations this profile holds as a guest.
+    Invitations {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Grants this profile issued, with their status.
+    Grants {
+        device: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a grant (by id or its first 8+ hex characters); the device learns it from the nodes.
+    Revoke { grant: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum OwnersCmd {
+    /// Propose adding an owner.
+    Add {
+        device: String,
+        key: String,
+        /// Also set the threshold.
+        #[arg(long)]
+        threshold: Option<u8>,
+    },
+    /// Propose removing an owner.
+    Remove {
+        device: String,
+        key: String,
+        #[arg(long)]
+        threshold: Option<u8>,
+    },
+    /// Propose a new threshold.
+    Threshold { device: String, threshold: u8 },
+    /// Proposals waiting for signatures (read from your mailbox on the nodes).
+    Proposals {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Co-sign a proposal (by id or its first 8+ hex characters).
+    Approve { proposal: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +228,70 @@ fn open_profile(cli: &Cli) -> anyhow::Result<Profile> {
     let dir = profile_dir(cli)?;
     let seeds = Arc::new(KeyringStore::open()?);
     Ok(Profile::at(&dir, seeds, Arc::new(SystemClock))?)
+}
+
+fn parse_key(text: &str) -> anyhow::Result<PublicKey> {
+    PublicKey::parse(text).with_context(|| {
+        format!("\"{text}\" is not an owner key; ask for the lkpk1… that `latchkey key` prints")
+    })
+}
+
+fn print_proposal(report: &ProposalReport) {
+    let p = &report.proposal;
+    if report.applied {
+        println!(
+            "{} of {} is in effect: owners {}/{} (stored on {} node(s))",
+            p.kind,
+            p.device_name,
+            p.threshold,
+            p.owners.len(),
+            report.nodes_stored
+        );
+    } else {
+        println!(
+            "proposal {} ({} of {}): {} of {} signatures; sent to {} co-owner(s)",
+            &p.id.to_string()[..16],
+            p.kind,
+            p.device_name,
+            p.signed_by.len(),
+            p.needed,
+            report.sent_to
+        );
+        println!(
+            "co-owners approve it with: latchkey owners approve {}",
+            &p.id.to_string()[..16]
+        );
+    }
+}
+
+fn proposal_json(p: &Proposal) -> serde_json::Value {
+    serde_json::json!({
+        "id": p.id.to_string(),
+        "device": p.device.to_string(),
+        "device_name": p.device_name,
+        "kind": p.kind,
+        "owners": p.owners.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+        "threshold": p.threshold,
+        "signed_by": p.signed_by.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+        "needed": p.needed,
+        "signed_by_me": p.signed_by_me,
+    })
+}
+
+fn grant_json(g: &IssuedGrant) -> serde_json::Value {
+    let b = &g.grant.body;
+    serde_json::json!({
+        "id": g.id.to_string(),
+        "device": g.device.to_string(),
+        "device_name": g.device_name,
+        "guest_name": g.guest_name,
+        "actions": b.actions,
+        "not_before_ms": b.not_before_ms,
+        "not_after_ms": b.not_after_ms,
+        "use_limit": b.use_limit,
+        "status": g.status.as_str(),
+        "created_ms": g.created_ms,
+    })
 }
 
 fn reject_name(code: u16) -> String {
@@ -280,6 +450,341 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Outcome::ChallengeRequired { .. } => {
                     anyhow::bail!("the device kept asking for a challenge")
                 }
+            }
+        }
+        Cmd::Key { json } => {
+            let key = profile.identity()?.public_key();
+            if json {
+                println!("{}", serde_json::json!({ "key": key.to_string() }));
+            } else {
+                println!("{key}");
+            }
+        }
+        Cmd::Audit {
+            device,
+            before,
+            json,
+        } => {
+            let report = profile.audit(&device, before).await?;
+            if json {
+                let entries: Vec<_> = report
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        let r = &e.entry.record;
+                        serde_json::json!({
+                            "seq": e.entry.seq,
+                            "time_ms": r.time_ms,
+                            "via": format!("{:?}", r.via).to_lowercase(),
+                            "sender": r.sender.map(|k| k.to_string()),
+                            "action": r.action,
+                            "code": r.code,
+                            "stage": r.stage.name(),
+                            "detail": r.detail,
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "device": report.device.id.to_string(),
+                        "next_seq": report.next_seq,
+                        "verified": true,
+                        "entries": entries,
+                    })
+                );
+            } else {
+                println!(
+                    "{}: {} entries, signed by the device and verified",
+                    report.device.name,
+                    report.entries.len()
+                );
+                let me = profile.identity().ok().map(|k| k.public_key());
+                for e in &report.entries {
+                    let r = &e.entry.record;
+                    let who = match r.sender {
+                        Some(k) if Some(k) == me => "you".to_owned(),
+                        Some(k) => k.to_string()[..14].to_owned(),
+                        None => "-".to_owned(),
+                    };
+                    let verdict = if r.code == 0 {
+                        "accepted".to_owned()
+                    } else {
+                        format!("refused at {}: {}", r.stage.name(), reject_name(r.code))
+                    };
+                    println!(
+                        "{:>5}  {}  {:<6} {:<14} {:<10} {verdict}",
+                        e.entry.seq,
+                        r.time_ms
+                            .map(when::show)
+                            .unwrap_or_else(|| "(no clock)".into()),
+                        format!("{:?}", r.via).to_lowercase(),
+                        who,
+                        r.action,
+                    );
+                }
+            }
+        }
+        Cmd::Owners {
+            command,
+            device,
+            json,
+        } => match (command, device) {
+            (None, Some(device)) => {
+                let view = profile.owners(&device).await?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "device": view.device.id.to_string(),
+                            "owners": view.owners.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+                            "threshold": view.threshold,
+                            "me": view.me.map(|k| k.to_string()),
+                            "proposals": view.proposals.iter().map(proposal_json).collect::<Vec<_>>(),
+                        })
+                    );
+                } else {
+                    println!(
+                        "{}: {} of {} owners must sign changes",
+                        view.device.name,
+                        view.threshold,
+                        view.owners.len()
+                    );
+                    for o in &view.owners {
+                        let you = if view.me == Some(*o) { "  (you)" } else { "" };
+                        println!("  {o}{you}");
+                    }
+                    for p in &view.proposals {
+                        println!(
+                            "waiting: {} {} ({}/{} signatures)",
+                            p.kind,
+                            &p.id.to_string()[..16],
+                            p.signed_by.len(),
+                            p.needed
+                        );
+                    }
+                }
+            }
+            (None, None) => anyhow::bail!("name a device: latchkey owners DEVICE"),
+            (Some(cmd), _) => match cmd {
+                OwnersCmd::Add {
+                    device,
+                    key,
+                    threshold,
+                } => {
+                    let change = OwnerChange {
+                        add: vec![parse_key(&key)?],
+                        threshold,
+                        ..OwnerChange::default()
+                    };
+                    print_proposal(&profile.propose_owners(&device, &change).await?);
+                }
+                OwnersCmd::Remove {
+                    device,
+                    key,
+                    threshold,
+                } => {
+                    let change = OwnerChange {
+                        remove: vec![parse_key(&key)?],
+                        threshold,
+                        ..OwnerChange::default()
+                    };
+                    print_proposal(&profile.propose_owners(&device, &change).await?);
+                }
+                OwnersCmd::Threshold { device, threshold } => {
+                    let change = OwnerChange {
+                        threshold: Some(threshold),
+                        ..OwnerChange::default()
+                    };
+                    print_proposal(&profile.propose_owners(&device, &change).await?);
+                }
+                OwnersCmd::Proposals { json } => {
+                    profile.sync_mailbox().await?;
+                    let proposals = profile.proposals()?;
+                    if json {
+                        let list: Vec<_> = proposals.iter().map(proposal_json).collect();
+                        println!("{}", serde_json::json!({ "proposals": list }));
+                    } else if proposals.is_empty() {
+                        println!("no proposals waiting");
+                    } else {
+                        for p in &proposals {
+                            let mine = if p.signed_by_me {
+                                "signed by you"
+                            } else {
+                                "needs you"
+                            };
+                            println!(
+                                "{}  {} of {}: owners {}/{}  {}/{} signatures, {mine}",
+                                &p.id.to_string()[..16],
+                                p.kind,
+                                p.device_name,
+                                p.threshold,
+                                p.owners.len(),
+                                p.signed_by.len(),
+                                p.needed
+                            );
+                        }
+                    }
+                }
+                OwnersCmd::Approve { proposal } => {
+                    print_proposal(&profile.approve(&proposal).await?);
+                }
+            },
+        },
+        Cmd::Transfer {
+            device,
+            to,
+            threshold,
+        } => {
+            let owners = to
+                .iter()
+                .map(|k| parse_key(k))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            print_proposal(&profile.transfer(&device, owners, threshold).await?);
+        }
+        Cmd::Invite {
+            device,
+            name,
+            from,
+            until,
+            actions,
+            uses,
+            qr,
+            json,
+        } => {
+            let now = profile.now_ms();
+            let request = InviteRequest {
+                guest_name: name,
+                from_ms: when::parse(&from, now).context("--from")?,
+                until_ms: when::parse(&until, now).context("--until")?,
+                actions: if actions.is_empty() {
+                    vec!["unlock".to_owned()]
+                } else {
+                    actions
+                },
+                use_limit: uses,
+            };
+            let issued = profile.invite(&device, &request).await?;
+            if let Some(path) = &qr {
+                let png = latchkey_owner::invitation_qr_png(&issued.link)?;
+                std::fs::write(path, png)
+                    .with_context(|| format!("writing the QR code to {}", path.display()))?;
+            }
+            if json {
+                let mut out = grant_json(&issued.grant);
+                out["link"] = serde_json::Value::from(issued.link.as_str());
+                println!("{out}");
+            } else {
+                let g = &issued.grant;
+                println!(
+                    "invitation for {} to {} ({}), {} to {}:",
+                    g.guest_name,
+                    g.device_name,
+                    g.grant.body.actions.join(", "),
+                    when::show(g.grant.body.not_before_ms),
+                    when::show(g.grant.body.not_after_ms)
+                );
+                println!("{}", issued.link.as_str());
+                println!(
+                    "Anyone with this link can use it until it ends; send it privately. Revoke with: latchkey revoke {}",
+                    &g.id.to_string()[..16]
+                );
+                if let Some(path) = &qr {
+                    println!("QR code written to {}", path.display());
+                }
+            }
+        }
+        Cmd::Accept { link } => {
+            let held = profile.accept(&link).await?;
+            println!(
+                "{} invited you ({}) to {}: {} from {} to {}",
+                if held.already_held {
+                    "already accepted:"
+                } else {
+                    "accepted:"
+                },
+                held.guest_name,
+                held.device_name,
+                held.actions.join(", "),
+                when::show(held.not_before_ms),
+                when::show(held.not_after_ms)
+            );
+            println!("open it with: latchkey open {}", held.device.short());
+        }
+        Cmd::Invitations { json } => {
+            let held = profile.invitations()?;
+            if json {
+                let list: Vec<_> = held
+                    .iter()
+                    .map(|h| {
+                        serde_json::json!({
+                            "id": h.id.to_string(),
+                            "device": h.device.to_string(),
+                            "device_name": h.device_name,
+                            "guest_name": h.guest_name,
+                            "actions": h.actions,
+                            "not_before_ms": h.not_before_ms,
+                            "not_after_ms": h.not_after_ms,
+                            "status": h.status.as_str(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::json!({ "invitations": list }));
+            } else if held.is_empty() {
+                println!("no invitations; accept one with `latchkey accept LINK`");
+            } else {
+                for h in held {
+                    println!(
+                        "{}  {:<20} {:<8} {} to {}  {}",
+                        h.device.short(),
+                        h.device_name,
+                        h.status.as_str(),
+                        when::show(h.not_before_ms),
+                        when::show(h.not_after_ms),
+                        h.actions.join(",")
+                    );
+                }
+            }
+        }
+        Cmd::Grants { device, json } => {
+            if let Some(d) = &device {
+                let record = profile.find_device(d)?;
+                profile.refresh_device(record).await?;
+            }
+            let grants = profile.grants(device.as_deref())?;
+            if json {
+                let list: Vec<_> = grants.iter().map(grant_json).collect();
+                println!("{}", serde_json::json!({ "grants": list }));
+            } else if grants.is_empty() {
+                println!("no grants issued; invite someone with `latchkey invite DEVICE --name NAME --until +2h`");
+            } else {
+                for g in grants {
+                    println!(
+                        "{}  {:<16} {:<20} {:<8} {} to {}",
+                        &g.id.to_string()[..16],
+                        g.guest_name,
+                        g.device_name,
+                        g.status.as_str(),
+                        when::show(g.grant.body.not_before_ms),
+                        when::show(g.grant.body.not_after_ms)
+                    );
+                }
+            }
+        }
+        Cmd::Revoke { grant } => {
+            let report = profile.revoke(&grant).await?;
+            if report.already_revoked {
+                println!(
+                    "grant {} was already revoked",
+                    &report.grant.to_string()[..16]
+                );
+            } else {
+                println!(
+                    "revoked grant {} (op {} stored on {} node(s)); the device refuses it once it hears from the nodes",
+                    &report.grant.to_string()[..16],
+                    report.seq,
+                    report.nodes_stored
+                );
             }
         }
     }

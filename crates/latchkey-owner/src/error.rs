@@ -53,6 +53,28 @@ pub enum Error {
     BadAnswer { device: String, why: String },
     #[error("device {device} kept asking for a new challenge; its clock may be broken")]
     ChallengeLoop { device: String },
+    #[error("cannot make this invitation: {0}")]
+    BadInvite(String),
+    #[error("this is not a valid invitation link: {0}; ask the owner to send it again")]
+    BadInvitation(latchkey_proto::Error),
+    #[error("ALARM: this invitation for device {device} was not signed by one of its owners, according to the registry nodes; do not rely on it and ask the owner for a new one")]
+    InviterNotOwner { device: String },
+    #[error("you hold no invitation for device {device}; ask an owner to invite you")]
+    NoInvitation { device: String },
+    #[error("no grant issued by this profile matches \"{0}\"; list them with `latchkey grants`")]
+    UnknownGrant(String),
+    #[error("\"{0}\" matches more than one grant; give more of its id")]
+    AmbiguousGrant(String),
+    #[error("grant {grant} no longer applies (the device was transferred or reset since), so there is nothing to revoke")]
+    GrantVoid { grant: String },
+    #[error("invalid owner change: {0}")]
+    BadOwners(String),
+    #[error("no proposal matches \"{0}\"; list them with `latchkey owners proposals`")]
+    UnknownProposal(String),
+    #[error("proposal {id} is stale: the device's ownership changed after it was made; propose the change again")]
+    ProposalStale { id: String },
+    #[error("ALARM: device {device} now shows a different audit entry {seq} than it showed before; its log was rewritten. Keep this profile's copy as evidence")]
+    AuditRewritten { device: String, seq: u64 },
     #[error("protocol error: {0}")]
     Protocol(latchkey_proto::Error),
 }
@@ -85,6 +107,17 @@ impl Error {
             Error::NoAnswer { .. } => "no_answer",
             Error::BadAnswer { .. } => "bad_answer",
             Error::ChallengeLoop { .. } => "challenge_loop",
+            Error::BadInvite(_) => "bad_invite",
+            Error::BadInvitation(_) => "bad_invitation",
+            Error::InviterNotOwner { .. } => "inviter_not_owner",
+            Error::NoInvitation { .. } => "no_invitation",
+            Error::UnknownGrant(_) => "unknown_grant",
+            Error::AmbiguousGrant(_) => "ambiguous_grant",
+            Error::GrantVoid { .. } => "grant_void",
+            Error::BadOwners(_) => "bad_owners",
+            Error::UnknownProposal(_) => "unknown_proposal",
+            Error::ProposalStale { .. } => "proposal_stale",
+            Error::AuditRewritten { .. } => "audit_rewritten",
             Error::Protocol(_) => "protocol",
         }
     }

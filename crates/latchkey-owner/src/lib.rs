@@ -10,15 +10,24 @@
 //! ([`keychain::KeyringStore`]); keys are derived from it when needed and wiped on drop; the
 //! store holds only public data (nodes, devices, verified chains).
 
+pub mod audit;
 pub mod claim;
 pub mod error;
+pub mod invite;
 pub mod keychain;
 pub mod open;
+pub mod owners;
 pub mod profile;
 pub mod qr;
 pub mod store;
 
+pub use audit::AuditReport;
 pub use claim::{ClaimReport, ClaimSource};
 pub use error::{Error, Result};
+pub use invite::{
+    invitation_qr_png, GrantStatus, HeldInvitation, InviteRequest, IssuedGrant, IssuedInvitation,
+    RevokeReport,
+};
 pub use open::{OpenReport, Route};
+pub use owners::{OwnerChange, OwnersView, Proposal, ProposalReport};
 pub use profile::{Clock, Profile, SystemClock};

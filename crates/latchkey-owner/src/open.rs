@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::future::select_ok;
 use latchkey_proto::command::{Command, Outcome, ReplyTo, Response, NONCE_LEN};
 use latchkey_proto::envelope::{seal_command, PendingReply};
-use latchkey_proto::grant::is_action_name;
+use latchkey_proto::grant::{is_action_name, Grant};
 use latchkey_proto::keys::{PublicKey, SigningKey};
 use latchkey_quorum::CachedView;
 use rand_core::{OsRng, RngCore};
@@ -105,16 +105,28 @@ impl Profile {
         }
         let device = self.find_device(query)?;
         let device = self.refresh_device(device).await?;
-        let me = self.identity()?;
-        if !device.chain.state().is_owner(&me.public_key()) {
-            return Err(Error::NotOwner {
-                device: device.id.to_string(),
-            });
-        }
+        // An owner signs as itself; anyone else needs an invitation's key and grant chain.
+        let (key, grants) = match self.identity() {
+            Ok(me) if device.chain.state().is_owner(&me.public_key()) => (me, Vec::new()),
+            identity => match self.guest_credentials(&device)? {
+                Some((grants, key)) => (key, grants),
+                None => {
+                    return Err(match identity {
+                        Ok(_) => Error::NotOwner {
+                            device: device.id.to_string(),
+                        },
+                        Err(Error::NoSeed) => Error::NoInvitation {
+                            device: device.id.to_string(),
+                        },
+                        Err(other) => other,
+                    })
+                }
+            },
+        };
         let mut challenge = None;
         for _ in 0..=MAX_CHALLENGES {
             let (response, route, latency_ms) = self
-                .send_once(&device, &me, action, args, challenge)
+                .send_once(&device, &key, &grants, action, args, challenge)
                 .await?;
             if let Outcome::ChallengeRequired { challenge: c } = response.outcome {
                 challenge = Some(c);
@@ -139,6 +151,7 @@ impl Profile {
         device: &DeviceRecord,
         sender: &PublicKey,
         action: &str,
+        grants: &[Grant],
         args: &[u8],
         challenge: Option<[u8; NONCE_LEN]>,
         reply_to: ReplyTo,
@@ -153,7 +166,7 @@ impl Profile {
             timestamp_ms: self.now_ms(),
             nonce,
             challenge,
-            grants: Vec::new(),
+            grants: grants.to_vec(),
             reply_to,
         }
     }
@@ -162,6 +175,7 @@ impl Profile {
         &self,
         device: &DeviceRecord,
         key: &SigningKey,
+        grants: &[Grant],
         action: &str,
         args: &[u8],
         challenge: Option<[u8; NONCE_LEN]>,
@@ -177,6 +191,7 @@ impl Profile {
                 device,
                 &key.public_key(),
                 action,
+                grants,
                 args,
                 challenge,
                 ReplyTo::Direct,
@@ -226,6 +241,7 @@ impl Profile {
             device,
             &key.public_key(),
             action,
+            grants,
             args,
             challenge,
             ReplyTo::Mailbox(mailbox),

@@ -39,7 +39,7 @@ pub struct Profile {
     dir: PathBuf,
     id: String,
     pub(crate) store: Store,
-    seeds: Arc<dyn SeedStore>,
+    pub(crate) seeds: Arc<dyn SeedStore>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) http: reqwest::Client,
 }

@@ -27,3 +27,37 @@ pub fn decode_image(path: &Path) -> Result<Zeroizing<String>> {
             .map_err(|_| Error::QrNotFound { path: shown })?;
     Ok(Zeroizing::new(result.getText().to_owned()))
 }
+
+/// The text of the QR code in a grey-level frame (one byte per pixel, row by row), as a camera
+/// preview or an image decoded in memory gives it. `source` names the frame in the error.
+pub fn decode_luma(
+    luma: Vec<u8>,
+    width: u32,
+    height: u32,
+    source: &str,
+) -> Result<Zeroizing<String>> {
+    if width == 0 || height == 0 || luma.len() != width as usize * height as usize {
+        return Err(Error::Image {
+            path: source.to_owned(),
+            why: format!(
+                "{} bytes do not make a {width}x{height} grey frame",
+                luma.len()
+            ),
+        });
+    }
+    let mut hints = DecodeHints {
+        TryHarder: Some(true),
+        ..DecodeHints::default()
+    };
+    let result = rxing::helpers::detect_in_luma_with_hints(
+        luma,
+        width,
+        height,
+        Some(BarcodeFormat::QR_CODE),
+        &mut hints,
+    )
+    .map_err(|_| Error::QrNotFound {
+        path: source.to_owned(),
+    })?;
+    Ok(Zeroizing::new(result.getText().to_owned()))
+}

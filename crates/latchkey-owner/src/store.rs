@@ -5,9 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use latchkey_proto::chain::{Chain, OpList};
+use latchkey_proto::chain::{Chain, Op, OpList};
 use latchkey_proto::claim::DeviceAddr;
-use latchkey_proto::codec::Codec;
+use latchkey_proto::codec::{Codec, Reader, Writer};
+use latchkey_proto::grant::{Grant, GrantId, MAX_GRANT_CHAIN};
 use latchkey_proto::keys::DeviceId;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -25,7 +26,63 @@ CREATE TABLE IF NOT EXISTS devices (
     chain BLOB NOT NULL,
     verified_at_ms INTEGER NOT NULL
 );
+-- Grants this profile issued (invitations sent); the guest key's secret went into the link.
+CREATE TABLE IF NOT EXISTS grants_issued (
+    id TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    guest_name TEXT NOT NULL,
+    grant_bytes BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+-- Invitations this profile accepted; each guest key's secret is in the OS keychain.
+CREATE TABLE IF NOT EXISTS invitations (
+    id TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    guest_name TEXT NOT NULL,
+    grants BLOB NOT NULL,
+    accepted_ms INTEGER NOT NULL
+);
+-- Copies of audit entries seen, so a rewritten entry is noticed.
+CREATE TABLE IF NOT EXISTS audit_copies (
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    entry BLOB NOT NULL,
+    PRIMARY KEY (device, seq)
+);
+-- Owner-change proposals waiting for signatures (each an op, public data).
+CREATE TABLE IF NOT EXISTS proposals (
+    id TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    op BLOB NOT NULL,
+    received_ms INTEGER NOT NULL
+);
 ";
+
+/// A grant this profile issued.
+#[derive(Debug, Clone)]
+pub struct IssuedRow {
+    pub device: DeviceId,
+    pub guest_name: String,
+    pub grant: Grant,
+    pub created_ms: u64,
+}
+
+/// An invitation this profile accepted (the key stays in the keychain).
+#[derive(Debug, Clone)]
+pub struct InvitationRow {
+    pub id: GrantId,
+    pub device: DeviceId,
+    pub guest_name: String,
+    pub grants: Vec<Grant>,
+    pub accepted_ms: u64,
+}
+
+/// A proposal waiting for signatures.
+#[derive(Debug, Clone)]
+pub struct ProposalRow {
+    pub op: Op,
+    pub received_ms: u64,
+}
 
 /// A device this profile knows, with its last verified chain.
 #[derive(Debug, Clone)]
@@ -184,4 +241,208 @@ impl Store {
             })
             .collect()
     }
+
+    /// Decodes one stored blob, naming the row when the file was damaged.
+    fn decode<T: Codec>(&self, row: &str, bytes: &[u8]) -> Result<T> {
+        T::from_bytes(bytes).map_err(|e| Error::Store {
+            path: self.path.display().to_string(),
+            why: format!("{row}: {e}"),
+        })
+    }
+
+    pub fn put_issued(&self, row: &IssuedRow) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO grants_issued (id, device, guest_name, grant_bytes, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    row.grant.id().to_string(),
+                    row.device.to_string(),
+                    row.guest_name,
+                    row.grant.to_bytes(),
+                    row.created_ms as i64
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Grants issued, newest first; for one device when given.
+    pub fn issued(&self, device: Option<&DeviceId>) -> Result<Vec<IssuedRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, device, guest_name, grant_bytes, created_ms FROM grants_issued
+                 WHERE ?1 IS NULL OR device = ?1 ORDER BY created_ms DESC, id",
+            )
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map(params![device.map(|d| d.to_string())], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(|e| self.wrap(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.wrap(e))?;
+        rows.into_iter()
+            .map(|(id, device, guest_name, grant, created)| {
+                let grant: Grant = self.decode(&format!("grant {id}"), &grant)?;
+                Ok(IssuedRow {
+                    device: DeviceId::parse(&device).map_err(|e| Error::Store {
+                        path: self.path.display().to_string(),
+                        why: format!("grant {id}: {e}"),
+                    })?,
+                    guest_name,
+                    grant,
+                    created_ms: created as u64,
+                })
+            })
+            .collect()
+    }
+
+    pub fn put_invitation(&self, row: &InvitationRow) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO invitations (id, device, guest_name, grants, accepted_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    row.id.to_string(),
+                    row.device.to_string(),
+                    row.guest_name,
+                    encode_grants(&row.grants),
+                    row.accepted_ms as i64
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Accepted invitations, newest first.
+    pub fn invitations(&self) -> Result<Vec<InvitationRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, device, guest_name, grants, accepted_ms FROM invitations
+                 ORDER BY accepted_ms DESC, id",
+            )
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(|e| self.wrap(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.wrap(e))?;
+        rows.into_iter()
+            .map(|(id, device, guest_name, grants, at)| {
+                let bad = |why: String| Error::Store {
+                    path: self.path.display().to_string(),
+                    why: format!("invitation {id}: {why}"),
+                };
+                let grants = decode_grants(&grants).map_err(|e| bad(e.to_string()))?;
+                let leaf = grants.last().ok_or_else(|| bad("no grant".into()))?;
+                Ok(InvitationRow {
+                    id: leaf.id(),
+                    device: DeviceId::parse(&device).map_err(|e| bad(e.to_string()))?,
+                    guest_name,
+                    grants,
+                    accepted_ms: at as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// Keeps a copy of an audit entry; false when a different entry was seen at that sequence.
+    pub fn keep_audit_entry(&self, device: &DeviceId, seq: u64, entry: &[u8]) -> Result<bool> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO audit_copies (device, seq, entry) VALUES (?1, ?2, ?3)",
+                params![device.to_string(), seq as i64, entry],
+            )
+            .map_err(|e| self.wrap(e))?;
+        let kept: Vec<u8> = self
+            .conn
+            .query_row(
+                "SELECT entry FROM audit_copies WHERE device = ?1 AND seq = ?2",
+                params![device.to_string(), seq as i64],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(kept == entry)
+    }
+
+    pub fn put_proposal(&self, op: &Op, now_ms: u64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO proposals (id, device, op, received_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(id) DO UPDATE SET op = excluded.op",
+                params![
+                    op.id().to_string(),
+                    op.device.to_string(),
+                    op.to_bytes(),
+                    now_ms as i64
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
+    pub fn delete_proposal(&self, id: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM proposals WHERE id = ?1", params![id])
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Proposals waiting, oldest first.
+    pub fn proposals(&self) -> Result<Vec<ProposalRow>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, op, received_ms FROM proposals ORDER BY received_ms, id")
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(|e| self.wrap(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.wrap(e))?;
+        rows.into_iter()
+            .map(|(id, op, at)| {
+                Ok(ProposalRow {
+                    op: self.decode(&format!("proposal {id}"), &op)?,
+                    received_ms: at as u64,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A grant chain as stored: the protocol's own list encoding (`u8 count`, then each grant).
+fn encode_grants(grants: &[Grant]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.list8(grants, |w, g| w.nested(g));
+    w.into_inner()
+}
+
+fn decode_grants(bytes: &[u8]) -> std::result::Result<Vec<Grant>, latchkey_proto::Error> {
+    let mut r = Reader::new("stored grant chain", bytes);
+    let grants = r.list8(MAX_GRANT_CHAIN, |r| r.nested())?;
+    r.finish()?;
+    Ok(grants)
 }

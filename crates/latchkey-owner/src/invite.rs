@@ -1,0 +1,471 @@
+//! Guests: an owner issues a time-limited grant as an invitation link; a guest profile accepts
+//! it (the guest key goes to the OS keychain, the grant chain to the store) and opens with it;
+//! an owner lists the grants issued and revokes one by publishing a revoke-grant op, which the
+//! device learns from the nodes even when the owner cannot reach it.
+
+use latchkey_proto::chain::{Chain, OpBody};
+use latchkey_proto::grant::{self, is_action_name, Grant, GrantBody, GrantId, GrantScope};
+use latchkey_proto::invite::{Invitation, MAX_INVITE_LABEL, MAX_INVITE_NODES};
+use latchkey_proto::keys::{DeviceId, SigningKey};
+use rand_core::{OsRng, RngCore};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::profile::Profile;
+use crate::store::{DeviceRecord, InvitationRow, IssuedRow};
+
+/// What an owner asks for when inviting a guest.
+#[derive(Debug, Clone)]
+pub struct InviteRequest {
+    pub guest_name: String,
+    pub from_ms: u64,
+    pub until_ms: u64,
+    /// Actions the guest may send (e.g. `unlock`); at least one.
+    pub actions: Vec<String>,
+    /// How many commands the grant allows in all (`None`: no limit).
+    pub use_limit: Option<u32>,
+}
+
+/// An invitation just issued.
+#[derive(Debug, Clone)]
+pub struct IssuedInvitation {
+    /// The `latchkey://invite/…` link: a bearer credential until the grant ends or is revoked.
+    pub link: Zeroizing<String>,
+    pub grant: IssuedGrant,
+}
+
+/// Where a grant stands, as of the device's last verified chain and now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantStatus {
+    Upcoming,
+    Active,
+    Expired,
+    Revoked,
+    /// The device was transferred or reset since; grants of the old ownership no longer apply.
+    Void,
+}
+
+impl GrantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantStatus::Upcoming => "upcoming",
+            GrantStatus::Active => "active",
+            GrantStatus::Expired => "expired",
+            GrantStatus::Revoked => "revoked",
+            GrantStatus::Void => "void",
+        }
+    }
+}
+
+/// A grant this profile issued, with its status.
+#[derive(Debug, Clone)]
+pub struct IssuedGrant {
+    pub id: GrantId,
+    pub device: DeviceId,
+    pub device_name: String,
+    pub guest_name: String,
+    pub grant: Grant,
+    pub created_ms: u64,
+    pub status: GrantStatus,
+}
+
+/// An invitation this profile holds as a guest.
+#[derive(Debug, Clone)]
+pub struct HeldInvitation {
+    pub id: GrantId,
+    pub device: DeviceId,
+    pub device_name: String,
+    pub guest_name: String,
+    pub actions: Vec<String>,
+    pub not_before_ms: u64,
+    pub not_after_ms: u64,
+    pub status: GrantStatus,
+    /// The profile held this invitation already; nothing changed.
+    pub already_held: bool,
+}
+
+/// A revocation published.
+#[derive(Debug, Clone)]
+pub struct RevokeReport {
+    pub grant: GrantId,
+    pub device: DeviceId,
+    pub seq: u64,
+    pub nodes_stored: usize,
+    /// It was revoked before; nothing was published.
+    pub already_revoked: bool,
+}
+
+/// The keychain account of a held invitation's guest key (not a secret).
+fn guest_key_account(profile: &str, grant: &GrantId) -> String {
+    format!("{profile}/guest/{grant}")
+}
+
+fn status_of(grants: &[Grant], chain: &Chain, now_ms: u64) -> GrantStatus {
+    let state = chain.state();
+    if grants.iter().any(|g| state.revoked.contains(&g.id())) {
+        return GrantStatus::Revoked;
+    }
+    let in_epoch = grants.iter().all(|g| {
+        g.body
+            .scope
+            .iter()
+            .any(|s| s.device == state.device && s.epoch == state.epoch)
+    });
+    if !in_epoch {
+        return GrantStatus::Void;
+    }
+    let not_before = grants
+        .iter()
+        .map(|g| g.body.not_before_ms)
+        .max()
+        .unwrap_or(0);
+    let not_after = grants
+        .iter()
+        .map(|g| g.body.not_after_ms)
+        .min()
+        .unwrap_or(0);
+    if now_ms < not_before {
+        GrantStatus::Upcoming
+    } else if now_ms > not_after {
+        GrantStatus::Expired
+    } else {
+        GrantStatus::Active
+    }
+}
+
+impl Profile {
+    /// Issues a grant to a fresh guest key and returns it as an invitation link.
+    pub async fn invite(&self, query: &str, request: &InviteRequest) -> Result<IssuedInvitation> {
+        let guest_name = request.guest_name.trim();
+        if guest_name.is_empty() || guest_name.len() > MAX_INVITE_LABEL {
+            return Err(Error::BadInvite(
+                "give the guest a name of 1 to 64 bytes".into(),
+            ));
+        }
+        if request.actions.is_empty() {
+            return Err(Error::BadInvite("give at least one action".into()));
+        }
+        for action in &request.actions {
+            if !is_action_name(action) {
+                return Err(Error::BadAction(action.clone()));
+            }
+        }
+        if request.until_ms <= request.from_ms {
+            return Err(Error::BadInvite(
+                "the invitation must end after it starts".into(),
+            ));
+        }
+        if request.until_ms <= self.now_ms() {
+            return Err(Error::BadInvite(
+                "the invitation would already be over".into(),
+            ));
+        }
+        let device = self.find_device(query)?;
+        let device = self.refresh_device(device).await?;
+        let me = self.identity()?;
+        let state = device.chain.state();
+        if !state.is_owner(&me.public_key()) {
+            return Err(Error::NotOwner {
+                device: device.id.to_string(),
+            });
+        }
+        let guest = SigningKey::generate(&mut OsRng);
+        let mut salt = [0u8; 16];
+        OsRng.fill_bytes(&mut salt);
+        let grant = GrantBody {
+            issuer: me.public_key(),
+            subject: guest.public_key(),
+            scope: vec![GrantScope {
+                device: device.id,
+                epoch: state.epoch,
+            }],
+            actions: request.actions.clone(),
+            not_before_ms: request.from_ms,
+            not_after_ms: request.until_ms,
+            use_limit: request.use_limit,
+            delegation_depth: 0,
+            extensions: Vec::new(),
+            salt,
+        }
+        .sign(&me)?;
+        let mut nodes = self.nodes()?;
+        nodes.truncate(MAX_INVITE_NODES);
+        let invitation = Invitation {
+            device: device.id,
+            guest_secret: guest.to_bytes(),
+            grants: vec![grant.clone()],
+            device_name: truncate(&device.name, MAX_INVITE_LABEL),
+            guest_name: guest_name.to_owned(),
+            addrs: device.addrs.iter().take(4).cloned().collect(),
+            nodes,
+        };
+        let link = invitation.to_link()?;
+        let row = IssuedRow {
+            device: device.id,
+            guest_name: guest_name.to_owned(),
+            grant: grant.clone(),
+            created_ms: self.now_ms(),
+        };
+        self.store.put_issued(&row)?;
+        Ok(IssuedInvitation {
+            link,
+            grant: IssuedGrant {
+                id: grant.id(),
+                device: device.id,
+                device_name: device.name.clone(),
+                guest_name: row.guest_name,
+                status: status_of(&[grant.clone()], &device.chain, self.now_ms()),
+                grant,
+                created_ms: row.created_ms,
+            },
+        })
+    }
+
+    /// Grants this profile issued for `query`'s device (every device when `None`), newest first.
+    pub fn grants(&self, query: Option<&str>) -> Result<Vec<IssuedGrant>> {
+        let devices = self.devices()?;
+        let only = query.map(|q| self.find_device(q)).transpose()?;
+        let rows = self.store.issued(only.as_ref().map(|d| &d.id))?;
+        let now = self.now_ms();
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let device = devices.iter().find(|d| d.id == row.device)?;
+                Some(IssuedGrant {
+                    id: row.grant.id(),
+                    device: row.device,
+                    device_name: device.name.clone(),
+                    guest_name: row.guest_name,
+                    status: status_of(std::slice::from_ref(&row.grant), &device.chain, now),
+                    grant: row.grant,
+                    created_ms: row.created_ms,
+                })
+            })
+            .collect())
+    }
+
+    /// Finds an issued grant by its id or an id prefix of at least 8 hex characters.
+    fn find_issued(&self, query: &str) -> Result<IssuedRow> {
+        let q = query.trim().to_ascii_lowercase();
+        if q.len() < 8 {
+            return Err(Error::UnknownGrant(query.to_owned()));
+        }
+        let mut hits: Vec<IssuedRow> = self
+            .store
+            .issued(None)?
+            .into_iter()
+            .filter(|r| r.grant.id().to_string().starts_with(&q))
+            .collect();
+        match hits.len() {
+            0 => Err(Error::UnknownGrant(query.to_owned())),
+            1 => Ok(hits.remove(0)),
+            _ => Err(Error::AmbiguousGrant(query.to_owned())),
+        }
+    }
+
+    /// Revokes an issued grant: publishes a revoke-grant op signed by this owner to the nodes.
+    pub async fn revoke(&self, grant_query: &str) -> Result<RevokeReport> {
+        let row = self.find_issued(grant_query)?;
+        let device = self.find_device(&row.device.to_string())?;
+        let device = self.refresh_device(device).await?;
+        let grant_id = row.grant.id();
+        if device.chain.state().revoked.contains(&grant_id) {
+            return Ok(RevokeReport {
+                grant: grant_id,
+                device: device.id,
+                seq: device.chain.state().seq,
+                nodes_stored: 0,
+                already_revoked: true,
+            });
+        }
+        let me = self.identity()?;
+        let mut op = device.chain.propose(
+            self.now_ms(),
+            OpBody::RevokeGrant {
+                chain: vec![row.grant.clone()],
+            },
+        );
+        op.sign(&me);
+        device.chain.check_next(&op).map_err(|e| match e {
+            latchkey_proto::Error::OpNotAllowed { .. } => Error::GrantVoid {
+                grant: grant_id.to_string(),
+            },
+            other => Error::Protocol(other),
+        })?;
+        let seq = op.seq;
+        let published = self
+            .quorum()?
+            .publish(&device.id, std::slice::from_ref(&op), &mut OsRng)
+            .await?;
+        let mut chain = device.chain.clone();
+        chain.append(op)?;
+        self.store.put_device(&DeviceRecord { chain, ..device })?;
+        Ok(RevokeReport {
+            grant: grant_id,
+            device: row.device,
+            seq,
+            nodes_stored: published.acked.len(),
+            already_revoked: false,
+        })
+    }
+
+    /// Accepts an invitation link as a guest: checks it against the device's ownership on a
+    /// quorum of nodes, keeps the guest key in the OS keychain and the grant in the store.
+    pub async fn accept(&self, link: &str) -> Result<HeldInvitation> {
+        let invitation = Invitation::parse_link(link).map_err(Error::BadInvitation)?;
+        // A guest profile with no nodes of its own learns them from the link; a profile that has
+        // nodes keeps asking its own, so a link cannot steer an owner to nodes it did not choose.
+        if self.nodes()?.is_empty() {
+            self.add_nodes(&invitation.nodes)?;
+        }
+        let quorum = self.quorum()?;
+        let view = quorum
+            .check(&invitation.device, None, self.now_ms(), &mut OsRng)
+            .await?;
+        if !view.forks.is_empty() {
+            return Err(Error::Fork {
+                device: invitation.device.to_string(),
+            });
+        }
+        let chain = view.chain;
+        grant::verify_chain_structure(&invitation.grants, chain.state()).map_err(|_| {
+            Error::InviterNotOwner {
+                device: invitation.device.to_string(),
+            }
+        })?;
+        let leaf = invitation.leaf().clone();
+        let id = leaf.id();
+        let existing = self
+            .devices()?
+            .into_iter()
+            .find(|d| d.id == invitation.device);
+        let record = DeviceRecord {
+            id: invitation.device,
+            name: existing
+                .as_ref()
+                .map(|d| d.name.clone())
+                .unwrap_or_else(|| invitation.device_name.clone()),
+            addrs: existing
+                .as_ref()
+                .filter(|d| !d.addrs.is_empty())
+                .map(|d| d.addrs.clone())
+                .unwrap_or_else(|| invitation.addrs.clone()),
+            chain,
+            verified_at_ms: view.checked_at_ms,
+        };
+        let account = guest_key_account(self.id(), &id);
+        let already_held = self.seeds.load(&account)?.is_some();
+        if !already_held {
+            let secret = Zeroizing::new(hex::encode(*invitation.guest_secret));
+            self.seeds.save(&account, &secret)?;
+        }
+        self.store.put_device(&record)?;
+        self.store.put_invitation(&InvitationRow {
+            id,
+            device: invitation.device,
+            guest_name: invitation.guest_name.clone(),
+            grants: invitation.grants.clone(),
+            accepted_ms: self.now_ms(),
+        })?;
+        Ok(HeldInvitation {
+            id,
+            device: invitation.device,
+            device_name: record.name.clone(),
+            guest_name: invitation.guest_name.clone(),
+            actions: leaf.body.actions.clone(),
+            not_before_ms: leaf.body.not_before_ms,
+            not_after_ms: leaf.body.not_after_ms,
+            status: status_of(&invitation.grants, &record.chain, self.now_ms()),
+            already_held,
+        })
+    }
+
+    /// Invitations this profile holds as a guest, newest first.
+    pub fn invitations(&self) -> Result<Vec<HeldInvitation>> {
+        let devices = self.devices()?;
+        let now = self.now_ms();
+        Ok(self
+            .store
+            .invitations()?
+            .into_iter()
+            .filter_map(|row| {
+                let device = devices.iter().find(|d| d.id == row.device)?;
+                let leaf = row.grants.last()?;
+                Some(HeldInvitation {
+                    id: row.id,
+                    device: row.device,
+                    device_name: device.name.clone(),
+                    guest_name: row.guest_name.clone(),
+                    actions: leaf.body.actions.clone(),
+                    not_before_ms: leaf.body.not_before_ms,
+                    not_after_ms: leaf.body.not_after_ms,
+                    status: status_of(&row.grants, &device.chain, now),
+                    already_held: true,
+                })
+            })
+            .collect())
+    }
+
+    /// The grant chain and guest key to open `device` with as a guest: the newest held
+    /// invitation that is active now, else the newest one (the device will say why it refuses).
+    pub(crate) fn guest_credentials(
+        &self,
+        device: &DeviceRecord,
+    ) -> Result<Option<(Vec<Grant>, SigningKey)>> {
+        let now = self.now_ms();
+        let mut rows: Vec<InvitationRow> = self
+            .store
+            .invitations()?
+            .into_iter()
+            .filter(|r| r.device == device.id)
+            .collect();
+        rows.sort_by_key(|r| status_of(&r.grants, &device.chain, now) != GrantStatus::Active);
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        let account = guest_key_account(self.id(), &row.id);
+        let secret = self.seeds.load(&account)?.ok_or_else(|| {
+            Error::Keychain(format!(
+                "the key of invitation {} is missing from the keychain; accept the link again",
+                row.id
+            ))
+        })?;
+        let mut raw = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(secret.as_bytes(), raw.as_mut())
+            .map_err(|_| Error::Keychain("a stored guest key is damaged".into()))?;
+        Ok(Some((row.grants, SigningKey::from_bytes(&raw))))
+    }
+}
+
+/// The longest prefix of `s` within `max` bytes, on a character boundary.
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// An invitation link as a QR code PNG (black on white), to show on a screen or print.
+pub fn invitation_qr_png(link: &str) -> Result<Vec<u8>> {
+    use image::ImageEncoder;
+    let qr_error = |why: String| Error::BadInvite(format!("cannot draw the QR code: {why}"));
+    // Low error correction: an invitation link is several times longer than a claim code and
+    // is shown on a screen, not printed on a sticker that wears.
+    let code = qrcode::QrCode::with_error_correction_level(link.as_bytes(), qrcode::EcLevel::L)
+        .map_err(|e| qr_error(e.to_string()))?;
+    let img = code
+        .render::<image::Luma<u8>>()
+        .module_dimensions(6, 6)
+        .build();
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::L8,
+        )
+        .map_err(|e| qr_error(e.to_string()))?;
+    Ok(png)
+}

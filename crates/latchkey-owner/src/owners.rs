@@ -1,0 +1,448 @@
+//! Multisig-style ownership: adding or removing an owner, changing the threshold, or
+//! transferring the device is an op that needs `m` of the current owners' signatures. The
+//! proposer signs first; the op travels to the other owners through the nodes' mailboxes (each
+//! owner's mailbox id is a hash of its key, docs/PROTOCOL.md §11), each co-signs with
+//! [`Profile::approve`], and whoever adds the m-th signature publishes it. Owners of the new set
+//! are sent the final op too, so a new owner's profile learns the device without being told.
+
+use std::time::Duration;
+
+use latchkey_proto::chain::{Op, OpBody, OpId, OwnerSet};
+use latchkey_proto::codec::Codec;
+use latchkey_proto::hash;
+use latchkey_proto::keys::{DeviceId, PublicKey};
+use rand_core::OsRng;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::profile::Profile;
+use crate::store::DeviceRecord;
+
+/// An owner's mailbox id: `H("latchkey/v1/owner-mailbox", key)`.
+pub const OWNER_MAILBOX_LABEL: &str = "latchkey/v1/owner-mailbox";
+/// Proposals wait in the nodes' mailboxes for at most the nodes' longest lifetime.
+const PROPOSAL_TTL_SECS: u32 = 3600;
+
+pub fn owner_mailbox(owner: &PublicKey) -> String {
+    hex::encode(hash::labeled(OWNER_MAILBOX_LABEL, &[&owner.to_bytes()]))
+}
+
+/// A change to a device's owner set.
+#[derive(Debug, Clone, Default)]
+pub struct OwnerChange {
+    pub add: Vec<PublicKey>,
+    pub remove: Vec<PublicKey>,
+    pub threshold: Option<u8>,
+}
+
+/// A device's owners as verified, with the proposals waiting for it.
+#[derive(Debug, Clone)]
+pub struct OwnersView {
+    pub device: DeviceRecord,
+    pub owners: Vec<PublicKey>,
+    pub threshold: u8,
+    pub me: Option<PublicKey>,
+    pub proposals: Vec<Proposal>,
+}
+
+/// An owner-change op waiting for (or just given) enough signatures.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    pub id: OpId,
+    pub device: DeviceId,
+    pub device_name: String,
+    /// `amend-owners` or `transfer`.
+    pub kind: &'static str,
+    pub owners: Vec<PublicKey>,
+    pub threshold: u8,
+    pub signed_by: Vec<PublicKey>,
+    /// Current owners' signatures needed in all.
+    pub needed: u8,
+    pub signed_by_me: bool,
+}
+
+/// What proposing or approving did.
+#[derive(Debug, Clone)]
+pub struct ProposalReport {
+    pub proposal: Proposal,
+    /// Enough owners signed: the op is on the nodes and in effect.
+    pub applied: bool,
+    pub nodes_stored: usize,
+    /// Owners' mailboxes it was posted to (co-signers, or the new owners once applied).
+    pub sent_to: usize,
+}
+
+#[derive(Debug, Deserialize)]
+struct MailboxPage {
+    messages: Vec<MailboxMessage>,
+    next: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct MailboxMessage {
+    body: String,
+}
+
+fn proposal_of(op: &Op, device: &DeviceRecord, me: Option<&PublicKey>) -> Option<Proposal> {
+    let (kind, set) = match &op.body {
+        OpBody::AmendOwners(set) => ("amend-owners", set),
+        OpBody::Transfer(set) => ("transfer", set),
+        _ => return None,
+    };
+    let state = device.chain.state();
+    let signed_by: Vec<PublicKey> = op.signatures.iter().map(|s| s.signer).collect();
+    Some(Proposal {
+        id: op.id(),
+        device: device.id,
+        device_name: device.name.clone(),
+        kind,
+        owners: set.owners.clone(),
+        threshold: set.threshold,
+        signed_by_me: me.is_some_and(|k| signed_by.contains(k)),
+        signed_by,
+        needed: state.threshold,
+    })
+}
+
+impl Profile {
+    /// A device's owners and threshold, refreshed from the nodes, with proposals waiting.
+    pub async fn owners(&self, query: &str) -> Result<OwnersView> {
+        self.sync_mailbox().await?;
+        let device = self.find_device(query)?;
+        let device = self.refresh_device(device).await?;
+        let me = self.identity().ok().map(|k| k.public_key());
+        let proposals = self
+            .proposals()?
+            .into_iter()
+            .filter(|p| p.device == device.id)
+            .collect();
+        let state = device.chain.state();
+        Ok(OwnersView {
+            owners: state.owners.clone(),
+            threshold: state.threshold,
+            me,
+            proposals,
+            device,
+        })
+    }
+
+    /// Proposes adding/removing owners or a new threshold.
+    pub async fn propose_owners(
+        &self,
+        query: &str,
+        change: &OwnerChange,
+    ) -> Result<ProposalReport> {
+        let device = self.find_device(query)?;
+        let device = self.refresh_device(device).await?;
+        let state = device.chain.state();
+        let mut owners = state.owners.clone();
+        for key in &change.remove {
+            if !owners.contains(key) {
+                return Err(Error::BadOwners(format!("{key} is not an owner")));
+            }
+            owners.retain(|o| o != key);
+        }
+        for key in &change.add {
+            if owners.contains(key) {
+                return Err(Error::BadOwners(format!("{key} is already an owner")));
+            }
+            owners.push(*key);
+        }
+        let threshold = change.threshold.unwrap_or(state.threshold);
+        if change.add.is_empty() && change.remove.is_empty() && threshold == state.threshold {
+            return Err(Error::BadOwners("nothing would change".into()));
+        }
+        self.propose(device, OpBody::AmendOwners(owner_set(owners, threshold)?))
+            .await
+    }
+
+    /// Proposes handing the device to a new owner set (grants of the old ownership end).
+    pub async fn transfer(
+        &self,
+        query: &str,
+        owners: Vec<PublicKey>,
+        threshold: u8,
+    ) -> Result<ProposalReport> {
+        let device = self.find_device(query)?;
+        let device = self.refresh_device(device).await?;
+        self.propose(device, OpBody::Transfer(owner_set(owners, threshold)?))
+            .await
+    }
+
+    async fn propose(&self, device: DeviceRecord, body: OpBody) -> Result<ProposalReport> {
+        let me = self.identity()?;
+        if !device.chain.state().is_owner(&me.public_key()) {
+            return Err(Error::NotOwner {
+                device: device.id.to_string(),
+            });
+        }
+        let mut op = device.chain.propose(self.now_ms(), body);
+        op.sign(&me);
+        // A malformed set (threshold above the owner count, too many owners) is refused here,
+        // before anyone is asked to sign it.
+        match device.chain.check_next(&op) {
+            Ok(_) | Err(latchkey_proto::Error::NotEnoughSignatures { .. }) => {}
+            Err(e) => return Err(Error::BadOwners(e.to_string())),
+        }
+        self.advance(device, op).await
+    }
+
+    /// Adds this owner's signature to a waiting proposal (by id or an id prefix of at least 8
+    /// hex characters) and publishes it when it has enough.
+    pub async fn approve(&self, query: &str) -> Result<ProposalReport> {
+        self.sync_mailbox().await?;
+        let q = query.trim().to_ascii_lowercase();
+        let rows = self.store.proposals()?;
+        let mut hits: Vec<Op> = rows
+            .into_iter()
+            .map(|r| r.op)
+            .filter(|op| q.len() >= 8 && op.id().to_string().starts_with(&q))
+            .collect();
+        let op = match hits.len() {
+            1 => hits.remove(0),
+            _ => return Err(Error::UnknownProposal(query.to_owned())),
+        };
+        let device = self.find_device(&op.device.to_string())?;
+        let device = self.refresh_device(device).await?;
+        if op.prev != device.chain.state().head || op.seq != device.chain.state().seq + 1 {
+            self.store.delete_proposal(&op.id().to_string())?;
+            return Err(Error::ProposalStale {
+                id: op.id().to_string(),
+            });
+        }
+        let me = self.identity()?;
+        if !device.chain.state().is_owner(&me.public_key()) {
+            return Err(Error::NotOwner {
+                device: device.id.to_string(),
+            });
+        }
+        let mut op = op;
+        op.sign(&me);
+        self.advance(device, op).await
+    }
+
+    /// Publishes `op` if it has enough signatures, else keeps it and sends it to the owners who
+    /// have not signed yet.
+    async fn advance(&self, device: DeviceRecord, op: Op) -> Result<ProposalReport> {
+        let me = self.identity()?.public_key();
+        let proposal = proposal_of(&op, &device, Some(&me)).expect("owner-change ops only");
+        match device.chain.check_next(&op) {
+            Ok(_) => {
+                let published = self
+                    .quorum()?
+                    .publish(&device.id, std::slice::from_ref(&op), &mut OsRng)
+                    .await?;
+                self.store.delete_proposal(&op.id().to_string())?;
+                // Everyone in either set hears of it: co-signers stop waiting, new owners learn
+                // the device.
+                let mut tell: Vec<PublicKey> = device.chain.state().owners.clone();
+                tell.extend(proposal.owners.iter().copied());
+                tell.sort();
+                tell.dedup();
+                tell.retain(|k| *k != me);
+                let sent_to = self.post_to_owners(&tell, &op).await;
+                let mut chain = device.chain.clone();
+                chain.append(op)?;
+                self.store.put_device(&DeviceRecord { chain, ..device })?;
+                Ok(ProposalReport {
+                    proposal,
+                    applied: true,
+                    nodes_stored: published.acked.len(),
+                    sent_to,
+                })
+            }
+            Err(latchkey_proto::Error::NotEnoughSignatures { .. }) => {
+                self.store.put_proposal(&op, self.now_ms())?;
+                let waiting: Vec<PublicKey> = device
+                    .chain
+                    .state()
+                    .owners
+                    .iter()
+                    .filter(|o| !proposal.signed_by.contains(o))
+                    .copied()
+                    .collect();
+                let sent_to = self.post_to_owners(&waiting, &op).await;
+                Ok(ProposalReport {
+                    proposal,
+                    applied: false,
+                    nodes_stored: 0,
+                    sent_to,
+                })
+            }
+            Err(e) => Err(Error::BadOwners(e.to_string())),
+        }
+    }
+
+    /// Posts `op` to each owner's mailbox on every node; returns how many owners it reached.
+    async fn post_to_owners(&self, owners: &[PublicKey], op: &Op) -> usize {
+        let Ok(nodes) = self.nodes() else { return 0 };
+        let body = op.to_bytes();
+        let mut reached = 0;
+        for owner in owners {
+            let mailbox = owner_mailbox(owner);
+            let posts = nodes.iter().map(|node| {
+                let url = format!("{node}/v1/mailboxes/{mailbox}");
+                let body = body.clone();
+                async move {
+                    self.http
+                        .post(&url)
+                        .timeout(Duration::from_secs(5))
+                        .header("x-latchkey-ttl-secs", PROPOSAL_TTL_SECS.to_string())
+                        .body(body)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                }
+            });
+            let oks = futures::future::join_all(posts).await;
+            if oks.into_iter().any(|ok| ok) {
+                reached += 1;
+            }
+        }
+        reached
+    }
+
+    /// Reads this owner's mailbox on every node: proposals are kept (signatures merged),
+    /// ops already in effect teach the profile about devices it now owns. Returns how many
+    /// messages were new. Anything that does not verify is dropped.
+    pub async fn sync_mailbox(&self) -> Result<usize> {
+        let Ok(me) = self.identity().map(|k| k.public_key()) else {
+            return Ok(0);
+        };
+        let mailbox = owner_mailbox(&me);
+        let mut ops: Vec<Op> = Vec::new();
+        for node in self.nodes()? {
+            let cursor_key = format!("mailbox_after:{node}");
+            let after: u64 = self
+                .store
+                .setting(&cursor_key)?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let url = format!("{node}/v1/mailboxes/{mailbox}?after={after}&wait_secs=0");
+            let Ok(Ok(resp)) =
+                tokio::time::timeout(Duration::from_secs(5), self.http.get(&url).send()).await
+            else {
+                continue;
+            };
+            let Ok(page) = resp.json::<MailboxPage>().await else {
+                continue;
+            };
+            for message in page.messages {
+                let Ok(bytes) = data_encoding::BASE64.decode(message.body.as_bytes()) else {
+                    continue;
+                };
+                if let Ok(op) = Op::from_bytes(&bytes) {
+                    ops.push(op);
+                }
+            }
+            self.store
+                .set_setting(&cursor_key, &page.next.to_string())?;
+        }
+        let mut new = 0;
+        for op in ops {
+            if self.take_mailbox_op(op).await? {
+                new += 1;
+            }
+        }
+        Ok(new)
+    }
+
+    async fn take_mailbox_op(&self, op: Op) -> Result<bool> {
+        if !matches!(op.body, OpBody::AmendOwners(_) | OpBody::Transfer(_)) {
+            return Ok(false);
+        }
+        let known = self.devices()?.into_iter().find(|d| d.id == op.device);
+        let device = match known {
+            Some(d) => self.refresh_device(d).await?,
+            None => match self.learn_device(&op.device).await {
+                Some(d) => d,
+                None => return Ok(false),
+            },
+        };
+        // Already in effect (a notice): learning the device was the point.
+        if device.chain.ops().iter().any(|o| o.id() == op.id()) {
+            return Ok(true);
+        }
+        let state = device.chain.state();
+        if op.seq != state.seq + 1 || op.prev != state.head {
+            return Ok(false);
+        }
+        let mut op = op;
+        if let Some(stored) = self
+            .store
+            .proposals()?
+            .into_iter()
+            .find(|p| p.op.id() == op.id())
+        {
+            op.merge_signatures(&stored.op)?;
+        }
+        match device.chain.check_next(&op) {
+            Ok(_) | Err(latchkey_proto::Error::NotEnoughSignatures { .. }) => {
+                self.store.put_proposal(&op, self.now_ms())?;
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "dropped a proposal that does not verify");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Fetches a device this profile has not seen from a quorum of nodes; keeps it when this
+    /// profile is among its owners.
+    async fn learn_device(&self, device: &DeviceId) -> Option<DeviceRecord> {
+        let quorum = self.quorum().ok()?;
+        let view = quorum
+            .check(device, None, self.now_ms(), &mut OsRng)
+            .await
+            .ok()?;
+        if !view.forks.is_empty() {
+            return None;
+        }
+        let me = self.identity().ok()?.public_key();
+        let genesis_name = view.chain.state().name.clone();
+        let record = DeviceRecord {
+            id: *device,
+            name: genesis_name,
+            addrs: Vec::new(),
+            chain: view.chain,
+            verified_at_ms: view.checked_at_ms,
+        };
+        if !record.chain.state().is_owner(&me) {
+            // A proposal can still concern it (we may be added); keep it only in memory.
+            return Some(record);
+        }
+        self.store.put_device(&record).ok()?;
+        Some(record)
+    }
+
+    /// Proposals waiting for signatures, for devices this profile knows.
+    pub fn proposals(&self) -> Result<Vec<Proposal>> {
+        let devices = self.devices()?;
+        let me = self.identity().ok().map(|k| k.public_key());
+        Ok(self
+            .store
+            .proposals()?
+            .into_iter()
+            .filter_map(|row| {
+                let device = devices.iter().find(|d| d.id == row.op.device)?;
+                proposal_of(&row.op, device, me.as_ref())
+            })
+            .collect())
+    }
+}
+
+fn owner_set(mut owners: Vec<PublicKey>, threshold: u8) -> Result<OwnerSet> {
+    owners.sort();
+    owners.dedup();
+    if owners.is_empty() {
+        return Err(Error::BadOwners("a device needs at least one owner".into()));
+    }
+    if threshold == 0 || usize::from(threshold) > owners.len() {
+        return Err(Error::BadOwners(format!(
+            "the threshold must be 1 to {} (the number of owners)",
+            owners.len()
+        )));
+    }
+    Ok(OwnerSet { owners, threshold })
+}
