@@ -28,5 +28,10 @@ log "cargo fmt"
 cargo fmt --all --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets "${cargo_features[@]}" -- -D warnings
-log "cargo test (inside a private Secret Service session)"
-with_secret_service cargo test --workspace "${cargo_features[@]}"
+# The app's end-to-end test drives the real window through tauri-driver (tests/app_e2e.rs).
+if ! command -v tauri-driver >/dev/null 2>&1; then
+  log "Installing tauri-driver"
+  cargo install tauri-driver --locked
+fi
+log "cargo test (inside a private Secret Service session; the app's test in a private X server)"
+LATCHKEY_APP_E2E=1 with_secret_service cargo test --workspace "${cargo_features[@]}"

@@ -1,11 +1,24 @@
-//! Commands the UI can invoke. Each stays a few lines: look something up or call
-//! into a crate, then hand back a serializable value.
+//! Commands the UI can invoke. Each stays a few lines: parse, call latchkey-owner, hand back
+//! a view from `views.rs`; errors keep the core's `{code, message}`.
 
+use latchkey_owner::ClaimSource;
+use rand::seq::index::sample;
 use serde::Serialize;
-use tauri::{AppHandle, Runtime};
+use tauri::{AppHandle, Runtime, State};
+use ts_rs::TS;
+use zeroize::Zeroizing;
+
+use crate::error::CommandError;
+use crate::state::AppState;
+use crate::views::{
+    ClaimResult, DemoView, DeviceView, Identity, NewIdentity, OpenResult, RecoveryWords, Status,
+};
+
+/// How many words of a new phrase the person types back before it counts as written down.
+const WORDS_TO_CONFIRM: usize = 3;
 
 /// What the welcome screen shows about this build.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
 pub struct AppInfo {
     pub name: String,
     pub version: String,
@@ -27,6 +40,255 @@ impl AppInfo {
 #[tauri::command]
 pub fn app_info<R: Runtime>(app: AppHandle<R>) -> AppInfo {
     AppInfo::from_package(app.package_info())
+}
+
+#[tauri::command]
+pub async fn status(state: State<'_, AppState>) -> Result<Status, CommandError> {
+    let demo = state.is_demo();
+    if let Some(problem) = state.keychain_problem() {
+        return Ok(Status {
+            profile_id: String::new(),
+            has_identity: false,
+            owner_key: None,
+            nodes: Vec::new(),
+            keychain_problem: Some(problem),
+            demo,
+        });
+    }
+    state
+        .with_profile(move |p| async move {
+            let owner_key = match p.identity() {
+                Ok(key) => Some(key.public_key().to_string()),
+                Err(latchkey_owner::Error::NoSeed) => None,
+                Err(e) => return Err(e),
+            };
+            Ok(Status {
+                profile_id: p.id().to_owned(),
+                has_identity: owner_key.is_some(),
+                owner_key,
+                nodes: p.nodes()?,
+                keychain_problem: None,
+                demo,
+            })
+        })
+        .await
+}
+
+/// Creates the recovery phrase in the keychain and returns its words for the one time they
+/// are shown, with the positions the person must type back.
+#[tauri::command]
+pub async fn create_identity(state: State<'_, AppState>) -> Result<NewIdentity, CommandError> {
+    let (words, owner_key) = state
+        .with_profile(|p| async move {
+            let phrase = p.create_seed()?;
+            let words: Vec<Zeroizing<String>> = phrase
+                .words()
+                .iter()
+                .map(|w| Zeroizing::new((*w).to_owned()))
+                .collect();
+            Ok((words, p.identity()?.public_key().to_string()))
+        })
+        .await?;
+    let mut positions: Vec<usize> =
+        sample(&mut rand::thread_rng(), words.len(), WORDS_TO_CONFIRM).into_vec();
+    positions.sort_unstable();
+    let check = positions
+        .iter()
+        .map(|&i| (i as u32 + 1, words[i].clone()))
+        .collect();
+    *state.backup.lock().map_err(poisoned)? = Some(check);
+    Ok(NewIdentity {
+        words: words.iter().map(|w| w.as_str().to_owned()).collect(),
+        confirm_positions: positions.iter().map(|&i| i as u32 + 1).collect(),
+        owner_key,
+    })
+}
+
+/// Checks the words typed back, in the order of `confirm_positions`.
+#[tauri::command]
+pub fn confirm_backup(
+    state: State<'_, AppState>,
+    answers: Vec<String>,
+) -> Result<(), CommandError> {
+    let mut guard = state.backup.lock().map_err(poisoned)?;
+    let check = guard.as_ref().ok_or_else(|| {
+        CommandError::new(
+            "no_backup_pending",
+            "There is no new recovery phrase waiting to be confirmed.",
+        )
+    })?;
+    if answers.len() != check.len() {
+        return Err(CommandError::new(
+            "backup_mismatch",
+            format!("Type all {} requested words.", check.len()),
+        ));
+    }
+    for ((position, word), answer) in check.iter().zip(&answers) {
+        if answer.trim().to_lowercase() != word.as_str() {
+            return Err(CommandError::new(
+                "backup_mismatch",
+                format!("Word {position} does not match. Check what you wrote down for word {position}."),
+            ));
+        }
+    }
+    *guard = None;
+    Ok(())
+}
+
+#[tauri::command]
+pub async fn restore_identity(
+    state: State<'_, AppState>,
+    words: String,
+) -> Result<Identity, CommandError> {
+    let words = Zeroizing::new(words);
+    state
+        .with_profile(move |p| async move {
+            let key = p.restore_seed(&words)?;
+            Ok(Identity {
+                owner_key: key.to_string(),
+            })
+        })
+        .await
+}
+
+/// The recovery phrase from the keychain, for Settings' "show recovery words".
+#[tauri::command]
+pub async fn recovery_words(state: State<'_, AppState>) -> Result<RecoveryWords, CommandError> {
+    let seeds = state.seeds()?;
+    state
+        .with_profile(move |p| async move {
+            let phrase = seeds.load(p.id())?.ok_or(latchkey_owner::Error::NoSeed)?;
+            Ok(RecoveryWords {
+                words: phrase.split_whitespace().map(str::to_owned).collect(),
+            })
+        })
+        .await
+}
+
+#[tauri::command]
+pub async fn add_nodes(
+    state: State<'_, AppState>,
+    urls: Vec<String>,
+) -> Result<Vec<String>, CommandError> {
+    state
+        .with_profile(move |p| async move {
+            p.add_nodes(&urls)?;
+            p.nodes()
+        })
+        .await
+}
+
+/// The devices as last verified, without asking the nodes (fast; for the first paint).
+#[tauri::command]
+pub async fn devices(state: State<'_, AppState>) -> Result<Vec<DeviceView>, CommandError> {
+    let records = state
+        .with_profile(|p| async move {
+            let me = p.identity().ok().map(|k| k.public_key());
+            Ok((p.devices()?, me))
+        })
+        .await?;
+    Ok(device_views(&state, records))
+}
+
+/// Asks the nodes for each device's newest ownership chain, then lists the devices.
+#[tauri::command]
+pub async fn refresh_devices(state: State<'_, AppState>) -> Result<Vec<DeviceView>, CommandError> {
+    let records = state
+        .with_profile(|p| async move {
+            let me = p.identity().ok().map(|k| k.public_key());
+            let mut fresh = Vec::new();
+            for device in p.devices()? {
+                fresh.push(p.refresh_device(device).await?);
+            }
+            Ok((fresh, me))
+        })
+        .await?;
+    Ok(device_views(&state, records))
+}
+
+fn device_views(
+    state: &AppState,
+    (records, me): (
+        Vec<latchkey_owner::store::DeviceRecord>,
+        Option<latchkey_proto::keys::PublicKey>,
+    ),
+) -> Vec<DeviceView> {
+    records
+        .iter()
+        .map(|r| DeviceView::new(r, me.as_ref(), state.last_result(&r.id.to_string())))
+        .collect()
+}
+
+/// Claims a device from its code's text (`LATCHKEY:C1:…`), typed or pasted.
+#[tauri::command]
+pub async fn claim_text(
+    state: State<'_, AppState>,
+    text: String,
+    name: Option<String>,
+) -> Result<ClaimResult, CommandError> {
+    let text = Zeroizing::new(text);
+    state
+        .with_profile(move |p| async move {
+            let report = p.claim(ClaimSource::Text(&text), name.as_deref()).await?;
+            Ok(ClaimResult::from(&report))
+        })
+        .await
+}
+
+/// Claims a device from a photo or screenshot of its QR code, chosen in the UI: the image's
+/// bytes (PNG or JPEG) as base64, so the same call works where the IPC carries only JSON.
+#[tauri::command]
+pub async fn claim_image(
+    state: State<'_, AppState>,
+    image_base64: String,
+) -> Result<ClaimResult, CommandError> {
+    let text = crate::images::claim_text_from_image(&image_base64)?;
+    state
+        .with_profile(move |p| async move {
+            let report = p.claim(ClaimSource::Text(&text), None).await?;
+            Ok(ClaimResult::from(&report))
+        })
+        .await
+}
+
+/// Sends `action` to a device and returns its verified, signed answer.
+#[tauri::command]
+pub async fn open_device(
+    state: State<'_, AppState>,
+    device: String,
+    action: String,
+) -> Result<OpenResult, CommandError> {
+    let result = state
+        .with_profile(move |p| async move {
+            let report = p.open(&device, &action, b"").await?;
+            Ok(OpenResult::from_report(&report, p.now_ms()))
+        })
+        .await?;
+    state
+        .last_results
+        .lock()
+        .map_err(poisoned)?
+        .insert(result.device_id.clone(), result.clone());
+    Ok(result)
+}
+
+/// The demo panel (the simulated door's claim QR and state); `None` outside demo mode.
+#[tauri::command]
+pub fn demo_view(state: State<'_, AppState>) -> Result<Option<DemoView>, CommandError> {
+    #[cfg(feature = "demo")]
+    return state.demo_view();
+    #[cfg(not(feature = "demo"))]
+    {
+        let _ = state;
+        Ok(None)
+    }
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> CommandError {
+    CommandError::new(
+        "internal",
+        "an earlier command failed midway; restart the app",
+    )
 }
 
 #[cfg(test)]

@@ -3,11 +3,12 @@
 use std::fmt;
 
 use serde::Serialize;
+use ts_rs::TS;
 
 /// An error as the UI sees it: a stable machine-readable `code` to branch on and a
 /// `message` fit to show a person. Serialized as `{"code": ..., "message": ...}`,
 /// which `ui/src/lib/backend.ts` turns back into a `BackendError`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
 pub struct CommandError {
     pub code: String,
     pub message: String,
@@ -19,6 +20,14 @@ impl CommandError {
             code: code.into(),
             message: message.into(),
         }
+    }
+}
+
+/// The owner core's errors keep their stable code; the message is the core's own, which
+/// already says what to do next.
+impl From<latchkey_owner::Error> for CommandError {
+    fn from(e: latchkey_owner::Error) -> Self {
+        Self::new(e.code(), e.to_string())
     }
 }
 
@@ -41,6 +50,13 @@ mod tests {
             serde_json::to_value(&err).unwrap(),
             serde_json::json!({ "code": "device_unreachable", "message": "The lock did not answer." })
         );
+    }
+
+    #[test]
+    fn owner_errors_keep_their_code() {
+        let err = CommandError::from(latchkey_owner::Error::NoNodes);
+        assert_eq!(err.code, "no_nodes");
+        assert!(err.message.contains("no registry nodes"), "{}", err.message);
     }
 
     #[test]

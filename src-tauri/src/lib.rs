@@ -1,17 +1,186 @@
-//! The Latchkey desktop app: a thin Tauri shell between the UI in `ui/` and the
-//! protocol crates. Commands only translate between JSON and the crates' types;
-//! the logic they reach lives in `crates/`.
+//! The Latchkey app: a thin Tauri shell between the UI in `ui/` and latchkey-owner. Commands
+//! only translate between JSON and the core's types; the logic they reach lives in `crates/`.
+//!
+//! Options (flags or environment, for tests and the demo):
+//! `--profile DIR` / `LATCHKEY_PROFILE`: the profile directory (default: the app data dir);
+//! `--demo` / `LATCHKEY_DEMO=1`: run local nodes and a simulated door inside the app.
 
 mod commands;
+#[cfg(feature = "demo")]
+mod demo;
 pub mod error;
+mod images;
+mod state;
+pub mod views;
+
+use std::path::PathBuf;
+
+use tauri::{Manager, RunEvent};
 
 pub use commands::AppInfo;
 pub use error::CommandError;
+use state::AppState;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Options {
+    profile: Option<PathBuf>,
+    demo: bool,
+}
+
+impl Options {
+    fn parse(args: impl IntoIterator<Item = String>, env: impl Fn(&str) -> Option<String>) -> Self {
+        let mut options = Options {
+            profile: env("LATCHKEY_PROFILE").map(PathBuf::from),
+            demo: env("LATCHKEY_DEMO").is_some_and(|v| v == "1"),
+        };
+        let mut args = args.into_iter().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--demo" => options.demo = true,
+                "--profile" => options.profile = args.next().map(PathBuf::from),
+                _ => {
+                    if let Some(dir) = arg.strip_prefix("--profile=") {
+                        options.profile = Some(PathBuf::from(dir));
+                    }
+                }
+            }
+        }
+        options
+    }
+}
 
 /// Starts the app and blocks until its last window closes.
+#[cfg_attr(mobile, tauri::mobile_entry_point)]
 pub fn run() {
-    tauri::Builder::default()
-        .invoke_handler(tauri::generate_handler![commands::app_info])
-        .run(tauri::generate_context!())
-        .expect("error while running the Latchkey app");
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let options = Options::parse(std::env::args(), |k| std::env::var(k).ok());
+
+    #[cfg(feature = "demo")]
+    let demo = if options.demo {
+        match tauri::async_runtime::block_on(demo::Demo::start()) {
+            Ok(demo) => Some(demo),
+            Err(why) => {
+                eprintln!("error: the demo could not start: {why}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        None
+    };
+    #[cfg(not(feature = "demo"))]
+    if options.demo {
+        eprintln!("error: this build has no demo mode (built without the `demo` feature)");
+        std::process::exit(2);
+    }
+
+    let app = tauri::Builder::default()
+        .setup(move |app| {
+            #[cfg(feature = "demo")]
+            let demo_dir = demo.as_ref().map(demo::Demo::profile_dir);
+            #[cfg(not(feature = "demo"))]
+            let demo_dir: Option<PathBuf> = None;
+            let dir = match (demo_dir, &options.profile) {
+                (Some(dir), _) => dir,
+                (None, Some(dir)) => dir.clone(),
+                (None, None) => app.path().app_data_dir()?.join("profile"),
+            };
+            let state = AppState::new(dir);
+            #[cfg(feature = "demo")]
+            if let Some(demo) = demo {
+                state.prepare_demo(demo)?;
+                watch_signals(app.handle().clone());
+            }
+            app.manage(state);
+            Ok(())
+        })
+        .invoke_handler(tauri::generate_handler![
+            commands::app_info,
+            commands::status,
+            commands::create_identity,
+            commands::confirm_backup,
+            commands::restore_identity,
+            commands::recovery_words,
+            commands::add_nodes,
+            commands::devices,
+            commands::refresh_devices,
+            commands::claim_text,
+            commands::claim_image,
+            commands::open_device,
+            commands::demo_view,
+        ])
+        .build(tauri::generate_context!())
+        .expect("error while building the Latchkey app");
+    app.run(|handle, event| {
+        if let RunEvent::Exit = event {
+            #[cfg(feature = "demo")]
+            if let Some(state) = handle.try_state::<AppState>() {
+                tauri::async_runtime::block_on(state.end_demo());
+            }
+            #[cfg(not(feature = "demo"))]
+            let _ = handle;
+        }
+    });
+}
+
+/// Ctrl-C or a plain `kill` ends the demo through the normal exit path, so it cleans up.
+#[cfg(feature = "demo")]
+fn watch_signals(handle: tauri::AppHandle) {
+    tauri::async_runtime::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; the demo cleans up only on a normal exit");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        handle.exit(0);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Options {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Options::parse(
+            std::iter::once("latchkey-app".to_owned()).chain(args.iter().map(|a| a.to_string())),
+            |k| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()),
+        )
+    }
+
+    #[test]
+    fn flags_override_the_environment() {
+        assert_eq!(parse(&[], &[]), Options::default());
+        assert_eq!(
+            parse(&["--profile", "/a"], &[("LATCHKEY_PROFILE", "/b")]).profile,
+            Some(PathBuf::from("/a"))
+        );
+        assert_eq!(
+            parse(&["--profile=/c"], &[]).profile,
+            Some(PathBuf::from("/c"))
+        );
+        assert_eq!(
+            parse(&[], &[("LATCHKEY_PROFILE", "/b")]).profile,
+            Some(PathBuf::from("/b"))
+        );
+        assert!(parse(&["--demo"], &[]).demo);
+        assert!(parse(&[], &[("LATCHKEY_DEMO", "1")]).demo);
+        assert!(!parse(&[], &[("LATCHKEY_DEMO", "0")]).demo);
+    }
 }

@@ -2,15 +2,53 @@
 // the UI depends on the `Backend` interface alone and tests can swap in the mock.
 import { invoke, type InvokeArgs } from '@tauri-apps/api/core';
 
-/** Mirrors `AppInfo` in src-tauri/src/commands.rs, field for field. */
-export interface AppInfo {
-  name: string;
-  version: string;
-  protocol_version: number;
-}
+import type {
+  AppInfo,
+  ClaimResult,
+  DemoView,
+  DeviceView,
+  Identity,
+  NewIdentity,
+  OpenResult,
+  RecoveryWords,
+  Status,
+} from './bindings';
 
+export type {
+  AppInfo,
+  ClaimResult,
+  DemoView,
+  DeviceView,
+  DoorView,
+  Identity,
+  NewIdentity,
+  OpenResult,
+  RecoveryWords,
+  RouteKind,
+  Status,
+} from './bindings';
+
+/** Every call the UI makes to Rust; one method per command in src-tauri/src/commands.rs. */
 export interface Backend {
   appInfo(): Promise<AppInfo>;
+  status(): Promise<Status>;
+  /** Creates the recovery phrase; its words are shown once. */
+  createIdentity(): Promise<NewIdentity>;
+  /** The requested words typed back, in the order of `confirm_positions`. */
+  confirmBackup(answers: string[]): Promise<void>;
+  restoreIdentity(words: string): Promise<Identity>;
+  recoveryWords(): Promise<RecoveryWords>;
+  addNodes(urls: string[]): Promise<string[]>;
+  /** Devices as last verified (no network). */
+  devices(): Promise<DeviceView[]>;
+  /** Asks the nodes for each device's newest ownership, then lists them. */
+  refreshDevices(): Promise<DeviceView[]>;
+  claimText(text: string): Promise<ClaimResult>;
+  /** A PNG or JPEG of a claim QR, as base64 (no `data:` prefix). */
+  claimImage(imageBase64: string): Promise<ClaimResult>;
+  openDevice(device: string, action: string): Promise<OpenResult>;
+  /** The demo panel, or null outside demo mode. */
+  demoView(): Promise<DemoView | null>;
 }
 
 /**
@@ -62,12 +100,28 @@ async function call<T>(command: string, args?: InvokeArgs): Promise<T> {
 /** The real backend: Tauri commands in src-tauri/src/commands.rs. */
 export const tauriBackend: Backend = {
   appInfo: () => call<AppInfo>('app_info'),
+  status: () => call<Status>('status'),
+  createIdentity: () => call<NewIdentity>('create_identity'),
+  confirmBackup: (answers) => call<void>('confirm_backup', { answers }),
+  restoreIdentity: (words) => call<Identity>('restore_identity', { words }),
+  recoveryWords: () => call<RecoveryWords>('recovery_words'),
+  addNodes: (urls) => call<string[]>('add_nodes', { urls }),
+  devices: () => call<DeviceView[]>('devices'),
+  refreshDevices: () => call<DeviceView[]>('refresh_devices'),
+  claimText: (text) => call<ClaimResult>('claim_text', { text, name: null }),
+  claimImage: (imageBase64) => call<ClaimResult>('claim_image', { imageBase64 }),
+  openDevice: (device, action) => call<OpenResult>('open_device', { device, action }),
+  demoView: () => call<DemoView | null>('demo_view'),
 };
 
 export interface MockOptions {
   info?: AppInfo;
   /** When set, every call rejects with this error instead of answering. */
   failWith?: BackendError;
+  /** Start with an identity already in the keychain. */
+  withIdentity?: boolean;
+  /** Act as if started with `--demo`. */
+  demo?: boolean;
 }
 
 export interface MockBackend extends Backend {
@@ -77,18 +131,141 @@ export interface MockBackend extends Backend {
 
 export const MOCK_APP_INFO: AppInfo = { name: 'Latchkey', version: '0.0.0-mock', protocol_version: 1 };
 
-/** A backend with no Rust behind it, for tests and for running the UI in a plain browser. */
+/** The words of the mock's phrase: "word1" … "word24", easy to type back in a browser. */
+const MOCK_WORDS = Array.from({ length: 24 }, (_, i) => `word${i + 1}`);
+const MOCK_OWNER = 'lkpk1mockownerkey';
+const MOCK_DEVICE = 'lkdev1mockfrontdoor';
+
+/**
+ * A backend with no Rust behind it, for tests and for running the UI in a plain browser.
+ * It plays the flows with canned data (one demo door, accepted commands) so every screen
+ * can be reached; it checks nothing a real profile would.
+ */
 export function createMockBackend(options: MockOptions = {}): MockBackend {
   const calls: string[] = [];
-  const answer = async <T>(name: string, value: T): Promise<T> => {
+  let identity = options.withIdentity ?? false;
+  let nodes = options.demo ? ['http://127.0.0.1:7401', 'http://127.0.0.1:7402', 'http://127.0.0.1:7403'] : [];
+  let devices: DeviceView[] = [];
+  let unlocks = 0;
+  let lastUnlock: number | null = null;
+  const confirm = [3, 11, 20];
+
+  const answer = async <T>(name: string, value: () => T): Promise<T> => {
     calls.push(name);
     if (options.failWith) {
       throw options.failWith;
     }
-    return structuredClone(value);
+    return structuredClone(value());
   };
+  const claim = (): ClaimResult => {
+    if (devices.length === 0) {
+      devices = [
+        {
+          id: MOCK_DEVICE,
+          short_id: 'MOCK-D00R',
+          name: 'Front door',
+          owners: [MOCK_OWNER],
+          threshold: 1,
+          mine: true,
+          seq: 1,
+          verified_at_ms: Date.now(),
+          lan_addrs: ['127.0.0.1:7410'],
+          last: null,
+        },
+      ];
+    }
+    return {
+      device_id: MOCK_DEVICE,
+      short_id: 'MOCK-D00R',
+      name: 'Front door',
+      already_owned: false,
+      nodes_stored: nodes.length,
+      visible_after_ms: 120,
+      device_confirmed: true,
+    };
+  };
+
   return {
     calls,
-    appInfo: () => answer('appInfo', options.info ?? MOCK_APP_INFO),
+    appInfo: () => answer('appInfo', () => options.info ?? MOCK_APP_INFO),
+    status: () =>
+      answer('status', () => ({
+        profile_id: 'profile-mock',
+        has_identity: identity,
+        owner_key: identity ? MOCK_OWNER : null,
+        nodes,
+        keychain_problem: null,
+        demo: options.demo ?? false,
+      })),
+    createIdentity: () =>
+      answer('createIdentity', () => {
+        identity = true;
+        return { words: MOCK_WORDS, confirm_positions: confirm, owner_key: MOCK_OWNER };
+      }),
+    confirmBackup: (answers) =>
+      answer('confirmBackup', () => {
+        const wrong = confirm.find((p, i) => answers[i]?.trim().toLowerCase() !== MOCK_WORDS[p - 1]);
+        if (wrong !== undefined) {
+          throw new BackendError('backup_mismatch', `Word ${wrong} does not match.`);
+        }
+      }),
+    restoreIdentity: (words) =>
+      answer('restoreIdentity', () => {
+        if (words.trim().split(/\s+/).length !== 24) {
+          throw new BackendError('bad_phrase', 'the recovery phrase is not valid: it must have 24 words');
+        }
+        identity = true;
+        return { owner_key: MOCK_OWNER };
+      }),
+    recoveryWords: () => answer('recoveryWords', () => ({ words: MOCK_WORDS })),
+    addNodes: (urls) =>
+      answer('addNodes', () => {
+        nodes = [...new Set([...nodes, ...urls.map((u) => u.trim().replace(/\/+$/, ''))])];
+        return nodes;
+      }),
+    devices: () => answer('devices', () => devices),
+    refreshDevices: () => answer('refreshDevices', () => devices),
+    claimText: () => answer('claimText', claim),
+    claimImage: () => answer('claimImage', claim),
+    openDevice: (device, action) =>
+      answer('openDevice', () => {
+        const target = devices.find((d) => d.id === device || d.name === device);
+        if (!target) {
+          throw new BackendError('unknown_device', `no device matches "${device}"`);
+        }
+        unlocks += 1;
+        lastUnlock = Date.now();
+        const result: OpenResult = {
+          device_id: target.id,
+          device_name: target.name,
+          action,
+          accepted: true,
+          reject_code: null,
+          reason: null,
+          body: 'Door unlocked. It locks again in 5 s.\n',
+          route: 'lan',
+          via: target.lan_addrs[0] ?? '',
+          latency_ms: 42,
+          device_time_ms: lastUnlock,
+          command_id: '00'.repeat(32),
+          received_at_ms: lastUnlock,
+        };
+        target.last = result;
+        return result;
+      }),
+    demoView: () =>
+      answer('demoView', () =>
+        options.demo
+          ? {
+              nodes,
+              device_name: 'Front door',
+              device_short_id: 'MOCK-D00R',
+              // A 1x1 white PNG: the mock has no real claim QR to show.
+              claim_qr:
+                'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGP4DwABAQEAG4lS3wAAAABJRU5ErkJggg==',
+              door: { unlocks, last_unlock_ms: lastUnlock, open_for_ms: 5000 },
+            }
+          : null,
+      ),
   };
 }

@@ -1,0 +1,227 @@
+//! Demo mode (`--demo`): three registry nodes and a simulated front door run inside the app,
+//! on loopback ports, in one temporary directory that also holds the demo profile. The door is
+//! the real device agent with an exec actuator: a small script that records each unlock and
+//! prints what the door did, which travels back in the device's signed answer.
+//!
+//! Everything is torn down when the app exits: the agent and nodes stop, the demo profile's
+//! recovery phrase is deleted from the keychain, and the directory is removed.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use data_encoding::BASE64;
+use latchkey_device::agent::RunningAgent;
+use latchkey_device::config::Driver;
+use latchkey_device::lifecycle::InitOptions;
+use latchkey_node::{NodeConfig, RunningNode};
+use latchkey_owner::{Profile, SystemClock};
+
+use crate::error::CommandError;
+use crate::state::AppState;
+use crate::views::{DemoView, DoorView};
+
+const NODES: usize = 3;
+const DEVICE_NAME: &str = "Front door";
+/// How long the simulated latch stays open after an unlock.
+const OPEN_FOR_MS: u64 = 5_000;
+
+#[derive(Debug)]
+pub struct Demo {
+    dir: tempfile::TempDir,
+    nodes: Vec<RunningNode>,
+    agent: Option<RunningAgent>,
+    short_id: String,
+    claim_png: PathBuf,
+    door_log: PathBuf,
+}
+
+impl Demo {
+    /// Starts the nodes and the door, and returns once both serve requests.
+    pub async fn start() -> Result<Demo, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("latchkey-demo-")
+            .tempdir()
+            .map_err(|e| format!("cannot create the demo's temporary directory: {e}"))?;
+        let mut nodes = Vec::new();
+        for i in 0..NODES {
+            let config = NodeConfig::new(
+                ([127, 0, 0, 1], 0).into(),
+                dir.path().join(format!("node{i}.db")),
+            );
+            nodes.push(
+                latchkey_node::start(config)
+                    .await
+                    .map_err(|e| format!("demo node {i} did not start: {e}"))?,
+            );
+        }
+        let urls: Vec<String> = nodes.iter().map(RunningNode::url).collect();
+
+        let door_log = dir.path().join("door.log");
+        let script = dir.path().join("front-door");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n# The simulated latch: record the unlock, say what happened.\n\
+                 echo \"$LATCHKEY_ACTION\" >> '{}'\n\
+                 echo 'Door unlocked. It locks again in {} s.'\n",
+                door_log.display(),
+                OPEN_FOR_MS / 1000
+            ),
+        )
+        .and_then(|()| std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)))
+        .map_err(|e| format!("cannot write the demo door's script: {e}"))?;
+
+        let device_dir = dir.path().join("device");
+        let listen = free_loopback_port()
+            .map_err(|e| format!("no free loopback port for the demo door: {e}"))?;
+        let report = latchkey_device::lifecycle::init(&InitOptions {
+            dir: device_dir.clone(),
+            name: DEVICE_NAME.into(),
+            listen: ([127, 0, 0, 1], listen).into(),
+            nodes: urls,
+            actions: vec![("unlock".into(), Driver::Exec { program: script })],
+            advertise: Vec::new(),
+            mdns: false,
+            // Learns its new owner within a second of the claim.
+            refresh_secs: Some(1),
+            max_view_age_secs: None,
+            trust_clock: true,
+        })
+        .map_err(|e| format!("the demo door could not be set up: {e}"))?;
+        let agent = latchkey_device::agent::start(&device_dir)
+            .await
+            .map_err(|e| format!("the demo door did not start: {e}"))?;
+        Ok(Demo {
+            short_id: report.device.short(),
+            claim_png: report.png,
+            door_log,
+            nodes,
+            agent: Some(agent),
+            dir,
+        })
+    }
+
+    /// Where the demo profile lives (inside the demo's directory, gone on exit).
+    pub fn profile_dir(&self) -> PathBuf {
+        self.dir.path().join("profile")
+    }
+
+    pub fn node_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RunningNode::url).collect()
+    }
+
+    fn view(&self) -> Result<DemoView, CommandError> {
+        let png = std::fs::read(&self.claim_png).map_err(|e| {
+            CommandError::new("demo", format!("cannot read the demo door's claim QR: {e}"))
+        })?;
+        Ok(DemoView {
+            nodes: self.node_urls(),
+            device_name: DEVICE_NAME.into(),
+            device_short_id: self.short_id.clone(),
+            claim_qr: format!("data:image/png;base64,{}", BASE64.encode(&png)),
+            door: door_view(&self.door_log),
+        })
+    }
+
+    /// Stops the door and the nodes, then removes the directory (dropping `self`).
+    pub async fn shutdown(mut self) {
+        if let Some(agent) = self.agent.take() {
+            if let Err(e) = agent.shutdown().await {
+                tracing::warn!(error = %e, "the demo door did not stop cleanly");
+            }
+        }
+        for node in self.nodes.drain(..) {
+            if let Err(e) = node.shutdown().await {
+                tracing::warn!(error = %e, "a demo node did not stop cleanly");
+            }
+        }
+        tracing::info!(dir = %self.dir.path().display(), "demo stopped; removing its directory");
+    }
+}
+
+fn free_loopback_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// One line per unlock; the file's modification time is the last one.
+fn door_view(log: &Path) -> DoorView {
+    let unlocks = std::fs::read_to_string(log)
+        .map(|s| s.lines().count() as u32)
+        .unwrap_or(0);
+    let last_unlock_ms = std::fs::metadata(log)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64);
+    DoorView {
+        unlocks,
+        last_unlock_ms,
+        open_for_ms: OPEN_FOR_MS,
+    }
+}
+
+impl AppState {
+    /// Points the demo profile at the demo's nodes and keeps the demo for the panel and for
+    /// the clean-up at exit.
+    pub fn prepare_demo(&self, demo: Demo) -> Result<(), Box<dyn std::error::Error>> {
+        // Without a keychain there is no profile to prepare; the first screen says why.
+        if let Ok(seeds) = self.seeds() {
+            let profile = Profile::at(&demo.profile_dir(), seeds, Arc::new(SystemClock))?;
+            profile.add_nodes(&demo.node_urls())?;
+        }
+        *self
+            .demo
+            .lock()
+            .map_err(|_| "the demo's state is damaged")? = Some(demo);
+        Ok(())
+    }
+
+    /// Stops the demo and deletes the demo profile's recovery phrase from the keychain.
+    pub async fn end_demo(&self) {
+        let Some(demo) = self.demo.lock().ok().and_then(|mut d| d.take()) else {
+            return;
+        };
+        if let Ok(seeds) = self.seeds() {
+            match Profile::at(&demo.profile_dir(), seeds.clone(), Arc::new(SystemClock)) {
+                Ok(profile) => {
+                    if let Err(e) = seeds.delete(profile.id()) {
+                        tracing::warn!(error = %e, "the demo's recovery phrase could not be removed from the keychain");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the demo profile could not be opened for clean-up")
+                }
+            }
+        }
+        demo.shutdown().await;
+    }
+
+    /// The demo panel's view, or `None` outside demo mode.
+    pub fn demo_view(&self) -> Result<Option<DemoView>, CommandError> {
+        let demo = self.demo.lock().map_err(|_| {
+            CommandError::new("internal", "the demo's state is damaged; restart the app")
+        })?;
+        demo.as_ref().map(Demo::view).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_door_counts_unlocks_from_its_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("door.log");
+        assert_eq!(door_view(&log).unlocks, 0);
+        assert_eq!(door_view(&log).last_unlock_ms, None);
+        std::fs::write(&log, "unlock\nunlock\n").unwrap();
+        let view = door_view(&log);
+        assert_eq!(view.unlocks, 2);
+        assert!(view.last_unlock_ms.is_some());
+    }
+}

@@ -1,0 +1,99 @@
+//! What the app keeps between commands: where the profile lives, the keychain handle, the
+//! backup check while onboarding, and the last answer from each device since start.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use latchkey_owner::keychain::{KeyringStore, SeedStore};
+use latchkey_owner::{Profile, SystemClock};
+use zeroize::Zeroizing;
+
+use crate::error::CommandError;
+use crate::views::OpenResult;
+
+/// The words a person must type back after seeing a new phrase: (1-based position, word).
+/// Only these few words stay in memory, and only until the check passes.
+pub type BackupCheck = Vec<(u32, Zeroizing<String>)>;
+
+pub struct AppState {
+    profile_dir: PathBuf,
+    seeds: Result<Arc<dyn SeedStore>, String>,
+    pub backup: Mutex<Option<BackupCheck>>,
+    /// Keyed by device id. Kept in memory only: the owner core has no store for answers yet.
+    pub last_results: Mutex<HashMap<String, OpenResult>>,
+    #[cfg(feature = "demo")]
+    pub demo: Mutex<Option<crate::demo::Demo>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("profile_dir", &self.profile_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Connects to the OS keychain now, so a missing Secret Service shows on the first screen
+    /// rather than at the first command that needs it.
+    pub fn new(profile_dir: PathBuf) -> Self {
+        let seeds = KeyringStore::open()
+            .map(|s| Arc::new(s) as Arc<dyn SeedStore>)
+            .map_err(|e| e.to_string());
+        AppState {
+            profile_dir,
+            seeds,
+            backup: Mutex::new(None),
+            last_results: Mutex::new(HashMap::new()),
+            #[cfg(feature = "demo")]
+            demo: Mutex::new(None),
+        }
+    }
+
+    pub fn is_demo(&self) -> bool {
+        #[cfg(feature = "demo")]
+        return self.demo.lock().is_ok_and(|d| d.is_some());
+        #[cfg(not(feature = "demo"))]
+        false
+    }
+
+    pub fn keychain_problem(&self) -> Option<String> {
+        self.seeds.as_ref().err().cloned()
+    }
+
+    pub fn seeds(&self) -> Result<Arc<dyn SeedStore>, CommandError> {
+        self.seeds
+            .clone()
+            .map_err(|why| CommandError::from(latchkey_owner::Error::Keychain(why)))
+    }
+
+    /// Runs `f` with a freshly opened profile on a blocking thread. The profile holds a SQLite
+    /// connection, so it cannot be shared between threads, and the core's futures borrow it
+    /// (they are not `Send`); each call therefore opens its own (cheap: WAL-mode SQLite) and
+    /// drives the future to completion on the app's runtime from a blocking-pool thread.
+    pub async fn with_profile<T, F, Fut>(&self, f: F) -> Result<T, CommandError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Profile) -> Fut + Send + 'static,
+        Fut: Future<Output = latchkey_owner::Result<T>>,
+    {
+        let dir = self.profile_dir.clone();
+        let seeds = self.seeds()?;
+        tauri::async_runtime::spawn_blocking(move || {
+            let profile = Profile::at(&dir, seeds, Arc::new(SystemClock))?;
+            tauri::async_runtime::block_on(f(profile))
+        })
+        .await
+        .map_err(|e| CommandError::new("internal", format!("the command stopped: {e}")))?
+        .map_err(CommandError::from)
+    }
+
+    pub fn last_result(&self, device_id: &str) -> Option<OpenResult> {
+        self.last_results
+            .lock()
+            .ok()
+            .and_then(|m| m.get(device_id).cloned())
+    }
+}

@@ -1,0 +1,281 @@
+//! What commands hand the UI: plain serializable views of the owner core's types. Each view
+//! only renames and formats (ids as text, bytes as text); deciding anything stays in
+//! latchkey-owner. `ui/src/lib/bindings.ts` is generated from these types (see the test below).
+
+use latchkey_owner::store::DeviceRecord;
+use latchkey_owner::{ClaimReport, OpenReport, Route};
+use latchkey_proto::command::{Outcome, RejectCode};
+use latchkey_proto::keys::PublicKey;
+use serde::Serialize;
+use ts_rs::TS;
+
+/// Where the app stands when it starts: which screen to show first.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct Status {
+    /// The keychain entry's name (not a secret).
+    pub profile_id: String,
+    /// The recovery phrase is in the OS keychain.
+    pub has_identity: bool,
+    /// `lkpk1…`, when there is an identity.
+    pub owner_key: Option<String>,
+    pub nodes: Vec<String>,
+    /// Why the OS keychain cannot be used, if it cannot (the app is unusable without it).
+    pub keychain_problem: Option<String>,
+    /// Started with `--demo`: local nodes and a simulated door run inside the app.
+    pub demo: bool,
+}
+
+/// A new identity: its words, shown once, and which of them the person must type back.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct NewIdentity {
+    pub words: Vec<String>,
+    /// 1-based positions to confirm, ascending.
+    pub confirm_positions: Vec<u32>,
+    pub owner_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct Identity {
+    pub owner_key: String,
+}
+
+/// The recovery phrase, shown on request from Settings.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct RecoveryWords {
+    pub words: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteKind {
+    /// Straight to the device's own address on the local network.
+    Lan,
+    /// Through a registry node's mailboxes.
+    Relay,
+}
+
+/// A device's verified, signed answer to a command.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct OpenResult {
+    pub device_id: String,
+    pub device_name: String,
+    pub action: String,
+    pub accepted: bool,
+    /// The device's refusal, by name (`NotAuthorized`, …), when it refused.
+    pub reject_code: Option<String>,
+    pub reason: Option<String>,
+    /// What the device's actuator reported (UTF-8, lossy).
+    pub body: String,
+    pub route: RouteKind,
+    /// The address or node the answer came through.
+    pub via: String,
+    #[ts(type = "number")]
+    pub latency_ms: u64,
+    /// The device's clock when it answered, if it has one.
+    #[ts(type = "number | null")]
+    pub device_time_ms: Option<u64>,
+    /// Hex id of the command the device signed its answer for.
+    pub command_id: String,
+    /// When this app received the answer.
+    #[ts(type = "number")]
+    pub received_at_ms: u64,
+}
+
+impl OpenResult {
+    pub fn from_report(report: &OpenReport, received_at_ms: u64) -> Self {
+        let r = &report.response;
+        let (accepted, reject_code, reason) = match &r.outcome {
+            Outcome::Accepted => (true, None, None),
+            Outcome::Rejected { code, reason } => (
+                false,
+                Some(
+                    RejectCode::from_u16(*code)
+                        .map(|c| format!("{c:?}"))
+                        .unwrap_or_else(|| format!("code {code}")),
+                ),
+                Some(reason.clone()),
+            ),
+            // The core answers only after a challenge round trip; reaching here means it
+            // handed back the challenge itself, which it never does.
+            Outcome::ChallengeRequired { .. } => (
+                false,
+                Some("ChallengeRequired".into()),
+                Some("the device kept asking for a challenge".into()),
+            ),
+        };
+        let (route, via) = match &report.route {
+            Route::Direct(addr) => (RouteKind::Lan, addr.clone()),
+            Route::Relay(node) => (RouteKind::Relay, node.clone()),
+        };
+        OpenResult {
+            device_id: report.device.id.to_string(),
+            device_name: report.device.name.clone(),
+            action: report.action.clone(),
+            accepted,
+            reject_code,
+            reason,
+            body: String::from_utf8_lossy(&r.body).into_owned(),
+            route,
+            via,
+            latency_ms: report.latency_ms,
+            device_time_ms: r.timestamp_ms,
+            command_id: hex::encode(r.command.0),
+            received_at_ms,
+        }
+    }
+}
+
+/// One device card.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct DeviceView {
+    /// `lkdev1…`
+    pub id: String,
+    /// `XXXX-XXXX`, for people.
+    pub short_id: String,
+    pub name: String,
+    /// `lkpk1…` owner keys from the verified chain.
+    pub owners: Vec<String>,
+    /// Signatures needed to change the owners.
+    pub threshold: u32,
+    /// This profile's identity is one of the owners.
+    pub mine: bool,
+    /// The verified chain's length minus one.
+    #[ts(type = "number")]
+    pub seq: u64,
+    /// When the chain was last verified against the nodes (or at claim).
+    #[ts(type = "number")]
+    pub verified_at_ms: u64,
+    /// Addresses on the local network the device announced.
+    pub lan_addrs: Vec<String>,
+    /// The last answer this app received from it since it started.
+    pub last: Option<OpenResult>,
+}
+
+impl DeviceView {
+    pub fn new(record: &DeviceRecord, me: Option<&PublicKey>, last: Option<OpenResult>) -> Self {
+        let state = record.chain.state();
+        DeviceView {
+            id: record.id.to_string(),
+            short_id: record.id.short(),
+            name: record.name.clone(),
+            owners: state.owners.iter().map(|o| o.to_string()).collect(),
+            threshold: u32::from(state.threshold),
+            mine: me.is_some_and(|k| state.is_owner(k)),
+            seq: state.seq,
+            verified_at_ms: record.verified_at_ms,
+            lan_addrs: record.addrs.iter().map(|a| a.to_string()).collect(),
+            last,
+        }
+    }
+}
+
+/// What a claim did.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct ClaimResult {
+    pub device_id: String,
+    pub short_id: String,
+    pub name: String,
+    /// The device was already this profile's; nothing was published.
+    pub already_owned: bool,
+    pub nodes_stored: u32,
+    #[ts(type = "number")]
+    pub visible_after_ms: u64,
+    /// The device itself reported the claim.
+    pub device_confirmed: bool,
+}
+
+impl From<&ClaimReport> for ClaimResult {
+    fn from(r: &ClaimReport) -> Self {
+        ClaimResult {
+            device_id: r.device.to_string(),
+            short_id: r.device.short(),
+            name: r.name.clone(),
+            already_owned: r.already_owned,
+            nodes_stored: u32::try_from(r.nodes_stored).unwrap_or(u32::MAX),
+            visible_after_ms: r.visible_after_ms,
+            device_confirmed: r.device_confirmed,
+        }
+    }
+}
+
+/// The demo's simulated door, as its panel shows it.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct DemoView {
+    pub nodes: Vec<String>,
+    pub device_name: String,
+    pub device_short_id: String,
+    /// The device's claim QR as a `data:image/png;base64,…` URL, for the panel to show.
+    pub claim_qr: String,
+    pub door: DoorView,
+}
+
+/// What the simulated door's actuator has done.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct DoorView {
+    /// How many times the actuator ran.
+    pub unlocks: u32,
+    /// When it last ran (ms since the epoch).
+    #[ts(type = "number | null")]
+    pub last_unlock_ms: Option<u64>,
+    /// How long the simulated latch stays open after an unlock.
+    #[ts(type = "number")]
+    pub open_for_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::AppInfo;
+    use crate::error::CommandError;
+
+    const BINDINGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ui/src/lib/bindings.ts");
+
+    fn render() -> String {
+        // Millisecond times and counters fit a JS number (2^53) for millennia.
+        let cfg = ts_rs::Config::new().with_large_int("number");
+        let decls = [
+            AppInfo::decl(&cfg),
+            CommandError::decl(&cfg),
+            Status::decl(&cfg),
+            NewIdentity::decl(&cfg),
+            Identity::decl(&cfg),
+            RecoveryWords::decl(&cfg),
+            RouteKind::decl(&cfg),
+            OpenResult::decl(&cfg),
+            DeviceView::decl(&cfg),
+            ClaimResult::decl(&cfg),
+            DemoView::decl(&cfg),
+            DoorView::decl(&cfg),
+        ];
+        let mut out = String::from(
+            "// Generated from src-tauri/src/views.rs by its test `bindings_are_current`;\n\
+             // do not edit. Regenerate: UPDATE_BINDINGS=1 cargo test -p latchkey-app bindings\n",
+        );
+        for decl in decls {
+            out.push_str("\nexport ");
+            out.push_str(&decl);
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn bindings_are_current() {
+        let fresh = render();
+        if std::env::var_os("UPDATE_BINDINGS").is_some() {
+            std::fs::write(BINDINGS, &fresh).unwrap();
+        }
+        let committed = std::fs::read_to_string(BINDINGS).unwrap_or_default();
+        assert!(
+            committed == fresh,
+            "ui/src/lib/bindings.ts is stale; regenerate it with \
+             `UPDATE_BINDINGS=1 cargo test -p latchkey-app bindings` and commit it"
+        );
+    }
+
+    #[test]
+    fn routes_serialize_as_the_ui_expects() {
+        assert_eq!(serde_json::to_value(RouteKind::Lan).unwrap(), "lan");
+        assert_eq!(serde_json::to_value(RouteKind::Relay).unwrap(), "relay");
+    }
+}

@@ -1,0 +1,139 @@
+// Generated from src-tauri/src/views.rs by its test `bindings_are_current`;
+// do not edit. Regenerate: UPDATE_BINDINGS=1 cargo test -p latchkey-app bindings
+
+export type AppInfo = { name: string, version: string, 
+/**
+ * The wire protocol version this build speaks, so a person can match it
+ * against a device's when the two disagree.
+ */
+protocol_version: number, };
+
+export type CommandError = { code: string, message: string, };
+
+export type Status = { 
+/**
+ * The keychain entry's name (not a secret).
+ */
+profile_id: string, 
+/**
+ * The recovery phrase is in the OS keychain.
+ */
+has_identity: boolean, 
+/**
+ * `lkpk1…`, when there is an identity.
+ */
+owner_key: string | null, nodes: Array<string>, 
+/**
+ * Why the OS keychain cannot be used, if it cannot (the app is unusable without it).
+ */
+keychain_problem: string | null, 
+/**
+ * Started with `--demo`: local nodes and a simulated door run inside the app.
+ */
+demo: boolean, };
+
+export type NewIdentity = { words: Array<string>, 
+/**
+ * 1-based positions to confirm, ascending.
+ */
+confirm_positions: Array<number>, owner_key: string, };
+
+export type Identity = { owner_key: string, };
+
+export type RecoveryWords = { words: Array<string>, };
+
+export type RouteKind = "lan" | "relay";
+
+export type OpenResult = { device_id: string, device_name: string, action: string, accepted: boolean, 
+/**
+ * The device's refusal, by name (`NotAuthorized`, …), when it refused.
+ */
+reject_code: string | null, reason: string | null, 
+/**
+ * What the device's actuator reported (UTF-8, lossy).
+ */
+body: string, route: RouteKind, 
+/**
+ * The address or node the answer came through.
+ */
+via: string, latency_ms: number, 
+/**
+ * The device's clock when it answered, if it has one.
+ */
+device_time_ms: number | null, 
+/**
+ * Hex id of the command the device signed its answer for.
+ */
+command_id: string, 
+/**
+ * When this app received the answer.
+ */
+received_at_ms: number, };
+
+export type DeviceView = { 
+/**
+ * `lkdev1…`
+ */
+id: string, 
+/**
+ * `XXXX-XXXX`, for people.
+ */
+short_id: string, name: string, 
+/**
+ * `lkpk1…` owner keys from the verified chain.
+ */
+owners: Array<string>, 
+/**
+ * Signatures needed to change the owners.
+ */
+threshold: number, 
+/**
+ * This profile's identity is one of the owners.
+ */
+mine: boolean, 
+/**
+ * The verified chain's length minus one.
+ */
+seq: number, 
+/**
+ * When the chain was last verified against the nodes (or at claim).
+ */
+verified_at_ms: number, 
+/**
+ * Addresses on the local network the device announced.
+ */
+lan_addrs: Array<string>, 
+/**
+ * The last answer this app received from it since it started.
+ */
+last: OpenResult | null, };
+
+export type ClaimResult = { device_id: string, short_id: string, name: string, 
+/**
+ * The device was already this profile's; nothing was published.
+ */
+already_owned: boolean, nodes_stored: number, visible_after_ms: number, 
+/**
+ * The device itself reported the claim.
+ */
+device_confirmed: boolean, };
+
+export type DemoView = { nodes: Array<string>, device_name: string, device_short_id: string, 
+/**
+ * The device's claim QR as a `data:image/png;base64,…` URL, for the panel to show.
+ */
+claim_qr: string, door: DoorView, };
+
+export type DoorView = { 
+/**
+ * How many times the actuator ran.
+ */
+unlocks: number, 
+/**
+ * When it last ran (ms since the epoch).
+ */
+last_unlock_ms: number | null, 
+/**
+ * How long the simulated latch stays open after an unlock.
+ */
+open_for_ms: number, };

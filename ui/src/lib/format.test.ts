@@ -1,0 +1,119 @@
+import { describe, expect, it } from 'vitest';
+import { BackendError } from './backend';
+import type { DeviceView, OpenResult } from './bindings';
+import {
+  base64OfDataUrl,
+  doorIsOpen,
+  errorText,
+  freshness,
+  ownershipLine,
+  parseNodeUrls,
+  reachLine,
+  resultHeadline,
+  shortKey,
+} from './format';
+
+const result: OpenResult = {
+  device_id: 'lkdev1x',
+  device_name: 'Front door',
+  action: 'unlock',
+  accepted: true,
+  reject_code: null,
+  reason: null,
+  body: 'ok',
+  route: 'lan',
+  via: '192.168.1.20:7420',
+  latency_ms: 30,
+  device_time_ms: null,
+  command_id: 'ab',
+  received_at_ms: 0,
+};
+
+describe('freshness', () => {
+  it('words the age and marks an hour or more as stale', () => {
+    expect(freshness(1_000, 30_000)).toEqual({ text: 'Checked just now', stale: false });
+    expect(freshness(0, 5 * 60_000)).toEqual({ text: 'Checked 5 min ago', stale: false });
+    expect(freshness(0, 3 * 3_600_000)).toEqual({ text: 'Checked 3 h ago', stale: true });
+    expect(freshness(0, 2 * 86_400_000).text).toBe('Checked 2 d ago');
+  });
+
+  it('treats a check from the future (clock skew) as just now', () => {
+    expect(freshness(10_000, 0).text).toBe('Checked just now');
+  });
+});
+
+describe('shortKey', () => {
+  it('keeps the prefix and both ends', () => {
+    expect(shortKey('lkpk1abcdefghijklmnopqrstuvwxyz')).toBe('lkpk1abcdef…uvwxyz');
+  });
+  it('leaves short keys whole', () => {
+    expect(shortKey('lkpk1abc')).toBe('lkpk1abc');
+  });
+});
+
+describe('ownershipLine', () => {
+  it('says whether you own it and the signing rule when there are several owners', () => {
+    expect(ownershipLine({ mine: true, owners: ['a'], threshold: 1 })).toBe('You own it');
+    expect(ownershipLine({ mine: true, owners: ['a', 'b', 'c'], threshold: 2 })).toBe(
+      'You and 2 others own it · 2 of 3 sign changes',
+    );
+    expect(ownershipLine({ mine: false, owners: ['a'], threshold: 1 })).toBe('Owned by 1 other');
+  });
+});
+
+describe('reachLine', () => {
+  const device: Pick<DeviceView, 'last' | 'lan_addrs'> = { last: null, lan_addrs: [] };
+  it('reports the route of the last answer', () => {
+    expect(reachLine({ ...device, last: result })).toBe('Reached on your network (192.168.1.20:7420)');
+    expect(reachLine({ ...device, last: { ...result, route: 'relay', via: 'https://node.example:7400' } })).toBe(
+      'Reached through relay node.example:7400',
+    );
+  });
+  it('says what is known before the first command', () => {
+    expect(reachLine(device)).toBe('Reachable through relays');
+    expect(reachLine({ ...device, lan_addrs: ['10.0.0.2:7420'] })).toBe('Local address known; relay as fallback');
+  });
+});
+
+describe('resultHeadline', () => {
+  it('names the action and the outcome', () => {
+    expect(resultHeadline(result)).toBe('Unlock accepted · signed by the device');
+    expect(resultHeadline({ ...result, accepted: false, reject_code: 'GrantExpired', reason: 'grant expired' })).toBe(
+      'Unlock refused: grant expired',
+    );
+  });
+});
+
+describe('doorIsOpen', () => {
+  it('is open for open_for_ms after the last unlock', () => {
+    const door = { unlocks: 1, last_unlock_ms: 1_000, open_for_ms: 5_000 };
+    expect(doorIsOpen(door, 2_000)).toBe(true);
+    expect(doorIsOpen(door, 6_000)).toBe(false);
+    expect(doorIsOpen({ ...door, last_unlock_ms: null }, 0)).toBe(false);
+  });
+});
+
+describe('parseNodeUrls', () => {
+  it('splits on lines, spaces and commas', () => {
+    expect(parseNodeUrls(' http://a:1\nhttp://b:2, http://c:3 ,\n')).toEqual(['http://a:1', 'http://b:2', 'http://c:3']);
+    expect(parseNodeUrls('   ')).toEqual([]);
+  });
+});
+
+describe('base64OfDataUrl', () => {
+  it('strips a data URL prefix only', () => {
+    expect(base64OfDataUrl('data:image/png;base64,QUJD')).toBe('QUJD');
+    expect(base64OfDataUrl('QUJD')).toBe('QUJD');
+  });
+});
+
+describe('errorText', () => {
+  it('rewords codes whose core message names CLI commands', () => {
+    expect(errorText(new BackendError('no_nodes', 'add some with `latchkey nodes add URL...`'))).toMatch(/Settings/);
+  });
+  it('passes other messages through, capitalized', () => {
+    expect(errorText({ code: 'bad_phrase', message: 'the recovery phrase is not valid: word 5' })).toBe(
+      'The recovery phrase is not valid: word 5',
+    );
+  });
+});

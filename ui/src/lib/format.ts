@@ -1,0 +1,120 @@
+// Wording and small decisions about how things look. Nothing here decides anything about
+// ownership or access: that is the owner core's job, and these functions only phrase it.
+import { BackendError, toBackendError } from './backend';
+import type { DeviceView, DoorView, OpenResult } from './bindings';
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
+/** After this long without a check against the nodes, a card says its view may be old. */
+export const STALE_AFTER_MS = HOUR;
+
+export interface Freshness {
+  text: string;
+  stale: boolean;
+}
+
+/** "Checked just now", "Checked 5 min ago", … from when the chain was last verified. */
+export function freshness(verifiedAtMs: number, nowMs: number): Freshness {
+  const age = Math.max(0, nowMs - verifiedAtMs);
+  let text: string;
+  if (age < MINUTE) {
+    text = 'Checked just now';
+  } else if (age < HOUR) {
+    text = `Checked ${Math.floor(age / MINUTE)} min ago`;
+  } else if (age < DAY) {
+    text = `Checked ${Math.floor(age / HOUR)} h ago`;
+  } else {
+    text = `Checked ${Math.floor(age / DAY)} d ago`;
+  }
+  return { text, stale: age >= STALE_AFTER_MS };
+}
+
+/** `lkpk1abcdef…uvwxyz`: enough to compare by eye, short enough for a phone. */
+export function shortKey(key: string, keep = 6): string {
+  const sep = key.indexOf('1');
+  const head = sep >= 0 ? sep + 1 + keep : keep;
+  if (key.length <= head + keep + 1) {
+    return key;
+  }
+  return `${key.slice(0, head)}…${key.slice(-keep)}`;
+}
+
+/** Who owns the device, from this profile's point of view. */
+export function ownershipLine(device: Pick<DeviceView, 'mine' | 'owners' | 'threshold'>): string {
+  const n = device.owners.length;
+  const others = device.mine ? n - 1 : n;
+  const who = device.mine
+    ? others === 0
+      ? 'You own it'
+      : `You and ${others} other${others === 1 ? '' : 's'} own it`
+    : `Owned by ${n} other${n === 1 ? '' : 's'}`;
+  const rule = n <= 1 ? '' : ` · ${device.threshold} of ${n} sign changes`;
+  return who + rule;
+}
+
+/** How the app reached the device last time, or what it knows before the first command. */
+export function reachLine(device: Pick<DeviceView, 'last' | 'lan_addrs'>): string {
+  if (device.last) {
+    return device.last.route === 'lan'
+      ? `Reached on your network (${device.last.via})`
+      : `Reached through relay ${hostOf(device.last.via)}`;
+  }
+  return device.lan_addrs.length > 0 ? 'Local address known; relay as fallback' : 'Reachable through relays';
+}
+
+function hostOf(url: string): string {
+  return url.replace(/^[a-z]+:\/\//, '');
+}
+
+/** The headline of a device's signed answer. */
+export function resultHeadline(result: OpenResult): string {
+  if (result.accepted) {
+    return `${capitalize(result.action)} accepted · signed by the device`;
+  }
+  return `${capitalize(result.action)} refused: ${result.reason ?? result.reject_code ?? 'no reason given'}`;
+}
+
+function capitalize(word: string): string {
+  return word.length === 0 ? word : word[0].toUpperCase() + word.slice(1);
+}
+
+/** Is the simulated door's latch open at `nowMs`? */
+export function doorIsOpen(door: DoorView, nowMs: number): boolean {
+  return door.last_unlock_ms !== null && nowMs - door.last_unlock_ms < door.open_for_ms;
+}
+
+/** Node URLs typed one per line, or separated by spaces or commas. */
+export function parseNodeUrls(text: string): string[] {
+  return text
+    .split(/[\s,]+/)
+    .map((u) => u.trim())
+    .filter((u) => u.length > 0);
+}
+
+/** `data:image/png;base64,AAAA` → `AAAA`; plain base64 passes through. */
+export function base64OfDataUrl(dataUrl: string): string {
+  const comma = dataUrl.indexOf(',');
+  return dataUrl.startsWith('data:') && comma >= 0 ? dataUrl.slice(comma + 1) : dataUrl;
+}
+
+/**
+ * The owner core's messages are written for both the CLI and the app, and some name CLI
+ * commands; for those codes the app says where to go in the app instead.
+ */
+const IN_APP: Record<string, string> = {
+  no_nodes: 'No registry nodes are set up yet. Add some in Settings, then try again.',
+  no_seed: 'This profile has no identity yet. Create one or restore yours first.',
+  unknown_device: 'That device is not in your list any more. Refresh the list and try again.',
+  qr_not_found:
+    'No QR code was found in that picture. Take the photo closer and straight on, with the whole code in view.',
+  claim_not_visible:
+    'The claim was sent, but not enough registry nodes show it yet. Your devices list will pick it up shortly.',
+};
+
+/** What to show for a failed call: the app's wording for known codes, else the core's message. */
+export function errorText(raw: unknown): string {
+  const err: BackendError = toBackendError(raw);
+  return IN_APP[err.code] ?? capitalize(err.message);
+}
