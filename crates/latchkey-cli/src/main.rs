@@ -378,6 +378,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Devices { json } => {
+            // Devices another owner added this profile to arrive as notices in its mailbox.
+            if let Err(e) = profile.sync_mailbox().await {
+                tracing::warn!(error = %e, "could not read this profile's mailbox on the nodes");
+            }
             let me = profile.identity().ok().map(|k| k.public_key());
             let devices = profile.devices()?;
             if json {
