@@ -177,7 +177,7 @@ async fn claim_from_png_open_restore_and_relay() {
 
     assert_nowhere(
         &secrets_of(&words),
-        &[profile, other.profile.clone(), relay.profile.clone()],
+        &[tmp.path().to_path_buf()],
         &[&owner, &other, &relay],
     );
     println!(
@@ -349,7 +349,10 @@ async fn second_owner_transfer_and_guest_invitations() {
     assert!(refused.contains("GrantRevoked"), "{refused}");
     // Until the device's next refresh Ben may still get in; from the first refusal on, never.
     let opened = door.opened();
-    assert_eq!(ben_cli.run(&["open", "Holiday flat"]).status.code(), Some(2));
+    assert_eq!(
+        ben_cli.run(&["open", "Holiday flat"]).status.code(),
+        Some(2)
+    );
     let v = carol.json(&["grants", &device]);
     let statuses: Vec<&str> = v["grants"]
         .as_array()
@@ -392,11 +395,54 @@ async fn second_owner_transfer_and_guest_invitations() {
         secrets.push(invitation.guest_secret.to_vec());
         secrets.push(hex::encode(*invitation.guest_secret).into_bytes());
     }
-    let dirs: Vec<PathBuf> = [&alice, &bob, &carol, &ana, &ben_cli]
-        .iter()
-        .map(|c| c.profile.clone())
-        .collect();
-    assert_nowhere(&secrets, &dirs, &[&alice, &bob]);
+    assert_nowhere(&secrets, &[tmp.path().to_path_buf()], &[&alice, &bob]);
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// A device that does not trust its clock answers the first command with a challenge; the
+/// owner resends with it and the second, fresh command is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_without_a_clock_is_opened_after_a_challenge() {
+    require_secret_service();
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(tmp.path(), 3).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    let door = Door::start(tmp.path(), "Shed", &urls, &["--untrusted-clock"]);
+    let mut owner = Cli::new(tmp.path().join("owner"));
+    let (words, _) = owner.init();
+    let mut add = vec!["nodes", "add"];
+    add.extend(urls.iter().map(String::as_str));
+    owner.ok(&add);
+    owner.ok(&[
+        "claim",
+        "--image",
+        door.dir.join("claim.png").to_str().unwrap(),
+    ]);
+    let out = owner.ok(&["open", "Shed"]);
+    assert!(
+        out.contains("unlock accepted") && out.contains("after a challenge"),
+        "{out}"
+    );
+    assert_eq!(door.opened(), 1);
+    let v = owner.json(&["audit", "Shed"]);
+    let entries = v["entries"].as_array().unwrap();
+    // The challenged first command is audited as refused at the challenge stage, without a time.
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["stage"] == "challenge" && e["time_ms"].is_null()),
+        "{v}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "unlock" && e["code"] == 0),
+        "{v}"
+    );
+    // Profiles, node databases, the device's files: everything the run wrote.
+    assert_nowhere(&secrets_of(&words), &[tmp.path().to_path_buf()], &[&owner]);
     for n in nodes {
         n.shutdown().await.unwrap();
     }

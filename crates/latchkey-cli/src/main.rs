@@ -438,6 +438,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "{}: {} accepted ({route}, {} ms, signed by the device)",
                         report.device.name, report.action, report.latency_ms
                     );
+                    if report.challenged {
+                        println!("(after a challenge round trip: the device does not trust its own clock)");
+                    }
                     if !r.body.is_empty() {
                         print!("{}", String::from_utf8_lossy(&r.body));
                     }

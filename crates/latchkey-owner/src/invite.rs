@@ -214,7 +214,7 @@ impl Profile {
                 device: device.id,
                 device_name: device.name.clone(),
                 guest_name: row.guest_name,
-                status: status_of(&[grant.clone()], &device.chain, self.now_ms()),
+                status: status_of(std::slice::from_ref(&grant), &device.chain, self.now_ms()),
                 grant,
                 created_ms: row.created_ms,
             },

@@ -26,6 +26,16 @@ const RELAY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Challenge round trips before giving up.
 const MAX_CHALLENGES: usize = 3;
 
+/// One command to send: to whom, signed by which key with which grants (none for an owner).
+struct Request<'a> {
+    device: &'a DeviceRecord,
+    key: &'a SigningKey,
+    grants: &'a [Grant],
+    action: &'a str,
+    args: &'a [u8],
+    challenge: Option<[u8; NONCE_LEN]>,
+}
+
 /// How the answer came back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -126,7 +136,14 @@ impl Profile {
         let mut challenge = None;
         for _ in 0..=MAX_CHALLENGES {
             let (response, route, latency_ms) = self
-                .send_once(&device, &key, &grants, action, args, challenge)
+                .send_once(&Request {
+                    device: &device,
+                    key: &key,
+                    grants: &grants,
+                    action,
+                    args,
+                    challenge,
+                })
                 .await?;
             if let Outcome::ChallengeRequired { challenge: c } = response.outcome {
                 challenge = Some(c);
@@ -146,40 +163,24 @@ impl Profile {
         })
     }
 
-    fn command(
-        &self,
-        device: &DeviceRecord,
-        sender: &PublicKey,
-        action: &str,
-        grants: &[Grant],
-        args: &[u8],
-        challenge: Option<[u8; NONCE_LEN]>,
-        reply_to: ReplyTo,
-    ) -> Command {
+    fn command(&self, request: &Request<'_>, reply_to: ReplyTo) -> Command {
         let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
         Command {
-            device: device.id,
-            sender: *sender,
-            action: action.to_owned(),
-            args: args.to_vec(),
+            device: request.device.id,
+            sender: request.key.public_key(),
+            action: request.action.to_owned(),
+            args: request.args.to_vec(),
             timestamp_ms: self.now_ms(),
             nonce,
-            challenge,
-            grants: grants.to_vec(),
+            challenge: request.challenge,
+            grants: request.grants.to_vec(),
             reply_to,
         }
     }
 
-    async fn send_once(
-        &self,
-        device: &DeviceRecord,
-        key: &SigningKey,
-        grants: &[Grant],
-        action: &str,
-        args: &[u8],
-        challenge: Option<[u8; NONCE_LEN]>,
-    ) -> Result<(Response, Route, u64)> {
+    async fn send_once(&self, request: &Request<'_>) -> Result<(Response, Route, u64)> {
+        let (device, key) = (request.device, request.key);
         let state = device.chain.state();
         let bad = |why: String| Error::BadAnswer {
             device: device.id.to_string(),
@@ -187,15 +188,7 @@ impl Profile {
         };
         // Direct, on the local network.
         for addr in &device.addrs {
-            let command = self.command(
-                device,
-                &key.public_key(),
-                action,
-                grants,
-                args,
-                challenge,
-                ReplyTo::Direct,
-            );
+            let command = self.command(request, ReplyTo::Direct);
             let signed = command.sign(key)?;
             let started = Instant::now();
             let (envelope, pending) = seal_command(&signed, &state.kem, &mut OsRng)?;
@@ -237,15 +230,7 @@ impl Profile {
         }
         let mut mailbox = [0u8; 32];
         OsRng.fill_bytes(&mut mailbox);
-        let command = self.command(
-            device,
-            &key.public_key(),
-            action,
-            grants,
-            args,
-            challenge,
-            ReplyTo::Mailbox(mailbox),
-        );
+        let command = self.command(request, ReplyTo::Mailbox(mailbox));
         let signed = command.sign(key)?;
         let started = Instant::now();
         let (envelope, pending) = seal_command(&signed, &state.kem, &mut OsRng)?;

@@ -24,7 +24,12 @@ fn score(dir: &Path) -> (usize, usize) {
         let expected = std::fs::read_to_string(image.with_extension("txt")).unwrap();
         match decode_image(image) {
             Ok(text) if *text == expected || text.trim_end() == expected.trim_end() => good += 1,
-            Ok(text) => println!("{}: read {:?}, expected {:?}", image.display(), &*text, expected),
+            Ok(text) => println!(
+                "{}: read {:?}, expected {:?}",
+                image.display(),
+                &*text,
+                expected
+            ),
             Err(e) => println!("{}: {e}", image.display()),
         }
     }
@@ -41,6 +46,9 @@ fn decodes_at_least_as_many_photos_as_zxing() {
     for (folder, zxing) in [("qrcode-1", 17), ("qrcode-2", 32)] {
         let (good, total) = score(&root.join(folder));
         println!("{folder}: decoded {good} of {total} (ZXing: {zxing})");
-        assert!(good >= zxing, "{folder}: decoded {good} of {total}, ZXing decodes {zxing}");
+        assert!(
+            good >= zxing,
+            "{folder}: decoded {good} of {total}, ZXing decodes {zxing}"
+        );
     }
 }
