@@ -469,3 +469,60 @@ pub fn invitation_qr_png(link: &str) -> Result<Vec<u8>> {
         .map_err(|e| qr_error(e.to_string()))?;
     Ok(png)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey_proto::chain::OwnerSet;
+    use latchkey_testkit::{person, TestDevice, HOUR, T0};
+
+    #[test]
+    fn a_grant_is_upcoming_active_expired_then_revoked_or_void() {
+        let (alice, guest) = (person(1), person(2));
+        let mut door = TestDevice::new(1, "Door");
+        door.claim(&[&alice], 1);
+        let grant = door.grant(
+            &alice,
+            &guest.public_key(),
+            &["unlock"],
+            T0 + HOUR,
+            T0 + 2 * HOUR,
+            0,
+        );
+        let g = std::slice::from_ref(&grant);
+        assert_eq!(status_of(g, &door.chain, T0), GrantStatus::Upcoming);
+        assert_eq!(status_of(g, &door.chain, T0 + HOUR), GrantStatus::Active);
+        assert_eq!(
+            status_of(g, &door.chain, T0 + 2 * HOUR + 1),
+            GrantStatus::Expired
+        );
+        let mut revoked = TestDevice {
+            chain: door.chain.clone(),
+            ..TestDevice::new(1, "Door")
+        };
+        revoked.apply(
+            OpBody::RevokeGrant {
+                chain: vec![grant.clone()],
+            },
+            &[&alice],
+        );
+        assert_eq!(
+            status_of(g, &revoked.chain, T0 + HOUR),
+            GrantStatus::Revoked
+        );
+        door.apply(
+            OpBody::Transfer(OwnerSet {
+                owners: vec![person(3).public_key()],
+                threshold: 1,
+            }),
+            &[&alice],
+        );
+        assert_eq!(status_of(g, &door.chain, T0 + HOUR), GrantStatus::Void);
+    }
+
+    #[test]
+    fn long_names_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("Türschloss", 2), "T");
+        assert_eq!(truncate("Door", 64), "Door");
+    }
+}

@@ -446,3 +446,29 @@ fn owner_set(mut owners: Vec<PublicKey>, threshold: u8) -> Result<OwnerSet> {
     }
     Ok(OwnerSet { owners, threshold })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey_testkit::person;
+
+    #[test]
+    fn owner_sets_are_sorted_deduplicated_and_their_threshold_checked() {
+        let (a, b) = (person(1).public_key(), person(2).public_key());
+        let set = owner_set(vec![b, a, b], 2).unwrap();
+        let mut expected = vec![a, b];
+        expected.sort();
+        assert_eq!(set.owners, expected);
+        assert!(matches!(owner_set(vec![a, b], 3), Err(Error::BadOwners(_))));
+        assert!(matches!(owner_set(vec![a], 0), Err(Error::BadOwners(_))));
+        assert!(matches!(owner_set(Vec::new(), 1), Err(Error::BadOwners(_))));
+    }
+
+    #[test]
+    fn each_owner_has_its_own_mailbox() {
+        let (a, b) = (person(1).public_key(), person(2).public_key());
+        assert_eq!(owner_mailbox(&a).len(), 64);
+        assert_ne!(owner_mailbox(&a), owner_mailbox(&b));
+        assert_ne!(owner_mailbox(&a), hex::encode(a.to_bytes()));
+    }
+}
