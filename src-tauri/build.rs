@@ -19,6 +19,15 @@ fn main() {
         "claim_image",
         "open_device",
         "demo_view",
+        "device_owners",
+        "propose_owners",
+        "approve_proposal",
+        "grants",
+        "invite",
+        "revoke",
+        "accept_invitation",
+        "invitations",
+        "audit",
     ]);
     let attributes = tauri_build::Attributes::new()
         .capabilities_path_pattern("./src-tauri/capabilities/**/*")

@@ -1,8 +1,10 @@
 //! The real app, end to end, in a private X server: tauri-driver + WebKitWebDriver drive the
 //! release-like binary (built with `--features tauri/custom-protocol`) in demo mode, so three
 //! registry nodes and a simulated door run inside it. Onboard (create a key, type three words
-//! back), claim the demo door from its on-screen QR, open it, and check what the screen shows;
-//! a screenshot of each screen goes to `target/app-e2e/`.
+//! back), claim the demo door from its on-screen QR, open it, read its signed activity log,
+//! invite a guest; a second app (the guest's own profile, no key) accepts the link and opens
+//! the door; the owner revokes and the guest is refused. A screenshot of each screen goes to
+//! `target/app-e2e/`.
 //!
 //! Needs Xvfb, WebKitWebDriver and tauri-driver, and a Secret Service session (scripts/test.sh
 //! provides all of it and sets LATCHKEY_APP_E2E=1; CI runs that). Without the variable the
@@ -25,6 +27,8 @@ fn screenshots_dir() -> PathBuf {
         .parent()
         .unwrap()
         .join("app-e2e");
+    // Only this run's screens: an earlier run may have got further.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -58,29 +62,16 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     let tmp = tempfile::tempdir().unwrap();
     let (_xvfb, display) = start_xvfb();
 
-    let port = free_port();
-    let native_port = free_port();
-    let driver_log = std::fs::File::create(shots.join("tauri-driver.log")).unwrap();
-    let _driver = Reaped(
-        Command::new(tauri_driver)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--native-port",
-                &native_port.to_string(),
-            ])
-            .env("DISPLAY", &display)
-            // The app inherits these through WebKitWebDriver.
-            .env("LATCHKEY_DEMO", "1")
-            .env("TMPDIR", tmp.path())
-            .env("XDG_DATA_HOME", tmp.path().join("data"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(driver_log)
-            .spawn()
-            .expect("tauri-driver did not start"),
+    let (_driver, port) = start_driver(
+        &tauri_driver,
+        &display,
+        &[
+            ("LATCHKEY_DEMO", "1".into()),
+            ("TMPDIR", tmp.path().into()),
+            ("XDG_DATA_HOME", tmp.path().join("data").into()),
+        ],
+        &shots.join("tauri-driver.log"),
     );
-    wait_for_port(port, Duration::from_secs(20));
 
     let long = Duration::from_secs(60);
     let started = Instant::now();
@@ -173,12 +164,91 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         .await;
     s.screenshot(&shots.join("06-opened.png")).await;
 
+    // Device detail: the device's own signed log shows the unlock; invite a guest.
+    s.click(&s.wait("[data-testid=device-details]", long).await)
+        .await;
+    s.wait_text("[data-testid=audit]", "You · unlock · accepted", long)
+        .await;
+    s.click(&s.wait("[data-testid=invite-open]", long).await)
+        .await;
+    s.type_text(&s.wait("[data-testid=invite-name]", long).await, "Ada")
+        .await;
+    s.click(&s.wait("[data-testid=invite-submit]", long).await)
+        .await;
+    let link_box = s.wait("[data-testid=invite-link]", long).await;
+    let link = s.property(&link_box, "value").await.unwrap();
+    assert!(link.starts_with("latchkey://invite/"), "{link}");
+    s.wait_text("[data-testid=grants]", "Valid now", long).await;
+    s.screenshot(&shots.join("07-invite.png")).await;
+
+    // The guest: another app, another profile (no key of its own), in the same X server.
+    let guest_tmp = tmp.path().join("guest-tmp");
+    std::fs::create_dir_all(&guest_tmp).unwrap();
+    let (guest_driver, guest_port) = start_driver(
+        &tauri_driver,
+        &display,
+        &[
+            ("LATCHKEY_PROFILE", tmp.path().join("guest").into()),
+            ("TMPDIR", guest_tmp.into()),
+            ("XDG_DATA_HOME", tmp.path().join("guest-data").into()),
+        ],
+        &shots.join("tauri-driver-guest.log"),
+    );
+    let g = Session::start(guest_port, Path::new(APP)).await;
+    g.click(&g.wait("[data-testid=guest-start]", long).await)
+        .await;
+    g.type_text(&g.wait("[data-testid=accept-link]", long).await, &link)
+        .await;
+    g.click(&g.wait("[data-testid=accept-submit]", long).await)
+        .await;
+    g.wait_text("[data-testid=invitation-window]", "Valid now", long)
+        .await;
+    g.screenshot(&shots.join("g1-invitation.png")).await;
+    g.click(&g.wait("[data-testid=guest-open]", long).await)
+        .await;
+    let guest_result = g
+        .wait_text(
+            "[data-testid=guest-open-result]",
+            "Unlock accepted · signed by the device",
+            long,
+        )
+        .await;
+    assert!(guest_result.contains("Door unlocked."), "{guest_result}");
+    s.wait_text("[data-testid=door-state]", "Opened 2 times", long)
+        .await;
+    g.screenshot(&shots.join("g2-guest-opened.png")).await;
+
+    // The owner revokes; the guest's next try is refused and the invitation shows it.
+    s.click(&s.wait("[data-testid=revoke]", long).await).await;
+    s.wait_text("[data-testid=grant-status]", "Revoked", long)
+        .await;
+    s.click(&s.wait("[data-testid=audit-refresh]", long).await)
+        .await;
+    s.wait_text("[data-testid=audit]", "Ada · unlock · accepted", long)
+        .await;
+    s.screenshot(&shots.join("08-revoked.png")).await;
+    g.click(&g.wait("[data-testid=guest-open]", long).await)
+        .await;
+    let refused = g
+        .wait_text("[data-testid=guest-open-result]", "refused", long)
+        .await;
+    eprintln!("app_e2e: the revoked guest sees: {refused}");
+    g.wait_text("[data-testid=invitation-window]", "Revoked", long)
+        .await;
+    g.screenshot(&shots.join("g3-guest-revoked.png")).await;
+    g.end().await;
+    drop(guest_driver);
+    s.wait_text("[data-testid=door-state]", "Opened 2 times", long)
+        .await;
+
     // Settings: the three demo nodes.
+    s.click(&s.wait("[data-testid=tab-devices]", long).await)
+        .await;
     s.click(&s.wait("[data-testid=tab-settings]", long).await)
         .await;
     let nodes = s.wait("[data-testid=node-list]", long).await;
     assert_eq!(s.text(&nodes).await.matches("http://127.0.0.1:").count(), 3);
-    s.screenshot(&shots.join("07-settings.png")).await;
+    s.screenshot(&shots.join("09-settings.png")).await;
 
     // The same app at laptop width.
     s.click(&s.wait("[data-testid=tab-devices]", long).await)
@@ -186,7 +256,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     s.set_window_size(1100, 760).await;
     s.wait("[data-testid=device-card]", long).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    s.screenshot(&shots.join("08-laptop.png")).await;
+    s.screenshot(&shots.join("10-laptop.png")).await;
 
     assert_eq!(
         demo_dirs(tmp.path()).len(),
@@ -211,6 +281,34 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     s.end().await;
+}
+
+/// Starts tauri-driver on free ports; the app it launches inherits `env`.
+fn start_driver(
+    tauri_driver: &Path,
+    display: &str,
+    env: &[(&str, std::ffi::OsString)],
+    log: &Path,
+) -> (Reaped, u16) {
+    let port = free_port();
+    let native_port = free_port();
+    let mut cmd = Command::new(tauri_driver);
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--native-port",
+        &native_port.to_string(),
+    ])
+    .env("DISPLAY", display)
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(log).unwrap());
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let driver = Reaped(cmd.spawn().expect("tauri-driver did not start"));
+    wait_for_port(port, Duration::from_secs(20));
+    (driver, port)
 }
 
 /// The app started for this test: the process running APP whose TMPDIR is `tmp`.

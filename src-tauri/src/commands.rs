@@ -52,6 +52,7 @@ pub async fn status(state: State<'_, AppState>) -> Result<Status, CommandError> 
             owner_key: None,
             nodes: Vec::new(),
             keychain_problem: Some(problem),
+            invitations: 0,
             demo,
         });
     }
@@ -67,6 +68,7 @@ pub async fn status(state: State<'_, AppState>) -> Result<Status, CommandError> 
                 has_identity: owner_key.is_some(),
                 owner_key,
                 nodes: p.nodes()?,
+                invitations: u32::try_from(p.invitations()?.len()).unwrap_or(u32::MAX),
                 keychain_problem: None,
                 demo,
             })

@@ -10,6 +10,7 @@ mod commands;
 mod demo;
 pub mod error;
 mod images;
+mod sharing;
 mod state;
 pub mod views;
 
@@ -113,6 +114,15 @@ pub fn run() {
             commands::claim_image,
             commands::open_device,
             commands::demo_view,
+            sharing::device_owners,
+            sharing::propose_owners,
+            sharing::approve_proposal,
+            sharing::grants,
+            sharing::invite,
+            sharing::revoke,
+            sharing::accept_invitation,
+            sharing::invitations,
+            sharing::audit,
         ])
         .build(tauri::generate_context!())
         .expect("error while building the Latchkey app");

@@ -3,7 +3,11 @@
 //! latchkey-owner. `ui/src/lib/bindings.ts` is generated from these types (see the test below).
 
 use latchkey_owner::store::DeviceRecord;
-use latchkey_owner::{ClaimReport, OpenReport, Route};
+use latchkey_owner::{
+    AuditReport, ClaimReport, HeldInvitation, IssuedGrant, OpenReport, OwnersView, Proposal,
+    ProposalReport, RevokeReport, Route,
+};
+use latchkey_proto::audit::{SignedEntry, Via};
 use latchkey_proto::command::{Outcome, RejectCode};
 use latchkey_proto::keys::PublicKey;
 use serde::Serialize;
@@ -21,6 +25,8 @@ pub struct Status {
     pub nodes: Vec<String>,
     /// Why the OS keychain cannot be used, if it cannot (the app is unusable without it).
     pub keychain_problem: Option<String>,
+    /// Invitations this profile holds as a guest (a guest needs no identity of its own).
+    pub invitations: u32,
     /// Started with `--demo`: local nodes and a simulated door run inside the app.
     pub demo: bool,
 }
@@ -86,15 +92,9 @@ impl OpenResult {
         let r = &report.response;
         let (accepted, reject_code, reason) = match &r.outcome {
             Outcome::Accepted => (true, None, None),
-            Outcome::Rejected { code, reason } => (
-                false,
-                Some(
-                    RejectCode::from_u16(*code)
-                        .map(|c| format!("{c:?}"))
-                        .unwrap_or_else(|| format!("code {code}")),
-                ),
-                Some(reason.clone()),
-            ),
+            Outcome::Rejected { code, reason } => {
+                (false, Some(reject_name(*code)), Some(reason.clone()))
+            }
             // The core answers only after a challenge round trip; reaching here means it
             // handed back the challenge itself, which it never does.
             Outcome::ChallengeRequired { .. } => (
@@ -222,6 +222,238 @@ pub struct DoorView {
     pub open_for_ms: u64,
 }
 
+/// A grant this profile issued to a guest.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct GrantView {
+    /// Hex grant id (revoke takes it).
+    pub id: String,
+    pub device_id: String,
+    pub device_name: String,
+    pub guest_name: String,
+    pub actions: Vec<String>,
+    #[ts(type = "number")]
+    pub not_before_ms: u64,
+    #[ts(type = "number")]
+    pub not_after_ms: u64,
+    pub use_limit: Option<u32>,
+    #[ts(type = "number")]
+    pub created_ms: u64,
+    /// `upcoming`, `active`, `expired`, `revoked` or `void`.
+    pub status: String,
+    /// The guest's key (`lkpk1…`), to recognise it in the audit log.
+    pub guest_key: String,
+}
+
+impl From<&IssuedGrant> for GrantView {
+    fn from(g: &IssuedGrant) -> Self {
+        let body = &g.grant.body;
+        GrantView {
+            id: g.id.to_string(),
+            device_id: g.device.to_string(),
+            device_name: g.device_name.clone(),
+            guest_name: g.guest_name.clone(),
+            actions: body.actions.clone(),
+            not_before_ms: body.not_before_ms,
+            not_after_ms: body.not_after_ms,
+            use_limit: body.use_limit,
+            created_ms: g.created_ms,
+            status: g.status.as_str().to_owned(),
+            guest_key: body.subject.to_string(),
+        }
+    }
+}
+
+/// An invitation just issued: the link to share and its QR code.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct InvitationView {
+    /// `latchkey://invite/…`: whoever holds it can open until it ends or is revoked.
+    pub link: String,
+    /// The link as a QR code, a `data:image/png;base64,…` URL.
+    pub qr: String,
+    pub grant: GrantView,
+}
+
+/// An invitation this profile holds as a guest.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct HeldInvitationView {
+    pub id: String,
+    pub device_id: String,
+    pub device_name: String,
+    pub guest_name: String,
+    pub actions: Vec<String>,
+    #[ts(type = "number")]
+    pub not_before_ms: u64,
+    #[ts(type = "number")]
+    pub not_after_ms: u64,
+    pub status: String,
+    pub already_held: bool,
+    /// The last answer this app received from the device since it started.
+    pub last: Option<OpenResult>,
+}
+
+impl HeldInvitationView {
+    pub fn new(h: &HeldInvitation, last: Option<OpenResult>) -> Self {
+        HeldInvitationView {
+            id: h.id.to_string(),
+            device_id: h.device.to_string(),
+            device_name: h.device_name.clone(),
+            guest_name: h.guest_name.clone(),
+            actions: h.actions.clone(),
+            not_before_ms: h.not_before_ms,
+            not_after_ms: h.not_after_ms,
+            status: h.status.as_str().to_owned(),
+            already_held: h.already_held,
+            last,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct RevokeResult {
+    pub grant_id: String,
+    pub already_revoked: bool,
+    pub nodes_stored: u32,
+}
+
+impl From<&RevokeReport> for RevokeResult {
+    fn from(r: &RevokeReport) -> Self {
+        RevokeResult {
+            grant_id: r.grant.to_string(),
+            already_revoked: r.already_revoked,
+            nodes_stored: u32::try_from(r.nodes_stored).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// One entry of a device's signed audit log.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct AuditEntryView {
+    #[ts(type = "number")]
+    pub seq: u64,
+    /// Device time, if its clock is set.
+    #[ts(type = "number | null")]
+    pub time_ms: Option<u64>,
+    /// The sender's key (`lkpk1…`), when the signature could be read.
+    pub sender: Option<String>,
+    pub action: String,
+    pub accepted: bool,
+    /// `Accepted` or the refusal's name.
+    pub outcome: String,
+    /// `lan` or `relay`.
+    pub route: RouteKind,
+    pub detail: String,
+}
+
+impl From<&SignedEntry> for AuditEntryView {
+    fn from(e: &SignedEntry) -> Self {
+        let r = &e.entry.record;
+        AuditEntryView {
+            seq: e.entry.seq,
+            time_ms: r.time_ms,
+            sender: r.sender.map(|k| k.to_string()),
+            action: r.action.clone(),
+            accepted: r.code == 0,
+            outcome: if r.code == 0 {
+                "Accepted".into()
+            } else {
+                reject_name(r.code)
+            },
+            route: match r.via {
+                Via::Local => RouteKind::Lan,
+                Via::Relay => RouteKind::Relay,
+            },
+            detail: r.detail.clone(),
+        }
+    }
+}
+
+/// A verified page of a device's audit log, newest entry first.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct AuditView {
+    pub device_id: String,
+    pub entries: Vec<AuditEntryView>,
+}
+
+impl From<&AuditReport> for AuditView {
+    fn from(r: &AuditReport) -> Self {
+        AuditView {
+            device_id: r.device.id.to_string(),
+            entries: r.entries.iter().rev().map(AuditEntryView::from).collect(),
+        }
+    }
+}
+
+/// An owner change waiting for signatures.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct ProposalView {
+    /// Hex op id (approve takes it).
+    pub id: String,
+    /// `amend-owners` or `transfer`.
+    pub kind: String,
+    pub owners: Vec<String>,
+    pub threshold: u32,
+    pub signatures: u32,
+    pub needed: u32,
+    pub signed_by_me: bool,
+}
+
+impl From<&Proposal> for ProposalView {
+    fn from(p: &Proposal) -> Self {
+        ProposalView {
+            id: p.id.to_string(),
+            kind: p.kind.to_owned(),
+            owners: p.owners.iter().map(|o| o.to_string()).collect(),
+            threshold: u32::from(p.threshold),
+            signatures: u32::try_from(p.signed_by.len()).unwrap_or(u32::MAX),
+            needed: u32::from(p.needed),
+            signed_by_me: p.signed_by_me,
+        }
+    }
+}
+
+/// A device's owners, as verified from the nodes just now, with waiting proposals.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct OwnersDetail {
+    pub owners: Vec<String>,
+    pub threshold: u32,
+    pub me: Option<String>,
+    pub proposals: Vec<ProposalView>,
+}
+
+impl From<&OwnersView> for OwnersDetail {
+    fn from(v: &OwnersView) -> Self {
+        OwnersDetail {
+            owners: v.owners.iter().map(|o| o.to_string()).collect(),
+            threshold: u32::from(v.threshold),
+            me: v.me.map(|k| k.to_string()),
+            proposals: v.proposals.iter().map(ProposalView::from).collect(),
+        }
+    }
+}
+
+/// What proposing or approving an owner change did.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct ProposalResult {
+    pub proposal: ProposalView,
+    /// Enough owners signed: the change is in effect.
+    pub applied: bool,
+}
+
+impl From<&ProposalReport> for ProposalResult {
+    fn from(r: &ProposalReport) -> Self {
+        ProposalResult {
+            proposal: ProposalView::from(&r.proposal),
+            applied: r.applied,
+        }
+    }
+}
+
+fn reject_name(code: u16) -> String {
+    RejectCode::from_u16(code)
+        .map(|c| format!("{c:?}"))
+        .unwrap_or_else(|| format!("code {code}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +478,15 @@ mod tests {
             ClaimResult::decl(&cfg),
             DemoView::decl(&cfg),
             DoorView::decl(&cfg),
+            GrantView::decl(&cfg),
+            InvitationView::decl(&cfg),
+            HeldInvitationView::decl(&cfg),
+            RevokeResult::decl(&cfg),
+            AuditEntryView::decl(&cfg),
+            AuditView::decl(&cfg),
+            ProposalView::decl(&cfg),
+            OwnersDetail::decl(&cfg),
+            ProposalResult::decl(&cfg),
         ];
         let mut out = String::from(
             "// Generated from src-tauri/src/views.rs by its test `bindings_are_current`;\n\

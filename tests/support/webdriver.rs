@@ -243,6 +243,18 @@ impl Session {
         v.as_str().map(str::to_owned)
     }
 
+    /// A DOM property, e.g. an input's or textarea's current `value`.
+    pub async fn property(&self, el: &Element, name: &str) -> Option<String> {
+        let v = self
+            .send(
+                reqwest::Method::GET,
+                &format!("/element/{}/property/{name}", el.0),
+                None,
+            )
+            .await;
+        v.as_str().map(str::to_owned)
+    }
+
     pub async fn set_window_size(&self, width: u32, height: u32) {
         let v = self
             .send(

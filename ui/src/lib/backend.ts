@@ -4,19 +4,35 @@ import { invoke, type InvokeArgs } from '@tauri-apps/api/core';
 
 import type {
   AppInfo,
+  AuditView,
   ClaimResult,
   DemoView,
   DeviceView,
+  GrantView,
+  HeldInvitationView,
   Identity,
+  InvitationView,
   NewIdentity,
   OpenResult,
+  OwnersDetail,
+  ProposalResult,
   RecoveryWords,
+  RevokeResult,
   Status,
 } from './bindings';
 
 export type {
   AppInfo,
+  AuditEntryView,
+  AuditView,
   ClaimResult,
+  GrantView,
+  HeldInvitationView,
+  InvitationView,
+  OwnersDetail,
+  ProposalResult,
+  ProposalView,
+  RevokeResult,
   DemoView,
   DeviceView,
   DoorView,
@@ -49,6 +65,31 @@ export interface Backend {
   openDevice(device: string, action: string): Promise<OpenResult>;
   /** The demo panel, or null outside demo mode. */
   demoView(): Promise<DemoView | null>;
+  /** Owners, threshold and waiting proposals, verified from the nodes just now. */
+  deviceOwners(device: string): Promise<OwnersDetail>;
+  proposeOwners(device: string, change: OwnerChangeRequest): Promise<ProposalResult>;
+  approveProposal(id: string): Promise<ProposalResult>;
+  grants(device: string | null): Promise<GrantView[]>;
+  invite(device: string, request: InviteRequest): Promise<InvitationView>;
+  revoke(grantId: string): Promise<RevokeResult>;
+  /** Guest side: keep the invitation from a `latchkey://invite/…` link. */
+  acceptInvitation(link: string): Promise<HeldInvitationView>;
+  invitations(): Promise<HeldInvitationView[]>;
+  audit(device: string): Promise<AuditView>;
+}
+
+export interface InviteRequest {
+  guestName: string;
+  fromMs: number;
+  untilMs: number;
+  actions: string[];
+  useLimit: number | null;
+}
+
+export interface OwnerChangeRequest {
+  add: string | null;
+  remove: string | null;
+  threshold: number | null;
 }
 
 /**
@@ -112,6 +153,23 @@ export const tauriBackend: Backend = {
   claimImage: (imageBase64) => call<ClaimResult>('claim_image', { imageBase64 }),
   openDevice: (device, action) => call<OpenResult>('open_device', { device, action }),
   demoView: () => call<DemoView | null>('demo_view'),
+  deviceOwners: (device) => call<OwnersDetail>('device_owners', { device }),
+  proposeOwners: (device, change) => call<ProposalResult>('propose_owners', { device, ...change }),
+  approveProposal: (id) => call<ProposalResult>('approve_proposal', { id }),
+  grants: (device) => call<GrantView[]>('grants', { device }),
+  invite: (device, r) =>
+    call<InvitationView>('invite', {
+      device,
+      guestName: r.guestName,
+      fromMs: r.fromMs,
+      untilMs: r.untilMs,
+      actions: r.actions,
+      useLimit: r.useLimit,
+    }),
+  revoke: (grantId) => call<RevokeResult>('revoke', { grantId }),
+  acceptInvitation: (link) => call<HeldInvitationView>('accept_invitation', { link }),
+  invitations: () => call<HeldInvitationView[]>('invitations'),
+  audit: (device) => call<AuditView>('audit', { device }),
 };
 
 export interface MockOptions {
@@ -135,6 +193,9 @@ export const MOCK_APP_INFO: AppInfo = { name: 'Latchkey', version: '0.0.0-mock',
 const MOCK_WORDS = Array.from({ length: 24 }, (_, i) => `word${i + 1}`);
 const MOCK_OWNER = 'lkpk1mockownerkey';
 const MOCK_DEVICE = 'lkdev1mockfrontdoor';
+/** A 1x1 white PNG: the mock has no real QR codes to show. */
+const MOCK_PNG =
+  'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGP4DwABAQEAG4lS3wAAAABJRU5ErkJggg==';
 
 /**
  * A backend with no Rust behind it, for tests and for running the UI in a plain browser.
@@ -147,6 +208,8 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
   let nodes = options.demo ? ['http://127.0.0.1:7401', 'http://127.0.0.1:7402', 'http://127.0.0.1:7403'] : [];
   let devices: DeviceView[] = [];
   let unlocks = 0;
+  let issued: GrantView[] = [];
+  let held: HeldInvitationView[] = [];
   let lastUnlock: number | null = null;
   const confirm = [3, 11, 20];
 
@@ -195,6 +258,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         owner_key: identity ? MOCK_OWNER : null,
         nodes,
         keychain_problem: null,
+        invitations: held.length,
         demo: options.demo ?? false,
       })),
     createIdentity: () =>
@@ -260,12 +324,66 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
               nodes,
               device_name: 'Front door',
               device_short_id: 'MOCK-D00R',
-              // A 1x1 white PNG: the mock has no real claim QR to show.
-              claim_qr:
-                'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGP4DwABAQEAG4lS3wAAAABJRU5ErkJggg==',
+              claim_qr: MOCK_PNG,
               door: { unlocks, last_unlock_ms: lastUnlock, open_for_ms: 5000 },
             }
           : null,
       ),
+    deviceOwners: () =>
+      answer('deviceOwners', () => ({ owners: [MOCK_OWNER], threshold: 1, me: MOCK_OWNER, proposals: [] })),
+    proposeOwners: () =>
+      answer('proposeOwners', () => {
+        throw new BackendError('not_supported', 'The mock backend does not change owners.');
+      }),
+    approveProposal: () =>
+      answer('approveProposal', () => {
+        throw new BackendError('unknown_proposal', 'The mock backend holds no proposals.');
+      }),
+    grants: () => answer('grants', () => issued),
+    invite: (device, r) =>
+      answer('invite', () => {
+        const grant: GrantView = {
+          id: `${issued.length + 1}`.padStart(64, '0'),
+          device_id: device,
+          device_name: 'Front door',
+          guest_name: r.guestName,
+          actions: r.actions,
+          not_before_ms: r.fromMs,
+          not_after_ms: r.untilMs,
+          use_limit: r.useLimit,
+          created_ms: Date.now(),
+          status: 'active',
+          guest_key: 'lkpk1mockguestkey',
+        };
+        issued = [...issued, grant];
+        return { link: `latchkey://invite/mock${issued.length}`, qr: MOCK_PNG, grant };
+      }),
+    revoke: (grantId) =>
+      answer('revoke', () => {
+        issued = issued.map((g) => (g.id === grantId ? { ...g, status: 'revoked' } : g));
+        return { grant_id: grantId, already_revoked: false, nodes_stored: nodes.length };
+      }),
+    acceptInvitation: (link) =>
+      answer('acceptInvitation', () => {
+        if (!link.startsWith('latchkey://invite/')) {
+          throw new BackendError('bad_invite', 'this is not a Latchkey invitation link');
+        }
+        const invitation: HeldInvitationView = {
+          id: 'ab'.repeat(32),
+          device_id: MOCK_DEVICE,
+          device_name: 'Front door',
+          guest_name: 'Guest',
+          actions: ['unlock'],
+          not_before_ms: Date.now() - 60_000,
+          not_after_ms: Date.now() + 86_400_000,
+          status: 'active',
+          already_held: false,
+          last: null,
+        };
+        held = [invitation];
+        return invitation;
+      }),
+    invitations: () => answer('invitations', () => held),
+    audit: (device) => answer('audit', () => ({ device_id: device, entries: [] })),
   };
 }

@@ -28,6 +28,10 @@ owner_key: string | null, nodes: Array<string>,
  */
 keychain_problem: string | null, 
 /**
+ * Invitations this profile holds as a guest (a guest needs no identity of its own).
+ */
+invitations: number, 
+/**
  * Started with `--demo`: local nodes and a simulated door run inside the app.
  */
 demo: boolean, };
@@ -137,3 +141,73 @@ last_unlock_ms: number | null,
  * How long the simulated latch stays open after an unlock.
  */
 open_for_ms: number, };
+
+export type GrantView = { 
+/**
+ * Hex grant id (revoke takes it).
+ */
+id: string, device_id: string, device_name: string, guest_name: string, actions: Array<string>, not_before_ms: number, not_after_ms: number, use_limit: number | null, created_ms: number, 
+/**
+ * `upcoming`, `active`, `expired`, `revoked` or `void`.
+ */
+status: string, 
+/**
+ * The guest's key (`lkpk1…`), to recognise it in the audit log.
+ */
+guest_key: string, };
+
+export type InvitationView = { 
+/**
+ * `latchkey://invite/…`: whoever holds it can open until it ends or is revoked.
+ */
+link: string, 
+/**
+ * The link as a QR code, a `data:image/png;base64,…` URL.
+ */
+qr: string, grant: GrantView, };
+
+export type HeldInvitationView = { id: string, device_id: string, device_name: string, guest_name: string, actions: Array<string>, not_before_ms: number, not_after_ms: number, status: string, already_held: boolean, 
+/**
+ * The last answer this app received from the device since it started.
+ */
+last: OpenResult | null, };
+
+export type RevokeResult = { grant_id: string, already_revoked: boolean, nodes_stored: number, };
+
+export type AuditEntryView = { seq: number, 
+/**
+ * Device time, if its clock is set.
+ */
+time_ms: number | null, 
+/**
+ * The sender's key (`lkpk1…`), when the signature could be read.
+ */
+sender: string | null, action: string, accepted: boolean, 
+/**
+ * `Accepted` or the refusal's name.
+ */
+outcome: string, 
+/**
+ * `lan` or `relay`.
+ */
+route: RouteKind, detail: string, };
+
+export type AuditView = { device_id: string, entries: Array<AuditEntryView>, };
+
+export type ProposalView = { 
+/**
+ * Hex op id (approve takes it).
+ */
+id: string, 
+/**
+ * `amend-owners` or `transfer`.
+ */
+kind: string, owners: Array<string>, threshold: number, signatures: number, needed: number, signed_by_me: boolean, };
+
+export type OwnersDetail = { owners: Array<string>, threshold: number, me: string | null, proposals: Array<ProposalView>, };
+
+export type ProposalResult = { proposal: ProposalView, 
+/**
+ * Enough owners signed: the change is in effect.
+ */
+applied: boolean, };

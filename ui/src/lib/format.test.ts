@@ -6,11 +6,16 @@ import {
   doorIsOpen,
   errorText,
   freshness,
+  fromLocalInput,
+  grantStatusLabel,
   ownershipLine,
+  parseActions,
   parseNodeUrls,
   reachLine,
   resultHeadline,
   shortKey,
+  toLocalInput,
+  windowText,
 } from './format';
 
 const result: OpenResult = {
@@ -115,5 +120,34 @@ describe('errorText', () => {
     expect(errorText({ code: 'bad_phrase', message: 'the recovery phrase is not valid: word 5' })).toBe(
       'The recovery phrase is not valid: word 5',
     );
+  });
+});
+
+describe('invitation helpers', () => {
+  it('labels grant states', () => {
+    expect(grantStatusLabel('active')).toBe('Valid now');
+    expect(grantStatusLabel('revoked')).toBe('Revoked');
+    expect(grantStatusLabel('void')).toMatch(/ownership change/);
+  });
+
+  it('round-trips datetime-local values in local time', () => {
+    const ms = new Date(2026, 10, 23, 15, 30).getTime();
+    expect(toLocalInput(ms)).toBe('2026-11-23T15:30');
+    expect(fromLocalInput('2026-11-23T15:30')).toBe(ms);
+    expect(fromLocalInput('')).toBeNull();
+    expect(fromLocalInput('tomorrow')).toBeNull();
+  });
+
+  it('shows a window with an arrow, dates only when far away', () => {
+    const now = new Date(2026, 10, 23, 12, 0).getTime();
+    const near = windowText(now, now + 3_600_000, now);
+    expect(near).toContain('→');
+    const far = windowText(now + 30 * 86_400_000, now + 31 * 86_400_000, now);
+    expect(far.length).toBeGreaterThan(near.length);
+  });
+
+  it('parses action lists without duplicates', () => {
+    expect(parseActions('unlock, lock unlock')).toEqual(['unlock', 'lock']);
+    expect(parseActions(' ')).toEqual([]);
   });
 });

@@ -116,5 +116,58 @@ const IN_APP: Record<string, string> = {
 /** What to show for a failed call: the app's wording for known codes, else the core's message. */
 export function errorText(raw: unknown): string {
   const err: BackendError = toBackendError(raw);
-  return IN_APP[err.code] ?? capitalize(err.message);
+  return IN_APP[err.code] ?? (capitalize(err.message) || `The app failed (${err.code}).`);
+}
+
+/** What a grant's status means to a person. */
+export function grantStatusLabel(status: string): string {
+  switch (status) {
+    case 'upcoming':
+      return 'Not valid yet';
+    case 'active':
+      return 'Valid now';
+    case 'expired':
+      return 'Expired';
+    case 'revoked':
+      return 'Revoked';
+    case 'void':
+      return 'Ended by an ownership change';
+    default:
+      return status;
+  }
+}
+
+/** "Fri 15:00 → Sun 11:00" in the viewer's time zone (with the date when not this week). */
+export function windowText(fromMs: number, untilMs: number, nowMs: number): string {
+  const week = 6 * DAY;
+  const near = (t: number) => Math.abs(t - nowMs) < week;
+  const fmt = (t: number) =>
+    new Date(t).toLocaleString(undefined, {
+      weekday: 'short',
+      ...(near(t) ? {} : { day: 'numeric', month: 'short' }),
+      hour: '2-digit',
+      minute: '2-digit',
+    });
+  return `${fmt(fromMs)} → ${fmt(untilMs)}`;
+}
+
+/** A `datetime-local` input's value for `ms`, in local time (`2026-11-23T15:00`). */
+export function toLocalInput(ms: number): string {
+  const d = new Date(ms);
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+/** The instant a `datetime-local` value names in local time, or null when it is empty or bad. */
+export function fromLocalInput(value: string): number | null {
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/.test(value)) {
+    return null;
+  }
+  const ms = new Date(value).getTime();
+  return Number.isNaN(ms) ? null : ms;
+}
+
+/** Actions typed as a list: "unlock, lock" → ["unlock", "lock"]. */
+export function parseActions(text: string): string[] {
+  return [...new Set(text.split(/[\s,]+/).filter((a) => a.length > 0))];
 }

@@ -1,0 +1,162 @@
+//! Commands for sharing and co-owning: invitations and grants, revocation, the audit log,
+//! owners and proposals, and the guest side (accepting a `latchkey://invite/…` link). Thin
+//! adapters like `commands.rs`; the rules live in latchkey-owner.
+
+use data_encoding::BASE64;
+use latchkey_owner::{InviteRequest, OwnerChange};
+use latchkey_proto::keys::PublicKey;
+use tauri::State;
+use zeroize::Zeroizing;
+
+use crate::error::CommandError;
+use crate::state::AppState;
+use crate::views::{
+    AuditView, GrantView, HeldInvitationView, InvitationView, OwnersDetail, ProposalResult,
+    RevokeResult,
+};
+
+/// A device's owners, threshold and waiting proposals (asks the nodes and the mailbox).
+#[tauri::command]
+pub async fn device_owners(
+    state: State<'_, AppState>,
+    device: String,
+) -> Result<OwnersDetail, CommandError> {
+    state
+        .with_profile(move |p| async move { Ok(OwnersDetail::from(&p.owners(&device).await?)) })
+        .await
+}
+
+/// Proposes adding or removing one owner and/or a new threshold.
+#[tauri::command]
+pub async fn propose_owners(
+    state: State<'_, AppState>,
+    device: String,
+    add: Option<String>,
+    remove: Option<String>,
+    threshold: Option<u8>,
+) -> Result<ProposalResult, CommandError> {
+    let key = |text: Option<String>| -> Result<Vec<PublicKey>, CommandError> {
+        text.filter(|t| !t.trim().is_empty())
+            .map(|t| PublicKey::parse(t.trim()).map_err(latchkey_owner::Error::from))
+            .transpose()
+            .map(|k| k.into_iter().collect())
+            .map_err(CommandError::from)
+    };
+    let change = OwnerChange {
+        add: key(add)?,
+        remove: key(remove)?,
+        threshold,
+    };
+    state
+        .with_profile(move |p| async move {
+            Ok(ProposalResult::from(
+                &p.propose_owners(&device, &change).await?,
+            ))
+        })
+        .await
+}
+
+#[tauri::command]
+pub async fn approve_proposal(
+    state: State<'_, AppState>,
+    id: String,
+) -> Result<ProposalResult, CommandError> {
+    state
+        .with_profile(move |p| async move { Ok(ProposalResult::from(&p.approve(&id).await?)) })
+        .await
+}
+
+/// Grants this profile issued, for one device or all.
+#[tauri::command]
+pub async fn grants(
+    state: State<'_, AppState>,
+    device: Option<String>,
+) -> Result<Vec<GrantView>, CommandError> {
+    state
+        .with_profile(move |p| async move {
+            Ok(p.grants(device.as_deref())?
+                .iter()
+                .map(GrantView::from)
+                .collect())
+        })
+        .await
+}
+
+/// Invites a guest: a grant for `actions` between `from_ms` and `until_ms`, as a link and QR.
+#[tauri::command]
+pub async fn invite(
+    state: State<'_, AppState>,
+    device: String,
+    guest_name: String,
+    from_ms: u64,
+    until_ms: u64,
+    actions: Vec<String>,
+    use_limit: Option<u32>,
+) -> Result<InvitationView, CommandError> {
+    let request = InviteRequest {
+        guest_name,
+        from_ms,
+        until_ms,
+        actions,
+        use_limit,
+    };
+    state
+        .with_profile(move |p| async move {
+            let issued = p.invite(&device, &request).await?;
+            let png = latchkey_owner::invitation_qr_png(&issued.link)?;
+            Ok(InvitationView {
+                link: issued.link.as_str().to_owned(),
+                qr: format!("data:image/png;base64,{}", BASE64.encode(&png)),
+                grant: GrantView::from(&issued.grant),
+            })
+        })
+        .await
+}
+
+#[tauri::command]
+pub async fn revoke(
+    state: State<'_, AppState>,
+    grant_id: String,
+) -> Result<RevokeResult, CommandError> {
+    state
+        .with_profile(move |p| async move { Ok(RevokeResult::from(&p.revoke(&grant_id).await?)) })
+        .await
+}
+
+/// The guest side: keeps the invitation from a `latchkey://invite/…` link.
+#[tauri::command]
+pub async fn accept_invitation(
+    state: State<'_, AppState>,
+    link: String,
+) -> Result<HeldInvitationView, CommandError> {
+    let link = Zeroizing::new(link);
+    let held = state
+        .with_profile(move |p| async move { p.accept(link.trim()).await })
+        .await?;
+    Ok(HeldInvitationView::new(
+        &held,
+        state.last_result(&held.device.to_string()),
+    ))
+}
+
+/// Invitations this profile holds as a guest.
+#[tauri::command]
+pub async fn invitations(
+    state: State<'_, AppState>,
+) -> Result<Vec<HeldInvitationView>, CommandError> {
+    let held = state
+        .with_profile(|p| async move { p.invitations() })
+        .await?;
+    Ok(held
+        .iter()
+        .map(|h| HeldInvitationView::new(h, state.last_result(&h.device.to_string())))
+        .collect())
+}
+
+/// The newest page of a device's signed audit log (owners only; the device answers it).
+#[tauri::command]
+pub async fn audit(state: State<'_, AppState>, device: String) -> Result<AuditView, CommandError> {
+    state
+        .with_profile(move |p| async move { Ok(AuditView::from(&p.audit(&device, None).await?)) })
+        .await
+}
