@@ -57,6 +57,7 @@ mod files {
     pub mod claim;
     pub mod command;
     pub mod grant;
+    pub mod invite;
     pub mod keys;
     pub mod official;
     pub mod ops;
@@ -129,6 +130,13 @@ fn main() {
             "The claim code a device shows as a QR: binary payload, LATCHKEY:C1: text, the \
              fields it decodes to, and codes that must be refused.",
             files::claim::vectors(&w),
+        ),
+        (
+            "invitation.json",
+            "Guest invitations: the latchkey://invite/ link, its binary encoding and the fields \
+             it decodes to (device, guest secret and key, grant chain, names, addresses, \
+             registry nodes), and links or encodings that must be refused.",
+            files::invite::vectors(&w),
         ),
         (
             "ops.json",
@@ -335,6 +343,7 @@ fn decode(codec: &str, bytes: &[u8]) -> Result<Vec<u8>, Error> {
         "SignedCommand" => rt::<SignedCommand>(bytes),
         "SignedResponse" => rt::<SignedResponse>(bytes),
         "ClaimPayload" => rt::<ClaimPayload>(bytes),
+        "Invitation" => rt::<latchkey_proto::invite::Invitation>(bytes),
         other => panic!("no codec {other}"),
     }
 }

@@ -18,17 +18,19 @@ use latchkey_proto::command::{CommandId, SignedCommand, SignedResponse};
 use latchkey_proto::device::DeviceKeys;
 use latchkey_proto::envelope;
 use latchkey_proto::grant::{self, Grant, GrantRequest};
+use latchkey_proto::invite::Invitation;
 use latchkey_proto::kem::{self, KemCiphertext, KemPublicKey};
 use latchkey_proto::keys::{self, DeviceId, KeyPurpose, PublicKey, RecoveryPhrase, Signature};
 use latchkey_proto::{pad, Error};
 use serde_json::{json, Value};
 
 /// Every file the directory must hold, each with at least one vector.
-const FILES: [&str; 8] = [
+const FILES: [&str; 9] = [
     "keys.json",
     "bip39_english.json",
     "slip10_ed25519.json",
     "claim_payload.json",
+    "invitation.json",
     "ops.json",
     "grant.json",
     "command.json",
@@ -135,6 +137,8 @@ fn check(v: &Value) {
             let kem = KemPublicKey::from_bytes(&bytes(v, "kem_public_key")).unwrap();
             expect_error(v, payload.check_kem(&kem));
         }
+        "invitation" => check_invitation(v),
+        "invitation_link_fail" => expect_error(v, Invitation::parse_link(s(v, "text"))),
         "chain" => check_chain(v),
         "op" => check_op(v),
         "chain_fail" => check_chain_fail(v),
@@ -277,6 +281,7 @@ fn decode(codec: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
         "SignedCommand" => rt::<SignedCommand>(input),
         "SignedResponse" => rt::<SignedResponse>(input),
         "ClaimPayload" => rt::<ClaimPayload>(input),
+        "Invitation" => rt::<Invitation>(input),
         other => panic!("unknown codec {other:?}"),
     }
 }
@@ -391,6 +396,35 @@ fn check_claim(v: &Value) {
     }
     let kem = KemPublicKey::from_bytes(&bytes(v, "kem_public_key")).unwrap();
     from_text.check_kem(&kem).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invitations.
+
+fn check_invitation(v: &Value) {
+    let expected = &v["invitation"];
+    let from_link = Invitation::parse_link(s(expected, "link")).unwrap();
+    assert_eq!(invitation_json(&from_link), *expected);
+    let from_bytes = Invitation::from_bytes(&bytes(expected, "bytes")).unwrap();
+    from_bytes.check().unwrap();
+    assert_eq!(invitation_json(&from_bytes), *expected);
+    assert_eq!(
+        pk_hex(&from_link.leaf().body.subject),
+        s(expected, "guest_public_key"),
+        "the guest key is the last grant's subject"
+    );
+    for (g, e) in from_link
+        .grants
+        .iter()
+        .zip(expected["grants"].as_array().unwrap())
+    {
+        assert_eq!(h(g.to_bytes()), s(e, "bytes"));
+        g.verify_signature().unwrap();
+    }
+    for variant in v["text_variants"].as_array().unwrap() {
+        let i = Invitation::parse_link(variant.as_str().unwrap()).unwrap();
+        assert_eq!(h(i.to_bytes()), s(expected, "bytes"), "variant {variant}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

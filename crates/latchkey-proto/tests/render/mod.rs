@@ -9,6 +9,7 @@ use latchkey_proto::claim::ClaimPayload;
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::{Outcome, ReplyTo, SignedCommand, SignedResponse};
 use latchkey_proto::grant::Grant;
+use latchkey_proto::invite::Invitation;
 use latchkey_proto::keys::PublicKey;
 use latchkey_proto::Error;
 use serde_json::{json, Value};
@@ -158,5 +159,21 @@ pub fn claim_json(p: &ClaimPayload) -> Value {
         "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "device_id": h(p.device_id().0),
         "device_id_text": p.device_id().to_string(),
+    })
+}
+
+pub fn invitation_json(i: &Invitation) -> Value {
+    json!({
+        "bytes": h(i.to_bytes()),
+        "link": i.to_link().unwrap().as_str(),
+        "device": h(i.device.0),
+        "device_text": i.device.to_string(),
+        "guest_secret": h(i.guest_secret.as_slice()),
+        "guest_public_key": pk_hex(&i.guest_key().public_key()),
+        "grants": i.grants.iter().map(grant_json).collect::<Vec<_>>(),
+        "device_name": i.device_name,
+        "guest_name": i.guest_name,
+        "addrs": i.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "nodes": i.nodes,
     })
 }
