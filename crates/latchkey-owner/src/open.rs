@@ -23,6 +23,8 @@ use crate::store::DeviceRecord;
 const DIRECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time to wait for an answer through the mailboxes.
 const RELAY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How old the stored check time may grow before an unchanged chain is written again.
+const STORED_VIEW_REFRESH_MS: u64 = 5 * 60 * 1000;
 /// Challenge round trips before giving up.
 const MAX_CHALLENGES: usize = 3;
 
@@ -93,12 +95,20 @@ impl Profile {
                 device: device.id.to_string(),
             }),
             Ok(view) => {
+                // The store is a cache of what the nodes say; a durable write (an fsync) on every
+                // open when nothing changed cost more than the command itself. It is rewritten
+                // when the chain moved, and now and then to keep its check time honest.
+                let changed = view.chain.state().head != device.chain.state().head;
+                let stale = view.checked_at_ms.saturating_sub(device.verified_at_ms)
+                    > STORED_VIEW_REFRESH_MS;
                 let record = DeviceRecord {
                     chain: view.chain,
                     verified_at_ms: view.checked_at_ms,
                     ..device
                 };
-                self.store.put_device(&record)?;
+                if changed || stale {
+                    self.store.put_device(&record)?;
+                }
                 Ok(record)
             }
             Err(e) => {

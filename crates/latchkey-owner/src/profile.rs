@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use latchkey_proto::keys::{KeyPurpose, PublicKey, RecoveryPhrase, SigningKey};
+use latchkey_proto::claim::DeviceAddr;
+use latchkey_proto::keys::{DeviceId, KeyPurpose, PublicKey, RecoveryPhrase, SigningKey};
 use latchkey_quorum::{QuorumClient, QuorumConfig};
 use rand_core::{OsRng, RngCore};
 
@@ -155,20 +156,30 @@ impl Profile {
         self.store.devices()
     }
 
+    /// Replaces where a device is reached directly (empty: only through the nodes' mailboxes),
+    /// e.g. after it moved to another network.
+    pub fn set_device_addresses(
+        &self,
+        query: &str,
+        addrs: Vec<DeviceAddr>,
+    ) -> Result<DeviceRecord> {
+        let record = DeviceRecord {
+            addrs,
+            ..self.find_device(query)?
+        };
+        self.store.put_device(&record)?;
+        Ok(record)
+    }
+
     /// Finds a device by full id, short id (`XXXX-XXXX`), id prefix, or exact name.
     pub fn find_device(&self, query: &str) -> Result<DeviceRecord> {
         let q = query.trim();
-        let all = self.devices()?;
-        let mut hits: Vec<DeviceRecord> = all
-            .into_iter()
-            .filter(|d| {
-                let id = d.id.to_string();
-                id == q
-                    || d.id.short().eq_ignore_ascii_case(q)
-                    || (q.len() >= 10 && id.starts_with(q))
-                    || d.name == q
-            })
-            .collect();
+        let mut hits = self.store.devices_where(|id, name| {
+            id == q
+                || DeviceId::parse(id).is_ok_and(|d| d.short().eq_ignore_ascii_case(q))
+                || (q.len() >= 10 && id.starts_with(q))
+                || name == q
+        })?;
         match hits.len() {
             0 => Err(Error::UnknownDevice(q.to_owned())),
             1 => Ok(hits.remove(0)),

@@ -200,6 +200,12 @@ impl Store {
 
     /// Every device, verified again from genesis as it is read (the file is not trusted).
     pub fn devices(&self) -> Result<Vec<DeviceRecord>> {
+        self.devices_where(|_, _| true)
+    }
+
+    /// The devices whose id text and name pass `keep`; only those are verified, so finding one
+    /// device among many costs one chain verification.
+    pub fn devices_where(&self, keep: impl Fn(&str, &str) -> bool) -> Result<Vec<DeviceRecord>> {
         let mut stmt = self
             .conn
             .prepare("SELECT id, name, addrs, chain, verified_at_ms FROM devices ORDER BY name, id")
@@ -218,6 +224,7 @@ impl Store {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.wrap(e))?;
         rows.into_iter()
+            .filter(|(id, name, ..)| keep(id, name))
             .map(|(id, name, addrs, chain, at)| {
                 let bad = |why: String| Error::Store {
                     path: self.path.display().to_string(),
@@ -228,6 +235,9 @@ impl Store {
                 let chain = OpList::from_bytes(&chain)
                     .and_then(|l| Chain::verify(l.0))
                     .map_err(|e| bad(e.to_string()))?;
+                if chain.device().to_string() != id {
+                    return Err(bad("the stored chain is for another device".into()));
+                }
                 Ok(DeviceRecord {
                     id: chain.device(),
                     name,
