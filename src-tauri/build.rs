@@ -28,6 +28,7 @@ fn main() {
         "accept_invitation",
         "invitations",
         "audit",
+        "take_invite_link",
     ]);
     let attributes = tauri_build::Attributes::new()
         .capabilities_path_pattern("./src-tauri/capabilities/**/*")

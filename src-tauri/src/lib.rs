@@ -10,6 +10,7 @@ mod commands;
 mod demo;
 pub mod error;
 mod images;
+mod links;
 mod sharing;
 mod state;
 pub mod views;
@@ -80,7 +81,21 @@ pub fn run() {
         std::process::exit(2);
     }
 
-    let app = tauri::Builder::default()
+    let mut builder = tauri::Builder::default();
+    // One window per profile: a second launch for the default profile (e.g. the OS opening a
+    // `latchkey://` link) hands its link to the running app and exits. Demo and `--profile`
+    // runs are separate profiles and may run beside it (tests run two apps at once).
+    #[cfg(desktop)]
+    if options.profile.is_none() && !options.demo {
+        builder = builder.plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
+            if let Some(window) = app.get_webview_window("main") {
+                let _ = window.unminimize();
+                let _ = window.set_focus();
+            }
+        }));
+    }
+    let app = builder
+        .plugin(tauri_plugin_deep_link::init())
         .setup(move |app| {
             #[cfg(feature = "demo")]
             let demo_dir = demo.as_ref().map(demo::Demo::profile_dir);
@@ -98,6 +113,7 @@ pub fn run() {
                 watch_signals(app.handle().clone());
             }
             app.manage(state);
+            links::install(app);
             Ok(())
         })
         .invoke_handler(tauri::generate_handler![
@@ -123,6 +139,7 @@ pub fn run() {
             sharing::accept_invitation,
             sharing::invitations,
             sharing::audit,
+            links::take_invite_link,
         ])
         .build(tauri::generate_context!())
         .expect("error while building the Latchkey app");

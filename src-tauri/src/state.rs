@@ -23,6 +23,8 @@ pub struct AppState {
     pub backup: Mutex<Option<BackupCheck>>,
     /// Keyed by device id. Kept in memory only: the owner core has no store for answers yet.
     pub last_results: Mutex<HashMap<String, OpenResult>>,
+    /// An invitation link from outside the app, until the UI takes it (see `links.rs`).
+    pub pending_link: Mutex<Option<Zeroizing<String>>>,
     #[cfg(feature = "demo")]
     pub demo: Mutex<Option<crate::demo::Demo>>,
 }
@@ -47,6 +49,7 @@ impl AppState {
             seeds,
             backup: Mutex::new(None),
             last_results: Mutex::new(HashMap::new()),
+            pending_link: Mutex::new(None),
             #[cfg(feature = "demo")]
             demo: Mutex::new(None),
         }

@@ -88,11 +88,13 @@ pub struct Session {
 pub struct Element(String);
 
 impl Session {
-    /// Opens a session that launches `application` (tauri-driver's `tauri:options`).
-    pub async fn start(driver_port: u16, application: &Path) -> Session {
+    /// Opens a session that launches `application` with `args` (tauri-driver's
+    /// `tauri:options`).
+    pub async fn start(driver_port: u16, application: &Path, args: &[&str]) -> Session {
         let http = reqwest::Client::new();
         let caps = json!({"capabilities": {"alwaysMatch": {"tauri:options": {
-            "application": application.to_str().unwrap()
+            "application": application.to_str().unwrap(),
+            "args": args,
         }}}});
         let answer: Value = http
             .post(format!("http://127.0.0.1:{driver_port}/session"))

@@ -85,3 +85,21 @@ describe('tauriBackend', () => {
     await expect(failure).rejects.toMatchObject({ code: 'internal', message: 'Keychain is locked.' });
   });
 });
+
+describe('invitation links in the mock', () => {
+  it('hands out the opening link once', async () => {
+    const backend = createMockBackend({ inviteLink: 'latchkey://invite/abc' });
+    expect(await backend.takeInviteLink()).toBe('latchkey://invite/abc');
+    expect(await backend.takeInviteLink()).toBeNull();
+  });
+
+  it('makes a guest of a profile without a key once a link is accepted', async () => {
+    const backend = createMockBackend();
+    expect((await backend.status()).invitations).toBe(0);
+    await expect(backend.acceptInvitation('https://example.com')).rejects.toMatchObject({ code: 'bad_invite' });
+    await backend.acceptInvitation('latchkey://invite/abc');
+    const status = await backend.status();
+    expect(status.has_identity).toBe(false);
+    expect(status.invitations).toBe(1);
+  });
+});

@@ -1,6 +1,7 @@
 // Every call from the UI to the Rust side goes through this module, so the rest of
 // the UI depends on the `Backend` interface alone and tests can swap in the mock.
 import { invoke, type InvokeArgs } from '@tauri-apps/api/core';
+import { listen } from '@tauri-apps/api/event';
 
 import type {
   AppInfo,
@@ -76,6 +77,10 @@ export interface Backend {
   acceptInvitation(link: string): Promise<HeldInvitationView>;
   invitations(): Promise<HeldInvitationView[]>;
   audit(device: string): Promise<AuditView>;
+  /** A `latchkey://invite/…` link the app was opened with, once; null when none waits. */
+  takeInviteLink(): Promise<string | null>;
+  /** Calls `onLink` whenever a link starts waiting; resolves to a function that stops it. */
+  onInviteLink(onLink: () => void): Promise<() => void>;
 }
 
 export interface InviteRequest {
@@ -170,6 +175,8 @@ export const tauriBackend: Backend = {
   acceptInvitation: (link) => call<HeldInvitationView>('accept_invitation', { link }),
   invitations: () => call<HeldInvitationView[]>('invitations'),
   audit: (device) => call<AuditView>('audit', { device }),
+  takeInviteLink: () => call<string | null>('take_invite_link'),
+  onInviteLink: (onLink) => listen('invite-link', () => onLink()),
 };
 
 export interface MockOptions {
@@ -180,6 +187,8 @@ export interface MockOptions {
   withIdentity?: boolean;
   /** Act as if started with `--demo`. */
   demo?: boolean;
+  /** Act as if opened with this `latchkey://invite/…` link. */
+  inviteLink?: string;
 }
 
 export interface MockBackend extends Backend {
@@ -212,6 +221,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
   let held: HeldInvitationView[] = [];
   let lastUnlock: number | null = null;
   const confirm = [3, 11, 20];
+  let inviteLink = options.inviteLink ?? null;
 
   const answer = async <T>(name: string, value: () => T): Promise<T> => {
     calls.push(name);
@@ -385,5 +395,13 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       }),
     invitations: () => answer('invitations', () => held),
     audit: (device) => answer('audit', () => ({ device_id: device, entries: [] })),
+    takeInviteLink: () =>
+      answer('takeInviteLink', () => {
+        const link = inviteLink;
+        inviteLink = null;
+        return link;
+      }),
+    // Nothing outside a browser tab can open links into the mock.
+    onInviteLink: async () => () => {},
   };
 }
