@@ -15,6 +15,7 @@ pub mod claim;
 pub mod error;
 pub mod invite;
 pub mod keychain;
+mod mailbox;
 pub mod open;
 pub mod owners;
 pub mod profile;

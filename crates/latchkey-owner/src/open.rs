@@ -13,9 +13,9 @@ use latchkey_proto::grant::{is_action_name, Grant};
 use latchkey_proto::keys::{PublicKey, SigningKey};
 use latchkey_quorum::CachedView;
 use rand_core::{OsRng, RngCore};
-use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::mailbox;
 use crate::profile::Profile;
 use crate::store::DeviceRecord;
 
@@ -25,6 +25,8 @@ const DIRECT_TIMEOUT: Duration = Duration::from_secs(15);
 const RELAY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How old the stored check time may grow before an unchanged chain is written again.
 const STORED_VIEW_REFRESH_MS: u64 = 5 * 60 * 1000;
+/// How long a relayed command waits in the device's mailbox (its timestamp expires sooner).
+const RELAYED_COMMAND_TTL_SECS: u32 = 120;
 /// Challenge round trips before giving up.
 const MAX_CHALLENGES: usize = 3;
 
@@ -64,17 +66,6 @@ impl OpenReport {
     pub fn accepted(&self) -> bool {
         matches!(self.response.outcome, Outcome::Accepted)
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct MailboxPage {
-    messages: Vec<MailboxMessage>,
-    next: u64,
-}
-
-#[derive(Debug, Deserialize)]
-struct MailboxMessage {
-    body: String,
 }
 
 impl Profile {
@@ -244,26 +235,14 @@ impl Profile {
         let signed = command.sign(key)?;
         let started = Instant::now();
         let (envelope, pending) = seal_command(&signed, &state.kem, &mut OsRng)?;
-        let device_box = hex::encode(device.id.0);
-        let posts = nodes.iter().map(|node| {
-            let url = format!("{node}/v1/mailboxes/{device_box}");
-            let body = envelope.clone();
-            async move {
-                self.http
-                    .post(&url)
-                    .timeout(Duration::from_secs(5))
-                    .header("x-latchkey-ttl-secs", "120")
-                    .body(body)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        });
-        let posted = futures::future::join_all(posts)
-            .await
-            .into_iter()
-            .filter(|ok| *ok)
-            .count();
+        let posted = mailbox::post_all(
+            &self.http,
+            &nodes,
+            &hex::encode(device.id.0),
+            &envelope,
+            RELAYED_COMMAND_TTL_SECS,
+        )
+        .await;
         if posted == 0 {
             return Err(Error::NoAnswer {
                 device: device.id.to_string(),
@@ -309,23 +288,9 @@ impl Profile {
         loop {
             let left = RELAY_TIMEOUT.checked_sub(started.elapsed())?;
             let wait = left.as_secs().clamp(1, 25);
-            let url = format!("{node}/v1/mailboxes/{mailbox}?after={after}&wait_secs={wait}");
-            let page = self
-                .http
-                .get(&url)
-                .timeout(Duration::from_secs(wait + 5))
-                .send()
-                .await
-                .ok()?;
-            if !page.status().is_success() {
-                return None;
-            }
-            let page: MailboxPage = page.json().await.ok()?;
+            let page = mailbox::read(&self.http, node, mailbox, after, wait).await?;
             for message in &page.messages {
-                let Ok(bytes) = data_encoding::BASE64.decode(message.body.as_bytes()) else {
-                    continue;
-                };
-                match open_reply(pending, &bytes, identity) {
+                match open_reply(pending, message, identity) {
                     Ok(r) => return Some(r),
                     Err(why) => tracing::warn!(node, %why, "a reply did not open"),
                 }

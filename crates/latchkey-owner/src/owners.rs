@@ -5,16 +5,14 @@
 //! [`Profile::approve`], and whoever adds the m-th signature publishes it. Owners of the new set
 //! are sent the final op too, so a new owner's profile learns the device without being told.
 
-use std::time::Duration;
-
 use latchkey_proto::chain::{Op, OpBody, OpId, OwnerSet};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::hash;
 use latchkey_proto::keys::{DeviceId, PublicKey};
 use rand_core::OsRng;
-use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::mailbox;
 use crate::profile::Profile;
 use crate::store::DeviceRecord;
 
@@ -70,17 +68,6 @@ pub struct ProposalReport {
     pub nodes_stored: usize,
     /// Owners' mailboxes it was posted to (co-signers, or the new owners once applied).
     pub sent_to: usize,
-}
-
-#[derive(Debug, Deserialize)]
-struct MailboxPage {
-    messages: Vec<MailboxMessage>,
-    next: u64,
-}
-
-#[derive(Debug, Deserialize)]
-struct MailboxMessage {
-    body: String,
 }
 
 fn proposal_of(op: &Op, device: &DeviceRecord, me: Option<&PublicKey>) -> Option<Proposal> {
@@ -279,23 +266,15 @@ impl Profile {
         let body = op.to_bytes();
         let mut reached = 0;
         for owner in owners {
-            let mailbox = owner_mailbox(owner);
-            let posts = nodes.iter().map(|node| {
-                let url = format!("{node}/v1/mailboxes/{mailbox}");
-                let body = body.clone();
-                async move {
-                    self.http
-                        .post(&url)
-                        .timeout(Duration::from_secs(5))
-                        .header("x-latchkey-ttl-secs", PROPOSAL_TTL_SECS.to_string())
-                        .body(body)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success())
-                }
-            });
-            let oks = futures::future::join_all(posts).await;
-            if oks.into_iter().any(|ok| ok) {
+            let stored = mailbox::post_all(
+                &self.http,
+                &nodes,
+                &owner_mailbox(owner),
+                &body,
+                PROPOSAL_TTL_SECS,
+            )
+            .await;
+            if stored > 0 {
                 reached += 1;
             }
         }
@@ -318,23 +297,10 @@ impl Profile {
                 .setting(&cursor_key)?
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            let url = format!("{node}/v1/mailboxes/{mailbox}?after={after}&wait_secs=0");
-            let Ok(Ok(resp)) =
-                tokio::time::timeout(Duration::from_secs(5), self.http.get(&url).send()).await
-            else {
+            let Some(page) = mailbox::read(&self.http, &node, &mailbox, after, 0).await else {
                 continue;
             };
-            let Ok(page) = resp.json::<MailboxPage>().await else {
-                continue;
-            };
-            for message in page.messages {
-                let Ok(bytes) = data_encoding::BASE64.decode(message.body.as_bytes()) else {
-                    continue;
-                };
-                if let Ok(op) = Op::from_bytes(&bytes) {
-                    ops.push(op);
-                }
-            }
+            ops.extend(page.messages.iter().filter_map(|m| Op::from_bytes(m).ok()));
             self.store
                 .set_setting(&cursor_key, &page.next.to_string())?;
         }

@@ -126,6 +126,22 @@ impl Store {
         }
     }
 
+    /// Runs a query and collects its rows.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map(params, map)
+            .map_err(|e| self.wrap(e))?
+            .collect::<rusqlite::Result<Vec<T>>>()
+            .map_err(|e| self.wrap(e));
+        rows
+    }
+
     pub fn setting(&self, key: &str) -> Result<Option<String>> {
         self.conn
             .query_row(
@@ -164,15 +180,10 @@ impl Store {
     }
 
     pub fn nodes(&self) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT url FROM nodes ORDER BY added_ms, url")
-            .map_err(|e| self.wrap(e))?;
-        let rows = stmt
-            .query_map([], |r| r.get(0))
-            .map_err(|e| self.wrap(e))?
-            .collect::<rusqlite::Result<Vec<String>>>()
-            .map_err(|e| self.wrap(e))?;
+        let rows: Vec<String> =
+            self.rows("SELECT url FROM nodes ORDER BY added_ms, url", [], |r| {
+                r.get(0)
+            })?;
         Ok(rows)
     }
 
@@ -206,12 +217,10 @@ impl Store {
     /// The devices whose id text and name pass `keep`; only those are verified, so finding one
     /// device among many costs one chain verification.
     pub fn devices_where(&self, keep: impl Fn(&str, &str) -> bool) -> Result<Vec<DeviceRecord>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, name, addrs, chain, verified_at_ms FROM devices ORDER BY name, id")
-            .map_err(|e| self.wrap(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+        let rows = self.rows(
+            "SELECT id, name, addrs, chain, verified_at_ms FROM devices ORDER BY name, id",
+            [],
+            |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -219,10 +228,8 @@ impl Store {
                     r.get::<_, Vec<u8>>(3)?,
                     r.get::<_, i64>(4)?,
                 ))
-            })
-            .map_err(|e| self.wrap(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.wrap(e))?;
+            },
+        )?;
         rows.into_iter()
             .filter(|(id, name, ..)| keep(id, name))
             .map(|(id, name, addrs, chain, at)| {
@@ -279,15 +286,11 @@ impl Store {
 
     /// Grants issued, newest first; for one device when given.
     pub fn issued(&self, device: Option<&DeviceId>) -> Result<Vec<IssuedRow>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, device, guest_name, grant_bytes, created_ms FROM grants_issued
+        let rows = self.rows(
+            "SELECT id, device, guest_name, grant_bytes, created_ms FROM grants_issued
                  WHERE ?1 IS NULL OR device = ?1 ORDER BY created_ms DESC, id",
-            )
-            .map_err(|e| self.wrap(e))?;
-        let rows = stmt
-            .query_map(params![device.map(|d| d.to_string())], |r| {
+            params![device.map(|d| d.to_string())],
+            |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -295,10 +298,8 @@ impl Store {
                     r.get::<_, Vec<u8>>(3)?,
                     r.get::<_, i64>(4)?,
                 ))
-            })
-            .map_err(|e| self.wrap(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.wrap(e))?;
+            },
+        )?;
         rows.into_iter()
             .map(|(id, device, guest_name, grant, created)| {
                 let grant: Grant = self.decode(&format!("grant {id}"), &grant)?;
@@ -334,15 +335,11 @@ impl Store {
 
     /// Accepted invitations, newest first.
     pub fn invitations(&self) -> Result<Vec<InvitationRow>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, device, guest_name, grants, accepted_ms FROM invitations
+        let rows = self.rows(
+            "SELECT id, device, guest_name, grants, accepted_ms FROM invitations
                  ORDER BY accepted_ms DESC, id",
-            )
-            .map_err(|e| self.wrap(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+            [],
+            |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -350,10 +347,8 @@ impl Store {
                     r.get::<_, Vec<u8>>(3)?,
                     r.get::<_, i64>(4)?,
                 ))
-            })
-            .map_err(|e| self.wrap(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.wrap(e))?;
+            },
+        )?;
         rows.into_iter()
             .map(|(id, device, guest_name, grants, at)| {
                 let bad = |why: String| Error::Store {
@@ -417,21 +412,17 @@ impl Store {
 
     /// Proposals waiting, oldest first.
     pub fn proposals(&self) -> Result<Vec<ProposalRow>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, op, received_ms FROM proposals ORDER BY received_ms, id")
-            .map_err(|e| self.wrap(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+        let rows = self.rows(
+            "SELECT id, op, received_ms FROM proposals ORDER BY received_ms, id",
+            [],
+            |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, Vec<u8>>(1)?,
                     r.get::<_, i64>(2)?,
                 ))
-            })
-            .map_err(|e| self.wrap(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.wrap(e))?;
+            },
+        )?;
         rows.into_iter()
             .map(|(id, op, at)| {
                 Ok(ProposalRow {
