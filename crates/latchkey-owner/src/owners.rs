@@ -289,25 +289,49 @@ impl Profile {
             return Ok(0);
         };
         let mailbox = owner_mailbox(&me);
-        let mut ops: Vec<Op> = Vec::new();
-        for node in self.nodes()? {
-            let cursor_key = format!("mailbox_after:{node}");
+        let nodes = self.nodes()?;
+        let cursor_key = |node: &str| format!("mailbox_after:{node}");
+        let mut cursors = Vec::with_capacity(nodes.len());
+        for node in &nodes {
             let after: u64 = self
                 .store
-                .setting(&cursor_key)?
+                .setting(&cursor_key(node))?
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            let Some(page) = mailbox::read(&self.http, &node, &mailbox, after, 0).await else {
+            cursors.push(after);
+        }
+        // Every node holds its own copy of each message: read them all at once, keep one op
+        // per id (with every signature any copy carries).
+        let pages = futures::future::join_all(
+            nodes
+                .iter()
+                .zip(&cursors)
+                .map(|(node, after)| mailbox::read(&self.http, node, &mailbox, *after, 0)),
+        )
+        .await;
+        let mut ops: Vec<Op> = Vec::new();
+        for message in pages.iter().flatten().flat_map(|p| &p.messages) {
+            let Ok(op) = Op::from_bytes(message) else {
                 continue;
             };
-            ops.extend(page.messages.iter().filter_map(|m| Op::from_bytes(m).ok()));
-            self.store
-                .set_setting(&cursor_key, &page.next.to_string())?;
+            match ops.iter_mut().find(|o| o.id() == op.id()) {
+                Some(kept) => {
+                    let _ = kept.merge_signatures(&op);
+                }
+                None => ops.push(op),
+            }
         }
         let mut new = 0;
         for op in ops {
             if self.take_mailbox_op(op).await? {
                 new += 1;
+            }
+        }
+        // Cursors move only once every message read was taken in.
+        for (node, page) in nodes.iter().zip(&pages) {
+            if let Some(page) = page {
+                self.store
+                    .set_setting(&cursor_key(node), &page.next.to_string())?;
             }
         }
         Ok(new)
