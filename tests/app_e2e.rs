@@ -14,11 +14,12 @@
 #[path = "support/webdriver.rs"]
 mod webdriver;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use webdriver::{free_port, require_program, start_xvfb, wait_for_port, Reaped, Session};
+use webdriver::{free_port, require_program, start_xvfb, wait_for_port, ReapedGroup, Session};
 
 const APP: &str = env!("CARGO_BIN_EXE_latchkey-app");
 
@@ -300,7 +301,7 @@ fn start_driver(
     display: &str,
     env: &[(&str, std::ffi::OsString)],
     log: &Path,
-) -> (Reaped, u16) {
+) -> (ReapedGroup, u16) {
     let port = free_port();
     let native_port = free_port();
     let mut cmd = Command::new(tauri_driver);
@@ -312,12 +313,13 @@ fn start_driver(
     ])
     .env("DISPLAY", display)
     .env("RUST_LOG", "info")
+    .process_group(0)
     .stdout(Stdio::null())
     .stderr(std::fs::File::create(log).unwrap());
     for (key, value) in env {
         cmd.env(key, value);
     }
-    let driver = Reaped(cmd.spawn().expect("tauri-driver did not start"));
+    let driver = ReapedGroup(cmd.spawn().expect("tauri-driver did not start"));
     wait_for_port(port, Duration::from_secs(20));
     (driver, port)
 }

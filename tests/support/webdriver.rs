@@ -22,6 +22,20 @@ impl Drop for Reaped {
     }
 }
 
+/// A child started as the leader of its own process group (`Command::process_group(0)`);
+/// dropping it kills the whole group, so what it started (tauri-driver's WebKitWebDriver,
+/// and the app under it) goes too, whichever way the test ends.
+#[derive(Debug)]
+pub struct ReapedGroup(pub Child);
+
+impl Drop for ReapedGroup {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.0.wait();
+    }
+}
+
 /// Finds a program on PATH or in cargo's bin directory, or explains how to install it.
 pub fn require_program(name: &str, install: &str) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
