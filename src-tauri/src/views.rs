@@ -313,6 +313,8 @@ pub struct RevokeResult {
     pub grant_id: String,
     pub already_revoked: bool,
     pub nodes_stored: u32,
+    /// The device was reached and refuses the grant already; else it will at its next check.
+    pub device_told: bool,
 }
 
 impl From<&RevokeReport> for RevokeResult {
@@ -321,6 +323,7 @@ impl From<&RevokeReport> for RevokeResult {
             grant_id: r.grant.to_string(),
             already_revoked: r.already_revoked,
             nodes_stored: u32::try_from(r.nodes_stored).unwrap_or(u32::MAX),
+            device_told: r.device_told,
         }
     }
 }

@@ -787,11 +787,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             } else {
                 println!(
-                    "revoked grant {} (op {} stored on {} node(s)); the device refuses it once it hears from the nodes",
+                    "revoked grant {} (op {} stored on {} node(s))",
                     &report.grant.to_string()[..16],
                     report.seq,
                     report.nodes_stored
                 );
+                if report.device_told {
+                    println!("the device re-checked its owners and refuses the grant from now on");
+                } else {
+                    println!("the device was not reachable here; it refuses the grant once it next checks the nodes");
+                }
             }
         }
     }

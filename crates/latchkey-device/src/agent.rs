@@ -75,6 +75,9 @@ impl RecentSet {
     }
 }
 
+/// The shortest time between two refreshes started by nudges.
+pub const NUDGE_INTERVAL_MS: u64 = 500;
+
 #[derive(Debug)]
 pub struct Agent {
     pub pipeline: Arc<DevicePipeline>,
@@ -86,6 +89,8 @@ pub struct Agent {
     pub relay_nodes: Vec<String>,
     pub(crate) recent: Mutex<RecentSet>,
     refresh_lock: tokio::sync::Mutex<()>,
+    /// When a nudge last started a refresh (monotonic ms), so nudges cannot flood the nodes.
+    last_nudge_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Agent {
@@ -232,6 +237,29 @@ impl Agent {
         }
     }
 
+    /// Someone on the network says the device's chain moved (an owner who just claimed it,
+    /// revoked a grant or changed owners): check the nodes now instead of at the next interval.
+    /// The nudge carries nothing to trust — the device asks its quorum as always — and at most
+    /// one per [`NUDGE_INTERVAL_MS`] is honoured. Returns the chain's sequence afterwards, or
+    /// `None` when the nudge came too soon.
+    pub async fn nudge(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let now = self.pipeline.clock().ticks_ms().max(1);
+        let last = self.last_nudge_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < NUDGE_INTERVAL_MS {
+            return None;
+        }
+        if self
+            .last_nudge_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        self.refresh().await;
+        Some(self.pipeline.view().chain.state().seq)
+    }
+
     /// Publishes the device's whole chain (genesis and any local ops, e.g. a factory reset) to
     /// `nodes`; a node that holds it already answers with nothing new.
     pub async fn publish_to(&self, nodes: &[String]) {
@@ -325,6 +353,7 @@ pub fn load(dir: &DeviceDir) -> Result<(Agent, Config)> {
         relay_nodes,
         recent: Mutex::new(RecentSet::new(RECENT_ENVELOPES)),
         refresh_lock: tokio::sync::Mutex::new(()),
+        last_nudge_ms: std::sync::atomic::AtomicU64::new(0),
     };
     Ok((agent, config))
 }

@@ -1,6 +1,6 @@
 //! The local HTTP server: `POST /v1/command` (sealed envelope in, sealed response out),
 //! `GET /v1/chain` (the device's verified ops, so an owner app can fetch the genesis and its KEM
-//! keys directly), `GET /healthz`.
+//! keys directly), `POST /v1/refresh` (a nudge: re-check the nodes now), `GET /healthz`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/v1/command", post(command))
         .route("/v1/chain", get(chain))
+        .route("/v1/refresh", post(refresh))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async {
             error(
@@ -89,4 +90,17 @@ async fn chain(State(agent): State<Arc<Agent>>) -> Response {
         bytes,
     )
         .into_response()
+}
+
+/// A nudge from the network: re-check the nodes now. Answers with the chain's sequence after the
+/// check, or 429 when nudged again within the minimum interval.
+async fn refresh(State(agent): State<Arc<Agent>>) -> Response {
+    match agent.nudge().await {
+        Some(seq) => axum::Json(serde_json::json!({ "seq": seq })).into_response(),
+        None => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_soon",
+            "the device re-checked its owners a moment ago; retry in a second",
+        ),
+    }
 }

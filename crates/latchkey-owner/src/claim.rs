@@ -197,7 +197,9 @@ impl Profile {
         };
         self.save_device(&device, &record_name, &payload.addrs, &chain)?;
 
-        // Best effort: the device learns it from the nodes on its own schedule.
+        // Best effort: the device learns it from the nodes, at once when it can be nudged on the
+        // local network, else on its own schedule.
+        self.nudge_device(&payload.addrs).await;
         let deadline = Instant::now() + DEVICE_CONFIRMS_WITHIN;
         let mut device_confirmed = payload.addrs.is_empty();
         while !device_confirmed && Instant::now() < deadline {
@@ -216,6 +218,24 @@ impl Profile {
             device_confirmed: device_confirmed && !payload.addrs.is_empty(),
             already_owned: false,
         })
+    }
+
+    /// Asks the device on the local network to re-check the nodes now (`POST /v1/refresh`), so
+    /// a claim, a revocation or an owner change takes effect at once instead of at its next
+    /// ownership check. Best effort: true when one address answered.
+    pub(crate) async fn nudge_device(&self, addrs: &[DeviceAddr]) -> bool {
+        for addr in addrs {
+            let sent = self
+                .http
+                .post(format!("http://{addr}/v1/refresh"))
+                .timeout(Duration::from_secs(3))
+                .send()
+                .await;
+            if sent.is_ok_and(|r| r.status().is_success()) {
+                return true;
+            }
+        }
+        false
     }
 
     pub(crate) fn save_device(

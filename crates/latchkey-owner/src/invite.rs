@@ -91,6 +91,9 @@ pub struct RevokeReport {
     pub device: DeviceId,
     pub seq: u64,
     pub nodes_stored: usize,
+    /// The device was reached on the local network and re-checked its owners at once; else it
+    /// learns of the revocation at its next check of the nodes.
+    pub device_told: bool,
     /// It was revoked before; nothing was published.
     pub already_revoked: bool,
 }
@@ -275,6 +278,7 @@ impl Profile {
                 device: device.id,
                 seq: device.chain.state().seq,
                 nodes_stored: 0,
+                device_told: false,
                 already_revoked: true,
             });
         }
@@ -299,8 +303,10 @@ impl Profile {
             .await?;
         let mut chain = device.chain.clone();
         chain.append(op)?;
+        let device_told = self.nudge_device(&device.addrs).await;
         self.store.put_device(&DeviceRecord { chain, ..device })?;
         Ok(RevokeReport {
+            device_told,
             grant: grant_id,
             device: row.device,
             seq,

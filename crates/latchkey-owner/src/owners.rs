@@ -230,6 +230,7 @@ impl Profile {
                 let sent_to = self.post_to_owners(&tell, &op).await;
                 let mut chain = device.chain.clone();
                 chain.append(op)?;
+                self.nudge_device(&device.addrs).await;
                 self.store.put_device(&DeviceRecord { chain, ..device })?;
                 Ok(ProposalReport {
                     proposal,

@@ -371,7 +371,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     revoke: (grantId) =>
       answer('revoke', () => {
         issued = issued.map((g) => (g.id === grantId ? { ...g, status: 'revoked' } : g));
-        return { grant_id: grantId, already_revoked: false, nodes_stored: nodes.length };
+        return { grant_id: grantId, already_revoked: false, nodes_stored: nodes.length, device_told: true };
       }),
     acceptInvitation: (link) =>
       answer('acceptInvitation', () => {

@@ -172,7 +172,11 @@ export type HeldInvitationView = { id: string, device_id: string, device_name: s
  */
 last: OpenResult | null, };
 
-export type RevokeResult = { grant_id: string, already_revoked: boolean, nodes_stored: number, };
+export type RevokeResult = { grant_id: string, already_revoked: boolean, nodes_stored: number, 
+/**
+ * The device was reached and refuses the grant already; else it will at its next check.
+ */
+device_told: boolean, };
 
 export type AuditEntryView = { seq: number, 
 /**
