@@ -1,8 +1,7 @@
 //! Commands the UI can invoke. Each stays a few lines: parse, call latchkey-owner, hand back
 //! a view from `views.rs`; errors keep the core's `{code, message}`.
 
-use latchkey_owner::ClaimSource;
-use rand::seq::index::sample;
+use latchkey_owner::{BackupCheck, ClaimSource};
 use serde::Serialize;
 use tauri::{AppHandle, Runtime, State};
 use ts_rs::TS;
@@ -13,9 +12,6 @@ use crate::state::AppState;
 use crate::views::{
     ClaimResult, DemoView, DeviceView, Identity, NewIdentity, OpenResult, RecoveryWords, Status,
 };
-
-/// How many words of a new phrase the person types back before it counts as written down.
-const WORDS_TO_CONFIRM: usize = 3;
 
 /// What the welcome screen shows about this build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
@@ -49,6 +45,7 @@ pub async fn status(state: State<'_, AppState>) -> Result<Status, CommandError> 
         return Ok(Status {
             profile_id: String::new(),
             has_identity: false,
+            backup_confirmed: false,
             owner_key: None,
             nodes: Vec::new(),
             keychain_problem: Some(problem),
@@ -66,6 +63,7 @@ pub async fn status(state: State<'_, AppState>) -> Result<Status, CommandError> 
             Ok(Status {
                 profile_id: p.id().to_owned(),
                 has_identity: owner_key.is_some(),
+                backup_confirmed: p.backup_confirmed()?,
                 owner_key,
                 nodes: p.nodes()?,
                 invitations: u32::try_from(p.invitations()?.len()).unwrap_or(u32::MAX),
@@ -80,7 +78,7 @@ pub async fn status(state: State<'_, AppState>) -> Result<Status, CommandError> 
 /// are shown, with the positions the person must type back.
 #[tauri::command]
 pub async fn create_identity(state: State<'_, AppState>) -> Result<NewIdentity, CommandError> {
-    let (words, owner_key) = state
+    let (words, check, owner_key) = state
         .with_profile(|p| async move {
             let phrase = p.create_seed()?;
             let words: Vec<Zeroizing<String>> = phrase
@@ -88,52 +86,40 @@ pub async fn create_identity(state: State<'_, AppState>) -> Result<NewIdentity, 
                 .iter()
                 .map(|w| Zeroizing::new((*w).to_owned()))
                 .collect();
-            Ok((words, p.identity()?.public_key().to_string()))
+            let check = BackupCheck::new(&phrase, &mut rand::rngs::OsRng);
+            Ok((words, check, p.identity()?.public_key().to_string()))
         })
         .await?;
-    let mut positions: Vec<usize> =
-        sample(&mut rand::thread_rng(), words.len(), WORDS_TO_CONFIRM).into_vec();
-    positions.sort_unstable();
-    let check = positions
-        .iter()
-        .map(|&i| (i as u32 + 1, words[i].clone()))
-        .collect();
+    let confirm_positions = check.positions();
     *state.backup.lock().map_err(poisoned)? = Some(check);
     Ok(NewIdentity {
         words: words.iter().map(|w| w.as_str().to_owned()).collect(),
-        confirm_positions: positions.iter().map(|&i| i as u32 + 1).collect(),
+        confirm_positions,
         owner_key,
     })
 }
 
 /// Checks the words typed back, in the order of `confirm_positions`.
 #[tauri::command]
-pub fn confirm_backup(
+pub async fn confirm_backup(
     state: State<'_, AppState>,
     answers: Vec<String>,
 ) -> Result<(), CommandError> {
-    let mut guard = state.backup.lock().map_err(poisoned)?;
-    let check = guard.as_ref().ok_or_else(|| {
-        CommandError::new(
-            "no_backup_pending",
-            "There is no new recovery phrase waiting to be confirmed.",
-        )
-    })?;
-    if answers.len() != check.len() {
-        return Err(CommandError::new(
-            "backup_mismatch",
-            format!("Type all {} requested words.", check.len()),
-        ));
-    }
-    for ((position, word), answer) in check.iter().zip(&answers) {
-        if answer.trim().to_lowercase() != word.as_str() {
-            return Err(CommandError::new(
-                "backup_mismatch",
-                format!("Word {position} does not match. Check what you wrote down for word {position}."),
-            ));
-        }
-    }
-    *guard = None;
+    let check = state
+        .backup
+        .lock()
+        .map_err(poisoned)?
+        .clone()
+        .ok_or_else(|| {
+            CommandError::new(
+                "no_backup_pending",
+                "There is no new recovery phrase waiting to be confirmed.",
+            )
+        })?;
+    state
+        .with_profile(move |p| async move { p.confirm_backup(&check, &answers) })
+        .await?;
+    *state.backup.lock().map_err(poisoned)? = None;
     Ok(())
 }
 

@@ -7,19 +7,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use latchkey_owner::keychain::{KeyringStore, SeedStore};
-use latchkey_owner::{Profile, SystemClock};
+use latchkey_owner::{BackupCheck, Profile, SystemClock};
 use zeroize::Zeroizing;
 
 use crate::error::CommandError;
 use crate::views::OpenResult;
 
-/// The words a person must type back after seeing a new phrase: (1-based position, word).
-/// Only these few words stay in memory, and only until the check passes.
-pub type BackupCheck = Vec<(u32, Zeroizing<String>)>;
-
 pub struct AppState {
     profile_dir: PathBuf,
     seeds: Result<Arc<dyn SeedStore>, String>,
+    /// The few words of a new phrase to be typed back; in memory only, until the check passes.
     pub backup: Mutex<Option<BackupCheck>>,
     /// Keyed by device id. Kept in memory only: the owner core has no store for answers yet.
     pub last_results: Mutex<HashMap<String, OpenResult>>,

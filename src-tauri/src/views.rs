@@ -20,6 +20,8 @@ pub struct Status {
     pub profile_id: String,
     /// The recovery phrase is in the OS keychain.
     pub has_identity: bool,
+    /// The person typed back words of the phrase (or restored it), so it is written down.
+    pub backup_confirmed: bool,
     /// `lkpk1…`, when there is an identity.
     pub owner_key: Option<String>,
     pub nodes: Vec<String>,

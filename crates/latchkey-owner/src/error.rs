@@ -75,6 +75,8 @@ pub enum Error {
     ProposalStale { id: String },
     #[error("ALARM: device {device} now shows a different audit entry {seq} than it showed before; its log was rewritten. Keep this profile's copy as evidence")]
     AuditRewritten { device: String, seq: u64 },
+    #[error("word {position} does not match; check what you wrote down for word {position}")]
+    BackupMismatch { position: u32 },
     #[error("protocol error: {0}")]
     Protocol(latchkey_proto::Error),
 }
@@ -118,6 +120,7 @@ impl Error {
             Error::UnknownProposal(_) => "unknown_proposal",
             Error::ProposalStale { .. } => "proposal_stale",
             Error::AuditRewritten { .. } => "audit_rewritten",
+            Error::BackupMismatch { .. } => "backup_mismatch",
             Error::Protocol(_) => "protocol",
         }
     }

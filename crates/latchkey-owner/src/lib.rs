@@ -11,6 +11,7 @@
 //! store holds only public data (nodes, devices, verified chains).
 
 pub mod audit;
+pub mod backup;
 pub mod claim;
 pub mod error;
 pub mod invite;
@@ -23,6 +24,7 @@ pub mod qr;
 pub mod store;
 
 pub use audit::AuditReport;
+pub use backup::BackupCheck;
 pub use claim::{ClaimReport, ClaimSource};
 pub use error::{Error, Result};
 pub use invite::{

@@ -105,6 +105,9 @@ impl Profile {
     pub fn restore_seed(&self, text: &str) -> Result<PublicKey> {
         let phrase = RecoveryPhrase::parse(text).map_err(Error::Phrase)?;
         self.seeds.save(&self.id, phrase.phrase())?;
+        // Typed in, so written down somewhere.
+        self.store
+            .set_setting(crate::backup::BACKUP_CONFIRMED, "1")?;
         self.identity().map(|k| k.public_key())
     }
 

@@ -102,4 +102,14 @@ describe('invitation links in the mock', () => {
     expect(status.has_identity).toBe(false);
     expect(status.invitations).toBe(1);
   });
+
+  it('counts the phrase as written down only once words are typed back', async () => {
+    const backend = createMockBackend();
+    const created = await backend.createIdentity();
+    expect((await backend.status()).backup_confirmed).toBe(false);
+    await expect(backend.confirmBackup(['wrong', 'words', 'here'])).rejects.toMatchObject({ code: 'backup_mismatch' });
+    expect((await backend.status()).backup_confirmed).toBe(false);
+    await backend.confirmBackup(created.confirm_positions.map((p) => created.words[p - 1]));
+    expect((await backend.status()).backup_confirmed).toBe(true);
+  });
 });

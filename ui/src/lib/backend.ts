@@ -214,6 +214,7 @@ const MOCK_PNG =
 export function createMockBackend(options: MockOptions = {}): MockBackend {
   const calls: string[] = [];
   let identity = options.withIdentity ?? false;
+  let backedUp = identity;
   let nodes = options.demo ? ['http://127.0.0.1:7401', 'http://127.0.0.1:7402', 'http://127.0.0.1:7403'] : [];
   let devices: DeviceView[] = [];
   let unlocks = 0;
@@ -265,6 +266,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       answer('status', () => ({
         profile_id: 'profile-mock',
         has_identity: identity,
+        backup_confirmed: backedUp,
         owner_key: identity ? MOCK_OWNER : null,
         nodes,
         keychain_problem: null,
@@ -282,6 +284,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         if (wrong !== undefined) {
           throw new BackendError('backup_mismatch', `Word ${wrong} does not match.`);
         }
+        backedUp = true;
       }),
     restoreIdentity: (words) =>
       answer('restoreIdentity', () => {
@@ -289,6 +292,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
           throw new BackendError('bad_phrase', 'the recovery phrase is not valid: it must have 24 words');
         }
         identity = true;
+        backedUp = true;
         return { owner_key: MOCK_OWNER };
       }),
     recoveryWords: () => answer('recoveryWords', () => ({ words: MOCK_WORDS })),

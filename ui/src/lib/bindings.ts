@@ -20,6 +20,10 @@ profile_id: string,
  */
 has_identity: boolean, 
 /**
+ * The person typed back words of the phrase (or restored it), so it is written down.
+ */
+backup_confirmed: boolean, 
+/**
  * `lkpk1…`, when there is an identity.
  */
 owner_key: string | null, nodes: Array<string>, 
