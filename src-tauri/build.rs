@@ -13,6 +13,7 @@ fn main() {
         "restore_identity",
         "recovery_words",
         "add_nodes",
+        "set_nodes_to_ask",
         "devices",
         "refresh_devices",
         "claim_text",

@@ -48,6 +48,7 @@ pub async fn status(state: State<'_, AppState>) -> Result<Status, CommandError> 
             backup_confirmed: false,
             owner_key: None,
             nodes: Vec::new(),
+            nodes_to_ask: 0,
             keychain_problem: Some(problem),
             invitations: 0,
             demo,
@@ -66,6 +67,7 @@ pub async fn status(state: State<'_, AppState>) -> Result<Status, CommandError> 
                 backup_confirmed: p.backup_confirmed()?,
                 owner_key,
                 nodes: p.nodes()?,
+                nodes_to_ask: u32::try_from(p.nodes_to_ask()?).unwrap_or(u32::MAX),
                 invitations: u32::try_from(p.invitations()?.len()).unwrap_or(u32::MAX),
                 keychain_problem: None,
                 demo,
@@ -162,6 +164,17 @@ pub async fn add_nodes(
         .with_profile(move |p| async move {
             p.add_nodes(&urls)?;
             p.nodes()
+        })
+        .await
+}
+
+/// How many randomly chosen nodes each ownership check asks; returns the setting now in force.
+#[tauri::command]
+pub async fn set_nodes_to_ask(state: State<'_, AppState>, count: u32) -> Result<u32, CommandError> {
+    state
+        .with_profile(move |p| async move {
+            p.set_nodes_to_ask(count as usize)?;
+            Ok(u32::try_from(p.nodes_to_ask()?).unwrap_or(u32::MAX))
         })
         .await
 }

@@ -124,6 +124,7 @@ pub fn run() {
             commands::restore_identity,
             commands::recovery_words,
             commands::add_nodes,
+            commands::set_nodes_to_ask,
             commands::devices,
             commands::refresh_devices,
             commands::claim_text,

@@ -25,6 +25,8 @@ pub struct Status {
     /// `lkpk1…`, when there is an identity.
     pub owner_key: Option<String>,
     pub nodes: Vec<String>,
+    /// How many of `nodes`, chosen at random, each ownership check asks (at most all of them).
+    pub nodes_to_ask: u32,
     /// Why the OS keychain cannot be used, if it cannot (the app is unusable without it).
     pub keychain_problem: Option<String>,
     /// Invitations this profile holds as a guest (a guest needs no identity of its own).

@@ -185,6 +185,8 @@ enum NodesCmd {
         #[arg(long)]
         json: bool,
     },
+    /// How many randomly chosen nodes each ownership check asks (default 5).
+    Ask { count: usize },
 }
 
 fn main() -> ExitCode {
@@ -342,10 +344,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     profile.nodes()?.len()
                 );
             }
+            NodesCmd::Ask { count } => {
+                profile.set_nodes_to_ask(count)?;
+                println!(
+                    "each check asks {} of the {} configured node(s)",
+                    count.min(profile.nodes()?.len()),
+                    profile.nodes()?.len()
+                );
+            }
             NodesCmd::List { json } => {
                 let nodes = profile.nodes()?;
                 if json {
-                    println!("{}", serde_json::json!({ "nodes": nodes }));
+                    println!(
+                        "{}",
+                        serde_json::json!({ "nodes": nodes, "ask": profile.nodes_to_ask()? })
+                    );
                 } else if nodes.is_empty() {
                     println!("no nodes; add some with `latchkey nodes add URL...`");
                 } else {

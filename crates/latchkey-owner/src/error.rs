@@ -77,6 +77,8 @@ pub enum Error {
     AuditRewritten { device: String, seq: u64 },
     #[error("word {position} does not match; check what you wrote down for word {position}")]
     BackupMismatch { position: u32 },
+    #[error("invalid setting: {0}")]
+    BadSetting(String),
     #[error("protocol error: {0}")]
     Protocol(latchkey_proto::Error),
 }
@@ -121,6 +123,7 @@ impl Error {
             Error::ProposalStale { .. } => "proposal_stale",
             Error::AuditRewritten { .. } => "audit_rewritten",
             Error::BackupMismatch { .. } => "backup_mismatch",
+            Error::BadSetting(_) => "bad_setting",
             Error::Protocol(_) => "protocol",
         }
     }

@@ -34,6 +34,9 @@ impl Clock for SystemClock {
 }
 
 const PROFILE_ID: &str = "profile_id";
+const NODES_TO_ASK: &str = "nodes_to_ask";
+const DEFAULT_NODES_TO_ASK: usize = 5;
+const MAX_NODES_TO_ASK: usize = 32;
 
 #[derive(Debug)]
 pub struct Profile {
@@ -136,15 +139,35 @@ impl Profile {
         self.store.nodes()
     }
 
-    /// A quorum client over the configured nodes: ask up to five, need a majority of them;
-    /// publish to all, need a majority to store.
+    /// How many randomly chosen nodes each ownership check asks (default 5; fewer when fewer
+    /// are configured). More is slower but harder to fool: a check is right as long as one
+    /// honest, up-to-date node is among those asked.
+    pub fn nodes_to_ask(&self) -> Result<usize> {
+        Ok(self
+            .store
+            .setting(NODES_TO_ASK)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_NODES_TO_ASK))
+    }
+
+    pub fn set_nodes_to_ask(&self, count: usize) -> Result<()> {
+        if !(1..=MAX_NODES_TO_ASK).contains(&count) {
+            return Err(Error::BadSetting(format!(
+                "ask 1 to {MAX_NODES_TO_ASK} nodes, not {count}"
+            )));
+        }
+        self.store.set_setting(NODES_TO_ASK, &count.to_string())
+    }
+
+    /// A quorum client over the configured nodes: ask [`Self::nodes_to_ask`] of them, need a
+    /// majority of those; publish to all, need a majority to store.
     pub fn quorum(&self) -> Result<QuorumClient> {
         let nodes = self.nodes()?;
         if nodes.is_empty() {
             return Err(Error::NoNodes);
         }
         let n = nodes.len();
-        let sample = n.min(5);
+        let sample = self.nodes_to_ask()?.min(n);
         let config = QuorumConfig {
             sample,
             min_answers: sample / 2 + 1,
@@ -241,5 +264,21 @@ mod tests {
         );
         assert_eq!(p.nodes().unwrap(), vec!["http://a:1".to_owned()]);
         assert!(p.quorum().is_ok());
+        assert_eq!(p.nodes_to_ask().unwrap(), 5);
+        assert_eq!(
+            p.quorum().unwrap().config().sample,
+            1,
+            "never more than configured"
+        );
+        assert!(matches!(p.set_nodes_to_ask(0), Err(Error::BadSetting(_))));
+        p.add_nodes(&[
+            "http://b:1".into(),
+            "http://c:1".into(),
+            "http://d:1".into(),
+        ])
+        .unwrap();
+        p.set_nodes_to_ask(3).unwrap();
+        let config = p.quorum().unwrap().config().clone();
+        assert_eq!((config.sample, config.min_answers), (3, 2));
     }
 }

@@ -112,4 +112,12 @@ describe('invitation links in the mock', () => {
     await backend.confirmBackup(created.confirm_positions.map((p) => created.words[p - 1]));
     expect((await backend.status()).backup_confirmed).toBe(true);
   });
+
+  it('asks five nodes by default and refuses a count out of range', async () => {
+    const backend = createMockBackend();
+    expect((await backend.status()).nodes_to_ask).toBe(5);
+    await expect(backend.setNodesToAsk(0)).rejects.toMatchObject({ code: 'bad_setting' });
+    expect(await backend.setNodesToAsk(7)).toBe(7);
+    expect((await backend.status()).nodes_to_ask).toBe(7);
+  });
 });

@@ -56,6 +56,7 @@ export interface Backend {
   restoreIdentity(words: string): Promise<Identity>;
   recoveryWords(): Promise<RecoveryWords>;
   addNodes(urls: string[]): Promise<string[]>;
+  setNodesToAsk(count: number): Promise<number>;
   /** Devices as last verified (no network). */
   devices(): Promise<DeviceView[]>;
   /** Asks the nodes for each device's newest ownership, then lists them. */
@@ -152,6 +153,7 @@ export const tauriBackend: Backend = {
   restoreIdentity: (words) => call<Identity>('restore_identity', { words }),
   recoveryWords: () => call<RecoveryWords>('recovery_words'),
   addNodes: (urls) => call<string[]>('add_nodes', { urls }),
+  setNodesToAsk: (count) => call<number>('set_nodes_to_ask', { count }),
   devices: () => call<DeviceView[]>('devices'),
   refreshDevices: () => call<DeviceView[]>('refresh_devices'),
   claimText: (text) => call<ClaimResult>('claim_text', { text, name: null }),
@@ -215,6 +217,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
   const calls: string[] = [];
   let identity = options.withIdentity ?? false;
   let backedUp = identity;
+  let ask = 5;
   let nodes = options.demo ? ['http://127.0.0.1:7401', 'http://127.0.0.1:7402', 'http://127.0.0.1:7403'] : [];
   let devices: DeviceView[] = [];
   let unlocks = 0;
@@ -269,6 +272,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         backup_confirmed: backedUp,
         owner_key: identity ? MOCK_OWNER : null,
         nodes,
+        nodes_to_ask: ask,
         keychain_problem: null,
         invitations: held.length,
         demo: options.demo ?? false,
@@ -296,6 +300,14 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         return { owner_key: MOCK_OWNER };
       }),
     recoveryWords: () => answer('recoveryWords', () => ({ words: MOCK_WORDS })),
+    setNodesToAsk: (count) =>
+      answer('setNodesToAsk', () => {
+        if (!Number.isInteger(count) || count < 1 || count > 32) {
+          throw new BackendError('bad_setting', `invalid setting: ask 1 to 32 nodes, not ${count}`);
+        }
+        ask = count;
+        return ask;
+      }),
     addNodes: (urls) =>
       answer('addNodes', () => {
         nodes = [...new Set([...nodes, ...urls.map((u) => u.trim().replace(/\/+$/, ''))])];

@@ -28,6 +28,10 @@ backup_confirmed: boolean,
  */
 owner_key: string | null, nodes: Array<string>, 
 /**
+ * How many of `nodes`, chosen at random, each ownership check asks (at most all of them).
+ */
+nodes_to_ask: number, 
+/**
  * Why the OS keychain cannot be used, if it cannot (the app is unusable without it).
  */
 keychain_problem: string | null, 
