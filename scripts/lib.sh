@@ -3,13 +3,14 @@
 
 LATCHKEY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-# Debian 12 packages. The first line builds the Tauri app (WebKitGTK 4.1 and friends);
+# Debian 12 packages. The first line builds the Tauri app (WebKitGTK 4.1 and friends; the
+# camera crate's V4L2 bindings need libclang-dev, on the second line);
 # the second gives tests a real Secret Service (gnome-keyring on a private D-Bus) and
 # lets them drive the real app window (Xvfb, WebKitWebDriver) and talk to a real MQTT broker
 # (Mosquitto, started by the device agent's tests).
 LATCHKEY_APT_PACKAGES=(
   libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libssl-dev libxdo-dev build-essential file pkg-config
-  gnome-keyring dbus-x11 libsecret-tools xvfb xauth webkit2gtk-driver mosquitto
+  gnome-keyring dbus-x11 libsecret-tools xvfb xauth webkit2gtk-driver mosquitto libclang-dev
 )
 
 # Vite 8 refuses older Node; Debian 12's own nodejs (18) is too old.

@@ -30,6 +30,8 @@ fn main() {
         "invitations",
         "audit",
         "take_invite_link",
+        "camera_start",
+        "camera_stop",
     ]);
     let attributes = tauri_build::Attributes::new()
         .capabilities_path_pattern("./src-tauri/capabilities/**/*")

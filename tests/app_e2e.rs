@@ -149,6 +149,22 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         .await;
     s.screenshot(&shots.join("04-devices-empty-demo.png")).await;
 
+    // The camera scanner on a machine without a camera (Xvfb, CI): a clear error, and the
+    // photo import stays.
+    s.click(&s.wait("[data-testid=tab-add]", long).await).await;
+    s.click(&s.wait("[data-testid=camera-start]", long).await)
+        .await;
+    s.wait_text(
+        "[data-testid=camera-error]",
+        "No camera could be opened",
+        long,
+    )
+    .await;
+    s.wait("[data-testid=camera-start]", long).await;
+    s.screenshot(&shots.join("04b-no-camera.png")).await;
+    s.click(&s.wait("[data-testid=tab-devices]", long).await)
+        .await;
+
     // Claim it from the QR on screen.
     s.click(&s.wait("[data-testid=demo-claim]", long).await)
         .await;

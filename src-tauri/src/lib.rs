@@ -5,6 +5,8 @@
 //! `--profile DIR` / `LATCHKEY_PROFILE`: the profile directory (default: the app data dir);
 //! `--demo` / `LATCHKEY_DEMO=1`: run local nodes and a simulated door inside the app.
 
+#[cfg(desktop)]
+mod camera;
 mod commands;
 #[cfg(feature = "demo")]
 mod demo;
@@ -113,6 +115,8 @@ pub fn run() {
                 watch_signals(app.handle().clone());
             }
             app.manage(state);
+            #[cfg(desktop)]
+            app.manage(camera::CameraState::default());
             links::install(app);
             Ok(())
         })
@@ -141,6 +145,10 @@ pub fn run() {
             sharing::invitations,
             sharing::audit,
             links::take_invite_link,
+            #[cfg(desktop)]
+            camera::camera_start,
+            #[cfg(desktop)]
+            camera::camera_stop,
         ])
         .build(tauri::generate_context!())
         .expect("error while building the Latchkey app");

@@ -494,6 +494,7 @@ mod tests {
             ProposalView::decl(&cfg),
             OwnersDetail::decl(&cfg),
             ProposalResult::decl(&cfg),
+            crate::camera::CameraFrame::decl(&cfg),
         ];
         let mut out = String::from(
             "// Generated from src-tauri/src/views.rs by its test `bindings_are_current`;\n\

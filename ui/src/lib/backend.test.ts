@@ -120,4 +120,11 @@ describe('invitation links in the mock', () => {
     expect(await backend.setNodesToAsk(7)).toBe(7);
     expect((await backend.status()).nodes_to_ask).toBe(7);
   });
+
+  it('behaves like a machine without a camera, so the photo import stays the way in', async () => {
+    const backend = createMockBackend();
+    await expect(backend.cameraStart()).rejects.toMatchObject({ code: 'no_camera' });
+    await backend.cameraStop();
+    expect(backend.calls).toEqual(['cameraStart', 'cameraStop']);
+  });
 });

@@ -6,6 +6,7 @@ import { listen } from '@tauri-apps/api/event';
 import type {
   AppInfo,
   AuditView,
+  CameraFrame,
   ClaimResult,
   DemoView,
   DeviceView,
@@ -24,6 +25,7 @@ import type {
 
 export type {
   AppInfo,
+  CameraFrame,
   AuditEntryView,
   AuditView,
   ClaimResult,
@@ -82,6 +84,17 @@ export interface Backend {
   takeInviteLink(): Promise<string | null>;
   /** Calls `onLink` whenever a link starts waiting; resolves to a function that stops it. */
   onInviteLink(onLink: () => void): Promise<() => void>;
+  /** Starts the desktop camera; rejects with `no_camera` when none opens. */
+  cameraStart(): Promise<void>;
+  cameraStop(): Promise<void>;
+  /** Preview frames, the claim code once one is read (the scan then stops), and failures. */
+  onCamera(handlers: CameraHandlers): Promise<() => void>;
+}
+
+export interface CameraHandlers {
+  frame: (frame: CameraFrame) => void;
+  code: (text: string) => void;
+  error: (message: string) => void;
 }
 
 export interface InviteRequest {
@@ -179,6 +192,16 @@ export const tauriBackend: Backend = {
   audit: (device) => call<AuditView>('audit', { device }),
   takeInviteLink: () => call<string | null>('take_invite_link'),
   onInviteLink: (onLink) => listen('invite-link', () => onLink()),
+  cameraStart: () => call<void>('camera_start'),
+  cameraStop: () => call<void>('camera_stop'),
+  onCamera: async (handlers) => {
+    const stops = await Promise.all([
+      listen<CameraFrame>('camera-frame', (e) => handlers.frame(e.payload)),
+      listen<string>('camera-code', (e) => handlers.code(e.payload)),
+      listen<string>('camera-error', (e) => handlers.error(e.payload)),
+    ]);
+    return () => stops.forEach((stop) => stop());
+  },
 };
 
 export interface MockOptions {
@@ -419,5 +442,12 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       }),
     // Nothing outside a browser tab can open links into the mock.
     onInviteLink: async () => () => {},
+    // Like a machine without a camera: the photo import is the way in.
+    cameraStart: () =>
+      answer('cameraStart', () => {
+        throw new BackendError('no_camera', 'No camera could be opened (mock). Take a photo of the code instead.');
+      }),
+    cameraStop: () => answer('cameraStop', () => undefined),
+    onCamera: async () => () => {},
   };
 }

@@ -223,3 +223,5 @@ export type ProposalResult = { proposal: ProposalView,
  * Enough owners signed: the change is in effect.
  */
 applied: boolean, };
+
+export type CameraFrame = { jpeg_base64: string, width: number, height: number, };
