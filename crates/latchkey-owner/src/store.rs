@@ -220,15 +220,7 @@ impl Store {
         let rows = self.rows(
             "SELECT id, name, addrs, chain, verified_at_ms FROM devices ORDER BY name, id",
             [],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            },
+            record_columns,
         )?;
         rows.into_iter()
             .filter(|(id, name, ..)| keep(id, name))
@@ -290,15 +282,7 @@ impl Store {
             "SELECT id, device, guest_name, grant_bytes, created_ms FROM grants_issued
                  WHERE ?1 IS NULL OR device = ?1 ORDER BY created_ms DESC, id",
             params![device.map(|d| d.to_string())],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            },
+            record_columns,
         )?;
         rows.into_iter()
             .map(|(id, device, guest_name, grant, created)| {
@@ -339,15 +323,7 @@ impl Store {
             "SELECT id, device, guest_name, grants, accepted_ms FROM invitations
                  ORDER BY accepted_ms DESC, id",
             [],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            },
+            record_columns,
         )?;
         rows.into_iter()
             .map(|(id, device, guest_name, grants, at)| {
@@ -432,6 +408,14 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// The shape the device, grant and invitation tables share: id, two texts, the encoded
+/// record, a time in milliseconds.
+type RecordColumns = (String, String, String, Vec<u8>, i64);
+
+fn record_columns(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordColumns> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
 /// A grant chain as stored: the protocol's own list encoding (`u8 count`, then each grant).
