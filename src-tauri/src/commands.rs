@@ -3,14 +3,15 @@
 
 use latchkey_owner::{BackupCheck, ClaimSource};
 use serde::Serialize;
-use tauri::{AppHandle, Runtime, State};
+use tauri::{AppHandle, Emitter, Runtime, State};
 use ts_rs::TS;
 use zeroize::Zeroizing;
 
 use crate::error::CommandError;
 use crate::state::AppState;
 use crate::views::{
-    ClaimResult, DemoView, DeviceView, Identity, NewIdentity, OpenResult, RecoveryWords, Status,
+    ClaimProgress, ClaimResult, DemoView, DeviceView, Identity, NewIdentity, OpenResult,
+    RecoveryWords, Status,
 };
 
 /// What the welcome screen shows about this build.
@@ -222,15 +223,30 @@ fn device_views(
 
 /// Claims a device from its code's text (`LATCHKEY:C1:…`), typed or pasted.
 #[tauri::command]
-pub async fn claim_text(
+pub async fn claim_text<R: Runtime>(
+    app: AppHandle<R>,
     state: State<'_, AppState>,
     text: String,
     name: Option<String>,
 ) -> Result<ClaimResult, CommandError> {
-    let text = Zeroizing::new(text);
+    claim_with_progress(app, &state, Zeroizing::new(text), name).await
+}
+
+/// Claims from the code's text, telling the window each stage (event `claim-progress`).
+async fn claim_with_progress<R: Runtime>(
+    app: AppHandle<R>,
+    state: &AppState,
+    text: Zeroizing<String>,
+    name: Option<String>,
+) -> Result<ClaimResult, CommandError> {
     state
         .with_profile(move |p| async move {
-            let report = p.claim(ClaimSource::Text(&text), name.as_deref()).await?;
+            let tell = move |stage| {
+                let _ = app.emit("claim-progress", ClaimProgress::from(stage));
+            };
+            let report = p
+                .claim_with_progress(ClaimSource::Text(&text), name.as_deref(), &tell)
+                .await?;
             Ok(ClaimResult::from(&report))
         })
         .await
@@ -239,17 +255,13 @@ pub async fn claim_text(
 /// Claims a device from a photo or screenshot of its QR code, chosen in the UI: the image's
 /// bytes (PNG or JPEG) as base64, so the same call works where the IPC carries only JSON.
 #[tauri::command]
-pub async fn claim_image(
+pub async fn claim_image<R: Runtime>(
+    app: AppHandle<R>,
     state: State<'_, AppState>,
     image_base64: String,
 ) -> Result<ClaimResult, CommandError> {
     let text = crate::images::claim_text_from_image(&image_base64)?;
-    state
-        .with_profile(move |p| async move {
-            let report = p.claim(ClaimSource::Text(&text), None).await?;
-            Ok(ClaimResult::from(&report))
-        })
-        .await
+    claim_with_progress(app, &state, text, None).await
 }
 
 /// Sends `action` to a device and returns its verified, signed answer.

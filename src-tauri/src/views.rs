@@ -461,6 +461,40 @@ fn reject_name(code: u16) -> String {
         .unwrap_or_else(|| format!("code {code}"))
 }
 
+/// Which stage a claim has reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimStageKind {
+    CheckingKeys,
+    Publishing,
+    WaitingForQuorum,
+    TellingDevice,
+}
+
+/// Sent as event `claim-progress` while a claim runs.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct ClaimProgress {
+    pub stage: ClaimStageKind,
+    /// Nodes that stored the claim, once published.
+    pub stored_on: Option<u32>,
+}
+
+impl From<latchkey_owner::ClaimStage> for ClaimProgress {
+    fn from(stage: latchkey_owner::ClaimStage) -> Self {
+        use latchkey_owner::ClaimStage as S;
+        let (stage, stored_on) = match stage {
+            S::CheckingKeys => (ClaimStageKind::CheckingKeys, None),
+            S::Publishing => (ClaimStageKind::Publishing, None),
+            S::WaitingForQuorum { stored_on } => (
+                ClaimStageKind::WaitingForQuorum,
+                Some(u32::try_from(stored_on).unwrap_or(u32::MAX)),
+            ),
+            S::TellingDevice => (ClaimStageKind::TellingDevice, None),
+        };
+        ClaimProgress { stage, stored_on }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,6 +529,8 @@ mod tests {
             OwnersDetail::decl(&cfg),
             ProposalResult::decl(&cfg),
             crate::camera::CameraFrame::decl(&cfg),
+            ClaimStageKind::decl(&cfg),
+            ClaimProgress::decl(&cfg),
         ];
         let mut out = String::from(
             "// Generated from src-tauri/src/views.rs by its test `bindings_are_current`;\n\
@@ -526,5 +562,12 @@ mod tests {
     fn routes_serialize_as_the_ui_expects() {
         assert_eq!(serde_json::to_value(RouteKind::Lan).unwrap(), "lan");
         assert_eq!(serde_json::to_value(RouteKind::Relay).unwrap(), "relay");
+        assert_eq!(
+            serde_json::to_value(ClaimProgress::from(
+                latchkey_owner::ClaimStage::WaitingForQuorum { stored_on: 3 }
+            ))
+            .unwrap(),
+            serde_json::json!({"stage": "waiting_for_quorum", "stored_on": 3})
+        );
     }
 }

@@ -30,6 +30,19 @@ pub enum ClaimSource<'a> {
     Image(&'a Path),
 }
 
+/// Where a claim is, as it goes (see [`Profile::claim_with_progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimStage {
+    /// Fetching the device's keys from it and the nodes, checking them against the code.
+    CheckingKeys,
+    /// Signing the claim and publishing it to the nodes.
+    Publishing,
+    /// Stored on this many nodes; waiting until a quorum check shows it.
+    WaitingForQuorum { stored_on: usize },
+    /// Owned; asking the device to learn it now.
+    TellingDevice,
+}
+
 #[derive(Debug, Clone)]
 pub struct ClaimReport {
     pub device: DeviceId,
@@ -79,6 +92,17 @@ pub(crate) async fn chain_from_device(
 impl Profile {
     /// Claims the device whose QR code is given, for this profile's identity.
     pub async fn claim(&self, source: ClaimSource<'_>, name: Option<&str>) -> Result<ClaimReport> {
+        self.claim_with_progress(source, name, &|_| {}).await
+    }
+
+    /// [`Self::claim`], telling `progress` as each stage begins, so a UI can show where a slow
+    /// network keeps it waiting.
+    pub async fn claim_with_progress(
+        &self,
+        source: ClaimSource<'_>,
+        name: Option<&str>,
+        progress: &(dyn Fn(ClaimStage) + Send + Sync),
+    ) -> Result<ClaimReport> {
         let text = match source {
             ClaimSource::Text(t) => zeroize::Zeroizing::new(t.to_owned()),
             ClaimSource::Image(path) => crate::qr::decode_image(path)?,
@@ -89,6 +113,7 @@ impl Profile {
         let quorum = self.quorum()?;
 
         // Keys: from the device itself, merged with what the nodes hold.
+        progress(ClaimStage::CheckingKeys);
         let mut chain = chain_from_device(&self.http, &payload.addrs, &device).await;
         match quorum.check(&device, None, self.now_ms(), &mut OsRng).await {
             Ok(view) => {
@@ -166,8 +191,12 @@ impl Profile {
         let seq = chain.state().seq;
 
         // Publish genesis + claim, then wait until a quorum check sees it.
+        progress(ClaimStage::Publishing);
         let started = Instant::now();
         let published = quorum.publish_chain(&chain, 0, &mut OsRng).await?;
+        progress(ClaimStage::WaitingForQuorum {
+            stored_on: published.acked.len(),
+        });
         let visible_after_ms = loop {
             let waited = started.elapsed();
             if waited > VISIBLE_WITHIN {
@@ -199,6 +228,7 @@ impl Profile {
 
         // Best effort: the device learns it from the nodes, at once when it can be nudged on the
         // local network, else on its own schedule.
+        progress(ClaimStage::TellingDevice);
         self.nudge_device(&payload.addrs).await;
         let deadline = Instant::now() + DEVICE_CONFIRMS_WITHIN;
         let mut device_confirmed = payload.addrs.is_empty();

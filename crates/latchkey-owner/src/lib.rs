@@ -25,7 +25,7 @@ pub mod store;
 
 pub use audit::AuditReport;
 pub use backup::BackupCheck;
-pub use claim::{ClaimReport, ClaimSource};
+pub use claim::{ClaimReport, ClaimSource, ClaimStage};
 pub use error::{Error, Result};
 pub use invite::{
     invitation_qr_png, GrantStatus, HeldInvitation, InviteRequest, IssuedGrant, IssuedInvitation,

@@ -127,4 +127,15 @@ describe('invitation links in the mock', () => {
     await backend.cameraStop();
     expect(backend.calls).toEqual(['cameraStart', 'cameraStop']);
   });
+
+  it('reports each stage of a claim to its listeners until they stop listening', async () => {
+    const backend = createMockBackend({ withIdentity: true, demo: true });
+    const seen: string[] = [];
+    const stop = await backend.onClaimProgress((p) => seen.push(p.stage));
+    await backend.claimText('LATCHKEY:C1:MOCK');
+    expect(seen).toEqual(['checking_keys', 'publishing', 'waiting_for_quorum', 'telling_device']);
+    stop();
+    await backend.claimText('LATCHKEY:C1:MOCK');
+    expect(seen).toHaveLength(4);
+  });
 });

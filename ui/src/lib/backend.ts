@@ -7,6 +7,7 @@ import type {
   AppInfo,
   AuditView,
   CameraFrame,
+  ClaimProgress,
   ClaimResult,
   DemoView,
   DeviceView,
@@ -26,6 +27,7 @@ import type {
 export type {
   AppInfo,
   CameraFrame,
+  ClaimProgress,
   AuditEntryView,
   AuditView,
   ClaimResult,
@@ -84,6 +86,8 @@ export interface Backend {
   takeInviteLink(): Promise<string | null>;
   /** Calls `onLink` whenever a link starts waiting; resolves to a function that stops it. */
   onInviteLink(onLink: () => void): Promise<() => void>;
+  /** Calls `onStage` as a claim reaches each stage; resolves to a function that stops it. */
+  onClaimProgress(onStage: (progress: ClaimProgress) => void): Promise<() => void>;
   /** Starts the desktop camera; rejects with `no_camera` when none opens. */
   cameraStart(): Promise<void>;
   cameraStop(): Promise<void>;
@@ -192,6 +196,7 @@ export const tauriBackend: Backend = {
   audit: (device) => call<AuditView>('audit', { device }),
   takeInviteLink: () => call<string | null>('take_invite_link'),
   onInviteLink: (onLink) => listen('invite-link', () => onLink()),
+  onClaimProgress: (onStage) => listen<ClaimProgress>('claim-progress', (e) => onStage(e.payload)),
   cameraStart: () => call<void>('camera_start'),
   cameraStop: () => call<void>('camera_stop'),
   onCamera: async (handlers) => {
@@ -257,7 +262,11 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     }
     return structuredClone(value());
   };
+  const progressListeners = new Set<(progress: ClaimProgress) => void>();
   const claim = (): ClaimResult => {
+    for (const stage of ['checking_keys', 'publishing', 'waiting_for_quorum', 'telling_device'] as const) {
+      progressListeners.forEach((tell) => tell({ stage, stored_on: stage === 'waiting_for_quorum' ? nodes.length : null }));
+    }
     if (devices.length === 0) {
       devices = [
         {
@@ -442,6 +451,10 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       }),
     // Nothing outside a browser tab can open links into the mock.
     onInviteLink: async () => () => {},
+    onClaimProgress: async (onStage) => {
+      progressListeners.add(onStage);
+      return () => progressListeners.delete(onStage);
+    },
     // Like a machine without a camera: the photo import is the way in.
     cameraStart: () =>
       answer('cameraStart', () => {

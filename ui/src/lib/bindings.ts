@@ -225,3 +225,11 @@ export type ProposalResult = { proposal: ProposalView,
 applied: boolean, };
 
 export type CameraFrame = { jpeg_base64: string, width: number, height: number, };
+
+export type ClaimStageKind = "checking_keys" | "publishing" | "waiting_for_quorum" | "telling_device";
+
+export type ClaimProgress = { stage: ClaimStageKind, 
+/**
+ * Nodes that stored the claim, once published.
+ */
+stored_on: number | null, };

@@ -3,6 +3,7 @@ import { BackendError } from './backend';
 import type { DeviceView, OpenResult } from './bindings';
 import {
   base64OfDataUrl,
+  claimStageText,
   doorIsOpen,
   errorText,
   freshness,
@@ -149,5 +150,16 @@ describe('invitation helpers', () => {
   it('parses action lists without duplicates', () => {
     expect(parseActions('unlock, lock unlock')).toEqual(['unlock', 'lock']);
     expect(parseActions(' ')).toEqual([]);
+  });
+});
+
+describe('claimStageText', () => {
+  it('says what the claim waits for, with the node count once published', () => {
+    expect(claimStageText({ stage: 'checking_keys', stored_on: null })).toContain("device's keys");
+    expect(claimStageText({ stage: 'waiting_for_quorum', stored_on: 3 })).toBe(
+      'Stored on 3 nodes; waiting until a majority shows it…',
+    );
+    expect(claimStageText({ stage: 'waiting_for_quorum', stored_on: 1 })).toContain('1 node;');
+    expect(claimStageText({ stage: 'telling_device', stored_on: null })).toContain('Yours');
   });
 });

@@ -1,7 +1,7 @@
 // Wording and small decisions about how things look. Nothing here decides anything about
 // ownership or access: that is the owner core's job, and these functions only phrase it.
 import { BackendError, toBackendError } from './backend';
-import type { DeviceView, DoorView, OpenResult } from './bindings';
+import type { ClaimProgress, DeviceView, DoorView, OpenResult } from './bindings';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -170,4 +170,18 @@ export function fromLocalInput(value: string): number | null {
 /** Actions typed as a list: "unlock, lock" → ["unlock", "lock"]. */
 export function parseActions(text: string): string[] {
   return [...new Set(text.split(/[\s,]+/).filter((a) => a.length > 0))];
+}
+
+/** What a claim is doing now, for the progress line. */
+export function claimStageText(progress: ClaimProgress): string {
+  switch (progress.stage) {
+    case 'checking_keys':
+      return "Checking the device's keys against its code…";
+    case 'publishing':
+      return 'Publishing your claim to the registry nodes…';
+    case 'waiting_for_quorum':
+      return `Stored on ${progress.stored_on ?? 0} node${progress.stored_on === 1 ? '' : 's'}; waiting until a majority shows it…`;
+    case 'telling_device':
+      return 'Yours. Telling the device…';
+  }
 }
