@@ -98,12 +98,35 @@ async fn claim_from_png_open_restore_and_relay() {
     assert_eq!(owner.ok(&["nodes", "list"]).lines().count(), 5);
 
     let started = Instant::now();
-    let claimed = owner.ok(&[
+    let out = owner.run(&[
         "claim",
         "--image",
         door.dir.join("claim.png").to_str().unwrap(),
     ]);
     let claim_wall = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let claimed = String::from_utf8(out.stdout).unwrap();
+    // The core's progress stages, in order, as the CLI shows them.
+    let progress = String::from_utf8_lossy(&out.stderr);
+    let stages = [
+        "checking the device's keys",
+        "publishing the claim",
+        "stored on 5 node(s)",
+        "telling the device",
+    ];
+    let at: Vec<usize> = stages
+        .iter()
+        .map(|s| {
+            progress
+                .find(s)
+                .unwrap_or_else(|| panic!("no {s:?} in {progress}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{progress}");
     assert!(claimed.contains("claimed Front door"), "{claimed}");
     let visible_ms: u64 = claimed
         .split("visible on a quorum after ")

@@ -12,8 +12,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use latchkey_owner::keychain::KeyringStore;
 use latchkey_owner::{
-    ClaimSource, InviteRequest, IssuedGrant, OwnerChange, Profile, Proposal, ProposalReport, Route,
-    SystemClock,
+    ClaimSource, ClaimStage, InviteRequest, IssuedGrant, OwnerChange, Profile, Proposal,
+    ProposalReport, Route, SystemClock,
 };
 use latchkey_proto::command::{Outcome, RejectCode};
 use latchkey_proto::keys::PublicKey;
@@ -374,7 +374,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, Some(text)) => ClaimSource::Text(text),
                 (None, None) => anyhow::bail!("give --image PNG or --text PAYLOAD"),
             };
-            let report = profile.claim(source, name.as_deref()).await?;
+            // Progress on stderr, so stdout stays the result alone.
+            let tell = |stage: ClaimStage| {
+                let line = match stage {
+                    ClaimStage::CheckingKeys => {
+                        "checking the device's keys against its code…".to_owned()
+                    }
+                    ClaimStage::Publishing => "publishing the claim to the nodes…".to_owned(),
+                    ClaimStage::WaitingForQuorum { stored_on } => {
+                        format!("stored on {stored_on} node(s); waiting until a quorum shows it…")
+                    }
+                    ClaimStage::TellingDevice => "telling the device…".to_owned(),
+                };
+                eprintln!("{line}");
+            };
+            let report = profile
+                .claim_with_progress(source, name.as_deref(), &tell)
+                .await?;
             if report.already_owned {
                 println!("{} ({}) is already yours", report.name, report.device);
             } else {
