@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use latchkey_proto::command::ReplyTo;
+use latchkey_quorum::http::{read_capped, MAILBOX_PAGE_CAP};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -47,12 +48,12 @@ pub async fn poll_mailbox(agent: Arc<Agent>, node: String, mut shutdown: watch::
             _ = shutdown.wait_for(|s| *s) => return,
         };
         let page = match page {
-            Ok(resp) if resp.status().is_success() => resp.json::<MailboxPage>().await,
+            Ok(resp) if resp.status().is_success() => read_page(resp).await,
             Ok(resp) => {
                 tracing::warn!(%node, status = %resp.status(), "mailbox read refused");
-                Err(resp.error_for_status().expect_err("not a success"))
+                Err(format!("HTTP {}", resp.status()))
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.without_url().to_string()),
         };
         match page {
             Ok(page) => {
@@ -67,7 +68,7 @@ pub async fn poll_mailbox(agent: Arc<Agent>, node: String, mut shutdown: watch::
                 after = after.max(page.next);
             }
             Err(e) => {
-                tracing::debug!(%node, error = %e.without_url(), "mailbox poll failed; retrying");
+                tracing::debug!(%node, error = %e, "mailbox poll failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.wait_for(|s| *s) => return,
@@ -76,6 +77,15 @@ pub async fn poll_mailbox(agent: Arc<Agent>, node: String, mut shutdown: watch::
             }
         }
     }
+}
+
+/// One page, read with the mailbox page cap: a node streaming more is cut off and treated as
+/// a failed poll (backed off like any other).
+async fn read_page(resp: reqwest::Response) -> Result<MailboxPage, String> {
+    let body = read_capped(resp, MAILBOX_PAGE_CAP)
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&body).map_err(|e| format!("not a mailbox page: {e}"))
 }
 
 async fn deliver(agent: &Agent, node: &str, message: &MailboxMessage) {

@@ -13,6 +13,7 @@ use rand::Rng;
 use crate::assess::{assess, Answer, NodeOutcome, NodeReport};
 use crate::config::QuorumConfig;
 use crate::error::{Error, Result};
+use crate::http::{read_capped, CHAIN_PAGE_CAP, SMALL_ANSWER_CAP};
 
 /// A chain this party verified earlier, and when.
 #[derive(Debug, Clone)]
@@ -181,14 +182,29 @@ impl QuorumClient {
     pub async fn fetch_ops(&self, node: &str, device: &DeviceId, from: u64) -> Answer {
         let url = format!("{node}/v1/devices/{device}/ops?from={from}");
         let request = async {
-            let resp = self.http.get(&url).send().await?;
+            let resp = self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| Fetch::Failed(e.without_url().to_string()))?;
             let status = resp.status();
-            let body = resp.bytes().await?;
-            Ok::<_, reqwest::Error>((status, body))
+            let cap = if status.is_success() {
+                CHAIN_PAGE_CAP
+            } else {
+                SMALL_ANSWER_CAP
+            };
+            let body = read_capped(resp, cap).await.map_err(|e| match e {
+                // More than any valid op list: the node is lying, not failing.
+                Error::TooLarge { .. } => Fetch::Lied(e.to_string()),
+                _ => Fetch::Failed(e.to_string()),
+            })?;
+            Ok::<_, Fetch>((status, body))
         };
         match tokio::time::timeout(self.config.timeout, request).await {
             Err(_) => Answer::TimedOut,
-            Ok(Err(e)) => Answer::Failed(e.to_string()),
+            Ok(Err(Fetch::Failed(why))) => Answer::Failed(why),
+            Ok(Err(Fetch::Lied(why))) => Answer::Malformed(why),
             Ok(Ok((status, _))) if status == reqwest::StatusCode::NOT_FOUND => {
                 Answer::UnknownDevice
             }
@@ -341,12 +357,16 @@ impl QuorumClient {
                 .send()
                 .await?;
             let status = resp.status();
-            let text = resp.text().await?;
+            // The answer is only read to explain a refusal; a node sending more is cut off.
+            let text = match read_capped(resp, SMALL_ANSWER_CAP).await {
+                Ok(body) => String::from_utf8_lossy(&body).into_owned(),
+                Err(e) => e.to_string(),
+            };
             Ok::<_, reqwest::Error>((status, text))
         };
         match tokio::time::timeout(self.config.timeout, request).await {
             Err(_) => PostResult::Failed("timed out".into()),
-            Ok(Err(e)) => PostResult::Failed(e.to_string()),
+            Ok(Err(e)) => PostResult::Failed(e.without_url().to_string()),
             Ok(Ok((status, _))) if status.is_success() => PostResult::Stored,
             Ok(Ok((status, text))) if status == reqwest::StatusCode::CONFLICT => {
                 PostResult::Fork(text)
@@ -357,6 +377,11 @@ impl QuorumClient {
             Ok(Ok((status, text))) => PostResult::Failed(format!("HTTP {status}: {text}")),
         }
     }
+}
+
+enum Fetch {
+    Failed(String),
+    Lied(String),
 }
 
 enum PostResult {

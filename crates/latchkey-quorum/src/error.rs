@@ -15,6 +15,11 @@ pub enum Error {
     Rejected(String),
     #[error("a node holds a different valid op at the same place (fork) for device {device}; ownership is in dispute")]
     Fork { device: String },
+    /// A peer declared or sent more than the endpoint's cap; reading stopped there.
+    #[error("the answer is over this endpoint's limit of {cap} bytes (the peer sent or declared {seen}); it was ignored")]
+    TooLarge { cap: usize, seen: u64 },
+    #[error("reading the answer failed: {0}")]
+    Read(String),
     #[error("invalid node URL {url}: {why}")]
     BadUrl { url: String, why: String },
 }

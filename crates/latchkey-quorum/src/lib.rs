@@ -11,8 +11,10 @@ pub mod assess;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod http;
 
 pub use assess::{assess, Answer, Assessment, NodeOutcome, NodeReport};
 pub use client::{CachedView, Freshness, OwnershipView, PublishReport, QuorumClient};
 pub use config::QuorumConfig;
 pub use error::{Error, Result};
+pub use http::read_capped;

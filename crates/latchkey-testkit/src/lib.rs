@@ -1,6 +1,9 @@
 //! The test kit every Latchkey crate shares: a fixed clock, deterministic randomness and keys,
 //! a builder for devices with verified ownership chains, and helpers that tamper with bytes in
-//! flight. Only for tests and benchmarks.
+//! flight, and a peer that lies about the size of its answers ([`liar`]). Only for tests and
+//! benchmarks.
+
+pub mod liar;
 
 use latchkey_proto::chain::{Chain, Op, OpBody, OwnerSet};
 use latchkey_proto::device::DeviceKeys;
