@@ -9,6 +9,7 @@ use latchkey_proto::chain::{Chain, OpBody, OpList, OwnerSet};
 use latchkey_proto::claim::{ClaimPayload, DeviceAddr};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::keys::DeviceId;
+use latchkey_quorum::http::{read_capped, CHAIN_PAGE_CAP, SMALL_ANSWER_CAP};
 use latchkey_quorum::Freshness;
 use rand_core::OsRng;
 
@@ -67,15 +68,22 @@ pub(crate) async fn chain_from_device(
 ) -> Option<Chain> {
     for addr in addrs {
         let url = format!("http://{addr}/v1/chain");
-        let Ok(Ok(resp)) =
-            tokio::time::timeout(Duration::from_secs(3), http.get(&url).send()).await
-        else {
-            continue;
-        };
-        if !resp.status().is_success() {
-            continue;
-        }
-        let Ok(bytes) = resp.bytes().await else {
+        // The time limit covers the body too, so a device trickling bytes cannot hold us.
+        let fetched = tokio::time::timeout(Duration::from_secs(3), async {
+            let resp = http.get(&url).send().await.ok()?;
+            if !resp.status().is_success() {
+                return None;
+            }
+            match read_capped(resp, CHAIN_PAGE_CAP).await {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "the device's chain could not be read");
+                    None
+                }
+            }
+        })
+        .await;
+        let Ok(Some(bytes)) = fetched else {
             continue;
         };
         match OpList::from_bytes(&bytes).and_then(|l| Chain::verify(l.0)) {
@@ -252,20 +260,32 @@ impl Profile {
 
     /// Asks the device on the local network to re-check the nodes now (`POST /v1/refresh`), so
     /// a claim, a revocation or an owner change takes effect at once instead of at its next
-    /// ownership check. Best effort: true when one address answered.
-    pub(crate) async fn nudge_device(&self, addrs: &[DeviceAddr]) -> bool {
+    /// ownership check. Best effort: the chain's sequence the first address to answer reached.
+    pub(crate) async fn nudge_device(&self, addrs: &[DeviceAddr]) -> Option<u64> {
+        #[derive(serde::Deserialize)]
+        struct Seq {
+            seq: u64,
+        }
         for addr in addrs {
-            let sent = self
-                .http
-                .post(format!("http://{addr}/v1/refresh"))
-                .timeout(Duration::from_secs(3))
-                .send()
-                .await;
-            if sent.is_ok_and(|r| r.status().is_success()) {
-                return true;
+            let answered = tokio::time::timeout(Duration::from_secs(3), async {
+                let resp = self
+                    .http
+                    .post(format!("http://{addr}/v1/refresh"))
+                    .send()
+                    .await
+                    .ok()?;
+                if !resp.status().is_success() {
+                    return None;
+                }
+                let body = read_capped(resp, SMALL_ANSWER_CAP).await.ok()?;
+                serde_json::from_slice::<Seq>(&body).ok().map(|s| s.seq)
+            })
+            .await;
+            if let Ok(Some(seq)) = answered {
+                return Some(seq);
             }
         }
-        false
+        None
     }
 
     pub(crate) fn save_device(

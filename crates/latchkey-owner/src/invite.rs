@@ -10,6 +10,7 @@ use latchkey_proto::keys::{DeviceId, SigningKey};
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
+use crate::door::DoorSync;
 use crate::error::{Error, Result};
 use crate::profile::Profile;
 use crate::store::{DeviceRecord, InvitationRow, IssuedRow};
@@ -91,9 +92,12 @@ pub struct RevokeReport {
     pub device: DeviceId,
     pub seq: u64,
     pub nodes_stored: usize,
-    /// The device was reached on the local network and re-checked its owners at once; else it
-    /// learns of the revocation at its next check of the nodes.
-    pub device_told: bool,
+    /// Whether the device itself took the revocation on the local network (it then refuses
+    /// the guest at once, even cut off from every node), or learns it at its next check.
+    pub door: DoorSync,
+    /// Why the nodes did not store it, when the device took it anyway (all nodes down): the
+    /// revocation holds at the door; run `revoke` again to publish it once nodes are back.
+    pub nodes_error: Option<String>,
     /// It was revoked before; nothing was published.
     pub already_revoked: bool,
 }
@@ -273,12 +277,24 @@ impl Profile {
         let device = self.refresh_device(device).await?;
         let grant_id = row.grant.id();
         if device.chain.state().revoked.contains(&grant_id) {
+            // Revoked before, perhaps while every node was down: publish the chain again
+            // (idempotent on nodes that have it) and hand it to the door again.
+            let (nodes_stored, nodes_error) = match self
+                .quorum()?
+                .publish_chain(&device.chain, 0, &mut OsRng)
+                .await
+            {
+                Ok(report) => (report.acked.len(), None),
+                Err(e) => (0, Some(e.to_string())),
+            };
+            let door = self.tell_door(&device.addrs, &device.chain).await;
             return Ok(RevokeReport {
                 grant: grant_id,
                 device: device.id,
                 seq: device.chain.state().seq,
-                nodes_stored: 0,
-                device_told: false,
+                nodes_stored,
+                door,
+                nodes_error,
                 already_revoked: true,
             });
         }
@@ -300,17 +316,32 @@ impl Profile {
         let published = self
             .quorum()?
             .publish(&device.id, std::slice::from_ref(&op), &mut OsRng)
-            .await?;
+            .await;
+        // A fork or a refusal means the op itself is in question: never kept, never pushed.
+        if let Err(
+            e @ (latchkey_quorum::Error::Fork { .. } | latchkey_quorum::Error::Rejected(_)),
+        ) = published
+        {
+            return Err(e.into());
+        }
         let mut chain = device.chain.clone();
         chain.append(op)?;
-        let device_told = self.nudge_device(&device.addrs).await;
+        // The door is told whatever else the nodes did: a guest cut off from the registry with
+        // the device must be refused now, not when the nodes come back.
+        let door = self.tell_door(&device.addrs, &chain).await;
+        let (nodes_stored, nodes_error) = match published {
+            Ok(report) => (report.acked.len(), None),
+            Err(e) if door.knows() => (0, Some(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
         self.store.put_device(&DeviceRecord { chain, ..device })?;
         Ok(RevokeReport {
-            device_told,
+            door,
+            nodes_error,
             grant: grant_id,
             device: row.device,
             seq,
-            nodes_stored: published.acked.len(),
+            nodes_stored,
             already_revoked: false,
         })
     }

@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod backup;
 pub mod claim;
+pub mod door;
 pub mod error;
 pub mod invite;
 pub mod keychain;
@@ -21,11 +22,13 @@ pub mod open;
 pub mod owners;
 pub mod profile;
 pub mod qr;
+pub mod refusal;
 pub mod store;
 
 pub use audit::AuditReport;
 pub use backup::BackupCheck;
 pub use claim::{ClaimReport, ClaimSource, ClaimStage};
+pub use door::DoorSync;
 pub use error::{Error, Result};
 pub use invite::{
     invitation_qr_png, GrantStatus, HeldInvitation, InviteRequest, IssuedGrant, IssuedInvitation,
@@ -34,3 +37,4 @@ pub use invite::{
 pub use open::{OpenReport, Route};
 pub use owners::{OwnerChange, OwnersView, Proposal, ProposalReport};
 pub use profile::{Clock, Profile, SystemClock};
+pub use refusal::{explain, Refusal};

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
+use latchkey_quorum::http::{read_capped, MAILBOX_PAGE_CAP};
 use serde::Deserialize;
 
 /// A page as a node serves it: messages after the cursor, and the cursor to read after next.
@@ -46,7 +47,8 @@ pub(crate) async fn post_all(
 }
 
 /// Reads `mailbox` on `node` after cursor `after`, waiting up to `wait_secs` for a message
-/// (0: answer at once). `None` when the node cannot be reached or answers with an error;
+/// (0: answer at once). `None` when the node cannot be reached, answers with an error or with
+/// more than a page can hold (docs/PROTOCOL.md §8.4);
 /// messages that are not valid base64 are skipped.
 pub(crate) async fn read(
     http: &reqwest::Client,
@@ -65,7 +67,14 @@ pub(crate) async fn read(
     if !resp.status().is_success() {
         return None;
     }
-    let page: PageJson = resp.json().await.ok()?;
+    let body = match read_capped(resp, MAILBOX_PAGE_CAP).await {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(node, error = %e, "mailbox page refused");
+            return None;
+        }
+    };
+    let page: PageJson = serde_json::from_slice(&body).ok()?;
     Some(Page {
         messages: page
             .messages

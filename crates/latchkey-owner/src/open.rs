@@ -1,16 +1,18 @@
 //! Sending a command: signed, padded, sealed to the device's KEM keys from the verified chain;
 //! direct over HTTP on the local network when the device answers there, else through the
 //! nodes' mailboxes (posted to the device's mailbox, the answer long-polled from a fresh
-//! random reply mailbox). The answer is opened with the [`PendingReply`] and its signature
+//! random reply mailbox). One command is sealed once and the same envelope goes over every
+//! route tried, so a lost answer never makes the action run twice. The answer is opened with the [`PendingReply`] and its signature
 //! checked against the device's identity key from the verified chain.
 
 use std::time::{Duration, Instant};
 
 use futures::future::select_ok;
-use latchkey_proto::command::{Command, Outcome, ReplyTo, Response, NONCE_LEN};
+use latchkey_proto::command::{Command, Outcome, RejectCode, ReplyTo, Response, NONCE_LEN};
 use latchkey_proto::envelope::{seal_command, PendingReply};
 use latchkey_proto::grant::{is_action_name, Grant};
 use latchkey_proto::keys::{PublicKey, SigningKey};
+use latchkey_quorum::http::{read_capped, SEALED_ANSWER_CAP};
 use latchkey_quorum::CachedView;
 use rand_core::{OsRng, RngCore};
 
@@ -60,12 +62,36 @@ pub struct OpenReport {
     pub latency_ms: u64,
     /// The device asked for a challenge first (its clock is not trusted).
     pub challenged: bool,
+    /// A route that may have delivered this same envelope but whose answer was lost (a
+    /// connection closed after sending, a timeout, an answer that did not verify); `route`
+    /// then carried the same envelope again.
+    pub lost_reply: Option<Route>,
 }
 
 impl OpenReport {
     pub fn accepted(&self) -> bool {
         matches!(self.response.outcome, Outcome::Accepted)
     }
+
+    /// The device refused our own envelope as a replay after an earlier route lost its answer:
+    /// the first copy reached the device, so the action most likely ran once, but what it
+    /// answered is lost. Never retried with a new nonce (that could run it twice); the device's
+    /// audit log (`latchkey audit`) has the first copy's outcome.
+    pub fn outcome_unknown(&self) -> bool {
+        self.lost_reply.is_some()
+            && matches!(
+                self.response.outcome,
+                Outcome::Rejected { code, .. } if code == RejectCode::Replayed as u16
+            )
+    }
+}
+
+/// What one envelope's trip over the routes brought back.
+struct Sent {
+    response: Response,
+    route: Route,
+    latency_ms: u64,
+    lost_reply: Option<Route>,
 }
 
 impl Profile {
@@ -136,7 +162,7 @@ impl Profile {
         };
         let mut challenge = None;
         for _ in 0..=MAX_CHALLENGES {
-            let (response, route, latency_ms) = self
+            let sent = self
                 .send_once(&Request {
                     device: &device,
                     key: &key,
@@ -146,17 +172,20 @@ impl Profile {
                     challenge,
                 })
                 .await?;
-            if let Outcome::ChallengeRequired { challenge: c } = response.outcome {
+            // A challenge is answered with a new command by necessity: the challenge is part
+            // of what is signed. The first one did not run (the device ran nothing without it).
+            if let Outcome::ChallengeRequired { challenge: c } = sent.response.outcome {
                 challenge = Some(c);
                 continue;
             }
             return Ok(OpenReport {
                 device,
                 action: action.to_owned(),
-                response,
-                route,
-                latency_ms,
+                response: sent.response,
+                route: sent.route,
+                latency_ms: sent.latency_ms,
                 challenged: challenge.is_some(),
+                lost_reply: sent.lost_reply,
             });
         }
         Err(Error::ChallengeLoop {
@@ -180,61 +209,95 @@ impl Profile {
         }
     }
 
-    async fn send_once(&self, request: &Request<'_>) -> Result<(Response, Route, u64)> {
+    /// Seals ONE command and offers that same envelope to every route in turn: each LAN
+    /// address, then the nodes' mailboxes. A route that failed after the envelope may have
+    /// left (a reply lost on the way back) is remembered: the device's strike register refuses
+    /// any later copy as a replay, so the action runs at most once, and a `Replayed` answer to
+    /// our own copy means the first one got through (see [`OpenReport::outcome_unknown`]).
+    async fn send_once(&self, request: &Request<'_>) -> Result<Sent> {
         let (device, key) = (request.device, request.key);
         let state = device.chain.state();
         let bad = |why: String| Error::BadAnswer {
             device: device.id.to_string(),
             why,
         };
+        // The reply mailbox is named in the signed command whichever route carries it; the
+        // device answers a direct request on its connection and ignores the mailbox then.
+        let mut reply_box = [0u8; 32];
+        OsRng.fill_bytes(&mut reply_box);
+        let command = self.command(request, ReplyTo::Mailbox(reply_box));
+        let signed = command.sign(key)?;
+        let started = Instant::now();
+        let (envelope, pending) = seal_command(&signed, &state.kem, &mut OsRng)?;
+        let mut lost_reply = None;
+        let mut unverified = None;
         // Direct, on the local network.
         for addr in &device.addrs {
-            let command = self.command(request, ReplyTo::Direct);
-            let signed = command.sign(key)?;
-            let started = Instant::now();
-            let (envelope, pending) = seal_command(&signed, &state.kem, &mut OsRng)?;
             let url = format!("http://{addr}/v1/command");
             let sent = self
                 .http
                 .post(&url)
                 .timeout(DIRECT_TIMEOUT)
                 .header("content-type", "application/octet-stream")
-                .body(envelope)
+                .body(envelope.clone())
                 .send()
                 .await;
             let resp = match sent {
                 Ok(r) => r,
                 Err(e) => {
+                    // Refused before connecting: the envelope never left. Anything later (a
+                    // timeout, a connection closed mid-answer) may have reached the device.
+                    if !e.is_connect() {
+                        lost_reply.get_or_insert(Route::Direct(addr.to_string()));
+                    }
                     tracing::debug!(%addr, error = %e.without_url(), "direct send failed");
                     continue;
                 }
             };
             let status = resp.status();
-            let body = resp.bytes().await.map_err(|e| bad(e.to_string()))?;
+            let body = match read_capped(resp, SEALED_ANSWER_CAP).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "direct answer unreadable");
+                    lost_reply.get_or_insert(Route::Direct(addr.to_string()));
+                    unverified = Some(e.to_string());
+                    continue;
+                }
+            };
             if !status.is_success() {
+                // Refused before the sender was authenticated (it could not be opened): every
+                // route would carry the same bytes to the same refusal.
                 return Err(bad(format!(
                     "HTTP {status}: {}",
                     String::from_utf8_lossy(&body[..body.len().min(300)])
                 )));
             }
-            let response = open_reply(&pending, &body, &state.identity).map_err(bad)?;
-            return Ok((
-                response,
-                Route::Direct(addr.to_string()),
-                started.elapsed().as_millis() as u64,
-            ));
+            match open_reply(&pending, &body, &state.identity) {
+                Ok(response) => {
+                    return Ok(Sent {
+                        response,
+                        route: Route::Direct(addr.to_string()),
+                        latency_ms: started.elapsed().as_millis() as u64,
+                        lost_reply,
+                    })
+                }
+                // Something on the path answered in the device's place; the device may still
+                // have run the command, and the next route carries the same envelope.
+                Err(why) => {
+                    tracing::warn!(%addr, %why, "a direct answer did not verify");
+                    lost_reply.get_or_insert(Route::Direct(addr.to_string()));
+                    unverified = Some(why);
+                }
+            }
         }
         // Through the nodes' mailboxes.
         let nodes = self.nodes()?;
         if nodes.is_empty() {
-            return Err(Error::NoNodes);
+            return Err(match unverified {
+                Some(why) => bad(why),
+                None => Error::NoNodes,
+            });
         }
-        let mut mailbox = [0u8; 32];
-        OsRng.fill_bytes(&mut mailbox);
-        let command = self.command(request, ReplyTo::Mailbox(mailbox));
-        let signed = command.sign(key)?;
-        let started = Instant::now();
-        let (envelope, pending) = seal_command(&signed, &state.kem, &mut OsRng)?;
         let posted = mailbox::post_all(
             &self.http,
             &nodes,
@@ -243,13 +306,17 @@ impl Profile {
             RELAYED_COMMAND_TTL_SECS,
         )
         .await;
-        if posted == 0 {
-            return Err(Error::NoAnswer {
+        let no_answer = || match &unverified {
+            Some(why) => bad(why.clone()),
+            None => Error::NoAnswer {
                 device: device.id.to_string(),
                 waited_ms: started.elapsed().as_millis() as u64,
-            });
+            },
+        };
+        if posted == 0 {
+            return Err(no_answer());
         }
-        let reply_box = hex::encode(mailbox);
+        let reply_box = hex::encode(reply_box);
         let polls = nodes.iter().map(|node| {
             let pending = &pending;
             let reply_box = &reply_box;
@@ -261,17 +328,14 @@ impl Profile {
                 Ok::<_, ()>((response, node.clone()))
             })
         });
-        let first = select_ok(polls).await.map(|(won, _rest)| won);
-        match first {
-            Ok((response, node)) => Ok((
+        match select_ok(polls).await.map(|(won, _rest)| won) {
+            Ok((response, node)) => Ok(Sent {
                 response,
-                Route::Relay(node),
-                started.elapsed().as_millis() as u64,
-            )),
-            Err(()) => Err(Error::NoAnswer {
-                device: device.id.to_string(),
-                waited_ms: started.elapsed().as_millis() as u64,
+                route: Route::Relay(node),
+                latency_ms: started.elapsed().as_millis() as u64,
+                lost_reply,
             }),
+            Err(()) => Err(no_answer()),
         }
     }
 

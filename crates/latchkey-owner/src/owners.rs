@@ -11,6 +11,7 @@ use latchkey_proto::hash;
 use latchkey_proto::keys::{DeviceId, PublicKey};
 use rand_core::OsRng;
 
+use crate::door::DoorSync;
 use crate::error::{Error, Result};
 use crate::mailbox;
 use crate::profile::Profile;
@@ -68,6 +69,8 @@ pub struct ProposalReport {
     pub nodes_stored: usize,
     /// Owners' mailboxes it was posted to (co-signers, or the new owners once applied).
     pub sent_to: usize,
+    /// Once applied: whether the device itself took the change on the local network.
+    pub door: Option<DoorSync>,
 }
 
 fn proposal_of(op: &Op, device: &DeviceRecord, me: Option<&PublicKey>) -> Option<Proposal> {
@@ -230,13 +233,16 @@ impl Profile {
                 let sent_to = self.post_to_owners(&tell, &op).await;
                 let mut chain = device.chain.clone();
                 chain.append(op)?;
-                self.nudge_device(&device.addrs).await;
+                // A removed owner (a lost phone) must lose the door now, even if it keeps the
+                // device cut off from the nodes.
+                let door = self.tell_door(&device.addrs, &chain).await;
                 self.store.put_device(&DeviceRecord { chain, ..device })?;
                 Ok(ProposalReport {
                     proposal,
                     applied: true,
                     nodes_stored: published.acked.len(),
                     sent_to,
+                    door: Some(door),
                 })
             }
             Err(latchkey_proto::Error::NotEnoughSignatures { .. }) => {
@@ -255,6 +261,7 @@ impl Profile {
                     applied: false,
                     nodes_stored: 0,
                     sent_to,
+                    door: None,
                 })
             }
             Err(e) => Err(Error::BadOwners(e.to_string())),

@@ -202,6 +202,10 @@ pub enum RejectCode {
     ActionFailed = 15,
     ClockUnset = 16,
     Internal = 17,
+    /// A guest's grant could not be confirmed: the device's last quorum is older than its bound.
+    StaleView = 18,
+    /// A guest command carried arguments its grant does not pin.
+    ArgumentsNotGranted = 19,
 }
 
 impl RejectCode {
@@ -225,6 +229,8 @@ impl RejectCode {
             15 => ActionFailed,
             16 => ClockUnset,
             17 => Internal,
+            18 => StaleView,
+            19 => ArgumentsNotGranted,
             _ => return None,
         })
     }

@@ -1,0 +1,172 @@
+//! A device's refusal in plain words: what each reject code (docs/PROTOCOL.md §5.5) means to
+//! the person who tapped "Open", and what they can do about it. The CLI and the app both show
+//! this, so a guest told the door is offline from the registry is never told "error 7".
+
+use latchkey_proto::command::RejectCode;
+
+/// A refusal worded for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The stable code the device sent.
+    pub code: u16,
+    /// The code's name (`NotAuthorized`, …), for logs and scripts; `Unknown` for a code this
+    /// version does not know.
+    pub name: String,
+    /// What happened, in a sentence.
+    pub meaning: String,
+    /// What the person can do next.
+    pub what_to_do: String,
+}
+
+/// Words `code` (with the device's own `reason`, shown where it carries facts such as a time).
+pub fn explain(code: u16, reason: &str) -> Refusal {
+    let reason = reason.trim();
+    let said = |text: &str| {
+        if reason.is_empty() {
+            text.to_owned()
+        } else {
+            format!("{text} (the door says: {reason})")
+        }
+    };
+    let Some(known) = RejectCode::from_u16(code) else {
+        return Refusal {
+            code,
+            name: "Unknown".into(),
+            meaning: said(&format!(
+                "The door refused with code {code}, which this app does not know."
+            )),
+            what_to_do: "Update the app; if it persists, ask the device's owner.".into(),
+        };
+    };
+    use RejectCode::*;
+    let (meaning, what_to_do) = match known {
+        Malformed => (
+            said("The door could not read the command."),
+            "Update the app; if it persists, the device may run an incompatible version.",
+        ),
+        BadSignature => (
+            said("The door could not verify who sent the command."),
+            "Retry; if it persists, something on the network may be tampering with traffic.",
+        ),
+        WrongDevice => (
+            said("The command was meant for another device."),
+            "Check you chose the right door; it may have been reset and needs claiming again.",
+        ),
+        TooOld => (
+            said("The command arrived too late; the door refuses old commands so they cannot be replayed."),
+            "Check this phone's or computer's clock, then retry.",
+        ),
+        TooNew => (
+            said("The command is dated in the future by the door's clock."),
+            "Check this phone's or computer's clock, then retry.",
+        ),
+        Replayed => (
+            said("The door had already received this exact command, so it did not run it again."),
+            "Nothing to do unless the door did not open: then open again.",
+        ),
+        NotAuthorized => (
+            said("You are not an owner of this door and hold no invitation it accepts."),
+            "Ask an owner for an invitation.",
+        ),
+        GrantInvalid => (
+            said("Your invitation is not valid for this door (it may have been reset or transferred)."),
+            "Ask the owner for a new invitation.",
+        ),
+        GrantExpired => (
+            said("Your invitation has expired."),
+            "Ask the owner for a new invitation.",
+        ),
+        GrantNotYetValid => (
+            said("Your invitation is not valid yet (or not at this time of the week)."),
+            "Try again when it starts; the invitation shows its window.",
+        ),
+        GrantRevoked => (
+            said("The owner has revoked your invitation."),
+            "Ask the owner if this is a mistake.",
+        ),
+        ActionNotGranted => (
+            said("Your invitation does not allow this action."),
+            "Ask the owner for an invitation that includes it.",
+        ),
+        UseLimitReached => (
+            said("Your invitation has been used as many times as it allows."),
+            "Ask the owner for a new invitation.",
+        ),
+        UnknownAction => (
+            said("The door has no such action."),
+            "Check the action's name; the owner can list the door's actions.",
+        ),
+        ActionFailed => (
+            said("The door accepted the command but the action itself failed."),
+            "Try again; if it keeps failing, the owner should check the device.",
+        ),
+        ClockUnset => (
+            said("The door does not trust its own clock and asked for a fresh challenge."),
+            "Retry; the app answers the challenge by itself.",
+        ),
+        Internal => (
+            said("The door failed internally."),
+            "Try again in a moment; if it persists, the owner should check the device.",
+        ),
+        StaleView => (
+            format!(
+                "The door cannot confirm your invitation is still valid: it has been offline from the registry{}.",
+                if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({reason})")
+                }
+            ),
+            "Try again once the door is back online, or ask an owner nearby to open it.",
+        ),
+        ArgumentsNotGranted => (
+            said("Your invitation does not allow passing arguments to this action."),
+            "Open without arguments, or ask the owner for an invitation that names them.",
+        ),
+        // A code added to the protocol after this wording: still plain, with the door's reason.
+        _ => (
+            said("The door refused the command."),
+            "Update the app for a fuller explanation; if it persists, ask the device's owner.",
+        ),
+    };
+    Refusal {
+        code,
+        name: format!("{known:?}"),
+        meaning,
+        what_to_do: what_to_do.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_words_and_a_next_step() {
+        for code in 0..=64u16 {
+            let r = explain(code, "");
+            assert!(!r.meaning.is_empty() && !r.what_to_do.is_empty(), "{code}");
+            assert!(!r.meaning.contains("error"), "{code}: {}", r.meaning);
+            let known = RejectCode::from_u16(code).is_some();
+            assert_eq!(r.name != "Unknown", known, "{code}");
+        }
+    }
+
+    #[test]
+    fn stale_view_shows_since_when() {
+        let r = explain(18, "no quorum since 2026-11-30 21:04 UTC");
+        assert_eq!(r.name, "StaleView");
+        assert!(r
+            .meaning
+            .contains("cannot confirm your invitation is still valid"));
+        assert!(r.meaning.contains("offline from the registry"));
+        assert!(r.meaning.contains("2026-11-30 21:04 UTC"), "{}", r.meaning);
+    }
+
+    #[test]
+    fn arguments_not_granted_is_worded() {
+        let r = explain(19, "");
+        assert_eq!(r.name, "ArgumentsNotGranted");
+        assert!(r.meaning.contains("does not allow passing arguments"));
+    }
+}
