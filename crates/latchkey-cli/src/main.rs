@@ -249,6 +249,9 @@ fn print_proposal(report: &ProposalReport) {
             p.owners.len(),
             report.nodes_stored
         );
+        if let Some(door) = &report.door {
+            println!("{}", door.describe());
+        }
     } else {
         println!(
             "proposal {} ({} of {}): {} of {} signatures; sent to {} co-owner(s)",
@@ -474,12 +477,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         print!("{}", String::from_utf8_lossy(&r.body));
                     }
                 }
-                Outcome::Rejected { code, reason } => {
+                Outcome::Rejected { .. } if report.outcome_unknown() => {
                     eprintln!(
-                        "{}: {} refused by the device: {} (code {code}): {reason}",
+                        "{}: {} reached the door but its answer was lost on the way back ({route}); \
+                         it was not sent again, so it ran at most once. See what happened with \
+                         `latchkey audit {device}`",
+                        report.device.name, report.action
+                    );
+                    return Ok(ExitCode::from(3));
+                }
+                Outcome::Rejected { code, reason } => {
+                    let refusal = latchkey_owner::explain(*code, reason);
+                    eprintln!(
+                        "{}: {} refused. {} {} ({}, code {code})",
                         report.device.name,
                         report.action,
-                        reject_name(*code)
+                        refusal.meaning,
+                        refusal.what_to_do,
+                        refusal.name
                     );
                     return Ok(ExitCode::from(2));
                 }
@@ -811,8 +826,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = profile.revoke(&grant).await?;
             if report.already_revoked {
                 println!(
-                    "grant {} was already revoked",
-                    &report.grant.to_string()[..16]
+                    "grant {} was already revoked (published again to {} node(s))",
+                    &report.grant.to_string()[..16],
+                    report.nodes_stored
                 );
             } else {
                 println!(
@@ -821,11 +837,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     report.seq,
                     report.nodes_stored
                 );
-                if report.device_told {
-                    println!("the device re-checked its owners and refuses the grant from now on");
-                } else {
-                    println!("the device was not reachable here; it refuses the grant once it next checks the nodes");
-                }
+            }
+            println!("{}", report.door.describe());
+            if let Some(why) = &report.nodes_error {
+                eprintln!(
+                    "warning: the registry nodes did not store it ({why}); run `latchkey revoke {grant}` again once they are reachable"
+                );
             }
         }
     }

@@ -38,13 +38,26 @@ pub struct InitOptions {
 }
 
 /// A new claim QR, for printing.
-#[derive(Debug)]
 pub struct ClaimReport {
     pub device: DeviceId,
     pub name: String,
+    /// Carries the setup secret: shown on the device's own screen, never logged.
     pub claim_text: Zeroizing<String>,
     pub terminal_qr: String,
     pub png: PathBuf,
+}
+
+// By hand: the claim text and its QR hold the setup secret, and a `{:?}` in a log or a panic
+// message must not hand the device to whoever reads it.
+impl std::fmt::Debug for ClaimReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimReport")
+            .field("device", &self.device)
+            .field("name", &self.name)
+            .field("claim_text", &"<redacted>")
+            .field("png", &self.png)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Creates the device: keys (mode 0600, never overwritten), config, state with its genesis
@@ -380,4 +393,24 @@ pub fn audit_log(dir: &std::path::Path) -> Result<AuditDump> {
     }
     let verified = verify_entries(&entries, &keys.identity.public_key(), None);
     Ok(AuditDump { entries, verified })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_report_printed_by_mistake_does_not_show_the_setup_secret() {
+        let key = latchkey_proto::keys::SigningKey::from_bytes(&[7; 32]);
+        let report = ClaimReport {
+            device: DeviceId::from_identity(&key.public_key()),
+            name: "Door".into(),
+            claim_text: Zeroizing::new("LK1:SECRET-SETUP-KEY".into()),
+            terminal_qr: "QR-OF-SECRET".into(),
+            png: PathBuf::from("/tmp/claim.png"),
+        };
+        let shown = format!("{report:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("Door"));
+    }
 }

@@ -41,8 +41,10 @@ pub enum Error {
     // --- keys ---
     #[error("the recovery phrase has {0} words; it must have exactly 24")]
     MnemonicWordCount(usize),
-    #[error("word {position} of the recovery phrase (\"{word}\") is not in the BIP39 English list; check its spelling")]
-    MnemonicUnknownWord { position: usize, word: String },
+    /// The word itself is never repeated: a mistyped word is most of a real one, and errors
+    /// reach logs and screens.
+    #[error("word {position} of the recovery phrase is not in the BIP39 English list; check its spelling")]
+    MnemonicUnknownWord { position: usize },
     #[error("the recovery phrase fails its checksum: a word is wrong or two are swapped{}", hint_positions(.suspects))]
     MnemonicChecksum { suspects: Vec<usize> },
     #[error("the public key is not a valid Ed25519 point")]

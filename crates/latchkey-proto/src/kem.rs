@@ -86,14 +86,16 @@ impl KemSecretKey {
         let mut x = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(x.as_mut_slice());
         let x25519 = x25519::SecretKey::from_bytes(*x);
-        let (pq_public, pq_secret) = sntrup761::keypair();
+        let (pq_public, mut pq_secret) = sntrup761::keypair();
         let public = KemPublicKey {
             x25519: x25519.public_key().to_bytes(),
             sntrup: Box::new(pq_public.as_bytes().try_into().expect("sntrup761 key size")),
         };
+        let sntrup = Zeroizing::new(pq_secret.as_bytes().to_vec());
+        wipe_secret_key(&mut pq_secret);
         KemSecretKey {
             x25519,
-            sntrup: Zeroizing::new(pq_secret.as_bytes().to_vec()),
+            sntrup,
             public,
         }
     }
@@ -146,11 +148,14 @@ impl KemSecretKey {
         if ss_x.iter().all(|&b| b == 0) {
             return Err(Error::DecryptFailed);
         }
-        let sk =
-            sntrup761::SecretKey::from_bytes(&self.sntrup).map_err(|_| Error::DecryptFailed)?;
         let ciphertext = sntrup761::Ciphertext::from_bytes(ct.sntrup.as_slice())
             .map_err(|_| Error::DecryptFailed)?;
-        let ss_pq = Zeroizing::new(sntrup761::decapsulate(&ciphertext, &sk).as_bytes().to_vec());
+        let mut sk =
+            sntrup761::SecretKey::from_bytes(&self.sntrup).map_err(|_| Error::DecryptFailed)?;
+        let mut ss = sntrup761::decapsulate(&ciphertext, &sk);
+        wipe_secret_key(&mut sk);
+        let ss_pq = Zeroizing::new(ss.as_bytes().to_vec());
+        wipe_shared_secret(&mut ss);
         Ok(combine(&ss_pq, ss_x.as_slice(), ct, &self.public))
     }
 }
@@ -214,8 +219,9 @@ pub fn encapsulate(
     }
     let pq_public = sntrup761::PublicKey::from_bytes(public.sntrup.as_slice())
         .expect("length fixed by the type");
-    let (ss_pq, ct_pq) = sntrup761::encapsulate(&pq_public);
-    let ss_pq = Zeroizing::new(ss_pq.as_bytes().to_vec());
+    let (mut ss, ct_pq) = sntrup761::encapsulate(&pq_public);
+    let ss_pq = Zeroizing::new(ss.as_bytes().to_vec());
+    wipe_shared_secret(&mut ss);
     let ct = KemCiphertext {
         x25519_ephemeral: eph.public_key().to_bytes(),
         sntrup: Box::new(
@@ -226,6 +232,23 @@ pub fn encapsulate(
         ),
     };
     Ok((combine(&ss_pq, ss_x.as_slice(), &ct, public), ct))
+}
+
+// pqcrypto-ntruprime's secret types are `Copy` byte arrays that never wipe themselves, and this
+// workspace forbids the unsafe code that could zero them in place. So each one this module holds
+// is overwritten with a zero value (kept observable, so the store is not optimised away) as soon
+// as its bytes are copied into a wiping buffer. Copies the library makes inside its own calls
+// (its stack frames, the C code's temporaries) are beyond reach; docs/SECURITY.md says so.
+fn wipe_secret_key(sk: &mut sntrup761::SecretKey) {
+    *sk = sntrup761::SecretKey::from_bytes(&[0u8; SNTRUP_SECRET_LEN]).expect("fixed length");
+    core::hint::black_box(sk);
+}
+
+fn wipe_shared_secret(ss: &mut sntrup761::SharedSecret) {
+    let zeros = [0u8; 64];
+    let len = ss.as_bytes().len();
+    *ss = sntrup761::SharedSecret::from_bytes(&zeros[..len]).expect("same length");
+    core::hint::black_box(ss);
 }
 
 fn combine(ss_pq: &[u8], ss_x: &[u8], ct: &KemCiphertext, public: &KemPublicKey) -> SharedKey {
@@ -359,5 +382,17 @@ mod tests {
         bad[0] ^= 1;
         assert!(aead_open(&key, &nonce, b"aad", &bad).is_err());
         assert!(aead_open(&key, &nonce, b"aad", &sealed[..3]).is_err());
+    }
+
+    #[test]
+    fn pqcrypto_secrets_we_hold_are_overwritten() {
+        let (pk, mut sk) = sntrup761::keypair();
+        let (mut ss, _) = sntrup761::encapsulate(&pk);
+        assert!(sk.as_bytes().iter().any(|&b| b != 0));
+        assert!(ss.as_bytes().iter().any(|&b| b != 0));
+        wipe_secret_key(&mut sk);
+        wipe_shared_secret(&mut ss);
+        assert!(sk.as_bytes().iter().all(|&b| b == 0));
+        assert!(ss.as_bytes().iter().all(|&b| b == 0));
     }
 }
