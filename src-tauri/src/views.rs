@@ -74,6 +74,13 @@ pub struct OpenResult {
     /// The device's refusal, by name (`NotAuthorized`, …), when it refused.
     pub reject_code: Option<String>,
     pub reason: Option<String>,
+    /// The refusal in plain words (what it means), from the owner core's wording.
+    pub refusal: Option<String>,
+    /// What the person can do about the refusal.
+    pub what_to_do: Option<String>,
+    /// The command reached the door but its answer was lost; it was not sent again, so it ran
+    /// at most once (the door's log says what happened).
+    pub outcome_unknown: bool,
     /// What the device's actuator reported (UTF-8, lossy).
     pub body: String,
     pub route: RouteKind,
@@ -94,9 +101,11 @@ pub struct OpenResult {
 impl OpenResult {
     pub fn from_report(report: &OpenReport, received_at_ms: u64) -> Self {
         let r = &report.response;
+        let mut words = None;
         let (accepted, reject_code, reason) = match &r.outcome {
             Outcome::Accepted => (true, None, None),
             Outcome::Rejected { code, reason } => {
+                words = Some(latchkey_owner::explain(*code, reason));
                 (false, Some(reject_name(*code)), Some(reason.clone()))
             }
             // The core answers only after a challenge round trip; reaching here means it
@@ -118,6 +127,9 @@ impl OpenResult {
             accepted,
             reject_code,
             reason,
+            refusal: words.as_ref().map(|w| w.meaning.clone()),
+            what_to_do: words.map(|w| w.what_to_do),
+            outcome_unknown: report.outcome_unknown(),
             body: String::from_utf8_lossy(&r.body).into_owned(),
             route,
             via,
@@ -317,8 +329,13 @@ pub struct RevokeResult {
     pub grant_id: String,
     pub already_revoked: bool,
     pub nodes_stored: u32,
-    /// The device was reached and refuses the grant already; else it will at its next check.
+    /// The device took the revocation on the local network and refuses the grant already;
+    /// else it will at its next check of the registry.
     pub device_told: bool,
+    /// The same in words ("the door already knows" / "the door will learn at its next check…").
+    pub door: String,
+    /// Why the registry nodes did not store it, when the door took it anyway.
+    pub nodes_error: Option<String>,
 }
 
 impl From<&RevokeReport> for RevokeResult {
@@ -327,7 +344,9 @@ impl From<&RevokeReport> for RevokeResult {
             grant_id: r.grant.to_string(),
             already_revoked: r.already_revoked,
             nodes_stored: u32::try_from(r.nodes_stored).unwrap_or(u32::MAX),
-            device_told: r.device_told,
+            device_told: r.door.knows(),
+            door: r.door.describe(),
+            nodes_error: r.nodes_error.clone(),
         }
     }
 }
@@ -444,6 +463,8 @@ pub struct ProposalResult {
     pub proposal: ProposalView,
     /// Enough owners signed: the change is in effect.
     pub applied: bool,
+    /// Once applied: whether the door itself already knows, in words.
+    pub door: Option<String>,
 }
 
 impl From<&ProposalReport> for ProposalResult {
@@ -451,6 +472,7 @@ impl From<&ProposalReport> for ProposalResult {
         ProposalResult {
             proposal: ProposalView::from(&r.proposal),
             applied: r.applied,
+            door: r.door.as_ref().map(|d| d.describe()),
         }
     }
 }

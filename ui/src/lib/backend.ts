@@ -364,6 +364,9 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
           accepted: true,
           reject_code: null,
           reason: null,
+          refusal: null,
+          what_to_do: null,
+          outcome_unknown: false,
           body: 'Door unlocked. It locks again in 5 s.\n',
           route: 'lan',
           via: target.lan_addrs[0] ?? '',
@@ -419,7 +422,14 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     revoke: (grantId) =>
       answer('revoke', () => {
         issued = issued.map((g) => (g.id === grantId ? { ...g, status: 'revoked' } : g));
-        return { grant_id: grantId, already_revoked: false, nodes_stored: nodes.length, device_told: true };
+        return {
+          grant_id: grantId,
+          already_revoked: false,
+          nodes_stored: nodes.length,
+          device_told: true,
+          door: 'the door already knows',
+          nodes_error: null,
+        };
       }),
     acceptInvitation: (link) =>
       answer('acceptInvitation', () => {

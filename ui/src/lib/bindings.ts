@@ -62,6 +62,19 @@ export type OpenResult = { device_id: string, device_name: string, action: strin
  */
 reject_code: string | null, reason: string | null, 
 /**
+ * The refusal in plain words (what it means), from the owner core's wording.
+ */
+refusal: string | null, 
+/**
+ * What the person can do about the refusal.
+ */
+what_to_do: string | null, 
+/**
+ * The command reached the door but its answer was lost; it was not sent again, so it ran
+ * at most once (the door's log says what happened).
+ */
+outcome_unknown: boolean, 
+/**
  * What the device's actuator reported (UTF-8, lossy).
  */
 body: string, route: RouteKind, 
@@ -182,9 +195,18 @@ last: OpenResult | null, };
 
 export type RevokeResult = { grant_id: string, already_revoked: boolean, nodes_stored: number, 
 /**
- * The device was reached and refuses the grant already; else it will at its next check.
+ * The device took the revocation on the local network and refuses the grant already;
+ * else it will at its next check of the registry.
  */
-device_told: boolean, };
+device_told: boolean, 
+/**
+ * The same in words ("the door already knows" / "the door will learn at its next check…").
+ */
+door: string, 
+/**
+ * Why the registry nodes did not store it, when the door took it anyway.
+ */
+nodes_error: string | null, };
 
 export type AuditEntryView = { seq: number, 
 /**
@@ -222,7 +244,11 @@ export type ProposalResult = { proposal: ProposalView,
 /**
  * Enough owners signed: the change is in effect.
  */
-applied: boolean, };
+applied: boolean, 
+/**
+ * Once applied: whether the door itself already knows, in words.
+ */
+door: string | null, };
 
 export type CameraFrame = { jpeg_base64: string, width: number, height: number, };
 

@@ -14,6 +14,7 @@ import {
   parseNodeUrls,
   reachLine,
   resultHeadline,
+  revokeText,
   shortKey,
   toLocalInput,
   windowText,
@@ -26,6 +27,9 @@ const result: OpenResult = {
   accepted: true,
   reject_code: null,
   reason: null,
+  refusal: null,
+  what_to_do: null,
+  outcome_unknown: false,
   body: 'ok',
   route: 'lan',
   via: '192.168.1.20:7420',
@@ -87,6 +91,29 @@ describe('resultHeadline', () => {
     expect(resultHeadline({ ...result, accepted: false, reject_code: 'GrantExpired', reason: 'grant expired' })).toBe(
       'Unlock refused: grant expired',
     );
+  });
+
+  it("shows the core's plain words for a refusal, with the door's time, never a bare code", () => {
+    const stale = {
+      ...result,
+      accepted: false,
+      reject_code: 'StaleView',
+      reason: 'no quorum since 2026-11-30 21:04 UTC',
+      refusal:
+        'The door cannot confirm your invitation is still valid: it has been offline from the registry (no quorum since 2026-11-30 21:04 UTC).',
+      what_to_do: 'Try again once the door is back online, or ask an owner nearby to open it.',
+    };
+    const text = resultHeadline(stale);
+    expect(text).toContain('cannot confirm your invitation is still valid');
+    expect(text).toContain('since 2026-11-30 21:04 UTC');
+    expect(text).toContain('Try again once the door is back online');
+    expect(text).not.toContain('StaleView');
+    expect(text).not.toMatch(/code \d+|error \d+/);
+  });
+
+  it('says a command whose answer was lost ran at most once', () => {
+    const lost = { ...result, accepted: false, reject_code: 'Replayed', reason: 'replayed', outcome_unknown: true };
+    expect(resultHeadline(lost)).toContain('ran at most once');
   });
 });
 
@@ -161,5 +188,25 @@ describe('claimStageText', () => {
     );
     expect(claimStageText({ stage: 'waiting_for_quorum', stored_on: 1 })).toContain('1 node;');
     expect(claimStageText({ stage: 'telling_device', stored_on: null })).toContain('Yours');
+  });
+});
+
+describe('revokeText', () => {
+  const base = { grant_id: 'ab', already_revoked: false, nodes_stored: 3, device_told: true, nodes_error: null };
+  it("repeats the core's words on whether the door already knows", () => {
+    expect(revokeText('Ann', { ...base, door: 'the door already knows' })).toBe(
+      "Ann's access is revoked; the door already knows.",
+    );
+    const later = revokeText('Ann', {
+      ...base,
+      device_told: false,
+      door: 'the door will learn at its next check of the registry (within 60 s unless configured otherwise): it did not answer on the local network',
+    });
+    expect(later).toContain('will learn at its next check');
+  });
+  it('says when the nodes did not take it', () => {
+    expect(revokeText('Ann', { ...base, door: 'the door already knows', nodes_error: 'only 0 of 3' })).toContain(
+      'revoke again once they are reachable',
+    );
   });
 });

@@ -1,7 +1,7 @@
 // Wording and small decisions about how things look. Nothing here decides anything about
 // ownership or access: that is the owner core's job, and these functions only phrase it.
 import { BackendError, toBackendError } from './backend';
-import type { ClaimProgress, DeviceView, DoorView, OpenResult } from './bindings';
+import type { ClaimProgress, DeviceView, DoorView, OpenResult, ProposalResult, RevokeResult } from './bindings';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -68,12 +68,39 @@ function hostOf(url: string): string {
   return url.replace(/^[a-z]+:\/\//, '');
 }
 
-/** The headline of a device's signed answer. */
+/**
+ * The headline of a device's signed answer. A refusal is worded by the owner core (what it
+ * means, what to do), never shown as a bare code.
+ */
 export function resultHeadline(result: OpenResult): string {
+  const action = capitalize(result.action);
   if (result.accepted) {
-    return `${capitalize(result.action)} accepted · signed by the device`;
+    return `${action} accepted · signed by the device`;
   }
-  return `${capitalize(result.action)} refused: ${result.reason ?? result.reject_code ?? 'no reason given'}`;
+  if (result.outcome_unknown) {
+    return `${action} reached the door but its answer was lost; it was not sent again, so it ran at most once. The door's log shows what happened.`;
+  }
+  if (result.refusal) {
+    return [`${action} refused.`, result.refusal, result.what_to_do].filter((s) => s).join(' ');
+  }
+  return `${action} refused: ${result.reason ?? result.reject_code ?? 'no reason given'}`;
+}
+
+/** After a revocation: whether the door already knows (the core's words), and any node trouble. */
+export function revokeText(guestName: string, result: RevokeResult): string {
+  const lines = [`${guestName}'s access is revoked; ${result.door}.`];
+  if (result.nodes_error) {
+    lines.push(`The registry nodes did not store it (${result.nodes_error}); revoke again once they are reachable.`);
+  }
+  return lines.join(' ');
+}
+
+/** After proposing or approving an owner change. */
+export function ownerChangeText(result: ProposalResult): string {
+  if (!result.applied) {
+    return 'Proposal sent; it takes effect once enough co-owners approve it.';
+  }
+  return result.door ? `The change is in effect; ${result.door}.` : 'The change is in effect.';
 }
 
 function capitalize(word: string): string {
