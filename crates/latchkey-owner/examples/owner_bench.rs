@@ -14,6 +14,7 @@
 //! 2. Open: `Profile::open` direct and through the nodes' mailboxes, whole call (including the
 //!    ownership refresh from a quorum of nodes) and send-to-verified-answer, against a raw
 //!    seal → POST → open of the same command with no owner core around it.
+//! 3. Revoke: `Profile::revoke`, publishing and handing the op to the device on the LAN.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,6 +35,7 @@ use zeroize::Zeroizing;
 const CLAIMS: usize = 20;
 const OPENS: usize = 200;
 const RELAYED: usize = 50;
+const REVOKES: usize = 20;
 
 /// The recovery phrase in memory, for a benchmark only.
 #[derive(Debug, Default)]
@@ -215,6 +217,36 @@ async fn main() {
     summary(
         "raw: identity key from the phrase (BIP39 PBKDF2 + SLIP-10), per command",
         derivations,
+    );
+
+    // Revocations, each handed to the device on the LAN as well as published (`POST /v1/ops`,
+    // or the `/v1/refresh` nudge on a device without it).
+    let mut revokes = Vec::new();
+    let mut knew = 0;
+    for i in 0..REVOKES {
+        let issued = profile
+            .invite(
+                &query,
+                &latchkey_owner::InviteRequest {
+                    guest_name: format!("Guest {i}"),
+                    from_ms: profile.now_ms(),
+                    until_ms: profile.now_ms() + 3_600_000,
+                    actions: vec!["unlock".into()],
+                    use_limit: None,
+                },
+            )
+            .await
+            .unwrap();
+        // The device takes one nudge per 500 ms; a faster series would measure the limit.
+        tokio::time::sleep(Duration::from_millis(550)).await;
+        let started = Instant::now();
+        let report = profile.revoke(&issued.grant.id.to_string()).await.unwrap();
+        revokes.push(started.elapsed());
+        knew += usize::from(report.door.knows());
+    }
+    summary(
+        &format!("revoke: whole `Profile::revoke` (publish to 5, hand to the door; it knew {knew} of {REVOKES} times)"),
+        revokes,
     );
 
     // Through the mailboxes: forget the device's address.
