@@ -199,7 +199,7 @@ impl ClaimPayload {
         let upper = Zeroizing::new(text.to_ascii_uppercase());
         let body = upper.strip_prefix(CLAIM_PREFIX).ok_or(Error::WrongKind {
             expected: "Latchkey claim code (LATCHKEY:C1:…)",
-            found: text.chars().take(12).collect(),
+            found: crate::error::looks_like(text),
         })?;
         let bytes = Zeroizing::new(
             data_encoding::BASE32_NOPAD

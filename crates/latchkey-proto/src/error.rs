@@ -49,7 +49,9 @@ pub enum Error {
     MnemonicChecksum { suspects: Vec<usize> },
     #[error("the public key is not a valid Ed25519 point")]
     BadPublicKey,
-    #[error("expected a {expected} but the text starts with \"{found}\"")]
+    /// `found` names what the text looks like, never the text itself: a recovery phrase
+    /// pasted into the wrong field must not land in an error message.
+    #[error("expected a {expected} but this looks like {found}")]
     WrongKind {
         expected: &'static str,
         found: String,
@@ -127,6 +129,27 @@ pub enum Error {
     DeviceNotGranted,
     #[error("the sender is neither an owner nor holds a grant")]
     NotAuthorized,
+}
+
+/// What pasted text looks like, for [`Error::WrongKind`], without repeating any of it.
+pub(crate) fn looks_like(text: &str) -> String {
+    let t = text.trim().to_ascii_lowercase();
+    let kind = if t.starts_with("latchkey://invite/") {
+        "an invitation link"
+    } else if t.starts_with("latchkey:c1:") {
+        "a claim code"
+    } else if t.starts_with("lkpk1") {
+        "an owner or guest key (lkpk1…)"
+    } else if t.starts_with("lkdev1") {
+        "a device id (lkdev1…)"
+    } else if t.split_whitespace().count() >= 12 {
+        "a list of words (a recovery phrase belongs only in restore)"
+    } else if t.is_empty() {
+        "nothing"
+    } else {
+        "something else"
+    };
+    kind.to_owned()
 }
 
 fn hint_positions(suspects: &[usize]) -> String {

@@ -131,7 +131,7 @@ impl Invitation {
         if !head.eq_ignore_ascii_case(INVITE_PREFIX) {
             return Err(Error::WrongKind {
                 expected: "Latchkey invitation link (latchkey://invite/…)",
-                found: text.chars().take(18).collect(),
+                found: crate::error::looks_like(text),
             });
         }
         let bytes = Zeroizing::new(

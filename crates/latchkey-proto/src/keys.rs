@@ -420,7 +420,7 @@ fn bech32_decode(text: &str, expected_hrp: &'static str, what: &'static str) -> 
     if !hrp.as_str().eq_ignore_ascii_case(expected_hrp) {
         return Err(Error::WrongKind {
             expected: what,
-            found: format!("{}1", hrp.as_str()),
+            found: crate::error::looks_like(text),
         });
     }
     let mut data = Zeroizing::new(checked.byte_iter().collect::<Vec<u8>>());
@@ -462,6 +462,24 @@ mod tests {
         assert_eq!(a.public_key(), b.public_key());
         let guest = phrase.to_seed().derive(KeyPurpose::Guest, 0).unwrap();
         assert_ne!(a.public_key(), guest.public_key(), "purposes are separated");
+    }
+
+    #[test]
+    fn a_phrase_pasted_into_the_wrong_field_is_not_repeated() {
+        let phrase = RecoveryPhrase::generate(&mut rng());
+        let words = phrase.words().join(" ");
+        let errors = [
+            crate::claim::ClaimPayload::parse(&words).unwrap_err(),
+            crate::invite::Invitation::parse_link(&words).unwrap_err(),
+        ];
+        for err in errors {
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(&words[..5]), "{shown}");
+            assert!(
+                shown.contains("recovery phrase belongs only in restore"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]
