@@ -202,6 +202,7 @@ pub enum RejectCode {
     ActionFailed = 15,
     ClockUnset = 16,
     Internal = 17,
+    ArgumentsNotGranted = 19,
 }
 
 impl RejectCode {
@@ -225,6 +226,7 @@ impl RejectCode {
             15 => ActionFailed,
             16 => ClockUnset,
             17 => Internal,
+            19 => ArgumentsNotGranted,
             _ => return None,
         })
     }
@@ -244,6 +246,7 @@ impl RejectCode {
             Error::GrantNotYetValid(_) => RejectCode::GrantNotYetValid,
             Error::GrantRevoked => RejectCode::GrantRevoked,
             Error::ActionNotGranted(_) => RejectCode::ActionNotGranted,
+            Error::ArgumentsNotGranted(_) => RejectCode::ArgumentsNotGranted,
             Error::Store(_) => RejectCode::Internal,
             _ => RejectCode::Malformed,
         }
@@ -417,9 +420,10 @@ pub enum Authorization {
     Guest(grant::GrantApproval),
 }
 
-/// Decides whether `command`'s sender may run its action on the device whose verified state is
-/// `state`, at device time `now_ms`. The signature, device id and freshness are checked before
-/// this, in the device's pipeline.
+/// Decides whether `command`'s sender may run its action, with its arguments, on the device
+/// whose verified state is `state`, at device time `now_ms`. The signature, device id and
+/// freshness are checked before this, in the device's pipeline. Owners may pass any arguments;
+/// a guest only none, or a string every grant of its chain pins (docs/PROTOCOL.md §4).
 pub fn authorize(
     command: &Command,
     state: &crate::chain::ChainState,
@@ -439,6 +443,7 @@ pub fn authorize(
         device: &command.device,
         sender: &command.sender,
         action: &command.action,
+        args: &command.args,
         now_ms,
     };
     grant::verify_grant_chain(&command.grants, state, &request).map(Authorization::Guest)
