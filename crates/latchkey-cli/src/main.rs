@@ -70,6 +70,13 @@ enum Cmd {
         device: String,
         #[arg(long, default_value = "unlock")]
         action: String,
+        /// Arguments to send with the action, as text (owners may send any; a guest only what
+        /// its invitation pins, byte for byte).
+        #[arg(long, conflicts_with = "args_hex")]
+        args: Option<String>,
+        /// Arguments as hex, for bytes text cannot hold (e.g. NUL between argv entries).
+        #[arg(long)]
+        args_hex: Option<String>,
     },
     /// This profile's owner key (what another owner adds with `latchkey owners add`).
     Key {
@@ -122,6 +129,13 @@ enum Cmd {
         /// Total number of commands allowed.
         #[arg(long)]
         uses: Option<u32>,
+        /// Let the guest send exactly these arguments (repeat for up to 8; byte-for-byte match).
+        /// Without it the guest may send its actions only without arguments.
+        #[arg(long = "args")]
+        args: Vec<String>,
+        /// Like --args, given as hex (e.g. 2d2d686f6c642d6f70656e0035 for "--hold-open\0" "5").
+        #[arg(long = "args-hex")]
+        args_hex: Vec<String>,
         /// Also write the link as a QR code PNG here.
         #[arg(long)]
         qr: Option<PathBuf>,
@@ -294,9 +308,30 @@ fn grant_json(g: &IssuedGrant) -> serde_json::Value {
         "not_before_ms": b.not_before_ms,
         "not_after_ms": b.not_after_ms,
         "use_limit": b.use_limit,
+        "arguments": latchkey_owner::pinned_by(&g.grant)
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>(),
+        "arguments_hex": latchkey_owner::pinned_by(&g.grant)
+            .iter()
+            .map(hex::encode)
+            .collect::<Vec<_>>(),
         "status": g.status.as_str(),
         "created_ms": g.created_ms,
     })
+}
+
+fn hex_arg(text: &str, option: &str) -> anyhow::Result<Vec<u8>> {
+    hex::decode(text.trim())
+        .with_context(|| format!("{option} \"{text}\" is not hex (two digits per byte)"))
+}
+
+/// Pinned arguments for people: text when it is printable UTF-8, else hex.
+fn show_argument(a: &[u8]) -> String {
+    match std::str::from_utf8(a) {
+        Ok(t) if !t.chars().any(char::is_control) => format!("'{t}'"),
+        _ => format!("hex:{}", hex::encode(a)),
+    }
 }
 
 fn reject_name(code: u16) -> String {
@@ -457,8 +492,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Cmd::Open { device, action } => {
-            let report = profile.open(&device, &action, b"").await?;
+        Cmd::Open {
+            device,
+            action,
+            args,
+            args_hex,
+        } => {
+            let args = match (args, args_hex) {
+                (Some(text), _) => text.into_bytes(),
+                (None, Some(h)) => hex_arg(&h, "--args-hex")?,
+                (None, None) => Vec::new(),
+            };
+            let report = profile.open(&device, &action, &args).await?;
             let route = match &report.route {
                 Route::Direct(a) => format!("directly at {a}"),
                 Route::Relay(n) => format!("through {n}"),
@@ -700,10 +745,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             until,
             actions,
             uses,
+            args,
+            args_hex,
             qr,
             json,
         } => {
             let now = profile.now_ms();
+            let mut arguments: Vec<Vec<u8>> = args.into_iter().map(String::into_bytes).collect();
+            for h in &args_hex {
+                arguments.push(hex_arg(h, "--args-hex")?);
+            }
             let request = InviteRequest {
                 guest_name: name,
                 from_ms: when::parse(&from, now).context("--from")?,
@@ -714,6 +765,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     actions
                 },
                 use_limit: uses,
+                arguments,
             };
             let issued = profile.invite(&device, &request).await?;
             if let Some(path) = &qr {
@@ -735,6 +787,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     when::show(g.grant.body.not_before_ms),
                     when::show(g.grant.body.not_after_ms)
                 );
+                let pinned = latchkey_owner::pinned_by(&g.grant);
+                if pinned.is_empty() {
+                    println!("the guest may send these actions only without arguments");
+                } else {
+                    let shown: Vec<String> = pinned.iter().map(|a| show_argument(a)).collect();
+                    println!(
+                        "the guest may send no arguments or exactly: {}",
+                        shown.join(", ")
+                    );
+                }
                 println!("{}", issued.link.as_str());
                 println!(
                     "Anyone with this link can use it until it ends; send it privately. Revoke with: latchkey revoke {}",
@@ -810,14 +872,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("no grants issued; invite someone with `latchkey invite DEVICE --name NAME --until +2h`");
             } else {
                 for g in grants {
+                    let pinned: Vec<String> = latchkey_owner::pinned_by(&g.grant)
+                        .iter()
+                        .map(|a| show_argument(a))
+                        .collect();
                     println!(
-                        "{}  {:<16} {:<20} {:<8} {} to {}",
+                        "{}  {:<16} {:<20} {:<8} {} to {}  {}{}",
                         &g.id.to_string()[..16],
                         g.guest_name,
                         g.device_name,
                         g.status.as_str(),
                         when::show(g.grant.body.not_before_ms),
-                        when::show(g.grant.body.not_after_ms)
+                        when::show(g.grant.body.not_after_ms),
+                        g.grant.body.actions.join(","),
+                        if pinned.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  args {}", pinned.join(" "))
+                        }
                     );
                 }
             }

@@ -192,6 +192,37 @@ impl ActionConfig {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms.unwrap_or(10_000).max(1))
     }
+
+    /// Whether the command's arguments reach the actuator with `driver`: exec appends them to
+    /// argv; http and mqtt send them as the body unless a fixed `payload` is configured (then
+    /// the payload wins and the arguments are dropped).
+    pub fn takes_arguments(&self, driver: &Driver) -> bool {
+        match driver {
+            Driver::Exec { .. } => true,
+            Driver::Http { .. } | Driver::Mqtt { .. } => self.payload.is_none(),
+            Driver::Gpio { .. } | Driver::Log => false,
+        }
+    }
+
+    /// Who may pass arguments to this action, in the words `latchkeyd status` prints.
+    pub fn arguments_note(&self, driver: &Driver) -> &'static str {
+        match driver {
+            _ if self.takes_arguments(driver) => match driver {
+                Driver::Exec { .. } => {
+                    "the command's arguments become argv entries: only owners may pass them \
+                     (guests only the exact arguments pinned in their grant)"
+                }
+                _ => {
+                    "no fixed payload, so the command's arguments are the body sent: only \
+                     owners may pass them (guests only the exact arguments pinned in their grant)"
+                }
+            },
+            Driver::Http { .. } | Driver::Mqtt { .. } => {
+                "sends its fixed payload; the command's arguments are ignored"
+            }
+            _ => "ignores the command's arguments",
+        }
+    }
 }
 
 /// Where an action goes.
@@ -445,6 +476,29 @@ mod tests {
         let c: Config = toml::from_str(include_str!("../debian/latchkeyd.toml.example")).unwrap();
         c.validate().unwrap();
         assert_eq!(c.drivers().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn status_says_which_actions_take_arguments() {
+        let http = Driver::parse("http:http://ha.local:8123/api/services/lock/unlock").unwrap();
+        let exec = Driver::parse("exec:/usr/local/bin/open-door").unwrap();
+        let mut with_payload = ActionConfig::new(http.clone());
+        with_payload.payload = Some("{\"entity_id\":\"lock.front\"}".into());
+        let cases = [
+            (ActionConfig::new(http.clone()), &http, true, "only owners"),
+            (with_payload, &http, false, "fixed payload"),
+            (ActionConfig::new(exec.clone()), &exec, true, "argv"),
+            (
+                ActionConfig::new(Driver::Log),
+                &Driver::Log,
+                false,
+                "ignores",
+            ),
+        ];
+        for (config, driver, takes, words) in cases {
+            assert_eq!(config.takes_arguments(driver), takes, "{driver}");
+            assert!(config.arguments_note(driver).contains(words), "{driver}");
+        }
     }
 
     #[test]

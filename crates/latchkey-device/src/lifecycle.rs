@@ -223,7 +223,18 @@ pub struct StatusReport {
     pub live_check: Option<LiveCheck>,
     pub addresses: Addresses,
     pub actions: Vec<String>,
+    /// Per action, whether command arguments reach its actuator and who may pass them.
+    pub action_arguments: Vec<ActionArguments>,
     pub audit_entries: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionArguments {
+    pub action: String,
+    /// Command arguments reach the actuator (argv, or the body without a fixed payload).
+    pub takes_arguments: bool,
+    /// Owners may pass any; guests only arguments their grant pins (docs/PROTOCOL.md §4).
+    pub note: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -350,6 +361,19 @@ pub async fn status(dir: &std::path::Path, check: bool) -> Result<StatusReport> 
             .actions
             .iter()
             .map(|(n, a)| format!("{n}={}", a.driver))
+            .collect(),
+        action_arguments: config
+            .drivers()
+            .map_err(Error::Invalid)?
+            .iter()
+            .map(|(name, driver)| {
+                let settings = &config.actions[name];
+                ActionArguments {
+                    action: name.clone(),
+                    takes_arguments: settings.takes_arguments(driver),
+                    note: settings.arguments_note(driver),
+                }
+            })
             .collect(),
         audit_entries: store.audit_next_seq()?,
     })

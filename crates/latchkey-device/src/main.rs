@@ -300,8 +300,9 @@ fn print_status(s: &StatusReport) {
         println!("node     {n}");
     }
     println!("mailbox  {}", s.addresses.mailbox);
-    for a in &s.actions {
+    for (a, args) in s.actions.iter().zip(&s.action_arguments) {
         println!("action   {a}");
+        println!("         {}", args.note);
     }
     println!("audit    {} entries", s.audit_entries);
 }

@@ -4,7 +4,10 @@
 //! device learns from the nodes even when the owner cannot reach it.
 
 use latchkey_proto::chain::{Chain, OpBody};
-use latchkey_proto::grant::{self, is_action_name, Grant, GrantBody, GrantId, GrantScope};
+use latchkey_proto::grant::{
+    self, is_action_name, AllowedArguments, Grant, GrantBody, GrantId, GrantScope,
+    MAX_ALLOWED_ARGUMENTS, MAX_ALLOWED_ARGUMENT_LEN,
+};
 use latchkey_proto::invite::{Invitation, MAX_INVITE_LABEL, MAX_INVITE_NODES};
 use latchkey_proto::keys::{DeviceId, SigningKey};
 use rand_core::{OsRng, RngCore};
@@ -25,6 +28,9 @@ pub struct InviteRequest {
     pub actions: Vec<String>,
     /// How many commands the grant allows in all (`None`: no limit).
     pub use_limit: Option<u32>,
+    /// The exact argument strings the guest may send (at most 8, each 1-256 bytes); empty: the
+    /// guest may send its actions only without arguments.
+    pub arguments: Vec<Vec<u8>>,
 }
 
 /// An invitation just issued.
@@ -162,6 +168,7 @@ impl Profile {
                 "the invitation must end after it starts".into(),
             ));
         }
+        let pinned = pinned_arguments(&request.arguments)?;
         if request.until_ms <= self.now_ms() {
             return Err(Error::BadInvite(
                 "the invitation would already be over".into(),
@@ -191,7 +198,7 @@ impl Profile {
             not_after_ms: request.until_ms,
             use_limit: request.use_limit,
             delegation_depth: 0,
-            extensions: Vec::new(),
+            extensions: pinned.iter().map(AllowedArguments::to_extension).collect(),
             salt,
         }
         .sign(&me)?;
@@ -474,6 +481,37 @@ impl Profile {
     }
 }
 
+/// The allowed-arguments extension for an invitation, or none when no argument is pinned.
+fn pinned_arguments(arguments: &[Vec<u8>]) -> Result<Option<AllowedArguments>> {
+    if arguments.is_empty() {
+        return Ok(None);
+    }
+    if arguments.iter().any(Vec::is_empty) {
+        return Err(Error::BadInvite(
+            "an empty argument is always allowed; give only non-empty arguments to pin".into(),
+        ));
+    }
+    AllowedArguments::new(arguments.to_vec())
+        .map(Some)
+        .map_err(|_| {
+            Error::BadInvite(format!(
+                "pin at most {MAX_ALLOWED_ARGUMENTS} arguments of at most \
+                 {MAX_ALLOWED_ARGUMENT_LEN} bytes each, about 500 bytes in all"
+            ))
+        })
+}
+
+/// The argument strings `grant` pins, in ascending byte order (empty: none may be sent).
+pub fn pinned_by(grant: &Grant) -> Vec<Vec<u8>> {
+    grant
+        .body
+        .allowed_arguments()
+        .ok()
+        .flatten()
+        .map(|a| a.as_slice().to_vec())
+        .unwrap_or_default()
+}
+
 /// The longest prefix of `s` within `max` bytes, on a character boundary.
 fn truncate(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
@@ -555,6 +593,24 @@ mod tests {
             &[&alice],
         );
         assert_eq!(status_of(g, &door.chain, T0 + HOUR), GrantStatus::Void);
+    }
+
+    #[test]
+    fn pinned_arguments_are_checked_before_anything_is_issued() {
+        assert_eq!(pinned_arguments(&[]).unwrap(), None);
+        let two = pinned_arguments(&[b"b".to_vec(), b"a".to_vec(), b"b".to_vec()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(two.as_slice(), [b"a".to_vec(), b"b".to_vec()]);
+        for bad in [
+            vec![Vec::new()],
+            vec![vec![b'x'; 257]],
+            (0..9u8).map(|i| vec![b'a' + i]).collect(),
+            (0..3u8).map(|i| vec![b'a' + i; 200]).collect(),
+        ] {
+            let e = pinned_arguments(&bad).unwrap_err();
+            assert_eq!(e.code(), "bad_invite", "{e}");
+        }
     }
 
     #[test]

@@ -31,8 +31,8 @@ pub use claim::{ClaimReport, ClaimSource, ClaimStage};
 pub use door::DoorSync;
 pub use error::{Error, Result};
 pub use invite::{
-    invitation_qr_png, GrantStatus, HeldInvitation, InviteRequest, IssuedGrant, IssuedInvitation,
-    RevokeReport,
+    invitation_qr_png, pinned_by, GrantStatus, HeldInvitation, InviteRequest, IssuedGrant,
+    IssuedInvitation, RevokeReport,
 };
 pub use open::{OpenReport, Route};
 pub use owners::{OwnerChange, OwnersView, Proposal, ProposalReport};

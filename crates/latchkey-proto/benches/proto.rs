@@ -734,6 +734,7 @@ fn chain_and_grants(r: &mut Runner) {
         device: &device,
         sender: &sender,
         action: "unlock",
+        args: b"",
         now_ms: T0 + 2 * HOUR,
     };
     r.compare_simple(

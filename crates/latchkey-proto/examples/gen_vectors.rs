@@ -41,7 +41,9 @@ use latchkey_proto::command::{
 };
 use latchkey_proto::device::DeviceKeys;
 use latchkey_proto::envelope::{self, PendingReply};
-use latchkey_proto::grant::{self, Extension, Grant, GrantBody, GrantRequest, GrantScope};
+use latchkey_proto::grant::{
+    self, AllowedArguments, Extension, Grant, GrantBody, GrantRequest, GrantScope,
+};
 use latchkey_proto::kem::{self, KemCiphertext, KemPublicKey};
 use latchkey_proto::keys::{
     self, DeviceId, KeyPurpose, PublicKey, RecoveryPhrase, Signature, SigningKey,

@@ -250,6 +250,7 @@ impl RejectCode {
             Error::GrantNotYetValid(_) => RejectCode::GrantNotYetValid,
             Error::GrantRevoked => RejectCode::GrantRevoked,
             Error::ActionNotGranted(_) => RejectCode::ActionNotGranted,
+            Error::ArgumentsNotGranted(_) => RejectCode::ArgumentsNotGranted,
             Error::Store(_) => RejectCode::Internal,
             _ => RejectCode::Malformed,
         }
@@ -423,9 +424,10 @@ pub enum Authorization {
     Guest(grant::GrantApproval),
 }
 
-/// Decides whether `command`'s sender may run its action on the device whose verified state is
-/// `state`, at device time `now_ms`. The signature, device id and freshness are checked before
-/// this, in the device's pipeline.
+/// Decides whether `command`'s sender may run its action, with its arguments, on the device
+/// whose verified state is `state`, at device time `now_ms`. The signature, device id and
+/// freshness are checked before this, in the device's pipeline. Owners may pass any arguments;
+/// a guest only none, or a string every grant of its chain pins (docs/PROTOCOL.md §4).
 pub fn authorize(
     command: &Command,
     state: &crate::chain::ChainState,
@@ -445,6 +447,7 @@ pub fn authorize(
         device: &command.device,
         sender: &command.sender,
         action: &command.action,
+        args: &command.args,
         now_ms,
     };
     grant::verify_grant_chain(&command.grants, state, &request).map(Authorization::Guest)

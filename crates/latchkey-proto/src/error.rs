@@ -125,6 +125,8 @@ pub enum Error {
     GrantRevoked,
     #[error("the grant does not allow action \"{0}\"")]
     ActionNotGranted(String),
+    #[error("the invitation does not allow passing arguments to \"{0}\": only owners may, and a guest only the exact arguments its invitation pins")]
+    ArgumentsNotGranted(String),
     #[error("the grant does not cover this device")]
     DeviceNotGranted,
     #[error("the sender is neither an owner nor holds a grant")]

@@ -21,6 +21,14 @@ pub const MAX_EXTENSION_LEN: usize = 512;
 /// Extension tags with this bit set are critical: a verifier that does not know one must refuse
 /// the grant rather than ignore a restriction it does not understand.
 pub const EXTENSION_CRITICAL: u8 = 0x80;
+/// Critical extension pinning the exact argument strings a guest may send (docs/PROTOCOL.md §4).
+/// Critical, so a verifier that predates it refuses the grant instead of letting its holder pass
+/// any argument.
+pub const EXT_ALLOWED_ARGUMENTS: u8 = 0x82;
+/// At most this many allowed argument strings per grant.
+pub const MAX_ALLOWED_ARGUMENTS: usize = 8;
+/// Longest allowed argument string, in bytes.
+pub const MAX_ALLOWED_ARGUMENT_LEN: usize = 256;
 
 const SIGNING_LABEL: &[u8] = b"latchkey/v1/grant\0";
 
@@ -168,7 +176,33 @@ impl GrantBody {
         {
             return bad("at most 8 extensions of at most 512 bytes");
         }
+        self.allowed_arguments()?;
         Ok(())
+    }
+
+    /// The argument strings this grant pins (extension 0x82), or `None`: then its holder may
+    /// send its actions only without arguments.
+    pub fn allowed_arguments(&self) -> Result<Option<AllowedArguments>> {
+        let mut pinned = self
+            .extensions
+            .iter()
+            .filter(|e| e.tag == EXT_ALLOWED_ARGUMENTS);
+        let Some(first) = pinned.next() else {
+            return Ok(None);
+        };
+        if pinned.next().is_some() {
+            // Two lists would leave a verifier to guess whether they add up or intersect.
+            return Err(Error::Invalid {
+                what: "grant",
+                why: "it carries more than one allowed-arguments extension",
+            });
+        }
+        AllowedArguments::decode(&first.value).map(Some)
+    }
+
+    /// Empty arguments always pass; anything else only when pinned byte for byte.
+    fn allows_arguments(&self, args: &[u8]) -> bool {
+        args.is_empty() || matches!(self.allowed_arguments(), Ok(Some(list)) if list.allows(args))
     }
 
     pub fn content_bytes(&self) -> Vec<u8> {
@@ -221,6 +255,91 @@ pub fn is_action_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
 }
 
+/// The exact argument strings a grant lets its holder send (extension [`EXT_ALLOWED_ARGUMENTS`]):
+/// 1 to 8 strings of 1 to 256 bytes, compared byte for byte, kept sorted and distinct so that
+/// every list has exactly one encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedArguments(Vec<Vec<u8>>);
+
+const ALLOWED_ARGUMENTS: &str = "allowed-arguments extension";
+
+impl AllowedArguments {
+    /// Builds a list from strings in any order; repeats are dropped.
+    pub fn new(mut list: Vec<Vec<u8>>) -> Result<Self> {
+        list.sort();
+        list.dedup();
+        let list = AllowedArguments(list);
+        list.check()?;
+        check_len(ALLOWED_ARGUMENTS, list.encode().len(), MAX_EXTENSION_LEN)?;
+        Ok(list)
+    }
+
+    /// Decodes an extension value: `list8` of `bytes16`, strictly ascending, with no slack.
+    pub fn decode(value: &[u8]) -> Result<Self> {
+        check_len(ALLOWED_ARGUMENTS, value.len(), MAX_EXTENSION_LEN)?;
+        let mut r = Reader::new(ALLOWED_ARGUMENTS, value);
+        let list = r.list8(MAX_ALLOWED_ARGUMENTS, |r| {
+            Ok(r.bytes16(MAX_ALLOWED_ARGUMENT_LEN)?.to_vec())
+        })?;
+        r.finish()?;
+        if list.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::Invalid {
+                what: ALLOWED_ARGUMENTS,
+                why: "its strings must be distinct and in ascending byte order",
+            });
+        }
+        let list = AllowedArguments(list);
+        list.check()?;
+        Ok(list)
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |why| {
+            Err(Error::Invalid {
+                what: ALLOWED_ARGUMENTS,
+                why,
+            })
+        };
+        if self.0.is_empty() {
+            return bad("it lists no argument string (leave it out to allow none)");
+        }
+        if self.0.iter().any(Vec::is_empty) {
+            return bad("an empty string is always allowed and is not listed");
+        }
+        check_len(ALLOWED_ARGUMENTS, self.0.len(), MAX_ALLOWED_ARGUMENTS)?;
+        for a in &self.0 {
+            check_len(ALLOWED_ARGUMENTS, a.len(), MAX_ALLOWED_ARGUMENT_LEN)?;
+        }
+        Ok(())
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.list8(&self.0, |w, a| w.bytes16(a));
+        w.into_inner()
+    }
+
+    pub fn to_extension(&self) -> Extension {
+        Extension {
+            tag: EXT_ALLOWED_ARGUMENTS,
+            value: self.encode(),
+        }
+    }
+
+    /// The strings, in ascending byte order.
+    pub fn as_slice(&self) -> &[Vec<u8>] {
+        &self.0
+    }
+
+    pub fn allows(&self, args: &[u8]) -> bool {
+        self.0.binary_search_by(|a| a.as_slice().cmp(args)).is_ok()
+    }
+
+    pub fn is_subset_of(&self, other: &AllowedArguments) -> bool {
+        self.0.iter().all(|a| other.allows(a))
+    }
+}
+
 fn signing_message(content: &[u8]) -> Vec<u8> {
     [SIGNING_LABEL, content].concat()
 }
@@ -260,6 +379,8 @@ pub struct GrantRequest<'a> {
     pub device: &'a DeviceId,
     pub sender: &'a PublicKey,
     pub action: &'a str,
+    /// The command's arguments: empty, or a string every grant in the chain pins.
+    pub args: &'a [u8],
     pub now_ms: u64,
 }
 
@@ -297,7 +418,7 @@ pub fn verify_chain_structure(chain: &[Grant], state: &ChainState) -> Result<()>
             .body
             .extensions
             .iter()
-            .any(|e| e.tag & EXTENSION_CRITICAL != 0)
+            .any(|e| e.tag & EXTENSION_CRITICAL != 0 && e.tag != EXT_ALLOWED_ARGUMENTS)
         {
             return Err(invalid(
                 "it carries a restriction this version does not understand; update the device",
@@ -329,6 +450,16 @@ pub fn verify_chain_structure(chain: &[Grant], state: &ChainState) -> Result<()>
             if child.use_limit.is_none_or(|n| n > parent_limit) {
                 return Err(invalid("its use limit is wider than the grant before it"));
             }
+        }
+        // Both decoded in check_shape above. A parent without the extension allows only empty
+        // arguments, so a child cannot add any.
+        let narrower = match (child.allowed_arguments(), parent.allowed_arguments()) {
+            (Ok(None), _) => true,
+            (Ok(Some(c)), Ok(Some(p))) => c.is_subset_of(&p),
+            _ => false,
+        };
+        if !narrower {
+            return Err(invalid("allows arguments the grant before it does not"));
         }
     }
     Ok(())
@@ -381,6 +512,12 @@ pub fn verify_grant_chain(
             index: chain.len() - 1,
             why: "it was issued to a different key than the sender's",
         });
+    }
+    // Last, so a guest whose grant is void, expired or revoked is told that rather than about
+    // its arguments. Every grant, not just the leaf: the subset rule makes that the same, and
+    // this does not lean on it.
+    if !chain.iter().all(|g| g.body.allows_arguments(request.args)) {
+        return Err(Error::ArgumentsNotGranted(request.action.to_owned()));
     }
     Ok(GrantApproval { use_limits })
 }

@@ -22,7 +22,7 @@ use latchkey_proto::command::{
     Command, Outcome, RejectCode, ReplyTo, Response, SignedCommand, SignedResponse,
 };
 use latchkey_proto::envelope;
-use latchkey_proto::grant::{Extension, Grant, GrantBody, GrantScope};
+use latchkey_proto::grant::{AllowedArguments, Extension, Grant, GrantBody, GrantScope};
 use latchkey_proto::invite::Invitation;
 use latchkey_proto::keys::{PublicKey, RecoveryPhrase, SigningKey};
 use latchkey_proto::pad;
@@ -273,6 +273,19 @@ fn write_seed_corpus() {
 
     seeds.put("grant", "host", &host_grant.to_bytes());
     seeds.put("grant", "cleaner", &cleaner_grant.to_bytes());
+    // Reaches the allowed-arguments extension's own decoder (tag 0x82).
+    let pinned = GrantBody {
+        extensions: vec![AllowedArguments::new(vec![
+            b"{\"entity_id\":\"lock.front\"}".to_vec(),
+            b"--hold-open\x005".to_vec(),
+        ])
+        .unwrap()
+        .to_extension()],
+        ..cleaner_grant.body.clone()
+    }
+    .sign(&guest)
+    .unwrap();
+    seeds.put("grant", "pinned-arguments", &pinned.to_bytes());
 
     seeds.put("command", "owner", &owner_command.to_bytes());
     seeds.put("command", "guest", &guest_command.to_bytes());

@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use latchkey_proto::chain::{Chain, Op, OpList};
 use latchkey_proto::claim::ClaimPayload;
 use latchkey_proto::codec::Codec;
-use latchkey_proto::command::{CommandId, SignedCommand, SignedResponse};
+use latchkey_proto::command::{self, Authorization, CommandId, SignedCommand, SignedResponse};
 use latchkey_proto::device::DeviceKeys;
 use latchkey_proto::envelope;
-use latchkey_proto::grant::{self, Grant, GrantRequest};
+use latchkey_proto::grant::{self, AllowedArguments, Grant, GrantRequest};
 use latchkey_proto::invite::Invitation;
 use latchkey_proto::kem::{self, KemCiphertext, KemPublicKey};
 use latchkey_proto::keys::{self, DeviceId, KeyPurpose, PublicKey, RecoveryPhrase, Signature};
@@ -152,6 +152,30 @@ fn check(v: &Value) {
             assert_eq!(limits, v["use_limits"]);
         }
         "grant_chain_fail" => expect_error(v, run_grant_chain(v)),
+        "allowed_arguments" => {
+            let value = bytes(v, "value");
+            let list = AllowedArguments::decode(&value).unwrap();
+            assert_eq!(list.as_slice(), hex_list(v, "arguments").as_slice());
+            assert_eq!(list.encode(), value);
+            let mut reversed = hex_list(v, "arguments");
+            reversed.reverse();
+            assert_eq!(AllowedArguments::new(reversed).unwrap(), list);
+        }
+        "allowed_arguments_fail" => expect_error(v, AllowedArguments::decode(&bytes(v, "value"))),
+        "authorize" => {
+            let result = match run_authorize(v).unwrap() {
+                Authorization::Owner => json!("owner"),
+                Authorization::Guest(a) => json!({
+                    "guest_use_limits": a
+                        .use_limits
+                        .iter()
+                        .map(|(id, limit)| json!({"grant_id": h(id.0), "limit": limit}))
+                        .collect::<Vec<_>>(),
+                }),
+            };
+            assert_eq!(result, v["authorization"]);
+        }
+        "authorize_fail" => expect_error(v, run_authorize(v)),
         "grant_signature_fail" => {
             let g = Grant::from_bytes(&bytes(v, "bytes")).unwrap();
             expect_error(v, g.verify_signature());
@@ -490,6 +514,7 @@ fn run_grant_chain(v: &Value) -> Result<Value, Error> {
             device: &DeviceId(array(req, "device")),
             sender: &public_key(req, "sender"),
             action: s(req, "action"),
+            args: &bytes(req, "args"),
             now_ms: u(req, "now_ms"),
         },
     )?;
@@ -502,6 +527,15 @@ fn run_grant_chain(v: &Value) -> Result<Value, Error> {
 
 // ---------------------------------------------------------------------------------------------
 // Commands and responses.
+
+/// Decodes the vector's signed command, checks its signature, and authorizes it against the
+/// state of its chain ops at `now_ms`.
+fn run_authorize(v: &Value) -> Result<Authorization, Error> {
+    let chain = Chain::verify(ops(v, "chain_ops")).unwrap();
+    let cmd = SignedCommand::from_bytes(&bytes(v, "command")).unwrap();
+    cmd.verify_signature().unwrap();
+    command::authorize(&cmd.command, chain.state(), u(v, "now_ms"))
+}
 
 fn check_sealed_command(v: &Value) {
     let keys = DeviceKeys::from_secret_bytes(&bytes(v, "device_secret_keys")).unwrap();

@@ -1,6 +1,9 @@
 //! `http:URL`: POSTs to a URL (e.g. a Home Assistant service call), with a bearer token from the
 //! config. The body is the configured payload, or else the command's arguments; it is sent as
-//! JSON when it parses as JSON.
+//! JSON when it parses as JSON. A configured payload wins: the arguments are dropped, so what a
+//! fixed action sends never depends on the sender. Guests reach here with arguments only when
+//! their grant pins them (latchkey-proto `command::authorize`). The headers sent are listed in
+//! the crate's README and checked by tests/guest_arguments.rs.
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! `mqtt:HOST:PORT/topic`: publishes (QoS 1, waits for the broker's acknowledgement) the
-//! configured payload, or else the command's arguments.
+//! configured payload, or else the command's arguments. A configured payload wins: the
+//! arguments are dropped.
 
 use std::time::Duration;
 

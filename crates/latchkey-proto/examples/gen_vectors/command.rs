@@ -266,7 +266,149 @@ pub fn vectors(w: &World) -> Vectors {
     );
     let ct = &envelopes[0][KEM_CT_AT..KEM_CT_AT + kem::KEM_CIPHERTEXT_LEN];
     v.fail_truncations("kem_ciphertext", "KemCiphertext", ct, "TooLarge");
+    authorize_vectors(w, &c, &mut v);
     v
+}
+
+/// `command::authorize` on signed commands, against the front door's chain after its first
+/// claim (owner A).
+fn authorize_vectors(w: &World, c: &Commands, v: &mut Vectors) {
+    use crate::files::grant::{pinned_direct, ARG_FRONT, ARG_GARAGE};
+    use latchkey_proto::command::{authorize, Authorization};
+    let s = grant_setup(w);
+    let state = Chain::verify(s.front_ops.clone()).unwrap().state().clone();
+    let fields = |cmd: &SignedCommand, now_ms: u64| {
+        json!({
+            "chain_ops": s.front_ops.iter().map(|o| h(o.to_bytes())).collect::<Vec<_>>(),
+            "command": h(cmd.to_bytes()),
+            "now_ms": now_ms,
+        })
+    };
+    let mut r = rng(520);
+    let at = T0 + 3 * HOUR;
+    let owner_args = Command {
+        action: "call".into(),
+        args: ARG_GARAGE.to_vec(),
+        timestamp_ms: at,
+        nonce: random(&mut r),
+        ..c.owner.command.clone()
+    }
+    .sign(&w.a)
+    .unwrap();
+    let guest = |action: &str, args: &[u8], grants: Vec<Grant>, r: &mut ChaCha20Rng| {
+        Command {
+            sender: w.cleaner.public_key(),
+            action: action.into(),
+            args: args.to_vec(),
+            timestamp_ms: at,
+            nonce: random(r),
+            grants,
+            ..c.owner.command.clone()
+        }
+        .sign(&w.cleaner)
+        .unwrap()
+    };
+    let pinned = vec![pinned_direct(w, state.epoch)];
+    let ok = [
+        (
+            "authorize_owner_with_arguments",
+            "Owner A calls with {\"entity_id\":\"lock.garage\"}: owners may pass any \
+             arguments.",
+            owner_args,
+        ),
+        (
+            "authorize_guest_pinned_arguments",
+            "The cleaner calls with {\"entity_id\":\"lock.front\"} under \
+             grant_pinned_arguments, which pins exactly that string.",
+            guest("call", ARG_FRONT, pinned.clone(), &mut r),
+        ),
+        (
+            "authorize_guest_no_arguments",
+            "The cleaner unlocks without arguments under grant_owner_to_cleaner_direct.",
+            guest("unlock", b"", vec![s.direct.clone()], &mut r),
+        ),
+    ];
+    for (name, description, cmd) in ok {
+        let result = match authorize(&cmd.command, &state, at).unwrap() {
+            Authorization::Owner => json!("owner"),
+            Authorization::Guest(a) => json!({
+                "guest_use_limits": a
+                    .use_limits
+                    .iter()
+                    .map(|(id, limit)| json!({"grant_id": h(id.0), "limit": limit}))
+                    .collect::<Vec<_>>(),
+            }),
+        };
+        let mut f = fields(&cmd, at);
+        f["authorization"] = result;
+        v.ok(name, "authorize", description, f);
+    }
+    let fail = [
+        (
+            "fail_authorize_guest_http_body",
+            "The cleaner, granted unlock and status, unlocks with {\"entity_id\":\"lock.garage\"} \
+             (an http action would POST it with the owner's token): refused, the grant pins no \
+             arguments.",
+            guest("unlock", ARG_GARAGE, vec![s.direct.clone()], &mut r),
+            at,
+            "ArgumentsNotGranted",
+        ),
+        (
+            "fail_authorize_guest_argv",
+            "The cleaner unlocks with \"--guest-flag\\x00/etc/shadow\" (an exec action would \
+             pass two argv entries): refused.",
+            guest(
+                "unlock",
+                b"--guest-flag\x00/etc/shadow",
+                vec![s.direct.clone()],
+                &mut r,
+            ),
+            at,
+            "ArgumentsNotGranted",
+        ),
+        (
+            "fail_authorize_guest_arguments_not_pinned",
+            "The cleaner calls with {\"entity_id\":\"lock.garage\"} under \
+             grant_pinned_arguments, which pins another string.",
+            guest("call", ARG_GARAGE, pinned.clone(), &mut r),
+            at,
+            "ArgumentsNotGranted",
+        ),
+        (
+            "fail_authorize_command_guest_unlock_with_grants",
+            "command_guest_unlock_with_grants itself: its JSON arguments are pinned by neither \
+             grant of its chain, so a device refuses it.",
+            c.guest.clone(),
+            at,
+            "ArgumentsNotGranted",
+        ),
+        (
+            "fail_authorize_stranger_with_arguments",
+            "A key that is neither an owner nor holds a grant sends arguments: NotAuthorized.",
+            Command {
+                sender: w.stranger.public_key(),
+                action: "call".into(),
+                args: ARG_FRONT.to_vec(),
+                timestamp_ms: at,
+                nonce: random(&mut r),
+                ..c.owner.command.clone()
+            }
+            .sign(&w.stranger)
+            .unwrap(),
+            at,
+            "NotAuthorized",
+        ),
+    ];
+    for (name, description, cmd, now_ms, e) in fail {
+        v.fail(
+            name,
+            "authorize_fail",
+            description,
+            authorize(&cmd.command, &state, now_ms),
+            e,
+            fields(&cmd, now_ms),
+        );
+    }
 }
 
 fn sealed_fail_vectors(w: &World, c: &Commands, env: &[u8], v: &mut Vectors) {

@@ -7,6 +7,7 @@ struct Request<'a> {
     device: DeviceId,
     sender: &'a SigningKey,
     action: &'a str,
+    args: &'a [u8],
     now_ms: u64,
 }
 
@@ -20,6 +21,7 @@ fn check_grants(ops: &[Op], grants: &[Grant], req: &Request<'_>) -> Result<Value
             device: &req.device,
             sender: &sender,
             action: req.action,
+            args: req.args,
             now_ms: req.now_ms,
         },
     )?;
@@ -38,6 +40,7 @@ fn grant_chain_fields(ops: &[Op], grants: &[Grant], req: &Request<'_>) -> Value 
             "device": h(req.device.0),
             "sender": pk_hex(&req.sender.public_key()),
             "action": req.action,
+            "args": h(req.args),
             "now_ms": req.now_ms,
         },
     })
@@ -90,6 +93,7 @@ pub fn vectors(w: &World) -> Vectors {
                 device: front,
                 sender: &w.cleaner,
                 action: "unlock",
+                args: b"",
                 now_ms: T0 + 3 * HOUR,
             },
         ),
@@ -102,6 +106,7 @@ pub fn vectors(w: &World) -> Vectors {
                 device: front,
                 sender: &w.cleaner,
                 action: "status",
+                args: b"",
                 now_ms: T0 + HOUR,
             },
         ),
@@ -115,6 +120,7 @@ pub fn vectors(w: &World) -> Vectors {
                 device: w.back_id(),
                 sender: &w.host,
                 action: "lock",
+                args: b"",
                 now_ms: T0 + 10 * HOUR,
             },
         ),
@@ -308,7 +314,370 @@ pub fn vectors(w: &World) -> Vectors {
         &huge,
         "TooLarge",
     );
+    argument_vectors(w, &s, &mut v);
     v
+}
+
+/// Arguments a grant pins: Home Assistant-style JSON and an argv of two entries.
+pub(crate) const ARG_FRONT: &[u8] = br#"{"entity_id":"lock.front"}"#;
+pub(crate) const ARG_GARAGE: &[u8] = br#"{"entity_id":"lock.garage"}"#;
+pub(crate) const ARG_HOLD: &[u8] = b"--hold-open\x005";
+
+fn pinned(list: &[&[u8]]) -> Extension {
+    AllowedArguments::new(list.iter().map(|a| a.to_vec()).collect())
+        .unwrap()
+        .to_extension()
+}
+
+/// Owner A's direct grant to the cleaner that pins two argument strings: front door, call and
+/// unlock, T0 to T0+24h.
+pub(crate) fn pinned_direct(w: &World, front_epoch: OpId) -> Grant {
+    GrantBody {
+        issuer: w.a.public_key(),
+        subject: w.cleaner.public_key(),
+        scope: vec![GrantScope {
+            device: w.front_id(),
+            epoch: front_epoch,
+        }],
+        actions: vec!["call".into(), "unlock".into()],
+        not_before_ms: T0,
+        not_after_ms: T0 + 24 * HOUR,
+        use_limit: None,
+        delegation_depth: 0,
+        extensions: vec![pinned(&[ARG_FRONT, ARG_HOLD])],
+        salt: random(&mut rng(430)),
+    }
+    .sign(&w.a)
+    .unwrap()
+}
+
+fn argument_vectors(w: &World, s: &GrantSetup, v: &mut Vectors) {
+    let ef = epoch_of(&s.front_ops);
+    let direct = pinned_direct(w, ef);
+    let pinned_root = GrantBody {
+        actions: vec!["unlock".into()],
+        extensions: vec![pinned(&[ARG_FRONT, ARG_HOLD])],
+        salt: random(&mut rng(431)),
+        ..s.root.body.clone()
+    }
+    .sign(&w.a)
+    .unwrap();
+    let child_pinning = |list: &[&[u8]]| {
+        GrantBody {
+            extensions: vec![pinned(list)],
+            ..child_body(w, ef)
+        }
+        .sign(&w.host)
+        .unwrap()
+    };
+    let narrow_child = child_pinning(&[ARG_HOLD]);
+    for (name, g, description) in [
+        (
+            "grant_pinned_arguments",
+            &direct,
+            "Owner A's direct grant to the cleaner: front door, call/unlock, T0 to T0+24h, with \
+             the critical allowed-arguments extension (tag 0x82) pinning two strings: \
+             \"--hold-open\\x005\" (argv --hold-open 5) and {\"entity_id\":\"lock.front\"}.",
+        ),
+        (
+            "grant_pinned_arguments_delegated",
+            &narrow_child,
+            "The host's grant to the cleaner (as grant_host_to_cleaner) pinning only \
+             \"--hold-open\\x005\", a subset of what its parent pins.",
+        ),
+    ] {
+        g.verify_signature().unwrap();
+        assert!(Grant::from_bytes(&g.to_bytes()).unwrap() == *g);
+        v.ok(
+            name,
+            "grant",
+            &format!("{description} T0 is 2026-01-01T00:00:00Z."),
+            json!({ "grant": grant_json(g) }),
+        );
+    }
+
+    // The extension value on its own.
+    for (name, list, description) in [
+        (
+            "allowed_arguments_two",
+            vec![ARG_FRONT.to_vec(), ARG_HOLD.to_vec()],
+            "Two strings, given in any order, encode in ascending byte order: \
+             list8 of bytes16.",
+        ),
+        (
+            "allowed_arguments_eight",
+            (0..8u8).map(|i| vec![b'a' + i; 50]).collect(),
+            "The most strings a list holds: eight of 50 bytes (425 bytes encoded).",
+        ),
+        (
+            "allowed_arguments_one_long",
+            vec![vec![0x7a; 256]],
+            "One string of the longest length, 256 bytes.",
+        ),
+    ] {
+        let mut reversed = list.clone();
+        reversed.reverse();
+        let built = AllowedArguments::new(reversed).unwrap();
+        let value = built.encode();
+        assert!(AllowedArguments::decode(&value).unwrap() == built);
+        v.ok(
+            name,
+            "allowed_arguments",
+            description,
+            json!({
+                "value": h(&value),
+                "arguments": built.as_slice().iter().map(h).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    let value_fail = |v: &mut Vectors, name: &str, description: &str, value: Vec<u8>, e: &str| {
+        v.fail(
+            name,
+            "allowed_arguments_fail",
+            description,
+            AllowedArguments::decode(&value),
+            e,
+            json!({ "value": h(&value) }),
+        );
+    };
+    let encode = |list: &[&[u8]]| {
+        let mut w = latchkey_proto::codec::Writer::new();
+        w.list8(list, |w, a| w.bytes16(a));
+        w.into_inner()
+    };
+    value_fail(
+        v,
+        "fail_allowed_arguments_empty_list",
+        "A list of no strings (leave the extension out to allow none).",
+        encode(&[]),
+        "Invalid",
+    );
+    value_fail(
+        v,
+        "fail_allowed_arguments_empty_string",
+        "A list holding the empty string (always allowed, never listed).",
+        encode(&[b"", ARG_FRONT]),
+        "Invalid",
+    );
+    value_fail(
+        v,
+        "fail_allowed_arguments_unsorted",
+        "Two strings in descending byte order.",
+        encode(&[ARG_FRONT, ARG_HOLD]),
+        "Invalid",
+    );
+    value_fail(
+        v,
+        "fail_allowed_arguments_duplicate",
+        "The same string twice.",
+        encode(&[ARG_HOLD, ARG_HOLD]),
+        "Invalid",
+    );
+    let nine: Vec<Vec<u8>> = (0..9u8).map(|i| vec![b'a' + i]).collect();
+    let nine: Vec<&[u8]> = nine.iter().map(Vec::as_slice).collect();
+    value_fail(
+        v,
+        "fail_allowed_arguments_nine_strings",
+        "Nine strings (the limit is 8).",
+        encode(&nine),
+        "TooLarge",
+    );
+    value_fail(
+        v,
+        "fail_allowed_arguments_string_too_long",
+        "One string of 257 bytes (the limit is 256).",
+        encode(&[&[0x7a; 257]]),
+        "TooLarge",
+    );
+    let two = encode(&[ARG_HOLD, ARG_FRONT]);
+    value_fail(
+        v,
+        "fail_allowed_arguments_trailing_byte",
+        "allowed_arguments_two followed by one zero byte.",
+        [two.clone(), vec![0]].concat(),
+        "TrailingBytes",
+    );
+    value_fail(
+        v,
+        "fail_allowed_arguments_truncated",
+        "allowed_arguments_two without its last byte.",
+        two[..two.len() - 1].to_vec(),
+        "Truncated",
+    );
+    let long: Vec<Vec<u8>> = (0..3u8).map(|i| vec![b'a' + i; 200]).collect();
+    let long: Vec<&[u8]> = long.iter().map(Vec::as_slice).collect();
+    value_fail(
+        v,
+        "fail_allowed_arguments_over_512_bytes",
+        "Three strings of 200 bytes: 607 bytes encoded, over the 512-byte extension limit.",
+        encode(&long),
+        "TooLarge",
+    );
+
+    // Grants whose extension does not decode.
+    let unsigned = |body: GrantBody| [body.content_bytes(), vec![0u8; 64]].concat();
+    let with_ext = |extensions: Vec<Extension>| GrantBody {
+        extensions,
+        ..direct.body.clone()
+    };
+    v.fail_decode(
+        "fail_grant_two_allowed_arguments",
+        "Grant",
+        "grant_pinned_arguments with a second allowed-arguments extension: a grant carries at \
+         most one.",
+        &unsigned(with_ext(vec![pinned(&[ARG_FRONT]), pinned(&[ARG_HOLD])])),
+        "Invalid",
+    );
+    v.fail_decode(
+        "fail_grant_allowed_arguments_unsorted",
+        "Grant",
+        "grant_pinned_arguments whose extension lists its strings in descending order.",
+        &unsigned(with_ext(vec![Extension {
+            tag: 0x82,
+            value: encode(&[ARG_FRONT, ARG_HOLD]),
+        }])),
+        "Invalid",
+    );
+
+    // Chains checked with arguments.
+    let cleaner = |action, args, now_ms| Request {
+        device: w.front_id(),
+        sender: &w.cleaner,
+        action,
+        args,
+        now_ms,
+    };
+    let at = T0 + 3 * HOUR;
+    type Case<'a> = (&'a str, &'a str, Vec<Grant>, Request<'a>);
+    let passing: [Case; 4] = [
+        (
+            "grant_chain_pinned_arguments",
+            "The cleaner calls with {\"entity_id\":\"lock.front\"}, exactly what \
+             grant_pinned_arguments pins.",
+            vec![direct.clone()],
+            cleaner("call", ARG_FRONT, at),
+        ),
+        (
+            "grant_chain_pinned_grant_no_arguments",
+            "The cleaner unlocks without arguments under grant_pinned_arguments: empty arguments \
+             are always allowed.",
+            vec![direct.clone()],
+            cleaner("unlock", b"", at),
+        ),
+        (
+            "grant_chain_pinned_arguments_delegated",
+            "The cleaner unlocks with \"--hold-open\\x005\" through the host: the owner's grant \
+             pins it and another string, the host's grant pins only it; the cleaner grant's 3 \
+             uses are counted.",
+            vec![pinned_root.clone(), narrow_child.clone()],
+            cleaner("unlock", ARG_HOLD, at),
+        ),
+        (
+            "grant_chain_delegated_no_arguments_under_pins",
+            "The cleaner unlocks without arguments through the same pinned chain.",
+            vec![pinned_root.clone(), narrow_child.clone()],
+            cleaner("unlock", b"", at),
+        ),
+    ];
+    for (name, description, grants, req) in passing {
+        let limits = check_grants(&s.front_ops, &grants, &req).unwrap();
+        let mut fields = grant_chain_fields(&s.front_ops, &grants, &req);
+        fields["use_limits"] = limits;
+        v.ok(name, "grant_chain", description, fields);
+    }
+    let failing: [(Case, &str); 8] = [
+        (
+            (
+                "fail_grant_chain_arguments_not_granted",
+                "The cleaner unlocks with {\"entity_id\":\"lock.garage\"} under \
+                 grant_owner_to_cleaner_direct, which pins nothing: a guest sends no arguments \
+                 unless its grants pin them.",
+                vec![s.direct.clone()],
+                cleaner("unlock", ARG_GARAGE, T0 + HOUR),
+            ),
+            "ArgumentsNotGranted",
+        ),
+        (
+            (
+                "fail_grant_chain_arguments_not_pinned",
+                "The cleaner calls with {\"entity_id\":\"lock.garage\"} under \
+                 grant_pinned_arguments, which pins only other strings.",
+                vec![direct.clone()],
+                cleaner("call", ARG_GARAGE, at),
+            ),
+            "ArgumentsNotGranted",
+        ),
+        (
+            (
+                "fail_grant_chain_arguments_extended",
+                "The cleaner calls with a pinned string plus one space: the match is exact.",
+                vec![direct.clone()],
+                cleaner("call", br#"{"entity_id":"lock.front"} "#, at),
+            ),
+            "ArgumentsNotGranted",
+        ),
+        (
+            (
+                "fail_grant_chain_arguments_of_parent_only",
+                "The cleaner sends {\"entity_id\":\"lock.front\"} through the host: the \
+                 owner's grant pins it, the host's grant to the cleaner does not.",
+                vec![pinned_root.clone(), narrow_child.clone()],
+                cleaner("unlock", ARG_FRONT, at),
+            ),
+            "ArgumentsNotGranted",
+        ),
+        (
+            (
+                "fail_grant_chain_child_adds_arguments",
+                "The host pins an argument string for the cleaner though the owner's grant pins \
+                 none: a delegated grant cannot allow arguments its parent does not.",
+                vec![s.root.clone(), child_pinning(&[ARG_HOLD])],
+                cleaner("unlock", b"", at),
+            ),
+            "GrantInvalid",
+        ),
+        (
+            (
+                "fail_grant_chain_child_wider_arguments",
+                "The host pins {\"entity_id\":\"lock.garage\"} besides a string the owner \
+                 pinned: not a subset of the parent's list.",
+                vec![pinned_root.clone(), child_pinning(&[ARG_HOLD, ARG_GARAGE])],
+                cleaner("unlock", ARG_HOLD, at),
+            ),
+            "GrantInvalid",
+        ),
+        (
+            (
+                "fail_grant_chain_action_before_arguments",
+                "The cleaner locks with unpinned arguments under grant_pinned_arguments: the \
+                 action is checked first, so the refusal is ActionNotGranted.",
+                vec![direct.clone()],
+                cleaner("lock", ARG_GARAGE, at),
+            ),
+            "ActionNotGranted",
+        ),
+        (
+            (
+                "fail_grant_chain_expired_before_arguments",
+                "The cleaner calls with unpinned arguments after grant_pinned_arguments ended: \
+                 time is checked before arguments, so the refusal is GrantExpired.",
+                vec![direct.clone()],
+                cleaner("call", ARG_GARAGE, T0 + 25 * HOUR),
+            ),
+            "GrantExpired",
+        ),
+    ];
+    for ((name, description, grants, req), e) in failing {
+        let result = check_grants(&s.front_ops, &grants, &req);
+        v.fail(
+            name,
+            "grant_chain_fail",
+            description,
+            result,
+            e,
+            grant_chain_fields(&s.front_ops, &grants, &req),
+        );
+    }
 }
 
 fn grant_chain_fail_vectors(w: &World, s: &GrantSetup, v: &mut Vectors) {
@@ -318,6 +687,7 @@ fn grant_chain_fail_vectors(w: &World, s: &GrantSetup, v: &mut Vectors) {
         device: front,
         sender: &w.cleaner,
         action: "unlock",
+        args: b"",
         now_ms,
     };
     let at = T0 + 3 * HOUR;

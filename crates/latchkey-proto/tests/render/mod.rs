@@ -104,6 +104,7 @@ pub fn grant_json(g: &Grant) -> Value {
         "use_limit": b.use_limit,
         "delegation_depth": b.delegation_depth,
         "extensions": b.extensions.iter().map(|e| json!({"tag": e.tag, "value": h(&e.value)})).collect::<Vec<_>>(),
+        "allowed_arguments": b.allowed_arguments().ok().flatten().map(|a| a.as_slice().iter().map(h).collect::<Vec<_>>()),
         "salt": h(b.salt),
     })
 }
