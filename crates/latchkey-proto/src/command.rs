@@ -202,6 +202,9 @@ pub enum RejectCode {
     ActionFailed = 15,
     ClockUnset = 16,
     Internal = 17,
+    /// The device has not confirmed its ownership chain with a quorum of registry nodes within
+    /// its bound for this kind of sender (docs/PROTOCOL.md §8.1).
+    StaleView = 18,
 }
 
 impl RejectCode {
@@ -225,6 +228,7 @@ impl RejectCode {
             15 => ActionFailed,
             16 => ClockUnset,
             17 => Internal,
+            18 => StaleView,
             _ => return None,
         })
     }
