@@ -87,6 +87,8 @@ impl Demo {
             // Learns its new owner within a second of the claim.
             refresh_secs: Some(1),
             max_view_age_secs: None,
+            max_guest_staleness_secs: None,
+            max_owner_staleness_secs: None,
             trust_clock: true,
         })
         .map_err(|e| format!("the demo door could not be set up: {e}"))?;

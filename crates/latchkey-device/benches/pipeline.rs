@@ -1,11 +1,14 @@
 //! Commands per second through the device's verification pipeline on one core, next to the
 //! raw cost of its parts in the same run:
 //!
-//! - `pipeline/full_owner_command`: open → signature → window → durable nonce → authority →
-//!   action (the `log`-like no-op) → audit entry → signed, sealed response. Real SQLite file,
-//!   WAL, `synchronous=FULL`, so each command pays its fsyncs.
+//! - `pipeline/full_owner_command`: open → signature → window → authority (staleness
+//!   included) → durable nonce and clock mark → action (the `log`-like no-op) → audit entry →
+//!   signed, sealed response. Real SQLite file, WAL, `synchronous=FULL`, so each command pays
+//!   its fsyncs.
 //! - `pipeline/refused_replay`: a replayed envelope, refused at the nonce step with a signed
 //!   answer (what a replay flood costs).
+//! - `pipeline/refused_stranger`: a validly signed command from a key that is no owner and
+//!   holds no grant, refused at authority with a signed answer — before any durable write.
 //! - `pipeline/refused_tampered`: a tampered envelope, refused at decryption.
 //! - `primitives/open_command+verify`: `envelope::open_command` and the command signature
 //!   check alone (hybrid KEM decapsulation, AEAD, unpad, decode, Ed25519).
@@ -22,8 +25,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use latchkey_device::audit::Via;
-use latchkey_device::clock::ManualClock;
-use latchkey_device::pipeline::{Pipeline, PipelineConfig};
+use latchkey_device::clock::{Clock, ManualClock};
+use latchkey_device::pipeline::{Early, Pipeline, PipelineConfig};
 use latchkey_device::store::Store;
 use latchkey_device::view::View;
 use latchkey_proto::command::{Command, Outcome, ReplyTo, Response};
@@ -49,16 +52,19 @@ impl Bench {
         device.claim(&[&owner], 1);
         let keys = DeviceKeys::from_secret_bytes(&device.keys.to_secret_bytes()).unwrap();
         let store = Arc::new(Store::open(&tmp.path().join("state.db")).unwrap());
+        let clock = ManualClock::at(T0);
+        let mut view = View::new(device.chain.clone());
+        view.checks
+            .record_quorum(&clock.boot_id(), clock.ticks_ms());
         let pipeline = Pipeline::new(
             keys,
-            ManualClock::at(T0),
+            clock,
             rng(1),
             store,
-            View::new(device.chain.clone()),
+            view,
             PipelineConfig {
-                window: Default::default(),
-                max_view_age_ms: 300_000,
                 actions: BTreeSet::from(["unlock".to_owned()]),
+                ..PipelineConfig::default()
             },
         );
         Bench {
@@ -71,12 +77,16 @@ impl Bench {
     }
 
     fn envelope(&self) -> Vec<u8> {
+        self.envelope_from(&self.owner)
+    }
+
+    fn envelope_from(&self, sender: &SigningKey) -> Vec<u8> {
         let mut rng = self.rng.borrow_mut();
         let mut nonce = [0u8; 16];
         rng.fill_bytes(&mut nonce);
         let command = Command {
             device: self.device.keys.device_id(),
-            sender: self.owner.public_key(),
+            sender: sender.public_key(),
             action: "unlock".into(),
             args: vec![],
             timestamp_ms: T0,
@@ -85,7 +95,7 @@ impl Bench {
             grants: vec![],
             reply_to: ReplyTo::Direct,
         }
-        .sign(&self.owner)
+        .sign(sender)
         .unwrap();
         seal_command(&command, self.device.keys.kem.public(), &mut *rng)
             .unwrap()
@@ -97,6 +107,17 @@ impl Bench {
         let auth = self.pipeline.authorize(fresh).unwrap();
         let answer = self.pipeline.complete(auth, Ok(b"opened".to_vec()));
         assert!(answer.accepted());
+        answer.sealed
+    }
+
+    /// A command refused after its signature verified (a signed answer), at whatever step.
+    fn refused(&self, envelope: &[u8]) -> Vec<u8> {
+        let answer = match self.pipeline.open(envelope, Via::Local) {
+            Ok(fresh) => self.pipeline.authorize(fresh).unwrap_err(),
+            Err(Early::Answered(a)) => a,
+            Err(Early::Refused(r)) => panic!("refused before the signature: {r:?}"),
+        };
+        assert!(!answer.accepted());
         answer.sealed
     }
 }
@@ -118,7 +139,11 @@ fn benches(c: &mut Criterion) {
         let replayed = b.envelope();
         b.full(&replayed);
         g.bench_function("refused_replay", |bench| {
-            bench.iter(|| black_box(b.pipeline.open(&replayed, Via::Local).unwrap_err()))
+            bench.iter(|| black_box(b.refused(&replayed)))
+        });
+        let stranger = b.envelope_from(&person(2));
+        g.bench_function("refused_stranger", |bench| {
+            bench.iter(|| black_box(b.refused(&stranger)))
         });
         let tampered = flip_bit(&b.envelope(), 1500);
         g.bench_function("refused_tampered", |bench| {

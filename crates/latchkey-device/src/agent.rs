@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use latchkey_proto::chain::{Op, OpId};
 use latchkey_proto::command::RejectCode;
 use latchkey_proto::keys::DeviceId;
 use latchkey_quorum::{CachedView, Freshness, NodeOutcome, QuorumClient};
@@ -162,79 +163,150 @@ impl Agent {
     pub async fn refresh(&self) {
         let _one_at_a_time = self.refresh_lock.lock().await;
         let now = self.pipeline.clock().now_ms();
-        let ticks = Some(self.pipeline.clock().ticks_ms());
-        let mut view = self.pipeline.view().clone();
-        let cached = CachedView {
-            chain: view.chain.clone(),
-            verified_at_ms: view.checks.last_quorum_ms.unwrap_or(0),
+        let cached = {
+            let view = self.pipeline.view();
+            CachedView {
+                chain: view.chain.clone(),
+                verified_at_ms: view.checks.last_quorum_ms.unwrap_or(0),
+            }
         };
         let device = self.device_id();
         let result = self
             .quorum
             .check(&device, Some(&cached), now.unwrap_or(0), &mut OsRng)
             .await;
-        view.checks.last_check_ms = ticks;
-        let mut behind: Vec<String> = Vec::new();
-        match result {
-            Ok(checked) => {
-                if checked.chain.len() > view.chain.len() {
-                    let state = checked.chain.state();
-                    tracing::info!(
-                        seq = state.seq,
-                        owners = state.owners.len(),
-                        "ownership chain extended"
-                    );
-                    view.chain = checked.chain.clone();
-                }
-                match checked.freshness {
-                    Freshness::Quorum { answers } => {
-                        view.checks.last_quorum_ms = ticks;
-                        view.checks.last_answers = answers;
-                        view.checks.last_needed = self.quorum.config().min_answers;
-                        view.checks.last_problem = None;
+        // Ticks after the answers came in: the quorum vouches for the chain as of now.
+        let ticks = self.pipeline.clock().ticks_ms();
+        let boot = self.pipeline.boot_id().to_owned();
+        let quorum_min = self.quorum.config().min_answers;
+        let all_nodes = self.quorum.nodes().to_vec();
+        let updated = self.pipeline.update_view(|view| -> crate::Result<Vec<String>> {
+            view.checks.last_check_ms = Some(ticks);
+            let mut behind: Vec<String> = Vec::new();
+            match result {
+                Ok(checked) => {
+                    // Merged into the view as it is now, not the snapshot the check started
+                    // from: ops an owner pushed meanwhile stay.
+                    let merged = view.chain.merge(checked.chain.ops());
+                    if merged.added > 0 {
+                        let state = view.chain.state();
+                        tracing::info!(
+                            seq = state.seq,
+                            owners = state.owners.len(),
+                            "ownership chain extended"
+                        );
                     }
-                    Freshness::Degraded {
-                        answers, needed, ..
-                    } => {
-                        view.checks.last_answers = answers;
-                        view.checks.last_needed = needed;
-                        view.checks.last_problem = Some(format!(
-                            "only {answers} of the {needed} nodes needed gave valid answers; using the cached view"
-                        ));
-                        tracing::warn!(answers, needed, "ownership check degraded");
+                    let mut forks = checked.forks.len();
+                    if let Some(fork) = &merged.fork {
+                        forks += 1;
+                        tracing::error!(seq = fork.seq, "the nodes' chain forks from the one pushed to this device");
                     }
+                    match checked.freshness {
+                        Freshness::Quorum { answers } => {
+                            view.checks.record_quorum(&boot, ticks);
+                            view.checks.last_answers = answers;
+                            view.checks.last_needed = quorum_min;
+                            view.checks.last_problem = None;
+                        }
+                        Freshness::Degraded {
+                            answers, needed, ..
+                        } => {
+                            view.checks.last_answers = answers;
+                            view.checks.last_needed = needed;
+                            view.checks.last_problem = Some(format!(
+                                "only {answers} of the {needed} nodes needed gave valid answers; using the cached view"
+                            ));
+                            tracing::warn!(answers, needed, "ownership check degraded");
+                        }
+                    }
+                    if forks > 0 {
+                        view.checks.forks = view.checks.forks.max(forks);
+                        tracing::error!(
+                            forks,
+                            "fork in this device's ownership chain: two valid histories exist"
+                        );
+                    }
+                    behind = checked
+                        .reports
+                        .iter()
+                        .filter(|r| {
+                            matches!(r.outcome, NodeOutcome::Stale { .. } | NodeOutcome::Unknown)
+                        })
+                        .map(|r| r.node.clone())
+                        .collect();
                 }
-                if !checked.forks.is_empty() {
-                    view.checks.forks = view.checks.forks.max(checked.forks.len());
-                    tracing::error!(
-                        forks = checked.forks.len(),
-                        "fork in this device's ownership chain: two valid histories exist"
-                    );
+                Err(latchkey_quorum::Error::UnknownDevice { .. }) => {
+                    view.checks.last_problem = Some("no node knows this device yet".into());
+                    behind = all_nodes;
                 }
-                behind = checked
-                    .reports
-                    .iter()
-                    .filter(|r| {
-                        matches!(r.outcome, NodeOutcome::Stale { .. } | NodeOutcome::Unknown)
-                    })
-                    .map(|r| r.node.clone())
-                    .collect();
+                Err(e) => {
+                    view.checks.last_problem = Some(e.to_string());
+                    tracing::warn!(error = %e, "ownership check failed");
+                }
             }
-            Err(latchkey_quorum::Error::UnknownDevice { .. }) => {
-                view.checks.last_problem = Some("no node knows this device yet".into());
-                behind = self.quorum.nodes().to_vec();
+            Ok(behind)
+        });
+        match updated {
+            Ok(behind) if !behind.is_empty() => self.publish_to(&behind).await,
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "saving the ownership view failed"),
+        }
+    }
+
+    /// Ops an owner hands the device directly (`POST /v1/ops`): verified as an extension of
+    /// the device's own verified chain — the sender is not trusted, only signatures are — and
+    /// stored; ops it holds already are skipped. All or nothing: an op that does not verify,
+    /// or a fork, changes nothing. A push is not a quorum (it proves the ops exist, not that
+    /// none newer does), so it never makes a stale view fresh; it can only bring news the
+    /// nodes could not deliver, such as a revocation while the uplink is cut. New ops are
+    /// republished to the nodes in the background.
+    pub fn push_ops(self: &Arc<Self>, ops: Vec<Op>) -> Result<Pushed, PushRefused> {
+        let pushed = self.pipeline.update_view(|view| {
+            let mut chain = view.chain.clone();
+            let report = chain.merge(&ops);
+            if let Some(fork) = report.fork {
+                view.checks.forks = view.checks.forks.max(1);
+                tracing::error!(seq = fork.seq, "ops pushed to the device fork its chain");
+                return Err(PushRefused::Conflict(format!(
+                    "op {} differs from the one this device holds at that position (a fork: two valid histories); \
+                     the device keeps its own and reports the fork to its owners",
+                    fork.seq
+                )));
             }
-            Err(e) => {
-                view.checks.last_problem = Some(e.to_string());
-                tracing::warn!(error = %e, "ownership check failed");
+            if let Some(e) = report.invalid {
+                return Err(PushRefused::BadOps(format!(
+                    "the ops do not extend this device's verified chain: {e}"
+                )));
             }
+            view.chain = chain;
+            let state = view.chain.state();
+            Ok(Pushed {
+                seq: state.seq,
+                head: state.head,
+                added: report.added,
+            })
+        });
+        // The save failed: the view is unchanged.
+        let pushed = match pushed {
+            Err(PushRefused::Store(e)) => {
+                tracing::error!(error = %e, "saving pushed ops failed");
+                return Err(PushRefused::Store(e));
+            }
+            other => other?,
+        };
+        if pushed.added > 0 {
+            tracing::info!(
+                seq = pushed.seq,
+                added = pushed.added,
+                "ops pushed by an owner on the LAN"
+            );
+            let agent = self.clone();
+            tokio::spawn(async move {
+                let nodes = agent.quorum.nodes().to_vec();
+                agent.publish_to(&nodes).await;
+            });
         }
-        if let Err(e) = self.pipeline.set_view(view) {
-            tracing::error!(error = %e, "saving the ownership view failed");
-        }
-        if !behind.is_empty() {
-            self.publish_to(&behind).await;
-        }
+        Ok(pushed)
     }
 
     /// Someone on the network says the device's chain moved (an owner who just claimed it,
@@ -275,8 +347,10 @@ impl Agent {
         }
     }
 
-    /// The housekeeping a timer runs: prune the audit log and relay duplicates.
+    /// The housekeeping a timer runs: raise the clock mark, prune the strike register, the
+    /// audit log and relay duplicates.
     fn housekeeping(&self, audit_keep: u64) {
+        self.pipeline.housekeeping();
         let store = self.store();
         if let Err(e) = store.prune_audit(audit_keep) {
             tracing::warn!(error = %e, "pruning the audit log failed");
@@ -286,6 +360,25 @@ impl Agent {
             tracing::warn!(error = %e, "pruning relay duplicates failed");
         }
     }
+}
+
+/// What `POST /v1/ops` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    pub seq: u64,
+    pub head: OpId,
+    pub added: usize,
+}
+
+/// Why `POST /v1/ops` changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PushRefused {
+    #[error("{0}")]
+    BadOps(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the device could not store the ops: {0}")]
+    Store(#[from] Error),
 }
 
 /// Runs a pipeline step on the blocking pool (SQLite waits for the disk).
@@ -308,7 +401,7 @@ pub fn load(dir: &DeviceDir) -> Result<(Agent, Config)> {
     let clock = SystemClock {
         trusted: config.window.trust_clock,
     };
-    let view = match View::load(&store)? {
+    let mut view = match View::load(&store)? {
         Some(view) => view,
         None => {
             let genesis = keys.genesis(&config.name, clock.now_ms().unwrap_or(0))?;
@@ -317,6 +410,13 @@ pub fn load(dir: &DeviceDir) -> Result<(Agent, Config)> {
             view
         }
     };
+    // Ticks saved by an earlier boot mean nothing now; the up-time after the last save is
+    // unknown, so a refresh interval is added to what owners carry over.
+    view.adopt_boot(
+        &clock.boot_id(),
+        clock.ticks_ms(),
+        config.quorum.refresh_secs.saturating_mul(1000),
+    );
     if view.chain.device() != keys.device_id() {
         return Err(Error::CorruptChain(latchkey_proto::Error::DeviceIdMismatch));
     }
@@ -334,6 +434,8 @@ pub fn load(dir: &DeviceDir) -> Result<(Agent, Config)> {
         PipelineConfig {
             window: config.window.replay_window(),
             max_view_age_ms: config.quorum.max_view_age_secs.saturating_mul(1000),
+            max_guest_staleness_ms: config.quorum.max_guest_staleness_secs.saturating_mul(1000),
+            max_owner_staleness_ms: config.quorum.max_owner_staleness_secs.saturating_mul(1000),
             actions: drivers.into_keys().collect::<BTreeSet<_>>(),
         },
     );

@@ -70,6 +70,10 @@ pub struct QuorumKnobs {
     pub refresh_secs: u64,
     /// Before acting on a command, re-check the nodes when the last quorum is older than this.
     pub max_view_age_secs: u64,
+    /// Refuse guests once this boot's last quorum is older than this (or there was none).
+    pub max_guest_staleness_secs: u64,
+    /// Refuse owners once the up-time since the last quorum is longer than this; 0 = never.
+    pub max_owner_staleness_secs: u64,
     /// Nodes whose mailbox for this device the agent long-polls.
     pub relay_nodes: usize,
     /// Long-poll wait per mailbox read.
@@ -86,6 +90,8 @@ impl Default for QuorumKnobs {
             min_acks: 2,
             refresh_secs: 60,
             max_view_age_secs: 300,
+            max_guest_staleness_secs: 900,
+            max_owner_staleness_secs: 86_400,
             relay_nodes: 3,
             relay_wait_secs: 25,
         }

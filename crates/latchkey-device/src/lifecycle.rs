@@ -34,6 +34,8 @@ pub struct InitOptions {
     pub mdns: bool,
     pub refresh_secs: Option<u64>,
     pub max_view_age_secs: Option<u64>,
+    pub max_guest_staleness_secs: Option<u64>,
+    pub max_owner_staleness_secs: Option<u64>,
     pub trust_clock: bool,
 }
 
@@ -70,6 +72,12 @@ pub fn init(opts: &InitOptions) -> Result<ClaimReport> {
     }
     if let Some(s) = opts.max_view_age_secs {
         quorum.max_view_age_secs = s;
+    }
+    if let Some(s) = opts.max_guest_staleness_secs {
+        quorum.max_guest_staleness_secs = s;
+    }
+    if let Some(s) = opts.max_owner_staleness_secs {
+        quorum.max_owner_staleness_secs = s;
     }
     let mut actions = std::collections::BTreeMap::new();
     for (name, driver) in &opts.actions {
@@ -220,6 +228,7 @@ pub struct StatusReport {
     /// False when the key file's setup key is not the one the chain expects (rerun `reset`).
     pub setup_key_matches: bool,
     pub freshness: FreshnessReport,
+    pub clock: ClockReport,
     pub live_check: Option<LiveCheck>,
     pub addresses: Addresses,
     pub actions: Vec<String>,
@@ -241,12 +250,32 @@ pub struct ActionArguments {
 pub struct FreshnessReport {
     /// The last quorum check is older than `max_view_age_secs`, or there was none.
     pub stale: bool,
+    /// Since the last quorum check of this boot (`None`: none since the device started).
     pub last_quorum_age_s: Option<u64>,
     pub last_check_age_s: Option<u64>,
+    /// The device's up-time since its last quorum, across reboots (what owners are judged by).
+    pub owner_view_age_s: Option<u64>,
+    /// Guests would be refused now (StaleView): no quorum within `max_guest_staleness_secs`.
+    pub guests_refused: bool,
+    /// Owners would be refused now (StaleView): no quorum within `max_owner_staleness_secs`.
+    pub owners_refused: bool,
+    pub max_guest_staleness_s: u64,
+    pub max_owner_staleness_s: u64,
     pub answers: usize,
     pub needed: usize,
     pub problem: Option<String>,
     pub forks: usize,
+}
+
+/// The wall clock against the durable high-water mark of time.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClockReport {
+    /// `trusted`, `behind` (set back below its mark: challenges only) or `unset`.
+    pub state: &'static str,
+    /// The high-water mark (ms since the epoch; 0 before the first trusted reading).
+    pub mark_ms: u64,
+    /// What the state means for commands, in words (absent when trusted).
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -275,12 +304,45 @@ pub async fn status(dir: &std::path::Path, check: bool) -> Result<StatusReport> 
     let config = Config::load(&dir.config_path())?;
     let keys = dir.read_keys()?;
     let store = Store::open(&dir.db_path())?;
-    let view = View::load(&store)?
+    let mut view = View::load(&store)?
         .ok_or_else(|| Error::CorruptChain(latchkey_proto::Error::MissingGenesis))?;
-    let now = SystemClock {
+    let clock = SystemClock {
         trusted: config.window.trust_clock,
-    }
-    .now_ms();
+    };
+    let now = clock.now_ms();
+    let ticks = clock.ticks_ms();
+    let boot = clock.boot_id();
+    // As the agent would see it if it started now (not saved).
+    view.adopt_boot(
+        &boot,
+        ticks,
+        config.quorum.refresh_secs.saturating_mul(1000),
+    );
+    let mark = store.clock_mark()?;
+    let window = config.window.replay_window();
+    let clock_report = match now {
+        None => ClockReport {
+            state: "unset",
+            mark_ms: mark,
+            message: Some(
+                "the clock is not set or not trusted; owners need a challenge round trip and guests are refused".into(),
+            ),
+        },
+        Some(now) if window.clock_behind(now, mark) => ClockReport {
+            state: "behind",
+            mark_ms: mark,
+            message: Some(format!(
+                "clock is behind its high-water mark ({} < {}); using challenges until it passes it (guests are refused)",
+                crate::clock::utc_minute(now),
+                crate::clock::utc_minute(mark)
+            )),
+        },
+        Some(_) => ClockReport {
+            state: "trusted",
+            mark_ms: mark,
+            message: None,
+        },
+    };
     let state = view.chain.state();
     let max_age_ms = config.quorum.max_view_age_secs.saturating_mul(1000);
     let live_check = if check {
@@ -324,8 +386,11 @@ pub async fn status(dir: &std::path::Path, check: bool) -> Result<StatusReport> 
     } else {
         None
     };
-    let ticks = crate::clock::wall_ms();
     let age = |t: Option<u64>| Some(ticks.saturating_sub(t?) / 1000);
+    let guest_bound = config.quorum.max_guest_staleness_secs;
+    let owner_bound = config.quorum.max_owner_staleness_secs;
+    let guest_age = view.guest_age_ms(&boot, ticks);
+    let owner_age = view.owner_age_ms(&boot, ticks);
     Ok(StatusReport {
         device: state.device.to_string(),
         short_id: state.device.short(),
@@ -342,11 +407,18 @@ pub async fn status(dir: &std::path::Path, check: bool) -> Result<StatusReport> 
             stale: view.mark(ticks, max_age_ms).stale,
             last_quorum_age_s: age(view.checks.last_quorum_ms),
             last_check_age_s: age(view.checks.last_check_ms),
+            owner_view_age_s: owner_age.map(|a| a / 1000),
+            guests_refused: guest_age.is_none_or(|a| a > guest_bound.saturating_mul(1000)),
+            owners_refused: owner_bound != 0
+                && owner_age.is_none_or(|a| a > owner_bound.saturating_mul(1000)),
+            max_guest_staleness_s: guest_bound,
+            max_owner_staleness_s: owner_bound,
             answers: view.checks.last_answers,
             needed: view.checks.last_needed,
             problem: view.checks.last_problem.clone(),
             forks: view.checks.forks,
         },
+        clock: clock_report,
         live_check,
         addresses: Addresses {
             listen: config.listen.to_string(),

@@ -52,6 +52,12 @@ enum Cmd {
         /// Re-check the nodes before acting when the last quorum is older than this (default 300).
         #[arg(long)]
         max_view_age_secs: Option<u64>,
+        /// Refuse guests once the last quorum of registry nodes is older than this (default 900).
+        #[arg(long)]
+        max_guest_staleness_secs: Option<u64>,
+        /// Refuse owners once the device has been up this long without a quorum (default 86400; 0 = never).
+        #[arg(long)]
+        max_owner_staleness_secs: Option<u64>,
         /// Never trust the system clock: every command needs a challenge round trip.
         #[arg(long)]
         untrusted_clock: bool,
@@ -128,6 +134,8 @@ async fn dispatch(command: Cmd) -> anyhow::Result<ExitCode> {
             no_mdns,
             refresh_secs,
             max_view_age_secs,
+            max_guest_staleness_secs,
+            max_owner_staleness_secs,
             untrusted_clock,
         } => {
             let actions = actions
@@ -144,6 +152,8 @@ async fn dispatch(command: Cmd) -> anyhow::Result<ExitCode> {
                 mdns: !no_mdns,
                 refresh_secs,
                 max_view_age_secs,
+                max_guest_staleness_secs,
+                max_owner_staleness_secs,
                 trust_clock: !untrusted_clock,
             })?;
             print_claim(&report);
@@ -271,6 +281,34 @@ fn print_status(s: &StatusReport) {
             ""
         }
     );
+    let minutes = |s: Option<u64>| s.map_or("never".to_owned(), |s| format!("{} min", s / 60));
+    println!(
+        "guests   {} (no quorum for {}; limit {} min)",
+        if f.guests_refused {
+            "REFUSED: the door cannot confirm invitations"
+        } else {
+            "accepted"
+        },
+        minutes(f.last_quorum_age_s),
+        f.max_guest_staleness_s / 60
+    );
+    println!(
+        "owners   {} (up {} without a quorum; limit {})",
+        if f.owners_refused {
+            "REFUSED: the door cannot confirm its owners"
+        } else {
+            "accepted"
+        },
+        minutes(f.owner_view_age_s),
+        if f.max_owner_staleness_s == 0 {
+            "none".to_owned()
+        } else {
+            format!("{} min", f.max_owner_staleness_s / 60)
+        }
+    );
+    if let Some(m) = &s.clock.message {
+        println!("clock    {m}");
+    }
     if let Some(p) = &f.problem {
         println!("problem  {p}");
     }

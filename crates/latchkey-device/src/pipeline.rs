@@ -3,16 +3,27 @@
 //!
 //! Order (docs/PROTOCOL.md §5.4), each step with its own logged reason ([`Stage`] plus a
 //! [`RejectCode`]): size → header → decrypt → unpad → decode → signature → device id →
-//! timestamp window (or a challenge when the clock is not set) → nonce → authority → use
-//! limits → action. Before the signature verifies nothing is sealed back ([`Refused`]); after
-//! it, every outcome is a signed, timestamped response sealed to the sender ([`Answer`]).
+//! timestamp window → authority (including how stale the view is) → challenge (when the clock
+//! is not set or not trusted) → nonce → use limits → action. Before the signature verifies
+//! nothing is sealed back ([`Refused`]); after it, every outcome is a signed, timestamped
+//! response sealed to the sender ([`Answer`]).
 //!
-//! **Invariant: the nonce is durable before authority is checked and the action runs**, so a
-//! replay is refused even across `kill -9`.
+//! **Invariant: cheap work first.** Everything up to and including authority is computed in
+//! memory against the verified view; the first durable write (the nonce, one fsync) happens
+//! only for a sender the device would obey, so a stranger costs no fsync.
 //!
-//! The caller drives the steps: [`Pipeline::open`] (through the nonce), then — after refreshing
-//! the ownership view if it is old — [`Pipeline::authorize`], then runs the action and hands
-//! its result to [`Pipeline::complete`].
+//! **Invariant: the nonce is durable before the action runs**, so a replay is refused even
+//! across `kill -9`.
+//!
+//! **Invariant: the wall clock is judged against a durable high-water mark** (`mark`, see
+//! [`crate::store`]): a timestamp's floor and grant windows use `max(now, mark)`, and a clock
+//! more than the window behind the mark is not trusted at all ([`WallClock::Behind`]): the
+//! device then answers with challenges, as if it had no clock.
+//!
+//! The caller drives the steps: [`Pipeline::open`] (through the timestamp window), then —
+//! after refreshing the ownership view if it is old — [`Pipeline::authorize`] (authority,
+//! challenge, nonce, use limits), then runs the action and hands its result to
+//! [`Pipeline::complete`].
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,9 +43,9 @@ use rand_core::{CryptoRng, RngCore};
 use std::sync::Arc;
 
 use crate::audit::{self, AuditRecord, Stage, Via, ViewMark};
-use crate::clock::Clock;
+use crate::clock::{utc_minute, Clock};
 use crate::config::AUDIT_ACTION;
-use crate::store::{Store, StrikeRegister};
+use crate::store::{Store, Strike};
 use crate::view::View;
 
 /// Sizes a sealed command can have: header and tag around each padding bucket.
@@ -47,7 +58,7 @@ pub const SEALED_SIZES: [usize; 3] = {
     ]
 };
 
-/// How often expired nonces are deleted (at most).
+/// How often expired nonces are deleted (at most; more often with a shorter window).
 const PRUNE_EVERY_MS: u64 = 60_000;
 
 #[derive(Debug, Clone)]
@@ -55,8 +66,69 @@ pub struct PipelineConfig {
     pub window: ReplayWindow,
     /// A view older than this is reported stale (and refreshed before acting by the agent).
     pub max_view_age_ms: u64,
+    /// Guests are refused ([`RejectCode::StaleView`]) once this boot's last quorum is older
+    /// than this, or there was none.
+    pub max_guest_staleness_ms: u64,
+    /// Owners are refused ([`RejectCode::StaleView`]) once the device's up-time since its last
+    /// quorum is longer than this; 0 means never.
+    pub max_owner_staleness_ms: u64,
     /// Configured action names (`audit` is built in and needs no entry).
     pub actions: BTreeSet<String>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            window: ReplayWindow::default(),
+            max_view_age_ms: 300_000,
+            max_guest_staleness_ms: 900_000,
+            max_owner_staleness_ms: 86_400_000,
+            actions: BTreeSet::new(),
+        }
+    }
+}
+
+/// What the device's wall clock can be trusted for right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WallClock {
+    /// Set and not far behind the mark: it judges timestamps (`max(now, mark)` for their
+    /// floor and for grant windows, `now` for their lead).
+    Trusted { now: u64, mark: u64 },
+    /// Set, but more than the window behind the high-water mark: set back, or reset to a
+    /// wrong time. Not trusted until it passes the mark again; commands need a challenge.
+    Behind { now: u64, mark: u64 },
+    /// Not set (or configured untrusted): commands need a challenge.
+    Unset,
+}
+
+impl WallClock {
+    /// The time grant windows are judged at: `max(now, mark)`, if the clock is trusted.
+    pub fn effective(&self) -> Option<u64> {
+        match *self {
+            WallClock::Trusted { now, mark } => Some(now.max(mark)),
+            _ => None,
+        }
+    }
+
+    /// The clock reading when it is trusted.
+    pub fn trusted_now(&self) -> Option<u64> {
+        match *self {
+            WallClock::Trusted { now, .. } => Some(now),
+            _ => None,
+        }
+    }
+
+    /// Why the device asks for a challenge (or refuses guests), in words.
+    pub fn why_untrusted(&self) -> String {
+        match *self {
+            WallClock::Behind { now, mark } => format!(
+                "the device clock ({}) is behind its high-water mark ({}); using challenges",
+                utc_minute(now),
+                utc_minute(mark)
+            ),
+            _ => "the device clock is not set; using challenges".into(),
+        }
+    }
 }
 
 /// Refused before the sender was authenticated: answered without a sealed body (HTTP 400).
@@ -147,7 +219,12 @@ pub struct Pipeline<C, R> {
     view: RwLock<View>,
     challenges: Mutex<ChallengeBook>,
     config: PipelineConfig,
+    /// Ticks of the last prune of the strike register.
     last_prune_ms: AtomicU64,
+    /// The durable high-water mark of time, cached (the store holds the truth).
+    mark: AtomicU64,
+    /// This boot's id (the clock's), read once.
+    boot: String,
 }
 
 impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
@@ -159,9 +236,14 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         view: View,
         config: PipelineConfig,
     ) -> Self {
+        let mark = store.clock_mark().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "reading the clock mark failed; starting from none");
+            0
+        });
         Pipeline {
             device: keys.device_id(),
             keys,
+            boot: clock.boot_id(),
             clock,
             rng: Mutex::new(rng),
             store,
@@ -169,6 +251,7 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             challenges: Mutex::new(ChallengeBook::default()),
             config,
             last_prune_ms: AtomicU64::new(0),
+            mark: AtomicU64::new(mark),
         }
     }
 
@@ -192,16 +275,106 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         self.view.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Replaces the view (after a quorum check) and persists it.
-    pub fn set_view(&self, view: View) -> crate::Result<()> {
+    /// Replaces the view and persists it.
+    pub fn set_view(&self, mut view: View) -> crate::Result<()> {
+        view.checks.saved_ms = Some(self.clock.ticks_ms());
         view.save(&self.store)?;
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = view;
         Ok(())
     }
 
+    /// Changes the view in place under its write lock and persists it, so concurrent updates
+    /// (a quorum check, ops pushed by an owner) never overwrite each other. Nothing changes
+    /// when `f` fails.
+    pub fn update_view<T, E: From<crate::Error>>(
+        &self,
+        f: impl FnOnce(&mut View) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut guard = self.view.write().unwrap_or_else(|p| p.into_inner());
+        let mut view = guard.clone();
+        let out = f(&mut view)?;
+        view.checks.saved_ms = Some(self.clock.ticks_ms());
+        view.save(&self.store)?;
+        *guard = view;
+        Ok(out)
+    }
+
+    /// This boot's id, as the clock gives it.
+    pub fn boot_id(&self) -> &str {
+        &self.boot
+    }
+
     pub fn view_mark(&self) -> ViewMark {
         self.view()
             .mark(self.clock.ticks_ms(), self.config.max_view_age_ms)
+    }
+
+    /// The wall clock, judged against the high-water mark.
+    pub fn wall_clock(&self) -> WallClock {
+        let mark = self.mark.load(Ordering::SeqCst);
+        match self.clock.now_ms() {
+            None => WallClock::Unset,
+            Some(now) if self.config.window.clock_behind(now, mark) => {
+                WallClock::Behind { now, mark }
+            }
+            Some(now) => WallClock::Trusted { now, mark },
+        }
+    }
+
+    /// The timer's share of the mark: raises it to a trusted clock reading (durably), so a
+    /// clock set back later is caught even when no command was accepted meanwhile.
+    pub fn raise_mark(&self) -> crate::Result<WallClock> {
+        let clock = self.wall_clock();
+        if let Some(now) = clock.trusted_now() {
+            let mark = self.store.raise_mark(now)?;
+            self.mark.fetch_max(mark, Ordering::SeqCst);
+        } else if let WallClock::Behind { .. } = clock {
+            tracing::warn!("{}", clock.why_untrusted());
+        }
+        Ok(self.wall_clock())
+    }
+
+    /// Whether a guest (`owner == false`) or an owner would be refused now because the view is
+    /// too stale; the refusal's words if so.
+    pub fn staleness(&self, owner: bool) -> Option<String> {
+        let ticks = self.clock.ticks_ms();
+        let (age, bound) = {
+            let view = self.view();
+            if owner {
+                (
+                    view.owner_age_ms(&self.boot, ticks),
+                    self.config.max_owner_staleness_ms,
+                )
+            } else {
+                (
+                    view.guest_age_ms(&self.boot, ticks),
+                    self.config.max_guest_staleness_ms,
+                )
+            }
+        };
+        if owner && bound == 0 {
+            return None;
+        }
+        if age.is_some_and(|a| a <= bound) {
+            return None;
+        }
+        let what = if owner {
+            "you are still an owner"
+        } else {
+            "your invitation is still valid"
+        };
+        let since = match (age, self.wall_clock().effective()) {
+            (None, _) => "since it started".to_owned(),
+            (Some(a), Some(now)) => format!(
+                "since {} ({} minutes)",
+                utc_minute(now.saturating_sub(a)),
+                a / 60_000
+            ),
+            (Some(a), None) => format!("for {} minutes", a / 60_000),
+        };
+        Some(format!(
+            "the door cannot confirm {what}; it has been offline from the registry {since}"
+        ))
     }
 
     /// Steps size through nonce.
@@ -288,102 +461,47 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             )));
         }
 
-        // Timestamp window and nonce, or a challenge when the clock is not set.
-        match self.clock.now_ms() {
-            Some(now) => {
-                self.prune_nonces(now);
-                let mut register = StrikeRegister(&self.store);
-                if let Err(e) = self.config.window.check(
-                    now,
-                    fresh.command.timestamp_ms,
-                    &fresh.command.nonce,
-                    &mut register,
-                ) {
-                    let (stage, code) = match &e {
-                        ProtoError::TooOld { .. } => (Stage::Timestamp, RejectCode::TooOld),
-                        ProtoError::TooNew { .. } => (Stage::Timestamp, RejectCode::TooNew),
-                        ProtoError::Replayed => (Stage::Nonce, RejectCode::Replayed),
-                        _ => (Stage::Nonce, RejectCode::Internal),
-                    };
-                    return Err(Early::Answered(self.reject(
-                        &fresh,
-                        stage,
-                        code,
-                        e.to_string(),
-                    )));
-                }
-            }
-            None => {
-                let Some(challenge) = fresh.command.challenge else {
-                    let challenge = {
-                        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-                        self.challenges
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .issue(&mut *rng)
-                    };
-                    return Err(Early::Answered(self.answer(
-                        &fresh,
-                        Stage::Challenge,
-                        Outcome::ChallengeRequired { challenge },
-                        Vec::new(),
-                        RejectCode::ClockUnset as u16,
-                        "the device clock is not set: challenge issued".into(),
-                    )));
+        // Timestamp window (the nonce is recorded after authority). Without a trusted clock
+        // the command needs a challenge instead, after authority.
+        if let WallClock::Trusted { now, mark } = self.wall_clock() {
+            if let Err(e) = self
+                .config
+                .window
+                .check_time(now, mark, fresh.command.timestamp_ms)
+            {
+                let code = match &e {
+                    ProtoError::TooNew { .. } => RejectCode::TooNew,
+                    _ => RejectCode::TooOld,
                 };
-                let redeemed = self
-                    .challenges
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .redeem(&challenge);
-                if let Err(e) = redeemed {
-                    return Err(Early::Answered(self.reject(
-                        &fresh,
-                        Stage::Challenge,
-                        RejectCode::ClockUnset,
-                        e.to_string(),
-                    )));
-                }
-                match self
-                    .store
-                    .insert_nonce(&fresh.command.nonce, fresh.command.timestamp_ms)
-                {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        return Err(Early::Answered(self.reject(
-                            &fresh,
-                            Stage::Nonce,
-                            RejectCode::Replayed,
-                            ProtoError::Replayed.to_string(),
-                        )))
-                    }
-                    Err(e) => {
-                        return Err(Early::Answered(self.reject(
-                            &fresh,
-                            Stage::Nonce,
-                            RejectCode::Internal,
-                            format!("the strike register failed: {e}"),
-                        )))
-                    }
-                }
+                return Err(Early::Answered(self.reject(
+                    &fresh,
+                    Stage::Timestamp,
+                    code,
+                    e.to_string(),
+                )));
             }
         }
         Ok(fresh)
     }
 
-    /// Steps authority and use limits, against the current view.
+    /// Steps authority (in memory, staleness included), challenge, nonce (durable) and use
+    /// limits, against the current view.
     pub fn authorize(&self, fresh: Fresh) -> Result<Authorized, Answer> {
-        let now = self.clock.now_ms();
+        let clock = self.wall_clock();
         let decision = {
             let view = self.view();
-            if !fresh.command.grants.is_empty() && now.is_none() {
-                Err((
+            match clock.effective() {
+                None if !fresh.command.grants.is_empty() => Err((
                     RejectCode::ClockUnset,
-                    "guest access needs the device's clock; set it (NTP) and retry".to_owned(),
-                ))
-            } else {
-                command::authorize(&fresh.command, view.chain.state(), now.unwrap_or(0))
-                    .map_err(|e| (RejectCode::for_error(&e), e.to_string()))
+                    format!(
+                        "guest access needs the device's clock ({}); set it (NTP) and retry",
+                        clock.why_untrusted()
+                    ),
+                )),
+                effective => {
+                    command::authorize(&fresh.command, view.chain.state(), effective.unwrap_or(0))
+                        .map_err(|e| (RejectCode::for_error(&e), e.to_string()))
+                }
             }
         };
         let auth = match decision {
@@ -391,6 +509,9 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             Err((code, reason)) => return Err(self.reject(&fresh, Stage::Authority, code, reason)),
         };
         let owner = matches!(auth, Authorization::Owner);
+        if let Some(reason) = self.staleness(owner) {
+            return Err(self.reject(&fresh, Stage::Authority, RejectCode::StaleView, reason));
+        }
         let action = fresh.command.action.as_str();
         if action == AUDIT_ACTION {
             if !owner {
@@ -409,6 +530,10 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
                 format!("this device has no action \"{action}\""),
             ));
         }
+        if clock.trusted_now().is_none() {
+            self.challenge(&fresh, &clock)?;
+        }
+        self.record_nonce(&fresh, &clock)?;
         if let Authorization::Guest(approval) = &auth {
             match self.store.take_uses(&approval.use_limits) {
                 Ok(Ok(())) => {}
@@ -482,17 +607,102 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         )
     }
 
-    fn prune_nonces(&self, now: u64) {
+    /// Clock not trusted: hands the (authorized) sender a challenge, or spends the one it
+    /// echoes. Challenges are bound to their sender and capped per sender, so no one can push
+    /// out another sender's outstanding challenge.
+    fn challenge(&self, fresh: &Fresh, clock: &WallClock) -> Result<(), Answer> {
+        let sender = fresh.command.sender;
+        let ticks = self.clock.ticks_ms();
+        let mut book = self.challenges.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(challenge) = fresh.command.challenge else {
+            let challenge = {
+                let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+                book.issue(&sender, ticks, &mut *rng)
+            };
+            drop(book);
+            return Err(self.answer(
+                fresh,
+                Stage::Challenge,
+                Outcome::ChallengeRequired { challenge },
+                Vec::new(),
+                RejectCode::ClockUnset as u16,
+                format!("{}: challenge issued", clock.why_untrusted()),
+            ));
+        };
+        let redeemed = book.redeem(&sender, &challenge, ticks);
+        drop(book);
+        redeemed.map_err(|e| {
+            self.reject(
+                fresh,
+                Stage::Challenge,
+                RejectCode::ClockUnset,
+                format!("{e} ({})", clock.why_untrusted()),
+            )
+        })
+    }
+
+    /// The first durable write: the nonce (and the mark), for a sender already authorized.
+    fn record_nonce(&self, fresh: &Fresh, clock: &WallClock) -> Result<(), Answer> {
+        self.prune_nonces(clock);
+        let command = &fresh.command;
+        match self
+            .store
+            .record_nonce(&command.nonce, command.timestamp_ms, clock.trusted_now())
+        {
+            Ok(Strike::Recorded { mark }) => {
+                self.mark.fetch_max(mark, Ordering::SeqCst);
+                Ok(())
+            }
+            Ok(Strike::Replayed) => Err(self.reject(
+                fresh,
+                Stage::Nonce,
+                RejectCode::Replayed,
+                ProtoError::Replayed.to_string(),
+            )),
+            Ok(Strike::BelowFloor { floor }) => Err(self.reject(
+                fresh,
+                Stage::Timestamp,
+                RejectCode::TooOld,
+                format!(
+                    "timestamp is older than the strike register keeps ({} ms before its floor)",
+                    floor - command.timestamp_ms
+                ),
+            )),
+            Err(e) => Err(self.reject(
+                fresh,
+                Stage::Nonce,
+                RejectCode::Internal,
+                format!("the strike register failed: {e}"),
+            )),
+        }
+    }
+
+    /// Forgets nonces under `max(now, mark) − window` (at most once per window, or minute).
+    /// Only authorized commands and the timer get here, so strangers never cause this write.
+    fn prune_nonces(&self, clock: &WallClock) {
+        let ticks = self.clock.ticks_ms();
+        let every = PRUNE_EVERY_MS.min(self.config.window.max_age_ms.max(1));
         let last = self.last_prune_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < PRUNE_EVERY_MS {
+        if last != 0 && ticks.saturating_sub(last) < every {
             return;
         }
-        self.last_prune_ms.store(now, Ordering::Relaxed);
-        if let Err(e) = self
+        self.last_prune_ms.store(ticks.max(1), Ordering::Relaxed);
+        match self
             .store
-            .forget_nonces_before(self.config.window.forget_horizon(now))
+            .prune_nonces(clock.trusted_now(), self.config.window.max_age_ms)
         {
-            tracing::warn!(error = %e, "pruning the strike register failed");
+            Ok((_, mark)) => {
+                self.mark.fetch_max(mark, Ordering::SeqCst);
+            }
+            Err(e) => tracing::warn!(error = %e, "pruning the strike register failed"),
+        }
+    }
+
+    /// The timer's housekeeping: raises the mark and prunes the strike register.
+    pub fn housekeeping(&self) {
+        match self.raise_mark() {
+            Ok(clock) => self.prune_nonces(&clock),
+            Err(e) => tracing::warn!(error = %e, "raising the clock mark failed"),
         }
     }
 

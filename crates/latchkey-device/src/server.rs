@@ -1,6 +1,7 @@
 //! The local HTTP server: `POST /v1/command` (sealed envelope in, sealed response out),
 //! `GET /v1/chain` (the device's verified ops, so an owner app can fetch the genesis and its KEM
-//! keys directly), `POST /v1/refresh` (a nudge: re-check the nodes now), `GET /healthz`.
+//! keys directly), `POST /v1/refresh` (a nudge: re-check the nodes now), `POST /v1/ops` (ops an
+//! owner hands the device on the LAN, verified against its own chain), `GET /healthz`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use latchkey_proto::chain::OpList;
 use latchkey_proto::codec::Codec;
 use latchkey_proto::envelope::MAX_SEALED_COMMAND;
 
-use crate::agent::{Agent, Handled};
+use crate::agent::{Agent, Handled, PushRefused};
 use crate::audit::Via;
 
 pub fn router(agent: Arc<Agent>) -> Router {
@@ -23,6 +24,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/command", post(command))
         .route("/v1/chain", get(chain))
         .route("/v1/refresh", post(refresh))
+        .route("/v1/ops", post(push_ops))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async {
             error(
@@ -102,5 +104,75 @@ async fn refresh(State(agent): State<Arc<Agent>>) -> Response {
             "too_soon",
             "the device re-checked its owners a moment ago; retry in a second",
         ),
+    }
+}
+
+/// The largest body `POST /v1/ops` reads (docs/PROTOCOL.md §8.1).
+pub const MAX_PUSHED_OPS: usize = 256 * 1024;
+
+/// Ops an owner hands the device directly: decoded, verified as an extension of the device's
+/// own chain, stored. The body is cut while streaming at [`MAX_PUSHED_OPS`].
+async fn push_ops(State(agent): State<Arc<Agent>>, headers: HeaderMap, body: Body) -> Response {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            &format!("an op list is at most {MAX_PUSHED_OPS} bytes here; send only the ops the device lacks"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_PUSHED_OPS) {
+        return too_large();
+    }
+    let bytes = match axum::body::to_bytes(body, MAX_PUSHED_OPS).await {
+        Ok(b) => b,
+        Err(e) if e.to_string().contains("length limit") => return too_large(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "unreadable",
+                &format!("the body could not be read: {e}"),
+            )
+        }
+    };
+    let ops = match OpList::from_bytes(&bytes) {
+        Ok(list) => list.0,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_ops",
+                &format!("the body is not an op list (docs/PROTOCOL.md §3): {e}"),
+            )
+        }
+    };
+    let pushed = {
+        let agent = agent.clone();
+        tokio::task::spawn_blocking(move || agent.push_ops(ops)).await
+    };
+    match pushed {
+        Ok(Ok(p)) => axum::Json(serde_json::json!({
+            "seq": p.seq,
+            "head": p.head.to_string(),
+            "added": p.added,
+        }))
+        .into_response(),
+        Ok(Err(PushRefused::BadOps(m))) => error(StatusCode::BAD_REQUEST, "bad_ops", &m),
+        Ok(Err(PushRefused::Conflict(m))) => error(StatusCode::CONFLICT, "conflict", &m),
+        Ok(Err(e @ PushRefused::Store(_))) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &e.to_string(),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "verifying pushed ops panicked");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; see the device log",
+            )
+        }
     }
 }

@@ -2,8 +2,14 @@
 //! ownership chain, the strike register, use counts per grant, the audit log, relay cursors.
 //!
 //! **Invariant: a nonce is durable before its command's action runs** (it is committed by
-//! [`Store::insert_nonce`], which the pipeline calls before authority and action), so neither a
-//! crash nor `kill -9` can let a replay through.
+//! [`Store::record_nonce`], which the pipeline calls after authority and before the action), so
+//! neither a crash nor `kill -9` can let a replay through.
+//!
+//! **Invariant: the strike register holds every nonce with a timestamp at or above its floor,
+//! and the floor never exceeds `mark − window`**, where `mark` is the durable high-water mark of
+//! time (newest trusted clock reading, newest accepted timestamp; it never goes down). Pruning
+//! raises the floor; [`Store::record_nonce`] refuses timestamps under it in the same
+//! transaction as the insert. So setting the clock back cannot revive a forgotten nonce.
 //!
 //! Two connections: `durable` (`synchronous=FULL`: strike register, use counts, the chain)
 //! fsyncs every commit; `lazy` (`synchronous=NORMAL`: audit log, relay bookkeeping, status)
@@ -19,7 +25,6 @@ use latchkey_proto::codec::Codec;
 use latchkey_proto::command::NONCE_LEN;
 use latchkey_proto::grant::GrantId;
 use latchkey_proto::keys::SigningKey;
-use latchkey_proto::replay::NonceStore;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::audit::{AuditEntry, AuditRecord, SignedEntry};
@@ -35,6 +40,7 @@ CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, e
 CREATE TABLE IF NOT EXISTS relay_cursors (node TEXT PRIMARY KEY, after INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS relay_seen (hash BLOB PRIMARY KEY, at_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS relay_seen_at ON relay_seen (at_ms);
+CREATE TABLE IF NOT EXISTS clock (key TEXT PRIMARY KEY, ms INTEGER NOT NULL);
 ";
 
 /// The SQLite state; one connection behind a mutex (every statement is short).
@@ -137,15 +143,91 @@ impl Store {
         Ok(())
     }
 
-    // --- strike register ---
+    // --- strike register and the high-water mark of time ---
 
     /// Records a nonce; `false` if it was already recorded. Committed (durable) on return.
+    /// Bypasses the floor and the mark: for tests and benchmarks of the bare insert.
     pub fn insert_nonce(&self, nonce: &[u8; NONCE_LEN], ts_ms: u64) -> Result<bool> {
         let n = self.conn().execute(
             "INSERT OR IGNORE INTO nonces (nonce, ts_ms) VALUES (?1, ?2)",
             params![&nonce[..], ts_ms as i64],
         )?;
         Ok(n == 1)
+    }
+
+    /// Records an accepted command's nonce and raises the mark, in one durable transaction.
+    /// `trusted_now` is the device's clock when it is trusted: then a timestamp under the floor
+    /// is refused, and both the clock and the timestamp (already checked to be at most the
+    /// window's lead ahead of it) raise the mark. Without a trusted clock (challenge mode) the
+    /// sender's timestamp means nothing and touches neither.
+    pub fn record_nonce(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        ts_ms: u64,
+        trusted_now: Option<u64>,
+    ) -> Result<Strike> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let floor = clock_value(&tx, FLOOR)?;
+        let mark = clock_value(&tx, MARK)?;
+        if trusted_now.is_some() && ts_ms < floor {
+            return Ok(Strike::BelowFloor { floor });
+        }
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO nonces (nonce, ts_ms) VALUES (?1, ?2)",
+            params![&nonce[..], clamp(ts_ms)],
+        )?;
+        if n == 0 {
+            return Ok(Strike::Replayed);
+        }
+        let new_mark = match trusted_now {
+            Some(now) => mark.max(now).max(ts_ms),
+            None => mark,
+        };
+        if new_mark != mark {
+            set_clock_value(&tx, MARK, new_mark)?;
+        }
+        tx.commit()?;
+        Ok(Strike::Recorded { mark: new_mark })
+    }
+
+    /// Forgets nonces no command can reuse any more: with a trusted clock `now`, the mark is
+    /// raised to it first; the floor becomes `mark − max_age_ms` and every nonce under it goes.
+    /// Returns how many went and the mark.
+    pub fn prune_nonces(&self, trusted_now: Option<u64>, max_age_ms: u64) -> Result<(usize, u64)> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut mark = clock_value(&tx, MARK)?;
+        if let Some(now) = trusted_now.filter(|now| *now > mark) {
+            mark = now;
+            set_clock_value(&tx, MARK, mark)?;
+        }
+        let floor = clock_value(&tx, FLOOR)?;
+        let new_floor = mark.saturating_sub(max_age_ms).max(floor);
+        if new_floor != floor {
+            set_clock_value(&tx, FLOOR, new_floor)?;
+        }
+        let n = tx.execute("DELETE FROM nonces WHERE ts_ms < ?1", [clamp(new_floor)])?;
+        tx.commit()?;
+        Ok((n, mark))
+    }
+
+    /// Raises the mark to a trusted clock reading (durably); returns the mark.
+    pub fn raise_mark(&self, now: u64) -> Result<u64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mark = clock_value(&tx, MARK)?;
+        if now <= mark {
+            return Ok(mark);
+        }
+        set_clock_value(&tx, MARK, now)?;
+        tx.commit()?;
+        Ok(now)
+    }
+
+    /// The high-water mark of time (0 before the first trusted reading).
+    pub fn clock_mark(&self) -> Result<u64> {
+        clock_value(&self.conn(), MARK)
     }
 
     pub fn forget_nonces_before(&self, ts_ms: u64) -> Result<usize> {
@@ -316,18 +398,39 @@ impl Store {
     }
 }
 
-/// The strike register as latchkey-proto's [`NonceStore`].
-#[derive(Debug)]
-pub struct StrikeRegister<'a>(pub &'a Store);
+/// What the strike register said of an authorized command's nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strike {
+    /// New; recorded durably. The mark after it.
+    Recorded { mark: u64 },
+    /// Seen before.
+    Replayed,
+    /// The timestamp is under the floor the register was pruned to (a prune ran after the
+    /// window check): too old.
+    BelowFloor { floor: u64 },
+}
 
-impl NonceStore for StrikeRegister<'_> {
-    type Error = Error;
-    fn insert_if_absent(&mut self, nonce: &[u8; NONCE_LEN], timestamp_ms: u64) -> Result<bool> {
-        self.0.insert_nonce(nonce, timestamp_ms)
-    }
-    fn forget_before(&mut self, timestamp_ms: u64) -> Result<()> {
-        self.0.forget_nonces_before(timestamp_ms).map(|_| ())
-    }
+const MARK: &str = "mark";
+const FLOOR: &str = "floor";
+
+fn clock_value(conn: &Connection, key: &str) -> Result<u64> {
+    let v: Option<i64> = conn
+        .query_row("SELECT ms FROM clock WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?;
+    Ok(v.map_or(0, |v| v.max(0) as u64))
+}
+
+fn set_clock_value(conn: &Connection, key: &str, ms: u64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO clock (key, ms) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET ms = excluded.ms",
+        params![key, clamp(ms)],
+    )?;
+    Ok(())
+}
+
+fn clamp(ms: u64) -> i64 {
+    ms.min(i64::MAX as u64) as i64
 }
 
 #[cfg(test)]
@@ -365,6 +468,49 @@ mod tests {
         assert!(s.insert_nonce(&[2; 16], 200).unwrap());
         assert_eq!(s.forget_nonces_before(150).unwrap(), 1);
         assert_eq!(s.nonce_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn the_floor_and_mark_survive_reopening_and_never_go_down() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("s.db");
+        {
+            let s = Store::open(&path).unwrap();
+            assert_eq!(
+                s.record_nonce(&[1; 16], 1_000, Some(1_010)).unwrap(),
+                Strike::Recorded { mark: 1_010 }
+            );
+            assert_eq!(
+                s.record_nonce(&[1; 16], 1_000, Some(1_010)).unwrap(),
+                Strike::Replayed
+            );
+            // A timestamp ahead of the clock (inside the lead) raises the mark.
+            assert_eq!(
+                s.record_nonce(&[2; 16], 1_030, Some(1_010)).unwrap(),
+                Strike::Recorded { mark: 1_030 }
+            );
+            // Challenge mode: the sender's timestamp raises nothing.
+            assert_eq!(
+                s.record_nonce(&[3; 16], 9_999_999, None).unwrap(),
+                Strike::Recorded { mark: 1_030 }
+            );
+            assert_eq!(s.prune_nonces(Some(2_000), 60).unwrap(), (2, 2_000));
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.clock_mark().unwrap(), 2_000);
+        // The clock set back: the mark stays, and the floor refuses what was pruned.
+        assert_eq!(s.prune_nonces(Some(1_000), 60).unwrap(), (0, 2_000));
+        assert_eq!(
+            s.record_nonce(&[1; 16], 1_000, Some(1_000)).unwrap(),
+            Strike::BelowFloor { floor: 1_940 }
+        );
+        assert_eq!(s.raise_mark(1_500).unwrap(), 2_000);
+        assert_eq!(s.raise_mark(2_500).unwrap(), 2_500);
+        assert_eq!(
+            s.nonce_count().unwrap(),
+            1,
+            "the challenge-mode nonce is kept"
+        );
     }
 
     #[test]

@@ -111,6 +111,8 @@ async fn a_running_agent_is_found_on_mdns() {
         mdns: true,
         refresh_secs: None,
         max_view_age_secs: None,
+        max_guest_staleness_secs: None,
+        max_owner_staleness_secs: None,
         trust_clock: true,
     })
     .unwrap();

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use latchkey_device::audit::{verify_entries, AuditPage, Stage, Via};
-use latchkey_device::clock::ManualClock;
+use latchkey_device::clock::{Clock, ManualClock};
 use latchkey_device::pipeline::{Answer, Early, Pipeline, PipelineConfig};
 use latchkey_device::store::Store;
 use latchkey_device::view::View;
@@ -46,13 +46,20 @@ fn pipeline_over(
         clock.clone(),
         rng(99),
         store,
-        View::new(device.chain.clone()),
+        confirmed_view(device, clock),
         PipelineConfig {
-            window: Default::default(),
-            max_view_age_ms: 300_000,
             actions: BTreeSet::from(["unlock".to_owned(), "lock".to_owned()]),
+            ..PipelineConfig::default()
         },
     )
+}
+
+/// The device's chain as a quorum of nodes confirmed it just now.
+fn confirmed_view(device: &TestDevice, clock: &ManualClock) -> View {
+    let mut view = View::new(device.chain.clone());
+    view.checks
+        .record_quorum(&clock.boot_id(), clock.ticks_ms());
+    view
 }
 
 fn fixture() -> Fixture {
@@ -297,11 +304,11 @@ fn every_refusal_has_its_own_stage_and_code() {
         assert_eq!(rejected_code(&response), code as u16, "{name}");
         assert!(response.response.body.is_empty(), "{name}: nothing ran");
     }
-    // Wrong device and the two out-of-window commands never touched the strike register.
+    // None of them was authorized, so none touched the strike register (no durable write).
     assert_eq!(
         f.pipeline.store().nonce_count().unwrap(),
-        nonces_before + 6,
-        "only the six commands that passed the window were recorded"
+        nonces_before,
+        "refused before the nonce step"
     );
 
     // The action itself failing.
@@ -394,7 +401,7 @@ fn guest_grants_use_limits_and_revocation() {
         &[&owner],
     );
     f.pipeline
-        .set_view(View::new(f.device.chain.clone()))
+        .set_view(confirmed_view(&f.device, &f.clock))
         .unwrap();
     let mut c = f.command(&guest, "unlock");
     c.grants = vec![base];
@@ -414,7 +421,7 @@ fn guest_grants_use_limits_and_revocation() {
         &[&identity],
     );
     f.pipeline
-        .set_view(View::new(f.device.chain.clone()))
+        .set_view(confirmed_view(&f.device, &f.clock))
         .unwrap();
     let (env, _) = f.sealed(&owner, "unlock");
     assert_eq!(
@@ -458,24 +465,22 @@ fn a_clockless_device_hands_out_one_time_challenges() {
         (answer.stage, answer.code),
         (Stage::Challenge, RejectCode::ClockUnset as u16)
     );
-    // Guests need the clock (grant windows are in real time).
+    // Guests need the clock (grant windows are in real time): refused without a challenge.
     let guest = person(3);
-    let (env, pending) = f.sealed(&guest, "unlock");
-    let Outcome::ChallengeRequired { challenge } = f
-        .open_answer(&f.run(&env, Ok(vec![])).unwrap(), &pending)
-        .response
-        .outcome
-    else {
-        panic!("expected a challenge");
-    };
     let mut c = f.command(&guest, "unlock");
-    c.challenge = Some(challenge);
     c.grants = vec![f.grant(&guest, &["unlock"], 0, u64::MAX)];
     let (env, _) = f.seal(c, &guest);
     let answer = f.run(&env, Ok(vec![])).unwrap();
     assert_eq!(
         (answer.stage, answer.code),
         (Stage::Authority, RejectCode::ClockUnset as u16)
+    );
+    // Strangers get no challenge either.
+    let (env, _) = f.sealed(&person(2), "unlock");
+    let answer = f.run(&env, Ok(vec![])).unwrap();
+    assert_eq!(
+        (answer.stage, answer.code),
+        (Stage::Authority, RejectCode::NotAuthorized as u16)
     );
 }
 
@@ -516,7 +521,7 @@ fn the_audit_log_records_everything_and_verifies() {
     let accepted = &page.entries[0].entry.record;
     assert_eq!(accepted.sender, Some(owner.public_key()));
     assert_eq!(accepted.action, "unlock");
-    assert!(accepted.view.stale, "no quorum check happened in this test");
+    assert!(!accepted.view.stale, "the fixture's quorum is fresh");
     // Paging back.
     let (env, pending) = {
         let mut c = f.command(&owner, "audit");

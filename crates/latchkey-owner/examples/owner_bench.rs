@@ -76,6 +76,8 @@ async fn device(dir: &Path, name: &str, nodes: &[String]) -> (RunningAgent, Stri
         mdns: false,
         refresh_secs: Some(1),
         max_view_age_secs: None,
+        max_guest_staleness_secs: None,
+        max_owner_staleness_secs: None,
         trust_clock: true,
     })
     .unwrap();

@@ -202,7 +202,8 @@ pub enum RejectCode {
     ActionFailed = 15,
     ClockUnset = 16,
     Internal = 17,
-    /// A guest's grant could not be confirmed: the device's last quorum is older than its bound.
+    /// The device has not confirmed its ownership chain with a quorum of registry nodes within
+    /// its bound for this kind of sender (docs/PROTOCOL.md §8.1).
     StaleView = 18,
     /// A guest command carried arguments its grant does not pin.
     ArgumentsNotGranted = 19,

@@ -9,6 +9,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use crate::command::NONCE_LEN;
 use crate::error::{Error, Result};
+use crate::keys::PublicKey;
 
 /// Remembers nonces of accepted commands until they are too old to pass the window anyway.
 pub trait NonceStore {
@@ -83,9 +84,27 @@ impl ReplayWindow {
         nonce: &[u8; NONCE_LEN],
         store: &mut S,
     ) -> Result<()> {
-        if timestamp_ms.saturating_add(self.max_age_ms) < now_ms {
+        self.check_time(now_ms, 0, timestamp_ms)?;
+        match store.insert_if_absent(nonce, timestamp_ms) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::Replayed),
+            Err(e) => Err(Error::Store(e.to_string())),
+        }
+    }
+
+    /// The time half of [`ReplayWindow::check`], with the device's durable high-water mark of
+    /// time `mark_ms` (0 if none): accepts `max(now, mark) − max_age ≤ timestamp ≤ now + max_lead`.
+    ///
+    /// The lower bound uses the mark so that setting the clock back (by less than the window)
+    /// cannot make a timestamp whose nonce was already forgotten acceptable again; the upper
+    /// bound uses `now` only, so accepted timestamps (which raise the mark) cannot ratchet the
+    /// mark into the future.
+    pub fn check_time(&self, now_ms: u64, mark_ms: u64, timestamp_ms: u64) -> Result<()> {
+        let floor = self.floor(now_ms, mark_ms);
+        if timestamp_ms < floor {
+            let reference = now_ms.max(mark_ms);
             return Err(Error::TooOld {
-                skew_ms: now_ms - timestamp_ms,
+                skew_ms: reference - timestamp_ms,
                 window_ms: self.max_age_ms,
             });
         }
@@ -95,26 +114,55 @@ impl ReplayWindow {
                 window_ms: self.max_lead_ms,
             });
         }
-        match store.insert_if_absent(nonce, timestamp_ms) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::Replayed),
-            Err(e) => Err(Error::Store(e.to_string())),
-        }
+        Ok(())
+    }
+
+    /// The oldest timestamp accepted at `now_ms` with high-water mark `mark_ms`. Nonces with a
+    /// timestamp below it may be forgotten: the window refuses them from now on, because the
+    /// mark never goes down.
+    pub fn floor(&self, now_ms: u64, mark_ms: u64) -> u64 {
+        now_ms.max(mark_ms).saturating_sub(self.max_age_ms)
     }
 
     /// The timestamp before which stored nonces can be forgotten at device time `now_ms`.
     pub fn forget_horizon(&self, now_ms: u64) -> u64 {
         now_ms.saturating_sub(self.max_age_ms)
     }
+
+    /// Whether a clock reading `now_ms` is so far behind the mark that it is not to be trusted
+    /// (it was set back, or it lost power): more than the window's age behind.
+    pub fn clock_behind(&self, now_ms: u64, mark_ms: u64) -> bool {
+        now_ms.saturating_add(self.max_age_ms) < mark_ms
+    }
 }
 
-/// One-time challenges for a device whose clock is not set: it hands one out in a
-/// `ChallengeRequired` response and accepts the command that echoes it, once.
+/// One-time challenges for a device whose clock is not set (or not trusted): it hands one out
+/// in a `ChallengeRequired` response and accepts the command that echoes it, once, from the
+/// sender it was issued to, within its lifetime.
+///
+/// Bounded two ways so that no one can flush another sender's challenge: at most
+/// `per_sender` outstanding per sender (a sender's own oldest goes first), and `capacity` in
+/// all (the oldest overall goes first). The device issues challenges only to senders it would
+/// authorize, so strangers with fresh keys never reach the book.
 #[derive(Debug, Clone)]
 pub struct ChallengeBook {
-    outstanding: VecDeque<[u8; NONCE_LEN]>,
+    outstanding: VecDeque<Outstanding>,
     capacity: usize,
+    per_sender: usize,
+    lifetime_ms: u64,
 }
+
+#[derive(Debug, Clone)]
+struct Outstanding {
+    challenge: [u8; NONCE_LEN],
+    sender: PublicKey,
+    issued_ms: u64,
+}
+
+/// Outstanding challenges per sender.
+pub const CHALLENGES_PER_SENDER: usize = 4;
+/// How long a challenge can be redeemed (device's monotonic milliseconds).
+pub const CHALLENGE_LIFETIME_MS: u64 = 120_000;
 
 impl Default for ChallengeBook {
     fn default() -> Self {
@@ -123,33 +171,84 @@ impl Default for ChallengeBook {
 }
 
 impl ChallengeBook {
-    /// Keeps at most `capacity` unanswered challenges; the oldest is dropped first.
+    /// Keeps at most `capacity` unanswered challenges, [`CHALLENGES_PER_SENDER`] per sender,
+    /// each for [`CHALLENGE_LIFETIME_MS`].
     pub fn new(capacity: usize) -> Self {
+        Self::with_limits(capacity, CHALLENGES_PER_SENDER, CHALLENGE_LIFETIME_MS)
+    }
+
+    pub fn with_limits(capacity: usize, per_sender: usize, lifetime_ms: u64) -> Self {
+        let capacity = capacity.max(1);
         ChallengeBook {
             outstanding: VecDeque::with_capacity(capacity),
-            capacity: capacity.max(1),
+            capacity,
+            per_sender: per_sender.max(1),
+            lifetime_ms,
         }
     }
 
-    pub fn issue(&mut self, rng: &mut (impl RngCore + CryptoRng)) -> [u8; NONCE_LEN] {
+    /// A new challenge for `sender` at device time `now_ms` (monotonic; any unit-consistent
+    /// clock that never goes back).
+    pub fn issue(
+        &mut self,
+        sender: &PublicKey,
+        now_ms: u64,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> [u8; NONCE_LEN] {
+        self.expire(now_ms);
         let mut c = [0u8; NONCE_LEN];
         rng.fill_bytes(&mut c);
-        if self.outstanding.len() == self.capacity {
+        let mine = self
+            .outstanding
+            .iter()
+            .filter(|o| o.sender == *sender)
+            .count();
+        if mine >= self.per_sender {
+            if let Some(pos) = self.outstanding.iter().position(|o| o.sender == *sender) {
+                self.outstanding.remove(pos);
+            }
+        } else if self.outstanding.len() >= self.capacity {
             self.outstanding.pop_front();
         }
-        self.outstanding.push_back(c);
+        self.outstanding.push_back(Outstanding {
+            challenge: c,
+            sender: *sender,
+            issued_ms: now_ms,
+        });
         c
     }
 
-    /// Spends a challenge; a second use, or one never issued, is refused.
-    pub fn redeem(&mut self, challenge: &[u8; NONCE_LEN]) -> Result<()> {
+    /// Spends a challenge issued to `sender`; a second use, an expired one, one issued to
+    /// someone else or one never issued is refused.
+    pub fn redeem(
+        &mut self,
+        sender: &PublicKey,
+        challenge: &[u8; NONCE_LEN],
+        now_ms: u64,
+    ) -> Result<()> {
+        self.expire(now_ms);
         let pos = self
             .outstanding
             .iter()
-            .position(|c| c == challenge)
+            .position(|o| o.challenge == *challenge && o.sender == *sender)
             .ok_or(Error::BadChallenge)?;
         self.outstanding.remove(pos);
         Ok(())
+    }
+
+    /// Outstanding challenges (all senders).
+    pub fn len(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.outstanding.is_empty()
+    }
+
+    fn expire(&mut self, now_ms: u64) {
+        let lifetime = self.lifetime_ms;
+        self.outstanding
+            .retain(|o| now_ms.saturating_sub(o.issued_ms) <= lifetime && o.issued_ms <= now_ms);
     }
 }
 
@@ -239,18 +338,78 @@ mod tests {
     #[test]
     fn challenges_are_one_time_and_bounded() {
         let mut rng = ChaCha20Rng::seed_from_u64(5);
-        let mut book = ChallengeBook::new(2);
-        let a = book.issue(&mut rng);
-        assert_eq!(book.redeem(&a), Ok(()));
-        assert_eq!(book.redeem(&a), Err(Error::BadChallenge));
-        let b = book.issue(&mut rng);
-        let _c = book.issue(&mut rng);
-        let _d = book.issue(&mut rng);
+        let owner = key(1);
+        let mut book = ChallengeBook::with_limits(2, 4, 1000);
+        let a = book.issue(&owner, 0, &mut rng);
+        assert_eq!(book.redeem(&owner, &a, 1), Ok(()));
+        assert_eq!(book.redeem(&owner, &a, 1), Err(Error::BadChallenge));
+        let b = book.issue(&key(2), 0, &mut rng);
+        let _c = book.issue(&key(3), 0, &mut rng);
+        let _d = book.issue(&key(4), 0, &mut rng);
         assert_eq!(
-            book.redeem(&b),
+            book.redeem(&key(2), &b, 0),
             Err(Error::BadChallenge),
             "oldest dropped at capacity"
         );
-        assert_eq!(book.redeem(&[0; 16]), Err(Error::BadChallenge));
+        assert_eq!(book.redeem(&owner, &[0; 16], 0), Err(Error::BadChallenge));
+    }
+
+    #[test]
+    fn a_challenge_belongs_to_its_sender_and_expires() {
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        let mut book = ChallengeBook::with_limits(64, 4, 1000);
+        let a = book.issue(&key(1), 100, &mut rng);
+        assert_eq!(book.redeem(&key(2), &a, 100), Err(Error::BadChallenge));
+        assert_eq!(book.redeem(&key(1), &a, 1100), Ok(()), "at the edge");
+        let b = book.issue(&key(1), 2000, &mut rng);
+        assert_eq!(book.redeem(&key(1), &b, 3001), Err(Error::BadChallenge));
+        assert!(book.is_empty());
+    }
+
+    #[test]
+    fn one_sender_cannot_flush_another_senders_challenge() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let mut book = ChallengeBook::with_limits(64, 4, 1000);
+        let owner = key(1);
+        let mine = book.issue(&owner, 0, &mut rng);
+        for _ in 0..1000 {
+            book.issue(&key(2), 0, &mut rng);
+        }
+        assert_eq!(book.len(), 5, "the other sender holds at most four");
+        // A sender's own flood pushes out only its own oldest.
+        let first = book.issue(&key(3), 0, &mut rng);
+        for _ in 0..4 {
+            book.issue(&key(3), 0, &mut rng);
+        }
+        assert_eq!(book.redeem(&key(3), &first, 0), Err(Error::BadChallenge));
+        assert_eq!(book.redeem(&owner, &mine, 0), Ok(()));
+    }
+
+    #[test]
+    fn the_mark_keeps_the_floor_up_after_a_rollback() {
+        let w = ReplayWindow::default();
+        // Captured at NOW, nonce forgotten at NOW + 61 s, clock set back to NOW + 10 s.
+        let mark = NOW + 61_000;
+        assert!(matches!(
+            w.check_time(NOW + 10_000, mark, NOW),
+            Err(Error::TooOld { .. })
+        ));
+        assert_eq!(
+            w.check_time(NOW + 10_000, 0, NOW),
+            Ok(()),
+            "without the mark"
+        );
+        // The upper bound follows the clock, not the mark.
+        assert!(matches!(
+            w.check_time(NOW, NOW + 20_000, NOW + 31_000),
+            Err(Error::TooNew { .. })
+        ));
+        assert!(!w.clock_behind(NOW, NOW + 60_000));
+        assert!(w.clock_behind(NOW, NOW + 60_001));
+        assert_eq!(w.floor(NOW, NOW + 61_000), NOW + 1_000);
+    }
+
+    fn key(n: u8) -> PublicKey {
+        crate::keys::SigningKey::from_bytes(&[n; 32]).public_key()
     }
 }
