@@ -234,6 +234,7 @@ async fn main() {
                     from_ms: profile.now_ms(),
                     until_ms: profile.now_ms() + 3_600_000,
                     actions: vec!["unlock".into()],
+                    arguments: vec![],
                     use_limit: None,
                 },
             )

@@ -104,6 +104,8 @@ impl World {
             mdns: false,
             refresh_secs: Some(1),
             max_view_age_secs: None,
+            max_guest_staleness_secs: None,
+            max_owner_staleness_secs: None,
             trust_clock: true,
         })
         .unwrap();
@@ -367,6 +369,7 @@ async fn a_revocation_is_handed_to_the_door_and_the_owner_is_told_whether_it_kno
         from_ms: w.owner.now_ms() - 60_000,
         until_ms: w.owner.now_ms() + 3_600_000,
         actions: vec!["unlock".into()],
+        arguments: vec![],
         use_limit: None,
     };
     let first = w.owner.invite(&w.device, &grant("Ann")).await.unwrap();
@@ -427,6 +430,7 @@ async fn with_every_node_down_a_revocation_the_door_took_still_succeeds_and_says
                 from_ms: w.owner.now_ms() - 60_000,
                 until_ms: w.owner.now_ms() + 3_600_000,
                 actions: vec!["unlock".into()],
+                arguments: vec![],
                 use_limit: None,
             },
         )
