@@ -19,6 +19,8 @@ use crate::profile::Profile;
 
 /// Time for one address to take the ops (they are few; the device verifies and fsyncs).
 const PUSH_TIMEOUT: Duration = Duration::from_secs(3);
+/// The largest body a device takes at `POST /v1/ops`.
+const MAX_PUSH: usize = 256 * 1024;
 /// How often `latchkeyd` checks the nodes unless configured otherwise (`--refresh-secs`).
 pub const DEVICE_DEFAULT_CHECK_SECS: u64 = 60;
 
@@ -62,16 +64,27 @@ enum Push {
 }
 
 impl Profile {
-    /// Gives `chain` (verified, ending with the ops just published) to the device on the local
-    /// network, falling back to a nudge for a device without `POST /v1/ops`.
-    pub(crate) async fn tell_door(&self, addrs: &[DeviceAddr], chain: &Chain) -> DoorSync {
+    /// Gives `chain` (verified, ending with the ops just published from sequence `from`) to
+    /// the device on the local network, falling back to a nudge for a device without
+    /// `POST /v1/ops`.
+    pub(crate) async fn tell_door(
+        &self,
+        addrs: &[DeviceAddr],
+        chain: &Chain,
+        from: u64,
+    ) -> DoorSync {
         let target = chain.state().seq;
         if addrs.is_empty() {
             return DoorSync::WillLearn {
                 reason: "no local address is known for it".into(),
             };
         }
-        let body = OpList(chain.ops().to_vec()).to_bytes();
+        // The whole chain when it fits the device's limit (a device that missed earlier ops
+        // catches up too), else only the ops just published.
+        let mut body = OpList(chain.ops().to_vec()).to_bytes();
+        if body.len() > MAX_PUSH {
+            body = OpList(chain.ops()[from.min(target) as usize..].to_vec()).to_bytes();
+        }
         let mut reasons = Vec::new();
         let mut nudge = false;
         for addr in addrs {

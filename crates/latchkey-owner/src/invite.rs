@@ -294,7 +294,9 @@ impl Profile {
                 Ok(report) => (report.acked.len(), None),
                 Err(e) => (0, Some(e.to_string())),
             };
-            let door = self.tell_door(&device.addrs, &device.chain).await;
+            let door = self
+                .tell_door(&device.addrs, &device.chain, device.chain.state().seq)
+                .await;
             return Ok(RevokeReport {
                 grant: grant_id,
                 device: device.id,
@@ -335,7 +337,7 @@ impl Profile {
         chain.append(op)?;
         // The door is told whatever else the nodes did: a guest cut off from the registry with
         // the device must be refused now, not when the nodes come back.
-        let door = self.tell_door(&device.addrs, &chain).await;
+        let door = self.tell_door(&device.addrs, &chain, seq).await;
         let (nodes_stored, nodes_error) = match published {
             Ok(report) => (report.acked.len(), None),
             Err(e) if door.knows() => (0, Some(e.to_string())),

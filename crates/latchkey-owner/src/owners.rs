@@ -235,7 +235,9 @@ impl Profile {
                 chain.append(op)?;
                 // A removed owner (a lost phone) must lose the door now, even if it keeps the
                 // device cut off from the nodes.
-                let door = self.tell_door(&device.addrs, &chain).await;
+                let door = self
+                    .tell_door(&device.addrs, &chain, chain.state().seq)
+                    .await;
                 self.store.put_device(&DeviceRecord { chain, ..device })?;
                 Ok(ProposalReport {
                     proposal,

@@ -108,16 +108,15 @@ pub fn explain(code: u16, reason: &str) -> Refusal {
             said("The door failed internally."),
             "Try again in a moment; if it persists, the owner should check the device.",
         ),
+        // The device words this one itself, for a guest or an owner, with since when it has
+        // been cut off; repeating it inside a sentence of ours would say it twice.
         StaleView => (
-            format!(
-                "The door cannot confirm your invitation is still valid: it has been offline from the registry{}.",
-                if reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({reason})")
-                }
-            ),
-            "Try again once the door is back online, or ask an owner nearby to open it.",
+            if reason.is_empty() {
+                "The door cannot confirm your invitation is still valid: it has been offline from the registry.".to_owned()
+            } else {
+                sentence(reason)
+            },
+            "Try again once the door is back online, or ask someone on the home network to open it.",
         ),
         ArgumentsNotGranted => (
             said("Your invitation does not allow passing arguments to this action."),
@@ -137,6 +136,20 @@ pub fn explain(code: u16, reason: &str) -> Refusal {
     }
 }
 
+/// `text` as a sentence: capital first letter, final full stop.
+fn sentence(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(1)
+        .flat_map(char::to_uppercase)
+        .chain(text.chars().skip(1))
+        .collect();
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,13 +167,26 @@ mod tests {
 
     #[test]
     fn stale_view_shows_since_when() {
-        let r = explain(18, "no quorum since 2026-11-30 21:04 UTC");
+        let said = "the door cannot confirm your invitation is still valid; it has been offline \
+                    from the registry since 2026-11-30T21:04Z (16 minutes)";
+        let r = explain(18, said);
         assert_eq!(r.name, "StaleView");
         assert!(r
             .meaning
-            .contains("cannot confirm your invitation is still valid"));
-        assert!(r.meaning.contains("offline from the registry"));
-        assert!(r.meaning.contains("2026-11-30 21:04 UTC"), "{}", r.meaning);
+            .starts_with("The door cannot confirm your invitation is still valid"));
+        assert!(
+            r.meaning.contains("since 2026-11-30T21:04Z (16 minutes)"),
+            "{}",
+            r.meaning
+        );
+        assert_eq!(
+            r.meaning.matches("cannot confirm").count(),
+            1,
+            "{}",
+            r.meaning
+        );
+        let bare = explain(18, "");
+        assert!(bare.meaning.contains("offline from the registry"));
     }
 
     #[test]

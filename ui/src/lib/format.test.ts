@@ -98,14 +98,15 @@ describe('resultHeadline', () => {
       ...result,
       accepted: false,
       reject_code: 'StaleView',
-      reason: 'no quorum since 2026-11-30 21:04 UTC',
+      reason:
+        'the door cannot confirm your invitation is still valid; it has been offline from the registry since 2026-11-30T21:04Z (16 minutes)',
       refusal:
-        'The door cannot confirm your invitation is still valid: it has been offline from the registry (no quorum since 2026-11-30 21:04 UTC).',
-      what_to_do: 'Try again once the door is back online, or ask an owner nearby to open it.',
+        'The door cannot confirm your invitation is still valid; it has been offline from the registry since 2026-11-30T21:04Z (16 minutes).',
+      what_to_do: 'Try again once the door is back online, or ask someone on the home network to open it.',
     };
     const text = resultHeadline(stale);
     expect(text).toContain('cannot confirm your invitation is still valid');
-    expect(text).toContain('since 2026-11-30 21:04 UTC');
+    expect(text).toContain('since 2026-11-30T21:04Z');
     expect(text).toContain('Try again once the door is back online');
     expect(text).not.toContain('StaleView');
     expect(text).not.toMatch(/code \d+|error \d+/);
