@@ -721,6 +721,7 @@ async fn cut_off_from_every_node_a_pushed_revocation_holds_at_once_and_guests_ex
     assert_eq!(status["freshness"]["guests_refused"], true, "{status}");
     assert_eq!(status["freshness"]["owners_refused"], false, "{status}");
     assert_eq!(status["seq"], 2);
+    assert_eq!(status["freshness"]["forks"], 1, "the rival op is an alarm");
     let text = latchkeyd(&["status", "--dir", dir.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("guests   REFUSED"), "{text}");
