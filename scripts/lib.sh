@@ -7,10 +7,11 @@ LATCHKEY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # camera crate's V4L2 bindings need libclang-dev, on the second line);
 # the second gives tests a real Secret Service (gnome-keyring on a private D-Bus) and
 # lets them drive the real app window (Xvfb, WebKitWebDriver) and talk to a real MQTT broker
-# (Mosquitto, started by the device agent's tests).
+# (Mosquitto, started by the device agent's tests); faketime sets the device agent's clock back
+# in the clock-rollback test.
 LATCHKEY_APT_PACKAGES=(
   libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libssl-dev libxdo-dev build-essential file pkg-config
-  gnome-keyring dbus-x11 libsecret-tools xvfb xauth webkit2gtk-driver mosquitto libclang-dev
+  gnome-keyring dbus-x11 libsecret-tools xvfb xauth webkit2gtk-driver mosquitto libclang-dev faketime
 )
 
 # Vite 8 refuses older Node; Debian 12's own nodejs (18) is too old.

@@ -261,39 +261,39 @@ impl Agent {
     /// nodes could not deliver, such as a revocation while the uplink is cut. New ops are
     /// republished to the nodes in the background.
     pub fn push_ops(self: &Arc<Self>, ops: Vec<Op>) -> Result<Pushed, PushRefused> {
-        let pushed = self.pipeline.update_view(|view| {
-            let mut chain = view.chain.clone();
-            let report = chain.merge(&ops);
-            if let Some(fork) = report.fork {
-                view.checks.forks = view.checks.forks.max(1);
-                tracing::error!(seq = fork.seq, "ops pushed to the device fork its chain");
-                return Err(PushRefused::Conflict(format!(
-                    "op {} differs from the one this device holds at that position (a fork: two valid histories); \
-                     the device keeps its own and reports the fork to its owners",
-                    fork.seq
-                )));
-            }
-            if let Some(e) = report.invalid {
-                return Err(PushRefused::BadOps(format!(
-                    "the ops do not extend this device's verified chain: {e}"
-                )));
-            }
-            view.chain = chain;
-            let state = view.chain.state();
-            Ok(Pushed {
-                seq: state.seq,
-                head: state.head,
-                added: report.added,
+        // A fork is refused but remembered (the view is saved with the alarm, chain unchanged).
+        let pushed = self
+            .pipeline
+            .update_view(|view| -> Result<Result<Pushed, PushRefused>, PushRefused> {
+                let mut chain = view.chain.clone();
+                let report = chain.merge(&ops);
+                if let Some(fork) = report.fork {
+                    view.checks.forks = view.checks.forks.saturating_add(1);
+                    tracing::error!(seq = fork.seq, "ops pushed to the device fork its chain");
+                    return Ok(Err(PushRefused::Conflict(format!(
+                        "op {} differs from the one this device holds at that position (a fork: two valid histories); \
+                         the device keeps its own and reports the fork to its owners",
+                        fork.seq
+                    ))));
+                }
+                if let Some(e) = report.invalid {
+                    return Err(PushRefused::BadOps(format!(
+                        "the ops do not extend this device's verified chain: {e}"
+                    )));
+                }
+                view.chain = chain;
+                let state = view.chain.state();
+                Ok(Ok(Pushed {
+                    seq: state.seq,
+                    head: state.head,
+                    added: report.added,
+                }))
             })
-        });
-        // The save failed: the view is unchanged.
-        let pushed = match pushed {
-            Err(PushRefused::Store(e)) => {
-                tracing::error!(error = %e, "saving pushed ops failed");
-                return Err(PushRefused::Store(e));
-            }
-            other => other?,
-        };
+            .inspect_err(|e| {
+                if let PushRefused::Store(e) = e {
+                    tracing::error!(error = %e, "saving pushed ops failed");
+                }
+            })??;
         if pushed.added > 0 {
             tracing::info!(
                 seq = pushed.seq,

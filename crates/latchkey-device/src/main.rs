@@ -281,25 +281,33 @@ fn print_status(s: &StatusReport) {
             ""
         }
     );
-    let minutes = |s: Option<u64>| s.map_or("never".to_owned(), |s| format!("{} min", s / 60));
+    let since = |s: Option<u64>, none: &str| {
+        s.map_or(none.to_owned(), |s| {
+            format!("{} min without a quorum", s / 60)
+        })
+    };
     println!(
-        "guests   {} (no quorum for {}; limit {} min)",
+        "guests   {} ({}; limit {} min)",
         if f.guests_refused {
             "REFUSED: the door cannot confirm invitations"
         } else {
             "accepted"
         },
-        minutes(f.last_quorum_age_s),
+        since(f.last_quorum_age_s, "no quorum since the device started"),
         f.max_guest_staleness_s / 60
     );
     println!(
-        "owners   {} (up {} without a quorum; limit {})",
+        "owners   {} ({}; limit {})",
         if f.owners_refused {
             "REFUSED: the door cannot confirm its owners"
         } else {
             "accepted"
         },
-        minutes(f.owner_view_age_s),
+        f.owner_view_age_s
+            .map_or("never confirmed by a quorum".to_owned(), |s| format!(
+                "{} min of up-time without a quorum",
+                s / 60
+            )),
         if f.max_owner_staleness_s == 0 {
             "none".to_owned()
         } else {

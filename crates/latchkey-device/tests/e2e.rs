@@ -508,3 +508,352 @@ async fn a_device_without_a_trusted_clock_answers_with_a_challenge() {
     drop(agent);
     nodes.stop().await;
 }
+
+/// A grant for `guest` on the device of `chain`, valid for the next hour.
+fn hour_grant(
+    owner: &latchkey_proto::keys::SigningKey,
+    guest: &Sender,
+    chain: &latchkey_proto::chain::Chain,
+    salt: u8,
+) -> latchkey_proto::grant::Grant {
+    let state = chain.state();
+    GrantBody {
+        issuer: owner.public_key(),
+        subject: guest.key.public_key(),
+        scope: vec![GrantScope {
+            device: state.device,
+            epoch: state.epoch,
+        }],
+        actions: vec!["unlock".into()],
+        not_before_ms: now_ms() - 60_000,
+        not_after_ms: now_ms() + 3_600_000,
+        use_limit: None,
+        delegation_depth: 0,
+        extensions: vec![],
+        salt: [salt; 16],
+    }
+    .sign(owner)
+    .unwrap()
+}
+
+async fn guest_unlock(
+    guest: &Sender,
+    url: &str,
+    grant: &latchkey_proto::grant::Grant,
+) -> latchkey_proto::command::SignedResponse {
+    let mut c = guest.command("unlock", b"");
+    c.grants = vec![grant.clone()];
+    let (env, pending) = guest.seal(c);
+    guest.send(url, env, &pending).await
+}
+
+/// POSTs bytes to `/v1/ops`; the status and the JSON answer.
+async fn push(url: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}/v1/ops"))
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_off_from_every_node_a_pushed_revocation_holds_at_once_and_guests_expire() {
+    use latchkey_proto::chain::{OpBody, OpList};
+    let nodes = Nodes::start(3).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("device");
+    let out = tmp.path().join("door.log");
+    let script = door_script(tmp.path(), &out);
+    init(
+        &dir,
+        &nodes.urls(),
+        &[
+            "--action",
+            &format!("unlock=exec:{}", script.display()),
+            "--max-guest-staleness-secs",
+            "10",
+        ],
+    );
+    let toml = std::fs::read_to_string(dir.join("latchkeyd.toml")).unwrap();
+    assert!(toml.contains("max_guest_staleness_secs = 10"), "{toml}");
+    assert!(toml.contains("max_owner_staleness_secs = 86400"), "{toml}");
+    let agent = Agent::start(&dir);
+    let owner = person(1);
+    let chain = claim(&dir, &agent.url, &owner, &nodes.urls()).await;
+    let sender = Sender::new(person(1), chain.clone());
+    let thief = Sender::new(person(3), chain.clone());
+    let other = Sender::new(person(5), chain.clone());
+    let stolen = hour_grant(&owner, &thief, &chain, 1);
+    let kept = hour_grant(&owner, &other, &chain, 2);
+    assert_eq!(code(&guest_unlock(&thief, &agent.url, &stolen).await), 0);
+    assert_eq!(lines(&out), 1);
+
+    // The uplink is cut: every node is gone. The owner revokes on the LAN.
+    nodes.stop().await;
+    let cut_at = std::time::Instant::now();
+    let mut revoke = chain.propose(
+        now_ms(),
+        OpBody::RevokeGrant {
+            chain: vec![stolen.clone()],
+        },
+    );
+    revoke.sign(&owner);
+    let mut revoked = chain.clone();
+    revoked.append(revoke.clone()).unwrap();
+
+    // Forged, non-extending and malformed lists change nothing.
+    let held = fetch_chain(&reqwest::Client::new(), &agent.url)
+        .await
+        .head();
+    let mut forged = revoke.clone();
+    forged.body = OpBody::RevokeGrant {
+        chain: vec![kept.clone()],
+    };
+    let gap = {
+        let mut op = revoked.propose(
+            now_ms(),
+            OpBody::RevokeGrant {
+                chain: vec![kept.clone()],
+            },
+        );
+        op.seq += 3;
+        op.sign(&owner);
+        op
+    };
+    let mut by_a_stranger = chain.propose(
+        now_ms(),
+        OpBody::RevokeGrant {
+            chain: vec![kept.clone()],
+        },
+    );
+    by_a_stranger.sign(&person(9));
+    for (name, body, status, code_name) in [
+        (
+            "forged signature",
+            OpList(vec![forged]).to_bytes(),
+            400,
+            "bad_ops",
+        ),
+        ("gap", OpList(vec![gap]).to_bytes(), 400, "bad_ops"),
+        (
+            "stranger's op",
+            OpList(vec![by_a_stranger]).to_bytes(),
+            400,
+            "bad_ops",
+        ),
+        ("garbage", vec![0xff; 40], 400, "bad_ops"),
+        ("too large", vec![0; 300 * 1024], 413, "too_large"),
+    ] {
+        let (s, v) = push(&agent.url, body).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str().unwrap()),
+            (status, code_name),
+            "{name}: {v}"
+        );
+    }
+    assert_eq!(
+        fetch_chain(&reqwest::Client::new(), &agent.url)
+            .await
+            .head(),
+        held
+    );
+
+    // The revocation: stored at once, enforced at once.
+    let (s, v) = push(&agent.url, OpList(revoked.ops().to_vec()).to_bytes()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["seq"], 2);
+    assert_eq!(v["added"], 1);
+    assert_eq!(v["head"], revoked.head().to_string());
+    let r = guest_unlock(&thief, &agent.url, &stolen).await;
+    assert_eq!(code(&r), RejectCode::GrantRevoked as u16);
+    // Pushing it again adds nothing; another valid op at the same place is a fork.
+    let (s, v) = push(&agent.url, OpList(vec![revoke.clone()]).to_bytes()).await;
+    assert_eq!((s, v["added"].as_u64()), (200, Some(0)));
+    let mut rival = chain.propose(
+        now_ms(),
+        OpBody::RevokeGrant {
+            chain: vec![kept.clone()],
+        },
+    );
+    rival.sign(&owner);
+    let (s, v) = push(&agent.url, OpList(vec![rival]).to_bytes()).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{v}"
+    );
+    assert!(
+        cut_at.elapsed() < Duration::from_secs(9),
+        "still inside the guest bound"
+    );
+    assert_eq!(code(&guest_unlock(&other, &agent.url, &kept).await), 0);
+    assert_eq!(lines(&out), 2);
+
+    // A restart keeps the pushed op (it was stored, not just held in memory).
+    agent.kill9();
+    let agent = Agent::start(&dir);
+    assert_eq!(
+        code(&guest_unlock(&thief, &agent.url, &stolen).await),
+        RejectCode::GrantRevoked as u16
+    );
+
+    // Past the guest bound without a quorum, guests are refused in plain words; owners are not.
+    tokio::time::sleep(Duration::from_secs(11).saturating_sub(cut_at.elapsed())).await;
+    let r = guest_unlock(&other, &agent.url, &kept).await;
+    let latchkey_proto::command::Outcome::Rejected { code: c, reason } = &r.response.outcome else {
+        panic!("expected a refusal, got {:?}", r.response.outcome);
+    };
+    assert_eq!(*c, RejectCode::StaleView as u16);
+    assert!(
+        reason.starts_with("the door cannot confirm your invitation is still valid; it has been offline from the registry since"),
+        "{reason}"
+    );
+    let (env, pending) = sender.seal(sender.command("unlock", b""));
+    assert_eq!(code(&sender.send(&agent.url, env, &pending).await), 0);
+    assert_eq!(lines(&out), 3, "two guest unlocks and the owner's");
+
+    let status = latchkeyd(&["status", "--dir", dir.to_str().unwrap(), "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["freshness"]["guests_refused"], true, "{status}");
+    assert_eq!(status["freshness"]["owners_refused"], false, "{status}");
+    assert_eq!(status["seq"], 2);
+    assert_eq!(status["freshness"]["forks"], 1, "the rival op is an alarm");
+    let text = latchkeyd(&["status", "--dir", dir.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("guests   REFUSED"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_command_replayed_after_the_clock_is_set_back_does_not_run() {
+    let nodes = Nodes::start(3).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("device");
+    let out = tmp.path().join("door.log");
+    let script = door_script(tmp.path(), &out);
+    init(
+        &dir,
+        &nodes.urls(),
+        &["--action", &format!("unlock=exec:{}", script.display())],
+    );
+    // A 3 s window, so the nonce is forgotten within seconds (pruned once per window).
+    let config = dir.join("latchkeyd.toml");
+    let toml = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_age_ms = 60000", "max_age_ms = 3000");
+    assert!(toml.contains("max_age_ms = 3000"));
+    std::fs::write(&config, toml).unwrap();
+    let agent = Agent::start(&dir);
+    let chain = claim(&dir, &agent.url, &person(1), &nodes.urls()).await;
+    let sender = Sender::new(person(1), chain);
+
+    // The owner's real envelope, captured on the way.
+    let capture_ms = now_ms();
+    let mut c = sender.command("unlock", b"");
+    c.timestamp_ms = capture_ms;
+    let (captured, pending) = sender.seal(c);
+    assert_eq!(
+        code(&sender.send(&agent.url, captured.clone(), &pending).await),
+        0
+    );
+    assert_eq!(lines(&out), 1);
+
+    // Wait until the strike register has forgotten it.
+    let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = db
+            .query_row("SELECT COUNT(*) FROM nonces", [], |r| r.get(0))
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nonce was never pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A few more refreshes, so the mark is well past the window when the clock goes back.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    agent.stop();
+
+    // The attacker steers the clock back to the capture time and restarts the agent.
+    let at = |ms: u64| {
+        let s = std::process::Command::new("date")
+            .args(["-u", "-d", &format!("@{}", ms / 1000), "+%Y-%m-%d %H:%M:%S"])
+            .output()
+            .unwrap();
+        String::from_utf8(s.stdout).unwrap().trim().to_owned()
+    };
+    let faked = at(capture_ms);
+    let log = std::fs::File::create(dir.join("faketime.log")).unwrap();
+    let mut child = std::process::Command::new("faketime")
+        .args([&faked, BIN, "run", "--dir", dir.to_str().unwrap()])
+        .env("TZ", "UTC")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("faketime is installed (apt-get install faketime)");
+    let url = {
+        use std::io::BufRead;
+        let stdout = child.stdout.take().unwrap();
+        let mut lines_in = std::io::BufReader::new(stdout).lines();
+        loop {
+            let line = lines_in
+                .next()
+                .expect("the agent prints its address")
+                .unwrap();
+            if let Some(u) = line.strip_prefix("listening on ") {
+                break u.to_owned();
+            }
+        }
+    };
+    let (status, body) = sender.post(&url, captured.clone()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let r = pending.open(&body, &sender.chain.state().identity).unwrap();
+    assert_ne!(code(&r), 0, "the replay was accepted");
+    assert_eq!(
+        code(&r),
+        RejectCode::ClockUnset as u16,
+        "a clock behind its mark asks for a challenge: {:?}",
+        r.response.outcome
+    );
+    assert_eq!(lines(&out), 1, "the actuator ran once, not twice");
+    let status = std::process::Command::new("faketime")
+        .args([
+            &faked,
+            BIN,
+            "status",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--json",
+        ])
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["clock"]["state"], "behind", "{status}");
+    assert!(status["clock"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("behind its high-water mark"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let audit = latchkeyd(&["audit", "--dir", dir.to_str().unwrap(), "--json"]);
+    let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let last = audit["entries"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .contains("behind its high-water mark"),
+        "{last}"
+    );
+    nodes.stop().await;
+}

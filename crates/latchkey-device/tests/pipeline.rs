@@ -533,3 +533,333 @@ fn the_audit_log_records_everything_and_verifies() {
     assert_eq!(page.entries.len(), 2);
     assert_eq!(page.entries[1].entry.seq, 1);
 }
+
+/// Runs `env` and says whether the action ran.
+fn ran(f: &Fixture, env: &[u8]) -> (bool, Option<Answer>) {
+    match f.run(env, Ok(b"opened".to_vec())) {
+        Ok(a) => (a.accepted(), Some(a)),
+        Err(_) => (false, None),
+    }
+}
+
+#[test]
+fn a_strangers_signed_command_costs_no_durable_write() {
+    let mut f = fixture();
+    let (env, _) = f.sealed(&person(2), "unlock");
+    let answer = f.run(&env, Ok(vec![])).unwrap();
+    assert_eq!(
+        (answer.stage, answer.code),
+        (Stage::Authority, RejectCode::NotAuthorized as u16)
+    );
+    // A revoked or expired guest and a stale view are refused in memory as well.
+    let guest = person(3);
+    let mut c = f.command(&guest, "unlock");
+    c.grants = vec![f.grant(&guest, &["unlock"], T0 - 2 * HOUR, T0 - HOUR)];
+    let (env, _) = f.seal(c, &guest);
+    assert_eq!(
+        f.run(&env, Ok(vec![])).unwrap().code,
+        RejectCode::GrantExpired as u16
+    );
+    let store = f.pipeline.store();
+    assert_eq!(store.nonce_count().unwrap(), 0, "no nonce written");
+    assert_eq!(store.clock_mark().unwrap(), 0, "no clock mark written");
+    // The durable (synchronous=FULL) tables are untouched; only the audit log (lazy
+    // connection, no fsync per commit) got the two refusals.
+    let db = rusqlite::Connection::open(&f.db).unwrap();
+    let durable_rows: i64 = db
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM nonces) + (SELECT COUNT(*) FROM clock) + (SELECT COUNT(*) FROM use_counts)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(durable_rows, 0);
+    let audited: i64 = db
+        .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(audited, 2);
+}
+
+#[test]
+fn guests_are_refused_on_a_stale_view_and_owners_a_day_later() {
+    let mut f = fixture();
+    let owner = person(1);
+    let guest = person(3);
+    let grant = f.grant(&guest, &["unlock"], T0 - HOUR, T0 + 48 * HOUR);
+    let guest_env = |f: &mut Fixture| {
+        let mut c = f.command(&guest, "unlock");
+        c.timestamp_ms = f.clock.now_ms().unwrap();
+        c.grants = vec![grant.clone()];
+        f.seal(c, &guest).0
+    };
+    let owner_env = |f: &mut Fixture| {
+        let mut c = f.command(&owner, "unlock");
+        c.timestamp_ms = f.clock.now_ms().unwrap();
+        f.seal(c, &owner).0
+    };
+    // 15 minutes after the last quorum: still fine.
+    f.clock.advance(900_000);
+    let env = guest_env(&mut f);
+    assert!(ran(&f, &env).0);
+    // One more second (the nodes are cut off): the guest is refused, in plain words.
+    f.clock.advance(1_000);
+    let env = guest_env(&mut f);
+    let (did, answer) = ran(&f, &env);
+    let answer = answer.unwrap();
+    assert!(!did);
+    assert_eq!(
+        (answer.stage, answer.code),
+        (Stage::Authority, RejectCode::StaleView as u16)
+    );
+    assert_eq!(
+        answer.reason,
+        "the door cannot confirm your invitation is still valid; it has been offline from the registry since 2027-01-15T08:00Z (15 minutes)",
+    );
+    // The owner keeps working for a day of up-time without a quorum.
+    let env = owner_env(&mut f);
+    assert!(ran(&f, &env).0);
+    f.clock.advance(86_400_000 - 901_000);
+    let env = owner_env(&mut f);
+    assert!(ran(&f, &env).0, "exactly a day");
+    f.clock.advance(1_000);
+    let env = owner_env(&mut f);
+    let answer = ran(&f, &env).1.unwrap();
+    assert_eq!(answer.code, RejectCode::StaleView as u16);
+    assert!(
+        answer
+            .reason
+            .starts_with("the door cannot confirm you are still an owner; it has been offline from the registry since 2027-01-15T08:00Z (1440 minutes)"),
+        "{}",
+        answer.reason
+    );
+    // A quorum makes both welcome again.
+    let mut view = f.pipeline.view().clone();
+    view.checks
+        .record_quorum(&f.clock.boot_id(), f.clock.ticks_ms());
+    f.pipeline.set_view(view).unwrap();
+    let env = owner_env(&mut f);
+    assert!(ran(&f, &env).0);
+    let env = guest_env(&mut f);
+    assert!(ran(&f, &env).0);
+}
+
+#[test]
+fn setting_the_wall_clock_forward_or_back_does_not_change_the_views_age() {
+    let mut f = fixture();
+    let guest = person(3);
+    let grant = f.grant(&guest, &["unlock"], 0, u64::MAX);
+    f.clock.advance(1_000_000);
+    // Time passes (ticks), the attacker sets the wall clock back to the quorum's time.
+    f.clock.set(T0);
+    let mut c = f.command(&guest, "unlock");
+    c.grants = vec![grant];
+    let (env, _) = f.seal(c, &guest);
+    let answer = f.run(&env, Ok(vec![])).unwrap();
+    assert_eq!(
+        answer.code,
+        RejectCode::StaleView as u16,
+        "ages come from the monotonic ticks: {}",
+        answer.reason
+    );
+}
+
+#[test]
+fn after_a_reboot_guests_wait_for_a_quorum_and_owners_carry_their_up_time() {
+    let f = fixture();
+    let owner = person(1);
+    let guest = person(3);
+    f.clock.advance(60_000);
+    // The agent saved its view a minute after the quorum, then the power went.
+    let view = f.pipeline.view().clone();
+    f.pipeline.set_view(view).unwrap();
+    f.clock.reboot("boot-2");
+    f.clock.set(T0 + HOUR);
+    let store = Store::open(&f.db).unwrap();
+    let mut view = View::load(&store).unwrap().unwrap();
+    view.adopt_boot(&f.clock.boot_id(), f.clock.ticks_ms(), 60_000);
+    let pipeline = Pipeline::new(
+        copy_keys(&f.device.keys),
+        f.clock.clone(),
+        rng(5),
+        Arc::new(store),
+        view,
+        PipelineConfig {
+            actions: BTreeSet::from(["unlock".to_owned()]),
+            ..PipelineConfig::default()
+        },
+    );
+    let mut r = rng(6);
+    let mut seal = |key: &SigningKey, grants: Vec<Grant>| {
+        let mut nonce = [0u8; 16];
+        r.fill_bytes(&mut nonce);
+        let c = Command {
+            device: f.device.keys.device_id(),
+            sender: key.public_key(),
+            action: "unlock".into(),
+            args: vec![],
+            timestamp_ms: T0 + HOUR,
+            nonce,
+            challenge: None,
+            grants,
+            reply_to: ReplyTo::Direct,
+        };
+        seal_command(&c.sign(key).unwrap(), f.device.keys.kem.public(), &mut r)
+            .unwrap()
+            .0
+    };
+    let run = |env: &[u8]| -> Answer {
+        let fresh = pipeline.open(env, Via::Local).map_err(|_| ()).unwrap();
+        match pipeline.authorize(fresh) {
+            Ok(auth) => pipeline.complete(auth, Ok(vec![])),
+            Err(a) => a,
+        }
+    };
+    let grant = f.grant(&guest, &["unlock"], 0, u64::MAX);
+    let answer = run(&seal(&guest, vec![grant]));
+    assert_eq!(answer.code, RejectCode::StaleView as u16);
+    assert!(
+        answer.reason.ends_with("since it started"),
+        "{}",
+        answer.reason
+    );
+    assert!(
+        run(&seal(&owner, vec![])).accepted(),
+        "owners: 2 minutes of up-time"
+    );
+}
+
+#[test]
+fn a_clock_set_back_does_not_bring_back_a_pruned_replay() {
+    let mut f = fixture();
+    let owner = person(1);
+    let (captured, _) = f.sealed(&owner, "unlock");
+    let mut runs = 0;
+    assert!(ran(&f, &captured).0);
+    runs += 1;
+    // The window passes; the timer raises the mark and prunes the nonce.
+    f.clock.advance(61_000);
+    f.pipeline.housekeeping();
+    f.clock.advance(1);
+    f.pipeline.housekeeping();
+    assert_eq!(f.pipeline.store().nonce_count().unwrap(), 0, "pruned");
+    for (name, back_to) in [("to the capture", T0), ("to capture + 10 s", T0 + 10_000)] {
+        f.clock.set(back_to);
+        let (did, answer) = ran(&f, &captured);
+        assert!(!did, "{name}: replayed");
+        let answer = answer.unwrap();
+        assert_ne!(answer.code, 0, "{name}");
+        // A restart (new pipeline on the same file) remembers the mark.
+        f.pipeline = pipeline_over(&f.device, &f.clock, &f.db);
+        assert!(!ran(&f, &captured).0, "{name}: replayed after a restart");
+    }
+    assert_eq!(runs, 1);
+    // Set back by 61 s: behind the mark by more than the window: challenges, in words.
+    f.clock.set(T0);
+    let answer = f.run(&captured, Ok(vec![])).unwrap();
+    assert_eq!(
+        (answer.stage, answer.code),
+        (Stage::Challenge, RejectCode::ClockUnset as u16)
+    );
+    assert!(
+        answer.reason.contains("behind its high-water mark"),
+        "{}",
+        answer.reason
+    );
+    // By 51 s: trusted, but the floor is the mark's.
+    f.clock.set(T0 + 10_000);
+    let answer = f.run(&captured, Ok(vec![])).unwrap();
+    assert_eq!(
+        (answer.stage, answer.code),
+        (Stage::Timestamp, RejectCode::TooOld as u16)
+    );
+}
+
+#[test]
+fn a_clock_set_back_does_not_bring_back_an_expired_grant() {
+    let mut f = fixture();
+    let guest = person(3);
+    let grant = f.grant(&guest, &["unlock"], T0 - HOUR, T0 + 30_000);
+    // 50 s after the grant ended the mark knows the time...
+    f.clock.advance(80_000);
+    f.pipeline.housekeeping();
+    // ...and the clock is set back 55 s, to before the end (inside the window: trusted).
+    f.clock.set(T0 + 25_000);
+    let mut c = f.command(&guest, "unlock");
+    c.timestamp_ms = T0 + 25_000;
+    c.grants = vec![grant];
+    let (env, _) = f.seal(c, &guest);
+    let (did, answer) = ran(&f, &env);
+    assert!(!did);
+    assert_eq!(
+        answer.unwrap().code,
+        RejectCode::GrantExpired as u16,
+        "judged at max(now, mark)"
+    );
+    // Behind by more than the window: guests are refused outright.
+    f.clock.set(T0);
+    let mut c = f.command(&guest, "unlock");
+    c.grants = vec![f.grant(&guest, &["unlock"], T0 - HOUR, T0 + 30_000)];
+    let (env, _) = f.seal(c, &guest);
+    let answer = f.run(&env, Ok(vec![])).unwrap();
+    assert_eq!(answer.code, RejectCode::ClockUnset as u16);
+    assert!(
+        answer.reason.contains("high-water mark"),
+        "{}",
+        answer.reason
+    );
+}
+
+#[test]
+fn a_thousand_strangers_cannot_flush_an_owners_challenge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let owner = person(1);
+    let co_owner = person(4);
+    let mut device = TestDevice::new(1, "front door");
+    device.claim(&[&owner, &co_owner], 1);
+    let clock = ManualClock::at(T0);
+    let db = tmp.path().join("state.db");
+    let pipeline = pipeline_over(&device, &clock, &db);
+    let mut f = Fixture {
+        device,
+        owner: person(1),
+        clock,
+        pipeline,
+        rng: rng(7),
+        db,
+        _tmp: tmp,
+    };
+    f.clock.unset();
+    let ask = |f: &mut Fixture, key: &SigningKey| -> Answer {
+        let (env, _) = f.sealed(key, "unlock");
+        f.run(&env, Ok(vec![])).unwrap()
+    };
+    let (env, pending) = f.sealed(&owner, "unlock");
+    let answer = f.run(&env, Ok(vec![])).unwrap();
+    let Outcome::ChallengeRequired { challenge } =
+        f.open_answer(&answer, &pending).response.outcome
+    else {
+        panic!("expected a challenge");
+    };
+    for i in 0..1000u32 {
+        let stranger = SigningKey::from_bytes(&{
+            let mut b = [0x77; 32];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            b
+        });
+        let answer = ask(&mut f, &stranger);
+        assert_eq!(
+            (answer.stage, answer.code),
+            (Stage::Authority, RejectCode::NotAuthorized as u16),
+            "no challenge for a stranger"
+        );
+    }
+    // A co-owner asking over and over pushes out only its own.
+    for _ in 0..100 {
+        assert_eq!(ask(&mut f, &co_owner).stage, Stage::Challenge);
+    }
+    let mut c = f.command(&owner, "unlock");
+    c.challenge = Some(challenge);
+    let (env, _) = f.seal(c, &owner);
+    assert!(f.run(&env, Ok(vec![])).unwrap().accepted());
+    assert_eq!(f.pipeline.store().nonce_count().unwrap(), 1);
+}

@@ -109,7 +109,7 @@ pub enum Error {
     Replayed,
     #[error("the device's clock is not set; retry with the challenge it returned")]
     ChallengeRequired,
-    #[error("the challenge is unknown or used; ask the device for a fresh one")]
+    #[error("the challenge is unknown, used, expired or issued to another key; ask the device for a fresh one")]
     BadChallenge,
     #[error("the replay store failed: {0}")]
     Store(String),
