@@ -17,6 +17,7 @@
 pub mod actuator;
 pub mod agent;
 pub mod audit;
+pub mod audit_log;
 pub mod claim;
 pub mod clock;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod pipeline;
 pub mod relay;
 pub mod server;
 pub mod store;
+pub mod tally;
 pub mod view;
 
 pub use error::{Error, Result};
