@@ -1,9 +1,12 @@
 //! Reading a device's audit log as an owner: the built-in `audit` action returns a page of
 //! entries signed by the device and hash-chained; the page is verified against the device's
 //! identity key from the verified chain, and every entry is kept in the profile's store, so a
-//! device that later rewrites an entry it once showed is caught.
+//! device that later rewrites an entry it once showed is caught. Copies are kept per ownership
+//! era: a new era's log restarting at entry 0 is not a rewrite, and the old era's copies stay.
 
-use latchkey_proto::audit::{parse_page_args, verify_entries, AuditPage, SignedEntry};
+use latchkey_proto::audit::{
+    parse_page_args, verify_entries, AuditBody, AuditPage, SignedEntry,
+};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::Outcome;
 
@@ -20,6 +23,9 @@ pub const AUDIT_ACTION: &str = "audit";
 pub struct AuditReport {
     pub device: DeviceRecord,
     pub entries: Vec<SignedEntry>,
+    /// The oldest entry the device still holds in this era (page back with `before` down to
+    /// it).
+    pub oldest: u64,
     /// The sequence number the device's next entry will get.
     pub next_seq: u64,
     pub route: Route,
@@ -52,22 +58,101 @@ impl Profile {
         verify_entries(&page.entries, &device.chain.state().identity, None)
             .map_err(|e| bad(format!("its audit log does not verify: {e}")))?;
         for entry in &page.entries {
-            let bytes = entry.to_bytes();
+            let e = &entry.entry;
+            // A prune marker vouches for the hash of the last entry it deleted: if this profile
+            // kept that entry, the two must agree, or the device rewrote what it pruned.
+            if let AuditBody::Pruned(p) = &e.body {
+                if let Some(kept) = self.store.kept_audit_entry(&device.id, &e.era, p.last)? {
+                    let same = SignedEntry::from_bytes(&kept)
+                        .is_ok_and(|k| k.entry.hash() == p.last_hash);
+                    if !same {
+                        return Err(Error::AuditRewritten {
+                            device: device.id.to_string(),
+                            seq: p.last,
+                        });
+                    }
+                }
+            }
             if !self
                 .store
-                .keep_audit_entry(&device.id, entry.entry.seq, &bytes)?
+                .keep_audit_entry(&device.id, &e.era, e.seq, &entry.to_bytes())?
             {
                 return Err(Error::AuditRewritten {
                     device: device.id.to_string(),
-                    seq: entry.entry.seq,
+                    seq: e.seq,
                 });
             }
         }
         Ok(AuditReport {
             device: report.device,
             entries: page.entries,
+            oldest: page.oldest,
             next_seq: page.next_seq,
             route: report.route,
         })
     }
+}
+
+/// One entry in plain words, as the CLI and the app show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryLine {
+    pub seq: u64,
+    pub time_ms: Option<u64>,
+    pub kind: &'static str,
+    /// The sender's key when the entry names one.
+    pub sender: Option<latchkey_proto::keys::PublicKey>,
+    /// E.g. "1,234 unreadable envelopes refused between 02:00 and 02:01", "about to run
+    /// unlock for a guest (no arguments) … then: ran".
+    pub text: String,
+    /// 0 for accepted or informational entries, else the reject code.
+    pub code: u16,
+}
+
+/// Words a page of entries (oldest first) for people. An "about to run" entry is joined with
+/// its outcome ("… then: ran"); one with no outcome after it is flagged: the device stopped
+/// while the action ran (a crash or power cut), so whether it finished is unknown.
+pub fn describe_entries(entries: &[SignedEntry], time: &dyn Fn(u64) -> String) -> Vec<EntryLine> {
+    let mut out = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let entry = &e.entry;
+        let (sender, code) = match &entry.body {
+            AuditBody::Decision(r) => (r.sender, r.code),
+            AuditBody::Running(r) => (Some(r.sender), 0),
+            _ => (None, 0),
+        };
+        let mut text = entry.body.describe(time);
+        if let AuditBody::Running(run) = &entry.body {
+            let outcome = entries[i + 1..].iter().find_map(|later| match &later.entry.body {
+                AuditBody::Decision(r) if r.command == Some(run.command) => Some(r),
+                _ => None,
+            });
+            match outcome {
+                Some(r) if r.code == 0 => text.push_str(" … then: ran"),
+                Some(r) => text.push_str(&format!(" … then: failed ({})", r.detail)),
+                None if i + 1 < entries.len() => {
+                    text.push_str(" … no outcome recorded: the device stopped while it ran")
+                }
+                None => text.push_str(" … running"),
+            }
+        }
+        // The outcome is already told with its "about to run" entry.
+        if let AuditBody::Decision(r) = &entry.body {
+            let told = r.stage == latchkey_proto::audit::Stage::Action
+                && entries[..i].iter().any(|before| {
+                    matches!(&before.entry.body, AuditBody::Running(run) if Some(run.command) == r.command)
+                });
+            if told {
+                continue;
+            }
+        }
+        out.push(EntryLine {
+            seq: entry.seq,
+            time_ms: entry.time_ms,
+            kind: entry.body.kind_name(),
+            sender,
+            text,
+            code,
+        });
+    }
+    out
 }

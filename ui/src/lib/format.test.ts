@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { BackendError } from './backend';
-import type { DeviceView, OpenResult } from './bindings';
+import type { AuditEntryView, DeviceView, OpenResult } from './bindings';
 import {
+  auditLine,
   base64OfDataUrl,
   claimStageText,
   doorIsOpen,
@@ -161,5 +162,54 @@ describe('claimStageText', () => {
     );
     expect(claimStageText({ stage: 'waiting_for_quorum', stored_on: 1 })).toContain('1 node;');
     expect(claimStageText({ stage: 'telling_device', stored_on: null })).toContain('Yours');
+  });
+});
+
+describe('auditLine', () => {
+  const entry = (over: Partial<AuditEntryView>): AuditEntryView => ({
+    seq: 1,
+    time_ms: null,
+    kind: 'decision',
+    sender: null,
+    action: '',
+    accepted: true,
+    outcome: 'Accepted',
+    route: null,
+    text: '',
+    ...over,
+  });
+  const nameOf = (k: string | null) => (k === 'lkpk1guest' ? 'Ana (guest)' : 'someone');
+
+  it('tells summaries, pruning and new eras in the device words, with no sender', () => {
+    const summary = entry({
+      kind: 'refusals',
+      text: '1,234 unreadable envelopes refused between 02:00 and 02:01 UTC',
+    });
+    expect(auditLine(summary, nameOf)).toBe('1,234 unreadable envelopes refused between 02:00 and 02:01 UTC');
+    expect(auditLine(entry({ kind: 'pruned', text: 'entries 0–999 pruned (all fetched)' }), nameOf)).toBe(
+      'entries 0–999 pruned (all fetched)',
+    );
+    expect(auditLine(entry({ kind: 'era', text: 'claimed: new owners from here' }), nameOf)).toBe(
+      'claimed: new owners from here',
+    );
+  });
+
+  it('names the sender of an action and says why a refusal happened', () => {
+    const ran = entry({
+      kind: 'about_to_run',
+      sender: 'lkpk1guest',
+      route: 'lan',
+      text: 'about to run unlock for a guest (no arguments) … then: ran',
+    });
+    expect(auditLine(ran, nameOf)).toBe('Ana (guest) · about to run unlock for a guest (no arguments) … then: ran');
+    const refused = entry({
+      sender: 'lkpk1guest',
+      accepted: false,
+      outcome: 'Grant expired',
+      text: 'unlock: refused at authority: the grant expired 5 s ago',
+    });
+    expect(auditLine(refused, nameOf)).toBe(
+      'Ana (guest) · unlock: refused at authority: the grant expired 5 s ago (Grant expired)',
+    );
   });
 });

@@ -1,7 +1,7 @@
 // Wording and small decisions about how things look. Nothing here decides anything about
 // ownership or access: that is the owner core's job, and these functions only phrase it.
 import { BackendError, toBackendError } from './backend';
-import type { ClaimProgress, DeviceView, DoorView, OpenResult } from './bindings';
+import type { AuditEntryView, ClaimProgress, DeviceView, DoorView, OpenResult } from './bindings';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -184,4 +184,17 @@ export function claimStageText(progress: ClaimProgress): string {
     case 'telling_device':
       return 'Yours. Telling the device…';
   }
+}
+
+/**
+ * One audit entry for the activity list. Entries about one command name who sent it; the rest
+ * (refusal summaries, pruning, a new ownership era) are told in the device's own words.
+ */
+export function auditLine(e: AuditEntryView, nameOf: (key: string | null) => string): string {
+  if (e.kind === 'decision') {
+    const who = nameOf(e.sender);
+    return e.accepted ? `${who} · ${e.text}` : `${who} · ${e.text} (${e.outcome})`;
+  }
+  if (e.kind === 'about_to_run') return `${nameOf(e.sender)} · ${e.text}`;
+  return e.text;
 }
