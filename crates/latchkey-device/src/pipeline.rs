@@ -248,14 +248,13 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
 
     /// Steps size through nonce.
     pub fn open(&self, envelope: &[u8], via: Via) -> Result<Fresh, Early> {
-        let env_hash = audit::envelope_hash(envelope);
         let refuse = |stage: Stage, message: String, sender: Option<PublicKey>| {
             let code = if stage == Stage::Signature {
                 RejectCode::BadSignature
             } else {
                 RejectCode::Malformed
             };
-            Early::Refused(self.refuse(env_hash, via, stage, code, message, sender))
+            Early::Refused(self.refuse(via, stage, code, message, sender))
         };
 
         // Size: only the three sealed sizes exist; anything else was cut or padded in transit.
@@ -310,6 +309,8 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
                 Some(command.command.sender),
             ));
         }
+        // Hashed only once the sender is known: junk costs no hashing beyond the AEAD's.
+        let env_hash = audit::envelope_hash(envelope);
         let fresh = Fresh {
             command: command.command,
             reply: opened.reply,
@@ -575,7 +576,6 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             None => format!("body is over the {MAX_SEALED_COMMAND}-byte limit"),
         };
         self.refuse(
-            [0; 32],
             via,
             Stage::Size,
             RejectCode::Malformed,
@@ -600,7 +600,6 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
 
     fn refuse(
         &self,
-        envelope: [u8; 32],
         via: Via,
         stage: Stage,
         code: RejectCode,
@@ -609,12 +608,12 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
     ) -> Refused {
         // Nobody is known to have sent this: counted, not written (and not logged at warn
         // level, which a flood would turn into a disk-filling log of its own).
-        let _ = (envelope, sender);
         tracing::debug!(
             stage = stage.name(),
             code = code as u16,
             reason = %message,
             via = ?via,
+            claimed_sender = ?sender.map(|s| s.short()),
             "envelope refused before the sender was authenticated"
         );
         self.count_refusal(RefusalClass::Unauthenticated, stage, code as u16);
