@@ -554,8 +554,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         who,
                     );
                 }
-                if report.entries.first().is_some_and(|e| e.entry.seq > report.oldest) {
-                    println!("older entries: latchkey audit {device} --before {}", report.entries[0].entry.seq);
+                if report
+                    .entries
+                    .first()
+                    .is_some_and(|e| e.entry.seq > report.oldest)
+                {
+                    println!(
+                        "older entries: latchkey audit {device} --before {}",
+                        report.entries[0].entry.seq
+                    );
                 }
             }
         }

@@ -10,9 +10,7 @@
 //! The device learns "fetched" from the pages it serves; pruning deletes a prefix only up to
 //! the first accepted entry past that point, and leaves a signed marker of what it deleted.
 
-use latchkey_proto::audit::{
-    AuditBody, AuditEntry, EraCause, EraStart, Pruned, SignedEntry,
-};
+use latchkey_proto::audit::{AuditBody, AuditEntry, EraCause, EraStart, Pruned, SignedEntry};
 use latchkey_proto::chain::Chain;
 use latchkey_proto::codec::Codec;
 use latchkey_proto::keys::SigningKey;
@@ -338,7 +336,9 @@ fn insert_next(
 }
 
 /// The newest entry's sequence, hash and era.
-fn head(conn: &Connection) -> Result<Option<(u64, [u8; 32], [u8; 32])>> {
+type Head = (u64, [u8; 32], [u8; 32]);
+
+fn head(conn: &Connection) -> Result<Option<Head>> {
     let row: Option<(i64, Vec<u8>, Vec<u8>)> = conn
         .query_row(
             "SELECT seq, hash, era FROM audit_log ORDER BY seq DESC LIMIT 1",
@@ -352,11 +352,10 @@ fn head(conn: &Connection) -> Result<Option<(u64, [u8; 32], [u8; 32])>> {
 
 /// The oldest held sequence and the next one (both the next when empty).
 fn bounds(conn: &Connection) -> Result<(u64, u64)> {
-    let (min, max): (Option<i64>, Option<i64>) = conn.query_row(
-        "SELECT MIN(seq), MAX(seq) FROM audit_log",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let (min, max): (Option<i64>, Option<i64>) =
+        conn.query_row("SELECT MIN(seq), MAX(seq) FROM audit_log", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     let next = max.map_or(0, |m| m as u64 + 1);
     Ok((min.map_or(next, |m| m as u64), next))
 }
@@ -451,12 +450,17 @@ mod tests {
         // A new era: everything before is gone, and the log restarts at 0.
         let marker = s.ensure_audit_era(&era(2), Some(9), &key).unwrap().unwrap();
         assert_eq!(marker.entry.seq, 0);
-        s.append_audit(&era(2), Some(10), decision(7), &key).unwrap();
+        s.append_audit(&era(2), Some(10), decision(7), &key)
+            .unwrap();
         let second = entries(&s);
         assert_eq!(second.len(), 2);
         assert!(second.iter().all(|e| e.entry.era == [2; 32]));
         verify_entries(&second, &key.public_key(), None).unwrap();
-        assert_eq!(s.audit_fetched_through().unwrap(), None, "reset with the era");
+        assert_eq!(
+            s.audit_fetched_through().unwrap(),
+            None,
+            "reset with the era"
+        );
     }
 
     #[test]
@@ -492,7 +496,11 @@ mod tests {
         }
         let report = s.prune_audit(10, &era(1), None, &key).unwrap().unwrap();
         assert_eq!(
-            (report.marker.first, report.marker.last, report.marker.unfetched),
+            (
+                report.marker.first,
+                report.marker.last,
+                report.marker.unfetched
+            ),
             (0, 20, 21),
             "stops before the unfetched accepted entry 21"
         );

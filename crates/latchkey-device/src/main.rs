@@ -307,10 +307,7 @@ fn print_status(s: &StatusReport) {
 }
 
 fn entry_line(e: &SignedEntry) -> String {
-    let time = e
-        .entry
-        .time_ms
-        .map_or("-".into(), |t| t.to_string());
+    let time = e.entry.time_ms.map_or("-".into(), |t| t.to_string());
     let sender = match &e.entry.body {
         AuditBody::Decision(r) => r.sender.map(|s| s.short()),
         AuditBody::Running(r) => Some(r.sender.short()),

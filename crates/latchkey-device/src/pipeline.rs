@@ -575,13 +575,7 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             Some(n) => format!("body is {n} bytes, over the {MAX_SEALED_COMMAND}-byte limit"),
             None => format!("body is over the {MAX_SEALED_COMMAND}-byte limit"),
         };
-        self.refuse(
-            via,
-            Stage::Size,
-            RejectCode::Malformed,
-            message,
-            None,
-        )
+        self.refuse(via, Stage::Size, RejectCode::Malformed, message, None)
     }
 
     fn prune_nonces(&self, now: u64) {
@@ -741,9 +735,13 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
     }
 
     fn count_refusal(&self, class: RefusalClass, stage: Stage, code: u16) {
-        let closed =
-            self.tally()
-                .count(self.clock.ticks_ms(), self.clock.now_ms(), class, stage, code);
+        let closed = self.tally().count(
+            self.clock.ticks_ms(),
+            self.clock.now_ms(),
+            class,
+            stage,
+            code,
+        );
         if let Some(summary) = closed {
             self.write_summary(summary);
         }

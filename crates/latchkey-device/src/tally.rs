@@ -8,9 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use latchkey_proto::audit::{
-    RefusalClass, RefusalCount, RefusalSummary, Stage, MAX_SUMMARY_ROWS,
-};
+use latchkey_proto::audit::{RefusalClass, RefusalCount, RefusalSummary, Stage, MAX_SUMMARY_ROWS};
 use latchkey_proto::keys::PublicKey;
 
 /// How long one summary counts (monotonic milliseconds).
@@ -197,7 +195,7 @@ mod tests {
         assert!(t.due(999).is_none());
         let s = t.due(1_000).expect("interval over");
         assert_eq!(s.total(), 10_000);
-        assert_eq!((s.first_ms, s.last_ms), Some((Some(5_000), Some(5_499))).unwrap());
+        assert_eq!((s.first_ms, s.last_ms), (Some(5_000), Some(5_499)));
         assert!(t.take().is_none(), "nothing open");
         // The first refusal after the interval closes the old summary and opens a new one.
         t.count(0, None, U, Stage::Size, 1);
@@ -255,6 +253,9 @@ mod tests {
             Disposition::Count(RefusalClass::OverCap)
         );
         // A new interval writes again.
-        assert_eq!(t.classify(1_000, true, &owner, &[201; 32]), Disposition::Write);
+        assert_eq!(
+            t.classify(1_000, true, &owner, &[201; 32]),
+            Disposition::Write
+        );
     }
 }

@@ -110,7 +110,9 @@ impl Fixture {
         let result = if auth.is_audit() {
             self.pipeline.audit_page(auth.args())
         } else {
-            self.pipeline.about_to_run(&auth).map(|()| b"opened".to_vec())
+            self.pipeline
+                .about_to_run(&auth)
+                .map(|()| b"opened".to_vec())
         };
         Some(self.pipeline.complete(auth, result))
     }
@@ -226,7 +228,14 @@ fn a_flood_of_junk_cannot_bury_an_accepted_3am_guest_entry() {
 fn a_sender_with_standing_cannot_flood_either() {
     let mut f = fixture();
     let guest = person(3);
-    let expired = f.device.grant(&f.owner, &guest.public_key(), &["unlock"], T0 - 2 * HOUR, T0 - HOUR, 0);
+    let expired = f.device.grant(
+        &f.owner,
+        &guest.public_key(),
+        &["unlock"],
+        T0 - 2 * HOUR,
+        T0 - HOUR,
+        0,
+    );
     let mut refused = 0;
     for _ in 0..500 {
         let mut c = f.command(&guest, "unlock");
@@ -241,7 +250,10 @@ fn a_sender_with_standing_cannot_flood_either() {
         .iter()
         .filter(|e| matches!(&e.entry.body, AuditBody::Decision(r) if r.code == RejectCode::GrantExpired as u16))
         .count();
-    assert_eq!(written, 16, "the first refusals of a known guest are written one by one");
+    assert_eq!(
+        written, 16,
+        "the first refusals of a known guest are written one by one"
+    );
     let counted: u64 = page
         .entries
         .iter()

@@ -130,7 +130,15 @@ async fn owner_commands_run_replays_and_bad_commands_are_refused_without_side_ef
         .collect();
     assert_eq!(
         kinds,
-        vec!["era", "about_to_run", "decision", "decision", "decision", "decision", "refusals"]
+        vec![
+            "era",
+            "about_to_run",
+            "decision",
+            "decision",
+            "decision",
+            "decision",
+            "refusals"
+        ]
     );
     let codes: Vec<u16> = page
         .entries
@@ -259,7 +267,10 @@ async fn relayed_commands_run_once_and_answer_through_a_mailbox() {
     let audit = latchkeyd(&["audit", "--dir", dir.to_str().unwrap(), "--json"]);
     let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
     let entries = audit["entries"].as_array().unwrap();
-    let kinds: Vec<&str> = entries.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(
         kinds,
         vec!["era", "about_to_run", "decision"],

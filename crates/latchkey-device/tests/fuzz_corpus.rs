@@ -11,9 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use latchkey_device::audit::{
-    build_page, verify_entries, ArgsDigest, AuditBody, AuditEntry, AuditRecord, EraCause,
-    EraStart, Pruned, RefusalClass, RefusalCount, RefusalSummary, Running, SignedEntry, Stage,
-    Via, ViewMark,
+    build_page, verify_entries, ArgsDigest, AuditBody, AuditEntry, AuditRecord, EraCause, EraStart,
+    Pruned, RefusalClass, RefusalCount, RefusalSummary, Running, SignedEntry, Stage, Via, ViewMark,
 };
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::CommandId;
@@ -145,7 +144,7 @@ fn write_seed_corpus() {
     let dir = corpus_root().join("audit_entry");
     fs::create_dir_all(&dir).unwrap();
     for e in &entries {
-        fs::write(dir.join(format!("v2-seed-{:02}", e.entry.seq)), e.to_bytes()).unwrap();
+        fs::write(dir.join(format!("seed-{:02}", e.entry.seq)), e.to_bytes()).unwrap();
     }
     let dir = corpus_root().join("audit_page");
     fs::create_dir_all(&dir).unwrap();
@@ -155,11 +154,15 @@ fn write_seed_corpus() {
         .map(|e| (e.entry.seq, e.to_bytes()))
         .collect();
     let next = entries.len() as u64;
-    fs::write(dir.join("v2-seed-all"), build_page(0, next, newest_first.clone()).bytes).unwrap();
     fs::write(
-        dir.join("v2-seed-three"),
+        dir.join("seed-all"),
+        build_page(0, next, newest_first.clone()).bytes,
+    )
+    .unwrap();
+    fs::write(
+        dir.join("seed-three"),
         build_page(0, next, newest_first[..3].to_vec()).bytes,
     )
     .unwrap();
-    fs::write(dir.join("v2-seed-empty"), build_page(0, 0, vec![]).bytes).unwrap();
+    fs::write(dir.join("seed-empty"), build_page(0, 0, vec![]).bytes).unwrap();
 }

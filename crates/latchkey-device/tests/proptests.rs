@@ -2,9 +2,9 @@
 //! never panic the decoders, and any single flipped bit of a stored run is detected.
 
 use latchkey_device::audit::{
-    verify_entries, ArgsDigest, AuditBody, AuditEntry, AuditPage, AuditRecord, EraCause,
-    EraStart, RefusalClass, RefusalCount, RefusalSummary, Running, SignedEntry, Stage, Via,
-    ViewMark, MAX_DETAIL, MAX_SUMMARY_ROWS,
+    verify_entries, ArgsDigest, AuditBody, AuditEntry, AuditPage, AuditRecord, EraCause, EraStart,
+    RefusalClass, RefusalCount, RefusalSummary, Running, SignedEntry, Stage, Via, ViewMark,
+    MAX_DETAIL, MAX_SUMMARY_ROWS,
 };
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::CommandId;

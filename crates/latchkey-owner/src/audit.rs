@@ -4,9 +4,7 @@
 //! device that later rewrites an entry it once showed is caught. Copies are kept per ownership
 //! era: a new era's log restarting at entry 0 is not a rewrite, and the old era's copies stay.
 
-use latchkey_proto::audit::{
-    parse_page_args, verify_entries, AuditBody, AuditPage, SignedEntry,
-};
+use latchkey_proto::audit::{parse_page_args, verify_entries, AuditBody, AuditPage, SignedEntry};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::Outcome;
 
@@ -63,8 +61,8 @@ impl Profile {
             // kept that entry, the two must agree, or the device rewrote what it pruned.
             if let AuditBody::Pruned(p) = &e.body {
                 if let Some(kept) = self.store.kept_audit_entry(&device.id, &e.era, p.last)? {
-                    let same = SignedEntry::from_bytes(&kept)
-                        .is_ok_and(|k| k.entry.hash() == p.last_hash);
+                    let same =
+                        SignedEntry::from_bytes(&kept).is_ok_and(|k| k.entry.hash() == p.last_hash);
                     if !same {
                         return Err(Error::AuditRewritten {
                             device: device.id.to_string(),
@@ -122,10 +120,12 @@ pub fn describe_entries(entries: &[SignedEntry], time: &dyn Fn(u64) -> String) -
         };
         let mut text = entry.body.describe(time);
         if let AuditBody::Running(run) = &entry.body {
-            let outcome = entries[i + 1..].iter().find_map(|later| match &later.entry.body {
-                AuditBody::Decision(r) if r.command == Some(run.command) => Some(r),
-                _ => None,
-            });
+            let outcome = entries[i + 1..]
+                .iter()
+                .find_map(|later| match &later.entry.body {
+                    AuditBody::Decision(r) if r.command == Some(run.command) => Some(r),
+                    _ => None,
+                });
             match outcome {
                 Some(r) if r.code == 0 => text.push_str(" … then: ran"),
                 Some(r) => text.push_str(&format!(" … then: failed ({})", r.detail)),
