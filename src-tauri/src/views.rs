@@ -7,7 +7,7 @@ use latchkey_owner::{
     AuditReport, ClaimReport, HeldInvitation, IssuedGrant, OpenReport, OwnersView, Proposal,
     ProposalReport, RevokeReport, Route,
 };
-use latchkey_proto::audit::{AuditBody, Via};
+use latchkey_proto::audit::Via;
 use latchkey_proto::command::{Outcome, RejectCode};
 use latchkey_proto::keys::PublicKey;
 use serde::Serialize;
@@ -374,16 +374,7 @@ impl From<&AuditReport> for AuditView {
             .into_iter()
             .rev()
             .map(|l| {
-                let body = r
-                    .entries
-                    .iter()
-                    .find(|e| e.entry.seq == l.seq)
-                    .map(|e| &e.entry.body);
-                let (action, via) = match body {
-                    Some(AuditBody::Decision(d)) => (d.action.clone(), Some(d.via)),
-                    Some(AuditBody::Running(run)) => (run.action.clone(), Some(run.via)),
-                    _ => (String::new(), None),
-                };
+                let action = l.action.clone().unwrap_or_default();
                 AuditEntryView {
                     seq: l.seq,
                     time_ms: l.time_ms,
@@ -396,7 +387,7 @@ impl From<&AuditReport> for AuditView {
                     } else {
                         reject_name(l.code)
                     },
-                    route: via.map(|v| match v {
+                    route: l.via.map(|v| match v {
                         Via::Local => RouteKind::Lan,
                         Via::Relay => RouteKind::Relay,
                     }),

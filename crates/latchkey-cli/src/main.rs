@@ -513,6 +513,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             "kind": l.kind,
                             "sender": l.sender.map(|k| k.to_string()),
                             "code": l.code,
+                            "action": l.action,
+                            "stage": l.stage.map(|s| s.name()),
+                            "via": l.via.map(|v| format!("{v:?}").to_lowercase()),
                             "text": l.text,
                         })
                     })

@@ -104,6 +104,11 @@ pub struct EntryLine {
     pub text: String,
     /// 0 for accepted or informational entries, else the reject code.
     pub code: u16,
+    /// For entries about one command: its action, the pipeline stage that decided it, and how
+    /// it arrived.
+    pub action: Option<String>,
+    pub stage: Option<latchkey_proto::audit::Stage>,
+    pub via: Option<latchkey_proto::audit::Via>,
 }
 
 /// Words a page of entries (oldest first) for people. An "about to run" entry is joined with
@@ -113,10 +118,22 @@ pub fn describe_entries(entries: &[SignedEntry], time: &dyn Fn(u64) -> String) -
     let mut out = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         let entry = &e.entry;
-        let (sender, code) = match &entry.body {
-            AuditBody::Decision(r) => (r.sender, r.code),
-            AuditBody::Running(r) => (Some(r.sender), 0),
-            _ => (None, 0),
+        let (sender, code, action, stage, via) = match &entry.body {
+            AuditBody::Decision(r) => (
+                r.sender,
+                r.code,
+                Some(r.action.clone()),
+                Some(r.stage),
+                Some(r.via),
+            ),
+            AuditBody::Running(r) => (
+                Some(r.sender),
+                0,
+                Some(r.action.clone()),
+                Some(latchkey_proto::audit::Stage::Action),
+                Some(r.via),
+            ),
+            _ => (None, 0, None, None, None),
         };
         let mut text = entry.body.describe(time);
         if let AuditBody::Running(run) = &entry.body {
@@ -152,6 +169,9 @@ pub fn describe_entries(entries: &[SignedEntry], time: &dyn Fn(u64) -> String) -
             sender,
             text,
             code,
+            action,
+            stage,
+            via,
         });
     }
     out

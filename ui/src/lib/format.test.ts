@@ -201,15 +201,18 @@ describe('auditLine', () => {
       route: 'lan',
       text: 'about to run unlock for a guest (no arguments) … then: ran',
     });
-    expect(auditLine(ran, nameOf)).toBe('Ana (guest) · about to run unlock for a guest (no arguments) … then: ran');
+    expect(auditLine({ ...ran, action: 'unlock' }, nameOf)).toBe(
+      'Ana (guest) · unlock · accepted — about to run unlock for a guest (no arguments) … then: ran',
+    );
     const refused = entry({
       sender: 'lkpk1guest',
+      action: 'unlock',
       accepted: false,
       outcome: 'Grant expired',
       text: 'unlock: refused at authority: the grant expired 5 s ago',
     });
     expect(auditLine(refused, nameOf)).toBe(
-      'Ana (guest) · unlock: refused at authority: the grant expired 5 s ago (Grant expired)',
+      'Ana (guest) · unlock · refused (Grant expired) — unlock: refused at authority: the grant expired 5 s ago',
     );
   });
 });

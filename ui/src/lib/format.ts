@@ -191,10 +191,9 @@ export function claimStageText(progress: ClaimProgress): string {
  * (refusal summaries, pruning, a new ownership era) are told in the device's own words.
  */
 export function auditLine(e: AuditEntryView, nameOf: (key: string | null) => string): string {
-  if (e.kind === 'decision') {
-    const who = nameOf(e.sender);
-    return e.accepted ? `${who} · ${e.text}` : `${who} · ${e.text} (${e.outcome})`;
+  if (e.kind === 'decision' || e.kind === 'about_to_run') {
+    const verdict = e.accepted ? 'accepted' : `refused (${e.outcome})`;
+    return `${nameOf(e.sender)} · ${e.action || '(unreadable)'} · ${verdict} — ${e.text}`;
   }
-  if (e.kind === 'about_to_run') return `${nameOf(e.sender)} · ${e.text}`;
   return e.text;
 }
