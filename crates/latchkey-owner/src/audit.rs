@@ -176,3 +176,120 @@ pub fn describe_entries(entries: &[SignedEntry], time: &dyn Fn(u64) -> String) -
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey_proto::audit::{
+        ArgsDigest, AuditEntry, AuditRecord, EraCause, EraStart, Running, Stage, Via, ViewMark,
+    };
+    use latchkey_proto::command::CommandId;
+    use latchkey_proto::keys::{DeviceId, SigningKey};
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[9; 32])
+    }
+
+    fn run(era: [u8; 32], bodies: Vec<AuditBody>) -> Vec<SignedEntry> {
+        let mut prev = [0; 32];
+        std::iter::once(AuditBody::EraStart(EraStart {
+            cause: EraCause::Claim,
+            op_seq: 1,
+        }))
+        .chain(bodies)
+        .enumerate()
+        .map(|(i, body)| {
+            let e = AuditEntry {
+                seq: i as u64,
+                prev,
+                era,
+                time_ms: Some(1_000),
+                body,
+            }
+            .sign(&key());
+            prev = e.entry.hash();
+            e
+        })
+        .collect()
+    }
+
+    fn running(n: u8) -> AuditBody {
+        AuditBody::Running(Running {
+            via: Via::Local,
+            envelope: [n; 32],
+            sender: key().public_key(),
+            command: CommandId([n; 32]),
+            action: "unlock".into(),
+            args: ArgsDigest::of(b""),
+            by_owner: true,
+            view: ViewMark::default(),
+        })
+    }
+
+    fn outcome(n: u8, code: u16) -> AuditBody {
+        AuditBody::Decision(AuditRecord {
+            via: Via::Local,
+            envelope: [n; 32],
+            sender: Some(key().public_key()),
+            command: Some(CommandId([n; 32])),
+            action: "unlock".into(),
+            args: Some(ArgsDigest::of(b"")),
+            code,
+            stage: Stage::Action,
+            detail: "ran; 7 bytes of output".into(),
+            view: ViewMark::default(),
+        })
+    }
+
+    #[test]
+    fn about_to_run_is_told_with_its_outcome_or_its_absence() {
+        let entries = run(
+            [1; 32],
+            vec![
+                running(1),
+                outcome(1, 0),
+                running(2),
+                running(3),
+                outcome(3, 15),
+            ],
+        );
+        let lines = describe_entries(&entries, &|ms| ms.to_string());
+        let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(
+            texts.len(),
+            4,
+            "outcomes are told with their about-to-run: {texts:?}"
+        );
+        assert_eq!(texts[0], "claimed: new owners from here");
+        assert!(texts[1].ends_with("… then: ran"), "{}", texts[1]);
+        assert!(texts[2].contains("no outcome recorded"), "{}", texts[2]);
+        assert!(texts[3].contains("then: failed"), "{}", texts[3]);
+        assert_eq!(lines[1].action.as_deref(), Some("unlock"));
+    }
+
+    #[test]
+    fn copies_are_kept_per_era_so_a_new_era_is_not_a_rewrite() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(tmp.path()).unwrap();
+        let device = DeviceId([4; 32]);
+        let old = run([1; 32], vec![]);
+        let new = run([2; 32], vec![]);
+        assert_ne!(old[0].to_bytes(), new[0].to_bytes());
+        assert!(store
+            .keep_audit_entry(&device, &[1; 32], 0, &old[0].to_bytes())
+            .unwrap());
+        // Entry 0 of the next era differs from the old one: kept beside it, no alarm.
+        assert!(store
+            .keep_audit_entry(&device, &[2; 32], 0, &new[0].to_bytes())
+            .unwrap());
+        assert_eq!(
+            store.kept_audit_entry(&device, &[1; 32], 0).unwrap(),
+            Some(old[0].to_bytes()),
+            "the old era's copy is left alone"
+        );
+        // A different entry at a sequence already held in the same era is the alarm.
+        assert!(!store
+            .keep_audit_entry(&device, &[2; 32], 0, &old[0].to_bytes())
+            .unwrap());
+    }
+}
