@@ -5,11 +5,12 @@
 //! [`Store::insert_nonce`], which the pipeline calls before authority and action), so neither a
 //! crash nor `kill -9` can let a replay through.
 //!
-//! Two connections: `durable` (`synchronous=FULL`: strike register, use counts, the chain)
-//! fsyncs every commit; `lazy` (`synchronous=NORMAL`: audit log, relay bookkeeping, status)
-//! survives `kill -9` but may lose its last commits on power loss, until the next durable commit
-//! syncs the shared WAL. So a flood of garbage envelopes costs no fsync each, and an accepted
-//! command costs one.
+//! Two connections: `durable` (`synchronous=FULL`: strike register, use counts, the chain, an
+//! action's "about to run" audit entry) fsyncs every commit; `lazy` (`synchronous=NORMAL`: the
+//! rest of the audit log, relay bookkeeping, status) survives `kill -9` but may lose its last
+//! commits on power loss, until the next durable commit syncs the shared WAL. A refused
+//! envelope nobody with standing sent writes nothing at all (src/tally.rs); an accepted command
+//! costs two fsyncs (its nonce, then its "about to run" entry).
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
