@@ -7,7 +7,7 @@ use latchkey_owner::{
     AuditReport, ClaimReport, HeldInvitation, IssuedGrant, OpenReport, OwnersView, Proposal,
     ProposalReport, RevokeReport, Route,
 };
-use latchkey_proto::audit::{SignedEntry, Via};
+use latchkey_proto::audit::Via;
 use latchkey_proto::command::{Outcome, RejectCode};
 use latchkey_proto::keys::PublicKey;
 use serde::Serialize;
@@ -351,7 +351,7 @@ impl From<&RevokeReport> for RevokeResult {
     }
 }
 
-/// One entry of a device's signed audit log.
+/// One entry of a device's signed audit log, in plain words.
 #[derive(Debug, Clone, Serialize, TS)]
 pub struct AuditEntryView {
     #[ts(type = "number")]
@@ -359,38 +359,24 @@ pub struct AuditEntryView {
     /// Device time, if its clock is set.
     #[ts(type = "number | null")]
     pub time_ms: Option<u64>,
-    /// The sender's key (`lkpk1…`), when the signature could be read.
+    /// `decision`, `about_to_run`, `refusals`, `pruned` or `era`.
+    pub kind: String,
+    /// The sender's key (`lkpk1…`), when the entry names one.
     pub sender: Option<String>,
+    /// The action, for entries about one command.
     pub action: String,
+    /// False only for a refused command.
     pub accepted: bool,
     /// `Accepted` or the refusal's name.
     pub outcome: String,
-    /// `lan` or `relay`.
-    pub route: RouteKind,
-    pub detail: String,
+    /// `lan` or `relay`, for entries about one command.
+    pub route: Option<RouteKind>,
+    /// E.g. "1,234 unreadable envelopes refused between 02:00 and 02:01 UTC".
+    pub text: String,
 }
 
-impl From<&SignedEntry> for AuditEntryView {
-    fn from(e: &SignedEntry) -> Self {
-        let r = &e.entry.record;
-        AuditEntryView {
-            seq: e.entry.seq,
-            time_ms: r.time_ms,
-            sender: r.sender.map(|k| k.to_string()),
-            action: r.action.clone(),
-            accepted: r.code == 0,
-            outcome: if r.code == 0 {
-                "Accepted".into()
-            } else {
-                reject_name(r.code)
-            },
-            route: match r.via {
-                Via::Local => RouteKind::Lan,
-                Via::Relay => RouteKind::Relay,
-            },
-            detail: r.detail.clone(),
-        }
-    }
+fn utc_minute(ms: u64) -> String {
+    format!("{:02}:{:02} UTC", ms / 3_600_000 % 24, ms / 60_000 % 60)
 }
 
 /// A verified page of a device's audit log, newest entry first.
@@ -402,9 +388,35 @@ pub struct AuditView {
 
 impl From<&AuditReport> for AuditView {
     fn from(r: &AuditReport) -> Self {
+        let lines = latchkey_owner::audit::describe_entries(&r.entries, &utc_minute);
+        let entries = lines
+            .into_iter()
+            .rev()
+            .map(|l| {
+                let action = l.action.clone().unwrap_or_default();
+                AuditEntryView {
+                    seq: l.seq,
+                    time_ms: l.time_ms,
+                    kind: l.kind.to_owned(),
+                    sender: l.sender.map(|k| k.to_string()),
+                    action,
+                    accepted: l.code == 0,
+                    outcome: if l.code == 0 {
+                        "Accepted".into()
+                    } else {
+                        reject_name(l.code)
+                    },
+                    route: l.via.map(|v| match v {
+                        Via::Local => RouteKind::Lan,
+                        Via::Relay => RouteKind::Relay,
+                    }),
+                    text: l.text,
+                }
+            })
+            .collect();
         AuditView {
             device_id: r.device.id.to_string(),
-            entries: r.entries.iter().rev().map(AuditEntryView::from).collect(),
+            entries,
         }
     }
 }

@@ -562,21 +562,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let report = profile.audit(&device, before).await?;
+            let lines = latchkey_owner::audit::describe_entries(&report.entries, &when::show);
             if json {
-                let entries: Vec<_> = report
-                    .entries
+                let entries: Vec<_> = lines
                     .iter()
-                    .map(|e| {
-                        let r = &e.entry.record;
+                    .map(|l| {
                         serde_json::json!({
-                            "seq": e.entry.seq,
-                            "time_ms": r.time_ms,
-                            "via": format!("{:?}", r.via).to_lowercase(),
-                            "sender": r.sender.map(|k| k.to_string()),
-                            "action": r.action,
-                            "code": r.code,
-                            "stage": r.stage.name(),
-                            "detail": r.detail,
+                            "seq": l.seq,
+                            "time_ms": l.time_ms,
+                            "kind": l.kind,
+                            "sender": l.sender.map(|k| k.to_string()),
+                            "code": l.code,
+                            "action": l.action,
+                            "stage": l.stage.map(|s| s.name()),
+                            "via": l.via.map(|v| format!("{v:?}").to_lowercase()),
+                            "text": l.text,
                         })
                     })
                     .collect();
@@ -584,6 +584,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "{}",
                     serde_json::json!({
                         "device": report.device.id.to_string(),
+                        "oldest": report.oldest,
                         "next_seq": report.next_seq,
                         "verified": true,
                         "entries": entries,
@@ -596,27 +597,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     report.entries.len()
                 );
                 let me = profile.identity().ok().map(|k| k.public_key());
-                for e in &report.entries {
-                    let r = &e.entry.record;
-                    let who = match r.sender {
+                for l in &lines {
+                    let who = match l.sender {
                         Some(k) if Some(k) == me => "you".to_owned(),
                         Some(k) => k.to_string()[..14].to_owned(),
                         None => "-".to_owned(),
                     };
-                    let verdict = if r.code == 0 {
-                        "accepted".to_owned()
+                    let text = if l.code != 0 {
+                        format!("{} ({})", l.text, reject_name(l.code))
                     } else {
-                        format!("refused at {}: {}", r.stage.name(), reject_name(r.code))
+                        l.text.clone()
                     };
                     println!(
-                        "{:>5}  {}  {:<6} {:<14} {:<10} {verdict}",
-                        e.entry.seq,
-                        r.time_ms
+                        "{:>5}  {}  {:<14} {text}",
+                        l.seq,
+                        l.time_ms
                             .map(when::show)
                             .unwrap_or_else(|| "(no clock)".into()),
-                        format!("{:?}", r.via).to_lowercase(),
                         who,
-                        r.action,
+                    );
+                }
+                if report
+                    .entries
+                    .first()
+                    .is_some_and(|e| e.entry.seq > report.oldest)
+                {
+                    println!(
+                        "older entries: latchkey audit {device} --before {}",
+                        report.entries[0].entry.seq
                     );
                 }
             }

@@ -105,6 +105,8 @@ impl Bench {
     fn full(&self, envelope: &[u8]) -> Vec<u8> {
         let fresh = self.pipeline.open(envelope, Via::Local).unwrap();
         let auth = self.pipeline.authorize(fresh).unwrap();
+        // As the agent does: the durable "about to run" entry before the action.
+        self.pipeline.about_to_run(&auth).unwrap();
         let answer = self.pipeline.complete(auth, Ok(b"opened".to_vec()));
         assert!(answer.accepted());
         answer.sealed
@@ -149,6 +151,13 @@ fn benches(c: &mut Criterion) {
         g.bench_function("refused_tampered", |bench| {
             bench.iter(|| black_box(b.pipeline.open(&tampered, Via::Local).unwrap_err()))
         });
+        // Random bytes of the smallest sealed size: refused at the header, counted, not written.
+        let mut junk = vec![0u8; latchkey_device::pipeline::SEALED_SIZES[0]];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut junk);
+        junk[0] = 0xFF;
+        g.bench_function("refused_junk", |bench| {
+            bench.iter(|| black_box(b.pipeline.open(&junk, Via::Local).unwrap_err()))
+        });
         g.finish();
     }
     {
@@ -178,6 +187,43 @@ fn benches(c: &mut Criterion) {
                 .sign(&b.device.keys.identity)
                 .unwrap();
                 black_box(opened.reply.seal(&response, &mut seal_rng).unwrap())
+            })
+        });
+        // What every refused envelope cost before refusals were counted: one signed entry on
+        // the lazy connection. And what an accepted command now adds: one on the durable one.
+        let era = b.pipeline.era();
+        let refusal = || {
+            latchkey_device::audit::AuditBody::Decision(latchkey_device::audit::AuditRecord {
+                via: Via::Local,
+                envelope: [1; 32],
+                sender: None,
+                command: None,
+                action: String::new(),
+                args: None,
+                code: 1,
+                stage: latchkey_device::audit::Stage::Header,
+                detail: "unsupported envelope version 255".into(),
+                view: Default::default(),
+            })
+        };
+        g.bench_function("audit_append_lazy", |bench| {
+            bench.iter(|| {
+                black_box(
+                    b.pipeline
+                        .store()
+                        .append_audit(&era, Some(T0), refusal(), &b.device.keys.identity)
+                        .unwrap(),
+                )
+            })
+        });
+        g.bench_function("audit_append_durable", |bench| {
+            bench.iter(|| {
+                black_box(
+                    b.pipeline
+                        .store()
+                        .append_audit_durable(&era, Some(T0), refusal(), &b.device.keys.identity)
+                        .unwrap(),
+                )
             })
         });
         let mut n = 0u64;

@@ -76,6 +76,9 @@ impl RecentSet {
     }
 }
 
+/// How often the agent looks for a refusal summary whose interval is over.
+const SUMMARY_CHECK: Duration = Duration::from_secs(5);
+
 /// The shortest time between two refreshes started by nudges.
 pub const NUDGE_INTERVAL_MS: u64 = 500;
 
@@ -124,7 +127,7 @@ impl Agent {
             self.refresh().await;
         }
         let p = self.pipeline.clone();
-        let auth = match blocking(move || p.authorize(fresh)).await {
+        let mut auth = match blocking(move || p.authorize(fresh)).await {
             Ok(Ok(auth)) => auth,
             Ok(Err(answer)) => return Handled::Answered(answer),
             Err(r) => return Handled::Refused(r),
@@ -136,16 +139,34 @@ impl Agent {
                 .await
                 .unwrap_or_else(|r| Err(r.message))
         } else {
-            let request = ActionRequest {
-                action: auth.action().to_owned(),
-                args: auth.args().to_vec(),
-                sender: auth.sender(),
-                device: self.device_id(),
+            // The durable "about to run" entry comes first: a power cut during the action
+            // must not erase the record that it started.
+            let p = self.pipeline.clone();
+            let (back, written) = match blocking(move || {
+                let written = p.about_to_run(&auth);
+                (auth, written)
+            })
+            .await
+            {
+                Ok(pair) => pair,
+                Err(r) => return Handled::Refused(r),
             };
-            self.actuators
-                .run(&request)
-                .await
-                .map_err(|e| format!("{}: {e}", request.action))
+            auth = back;
+            match written {
+                Err(why) => Err(why),
+                Ok(()) => {
+                    let request = ActionRequest {
+                        action: auth.action().to_owned(),
+                        args: auth.args().to_vec(),
+                        sender: auth.sender(),
+                        device: self.device_id(),
+                    };
+                    self.actuators
+                        .run(&request)
+                        .await
+                        .map_err(|e| format!("{}: {e}", request.action))
+                }
+            }
         };
         let p = self.pipeline.clone();
         match blocking(move || p.complete(auth, result)).await {
@@ -352,8 +373,15 @@ impl Agent {
     fn housekeeping(&self, audit_keep: u64) {
         self.pipeline.housekeeping();
         let store = self.store();
-        if let Err(e) = store.prune_audit(audit_keep) {
-            tracing::warn!(error = %e, "pruning the audit log failed");
+        match self.pipeline.prune_audit(audit_keep) {
+            Ok(Some(report)) => tracing::info!(
+                first = report.marker.first,
+                last = report.marker.last,
+                unfetched = report.marker.unfetched,
+                "pruned the oldest audit entries"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),
         }
         let horizon = crate::clock::wall_ms().saturating_sub(RELAY_SEEN_MS);
         if let Err(e) = store.forget_relay_seen_before(horizon) {
@@ -497,6 +525,8 @@ impl RunningAgent {
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
+        // Refusals counted since the last summary are written rather than lost.
+        self.agent.pipeline.flush_refusals(true);
         Ok(())
     }
 }
@@ -555,6 +585,22 @@ pub async fn start(dir: &Path) -> Result<RunningAgent> {
                     _ = tokio::time::sleep(every) => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
+            }
+        }));
+    }
+    {
+        // Refusal summaries are written when their interval ends, even if no further refusal
+        // arrives to close them.
+        let agent = agent.clone();
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(SUMMARY_CHECK) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                let p = agent.pipeline.clone();
+                let _ = blocking(move || p.flush_refusals(false)).await;
             }
         }));
     }

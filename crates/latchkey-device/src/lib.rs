@@ -8,7 +8,8 @@
 //!
 //! **Invariant: nothing runs before it is verified, in order** — size, decryption, padding,
 //! decoding, signature, device id, time window (or challenge), nonce, authority, use limits —
-//! each refusal with its own reason in the audit log. **Invariant: a nonce is durable before
+//! each refusal with its own reason (written to the audit log, or counted in its per-minute
+//! summary when nobody with standing sent it). **Invariant: a nonce is durable before
 //! its action runs** (SQLite, `synchronous=FULL`), so replays fail across `kill -9`.
 //!
 //! The pipeline is a plain struct with an injected [`clock::Clock`] and randomness (its only
@@ -17,6 +18,7 @@
 pub mod actuator;
 pub mod agent;
 pub mod audit;
+pub mod audit_log;
 pub mod claim;
 pub mod clock;
 pub mod config;
@@ -28,6 +30,7 @@ pub mod pipeline;
 pub mod relay;
 pub mod server;
 pub mod store;
+pub mod tally;
 pub mod view;
 
 pub use error::{Error, Result};

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use latchkey_device::audit::{SignedEntry, Stage};
+use latchkey_device::audit::{AuditBody, SignedEntry, Stage};
 use latchkey_device::config::parse_action_option;
 use latchkey_device::lifecycle::{self, ClaimReport, InitOptions, StatusReport};
 
@@ -354,41 +354,78 @@ fn print_status(s: &StatusReport) {
 }
 
 fn entry_line(e: &SignedEntry) -> String {
-    let r = &e.entry.record;
-    let outcome = if r.code == 0 {
-        "ACCEPTED".to_owned()
-    } else {
-        format!("REJECTED {}", r.code)
+    let time = e.entry.time_ms.map_or("-".into(), |t| t.to_string());
+    let sender = match &e.entry.body {
+        AuditBody::Decision(r) => r.sender.map(|s| s.short()),
+        AuditBody::Running(r) => Some(r.sender.short()),
+        _ => None,
     };
     format!(
-        "#{} {} {:?} {} [{}] action={} sender={} {}{}",
+        "#{} {time} {}{}",
         e.entry.seq,
-        r.time_ms.map_or("-".into(), |t| t.to_string()),
-        r.via,
-        outcome,
-        r.stage.name(),
-        if r.action.is_empty() { "-" } else { &r.action },
-        r.sender.map_or("-".into(), |s| s.short()),
-        r.detail,
-        if r.view.stale { " (stale view)" } else { "" }
+        e.entry.body.describe(&|ms| ms.to_string()),
+        sender.map_or(String::new(), |s| format!(" sender={s}")),
     )
 }
 
 fn entry_json(e: &SignedEntry) -> serde_json::Value {
-    let r = &e.entry.record;
-    serde_json::json!({
-        "seq": e.entry.seq,
-        "time_ms": r.time_ms,
-        "via": format!("{:?}", r.via).to_lowercase(),
-        "envelope": hex::encode(r.envelope),
-        "sender": r.sender.map(|s| s.to_string()),
-        "command": r.command.map(|c| hex::encode(c.0)),
-        "action": r.action,
-        "code": r.code,
-        "stage": r.stage.name(),
-        "accepted": r.code == 0 && r.stage == Stage::Action,
-        "detail": r.detail,
-        "stale_view": r.view.stale,
-        "view_age_s": r.view.age_s,
-    })
+    let entry = &e.entry;
+    let mut out = serde_json::json!({
+        "seq": entry.seq,
+        "era": hex::encode(entry.era),
+        "time_ms": entry.time_ms,
+        "kind": entry.body.kind_name(),
+        "text": entry.body.describe(&|ms| ms.to_string()),
+    });
+    let more = match &entry.body {
+        AuditBody::Decision(r) => serde_json::json!({
+            "via": format!("{:?}", r.via).to_lowercase(),
+            "envelope": hex::encode(r.envelope),
+            "sender": r.sender.map(|s| s.to_string()),
+            "command": r.command.map(|c| hex::encode(c.0)),
+            "action": r.action,
+            "args_len": r.args.map(|a| a.len),
+            "args_hash": r.args.map(|a| hex::encode(a.hash)),
+            "code": r.code,
+            "stage": r.stage.name(),
+            "accepted": r.code == 0 && r.stage == Stage::Action,
+            "detail": r.detail,
+            "stale_view": r.view.stale,
+            "view_age_s": r.view.age_s,
+        }),
+        AuditBody::Running(r) => serde_json::json!({
+            "via": format!("{:?}", r.via).to_lowercase(),
+            "envelope": hex::encode(r.envelope),
+            "sender": r.sender.to_string(),
+            "command": hex::encode(r.command.0),
+            "action": r.action,
+            "args_len": r.args.len,
+            "args_hash": hex::encode(r.args.hash),
+            "by_owner": r.by_owner,
+        }),
+        AuditBody::Refusals(s) => serde_json::json!({
+            "first_ms": s.first_ms,
+            "last_ms": s.last_ms,
+            "total": s.total(),
+            "rows": s.rows.iter().map(|r| serde_json::json!({
+                "class": r.class.name(),
+                "stage": r.stage.name(),
+                "code": r.code,
+                "count": r.count,
+            })).collect::<Vec<_>>(),
+        }),
+        AuditBody::Pruned(p) => serde_json::json!({
+            "first": p.first,
+            "last": p.last,
+            "unfetched": p.unfetched,
+        }),
+        AuditBody::EraStart(e) => serde_json::json!({
+            "cause": e.cause.name(),
+            "op_seq": e.op_seq,
+        }),
+    };
+    if let (Some(out), serde_json::Value::Object(more)) = (out.as_object_mut(), more) {
+        out.extend(more);
+    }
+    out
 }

@@ -42,10 +42,15 @@ use latchkey_proto::Error as ProtoError;
 use rand_core::{CryptoRng, RngCore};
 use std::sync::Arc;
 
-use crate::audit::{self, AuditRecord, Stage, Via, ViewMark};
+use crate::audit::{
+    self, ArgsDigest, AuditBody, AuditRecord, RefusalClass, RefusalSummary, Running, Stage, Via,
+    ViewMark,
+};
+use crate::audit_log::{EraInfo, PruneReport};
 use crate::clock::{utc_minute, Clock};
 use crate::config::AUDIT_ACTION;
 use crate::store::{Store, Strike};
+use crate::tally::{Disposition, RefusalTally};
 use crate::view::View;
 
 /// Sizes a sealed command can have: header and tag around each padding bucket.
@@ -225,6 +230,10 @@ pub struct Pipeline<C, R> {
     mark: AtomicU64,
     /// This boot's id (the clock's), read once.
     boot: String,
+    /// Refusals counted, not written one by one (see [`crate::tally`]).
+    tally: Mutex<RefusalTally>,
+    /// The ownership era of `view`, which every audit entry names.
+    era: RwLock<EraInfo>,
 }
 
 impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
@@ -240,7 +249,8 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             tracing::error!(error = %e, "reading the clock mark failed; starting from none");
             0
         });
-        Pipeline {
+        let era = EraInfo::of(&view.chain);
+        let pipeline = Pipeline {
             device: keys.device_id(),
             keys,
             boot: clock.boot_id(),
@@ -252,7 +262,11 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             config,
             last_prune_ms: AtomicU64::new(0),
             mark: AtomicU64::new(mark),
-        }
+            tally: Mutex::new(RefusalTally::default()),
+            era: RwLock::new(era),
+        };
+        pipeline.start_era_if_new();
+        pipeline
     }
 
     pub fn device_id(&self) -> DeviceId {
@@ -279,8 +293,23 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
     pub fn set_view(&self, mut view: View) -> crate::Result<()> {
         view.checks.saved_ms = Some(self.clock.ticks_ms());
         view.save(&self.store)?;
+        let era = EraInfo::of(&view.chain);
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = view;
+        self.note_era(era);
         Ok(())
+    }
+
+    /// Follows the view's ownership era: a new era starts a new audit log.
+    fn note_era(&self, era: EraInfo) {
+        let changed = {
+            let mut current = self.era.write().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *current, era) != era
+        };
+        if changed {
+            // Counts of the old era would land in a log about to be deleted.
+            let _ = self.tally().take();
+            self.start_era_if_new();
+        }
     }
 
     /// Changes the view in place under its write lock and persists it, so concurrent updates
@@ -295,13 +324,34 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         let out = f(&mut view)?;
         view.checks.saved_ms = Some(self.clock.ticks_ms());
         view.save(&self.store)?;
+        let era = EraInfo::of(&view.chain);
         *guard = view;
+        drop(guard);
+        self.note_era(era);
         Ok(out)
     }
 
     /// This boot's id, as the clock gives it.
     pub fn boot_id(&self) -> &str {
         &self.boot
+    }
+
+    /// The ownership era audit entries are written in.
+    pub fn era(&self) -> EraInfo {
+        *self.era.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the era marker (deleting an older era's log) if the log is not in this era yet,
+    /// so new owners find their era's first entry even before any command arrives.
+    fn start_era_if_new(&self) {
+        match self
+            .store
+            .ensure_audit_era(&self.era(), self.clock.now_ms(), &self.keys.identity)
+        {
+            Ok(Some(_)) => tracing::info!("audit log: a new ownership era starts"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "starting the audit log's new era failed"),
+        }
     }
 
     pub fn view_mark(&self) -> ViewMark {
@@ -379,14 +429,13 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
 
     /// Steps size through nonce.
     pub fn open(&self, envelope: &[u8], via: Via) -> Result<Fresh, Early> {
-        let env_hash = audit::envelope_hash(envelope);
         let refuse = |stage: Stage, message: String, sender: Option<PublicKey>| {
             let code = if stage == Stage::Signature {
                 RejectCode::BadSignature
             } else {
                 RejectCode::Malformed
             };
-            Early::Refused(self.refuse(env_hash, via, stage, code, message, sender))
+            Early::Refused(self.refuse(via, stage, code, message, sender))
         };
 
         // Size: only the three sealed sizes exist; anything else was cut or padded in transit.
@@ -441,6 +490,8 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
                 Some(command.command.sender),
             ));
         }
+        // Hashed only once the sender is known: junk costs no hashing beyond the AEAD's.
+        let env_hash = audit::envelope_hash(envelope);
         let fresh = Fresh {
             command: command.command,
             reply: opened.reply,
@@ -580,15 +631,75 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         }
     }
 
-    /// The built-in `audit` action's output: a page of signed entries.
+    /// The built-in `audit` action's output: a page of signed entries. The open refusal
+    /// summary is written first, so the owner sees every refusal up to now; the range served
+    /// is recorded, so pruning knows what the owners have.
     pub fn audit_page(&self, args: &[u8]) -> Result<Vec<u8>, String> {
         let before = audit::parse_page_args(args)?;
-        let next = self.store.audit_next_seq().map_err(|e| e.to_string())?;
-        let entries = self
+        self.flush_refusals(true);
+        let stored = self
             .store
-            .audit_newest_first(before, 255)
+            .audit_page(before, 255)
             .map_err(|e| e.to_string())?;
-        Ok(audit::build_page(next, entries))
+        let page = audit::build_page(stored.oldest, stored.next_seq, stored.newest_first);
+        if let Some((lo, hi)) = page.range {
+            if let Err(e) = self.store.audit_served(lo, hi) {
+                tracing::warn!(error = %e, "recording the audit page served failed");
+            }
+        }
+        Ok(page.bytes)
+    }
+
+    /// Writes the "about to run" entry of an authorized command, durably (fsynced), before its
+    /// action starts: a power cut during the action cannot lose the record that it began. If
+    /// it cannot be written the action must not run.
+    pub fn about_to_run(&self, auth: &Authorized) -> Result<(), String> {
+        let fresh = &auth.fresh;
+        let command = &fresh.command;
+        let body = AuditBody::Running(Running {
+            via: fresh.via,
+            envelope: fresh.envelope,
+            sender: command.sender,
+            command: command.id(),
+            action: command.action.clone(),
+            args: ArgsDigest::of(&command.args),
+            by_owner: auth.owner,
+            view: self.view_mark(),
+        });
+        self.store
+            .append_audit_durable(
+                &self.era(),
+                self.clock.now_ms(),
+                body,
+                &self.keys.identity,
+            )
+            .map_err(|e| {
+                tracing::error!(error = %e, "writing the audit log failed; the action will not run");
+                "the device could not write its audit log, so the action did not run; see the device log".to_owned()
+            })?;
+        self.tally().logged(fresh.envelope);
+        Ok(())
+    }
+
+    /// Writes the open refusal summary: when its interval is over, or now if `force`.
+    pub fn flush_refusals(&self, force: bool) {
+        let summary = {
+            let mut tally = self.tally();
+            if force {
+                tally.take()
+            } else {
+                tally.due(self.clock.ticks_ms())
+            }
+        };
+        if let Some(summary) = summary {
+            self.write_summary(summary);
+        }
+    }
+
+    /// Bounds the audit log near `keep` entries (never losing an unfetched accepted entry).
+    pub fn prune_audit(&self, keep: u64) -> crate::Result<Option<PruneReport>> {
+        self.store
+            .prune_audit(keep, &self.era(), self.clock.now_ms(), &self.keys.identity)
     }
 
     /// Records a refusal of a body the transport did not even read in full (over the limit).
@@ -597,14 +708,7 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             Some(n) => format!("body is {n} bytes, over the {MAX_SEALED_COMMAND}-byte limit"),
             None => format!("body is over the {MAX_SEALED_COMMAND}-byte limit"),
         };
-        self.refuse(
-            [0; 32],
-            via,
-            Stage::Size,
-            RejectCode::Malformed,
-            message,
-            None,
-        )
+        self.refuse(via, Stage::Size, RejectCode::Malformed, message, None)
     }
 
     /// Clock not trusted: hands the (authorized) sender a challenge, or spends the one it
@@ -708,32 +812,23 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
 
     fn refuse(
         &self,
-        envelope: [u8; 32],
         via: Via,
         stage: Stage,
         code: RejectCode,
         message: String,
         sender: Option<PublicKey>,
     ) -> Refused {
-        tracing::warn!(
+        // Nobody is known to have sent this: counted, not written (and not logged at warn
+        // level, which a flood would turn into a disk-filling log of its own).
+        tracing::debug!(
             stage = stage.name(),
             code = code as u16,
             reason = %message,
             via = ?via,
-            "command refused"
+            claimed_sender = ?sender.map(|s| s.short()),
+            "envelope refused before the sender was authenticated"
         );
-        self.audit(AuditRecord {
-            time_ms: self.clock.now_ms(),
-            via,
-            envelope,
-            sender,
-            command: None,
-            action: String::new(),
-            code: code as u16,
-            stage,
-            detail: message.clone(),
-            view: self.view_mark(),
-        });
+        self.count_refusal(RefusalClass::Unauthenticated, stage, code as u16);
         Refused {
             stage,
             code,
@@ -761,30 +856,7 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
     ) -> Answer {
         let command = &fresh.command;
         let id = command.id();
-        if code == 0 {
-            tracing::info!(action = %command.action, sender = %command.sender, "command accepted");
-        } else {
-            tracing::warn!(
-                stage = stage.name(),
-                code,
-                reason = %reason,
-                action = %command.action,
-                sender = %command.sender,
-                "command rejected"
-            );
-        }
-        self.audit(AuditRecord {
-            time_ms: self.clock.now_ms(),
-            via: fresh.via,
-            envelope: fresh.envelope,
-            sender: Some(command.sender),
-            command: Some(id),
-            action: command.action.clone(),
-            code,
-            stage,
-            detail: reason.clone(),
-            view: self.view_mark(),
-        });
+        self.record_decision(fresh, stage, code, &reason);
         let response = Response {
             device: self.device,
             command: id,
@@ -807,8 +879,105 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         }
     }
 
-    fn audit(&self, record: AuditRecord) {
-        if let Err(e) = self.store.append_audit(record, &self.keys.identity) {
+    /// Writes one command's decision, unless it is a refusal nobody with standing sent, a
+    /// copy of an envelope already written, or one too many from one sender this interval:
+    /// those are counted (docs/PROTOCOL.md §8.3). The outcome of an action that ran is always
+    /// written.
+    fn record_decision(&self, fresh: &Fresh, stage: Stage, code: u16, reason: &str) {
+        let command = &fresh.command;
+        let ran = stage == Stage::Action && (code == 0 || code == RejectCode::ActionFailed as u16);
+        if code != 0 && !ran {
+            let standing = self.has_standing(command);
+            let disposition = self.tally().classify(
+                self.clock.ticks_ms(),
+                standing,
+                &command.sender,
+                &fresh.envelope,
+            );
+            if let Disposition::Count(class) = disposition {
+                tracing::debug!(
+                    stage = stage.name(),
+                    code,
+                    class = class.name(),
+                    "command rejected (counted)"
+                );
+                self.count_refusal(class, stage, code);
+                return;
+            }
+        }
+        if code == 0 {
+            tracing::info!(action = %command.action, sender = %command.sender, "command accepted");
+        } else {
+            tracing::warn!(
+                stage = stage.name(),
+                code,
+                reason = %reason,
+                action = %command.action,
+                sender = %command.sender,
+                "command rejected"
+            );
+        }
+        self.write(AuditBody::Decision(AuditRecord {
+            via: fresh.via,
+            envelope: fresh.envelope,
+            sender: Some(command.sender),
+            command: Some(command.id()),
+            action: command.action.clone(),
+            args: Some(ArgsDigest::of(&command.args)),
+            code,
+            stage,
+            detail: reason.to_owned(),
+            view: self.view_mark(),
+        }));
+        self.tally().logged(fresh.envelope);
+    }
+
+    /// The sender is a current owner, or the subject of a grant chain that verifies against
+    /// the current owners (whatever its window, actions or revocation say). Anyone else could
+    /// be one of unlimited keys made for a flood.
+    fn has_standing(&self, command: &Command) -> bool {
+        let view = self.view();
+        let state = view.chain.state();
+        if state.is_owner(&command.sender) {
+            return true;
+        }
+        command
+            .grants
+            .last()
+            .is_some_and(|g| g.body.subject == command.sender)
+            && latchkey_proto::grant::verify_chain_structure(&command.grants, state).is_ok()
+    }
+
+    fn tally(&self) -> std::sync::MutexGuard<'_, RefusalTally> {
+        self.tally.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count_refusal(&self, class: RefusalClass, stage: Stage, code: u16) {
+        let closed = self.tally().count(
+            self.clock.ticks_ms(),
+            self.clock.now_ms(),
+            class,
+            stage,
+            code,
+        );
+        if let Some(summary) = closed {
+            self.write_summary(summary);
+        }
+    }
+
+    fn write_summary(&self, summary: RefusalSummary) {
+        tracing::warn!(
+            refused = summary.total(),
+            "refusals from unknown senders in the last interval (one audit entry)"
+        );
+        self.write(AuditBody::Refusals(summary));
+    }
+
+    fn write(&self, body: AuditBody) {
+        if let Err(e) =
+            self.store
+                .append_audit(&self.era(), self.clock.now_ms(), body, &self.keys.identity)
+        {
             tracing::error!(error = %e, "writing the audit log failed");
         }
     }

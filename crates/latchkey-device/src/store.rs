@@ -11,11 +11,12 @@
 //! raises the floor; [`Store::record_nonce`] refuses timestamps under it in the same
 //! transaction as the insert. So setting the clock back cannot revive a forgotten nonce.
 //!
-//! Two connections: `durable` (`synchronous=FULL`: strike register, use counts, the chain)
-//! fsyncs every commit; `lazy` (`synchronous=NORMAL`: audit log, relay bookkeeping, status)
-//! survives `kill -9` but may lose its last commits on power loss, until the next durable commit
-//! syncs the shared WAL. So a flood of garbage envelopes costs no fsync each, and an accepted
-//! command costs one.
+//! Two connections: `durable` (`synchronous=FULL`: strike register, use counts, the chain, an
+//! action's "about to run" audit entry) fsyncs every commit; `lazy` (`synchronous=NORMAL`: the
+//! rest of the audit log, relay bookkeeping, status) survives `kill -9` but may lose its last
+//! commits on power loss, until the next durable commit syncs the shared WAL. A refused
+//! envelope nobody with standing sent writes nothing at all (src/tally.rs); an accepted command
+//! costs two fsyncs (its nonce, then its "about to run" entry).
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -24,10 +25,8 @@ use latchkey_proto::chain::{Chain, Op};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::NONCE_LEN;
 use latchkey_proto::grant::GrantId;
-use latchkey_proto::keys::SigningKey;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use crate::audit::{AuditEntry, AuditRecord, SignedEntry};
 use crate::error::{Error, Result};
 
 const SCHEMA: &str = "
@@ -36,7 +35,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nonces (nonce BLOB PRIMARY KEY, ts_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS nonces_ts ON nonces (ts_ms);
 CREATE TABLE IF NOT EXISTS use_counts (grant_id BLOB PRIMARY KEY, used INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, entry BLOB NOT NULL);
+-- Version 2 audit log (src/audit_log.rs). A version 1 table `audit`, if present, is left as it was.
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq INTEGER PRIMARY KEY, era BLOB NOT NULL, hash BLOB NOT NULL,
+    accepted INTEGER NOT NULL, entry BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS relay_cursors (node TEXT PRIMARY KEY, after INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS relay_seen (hash BLOB PRIMARY KEY, at_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS relay_seen_at ON relay_seen (at_ms);
@@ -80,13 +82,13 @@ impl Store {
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
         // back), so a poisoned lock is still usable.
         self.durable.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lazy(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lazy(&self) -> MutexGuard<'_, Connection> {
         self.lazy.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -292,70 +294,7 @@ impl Store {
             .unwrap_or(0))
     }
 
-    // --- audit log ---
-
-    /// Appends `record` as the next entry, linked to the last one and signed by `identity`.
-    pub fn append_audit(&self, record: AuditRecord, identity: &SigningKey) -> Result<SignedEntry> {
-        let mut conn = self.lazy();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let head: Option<(i64, Vec<u8>)> = tx
-            .query_row(
-                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let (seq, prev) = match head {
-            None => (0, [0u8; 32]),
-            Some((seq, hash)) => (
-                seq as u64 + 1,
-                hash.try_into()
-                    .map_err(|_| Error::Internal("audit hash column is not 32 bytes".into()))?,
-            ),
-        };
-        let signed = AuditEntry { seq, prev, record }.sign(identity);
-        tx.execute(
-            "INSERT INTO audit (seq, hash, entry) VALUES (?1, ?2, ?3)",
-            params![seq as i64, &signed.entry.hash()[..], signed.to_bytes()],
-        )?;
-        tx.commit()?;
-        Ok(signed)
-    }
-
-    /// Encoded entries with `seq < before` (all if `None`), newest first, at most `max`.
-    pub fn audit_newest_first(&self, before: Option<u64>, max: usize) -> Result<Vec<Vec<u8>>> {
-        let conn = self.lazy();
-        let mut stmt =
-            conn.prepare("SELECT entry FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2")?;
-        let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
-        let rows = stmt.query_map(params![before, max as i64], |r| r.get::<_, Vec<u8>>(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// Every stored entry, oldest first, as stored bytes.
-    pub fn audit_all(&self) -> Result<Vec<(u64, Vec<u8>)>> {
-        let conn = self.lazy();
-        let mut stmt = conn.prepare("SELECT seq, entry FROM audit ORDER BY seq")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// The sequence the next entry will get.
-    pub fn audit_next_seq(&self) -> Result<u64> {
-        let max: Option<i64> = self
-            .lazy()
-            .query_row("SELECT MAX(seq) FROM audit", [], |r| r.get(0))?;
-        Ok(max.map_or(0, |m| m as u64 + 1))
-    }
-
-    /// Keeps the newest `keep` entries.
-    pub fn prune_audit(&self, keep: u64) -> Result<usize> {
-        let next = self.audit_next_seq()?;
-        let cut = next.saturating_sub(keep);
-        Ok(self
-            .lazy()
-            .execute("DELETE FROM audit WHERE seq < ?1", [cut as i64])?)
-    }
+    // --- audit log: src/audit_log.rs ---
 
     // --- relay ---
 
@@ -436,23 +375,7 @@ fn clamp(ms: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{verify_entries, Stage, Via, ViewMark};
     use latchkey_testkit::{person, TestDevice};
-
-    fn record(code: u16) -> AuditRecord {
-        AuditRecord {
-            time_ms: Some(1),
-            via: Via::Local,
-            envelope: [1; 32],
-            sender: None,
-            command: None,
-            action: String::new(),
-            code,
-            stage: Stage::Decrypt,
-            detail: "d".into(),
-            view: ViewMark::default(),
-        }
-    }
 
     #[test]
     fn nonces_survive_reopening() {
@@ -553,35 +476,6 @@ mod tests {
         assert_eq!((s.uses(&a).unwrap(), s.uses(&b).unwrap()), (1, 1));
         assert_eq!(s.take_uses(&[(a, 2)]).unwrap(), Ok(()));
         assert!(s.take_uses(&[(a, 2)]).unwrap().is_err());
-    }
-
-    #[test]
-    fn audit_entries_chain_and_prune() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = Store::open(&tmp.path().join("s.db")).unwrap();
-        let key = person(4);
-        for i in 0..10 {
-            s.append_audit(record(i), &key).unwrap();
-        }
-        let all: Vec<SignedEntry> = s
-            .audit_all()
-            .unwrap()
-            .iter()
-            .map(|(_, b)| SignedEntry::from_bytes(b).unwrap())
-            .collect();
-        verify_entries(&all, &key.public_key(), None).unwrap();
-        assert_eq!(s.prune_audit(4).unwrap(), 6);
-        let e = s.append_audit(record(1), &key).unwrap();
-        assert_eq!(e.entry.seq, 10);
-        let rest: Vec<SignedEntry> = s
-            .audit_all()
-            .unwrap()
-            .iter()
-            .map(|(_, b)| SignedEntry::from_bytes(b).unwrap())
-            .collect();
-        assert_eq!(rest.len(), 5);
-        verify_entries(&rest, &key.public_key(), Some(all[5].entry.hash())).unwrap();
-        assert_eq!(s.audit_newest_first(Some(9), 2).unwrap().len(), 2);
     }
 
     #[test]

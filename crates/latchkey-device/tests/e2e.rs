@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use latchkey_device::audit::{verify_entries, AuditPage};
+use latchkey_device::audit::{verify_entries, AuditBody, AuditPage};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::{RejectCode, ReplyTo};
 use latchkey_proto::envelope::MAX_SEALED_COMMAND;
@@ -123,13 +123,50 @@ async fn owner_commands_run_replays_and_bad_commands_are_refused_without_side_ef
     assert_eq!(code(&r), 0);
     let page = AuditPage::from_bytes(&r.response.body).unwrap();
     verify_entries(&page.entries, &chain.state().identity, None).unwrap();
-    let codes: Vec<u16> = page.entries.iter().map(|e| e.entry.record.code).collect();
-    assert_eq!(codes, vec![0, 6, 6, 7, 4, 9, 1, 1, 1]);
-    let stages: Vec<&str> = page.entries[6..]
+    let kinds: Vec<&str> = page
+        .entries
         .iter()
-        .map(|e| e.entry.record.stage.name())
+        .map(|e| e.entry.body.kind_name())
         .collect();
-    assert_eq!(stages, vec!["decrypt", "size", "size"]);
+    assert_eq!(
+        kinds,
+        vec![
+            "era",
+            "about_to_run",
+            "decision",
+            "decision",
+            "decision",
+            "decision",
+            "refusals"
+        ]
+    );
+    let codes: Vec<u16> = page
+        .entries
+        .iter()
+        .filter_map(|e| match &e.entry.body {
+            AuditBody::Decision(r) => Some(r.code),
+            _ => None,
+        })
+        .collect();
+    // Accepted; the replay after the restart (the first copy's replay was counted, and counts
+    // do not survive kill -9); the owner's stale timestamp; the guest's expired grant.
+    assert_eq!(codes, vec![0, 6, 4, 9]);
+    let AuditBody::Refusals(summary) = &page.entries[6].entry.body else {
+        unreachable!()
+    };
+    let rows: Vec<(&str, &str, u32)> = summary
+        .rows
+        .iter()
+        .map(|r| (r.class.name(), r.stage.name(), r.count))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("unauthenticated", "size", 2),
+            ("unauthenticated", "decrypt", 1),
+            ("no_standing", "authority", 1),
+        ]
+    );
 
     // Status reports the verified owner.
     let status = latchkeyd(&["status", "--dir", dir.to_str().unwrap(), "--json"]);
@@ -150,13 +187,18 @@ async fn owner_commands_run_replays_and_bad_commands_are_refused_without_side_ef
     {
         let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
         let entry: Vec<u8> = db
-            .query_row("SELECT entry FROM audit WHERE seq = 3", [], |r| r.get(0))
+            .query_row("SELECT entry FROM audit_log WHERE seq = 3", [], |r| {
+                r.get(0)
+            })
             .unwrap();
-        // Rewrite the stranger's rejection as an acceptance (the code field).
+        // Rewrite the replay's rejection as an acceptance (the code field).
         let mut forged = latchkey_device::audit::SignedEntry::from_bytes(&entry).unwrap();
-        forged.entry.record.code = 0;
+        let AuditBody::Decision(r) = &mut forged.entry.body else {
+            unreachable!()
+        };
+        r.code = 0;
         db.execute(
-            "UPDATE audit SET entry = ?1 WHERE seq = 3",
+            "UPDATE audit_log SET entry = ?1 WHERE seq = 3",
             [forged.to_bytes()],
         )
         .unwrap();
@@ -225,12 +267,16 @@ async fn relayed_commands_run_once_and_answer_through_a_mailbox() {
     let audit = latchkeyd(&["audit", "--dir", dir.to_str().unwrap(), "--json"]);
     let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
     let entries = audit["entries"].as_array().unwrap();
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        entries.len(),
-        1,
+        kinds,
+        vec!["era", "about_to_run", "decision"],
         "the copy is not logged as a replay: {entries:?}"
     );
-    assert_eq!(entries[0]["via"], "relay");
+    assert_eq!(entries[2]["via"], "relay");
     assert_eq!(audit["verified"], true);
     drop(agent);
     nodes.stop().await;
@@ -316,8 +362,10 @@ async fn keeps_working_from_its_cached_view_when_nodes_are_down_and_says_so() {
     assert!(status["freshness"]["problem"].is_string(), "{status}");
     let audit = latchkeyd(&["audit", "--dir", dir.to_str().unwrap(), "--json"]);
     let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
-    assert_eq!(audit["entries"][0]["stale_view"], true);
-    assert_eq!(audit["entries"][0]["code"], 0);
+    let outcome = &audit["entries"][2];
+    assert_eq!(outcome["kind"], "decision");
+    assert_eq!(outcome["stale_view"], true);
+    assert_eq!(outcome["code"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

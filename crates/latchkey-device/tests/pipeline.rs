@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use latchkey_device::audit::{verify_entries, AuditPage, Stage, Via};
+use latchkey_device::audit::{
+    verify_entries, ArgsDigest, AuditBody, AuditPage, RefusalClass, Stage, Via,
+};
 use latchkey_device::clock::{Clock, ManualClock};
 use latchkey_device::pipeline::{Answer, Early, Pipeline, PipelineConfig};
 use latchkey_device::store::Store;
@@ -122,7 +124,7 @@ impl Fixture {
         let result = if auth.is_audit() {
             self.pipeline.audit_page(auth.args())
         } else {
-            output
+            self.pipeline.about_to_run(&auth).and(output)
         };
         Ok(self.pipeline.complete(auth, result))
     }
@@ -502,26 +504,54 @@ fn the_audit_log_records_everything_and_verifies() {
     assert!(answer.accepted());
     let body = f.open_answer(&answer, &pending).response.body;
     let page = AuditPage::from_bytes(&body).unwrap();
-    assert_eq!(page.next_seq, 4);
+    assert_eq!((page.oldest, page.next_seq), (0, 4));
     verify_entries(&page.entries, &f.device.keys.identity.public_key(), None).unwrap();
-    let summary: Vec<(u16, Stage)> = page
+    let kinds: Vec<&str> = page
         .entries
         .iter()
-        .map(|e| (e.entry.record.code, e.entry.record.stage))
+        .map(|e| e.entry.body.kind_name())
         .collect();
-    assert_eq!(
-        summary,
-        vec![
-            (0, Stage::Action),
-            (RejectCode::Replayed as u16, Stage::Nonce),
-            (RejectCode::Malformed as u16, Stage::Decrypt),
-            (RejectCode::NotAuthorized as u16, Stage::Authority),
-        ]
-    );
-    let accepted = &page.entries[0].entry.record;
+    assert_eq!(kinds, vec!["era", "about_to_run", "decision", "refusals"]);
+    let AuditBody::Decision(accepted) = &page.entries[2].entry.body else {
+        unreachable!()
+    };
+    assert_eq!((accepted.code, accepted.stage), (0, Stage::Action));
     assert_eq!(accepted.sender, Some(owner.public_key()));
     assert_eq!(accepted.action, "unlock");
+    assert_eq!(accepted.args, Some(ArgsDigest::of(b"")));
     assert!(!accepted.view.stale, "the fixture's quorum is fresh");
+    // The replay, the altered envelope and the stranger are counted in one summary.
+    let AuditBody::Refusals(summary) = &page.entries[3].entry.body else {
+        unreachable!()
+    };
+    let rows: Vec<(RefusalClass, Stage, u16, u32)> = summary
+        .rows
+        .iter()
+        .map(|r| (r.class, r.stage, r.code, r.count))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                RefusalClass::Unauthenticated,
+                Stage::Decrypt,
+                RejectCode::Malformed as u16,
+                1
+            ),
+            (
+                RefusalClass::NoStanding,
+                Stage::Authority,
+                RejectCode::NotAuthorized as u16,
+                1
+            ),
+            (
+                RefusalClass::Repeat,
+                Stage::Nonce,
+                RejectCode::Replayed as u16,
+                1
+            ),
+        ]
+    );
     // Paging back.
     let (env, pending) = {
         let mut c = f.command(&owner, "audit");

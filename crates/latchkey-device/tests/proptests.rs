@@ -2,8 +2,9 @@
 //! never panic the decoders, and any single flipped bit of a stored run is detected.
 
 use latchkey_device::audit::{
-    verify_entries, AuditEntry, AuditPage, AuditRecord, SignedEntry, Stage, Via, ViewMark,
-    MAX_DETAIL,
+    verify_entries, ArgsDigest, AuditBody, AuditEntry, AuditPage, AuditRecord, EraCause, EraStart,
+    RefusalClass, RefusalCount, RefusalSummary, Running, SignedEntry, Stage, Via, ViewMark,
+    MAX_DETAIL, MAX_SUMMARY_ROWS,
 };
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::CommandId;
@@ -16,12 +17,12 @@ fn key() -> SigningKey {
 
 prop_compose! {
     fn record()(
-        time_ms in proptest::option::of(any::<u64>()),
         relay in any::<bool>(),
         envelope in any::<[u8; 32]>(),
         with_sender in any::<bool>(),
         command in proptest::option::of(any::<[u8; 32]>()),
         action in "[a-z0-9._-]{0,32}",
+        args in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..1024)),
         code in any::<u16>(),
         stage in 0usize..13,
         detail in "\\PC{0,60}",
@@ -29,12 +30,12 @@ prop_compose! {
         age_s in proptest::option::of(any::<u32>()),
     ) -> AuditRecord {
         AuditRecord {
-            time_ms,
             via: if relay { Via::Relay } else { Via::Local },
             envelope,
             sender: with_sender.then(|| key().public_key()),
             command: command.map(CommandId),
             action,
+            args: args.map(|a| ArgsDigest::of(&a)),
             code,
             stage: Stage::ALL[stage],
             detail,
@@ -43,32 +44,79 @@ prop_compose! {
     }
 }
 
-fn chain(records: Vec<AuditRecord>) -> Vec<SignedEntry> {
+prop_compose! {
+    fn summary()(
+        first_ms in proptest::option::of(0u64..1 << 50),
+        span in 0u64..1 << 20,
+        rows in proptest::collection::btree_map((0usize..4, 0usize..13, any::<u16>()), 1u32.., 1..=MAX_SUMMARY_ROWS),
+    ) -> RefusalSummary {
+        RefusalSummary {
+            first_ms,
+            last_ms: first_ms.map(|f| f + span),
+            rows: rows
+                .into_iter()
+                .map(|((class, stage, code), count)| RefusalCount {
+                    class: RefusalClass::ALL[class],
+                    stage: Stage::ALL[stage],
+                    code,
+                    count,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn body() -> impl Strategy<Value = AuditBody> {
+    prop_oneof![
+        record().prop_map(AuditBody::Decision),
+        (record(), any::<bool>()).prop_map(|(r, by_owner)| AuditBody::Running(Running {
+            via: r.via,
+            envelope: r.envelope,
+            sender: key().public_key(),
+            command: CommandId(r.envelope),
+            action: r.action,
+            args: r.args.unwrap_or(ArgsDigest::of(&[])),
+            by_owner,
+            view: r.view,
+        })),
+        summary().prop_map(AuditBody::Refusals),
+    ]
+}
+
+fn chain(bodies: Vec<AuditBody>) -> Vec<SignedEntry> {
     let mut prev = [0u8; 32];
-    records
-        .into_iter()
-        .enumerate()
-        .map(|(i, record)| {
-            let e = AuditEntry {
-                seq: i as u64,
-                prev,
-                record,
-            }
-            .sign(&key());
-            prev = e.entry.hash();
-            e
-        })
-        .collect()
+    let era = [5; 32];
+    std::iter::once(AuditBody::EraStart(EraStart {
+        cause: EraCause::Transfer,
+        op_seq: 9,
+    }))
+    .chain(bodies)
+    .enumerate()
+    .map(|(i, body)| {
+        let e = AuditEntry {
+            seq: i as u64,
+            prev,
+            era,
+            time_ms: Some(i as u64),
+            body,
+        }
+        .sign(&key());
+        prev = e.entry.hash();
+        e
+    })
+    .collect()
 }
 
 proptest! {
     #[test]
-    fn entries_round_trip(records in proptest::collection::vec(record(), 1..6)) {
-        let entries = chain(records);
+    fn entries_round_trip(bodies in proptest::collection::vec(body(), 1..6)) {
+        let entries = chain(bodies);
         for e in &entries {
             let bytes = e.to_bytes();
             prop_assert!(bytes.len() <= SignedEntry::MAX_LEN);
-            prop_assert!(e.entry.record.detail.len() <= MAX_DETAIL);
+            if let AuditBody::Decision(r) = &e.entry.body {
+                prop_assert!(r.detail.len() <= MAX_DETAIL);
+            }
             prop_assert_eq!(&SignedEntry::from_bytes(&bytes).unwrap(), e);
         }
         verify_entries(&entries, &key().public_key(), None).unwrap();
@@ -82,11 +130,11 @@ proptest! {
 
     #[test]
     fn any_flipped_bit_is_detected(
-        records in proptest::collection::vec(record(), 3..4),
+        bodies in proptest::collection::vec(body(), 3..4),
         which in 0usize..3,
         bit in any::<prop::sample::Index>(),
     ) {
-        let entries = chain(records);
+        let entries = chain(bodies);
         let bytes = entries[which].to_bytes();
         let at = bit.index(bytes.len() * 8);
         let mut flipped = bytes.clone();

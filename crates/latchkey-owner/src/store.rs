@@ -42,12 +42,21 @@ CREATE TABLE IF NOT EXISTS invitations (
     grants BLOB NOT NULL,
     accepted_ms INTEGER NOT NULL
 );
--- Copies of audit entries seen, so a rewritten entry is noticed.
+-- Copies of audit entries seen, so a rewritten entry is noticed. Version 2 entries restart at
+-- sequence 0 in every ownership era, so copies are keyed by era too; the version 1 table
+-- `audit_copies` is kept as it was (evidence is never deleted).
 CREATE TABLE IF NOT EXISTS audit_copies (
     device TEXT NOT NULL,
     seq INTEGER NOT NULL,
     entry BLOB NOT NULL,
     PRIMARY KEY (device, seq)
+);
+CREATE TABLE IF NOT EXISTS audit_copies_v2 (
+    device TEXT NOT NULL,
+    era BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    entry BLOB NOT NULL,
+    PRIMARY KEY (device, era, seq)
 );
 -- Owner-change proposals waiting for signatures (each an op, public data).
 CREATE TABLE IF NOT EXISTS proposals (
@@ -344,23 +353,40 @@ impl Store {
             .collect()
     }
 
-    /// Keeps a copy of an audit entry; false when a different entry was seen at that sequence.
-    pub fn keep_audit_entry(&self, device: &DeviceId, seq: u64, entry: &[u8]) -> Result<bool> {
+    /// Keeps a copy of an audit entry; false when a different entry was seen at that era and
+    /// sequence.
+    pub fn keep_audit_entry(
+        &self,
+        device: &DeviceId,
+        era: &[u8; 32],
+        seq: u64,
+        entry: &[u8],
+    ) -> Result<bool> {
         self.conn
             .execute(
-                "INSERT OR IGNORE INTO audit_copies (device, seq, entry) VALUES (?1, ?2, ?3)",
-                params![device.to_string(), seq as i64, entry],
+                "INSERT OR IGNORE INTO audit_copies_v2 (device, era, seq, entry)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![device.to_string(), &era[..], seq as i64, entry],
             )
             .map_err(|e| self.wrap(e))?;
-        let kept: Vec<u8> = self
-            .conn
+        Ok(self.kept_audit_entry(device, era, seq)?.as_deref() == Some(entry))
+    }
+
+    /// The kept copy of an audit entry, if this profile has seen it.
+    pub fn kept_audit_entry(
+        &self,
+        device: &DeviceId,
+        era: &[u8; 32],
+        seq: u64,
+    ) -> Result<Option<Vec<u8>>> {
+        self.conn
             .query_row(
-                "SELECT entry FROM audit_copies WHERE device = ?1 AND seq = ?2",
-                params![device.to_string(), seq as i64],
+                "SELECT entry FROM audit_copies_v2 WHERE device = ?1 AND era = ?2 AND seq = ?3",
+                params![device.to_string(), &era[..], seq as i64],
                 |r| r.get(0),
             )
-            .map_err(|e| self.wrap(e))?;
-        Ok(kept == entry)
+            .optional()
+            .map_err(|e| self.wrap(e))
     }
 
     pub fn put_proposal(&self, op: &Op, now_ms: u64) -> Result<()> {

@@ -56,6 +56,7 @@ use serde_json::{json, Value};
 /// One module per vector file, in `examples/gen_vectors/`.
 #[path = "gen_vectors"]
 mod files {
+    pub mod audit;
     pub mod claim;
     pub mod command;
     pub mod grant;
@@ -161,6 +162,13 @@ fn main() {
              byte-identically (sntrup761 encapsulation draws OS randomness): each sealed vector \
              carries the device's secret key file and the command the envelope must open to.",
             files::command::vectors(&w),
+        ),
+        (
+            "audit.json",
+            "Audit log entries (version 2, docs/PROTOCOL.md §9): one era's run through every \
+             entry kind, the run kept after pruning, a page, runs that must not verify, and \
+             encodings that must not decode.",
+            files::audit::vectors(&w),
         ),
         (
             "response.json",
@@ -346,6 +354,8 @@ fn decode(codec: &str, bytes: &[u8]) -> Result<Vec<u8>, Error> {
         "SignedResponse" => rt::<SignedResponse>(bytes),
         "ClaimPayload" => rt::<ClaimPayload>(bytes),
         "Invitation" => rt::<latchkey_proto::invite::Invitation>(bytes),
+        "SignedEntry" => rt::<latchkey_proto::audit::SignedEntry>(bytes),
+        "AuditPage" => rt::<latchkey_proto::audit::AuditPage>(bytes),
         other => panic!("no codec {other}"),
     }
 }

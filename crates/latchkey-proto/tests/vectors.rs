@@ -25,7 +25,7 @@ use latchkey_proto::{pad, Error};
 use serde_json::{json, Value};
 
 /// Every file the directory must hold, each with at least one vector.
-const FILES: [&str; 9] = [
+const FILES: [&str; 10] = [
     "keys.json",
     "bip39_english.json",
     "slip10_ed25519.json",
@@ -35,6 +35,7 @@ const FILES: [&str; 9] = [
     "grant.json",
     "command.json",
     "response.json",
+    "audit.json",
 ];
 
 /// Envelope layout (docs/PROTOCOL.md): version, kind, X25519 ephemeral (32), sntrup761
@@ -211,6 +212,23 @@ fn check(v: &Value) {
             expect_error(v, result);
         }
         "response_exchange" => check_response_exchange(v),
+        "audit_run" => {
+            let entries = audit_run(v);
+            let identity = public_key(v, "device_identity");
+            latchkey_proto::audit::verify_entries(&entries, &identity, None).unwrap();
+            if let Some(args) = v.get("args") {
+                let digest = latchkey_proto::audit::ArgsDigest::of(&bytes(v, "args"));
+                assert_eq!(h(digest.hash), v["args_hash"], "{args}");
+            }
+        }
+        "audit_run_fail" => {
+            let entries = audit_run(v);
+            let identity = public_key(v, "device_identity");
+            let broken =
+                latchkey_proto::audit::verify_entries(&entries, &identity, None).unwrap_err();
+            assert_eq!(s(v, "error"), "AuditBroken");
+            assert_eq!(broken.seq, u(v, "broken_seq"), "{broken}");
+        }
         "response_open_fail" => expect_error(
             v,
             open_response(
@@ -306,8 +324,29 @@ fn decode(codec: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
         "SignedResponse" => rt::<SignedResponse>(input),
         "ClaimPayload" => rt::<ClaimPayload>(input),
         "Invitation" => rt::<Invitation>(input),
+        "SignedEntry" => rt::<latchkey_proto::audit::SignedEntry>(input),
+        "AuditPage" => rt::<latchkey_proto::audit::AuditPage>(input),
         other => panic!("unknown codec {other:?}"),
     }
+}
+
+/// The entries of an `audit_run` vector: each decodes, re-encodes to its bytes and has its
+/// `entry_hash`.
+fn audit_run(v: &Value) -> Vec<latchkey_proto::audit::SignedEntry> {
+    v["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            let raw = bytes(e, "bytes");
+            let entry = latchkey_proto::audit::SignedEntry::from_bytes(&raw).unwrap();
+            assert_eq!(entry.to_bytes(), raw);
+            assert_eq!(entry.entry.seq, u(e, "seq"));
+            assert_eq!(entry.entry.body.kind_name(), s(e, "kind"));
+            assert_eq!(h(entry.entry.hash()), e["entry_hash"]);
+            entry
+        })
+        .collect()
 }
 
 fn check_decode(v: &Value) {

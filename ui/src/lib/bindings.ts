@@ -214,17 +214,33 @@ export type AuditEntryView = { seq: number,
  */
 time_ms: number | null, 
 /**
- * The sender's key (`lkpk1…`), when the signature could be read.
+ * `decision`, `about_to_run`, `refusals`, `pruned` or `era`.
  */
-sender: string | null, action: string, accepted: boolean, 
+kind: string, 
+/**
+ * The sender's key (`lkpk1…`), when the entry names one.
+ */
+sender: string | null, 
+/**
+ * The action, for entries about one command.
+ */
+action: string, 
+/**
+ * False only for a refused command.
+ */
+accepted: boolean, 
 /**
  * `Accepted` or the refusal's name.
  */
 outcome: string, 
 /**
- * `lan` or `relay`.
+ * `lan` or `relay`, for entries about one command.
  */
-route: RouteKind, detail: string, };
+route: RouteKind | null, 
+/**
+ * E.g. "1,234 unreadable envelopes refused between 02:00 and 02:01 UTC".
+ */
+text: string, };
 
 export type AuditView = { device_id: string, entries: Array<AuditEntryView>, };
 

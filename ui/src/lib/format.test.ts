@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { BackendError } from './backend';
-import type { DeviceView, OpenResult } from './bindings';
+import type { AuditEntryView, DeviceView, OpenResult } from './bindings';
 import {
+  auditLine,
   base64OfDataUrl,
   claimStageText,
   doorIsOpen,
@@ -208,6 +209,58 @@ describe('revokeText', () => {
   it('says when the nodes did not take it', () => {
     expect(revokeText('Ann', { ...base, door: 'the door already knows', nodes_error: 'only 0 of 3' })).toContain(
       'revoke again once they are reachable',
+    );
+  });
+});
+
+describe('auditLine', () => {
+  const entry = (over: Partial<AuditEntryView>): AuditEntryView => ({
+    seq: 1,
+    time_ms: null,
+    kind: 'decision',
+    sender: null,
+    action: '',
+    accepted: true,
+    outcome: 'Accepted',
+    route: null,
+    text: '',
+    ...over,
+  });
+  const nameOf = (k: string | null) => (k === 'lkpk1guest' ? 'Ana (guest)' : 'someone');
+
+  it('tells summaries, pruning and new eras in the device words, with no sender', () => {
+    const summary = entry({
+      kind: 'refusals',
+      text: '1,234 unreadable envelopes refused between 02:00 and 02:01 UTC',
+    });
+    expect(auditLine(summary, nameOf)).toBe('1,234 unreadable envelopes refused between 02:00 and 02:01 UTC');
+    expect(auditLine(entry({ kind: 'pruned', text: 'entries 0–999 pruned (all fetched)' }), nameOf)).toBe(
+      'entries 0–999 pruned (all fetched)',
+    );
+    expect(auditLine(entry({ kind: 'era', text: 'claimed: new owners from here' }), nameOf)).toBe(
+      'claimed: new owners from here',
+    );
+  });
+
+  it('names the sender of an action and says why a refusal happened', () => {
+    const ran = entry({
+      kind: 'about_to_run',
+      sender: 'lkpk1guest',
+      route: 'lan',
+      text: 'about to run unlock for a guest (no arguments) … then: ran',
+    });
+    expect(auditLine({ ...ran, action: 'unlock' }, nameOf)).toBe(
+      'Ana (guest) · unlock · accepted — about to run unlock for a guest (no arguments) … then: ran',
+    );
+    const refused = entry({
+      sender: 'lkpk1guest',
+      action: 'unlock',
+      accepted: false,
+      outcome: 'Grant expired',
+      text: 'unlock: refused at authority: the grant expired 5 s ago',
+    });
+    expect(auditLine(refused, nameOf)).toBe(
+      'Ana (guest) · unlock · refused (Grant expired) — unlock: refused at authority: the grant expired 5 s ago',
     );
   });
 });

@@ -1,7 +1,15 @@
 // Wording and small decisions about how things look. Nothing here decides anything about
 // ownership or access: that is the owner core's job, and these functions only phrase it.
 import { BackendError, toBackendError } from './backend';
-import type { ClaimProgress, DeviceView, DoorView, OpenResult, ProposalResult, RevokeResult } from './bindings';
+import type {
+  AuditEntryView,
+  ClaimProgress,
+  DeviceView,
+  DoorView,
+  OpenResult,
+  ProposalResult,
+  RevokeResult,
+} from './bindings';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -211,4 +219,16 @@ export function claimStageText(progress: ClaimProgress): string {
     case 'telling_device':
       return 'Yours. Telling the device…';
   }
+}
+
+/**
+ * One audit entry for the activity list. Entries about one command name who sent it; the rest
+ * (refusal summaries, pruning, a new ownership era) are told in the device's own words.
+ */
+export function auditLine(e: AuditEntryView, nameOf: (key: string | null) => string): string {
+  if (e.kind === 'decision' || e.kind === 'about_to_run') {
+    const verdict = e.accepted ? 'accepted' : `refused (${e.outcome})`;
+    return `${nameOf(e.sender)} · ${e.action || '(unreadable)'} · ${verdict} — ${e.text}`;
+  }
+  return e.text;
 }
