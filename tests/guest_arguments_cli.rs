@@ -95,7 +95,11 @@ async fn owners_pin_guest_arguments_with_the_cli() {
     );
 
     let mut ana = Cli::new(tmp.path().join("ana"));
-    ana.ok(&["accept", pinned["link"].as_str().unwrap()]);
+    let accepted = ana.ok(&["accept", pinned["link"].as_str().unwrap()]);
+    assert!(
+        accepted.contains("exactly one of: hex:2d2d686f6c642d6f70656e0035"),
+        "{accepted}"
+    );
     let mut ben = Cli::new(tmp.path().join("ben"));
     ben.ok(&["accept", bare["link"].as_str().unwrap()]);
 

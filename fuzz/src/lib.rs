@@ -15,7 +15,7 @@ use latchkey_proto::codec::Codec;
 use latchkey_proto::command::{Command, ReplyTo, SignedCommand, SignedResponse};
 use latchkey_proto::device::DeviceKeys;
 use latchkey_proto::envelope::{self, PendingReply};
-use latchkey_proto::grant::Grant;
+use latchkey_proto::grant::{AllowedArguments, Grant};
 use latchkey_proto::invite::Invitation;
 use latchkey_proto::keys::{DeviceId, PublicKey, RecoveryPhrase};
 use latchkey_proto::pad;
@@ -30,6 +30,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("op", op),
     ("op_list", op_list),
     ("grant", grant),
+    ("allowed_arguments", allowed_arguments),
     ("command", command),
     ("response", response),
     ("claim_text", claim_text),
@@ -111,6 +112,22 @@ pub fn op_list(data: &[u8]) {
 pub fn grant(data: &[u8]) {
     if let Some(grant) = decoded::<Grant>(data) {
         let _ = grant.verify_signature();
+    }
+}
+
+/// The allowed-arguments extension value on its own (the `grant` target reaches it only inside
+/// a well-formed grant): what decodes has exactly one encoding and allows each of its strings.
+pub fn allowed_arguments(data: &[u8]) {
+    if let Ok(list) = AllowedArguments::decode(data) {
+        assert_eq!(
+            list.encode(),
+            data,
+            "allowed arguments re-encode differently"
+        );
+        assert!(list.as_slice().iter().all(|a| list.allows(a)));
+        assert!(!list.allows(b""), "the empty string is never listed");
+        let rebuilt = AllowedArguments::new(list.as_slice().iter().rev().cloned().collect());
+        assert_eq!(rebuilt.as_ref(), Ok(&list));
     }
 }
 

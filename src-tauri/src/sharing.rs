@@ -82,8 +82,10 @@ pub async fn grants(
         .await
 }
 
-/// Invites a guest: a grant for `actions` between `from_ms` and `until_ms`, as a link and QR.
+/// Invites a guest: a grant for `actions` between `from_ms` and `until_ms`, as a link and QR;
+/// `pinned_args` are the exact argument strings the guest may send (none: no arguments).
 #[tauri::command]
+#[allow(clippy::too_many_arguments)]
 pub async fn invite(
     state: State<'_, AppState>,
     device: String,
@@ -92,6 +94,7 @@ pub async fn invite(
     until_ms: u64,
     actions: Vec<String>,
     use_limit: Option<u32>,
+    pinned_args: Option<Vec<String>>,
 ) -> Result<InvitationView, CommandError> {
     let request = InviteRequest {
         guest_name,
@@ -99,6 +102,11 @@ pub async fn invite(
         until_ms,
         actions,
         use_limit,
+        arguments: pinned_args
+            .unwrap_or_default()
+            .into_iter()
+            .map(String::into_bytes)
+            .collect(),
     };
     state
         .with_profile(move |p| async move {

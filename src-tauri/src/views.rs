@@ -258,6 +258,8 @@ pub struct GrantView {
     pub status: String,
     /// The guest's key (`lkpk1…`), to recognise it in the audit log.
     pub guest_key: String,
+    /// The exact arguments the guest may send besides none (text; empty: none at all).
+    pub arguments: Vec<String>,
 }
 
 impl From<&IssuedGrant> for GrantView {
@@ -275,6 +277,10 @@ impl From<&IssuedGrant> for GrantView {
             created_ms: g.created_ms,
             status: g.status.as_str().to_owned(),
             guest_key: body.subject.to_string(),
+            arguments: latchkey_owner::pinned_by(&g.grant)
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect(),
         }
     }
 }

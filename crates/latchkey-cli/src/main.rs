@@ -830,6 +830,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 when::show(held.not_before_ms),
                 when::show(held.not_after_ms)
             );
+            if !held.arguments.is_empty() {
+                let shown: Vec<String> = held.arguments.iter().map(|a| show_argument(a)).collect();
+                println!(
+                    "you may send no arguments, or exactly one of: {}",
+                    shown.join(", ")
+                );
+            }
             println!("open it with: latchkey open {}", held.device.short());
         }
         Cmd::Invitations { json } => {
@@ -846,6 +853,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             "actions": h.actions,
                             "not_before_ms": h.not_before_ms,
                             "not_after_ms": h.not_after_ms,
+                            "arguments_hex": h.arguments.iter().map(hex::encode).collect::<Vec<_>>(),
                             "status": h.status.as_str(),
                         })
                     })

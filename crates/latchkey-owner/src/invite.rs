@@ -86,6 +86,8 @@ pub struct HeldInvitation {
     pub actions: Vec<String>,
     pub not_before_ms: u64,
     pub not_after_ms: u64,
+    /// The exact arguments the guest may send besides none: what every grant of the chain pins.
+    pub arguments: Vec<Vec<u8>>,
     pub status: GrantStatus,
     /// The profile held this invitation already; nothing changed.
     pub already_held: bool,
@@ -421,6 +423,7 @@ impl Profile {
             actions: leaf.body.actions.clone(),
             not_before_ms: leaf.body.not_before_ms,
             not_after_ms: leaf.body.not_after_ms,
+            arguments: pinned_by(&leaf),
             status: status_of(&invitation.grants, &record.chain, self.now_ms()),
             already_held,
         })
@@ -445,6 +448,7 @@ impl Profile {
                     actions: leaf.body.actions.clone(),
                     not_before_ms: leaf.body.not_before_ms,
                     not_after_ms: leaf.body.not_after_ms,
+                    arguments: pinned_by(leaf),
                     status: status_of(&row.grants, &device.chain, now),
                     already_held: true,
                 })

@@ -748,6 +748,49 @@ fn chain_and_grants(r: &mut Runner) {
         },
     );
 
+    // The same delegation with pinned arguments at their caps' worst: the owner pins 8 strings
+    // (the most the 512-byte extension holds at ~60 bytes each), the host pins one of them, and
+    // the cleaner sends it. The extra work is decoding both lists (twice: shape, subset) and
+    // the lookups.
+    let strings: Vec<Vec<u8>> = (0..8u8)
+        .map(|i| {
+            format!("{{\"entity_id\":\"lock.door_{i}\",\"hold_open_s\":30,\"code\":\"0000\"}}")
+        })
+        .map(String::into_bytes)
+        .collect();
+    let pin = |list: &[Vec<u8>]| {
+        grant::AllowedArguments::new(list.to_vec())
+            .expect("within the caps")
+            .to_extension()
+    };
+    let repin = |g: &Grant, issuer: &SigningKey, list: &[Vec<u8>]| {
+        GrantBody {
+            extensions: vec![pin(list)],
+            ..g.body.clone()
+        }
+        .sign(issuer)
+        .expect("issuer signs")
+    };
+    let pinned = vec![
+        repin(&grants[0], &owner, &strings),
+        repin(&grants[1], &host, &strings[5..6]),
+    ];
+    let pinned_checks: Vec<RawCheck> = pinned.iter().map(grant_check).collect();
+    let pinned_request = GrantRequest {
+        args: &strings[5],
+        ..request
+    };
+    r.compare_simple(
+        "grant_chain_verify_2_pinned_args",
+        QUICK,
+        || grant::verify_grant_chain(black_box(&pinned), &state, &pinned_request).expect("allowed"),
+        || {
+            for check in black_box(&pinned_checks) {
+                assert!(check.run());
+            }
+        },
+    );
+
     // Decoding only (no signature is verified). Decoding checks that every public key is a
     // valid point, the bulk of the work; `primitives` times that check for each key the input
     // holds.

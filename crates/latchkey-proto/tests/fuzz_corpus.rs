@@ -286,6 +286,22 @@ fn write_seed_corpus() {
     .sign(&guest)
     .unwrap();
     seeds.put("grant", "pinned-arguments", &pinned.to_bytes());
+    let one = |list: &[&[u8]]| {
+        AllowedArguments::new(list.iter().map(|a| a.to_vec()).collect())
+            .unwrap()
+            .encode()
+    };
+    seeds.put(
+        "allowed_arguments",
+        "two",
+        &one(&[b"{\"entity_id\":\"lock.front\"}", b"--hold-open\x005"]),
+    );
+    seeds.put("allowed_arguments", "one-long", &one(&[&[0x7a; 256]]));
+    seeds.put(
+        "allowed_arguments",
+        "eight",
+        &one(&[b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"]),
+    );
 
     seeds.put("command", "owner", &owner_command.to_bytes());
     seeds.put("command", "guest", &guest_command.to_bytes());

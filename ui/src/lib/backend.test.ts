@@ -76,6 +76,37 @@ describe('tauriBackend', () => {
     expect(seen).toEqual(['app_info']);
   });
 
+  it('sends the pinned arguments to the invite command, whose grant lists them', async () => {
+    const seen: Array<[string, unknown]> = [];
+    mockIPC((cmd, args) => {
+      seen.push([cmd, args]);
+      return { link: 'latchkey://invite/x', qr: '', grant: { arguments: ['{"entity_id":"lock.front"}'] } };
+    });
+    const issued = await tauriBackend.invite('lkdev1x', {
+      guestName: 'Ana',
+      fromMs: 1,
+      untilMs: 2,
+      actions: ['call'],
+      useLimit: null,
+      pinnedArgs: ['{"entity_id":"lock.front"}'],
+    });
+    expect(seen).toEqual([
+      [
+        'invite',
+        {
+          device: 'lkdev1x',
+          guestName: 'Ana',
+          fromMs: 1,
+          untilMs: 2,
+          actions: ['call'],
+          useLimit: null,
+          pinnedArgs: ['{"entity_id":"lock.front"}'],
+        },
+      ],
+    ]);
+    expect(issued.grant.arguments).toEqual(['{"entity_id":"lock.front"}']);
+  });
+
   it('turns a rejected CommandError into a BackendError', async () => {
     mockIPC(() => {
       throw { code: 'internal', message: 'Keychain is locked.' };
@@ -87,6 +118,18 @@ describe('tauriBackend', () => {
 });
 
 describe('invitation links in the mock', () => {
+  it('issues a grant that lists exactly the arguments pinned, or none', async () => {
+    const backend = createMockBackend({ withIdentity: true });
+    const request = { guestName: 'Ana', fromMs: 1, untilMs: 2, actions: ['call'], useLimit: null };
+    const bare = await backend.invite('lkdev1x', { ...request, pinnedArgs: [] });
+    expect(bare.grant.arguments).toEqual([]);
+    const pinned = await backend.invite('lkdev1x', {
+      ...request,
+      pinnedArgs: ['{"entity_id":"lock.front"}', '--hold-open', '--hold-open'],
+    });
+    expect(pinned.grant.arguments).toEqual(['--hold-open', '{"entity_id":"lock.front"}']);
+  });
+
   it('hands out the opening link once', async () => {
     const backend = createMockBackend({ inviteLink: 'latchkey://invite/abc' });
     expect(await backend.takeInviteLink()).toBe('latchkey://invite/abc');

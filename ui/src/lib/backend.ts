@@ -107,6 +107,8 @@ export interface InviteRequest {
   untilMs: number;
   actions: string[];
   useLimit: number | null;
+  /** Exact argument strings the guest may send; empty: the guest sends none. */
+  pinnedArgs: string[];
 }
 
 export interface OwnerChangeRequest {
@@ -189,6 +191,7 @@ export const tauriBackend: Backend = {
       untilMs: r.untilMs,
       actions: r.actions,
       useLimit: r.useLimit,
+      pinnedArgs: r.pinnedArgs,
     }),
   revoke: (grantId) => call<RevokeResult>('revoke', { grantId }),
   acceptInvitation: (link) => call<HeldInvitationView>('accept_invitation', { link }),
@@ -415,6 +418,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
           created_ms: Date.now(),
           status: 'active',
           guest_key: 'lkpk1mockguestkey',
+          arguments: [...new Set(r.pinnedArgs)].sort(),
         };
         issued = [...issued, grant];
         return { link: `latchkey://invite/mock${issued.length}`, qr: MOCK_PNG, grant };

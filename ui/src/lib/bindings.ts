@@ -175,7 +175,11 @@ status: string,
 /**
  * The guest's key (`lkpk1…`), to recognise it in the audit log.
  */
-guest_key: string, };
+guest_key: string, 
+/**
+ * The exact arguments the guest may send besides none (text; empty: none at all).
+ */
+arguments: Array<string>, };
 
 export type InvitationView = { 
 /**

@@ -11,7 +11,9 @@ import {
   fromLocalInput,
   grantStatusLabel,
   ownershipLine,
+  argumentsText,
   parseActions,
+  parseArguments,
   parseNodeUrls,
   reachLine,
   resultHeadline,
@@ -179,6 +181,14 @@ describe('invitation helpers', () => {
   it('parses action lists without duplicates', () => {
     expect(parseActions('unlock, lock unlock')).toEqual(['unlock', 'lock']);
     expect(parseActions(' ')).toEqual([]);
+  });
+
+  it('keeps pinned arguments byte for byte, one per line', () => {
+    expect(parseArguments('{"entity_id":"lock.front"}\r\n\n a b \n')).toEqual(['{"entity_id":"lock.front"}', ' a b ']);
+    expect(parseArguments('x\nx')).toEqual(['x']);
+    expect(parseArguments('')).toEqual([]);
+    expect(argumentsText([])).toBe('no arguments');
+    expect(argumentsText(['a', 'b'])).toBe('no arguments, or exactly: a · b');
   });
 });
 

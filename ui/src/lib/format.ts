@@ -207,6 +207,19 @@ export function parseActions(text: string): string[] {
   return [...new Set(text.split(/[\s,]+/).filter((a) => a.length > 0))];
 }
 
+/**
+ * Exact arguments typed one per line. Lines are kept byte for byte (the device compares them
+ * exactly), so only empty lines and the CR of CRLF line ends are dropped.
+ */
+export function parseArguments(text: string): string[] {
+  return [...new Set(text.split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.length > 0))];
+}
+
+/** What a guest may send with its actions, for an invitation's summary. */
+export function argumentsText(args: string[]): string {
+  return args.length === 0 ? 'no arguments' : `no arguments, or exactly: ${args.join(' · ')}`;
+}
+
 /** What a claim is doing now, for the progress line. */
 export function claimStageText(progress: ClaimProgress): string {
   switch (progress.stage) {
