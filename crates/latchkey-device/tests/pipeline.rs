@@ -593,8 +593,9 @@ fn a_strangers_signed_command_costs_no_durable_write() {
     let store = f.pipeline.store();
     assert_eq!(store.nonce_count().unwrap(), 0, "no nonce written");
     assert_eq!(store.clock_mark().unwrap(), 0, "no clock mark written");
-    // The durable (synchronous=FULL) tables are untouched; only the audit log (lazy
-    // connection, no fsync per commit) got the two refusals.
+    // The durable (synchronous=FULL) tables are untouched. The audit log (lazy connection, no
+    // fsync per commit) holds the era's first entry and the guest's refusal; the stranger has
+    // no standing, so it is only counted towards the next refusal summary.
     let db = rusqlite::Connection::open(&f.db).unwrap();
     let durable_rows: i64 = db
         .query_row(
@@ -605,7 +606,7 @@ fn a_strangers_signed_command_costs_no_durable_write() {
         .unwrap();
     assert_eq!(durable_rows, 0);
     let audited: i64 = db
-        .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
+        .query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0))
         .unwrap();
     assert_eq!(audited, 2);
 }
