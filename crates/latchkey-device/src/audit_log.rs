@@ -25,6 +25,9 @@ const FETCHED_KEY: &str = "audit.fetched_through";
 /// pages back from the newest entry, so the run grows downwards until it meets the prefix.
 const SERVED_RUN_KEY: &str = "audit.served_run";
 
+/// The chain sequence number of the op that started the log's era.
+const ERA_OP_SEQ_KEY: &str = "audit.era_op_seq";
+
 /// The ownership era the chain is in: its `epoch` op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EraInfo {
@@ -264,9 +267,20 @@ fn append_on(
     identity: &SigningKey,
 ) -> Result<Option<SignedEntry>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let started = start_era_if_needed(&tx, era, time_ms, identity)?;
+    // Eras only advance. A writer that read the view just before it moved on names the era
+    // that ended; its entry happened after the cut, so it goes into the current era rather
+    // than cutting the log back.
+    let current = head(&tx)?.map(|(_, _, id)| id);
+    let stored_op_seq = get_u64(&tx, ERA_OP_SEQ_KEY)?;
+    let era = match (current, stored_op_seq) {
+        (Some(id), Some(op_seq)) if id != era.id && op_seq > era.op_seq => {
+            EraInfo { id, op_seq, ..*era }
+        }
+        _ => *era,
+    };
+    let started = start_era_if_needed(&tx, &era, time_ms, identity)?;
     let written = match body {
-        Some(body) => Some(insert_next(&tx, era, time_ms, body, identity)?),
+        Some(body) => Some(insert_next(&tx, &era, time_ms, body, identity)?),
         None => started,
     };
     tx.commit()?;
@@ -288,6 +302,7 @@ fn start_era_if_needed(
         "DELETE FROM meta WHERE key IN (?1, ?2)",
         [FETCHED_KEY, SERVED_RUN_KEY],
     )?;
+    set_meta(tx, ERA_OP_SEQ_KEY, &era.op_seq.to_string())?;
     if dropped > 0 {
         tracing::info!(
             dropped,
@@ -461,6 +476,13 @@ mod tests {
             None,
             "reset with the era"
         );
+        // A late writer still naming the era that ended does not cut the log back.
+        s.append_audit(&era(1), Some(11), decision(0), &key)
+            .unwrap();
+        let third = entries(&s);
+        assert_eq!(third.len(), 3);
+        assert!(third.iter().all(|e| e.entry.era == [2; 32]));
+        verify_entries(&third, &key.public_key(), None).unwrap();
     }
 
     #[test]

@@ -103,11 +103,10 @@ async fn deliver(agent: &Agent, node: &str, message: &MailboxMessage) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(hash);
-    let first = first
-        && agent
-            .store()
-            .relay_first_sight(&hash, crate::clock::wall_ms())
-            .unwrap_or(true);
+    // Only a read here: junk nobody authenticated must not cost a write each. The envelope is
+    // remembered durably below once the pipeline answered it (a copy arriving through another
+    // node after a restart is then still dropped).
+    let first = first && !agent.store().relay_seen(&hash).unwrap_or(false);
     if !first {
         tracing::debug!(
             node,
@@ -118,12 +117,20 @@ async fn deliver(agent: &Agent, node: &str, message: &MailboxMessage) {
     }
     match agent.handle(envelope, Via::Relay).await {
         Handled::Refused(_) => {}
-        Handled::Answered(answer) => match answer.reply_to {
-            ReplyTo::Mailbox(reply) => post_reply(agent, &reply, answer.sealed).await,
-            ReplyTo::Direct => {
-                tracing::debug!("relayed command asked for a direct reply; nowhere to send it")
+        Handled::Answered(answer) => {
+            if let Err(e) = agent
+                .store()
+                .relay_first_sight(&hash, crate::clock::wall_ms())
+            {
+                tracing::warn!(error = %e, "recording a relayed envelope failed");
             }
-        },
+            match answer.reply_to {
+                ReplyTo::Mailbox(reply) => post_reply(agent, &reply, answer.sealed).await,
+                ReplyTo::Direct => {
+                    tracing::debug!("relayed command asked for a direct reply; nowhere to send it")
+                }
+            }
+        }
     }
 }
 

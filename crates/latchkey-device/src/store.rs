@@ -329,6 +329,19 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Whether a relayed envelope's hash was recorded (a read: no write for junk).
+    pub fn relay_seen(&self, hash: &[u8; 32]) -> Result<bool> {
+        Ok(self
+            .lazy()
+            .query_row(
+                "SELECT 1 FROM relay_seen WHERE hash = ?1",
+                [&hash[..]],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
     pub fn forget_relay_seen_before(&self, at_ms: u64) -> Result<usize> {
         Ok(self.lazy().execute(
             "DELETE FROM relay_seen WHERE at_ms < ?1",
@@ -485,7 +498,9 @@ mod tests {
         assert_eq!(s.relay_cursor("http://a").unwrap(), 0);
         s.set_relay_cursor("http://a", 42).unwrap();
         assert_eq!(s.relay_cursor("http://a").unwrap(), 42);
+        assert!(!s.relay_seen(&[1; 32]).unwrap());
         assert!(s.relay_first_sight(&[1; 32], 10).unwrap());
+        assert!(s.relay_seen(&[1; 32]).unwrap());
         assert!(!s.relay_first_sight(&[1; 32], 11).unwrap());
         assert_eq!(s.forget_relay_seen_before(11).unwrap(), 1);
         assert!(s.relay_first_sight(&[1; 32], 12).unwrap());

@@ -644,7 +644,10 @@ impl AuditBody {
                     r.action.clone()
                 };
                 match (r.code, r.stage) {
-                    (0, _) => format!("{action}: ran ({})", r.detail),
+                    (0, _) => format!(
+                        "{action}: ran ({})",
+                        r.detail.strip_prefix("ran; ").unwrap_or(&r.detail)
+                    ),
                     (15, Stage::Action) => format!("{action}: failed ({})", r.detail),
                     _ => format!("{action}: refused at {}: {}", r.stage.name(), r.detail),
                 }
