@@ -33,5 +33,9 @@ if ! command -v tauri-driver >/dev/null 2>&1; then
   log "Installing tauri-driver"
   cargo install tauri-driver --locked
 fi
+# Cross-crate tests run the real binaries from target/ (tests/support); build them first so a
+# warm target/ never hands a test a binary older than the source.
+log "cargo build (binaries)"
+cargo build --workspace --bins "${cargo_features[@]}"
 log "cargo test (inside a private Secret Service session; the app's test in a private X server)"
 LATCHKEY_APP_E2E=1 with_secret_service cargo test --workspace "${cargo_features[@]}"
