@@ -142,3 +142,33 @@ async fn a_running_agent_is_found_on_mdns() {
     let _ = browser.shutdown();
     agent.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_hook_answering_forever_costs_the_output_cap_not_the_memory() {
+    // A hook (or whoever answers at its address) streams an endless body: the actuator keeps
+    // the first MAX_OUTPUT bytes, stops reading and returns well before its time limit.
+    let app = Router::new().route(
+        "/hook",
+        post(|| async {
+            let chunk = axum::body::Bytes::from(vec![b'x'; 64 * 1024]);
+            let endless =
+                futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+            axum::body::Body::from_stream(endless)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let actuator = HttpActuator {
+        client: reqwest::Client::new(),
+        url,
+        token: None,
+        payload: Some("{}".into()),
+        timeout: Duration::from_secs(10),
+    };
+    // Reading the whole body (as before) never ends: the run would fail with its time limit.
+    let out = actuator.run(&request(b"")).await.unwrap();
+    assert_eq!(out.len(), latchkey_device::actuator::MAX_OUTPUT);
+    assert!(out.iter().all(|&b| b == b'x'));
+    server.abort();
+}

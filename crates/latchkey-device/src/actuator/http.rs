@@ -62,12 +62,7 @@ impl Actuator for HttpActuator {
                 }
             })?;
             let status = resp.status();
-            let mut out = resp
-                .bytes()
-                .await
-                .map_err(|e| ActuatorError::Failed(e.without_url().to_string()))?
-                .to_vec();
-            out.truncate(MAX_OUTPUT);
+            let out = read_head(resp, MAX_OUTPUT).await?;
             if status.is_success() {
                 Ok(out)
             } else {
@@ -76,4 +71,20 @@ impl Actuator for HttpActuator {
             }
         })
     }
+}
+
+/// The first `max` bytes of the hook's answer: the rest is never read (the connection is
+/// dropped), so a hook that answers with an endless body costs at most `max` bytes of memory.
+async fn read_head(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, ActuatorError> {
+    let mut out = Vec::new();
+    while out.len() < max {
+        let chunk = resp
+            .chunk()
+            .await
+            .map_err(|e| ActuatorError::Failed(e.without_url().to_string()))?;
+        let Some(chunk) = chunk else { break };
+        let room = max - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    Ok(out)
 }
