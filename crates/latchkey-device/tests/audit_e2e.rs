@@ -17,15 +17,7 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_posted_to_the_real_agent_grows_the_log_by_one_summary() {
     let nodes = Nodes::start(3).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("device");
-    let out = tmp.path().join("door.log");
-    let script = door_script(tmp.path(), &out);
-    init(
-        &dir,
-        &nodes.urls(),
-        &["--action", &format!("unlock=exec:{}", script.display())],
-    );
+    let (_tmp, dir, out, _) = init_door(&nodes, &[]);
     let agent = Agent::start(&dir);
     let owner = person(1);
     let chain = claim(&dir, &agent.url, &owner, &nodes.urls()).await;

@@ -22,15 +22,7 @@ fn error_code(body: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_commands_run_replays_and_bad_commands_are_refused_without_side_effects() {
     let nodes = Nodes::start(3).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("device");
-    let out = tmp.path().join("door.log");
-    let script = door_script(tmp.path(), &out);
-    let printed = init(
-        &dir,
-        &nodes.urls(),
-        &["--action", &format!("unlock=exec:{}", script.display())],
-    );
+    let (_tmp, dir, out, printed) = init_door(&nodes, &[]);
     assert!(
         printed.contains("▀") || printed.contains("▄"),
         "QR drawn in the terminal"
@@ -216,15 +208,7 @@ async fn owner_commands_run_replays_and_bad_commands_are_refused_without_side_ef
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_commands_run_once_and_answer_through_a_mailbox() {
     let nodes = Nodes::start(3).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("device");
-    let out = tmp.path().join("door.log");
-    let script = door_script(tmp.path(), &out);
-    init(
-        &dir,
-        &nodes.urls(),
-        &["--action", &format!("unlock=exec:{}", script.display())],
-    );
+    let (_tmp, dir, out, _) = init_door(&nodes, &[]);
     let agent = Agent::start(&dir);
     let chain = claim(&dir, &agent.url, &person(1), &nodes.urls()).await;
     let sender = Sender::new(person(1), chain.clone());
@@ -612,20 +596,7 @@ async fn push(url: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
 async fn cut_off_from_every_node_a_pushed_revocation_holds_at_once_and_guests_expire() {
     use latchkey_proto::chain::{OpBody, OpList};
     let nodes = Nodes::start(3).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("device");
-    let out = tmp.path().join("door.log");
-    let script = door_script(tmp.path(), &out);
-    init(
-        &dir,
-        &nodes.urls(),
-        &[
-            "--action",
-            &format!("unlock=exec:{}", script.display()),
-            "--max-guest-staleness-secs",
-            "10",
-        ],
-    );
+    let (_tmp, dir, out, _) = init_door(&nodes, &["--max-guest-staleness-secs", "10"]);
     let toml = std::fs::read_to_string(dir.join("latchkeyd.toml")).unwrap();
     assert!(toml.contains("max_guest_staleness_secs = 10"), "{toml}");
     assert!(toml.contains("max_owner_staleness_secs = 86400"), "{toml}");
@@ -778,15 +749,7 @@ async fn cut_off_from_every_node_a_pushed_revocation_holds_at_once_and_guests_ex
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_captured_command_replayed_after_the_clock_is_set_back_does_not_run() {
     let nodes = Nodes::start(3).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("device");
-    let out = tmp.path().join("door.log");
-    let script = door_script(tmp.path(), &out);
-    init(
-        &dir,
-        &nodes.urls(),
-        &["--action", &format!("unlock=exec:{}", script.display())],
-    );
+    let (_tmp, dir, out, _) = init_door(&nodes, &[]);
     // A 3 s window, so the nonce is forgotten within seconds (pruned once per window).
     let config = dir.join("latchkeyd.toml");
     let toml = std::fs::read_to_string(&config)

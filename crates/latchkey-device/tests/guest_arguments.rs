@@ -112,20 +112,13 @@ fn set_action(dir: &Path, name: &str, token: Option<&str>, payload: Option<&[u8]
 async fn a_guest_passes_no_arguments_its_grant_does_not_pin() {
     let nodes = Nodes::start(3).await;
     let (hook, log) = start_hook().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("device");
-    let out = tmp.path().join("door.log");
-    let script = door_script(tmp.path(), &out);
-    init(
-        &dir,
-        &nodes.urls(),
+    let (_tmp, dir, out, _) = init_door(
+        &nodes,
         &[
             "--action",
             &format!("call=http:{hook}/api/services/lock/unlock"),
             "--action",
             &format!("fixed=http:{hook}/fixed"),
-            "--action",
-            &format!("unlock=exec:{}", script.display()),
         ],
     );
     set_action(&dir, "call", Some(TOKEN), None);

@@ -99,6 +99,21 @@ pub fn init(dir: &Path, nodes: &[String], extra: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A door in a fresh temporary directory: `latchkeyd init` on `nodes` with an `unlock` exec
+/// action whose script appends a line to `out` per run ([`door_script`]), plus `extra` options.
+/// Returns the directory's owner (dropping it deletes everything), the device directory, `out`
+/// and what `init` printed.
+pub fn init_door(nodes: &Nodes, extra: &[&str]) -> (tempfile::TempDir, PathBuf, PathBuf, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("device");
+    let out = tmp.path().join("door.log");
+    let unlock = format!("unlock=exec:{}", door_script(tmp.path(), &out).display());
+    let mut options = vec!["--action", unlock.as_str()];
+    options.extend_from_slice(extra);
+    let printed = init(&dir, &nodes.urls(), &options);
+    (tmp, dir, out, printed)
+}
+
 /// A `latchkeyd run` child process. Dropping it kills it with SIGKILL.
 pub struct Agent {
     child: Child,
