@@ -337,6 +337,9 @@ fn start_driver(
     }
     let driver = ReapedGroup(cmd.spawn().expect("tauri-driver did not start"));
     wait_for_port(port, Duration::from_secs(20));
+    // tauri-driver answers on its own port before the WebKitWebDriver it starts listens on the
+    // native one; a session asked for in between is dropped (seen on a loaded 2-core machine).
+    wait_for_port(native_port, Duration::from_secs(30));
     (driver, port)
 }
 
