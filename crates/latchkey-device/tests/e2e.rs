@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::os::unix::process::CommandExt as _;
+
 use std::time::Duration;
 
 use latchkey_device::audit::{verify_entries, AuditBody, AuditPage};
@@ -802,18 +804,23 @@ async fn a_captured_command_replayed_after_the_clock_is_set_back_does_not_run() 
     };
     let faked = at(capture_ms);
     let log = std::fs::File::create(dir.join("faketime.log")).unwrap();
-    let mut child = std::process::Command::new("faketime")
-        .args([&faked, BIN, "run", "--dir", dir.to_str().unwrap()])
-        .env("TZ", "UTC")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("faketime is installed (apt-get install faketime)");
+    // faketime forks the agent and waits for it: run both in their own process group and kill
+    // the group, or the agent outlives the test.
+    let mut child = ProcessGroup(
+        std::process::Command::new("faketime")
+            .args([&faked, BIN, "run", "--dir", dir.to_str().unwrap()])
+            .env("TZ", "UTC")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .env("RUST_LOG", "info")
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("faketime is installed (apt-get install faketime)"),
+    );
     let url = {
         use std::io::BufRead;
-        let stdout = child.stdout.take().unwrap();
+        let stdout = child.0.stdout.take().unwrap();
         let mut lines_in = std::io::BufReader::new(stdout).lines();
         loop {
             let line = lines_in
@@ -854,8 +861,7 @@ async fn a_captured_command_replayed_after_the_clock_is_set_back_does_not_run() 
         .as_str()
         .unwrap()
         .contains("behind its high-water mark"));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let audit = latchkeyd(&["audit", "--dir", dir.to_str().unwrap(), "--json"]);
     let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
     let last = audit["entries"].as_array().unwrap().last().unwrap().clone();
@@ -867,4 +873,15 @@ async fn a_captured_command_replayed_after_the_clock_is_set_back_does_not_run() 
         "{last}"
     );
     nodes.stop().await;
+}
+
+/// A child process leading its own process group; dropping it kills the whole group (SIGKILL).
+struct ProcessGroup(std::process::Child);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
 }
