@@ -420,8 +420,9 @@ pub struct Pruned {
 }
 
 impl Pruned {
+    /// How many entries the range holds (saturating: a range of every `u64` has no count).
     pub fn count(&self) -> u64 {
-        self.last - self.first + 1
+        self.last.saturating_sub(self.first).saturating_add(1)
     }
 
     fn encode(&self, w: &mut Writer) {
@@ -807,7 +808,7 @@ pub fn verify_entries(
     let mut expected_prev = anchor;
     let mut expected_seq: Option<u64> = None;
     let era = entries.first().map(|e| e.entry.era);
-    for e in entries {
+    for (i, e) in entries.iter().enumerate() {
         let seq = e.entry.seq;
         let broken = |why| Err(AuditBroken { seq, why });
         if !e.verify_signature(identity) {
@@ -849,7 +850,13 @@ pub fn verify_entries(
             }
         }
         expected_prev = Some(e.entry.hash());
-        expected_seq = Some(seq + 1);
+        expected_seq = match seq.checked_add(1) {
+            Some(next) => Some(next),
+            None if i + 1 < entries.len() => {
+                return broken("an entry follows the largest sequence number there is")
+            }
+            None => None,
+        };
     }
     Ok(())
 }
@@ -1067,6 +1074,41 @@ mod tests {
         }
         .sign(key);
         run.push(e);
+    }
+
+    #[test]
+    fn ranges_at_the_end_of_u64_neither_overflow_nor_verify() {
+        // Found by the `audit_entry` fuzz target: a marker of every sequence number.
+        let whole = Pruned {
+            first: 0,
+            last: u64::MAX,
+            last_hash: [0; 32],
+            unfetched: 3,
+        };
+        assert_eq!(whole.count(), u64::MAX);
+        let (key, mut run) = log(3);
+        push(&key, &mut run, AuditBody::Pruned(whole));
+        assert!(verify_entries(&run, &key.public_key(), None).is_err());
+        // An entry at the largest sequence number cannot be followed.
+        let last = |seq: u64, prev: [u8; 32]| {
+            AuditEntry {
+                seq,
+                prev,
+                era: run[0].entry.era,
+                time_ms: None,
+                body: AuditBody::Pruned(Pruned {
+                    first: 0,
+                    last: 0,
+                    last_hash: [0; 32],
+                    unfetched: 0,
+                }),
+            }
+            .sign(&key)
+        };
+        let a = last(u64::MAX, [1; 32]);
+        let b = last(u64::MAX, a.entry.hash());
+        let err = verify_entries(&[a, b], &key.public_key(), None).unwrap_err();
+        assert_eq!(err.seq, u64::MAX);
     }
 
     #[test]
