@@ -50,30 +50,44 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-async fn command(State(agent): State<Arc<Agent>>, headers: HeaderMap, body: Body) -> Response {
+/// Why a request body was not read.
+enum BodyError {
+    /// Over the cap: declared so (with the declared length), or found so while streaming.
+    TooLarge(Option<usize>),
+    Unreadable(Response),
+}
+
+/// Reads a request body of at most `cap` bytes: a declared `Content-Length` over it is refused
+/// unread, and the stream is cut as soon as it passes it.
+async fn read_body(headers: &HeaderMap, body: Body, cap: usize) -> Result<Vec<u8>, BodyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let too_large = |agent: &Agent| {
-        let refused = agent.pipeline.refuse_oversize(declared, Via::Local);
-        error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", &refused.message)
-    };
-    if declared.is_some_and(|n| n > MAX_SEALED_COMMAND) {
-        return too_large(&agent);
+    if declared.is_some_and(|n| n > cap) {
+        return Err(BodyError::TooLarge(declared));
     }
-    let bytes = match axum::body::to_bytes(body, MAX_SEALED_COMMAND).await {
+    match axum::body::to_bytes(body, cap).await {
+        Ok(b) => Ok(b.to_vec()),
+        Err(e) if e.to_string().contains("length limit") => Err(BodyError::TooLarge(declared)),
+        Err(e) => Err(BodyError::Unreadable(error(
+            StatusCode::BAD_REQUEST,
+            "unreadable",
+            &format!("the body could not be read: {e}"),
+        ))),
+    }
+}
+
+async fn command(State(agent): State<Arc<Agent>>, headers: HeaderMap, body: Body) -> Response {
+    let bytes = match read_body(&headers, body, MAX_SEALED_COMMAND).await {
         Ok(b) => b,
-        Err(e) if e.to_string().contains("length limit") => return too_large(&agent),
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "unreadable",
-                &format!("the body could not be read: {e}"),
-            )
+        Err(BodyError::TooLarge(declared)) => {
+            let refused = agent.pipeline.refuse_oversize(declared, Via::Local);
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", &refused.message);
         }
+        Err(BodyError::Unreadable(response)) => return response,
     };
-    match agent.handle(bytes.to_vec(), Via::Local).await {
+    match agent.handle(bytes, Via::Local).await {
         Handled::Refused(r) => error(StatusCode::BAD_REQUEST, r.stage.name(), &r.message),
         Handled::Answered(a) => (
             StatusCode::OK,
@@ -113,30 +127,16 @@ pub const MAX_PUSHED_OPS: usize = 256 * 1024;
 /// Ops an owner hands the device directly: decoded, verified as an extension of the device's
 /// own chain, stored. The body is cut while streaming at [`MAX_PUSHED_OPS`].
 async fn push_ops(State(agent): State<Arc<Agent>>, headers: HeaderMap, body: Body) -> Response {
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            &format!("an op list is at most {MAX_PUSHED_OPS} bytes here; send only the ops the device lacks"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_PUSHED_OPS) {
-        return too_large();
-    }
-    let bytes = match axum::body::to_bytes(body, MAX_PUSHED_OPS).await {
+    let bytes = match read_body(&headers, body, MAX_PUSHED_OPS).await {
         Ok(b) => b,
-        Err(e) if e.to_string().contains("length limit") => return too_large(),
-        Err(e) => {
+        Err(BodyError::TooLarge(_)) => {
             return error(
-                StatusCode::BAD_REQUEST,
-                "unreadable",
-                &format!("the body could not be read: {e}"),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                &format!("an op list is at most {MAX_PUSHED_OPS} bytes here; send only the ops the device lacks"),
             )
         }
+        Err(BodyError::Unreadable(response)) => return response,
     };
     let ops = match OpList::from_bytes(&bytes) {
         Ok(list) => list.0,

@@ -232,13 +232,6 @@ impl Store {
         clock_value(&self.conn(), MARK)
     }
 
-    pub fn forget_nonces_before(&self, ts_ms: u64) -> Result<usize> {
-        Ok(self.conn().execute(
-            "DELETE FROM nonces WHERE ts_ms < ?1",
-            [ts_ms.min(i64::MAX as u64) as i64],
-        )?)
-    }
-
     pub fn nonce_count(&self) -> Result<u64> {
         Ok(self
             .conn()
@@ -402,7 +395,7 @@ mod tests {
         let s = Store::open(&path).unwrap();
         assert!(!s.insert_nonce(&[1; 16], 100).unwrap());
         assert!(s.insert_nonce(&[2; 16], 200).unwrap());
-        assert_eq!(s.forget_nonces_before(150).unwrap(), 1);
+        assert_eq!(s.prune_nonces(Some(150), 0).unwrap(), (1, 150));
         assert_eq!(s.nonce_count().unwrap(), 1);
     }
 

@@ -75,16 +75,19 @@ impl Default for ReplayWindow {
 }
 
 impl ReplayWindow {
-    /// Accepts `(timestamp_ms, nonce)` at device time `now_ms` at most once. A command outside
-    /// the window is refused before the store is touched; one inside is recorded.
+    /// Accepts `(timestamp_ms, nonce)` at device time `now_ms`, with the device's durable
+    /// high-water mark of time `mark_ms` (0 if none), at most once. A command outside the
+    /// window ([`ReplayWindow::check_time`]) is refused before the store is touched; one inside
+    /// is recorded. Forget nonces only below [`ReplayWindow::floor`] of the same `now` and mark.
     pub fn check<S: NonceStore>(
         &self,
         now_ms: u64,
+        mark_ms: u64,
         timestamp_ms: u64,
         nonce: &[u8; NONCE_LEN],
         store: &mut S,
     ) -> Result<()> {
-        self.check_time(now_ms, 0, timestamp_ms)?;
+        self.check_time(now_ms, mark_ms, timestamp_ms)?;
         match store.insert_if_absent(nonce, timestamp_ms) {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::Replayed),
@@ -122,11 +125,6 @@ impl ReplayWindow {
     /// mark never goes down.
     pub fn floor(&self, now_ms: u64, mark_ms: u64) -> u64 {
         now_ms.max(mark_ms).saturating_sub(self.max_age_ms)
-    }
-
-    /// The timestamp before which stored nonces can be forgotten at device time `now_ms`.
-    pub fn forget_horizon(&self, now_ms: u64) -> u64 {
-        now_ms.saturating_sub(self.max_age_ms)
     }
 
     /// Whether a clock reading `now_ms` is so far behind the mark that it is not to be trusted
@@ -261,7 +259,7 @@ mod tests {
     const NOW: u64 = 1_800_000_000_000;
 
     fn check(ts: u64, nonce: u8, store: &mut MemoryNonceStore) -> Result<()> {
-        ReplayWindow::default().check(NOW, ts, &[nonce; 16], store)
+        ReplayWindow::default().check(NOW, 0, ts, &[nonce; 16], store)
     }
 
     #[test]
@@ -311,13 +309,19 @@ mod tests {
     fn forgetting_is_safe_because_the_window_already_refuses() {
         let w = ReplayWindow::default();
         let mut store = MemoryNonceStore::default();
-        w.check(NOW, NOW - 59_000, &[1; 16], &mut store).unwrap();
+        w.check(NOW, 0, NOW - 59_000, &[1; 16], &mut store).unwrap();
         let later = NOW + 5_000;
-        store.forget_before(w.forget_horizon(later)).unwrap();
+        let mark = later;
+        store.forget_before(w.floor(later, mark)).unwrap();
         assert!(store.is_empty());
         // The replay is now refused by the window instead of the store.
         assert!(matches!(
-            w.check(later, NOW - 59_000, &[1; 16], &mut store),
+            w.check(later, mark, NOW - 59_000, &[1; 16], &mut store),
+            Err(Error::TooOld { .. })
+        ));
+        // Also with the clock set back to before the nonce was forgotten: the mark holds.
+        assert!(matches!(
+            w.check(NOW, mark, NOW - 59_000, &[1; 16], &mut store),
             Err(Error::TooOld { .. })
         ));
     }
@@ -326,12 +330,12 @@ mod tests {
     fn clock_at_zero_does_not_underflow() {
         let mut store = MemoryNonceStore::default();
         assert_eq!(
-            ReplayWindow::default().check(0, 0, &[1; 16], &mut store),
+            ReplayWindow::default().check(0, 0, 0, &[1; 16], &mut store),
             Ok(())
         );
-        assert_eq!(ReplayWindow::default().forget_horizon(0), 0);
+        assert_eq!(ReplayWindow::default().floor(0, 0), 0);
         assert!(ReplayWindow::default()
-            .check(0, u64::MAX - 1, &[2; 16], &mut store)
+            .check(0, 0, u64::MAX - 1, &[2; 16], &mut store)
             .is_err());
     }
 

@@ -54,6 +54,7 @@ fn owner_unlock_round_trip() {
     ReplayWindow::default()
         .check(
             T0 + 500,
+            0,
             received.timestamp_ms,
             &received.nonce,
             &mut strikes,
@@ -85,7 +86,7 @@ fn owner_unlock_round_trip() {
     let again = open_command(&envelope, &dev.keys.kem).unwrap();
     let c = again.command.verify_signature().unwrap();
     assert_eq!(
-        ReplayWindow::default().check(T0 + 900, c.timestamp_ms, &c.nonce, &mut strikes),
+        ReplayWindow::default().check(T0 + 900, T0 + 500, c.timestamp_ms, &c.nonce, &mut strikes),
         Err(Error::Replayed)
     );
 }
