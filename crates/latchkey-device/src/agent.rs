@@ -127,7 +127,7 @@ impl Agent {
             self.refresh().await;
         }
         let p = self.pipeline.clone();
-        let mut auth = match blocking(move || p.authorize(fresh)).await {
+        let auth = match blocking(move || p.authorize(fresh)).await {
             Ok(Ok(auth)) => auth,
             Ok(Err(answer)) => return Handled::Answered(answer),
             Err(r) => return Handled::Refused(r),
@@ -139,34 +139,18 @@ impl Agent {
                 .await
                 .unwrap_or_else(|r| Err(r.message))
         } else {
-            // The durable "about to run" entry comes first: a power cut during the action
-            // must not erase the record that it started.
-            let p = self.pipeline.clone();
-            let (back, written) = match blocking(move || {
-                let written = p.about_to_run(&auth);
-                (auth, written)
-            })
-            .await
-            {
-                Ok(pair) => pair,
-                Err(r) => return Handled::Refused(r),
+            // The "about to run" entry is already on disk (written with the nonce by
+            // `authorize`): a power cut during the action cannot erase that it started.
+            let request = ActionRequest {
+                action: auth.action().to_owned(),
+                args: auth.args().to_vec(),
+                sender: auth.sender(),
+                device: self.device_id(),
             };
-            auth = back;
-            match written {
-                Err(why) => Err(why),
-                Ok(()) => {
-                    let request = ActionRequest {
-                        action: auth.action().to_owned(),
-                        args: auth.args().to_vec(),
-                        sender: auth.sender(),
-                        device: self.device_id(),
-                    };
-                    self.actuators
-                        .run(&request)
-                        .await
-                        .map_err(|e| format!("{}: {e}", request.action))
-                }
-            }
+            self.actuators
+                .run(&request)
+                .await
+                .map_err(|e| format!("{}: {e}", request.action))
         };
         let p = self.pipeline.clone();
         match blocking(move || p.complete(auth, result)).await {

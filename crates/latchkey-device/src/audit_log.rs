@@ -267,24 +267,35 @@ fn append_on(
     identity: &SigningKey,
 ) -> Result<Option<SignedEntry>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let written = append_in(&tx, era, time_ms, body, identity)?;
+    tx.commit()?;
+    Ok(written)
+}
+
+/// [`append_on`] inside the caller's transaction (committed by the caller).
+pub(crate) fn append_in(
+    tx: &Transaction<'_>,
+    era: &EraInfo,
+    time_ms: Option<u64>,
+    body: Option<AuditBody>,
+    identity: &SigningKey,
+) -> Result<Option<SignedEntry>> {
     // Eras only advance. A writer that read the view just before it moved on names the era
     // that ended; its entry happened after the cut, so it goes into the current era rather
     // than cutting the log back.
-    let current = head(&tx)?.map(|(_, _, id)| id);
-    let stored_op_seq = get_u64(&tx, ERA_OP_SEQ_KEY)?;
+    let current = head(tx)?.map(|(_, _, id)| id);
+    let stored_op_seq = get_u64(tx, ERA_OP_SEQ_KEY)?;
     let era = match (current, stored_op_seq) {
         (Some(id), Some(op_seq)) if id != era.id && op_seq > era.op_seq => {
             EraInfo { id, op_seq, ..*era }
         }
         _ => *era,
     };
-    let started = start_era_if_needed(&tx, &era, time_ms, identity)?;
-    let written = match body {
-        Some(body) => Some(insert_next(&tx, &era, time_ms, body, identity)?),
+    let started = start_era_if_needed(tx, &era, time_ms, identity)?;
+    Ok(match body {
+        Some(body) => Some(insert_next(tx, &era, time_ms, body, identity)?),
         None => started,
-    };
-    tx.commit()?;
-    Ok(written)
+    })
 }
 
 /// Deletes the entries of any other era and writes `era`'s marker at sequence 0.

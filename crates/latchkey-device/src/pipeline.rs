@@ -35,6 +35,7 @@ use latchkey_proto::command::{
 };
 use latchkey_proto::device::DeviceKeys;
 use latchkey_proto::envelope::{self, Responder, MAX_SEALED_COMMAND};
+use latchkey_proto::grant::GrantId;
 use latchkey_proto::keys::{DeviceId, PublicKey};
 use latchkey_proto::pad::BUCKETS;
 use latchkey_proto::replay::{ChallengeBook, ReplayWindow};
@@ -49,7 +50,7 @@ use crate::audit::{
 use crate::audit_log::{EraInfo, PruneReport};
 use crate::clock::{utc_minute, Clock};
 use crate::config::AUDIT_ACTION;
-use crate::store::{Store, Strike};
+use crate::store::{Accepted, RunningEntry, Store, Strike};
 use crate::tally::{Disposition, RefusalTally};
 use crate::view::View;
 
@@ -584,31 +585,11 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         if clock.trusted_now().is_none() {
             self.challenge(&fresh, &clock)?;
         }
-        self.record_nonce(&fresh, &clock)?;
-        if let Authorization::Guest(approval) = &auth {
-            match self.store.take_uses(&approval.use_limits) {
-                Ok(Ok(())) => {}
-                Ok(Err(spent)) => {
-                    return Err(self.reject(
-                        &fresh,
-                        Stage::UseLimit,
-                        RejectCode::UseLimitReached,
-                        format!(
-                            "grant {} allows {} uses and all are spent",
-                            spent.grant, spent.limit
-                        ),
-                    ))
-                }
-                Err(e) => {
-                    return Err(self.reject(
-                        &fresh,
-                        Stage::UseLimit,
-                        RejectCode::Internal,
-                        format!("use counts failed: {e}"),
-                    ))
-                }
-            }
-        }
+        let limits = match &auth {
+            Authorization::Guest(approval) => approval.use_limits.as_slice(),
+            _ => &[],
+        };
+        self.accept(&fresh, &clock, owner, limits)?;
         Ok(Authorized { fresh, owner })
     }
 
@@ -648,37 +629,6 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             }
         }
         Ok(page.bytes)
-    }
-
-    /// Writes the "about to run" entry of an authorized command, durably (fsynced), before its
-    /// action starts: a power cut during the action cannot lose the record that it began. If
-    /// it cannot be written the action must not run.
-    pub fn about_to_run(&self, auth: &Authorized) -> Result<(), String> {
-        let fresh = &auth.fresh;
-        let command = &fresh.command;
-        let body = AuditBody::Running(Running {
-            via: fresh.via,
-            envelope: fresh.envelope,
-            sender: command.sender,
-            command: command.id(),
-            action: command.action.clone(),
-            args: ArgsDigest::of(&command.args),
-            by_owner: auth.owner,
-            view: self.view_mark(),
-        });
-        self.store
-            .append_audit_durable(
-                &self.era(),
-                self.clock.now_ms(),
-                body,
-                &self.keys.identity,
-            )
-            .map_err(|e| {
-                tracing::error!(error = %e, "writing the audit log failed; the action will not run");
-                "the device could not write its audit log, so the action did not run; see the device log".to_owned()
-            })?;
-        self.tally().logged(fresh.envelope);
-        Ok(())
     }
 
     /// Writes the open refusal summary: when its interval is over, or now if `force`.
@@ -745,25 +695,52 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         })
     }
 
-    /// The first durable write: the nonce (and the mark), for a sender already authorized.
-    fn record_nonce(&self, fresh: &Fresh, clock: &WallClock) -> Result<(), Answer> {
+    /// The first and only durable write before the action, for a sender already authorized:
+    /// the nonce (and the mark), the grants' use counts and, before an action (not the built-in
+    /// `audit`), its "about to run" entry — one transaction, one fsync. If it cannot be written,
+    /// nothing runs.
+    fn accept(
+        &self,
+        fresh: &Fresh,
+        clock: &WallClock,
+        owner: bool,
+        limits: &[(GrantId, u32)],
+    ) -> Result<(), Answer> {
         self.prune_nonces(clock);
         let command = &fresh.command;
-        match self
-            .store
-            .record_nonce(&command.nonce, command.timestamp_ms, clock.trusted_now())
-        {
-            Ok(Strike::Recorded { mark }) => {
+        let era = self.era();
+        let running = (command.action != AUDIT_ACTION).then(|| RunningEntry {
+            era: &era,
+            time_ms: self.clock.now_ms(),
+            body: AuditBody::Running(Running {
+                via: fresh.via,
+                envelope: fresh.envelope,
+                sender: command.sender,
+                command: command.id(),
+                action: command.action.clone(),
+                args: ArgsDigest::of(&command.args),
+                by_owner: owner,
+                view: self.view_mark(),
+            }),
+            identity: &self.keys.identity,
+        });
+        let wrote_running = running.is_some();
+        let accepted = self.store.accept(
+            &command.nonce,
+            command.timestamp_ms,
+            clock.trusted_now(),
+            limits,
+            running,
+        );
+        match accepted {
+            Ok(Accepted::Recorded { mark }) => {
                 self.mark.fetch_max(mark, Ordering::SeqCst);
+                if wrote_running {
+                    self.tally().logged(fresh.envelope);
+                }
                 Ok(())
             }
-            Ok(Strike::Replayed) => Err(self.reject(
-                fresh,
-                Stage::Nonce,
-                RejectCode::Replayed,
-                ProtoError::Replayed.to_string(),
-            )),
-            Ok(Strike::BelowFloor { floor }) => Err(self.reject(
+            Ok(Accepted::Refused(Strike::BelowFloor { floor })) => Err(self.reject(
                 fresh,
                 Stage::Timestamp,
                 RejectCode::TooOld,
@@ -772,12 +749,30 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
                     floor - command.timestamp_ms
                 ),
             )),
-            Err(e) => Err(self.reject(
+            Ok(Accepted::Refused(_)) => Err(self.reject(
                 fresh,
                 Stage::Nonce,
-                RejectCode::Internal,
-                format!("the strike register failed: {e}"),
+                RejectCode::Replayed,
+                ProtoError::Replayed.to_string(),
             )),
+            Ok(Accepted::LimitReached(spent)) => Err(self.reject(
+                fresh,
+                Stage::UseLimit,
+                RejectCode::UseLimitReached,
+                format!(
+                    "grant {} allows {} uses and all are spent",
+                    spent.grant, spent.limit
+                ),
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "the strike register or audit log failed; nothing runs");
+                Err(self.reject(
+                    fresh,
+                    Stage::Nonce,
+                    RejectCode::Internal,
+                    "the device could not write its durable state, so the action did not run; see the device log".into(),
+                ))
+            }
         }
     }
 

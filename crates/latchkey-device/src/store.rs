@@ -168,19 +168,38 @@ impl Store {
         ts_ms: u64,
         trusted_now: Option<u64>,
     ) -> Result<Strike> {
+        match self.accept(nonce, ts_ms, trusted_now, &[], None)? {
+            Accepted::Recorded { mark } => Ok(Strike::Recorded { mark }),
+            Accepted::Refused(strike) => Ok(strike),
+            Accepted::LimitReached(_) => unreachable!("no use limit was given"),
+        }
+    }
+
+    /// An authorized command's durable writes, all in one transaction (one fsync) and all or
+    /// nothing: its nonce and the mark (as [`Store::record_nonce`]), one use of every grant in
+    /// `limits` (as [`Store::take_uses`]), and, for an action, its "about to run" audit entry —
+    /// so the record that an action began is on disk before it starts.
+    pub fn accept(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        ts_ms: u64,
+        trusted_now: Option<u64>,
+        limits: &[(GrantId, u32)],
+        running: Option<RunningEntry<'_>>,
+    ) -> Result<Accepted> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let floor = clock_value(&tx, FLOOR)?;
         let mark = clock_value(&tx, MARK)?;
         if trusted_now.is_some() && ts_ms < floor {
-            return Ok(Strike::BelowFloor { floor });
+            return Ok(Accepted::Refused(Strike::BelowFloor { floor }));
         }
         let n = tx.execute(
             "INSERT OR IGNORE INTO nonces (nonce, ts_ms) VALUES (?1, ?2)",
             params![&nonce[..], clamp(ts_ms)],
         )?;
         if n == 0 {
-            return Ok(Strike::Replayed);
+            return Ok(Accepted::Refused(Strike::Replayed));
         }
         let new_mark = match trusted_now {
             Some(now) => mark.max(now).max(ts_ms),
@@ -189,8 +208,20 @@ impl Store {
         if new_mark != mark {
             set_clock_value(&tx, MARK, new_mark)?;
         }
+        if let Err(spent) = take_uses_in(&tx, limits)? {
+            return Ok(Accepted::LimitReached(spent));
+        }
+        if let Some(entry) = running {
+            crate::audit_log::append_in(
+                &tx,
+                entry.era,
+                entry.time_ms,
+                Some(entry.body),
+                entry.identity,
+            )?;
+        }
         tx.commit()?;
-        Ok(Strike::Recorded { mark: new_mark })
+        Ok(Accepted::Recorded { mark: new_mark })
     }
 
     /// Forgets nonces no command can reuse any more: with a trusted clock `now`, the mark is
@@ -248,31 +279,11 @@ impl Store {
         }
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for (grant, limit) in limits {
-            let used: u32 = tx
-                .query_row(
-                    "SELECT used FROM use_counts WHERE grant_id = ?1",
-                    [&grant.0[..]],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(0);
-            if used >= *limit {
-                return Ok(Err(LimitReached {
-                    grant: *grant,
-                    limit: *limit,
-                }));
-            }
+        let taken = take_uses_in(&tx, limits)?;
+        if taken.is_ok() {
+            tx.commit()?;
         }
-        for (grant, _) in limits {
-            tx.execute(
-                "INSERT INTO use_counts (grant_id, used) VALUES (?1, 1)
-                 ON CONFLICT (grant_id) DO UPDATE SET used = used + 1",
-                [&grant.0[..]],
-            )?;
-        }
-        tx.commit()?;
-        Ok(Ok(()))
+        Ok(taken)
     }
 
     pub fn uses(&self, grant: &GrantId) -> Result<u32> {
@@ -353,6 +364,57 @@ pub enum Strike {
     /// The timestamp is under the floor the register was pruned to (a prune ran after the
     /// window check): too old.
     BelowFloor { floor: u64 },
+}
+
+/// What [`Store::accept`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Everything is on disk; the mark after it.
+    Recorded { mark: u64 },
+    /// Refused by the strike register (never [`Strike::Recorded`]); nothing was written.
+    Refused(Strike),
+    /// A use limit is spent; nothing was written, the nonce included.
+    LimitReached(LimitReached),
+}
+
+/// The "about to run" entry [`Store::accept`] writes with the nonce.
+#[derive(Debug)]
+pub struct RunningEntry<'a> {
+    pub era: &'a crate::audit_log::EraInfo,
+    pub time_ms: Option<u64>,
+    pub body: latchkey_proto::audit::AuditBody,
+    pub identity: &'a latchkey_proto::keys::SigningKey,
+}
+
+/// Spends one use of every grant in `limits` inside `tx`, all or none.
+fn take_uses_in(
+    tx: &rusqlite::Transaction<'_>,
+    limits: &[(GrantId, u32)],
+) -> Result<std::result::Result<(), LimitReached>> {
+    for (grant, limit) in limits {
+        let used: u32 = tx
+            .query_row(
+                "SELECT used FROM use_counts WHERE grant_id = ?1",
+                [&grant.0[..]],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        if used >= *limit {
+            return Ok(Err(LimitReached {
+                grant: *grant,
+                limit: *limit,
+            }));
+        }
+    }
+    for (grant, _) in limits {
+        tx.execute(
+            "INSERT INTO use_counts (grant_id, used) VALUES (?1, 1)
+             ON CONFLICT (grant_id) DO UPDATE SET used = used + 1",
+            [&grant.0[..]],
+        )?;
+    }
+    Ok(Ok(()))
 }
 
 const MARK: &str = "mark";
@@ -466,6 +528,31 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(s.load_chain(), Err(Error::CorruptChain(_))));
+    }
+
+    #[test]
+    fn an_accepted_command_is_one_transaction_all_or_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(&tmp.path().join("s.db")).unwrap();
+        let a = GrantId([1; 32]);
+        assert_eq!(
+            s.accept(&[1; 16], 1_000, Some(1_000), &[(a, 1)], None)
+                .unwrap(),
+            Accepted::Recorded { mark: 1_000 }
+        );
+        // The limit is spent: neither the nonce, the mark nor a use is written.
+        assert_eq!(
+            s.accept(&[2; 16], 5_000, Some(5_000), &[(a, 1)], None)
+                .unwrap(),
+            Accepted::LimitReached(LimitReached { grant: a, limit: 1 })
+        );
+        assert_eq!(s.nonce_count().unwrap(), 1);
+        assert_eq!(s.clock_mark().unwrap(), 1_000);
+        assert_eq!(s.uses(&a).unwrap(), 1);
+        assert_eq!(
+            s.accept(&[1; 16], 1_000, Some(1_000), &[], None).unwrap(),
+            Accepted::Refused(Strike::Replayed)
+        );
     }
 
     #[test]
