@@ -192,12 +192,17 @@ impl Session {
                 if text.contains(needle) {
                     return text;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "{css} shows {text:?}, not {needle:?}, after {within:?}"
+                if Instant::now() >= deadline {
+                    panic!(
+                        "{css} shows {text:?}, not {needle:?}, after {within:?}; the page says: {:?}",
+                        self.page_text().await
+                    );
+                }
+            } else if Instant::now() >= deadline {
+                panic!(
+                    "no element matches {css}; the page says: {:?}",
+                    self.page_text().await
                 );
-            } else {
-                assert!(Instant::now() < deadline, "no element matches {css}");
             }
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
@@ -235,6 +240,14 @@ impl Session {
             )
             .await;
         assert!(!Self::is_error(&v), "clearing failed: {v}");
+    }
+
+    /// Everything the window shows as text, for failure messages (what error the app showed).
+    pub async fn page_text(&self) -> String {
+        match self.find_all("body").await.first() {
+            Some(body) => self.text(body).await,
+            None => String::new(),
+        }
     }
 
     pub async fn text(&self, el: &Element) -> String {
