@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use latchkey_owner::keychain::KeyringStore;
+use latchkey_owner::store::DeviceRecord;
 use latchkey_owner::{
     ClaimSource, ClaimStage, InviteRequest, IssuedGrant, OwnerChange, Profile, Proposal,
     ProposalReport, Route, SystemClock,
@@ -321,6 +322,41 @@ fn grant_json(g: &IssuedGrant) -> serde_json::Value {
     })
 }
 
+/// A device's fork alarm as JSON (`null` when none stands).
+fn alarm_json(profile: &Profile, device: &DeviceRecord) -> anyhow::Result<serde_json::Value> {
+    let Some(alarm) = profile.fork_alarm(&device.id)? else {
+        return Ok(serde_json::Value::Null);
+    };
+    let me = profile.identity().ok().map(|k| k.public_key());
+    let owner = me.is_some_and(|k| device.chain.state().is_owner(&k));
+    let words = alarm.words(&device.name, me.as_ref(), owner);
+    Ok(serde_json::json!({
+        "kind": alarm.kind.as_str(),
+        "seq": alarm.seq,
+        "title": words.title,
+        "meaning": words.meaning,
+        "what_to_do": words.what_to_do,
+        "ours": alarm.ours.id().to_string(),
+        "theirs": alarm.theirs.id().to_string(),
+        "first_seen_ms": alarm.first_seen_ms,
+        "last_seen_ms": alarm.last_seen_ms,
+    }))
+}
+
+/// Prints a device's fork alarm, if one stands, to stderr (stdout stays the result).
+fn warn_alarm(profile: &Profile, device: &DeviceRecord) -> anyhow::Result<()> {
+    let v = alarm_json(profile, device)?;
+    if !v.is_null() {
+        eprintln!(
+            "ALARM: {}. {} {}",
+            v["title"].as_str().unwrap_or_default(),
+            v["meaning"].as_str().unwrap_or_default(),
+            v["what_to_do"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 fn hex_arg(text: &str, option: &str) -> anyhow::Result<Vec<u8>> {
     hex::decode(text.trim())
         .with_context(|| format!("{option} \"{text}\" is not hex (two digits per byte)"))
@@ -456,7 +492,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|d| {
                         let s = d.chain.state();
-                        serde_json::json!({
+                        Ok(serde_json::json!({
                             "id": d.id.to_string(),
                             "short": d.id.short(),
                             "name": d.name,
@@ -466,9 +502,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             "mine": me.is_some_and(|k| s.is_owner(&k)),
                             "seq": s.seq,
                             "verified_at_ms": d.verified_at_ms,
-                        })
+                            "alarm": alarm_json(&profile, d)?,
+                        }))
                     })
-                    .collect();
+                    .collect::<anyhow::Result<_>>()?;
                 println!("{}", serde_json::json!({ "devices": list }));
             } else if devices.is_empty() {
                 println!("no devices; claim one with `latchkey claim --image PNG`");
@@ -489,6 +526,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         s.owners.len(),
                         d.id
                     );
+                    let v = alarm_json(&profile, &d)?;
+                    if !v.is_null() {
+                        println!("  ALARM: {}", v["title"].as_str().unwrap_or_default());
+                        println!("    {}", v["meaning"].as_str().unwrap_or_default());
+                        println!("    {}", v["what_to_do"].as_str().unwrap_or_default());
+                    }
                 }
             }
         }
@@ -504,6 +547,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, None) => Vec::new(),
             };
             let report = profile.open(&device, &action, &args).await?;
+            warn_alarm(&profile, &report.device)?;
             let route = match &report.route {
                 Route::Direct(a) => format!("directly at {a}"),
                 Route::Relay(n) => format!("through {n}"),
@@ -636,6 +680,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => match (command, device) {
             (None, Some(device)) => {
                 let view = profile.owners(&device).await?;
+                let alarm = alarm_json(&profile, &view.device)?;
                 if json {
                     println!(
                         "{}",
@@ -645,9 +690,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             "threshold": view.threshold,
                             "me": view.me.map(|k| k.to_string()),
                             "proposals": view.proposals.iter().map(proposal_json).collect::<Vec<_>>(),
+                            "alarm": alarm,
                         })
                     );
                 } else {
+                    warn_alarm(&profile, &view.device)?;
                     println!(
                         "{}: {} of {} owners must sign changes",
                         view.device.name,

@@ -10,7 +10,7 @@ use latchkey_proto::claim::{ClaimPayload, DeviceAddr};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::keys::DeviceId;
 use latchkey_quorum::http::{read_capped, CHAIN_PAGE_CAP, SMALL_ANSWER_CAP};
-use latchkey_quorum::Freshness;
+use latchkey_quorum::{CachedView, Freshness, NodeOutcome};
 use rand_core::OsRng;
 
 use crate::error::{Error, Result};
@@ -123,25 +123,23 @@ impl Profile {
         // Keys: from the device itself, merged with what the nodes hold.
         progress(ClaimStage::CheckingKeys);
         let mut chain = chain_from_device(&self.http, &payload.addrs, &device).await;
-        match quorum.check(&device, None, self.now_ms(), &mut OsRng).await {
+        // The door's own chain is the base the nodes' answers are merged into: a second claim
+        // someone made with a leaked setup code cannot displace the one the door accepted.
+        let base = chain.clone().map(|chain| CachedView {
+            chain,
+            verified_at_ms: self.now_ms(),
+        });
+        match quorum
+            .check(&device, base.as_ref(), self.now_ms(), &mut OsRng)
+            .await
+        {
             Ok(view) => {
-                if !view.forks.is_empty() {
+                if base.is_none() && !view.forks.is_empty() {
                     return Err(Error::Fork {
                         device: device.to_string(),
                     });
                 }
-                chain = Some(match chain {
-                    None => view.chain,
-                    Some(mut ours) => {
-                        let report = ours.merge(view.chain.ops());
-                        if report.fork.is_some() {
-                            return Err(Error::Fork {
-                                device: device.to_string(),
-                            });
-                        }
-                        ours
-                    }
-                });
+                chain = Some(view.chain);
             }
             Err(latchkey_quorum::Error::UnknownDevice { .. }) => {}
             Err(e) if chain.is_some() => {
@@ -195,6 +193,7 @@ impl Profile {
         );
         op.sign(&setup);
         op.sign(&me);
+        let claim_id = op.id();
         chain.append(op)?;
         let seq = chain.state().seq;
 
@@ -213,19 +212,25 @@ impl Profile {
                     waited_ms: waited.as_millis() as u64,
                 });
             }
-            if let Ok(view) = quorum.check(&device, None, self.now_ms(), &mut OsRng).await {
-                if !view.forks.is_empty() {
-                    return Err(Error::Fork {
+            // Asked from our own chain: a node serving a rival claim is a fork, settled by the
+            // door's endorsement, and never a reason to give up on ours.
+            let ours = CachedView {
+                chain: chain.clone(),
+                verified_at_ms: self.now_ms(),
+            };
+            if let Ok(view) = quorum
+                .check(&device, Some(&ours), self.now_ms(), &mut OsRng)
+                .await
+            {
+                let holds_ours = view.chain.ops().iter().any(|o| o.id() == claim_id);
+                if !holds_ours || !view.chain.state().is_owner(&me.public_key()) {
+                    // The door endorsed another claim.
+                    return Err(Error::OwnedByOther {
                         device: device.to_string(),
                     });
                 }
-                let seen = view.chain.state();
-                if seen.seq >= seq && matches!(view.freshness, Freshness::Quorum { .. }) {
-                    if !seen.is_owner(&me.public_key()) {
-                        return Err(Error::OwnedByOther {
-                            device: device.to_string(),
-                        });
-                    }
+                let fresh = view.nodes_with(|o| matches!(o, NodeOutcome::Fresh));
+                if fresh > 0 && matches!(view.freshness, Freshness::Quorum { .. }) {
                     chain = view.chain;
                     break started.elapsed().as_millis() as u64;
                 }

@@ -15,6 +15,7 @@ pub mod backup;
 pub mod claim;
 pub mod door;
 pub mod error;
+pub mod fork;
 pub mod invite;
 pub mod keychain;
 mod mailbox;
@@ -30,6 +31,7 @@ pub use backup::BackupCheck;
 pub use claim::{ClaimReport, ClaimSource, ClaimStage};
 pub use door::DoorSync;
 pub use error::{Error, Result};
+pub use fork::{ForkAlarm, ForkKind, ForkWords};
 pub use invite::{
     invitation_qr_png, pinned_by, GrantStatus, HeldInvitation, InviteRequest, IssuedGrant,
     IssuedInvitation, RevokeReport,

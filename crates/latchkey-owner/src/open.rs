@@ -108,10 +108,11 @@ impl Profile {
             .check(&device.id, Some(&cached), self.now_ms(), &mut OsRng)
             .await
         {
-            Ok(view) if !view.forks.is_empty() => Err(Error::Fork {
-                device: device.id.to_string(),
-            }),
             Ok(view) => {
+                // A fork never stops the owner: the view is built on this profile's own verified
+                // chain (the door's endorsement decides between branches; an unresolved fork
+                // keeps ours), and the dispute is kept as an alarm for the CLI and the app.
+                self.note_forks(&device, &view)?;
                 // The store is a cache of what the nodes say; a durable write (an fsync) on every
                 // open when nothing changed cost more than the command itself. It is rewritten
                 // when the chain moved, and now and then to keep its check time honest.

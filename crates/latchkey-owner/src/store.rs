@@ -13,6 +13,7 @@ use latchkey_proto::keys::DeviceId;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
+use crate::fork::{ForkAlarm, ForkKind};
 
 pub const DB_FILE: &str = "profile.db";
 
@@ -64,6 +65,16 @@ CREATE TABLE IF NOT EXISTS proposals (
     device TEXT NOT NULL,
     op BLOB NOT NULL,
     received_ms INTEGER NOT NULL
+);
+-- The newest fork alarm per device: both ops (public) as evidence, whether the door settled it.
+CREATE TABLE IF NOT EXISTS fork_alarms (
+    device TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ours BLOB NOT NULL,
+    theirs BLOB NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL
 );
 ";
 
@@ -433,6 +444,78 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+impl Store {
+    /// Keeps `alarm` as the device's fork alarm, replacing an older one.
+    pub fn put_fork_alarm(&self, alarm: &ForkAlarm) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO fork_alarms (device, kind, seq, ours, theirs, first_seen_ms, last_seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(device) DO UPDATE SET kind = excluded.kind, seq = excluded.seq,
+                     ours = excluded.ours, theirs = excluded.theirs,
+                     first_seen_ms = excluded.first_seen_ms, last_seen_ms = excluded.last_seen_ms",
+                params![
+                    alarm.device.to_string(),
+                    alarm.kind.as_str(),
+                    alarm.seq as i64,
+                    alarm.ours.to_bytes(),
+                    alarm.theirs.to_bytes(),
+                    alarm.first_seen_ms as i64,
+                    alarm.last_seen_ms as i64
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
+    pub fn delete_fork_alarm(&self, device: &DeviceId) -> Result<()> {
+        self.conn
+            .execute(
+                "DELETE FROM fork_alarms WHERE device = ?1",
+                params![device.to_string()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// The device's fork alarm, if any. The ops are decoded again (the file is not trusted);
+    /// they are evidence to show, never a chain to act on.
+    pub fn fork_alarm(&self, device: &DeviceId) -> Result<Option<ForkAlarm>> {
+        let rows = self.rows(
+            "SELECT kind, seq, ours, theirs, first_seen_ms, last_seen_ms FROM fork_alarms
+                 WHERE device = ?1",
+            params![device.to_string()],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            },
+        )?;
+        let Some((kind, seq, ours, theirs, first, last)) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        let row = format!("fork alarm of {device}");
+        let kind = ForkKind::parse(&kind).ok_or_else(|| Error::Store {
+            path: self.path.display().to_string(),
+            why: format!("{row}: unknown kind {kind:?}"),
+        })?;
+        Ok(Some(ForkAlarm {
+            device: *device,
+            kind,
+            seq: seq as u64,
+            ours: self.decode(&row, &ours)?,
+            theirs: self.decode(&row, &theirs)?,
+            first_seen_ms: first as u64,
+            last_seen_ms: last as u64,
+        }))
     }
 }
 

@@ -63,13 +63,19 @@ pub struct Assessment {
     /// The longest valid chain seen (or the known one), `None` if nobody knows the device.
     pub chain: Option<Chain>,
     pub reports: Vec<NodeReport>,
-    /// Every fork seen, with both ops as evidence. Never resolved silently.
+    /// Every unresolved fork seen, with both ops as evidence. Never resolved silently.
     pub forks: Vec<ForkEvidence>,
+    /// Forks the door settled against `known`: its endorsed branch replaced the caller's
+    /// (`ours` is the op the caller held, `theirs` the endorsed one now in `chain`).
+    pub switched: Vec<ForkEvidence>,
     pub valid_answers: usize,
 }
 
 /// Verifies and merges `answers` for `device`, starting from `known` (a chain this party
-/// verified before) if any.
+/// verified before) if any. `known` is the caller's own branch: when two answers extend it in
+/// conflicting ways that nothing settles, the result stays `known` (neither is adopted) and
+/// the fork is reported; a caller with no chain of its own gets the longest answer and the
+/// fork, and must not act on it.
 pub fn assess(
     device: &DeviceId,
     known: Option<&Chain>,
@@ -136,6 +142,7 @@ pub fn assess(
         .map(|i| candidates[i].chain.clone())
         .or_else(|| known.cloned());
 
+    let mut conflict = false;
     if let Some(best) = &best {
         let best_seq = best.state().seq;
         for c in &candidates {
@@ -156,6 +163,7 @@ pub fn assess(
                         },
                     );
                     report.outcome = NodeOutcome::Forked;
+                    conflict = true;
                 }
                 None if matches!(report.outcome, NodeOutcome::Lied(_)) => {}
                 None if c.chain.state().seq < best_seq => {
@@ -168,6 +176,12 @@ pub fn assess(
         }
     }
 
+    // Two unsettled extensions of our own chain: keep our own chain, adopt neither.
+    let best = match known {
+        Some(k) if conflict => Some(k.clone()),
+        _ => best,
+    };
+
     let valid_answers = reports
         .iter()
         .filter(|r| r.outcome.is_valid_answer())
@@ -176,6 +190,7 @@ pub fn assess(
         chain: best,
         reports,
         forks,
+        switched: Vec::new(),
         valid_answers,
     }
 }

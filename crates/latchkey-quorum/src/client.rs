@@ -45,6 +45,9 @@ pub struct OwnershipView {
     /// Forks are an alarm: two valid histories exist. Never empty by accident, never resolved
     /// silently.
     pub forks: Vec<ForkEvidence>,
+    /// Forks the door settled against the cached chain: the view took its endorsed branch.
+    /// The caller tells its user what changed.
+    pub switched: Vec<ForkEvidence>,
     pub checked_at_ms: u64,
 }
 
@@ -174,6 +177,7 @@ impl QuorumClient {
             freshness,
             reports: assessment.reports,
             forks: assessment.forks,
+            switched: assessment.switched,
             checked_at_ms: now_ms,
         })
     }

@@ -1,0 +1,159 @@
+//! A real fork (two valid, conflicting ownership changes the door has not settled) never stops
+//! the owner core: it keeps its own verified chain, keeps working, and keeps an alarm in the
+//! profile store with what to do. Real registry nodes on loopback; the door is a `TestDevice`
+//! so the test decides when it endorses.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use latchkey_node::{Limits, NodeConfig, RunningNode};
+use latchkey_owner::keychain::SeedStore;
+use latchkey_owner::{ClaimSource, Clock, ForkKind, Profile, SystemClock};
+use latchkey_proto::chain::{Op, OpBody, OpList, OwnerSet};
+use latchkey_proto::codec::Codec;
+use latchkey_proto::keys::{DeviceId, SigningKey};
+use latchkey_testkit::{person, TestDevice};
+use zeroize::Zeroizing;
+
+#[derive(Debug, Default)]
+struct MemorySeeds(Mutex<HashMap<String, Zeroizing<String>>>);
+
+impl SeedStore for MemorySeeds {
+    fn load(&self, profile: &str) -> latchkey_owner::Result<Option<Zeroizing<String>>> {
+        Ok(self.0.lock().unwrap().get(profile).cloned())
+    }
+    fn save(&self, profile: &str, phrase: &str) -> latchkey_owner::Result<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(profile.to_owned(), Zeroizing::new(phrase.to_owned()));
+        Ok(())
+    }
+    fn delete(&self, profile: &str) -> latchkey_owner::Result<()> {
+        self.0.lock().unwrap().remove(profile);
+        Ok(())
+    }
+}
+
+async fn nodes(dir: &Path, n: usize) -> Vec<RunningNode> {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let mut config = NodeConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.join(format!("node{i}.db")),
+        );
+        config.limits = Limits::without_rate_limits();
+        nodes.push(latchkey_node::start(config).await.unwrap());
+    }
+    nodes
+}
+
+async fn post(node: &str, device: &DeviceId, ops: &[Op]) {
+    let resp = reqwest::Client::new()
+        .post(format!("{node}/v1/devices/{device}/ops"))
+        .body(OpList(ops.to_vec()).to_bytes())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{node}: {}", resp.status());
+}
+
+fn amend(owners: &[&SigningKey], threshold: u8) -> OpBody {
+    OpBody::AmendOwners(OwnerSet {
+        owners: latchkey_testkit::sorted(owners),
+        threshold,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsettled_fork_keeps_the_owners_own_chain_and_raises_an_alarm_until_it_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = nodes(tmp.path(), 3).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    let seeds: Arc<MemorySeeds> = Arc::new(MemorySeeds::default());
+    let alice = Profile::at(
+        &tmp.path().join("alice"),
+        seeds.clone(),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    alice.create_seed().unwrap();
+    alice.add_nodes(&urls).unwrap();
+    alice.set_nodes_to_ask(3).unwrap();
+    let alice_key = alice.identity().unwrap();
+    let mallory = person(2);
+
+    // Alice and Mallory own the door; either may sign alone.
+    let mut door = TestDevice::new(7, "Front door");
+    door.claim(&[&alice_key, &mallory], 1);
+    let device = door.chain.device();
+    for url in &urls {
+        post(url, &device, door.chain.ops()).await;
+    }
+    let code = door
+        .keys
+        .claim_payload("Front door", Vec::new())
+        .to_text()
+        .unwrap();
+    let report = alice.claim(ClaimSource::Text(&code), None).await.unwrap();
+    assert!(report.already_owned);
+    let before = alice.owners("Front door").await.unwrap();
+    assert!(alice.fork_alarm(&device).unwrap().is_none());
+
+    // Mallory signs two conflicting changes at the same place: one hands her the door alone
+    // (node 0), the other asks both for every change (nodes 1 and 2).
+    let grab = door.op(amend(&[&mallory], 1), &[&mallory]);
+    let both = door.op(amend(&[&alice_key, &mallory], 2), &[&mallory]);
+    post(&urls[0], &device, std::slice::from_ref(&grab)).await;
+    for url in &urls[1..] {
+        post(url, &device, std::slice::from_ref(&both)).await;
+    }
+
+    // Alice keeps working on the chain she had verified (neither change adopted), and the
+    // fork is kept as an alarm in plain words.
+    let view = alice.owners("Front door").await.unwrap();
+    assert_eq!(view.device.chain.head(), before.device.chain.head());
+    assert_eq!((view.owners.len(), view.threshold), (2, 1));
+    let alarm = alice.fork_alarm(&device).unwrap().expect("an alarm");
+    assert_eq!(alarm.kind, ForkKind::Unresolved);
+    assert_eq!(alarm.seq, grab.seq);
+    let ids = [alarm.ours.id(), alarm.theirs.id()];
+    assert!(ids.contains(&grab.id()) && ids.contains(&both.id()));
+    let words = alarm.words("Front door", Some(&alice_key.public_key()), true);
+    assert!(words.title.contains("Two different histories"), "{words:?}");
+    assert!(words.what_to_do.contains("keep opening"), "{words:?}");
+    assert!(words
+        .what_to_do
+        .contains("transfer ownership to fresh keys"));
+    // She can still act as an owner: an invitation is issued from her own chain.
+    let now = SystemClock.now_ms();
+    alice
+        .invite(
+            "Front door",
+            &latchkey_owner::InviteRequest {
+                guest_name: "Sam".into(),
+                from_ms: now,
+                until_ms: now + 3_600_000,
+                actions: vec!["unlock".into()],
+                use_limit: None,
+                arguments: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+
+    // Checked again: the same dispute, first seen once; it survives reopening the profile.
+    let first_seen = alarm.first_seen_ms;
+    let again = alice.owners("Front door").await.unwrap();
+    assert_eq!(again.device.chain.head(), before.device.chain.head());
+    drop(alice);
+    let alice = Profile::at(&tmp.path().join("alice"), seeds, Arc::new(SystemClock)).unwrap();
+    let kept = alice.fork_alarm(&device).unwrap().expect("still there");
+    assert_eq!(kept.first_seen_ms, first_seen);
+    assert!(kept.last_seen_ms >= first_seen);
+
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
