@@ -243,10 +243,7 @@ fn conflicting_extensions_of_our_own_chain_leave_it_as_it_was() {
         None,
         vec![
             ("grab".into(), Answer::Ops(longer.ops().to_vec())),
-            (
-                "other".into(),
-                Answer::Ops([&ours.ops()[..], &[other]].concat()),
-            ),
+            ("other".into(), Answer::Ops([ours.ops(), &[other]].concat())),
         ],
     );
     assert_eq!(a.forks.len(), 1);
