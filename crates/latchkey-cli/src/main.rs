@@ -967,7 +967,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             } else {
                 println!(
-                    "revoked grant {} (op {} stored on {} node(s))",
+                    "revoked grant {} (made against op {}, stored on {} node(s))",
                     &report.grant.to_string()[..16],
                     report.seq,
                     report.nodes_stored

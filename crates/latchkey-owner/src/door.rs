@@ -83,7 +83,7 @@ impl Profile {
         // catches up too), else only the ops just published.
         let mut body = OpList(chain.ops().to_vec()).to_bytes();
         if body.len() > MAX_PUSH {
-            body = OpList(chain.ops()[from.min(target) as usize..].to_vec()).to_bytes();
+            body = OpList(chain.ops_from(from.min(target))).to_bytes();
         }
         let mut reasons = Vec::new();
         let mut nudge = false;

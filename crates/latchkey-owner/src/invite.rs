@@ -98,6 +98,8 @@ pub struct HeldInvitation {
 pub struct RevokeReport {
     pub grant: GrantId,
     pub device: DeviceId,
+    /// The spine op the revocation hangs off (a revocation is a side op: it never moves the
+    /// chain's head, so a door that holds this head and took the ops knows it).
     pub seq: u64,
     pub nodes_stored: usize,
     /// Whether the device itself took the revocation on the local network (it then refuses
@@ -323,7 +325,7 @@ impl Profile {
             },
             other => Error::Protocol(other),
         })?;
-        let seq = op.seq;
+        let seq = device.chain.state().seq;
         let published = self
             .quorum()?
             .publish(&device.id, std::slice::from_ref(&op), &mut OsRng)
@@ -596,7 +598,7 @@ mod tests {
                 owners: vec![person(3).public_key()],
                 threshold: 1,
             }),
-            &[&alice],
+            &[&alice, &person(3)],
         );
         assert_eq!(status_of(g, &door.chain, T0 + HOUR), GrantStatus::Void);
     }

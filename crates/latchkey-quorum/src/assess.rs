@@ -2,7 +2,7 @@
 //! merge them into the freshest valid view, and say which nodes were fresh, stale, lying or on
 //! another branch. No I/O, so every adversarial case is testable without a network.
 
-use latchkey_proto::chain::{Chain, ForkEvidence, Op};
+use latchkey_proto::chain::{Chain, ForkEvidence, Op, OpId};
 use latchkey_proto::keys::DeviceId;
 
 /// What one node said (or failed to say).
@@ -72,10 +72,15 @@ pub struct Assessment {
 }
 
 /// Verifies and merges `answers` for `device`, starting from `known` (a chain this party
-/// verified before) if any. `known` is the caller's own branch: when two answers extend it in
-/// conflicting ways that nothing settles, the result stays `known` (neither is adopted) and
-/// the fork is reported; a caller with no chain of its own gets the longest answer and the
-/// fork, and must not act on it.
+/// verified before) if any.
+///
+/// `known` is the caller's own branch, and the merge follows the fork-choice rule of
+/// docs/PROTOCOL.md §3.3 ([`Chain::merge`]): a branch the device endorsed replaces an
+/// unendorsed one (reported in `switched` when it replaces part of `known`); otherwise ours is
+/// kept and the fork reported. When two answers extend `known` in conflicting ways that nothing
+/// settles, neither is adopted: the result is `known` with the valid side ops (revocations,
+/// endorsements) the answers carried. A caller with no chain of its own gets the longest
+/// answer and the fork, and must not act on it.
 pub fn assess(
     device: &DeviceId,
     known: Option<&Chain>,
@@ -83,7 +88,10 @@ pub fn assess(
 ) -> Assessment {
     struct Candidate {
         node_index: usize,
+        /// `known` (or genesis) merged with the answer.
         chain: Chain,
+        /// The answer held a spine op that lost to ours or is in unresolved dispute with it.
+        rival: bool,
     }
     let mut reports: Vec<NodeReport> = Vec::with_capacity(answers.len());
     let mut forks: Vec<ForkEvidence> = Vec::new();
@@ -105,25 +113,20 @@ pub fn assess(
             Answer::Ops(ops) => match cached_verify(&mut verified, device, known, ops) {
                 Err(why) => NodeOutcome::Lied(why),
                 Ok((chain, report)) => {
+                    let rival = report.fork.is_some() || report.outvoted.is_some();
                     if let Some(fork) = report.fork {
                         push_fork(&mut forks, fork);
-                        NodeOutcome::Forked
-                    } else if let Some(invalid) = report.invalid {
-                        // Valid ops before the bad one are still good data: signatures cannot
-                        // be forged, whoever relays them.
-                        if report.added > 0 {
-                            candidates.push(Candidate {
-                                node_index: index,
-                                chain,
-                            });
-                        }
-                        NodeOutcome::Lied(invalid.to_string())
-                    } else {
-                        candidates.push(Candidate {
-                            node_index: index,
-                            chain,
-                        });
-                        NodeOutcome::Fresh // settled below against the best view
+                    }
+                    // Valid ops before a bad one are still good data: signatures cannot be
+                    // forged, whoever relays them.
+                    candidates.push(Candidate {
+                        node_index: index,
+                        chain,
+                        rival,
+                    });
+                    match report.invalid {
+                        Some(invalid) => NodeOutcome::Lied(invalid.to_string()),
+                        None => NodeOutcome::Fresh, // settled below against the merged view
                     }
                 }
             },
@@ -131,68 +134,102 @@ pub fn assess(
         reports.push(NodeReport { node, outcome });
     }
 
-    // The freshest view is the longest valid one; every other candidate must be a prefix of it
-    // or it is another branch.
-    let best_index = candidates
-        .iter()
-        .enumerate()
-        .max_by_key(|(i, c)| (c.chain.len(), std::cmp::Reverse(*i)))
-        .map(|(i, _)| i);
-    let best: Option<Chain> = best_index
-        .map(|i| candidates[i].chain.clone())
-        .or_else(|| known.cloned());
-
+    // Merge every candidate into one view, longest spine first (so without a chain of our own
+    // the longest answer is the base). Side ops accumulate (revocations are a union); spine
+    // forks between candidates are settled by the device's endorsement, whatever the order.
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(candidates[i].chain.len()));
+    let mut view: Option<Chain> = known.cloned();
     let mut conflict = false;
-    if let Some(best) = &best {
-        let best_seq = best.state().seq;
+    for &i in &order {
+        let theirs = &candidates[i].chain;
+        let Some(v) = view.as_mut() else {
+            view = Some(theirs.clone());
+            continue;
+        };
+        let report = v.merge(theirs.ops());
+        if let Some(fork) = report.fork {
+            // Both ops past our own head: two rival extensions, and nothing settles them.
+            conflict |= known.is_some_and(|k| fork.seq > k.state().seq);
+            push_fork(&mut forks, fork);
+        }
+    }
+    // A fork settled later (the device endorsed one branch since) is no longer a fork.
+    if let Some(v) = &view {
+        forks.retain(|f| !settled(v, f));
+    }
+    if let (true, Some(k)) = (conflict && !forks.is_empty(), known) {
+        // Keep our own chain, adopting neither extension, but take every valid side op.
+        let mut kept = k.clone();
         for c in &candidates {
-            let theirs = c.chain.ops();
-            let diverge = theirs
-                .iter()
-                .zip(best.ops())
-                .position(|(a, b)| a.id() != b.id());
+            let side: Vec<Op> = c.chain.side_ops().cloned().collect();
+            kept.merge(&side);
+        }
+        view = Some(kept);
+    }
+
+    let switched = match (known, &view) {
+        (Some(k), Some(v)) => first_difference(k, v).into_iter().collect(),
+        _ => Vec::new(),
+    };
+
+    if let Some(view) = &view {
+        let view_ids: Vec<OpId> = view.spine().map(Op::id).collect();
+        for c in &candidates {
             let report = &mut reports[c.node_index];
-            match diverge {
-                Some(at) => {
-                    push_fork(
-                        &mut forks,
-                        ForkEvidence {
-                            seq: at as u64,
-                            ours: best.ops()[at].clone(),
-                            theirs: theirs[at].clone(),
-                        },
-                    );
-                    report.outcome = NodeOutcome::Forked;
-                    conflict = true;
+            let theirs: Vec<OpId> = c.chain.spine().map(Op::id).collect();
+            let diverges = theirs.iter().zip(&view_ids).any(|(a, b)| a != b);
+            match () {
+                _ if matches!(report.outcome, NodeOutcome::Lied(_)) => {}
+                _ if c.rival || diverges || theirs.len() > view_ids.len() => {
+                    report.outcome = NodeOutcome::Forked
                 }
-                None if matches!(report.outcome, NodeOutcome::Lied(_)) => {}
-                None if c.chain.state().seq < best_seq => {
+                _ if theirs.len() < view_ids.len() => {
                     report.outcome = NodeOutcome::Stale {
                         their_seq: Some(c.chain.state().seq),
-                    };
+                    }
                 }
-                None => report.outcome = NodeOutcome::Fresh,
+                _ => report.outcome = NodeOutcome::Fresh,
             }
         }
     }
-
-    // Two unsettled extensions of our own chain: keep our own chain, adopt neither.
-    let best = match known {
-        Some(k) if conflict => Some(k.clone()),
-        _ => best,
-    };
 
     let valid_answers = reports
         .iter()
         .filter(|r| r.outcome.is_valid_answer())
         .count();
     Assessment {
-        chain: best,
+        chain: view,
         reports,
         forks,
-        switched: Vec::new(),
+        switched,
         valid_answers,
     }
+}
+
+/// `fork` no longer stands in `view`: the device endorsed the branch `view` holds at that
+/// place (one of the two ops is in `view`'s spine, and endorsed from there on).
+fn settled(view: &Chain, fork: &ForkEvidence) -> bool {
+    let Some(held) = view.spine_op(fork.seq) else {
+        return false;
+    };
+    let id = held.id();
+    (id == fork.ours.id() || id == fork.theirs.id())
+        && (fork.seq..view.len() as u64).any(|s| view.is_endorsed(s))
+}
+
+/// Where `view`'s spine left `known`'s: the op `known` held there and the one `view` holds now
+/// (a switch to the branch the device endorsed).
+fn first_difference(known: &Chain, view: &Chain) -> Option<ForkEvidence> {
+    known
+        .spine()
+        .zip(view.spine())
+        .find(|(a, b)| a.id() != b.id())
+        .map(|(ours, theirs)| ForkEvidence {
+            seq: ours.seq,
+            ours: ours.clone(),
+            theirs: theirs.clone(),
+        })
 }
 
 /// One answer's verification: the chain it leads to and what merging it found, or why it lied.

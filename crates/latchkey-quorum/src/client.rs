@@ -305,8 +305,9 @@ impl QuorumClient {
         nodes: &[String],
     ) -> Result<PublishReport> {
         let device = chain.device();
-        let tail = chain.ops().get(from as usize..).unwrap_or(&[]);
-        let first = self.publish_to(&device, tail, nodes).await;
+        // Spine ops from `from` on, with every side op (a node skips what it holds).
+        let tail = chain.ops_from(from);
+        let first = self.publish_to(&device, &tail, nodes).await;
         let report = match first {
             Ok(report) => report,
             Err(Error::Fork { .. }) => return first,

@@ -13,7 +13,7 @@ fn door() -> TestDevice {
             owners: sorted(&[&alice, &bob]),
             threshold: 1,
         }),
-        &[&alice],
+        &[&alice, &bob],
     );
     dev
 }
@@ -117,6 +117,7 @@ fn two_valid_branches_are_reported_as_a_fork() {
         }),
     );
     op_a.sign(&alice);
+    op_a.sign(&carol);
     branch_a.append(op_a).unwrap();
     let mut op_b = branch_b.propose(
         2,
@@ -216,6 +217,7 @@ fn conflicting_extensions_of_our_own_chain_leave_it_as_it_was() {
         }),
     );
     next.sign(&bob);
+    next.sign(&alice);
     longer.append(next).unwrap();
     let other = dev.op(
         OpBody::AmendOwners(OwnerSet {
@@ -248,4 +250,133 @@ fn conflicting_extensions_of_our_own_chain_leave_it_as_it_was() {
     );
     assert_eq!(a.forks.len(), 1);
     assert_eq!(a.chain.unwrap().head(), longer.head());
+}
+
+/// The door endorsed the other branch: it replaces ours, and the switch is reported (not as
+/// an unresolved fork).
+#[test]
+fn the_branch_the_door_endorsed_replaces_ours_and_the_switch_is_reported() {
+    let dev = door();
+    let (alice, bob) = (person(1), person(2));
+    let mine = dev.op(
+        OpBody::AmendOwners(OwnerSet {
+            owners: sorted(&[&alice, &bob]),
+            threshold: 2,
+        }),
+        &[&alice],
+    );
+    let mut ours = Chain::verify(dev.chain.ops().to_vec()).unwrap();
+    ours.append(mine.clone()).unwrap();
+    let theirs = dev.op(
+        OpBody::AmendOwners(OwnerSet {
+            owners: vec![bob.public_key()],
+            threshold: 1,
+        }),
+        &[&bob],
+    );
+    let mut endorsed = dev.chain.clone();
+    endorsed.append(theirs.clone()).unwrap();
+    let mut endorsement = endorsed.endorsement(3, 9).unwrap();
+    endorsement.sign(&dev.keys.identity);
+    let a = assess(
+        &dev.chain.device(),
+        Some(&ours),
+        vec![
+            ("mine".into(), Answer::Ops(vec![mine.clone()])),
+            (
+                "door".into(),
+                Answer::Ops(vec![theirs.clone(), endorsement]),
+            ),
+        ],
+    );
+    assert!(a.forks.is_empty(), "{:?}", a.forks);
+    assert_eq!(a.switched.len(), 1);
+    assert_eq!(a.switched[0].ours.id(), mine.id());
+    assert_eq!(a.switched[0].theirs.id(), theirs.id());
+    assert_eq!(a.chain.as_ref().unwrap().head(), theirs.id());
+    assert_eq!(outcome(&a, "door"), NodeOutcome::Fresh);
+    assert_eq!(outcome(&a, "mine"), NodeOutcome::Forked);
+}
+
+/// A second claim made with a leaked setup key, against the claim the door endorsed: ours
+/// stays, no fork is reported, the node serving it is on another branch.
+#[test]
+fn a_rival_claim_loses_to_the_one_the_door_endorsed() {
+    let (alice, stranger) = (person(1), person(9));
+    let mut dev = TestDevice::new(100, "Door");
+    let rival = dev.claim_op(&[&stranger], 1);
+    dev.claim(&[&alice], 1);
+    let endorsement = dev.endorsement(1);
+    let mut ours = dev.chain.clone();
+    ours.append(endorsement).unwrap();
+    let a = assess(
+        &dev.chain.device(),
+        Some(&ours),
+        vec![
+            ("honest".into(), Answer::Ops(ours.ops_from(1))),
+            ("rival".into(), Answer::Ops(vec![rival])),
+        ],
+    );
+    assert!(a.forks.is_empty() && a.switched.is_empty());
+    assert!(a
+        .chain
+        .as_ref()
+        .unwrap()
+        .state()
+        .is_owner(&alice.public_key()));
+    assert_eq!(outcome(&a, "honest"), NodeOutcome::Fresh);
+    assert_eq!(outcome(&a, "rival"), NodeOutcome::Forked);
+    // Without the endorsement in our own chain, a node that holds it settles the fork too.
+    let a = assess(
+        &dev.chain.device(),
+        Some(&dev.chain),
+        vec![
+            (
+                "rival".into(),
+                Answer::Ops(vec![dev.claim_op(&[&stranger], 1)]),
+            ),
+            ("honest".into(), Answer::Ops(ours.ops_from(1))),
+        ],
+    );
+    assert!(a.forks.is_empty(), "{:?}", a.forks);
+    assert_eq!(a.chain.unwrap().head(), dev.chain.head());
+}
+
+/// Two revocations made against the same head, served by different nodes: both are taken
+/// (the revoked set is their union) and nothing is a fork.
+#[test]
+fn concurrent_revocations_on_different_nodes_are_both_taken() {
+    let dev = door();
+    let (alice, bob) = (person(1), person(2));
+    let guest = person(7).public_key();
+    let g1 = dev.grant(&alice, &guest, &["unlock"], 0, u64::MAX / 2, 0);
+    let g2 = dev.grant(&bob, &guest, &["unlock"], 1, u64::MAX / 2, 0);
+    let r1 = dev.op(
+        OpBody::RevokeGrant {
+            chain: vec![g1.clone()],
+        },
+        &[&bob],
+    );
+    let r2 = dev.op(
+        OpBody::RevokeGrant {
+            chain: vec![g2.clone()],
+        },
+        &[&bob],
+    );
+    assert_eq!((r1.seq, r1.prev), (r2.seq, r2.prev));
+    let a = assess(
+        &dev.chain.device(),
+        Some(&dev.chain),
+        vec![
+            ("one".into(), Answer::Ops(vec![r1])),
+            ("two".into(), Answer::Ops(vec![r2])),
+        ],
+    );
+    assert!(a.forks.is_empty(), "{:?}", a.forks);
+    let chain = a.chain.clone().unwrap();
+    assert!(chain.state().revoked.contains(&g1.id()));
+    assert!(chain.state().revoked.contains(&g2.id()));
+    assert_eq!(chain.head(), dev.chain.head());
+    assert_eq!(outcome(&a, "one"), NodeOutcome::Fresh);
+    assert_eq!(outcome(&a, "two"), NodeOutcome::Fresh);
 }

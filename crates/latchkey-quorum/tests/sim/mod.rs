@@ -93,12 +93,14 @@ impl World {
                 threshold: 1,
             })
         };
-        dev.apply(transfer(&bob.public_key()), &[&alice]);
+        // A transfer is signed by the current owner and by the key it hands the door to.
+        dev.apply(transfer(&bob.public_key()), &[&alice, &bob]);
         let truth = dev.chain.ops().to_vec();
 
         let mut fork = base.clone();
         let mut op = fork.propose(T0 + 1, transfer(&carol.public_key()));
         op.sign(&alice);
+        op.sign(&carol);
         fork.append(op).unwrap();
 
         let mut forged = truth.clone();
