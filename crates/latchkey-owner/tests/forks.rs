@@ -153,6 +153,84 @@ async fn an_unsettled_fork_keeps_the_owners_own_chain_and_raises_an_alarm_until_
     assert_eq!(kept.first_seen_ms, first_seen);
     assert!(kept.last_seen_ms >= first_seen);
 
+    // The door settles it: it endorses the change that keeps Alice. Her profile takes that
+    // branch and the alarm ends.
+    let mut settled = door.chain.clone();
+    settled.append(both.clone()).unwrap();
+    let mut endorsement = settled.endorsement(both.seq, SystemClock.now_ms()).unwrap();
+    endorsement.sign(&door.keys.identity);
+    for url in &urls[1..] {
+        post(url, &device, std::slice::from_ref(&endorsement)).await;
+    }
+    let view = alice.owners("Front door").await.unwrap();
+    assert_eq!(view.device.chain.head(), both.id());
+    assert_eq!(view.threshold, 2);
+    assert!(alice.fork_alarm(&device).unwrap().is_none());
+
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// The door endorsed a change other than the one this profile held: the profile switches to
+/// the door's branch and says so, including that it is no longer an owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_the_door_endorsed_replaces_ours_with_a_notice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = nodes(tmp.path(), 3).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    let seeds: Arc<MemorySeeds> = Arc::new(MemorySeeds::default());
+    let alice = Profile::at(&tmp.path().join("alice"), seeds, Arc::new(SystemClock)).unwrap();
+    alice.create_seed().unwrap();
+    alice.add_nodes(&urls).unwrap();
+    alice.set_nodes_to_ask(3).unwrap();
+    let alice_key = alice.identity().unwrap();
+    let mallory = person(2);
+    let mut door = TestDevice::new(8, "Back door");
+    door.claim(&[&alice_key, &mallory], 1);
+    let device = door.chain.device();
+    let code = door
+        .keys
+        .claim_payload("Back door", Vec::new())
+        .to_text()
+        .unwrap();
+
+    // Every node holds a change Alice's profile takes in; then the door is shown a rival one
+    // and endorses it, and one node switches to that branch.
+    let held = door.op(amend(&[&alice_key, &mallory], 2), &[&mallory]);
+    let rival = door.op(amend(&[&mallory], 1), &[&mallory]);
+    let mut base = door.chain.ops().to_vec();
+    base.push(held.clone());
+    for url in &urls {
+        post(url, &device, &base).await;
+    }
+    alice.claim(ClaimSource::Text(&code), None).await.unwrap();
+    let view = alice.owners("Back door").await.unwrap();
+    assert_eq!(view.device.chain.head(), held.id());
+    let mut endorsed = door.chain.clone();
+    endorsed.append(rival.clone()).unwrap();
+    let mut endorsement = endorsed
+        .endorsement(rival.seq, SystemClock.now_ms())
+        .unwrap();
+    endorsement.sign(&door.keys.identity);
+    post(&urls[0], &device, &[rival.clone(), endorsement]).await;
+
+    let view = alice.owners("Back door").await.unwrap();
+    assert_eq!(view.device.chain.head(), rival.id(), "the door's branch");
+    assert!(!view.device.chain.state().is_owner(&alice_key.public_key()));
+    let alarm = alice.fork_alarm(&device).unwrap().expect("a notice");
+    assert_eq!(alarm.kind, ForkKind::Switched);
+    assert_eq!(
+        (alarm.ours.id(), alarm.theirs.id()),
+        (held.id(), rival.id())
+    );
+    let words = alarm.words("Back door", Some(&alice_key.public_key()), false);
+    assert!(
+        words.title.contains("confirmed a different history"),
+        "{words:?}"
+    );
+    assert!(words.meaning.contains("no longer an owner"), "{words:?}");
+
     for n in nodes {
         n.shutdown().await.unwrap();
     }
