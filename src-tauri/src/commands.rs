@@ -186,7 +186,7 @@ pub async fn devices(state: State<'_, AppState>) -> Result<Vec<DeviceView>, Comm
     let records = state
         .with_profile(|p| async move {
             let me = p.identity().ok().map(|k| k.public_key());
-            Ok((p.devices()?, me))
+            Ok((with_alarms(&p, p.devices()?)?, me))
         })
         .await?;
     Ok(device_views(&state, records))
@@ -202,22 +202,44 @@ pub async fn refresh_devices(state: State<'_, AppState>) -> Result<Vec<DeviceVie
             for device in p.devices()? {
                 fresh.push(p.refresh_device(device).await?);
             }
-            Ok((fresh, me))
+            Ok((with_alarms(&p, fresh)?, me))
         })
         .await?;
     Ok(device_views(&state, records))
 }
 
+type WithAlarm = (
+    latchkey_owner::store::DeviceRecord,
+    Option<latchkey_owner::ForkAlarm>,
+);
+
+fn with_alarms(
+    p: &latchkey_owner::Profile,
+    records: Vec<latchkey_owner::store::DeviceRecord>,
+) -> Result<Vec<WithAlarm>, latchkey_owner::Error> {
+    records
+        .into_iter()
+        .map(|r| {
+            let alarm = p.fork_alarm(&r.id)?;
+            Ok((r, alarm))
+        })
+        .collect()
+}
+
 fn device_views(
     state: &AppState,
-    (records, me): (
-        Vec<latchkey_owner::store::DeviceRecord>,
-        Option<latchkey_proto::keys::PublicKey>,
-    ),
+    (records, me): (Vec<WithAlarm>, Option<latchkey_proto::keys::PublicKey>),
 ) -> Vec<DeviceView> {
     records
         .iter()
-        .map(|r| DeviceView::new(r, me.as_ref(), state.last_result(&r.id.to_string())))
+        .map(|(r, alarm)| {
+            DeviceView::new(
+                r,
+                alarm.as_ref(),
+                me.as_ref(),
+                state.last_result(&r.id.to_string()),
+            )
+        })
         .collect()
 }
 

@@ -4,8 +4,8 @@
 
 use latchkey_owner::store::DeviceRecord;
 use latchkey_owner::{
-    AuditReport, ClaimReport, HeldInvitation, IssuedGrant, OpenReport, OwnersView, Proposal,
-    ProposalReport, RevokeReport, Route,
+    AuditReport, ClaimReport, ForkAlarm, ForkKind, HeldInvitation, IssuedGrant, OpenReport,
+    OwnersView, Proposal, ProposalReport, RevokeReport, Route,
 };
 use latchkey_proto::audit::Via;
 use latchkey_proto::command::{Outcome, RejectCode};
@@ -165,10 +165,59 @@ pub struct DeviceView {
     pub lan_addrs: Vec<String>,
     /// The last answer this app received from it since it started.
     pub last: Option<OpenResult>,
+    /// Two histories of its ownership exist (or the door settled one against this app's).
+    pub alarm: Option<ForkAlarmView>,
+}
+
+/// Whether the door settled a fork.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "lowercase")]
+pub enum ForkAlarmKind {
+    /// Nobody settled it; the app keeps the history it had.
+    Unresolved,
+    /// The door endorsed the other history; the app switched to it.
+    Switched,
+}
+
+/// A fork alarm in plain words, as the owner core words it.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct ForkAlarmView {
+    pub kind: ForkAlarmKind,
+    /// The step of the ownership history both changes claim.
+    #[ts(type = "number")]
+    pub seq: u64,
+    pub title: String,
+    pub meaning: String,
+    pub what_to_do: String,
+    #[ts(type = "number")]
+    pub first_seen_ms: u64,
+}
+
+impl ForkAlarmView {
+    pub fn new(alarm: &ForkAlarm, record: &DeviceRecord, me: Option<&PublicKey>) -> Self {
+        let owner = me.is_some_and(|k| record.chain.state().is_owner(k));
+        let words = alarm.words(&record.name, me, owner);
+        ForkAlarmView {
+            kind: match alarm.kind {
+                ForkKind::Unresolved => ForkAlarmKind::Unresolved,
+                ForkKind::Switched => ForkAlarmKind::Switched,
+            },
+            seq: alarm.seq,
+            title: words.title,
+            meaning: words.meaning,
+            what_to_do: words.what_to_do,
+            first_seen_ms: alarm.first_seen_ms,
+        }
+    }
 }
 
 impl DeviceView {
-    pub fn new(record: &DeviceRecord, me: Option<&PublicKey>, last: Option<OpenResult>) -> Self {
+    pub fn new(
+        record: &DeviceRecord,
+        alarm: Option<&ForkAlarm>,
+        me: Option<&PublicKey>,
+        last: Option<OpenResult>,
+    ) -> Self {
         let state = record.chain.state();
         DeviceView {
             id: record.id.to_string(),
@@ -181,6 +230,7 @@ impl DeviceView {
             verified_at_ms: record.verified_at_ms,
             lan_addrs: record.addrs.iter().map(|a| a.to_string()).collect(),
             last,
+            alarm: alarm.map(|a| ForkAlarmView::new(a, record, me)),
         }
     }
 }
@@ -556,6 +606,8 @@ mod tests {
             RouteKind::decl(&cfg),
             OpenResult::decl(&cfg),
             DeviceView::decl(&cfg),
+            ForkAlarmKind::decl(&cfg),
+            ForkAlarmView::decl(&cfg),
             ClaimResult::decl(&cfg),
             DemoView::decl(&cfg),
             DoorView::decl(&cfg),

@@ -118,9 +118,9 @@ impl ForkAlarm {
                 what_to_do: format!(
                     "You can keep opening and inviting as before. If neither you nor a co-owner \
                      made both changes, a co-owner's key is lost or stolen: transfer ownership to \
-                     fresh keys (`latchkey transfer {short} --to KEY`, or Owners → Transfer in the \
-                     app). The door confirms the transfer it accepts, and that ends the dispute. \
-                     Until then this alarm stays.",
+                     fresh keys (`latchkey transfer {short} --to KEY`). The door confirms the \
+                     transfer it accepts, and that ends the dispute. Until then this alarm \
+                     stays.",
                     short = self.device.short()
                 ),
             },

@@ -5,6 +5,7 @@ import {
   MOCK_APP_INFO,
   UNEXPECTED,
   createMockBackend,
+  mockForkAlarm,
   tauriBackend,
   toBackendError,
 } from './backend';
@@ -180,5 +181,26 @@ describe('invitation links in the mock', () => {
     stop();
     await backend.claimText('LATCHKEY:C1:MOCK');
     expect(seen).toHaveLength(4);
+  });
+});
+
+describe('fork alarms in the mock', () => {
+  it('shows no alarm unless asked to', async () => {
+    const backend = createMockBackend({ withIdentity: true });
+    await backend.claimText('LATCHKEY:C1:MOCK');
+    const [door] = await backend.devices();
+    expect(door.alarm).toBeNull();
+  });
+
+  it('words an unresolved fork with what to do, and a switch as a notice', async () => {
+    const backend = createMockBackend({ withIdentity: true, forkAlarm: 'unresolved' });
+    await backend.claimText('LATCHKEY:C1:MOCK');
+    const [door] = await backend.devices();
+    expect(door.alarm?.kind).toBe('unresolved');
+    expect(door.alarm?.title).toContain('Two different histories');
+    expect(door.alarm?.what_to_do).toContain('keep opening');
+    expect(door.alarm?.what_to_do).toContain('fresh keys');
+    const switched = mockForkAlarm('switched', 0);
+    expect(switched.meaning).toContain('still an owner');
   });
 });

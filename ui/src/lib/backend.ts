@@ -11,6 +11,7 @@ import type {
   ClaimResult,
   DemoView,
   DeviceView,
+  ForkAlarmView,
   GrantView,
   HeldInvitationView,
   Identity,
@@ -41,6 +42,8 @@ export type {
   DemoView,
   DeviceView,
   DoorView,
+  ForkAlarmKind,
+  ForkAlarmView,
   Identity,
   NewIdentity,
   OpenResult,
@@ -222,6 +225,34 @@ export interface MockOptions {
   demo?: boolean;
   /** Act as if opened with this `latchkey://invite/…` link. */
   inviteLink?: string;
+  /** The claimed door carries a fork alarm of this kind (worded as the owner core words it). */
+  forkAlarm?: ForkAlarmView['kind'];
+}
+
+/** A fork alarm as the owner core words it (crates/latchkey-owner/src/fork.rs), for the mock. */
+export function mockForkAlarm(kind: ForkAlarmView['kind'], nowMs: number): ForkAlarmView {
+  if (kind === 'switched') {
+    return {
+      kind,
+      seq: 2,
+      title: 'Front door confirmed a different history',
+      meaning:
+        'Two conflicting changes were made at step 2 of who owns Front door: a change of owners you signed, which this app held, and a change of owners signed by 1 key(s) other than yours. The door itself endorsed the other change of owners, so this app switched to it; you are still an owner.',
+      what_to_do:
+        'If you or a co-owner wanted the change this app held, make it again. If none of you made the one the door confirmed, a co-owner\'s key is lost or stolen: transfer ownership to fresh keys.',
+      first_seen_ms: nowMs,
+    };
+  }
+  return {
+    kind,
+    seq: 2,
+    title: 'Two different histories of Front door exist',
+    meaning:
+      'The registry nodes hold two valid but conflicting changes at step 2 of who owns Front door: a change of owners signed by 1 key(s) other than yours and a change of owners signed by 1 key(s) other than yours. Both carry valid signatures, so someone holding an owner\'s key (or the door\'s old setup code) signed the one you did not expect. Your door has not confirmed either yet. This app keeps using the history it had already checked.',
+    what_to_do:
+      'You can keep opening and inviting as before. If neither you nor a co-owner made both changes, a co-owner\'s key is lost or stolen: transfer ownership to fresh keys (`latchkey transfer MOCK-D00R --to KEY`). The door confirms the transfer it accepts, and that ends the dispute. Until then this alarm stays.',
+    first_seen_ms: nowMs,
+  };
 }
 
 export interface MockBackend extends Backend {
@@ -283,6 +314,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
           verified_at_ms: Date.now(),
           lan_addrs: ['127.0.0.1:7410'],
           last: null,
+          alarm: options.forkAlarm ? mockForkAlarm(options.forkAlarm, Date.now()) : null,
         },
       ];
     }

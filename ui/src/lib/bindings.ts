@@ -131,7 +131,19 @@ lan_addrs: Array<string>,
 /**
  * The last answer this app received from it since it started.
  */
-last: OpenResult | null, };
+last: OpenResult | null, 
+/**
+ * Two histories of its ownership exist (or the door settled one against this app's).
+ */
+alarm: ForkAlarmView | null, };
+
+export type ForkAlarmKind = "unresolved" | "switched";
+
+export type ForkAlarmView = { kind: ForkAlarmKind, 
+/**
+ * The step of the ownership history both changes claim.
+ */
+seq: number, title: string, meaning: string, what_to_do: string, first_seen_ms: number, };
 
 export type ClaimResult = { device_id: string, short_id: string, name: string, 
 /**

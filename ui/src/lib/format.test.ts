@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { BackendError } from './backend';
 import type { AuditEntryView, DeviceView, OpenResult } from './bindings';
 import {
+  alarmHeading,
+  alarmSince,
   auditLine,
   base64OfDataUrl,
   claimStageText,
@@ -272,5 +274,25 @@ describe('auditLine', () => {
     expect(auditLine(refused, nameOf)).toBe(
       'Ana (guest) · unlock · refused (Grant expired) — unlock: refused at authority: the grant expired 5 s ago',
     );
+  });
+});
+
+describe('fork alarms', () => {
+  it('heads an unsettled fork as an alarm and a switch as a notice', () => {
+    expect(alarmHeading({ kind: 'unresolved', title: 'Two different histories of Front door exist' })).toBe(
+      'Alarm: Two different histories of Front door exist',
+    );
+    expect(alarmHeading({ kind: 'switched', title: 'Front door confirmed a different history' })).toBe(
+      'Notice: Front door confirmed a different history',
+    );
+  });
+
+  it('says since when the dispute has been seen', () => {
+    const now = 10 * 24 * 3_600_000;
+    expect(alarmSince({ first_seen_ms: now - 5_000 }, now)).toBe('First seen just now');
+    expect(alarmSince({ first_seen_ms: now - 7 * 60_000 }, now)).toBe('First seen 7 min ago');
+    expect(alarmSince({ first_seen_ms: now - 5 * 3_600_000 }, now)).toBe('First seen 5 h ago');
+    expect(alarmSince({ first_seen_ms: now - 3 * 24 * 3_600_000 }, now)).toBe('First seen 3 days ago');
+    expect(alarmSince({ first_seen_ms: now + 1_000 }, now)).toBe('First seen just now');
   });
 });

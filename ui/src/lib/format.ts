@@ -6,6 +6,7 @@ import type {
   ClaimProgress,
   DeviceView,
   DoorView,
+  ForkAlarmView,
   OpenResult,
   ProposalResult,
   RevokeResult,
@@ -244,4 +245,24 @@ export function auditLine(e: AuditEntryView, nameOf: (key: string | null) => str
     return `${nameOf(e.sender)} · ${e.action || '(unreadable)'} · ${verdict} — ${e.text}`;
   }
   return e.text;
+}
+
+/** A fork alarm's first line: an alarm while nobody settled it, a notice once the door did. */
+export function alarmHeading(alarm: Pick<ForkAlarmView, 'kind' | 'title'>): string {
+  return `${alarm.kind === 'switched' ? 'Notice' : 'Alarm'}: ${alarm.title}`;
+}
+
+/** Since when the app has seen the dispute. */
+export function alarmSince(alarm: Pick<ForkAlarmView, 'first_seen_ms'>, nowMs: number): string {
+  const age = Math.max(0, nowMs - alarm.first_seen_ms);
+  if (age < MINUTE) {
+    return 'First seen just now';
+  }
+  if (age < HOUR) {
+    return `First seen ${Math.floor(age / MINUTE)} min ago`;
+  }
+  if (age < DAY) {
+    return `First seen ${Math.floor(age / HOUR)} h ago`;
+  }
+  return `First seen ${Math.floor(age / DAY)} days ago`;
 }
