@@ -463,7 +463,7 @@ impl ChainState {
         let kind = op.body.kind();
         if op.device != self.device {
             return Err(Error::WrongDevice {
-                seq: op.seq,
+                what: format!("op {}", op.seq),
                 expected: self.device.to_string(),
                 found: op.device.to_string(),
             });
@@ -796,7 +796,7 @@ impl Chain {
                 match valid {
                     Ok(()) if op.device != self.device() => {
                         report.invalid = Some(Error::WrongDevice {
-                            seq: op.seq,
+                            what: format!("op {}", op.seq),
                             expected: self.device().to_string(),
                             found: op.device.to_string(),
                         });
