@@ -234,6 +234,35 @@ fn check(v: &Value) {
             assert_eq!(s(v, "error"), "AuditBroken");
             assert_eq!(broken.seq, u(v, "broken_seq"), "{broken}");
         }
+        "audit_page" => {
+            let page = latchkey_proto::audit::AuditPage::from_bytes(&bytes(v, "bytes")).unwrap();
+            assert_eq!(h(page.to_bytes()), s(v, "bytes"));
+            assert_eq!((page.oldest, page.next_seq), (u(v, "oldest"), u(v, "next_seq")));
+            let expected = v["entries"].as_array().unwrap();
+            assert_eq!(page.entries.len(), expected.len());
+            for (e, want) in page.entries.iter().zip(expected) {
+                assert_eq!(e.entry.seq, u(want, "seq"));
+                assert_eq!(h(e.to_bytes()), s(want, "bytes"));
+                assert_eq!(h(e.entry.hash()), s(want, "entry_hash"));
+            }
+            latchkey_proto::audit::verify_entries(
+                &page.entries,
+                &public_key(v, "device_identity"),
+                None,
+            )
+            .unwrap();
+        }
+        "audit_page_fail" => {
+            let page = latchkey_proto::audit::AuditPage::from_bytes(&bytes(v, "bytes")).unwrap();
+            let broken = latchkey_proto::audit::verify_entries(
+                &page.entries,
+                &public_key(v, "device_identity"),
+                None,
+            )
+            .unwrap_err();
+            assert_eq!(s(v, "error"), "AuditBroken");
+            assert_eq!(broken.seq, u(v, "broken_seq"), "{broken}");
+        }
         "response_open_fail" => expect_error(
             v,
             open_response(
