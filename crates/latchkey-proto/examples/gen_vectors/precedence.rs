@@ -9,6 +9,7 @@ use latchkey_proto::replay::ReplayWindow;
 pub fn vectors(w: &World) -> Vectors {
     let mut v = Vectors::new();
     decode_order(w, &mut v);
+    op_order(w, &mut v);
     grant_order(w, &mut v);
     command_order(w, &mut v);
     response_order(w, &mut v);
@@ -100,6 +101,95 @@ fn decode_order(w: &World, v: &mut Vectors) {
          so a longer input is TooLarge before the point is looked at (never TrailingBytes).",
         &key,
         "TooLarge",
+    );
+}
+
+/// Ops extending a verified chain: device, sequence, link, signatures, then the kind's rules
+/// (§3 owns these rules; these vectors pin the order between them).
+fn op_order(w: &World, v: &mut Vectors) {
+    let life = lifecycle(w);
+    let genesis_only = &life[..1];
+    let owned = &life[..2];
+    let front = w.front_id();
+    let head = |ops: &[Op]| ops.last().unwrap().id();
+    let amend = || OpBody::AmendOwners(owners(&[&w.a, &w.b], 2));
+    let mut fail = |name: &str, description: &str, prefix: &[Op], op: Op, e: &str| {
+        let result = Chain::verify(prefix.to_vec())
+            .unwrap()
+            .check_next(&op)
+            .map(|_| ());
+        v.fail(
+            name,
+            "chain_fail",
+            description,
+            result,
+            e,
+            json!({
+                "prefix": prefix.iter().map(|o| h(o.to_bytes())).collect::<Vec<_>>(),
+                "op": h(op.to_bytes()),
+            }),
+        );
+    };
+    let signed_amend = |device, seq, prev| {
+        signed(Op::new(device, seq, prev, T0 + HOUR, amend()), &[&w.a])
+    };
+    fail(
+        "fail_precedence_op_device_before_sequence",
+        "Owner A's amend-owners op naming the back door, with sequence 3 instead of 2: the \
+         device (WrongDevice) is checked first.",
+        owned,
+        signed_amend(w.back_id(), 3, head(owned)),
+        "WrongDevice",
+    );
+    fail(
+        "fail_precedence_op_sequence_before_link",
+        "Owner A's amend-owners op with sequence 3 instead of 2 and a prev of zeros: \
+         WrongSequence before BrokenLink.",
+        owned,
+        signed_amend(front, 3, OpId([0; 32])),
+        "WrongSequence",
+    );
+    let mut relinked = signed_amend(front, 2, head(owned));
+    relinked.prev = OpId([0; 32]);
+    fail(
+        "fail_precedence_op_link_before_signature",
+        "Owner A's amend-owners op whose prev was set to zeros after signing (so its signature \
+         no longer verifies either): BrokenLink before BadSignature.",
+        owned,
+        relinked,
+        "BrokenLink",
+    );
+    let mut by_stranger = signed(
+        Op::new(front, 2, head(owned), T0 + HOUR, amend()),
+        &[&w.stranger],
+    );
+    by_stranger.signatures[0].signature.0[0] ^= 1;
+    fail(
+        "fail_precedence_op_signature_before_rules",
+        "An amend-owners op signed only by a stranger (no say in it), with a flipped signature \
+         bit: every signature is verified (BadSignature) before the kind's rules \
+         (OpNotAllowed).",
+        owned,
+        by_stranger,
+        "BadSignature",
+    );
+    fail(
+        "fail_precedence_op_missing_before_extra",
+        "A claim of the new front door signed by owner A and a stranger but not by the setup \
+         key: a missing required signature (MissingSignature) is reported before a signature \
+         by a key with no say (OpNotAllowed).",
+        genesis_only,
+        signed(
+            Op::new(
+                front,
+                1,
+                head(genesis_only),
+                T0 + HOUR,
+                OpBody::Claim(owners(&[&w.a], 1)),
+            ),
+            &[&w.a, &w.stranger],
+        ),
+        "MissingSignature",
     );
 }
 
