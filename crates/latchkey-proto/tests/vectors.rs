@@ -237,7 +237,10 @@ fn check(v: &Value) {
         "audit_page" => {
             let page = latchkey_proto::audit::AuditPage::from_bytes(&bytes(v, "bytes")).unwrap();
             assert_eq!(h(page.to_bytes()), s(v, "bytes"));
-            assert_eq!((page.oldest, page.next_seq), (u(v, "oldest"), u(v, "next_seq")));
+            assert_eq!(
+                (page.oldest, page.next_seq),
+                (u(v, "oldest"), u(v, "next_seq"))
+            );
             let expected = v["entries"].as_array().unwrap();
             assert_eq!(page.entries.len(), expected.len());
             for (e, want) in page.entries.iter().zip(expected) {

@@ -130,9 +130,8 @@ fn op_order(w: &World, v: &mut Vectors) {
             }),
         );
     };
-    let signed_amend = |device, seq, prev| {
-        signed(Op::new(device, seq, prev, T0 + HOUR, amend()), &[&w.a])
-    };
+    let signed_amend =
+        |device, seq, prev| signed(Op::new(device, seq, prev, T0 + HOUR, amend()), &[&w.a]);
     fail(
         "fail_precedence_op_device_before_sequence",
         "Owner A's amend-owners op naming the back door, with sequence 3 instead of 2: the \
