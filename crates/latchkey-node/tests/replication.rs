@@ -259,8 +259,13 @@ async fn concurrent_revocations_on_different_nodes_merge() {
     let r2 = dev.op(OpBody::RevokeGrant { chain: vec![g2] }, &[&rogue]);
     assert_eq!(post_ops(&c, &a.url(), &id, dev.chain.ops()).await.0, 200);
     assert_eq!(post_ops(&c, &b.url(), &id, dev.chain.ops()).await.0, 200);
-    assert_eq!(post_ops(&c, &a.url(), &id, &[r1.clone()]).await.0, 200);
-    let (status, body) = post_ops(&c, &b.url(), &id, &[r2.clone()]).await;
+    assert_eq!(
+        post_ops(&c, &a.url(), &id, std::slice::from_ref(&r1))
+            .await
+            .0,
+        200
+    );
+    let (status, body) = post_ops(&c, &b.url(), &id, std::slice::from_ref(&r2)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // B pulls A's revocation: both held, same head, no fork.
     let mut both = false;

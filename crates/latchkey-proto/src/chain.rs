@@ -521,7 +521,7 @@ impl ChainState {
         let kind = op.body.kind();
         if op.device != self.device {
             return Err(Error::WrongDevice {
-                seq: op.seq,
+                what: format!("op {}", op.seq),
                 expected: self.device.to_string(),
                 found: op.device.to_string(),
             });
@@ -694,7 +694,7 @@ fn check_side(
     let kind = op.body.kind();
     if op.device != anchor.device {
         return Err(Error::WrongDevice {
-            seq: op.seq,
+            what: format!("op {}", op.seq),
             expected: anchor.device.to_string(),
             found: op.device.to_string(),
         });
@@ -1237,7 +1237,7 @@ impl Chain {
         let op = theirs[0];
         if op.device != self.device() {
             report.invalid = Some(Error::WrongDevice {
-                seq: op.seq,
+                what: format!("op {}", op.seq),
                 expected: self.device().to_string(),
                 found: op.device.to_string(),
             });

@@ -2,7 +2,7 @@
 //! merge them into the freshest valid view, and say which nodes were fresh, stale, lying or on
 //! another branch. No I/O, so every adversarial case is testable without a network.
 
-use latchkey_proto::chain::{Chain, ForkEvidence, Op, OpId};
+use latchkey_proto::chain::{Chain, ForkEvidence, Op};
 use latchkey_proto::keys::DeviceId;
 
 /// What one node said (or failed to say).
@@ -63,10 +63,14 @@ pub struct Assessment {
     /// The longest valid chain seen (or the known one), `None` if nobody knows the device.
     pub chain: Option<Chain>,
     pub reports: Vec<NodeReport>,
-    /// Every unresolved fork seen, with both ops as evidence. Never resolved silently.
+    /// Every unresolved fork seen (the device endorsed neither branch), with both ops as
+    /// evidence. Never resolved silently: the view keeps the branch it had.
     pub forks: Vec<ForkEvidence>,
-    /// Forks the door settled against `known`: its endorsed branch replaced the caller's
-    /// (`ours` is the op the caller held, `theirs` the endorsed one now in `chain`).
+    /// Rival branches the device's endorsement settled (e.g. a second claim made with a leaked
+    /// setup key): `ours` is the endorsed op the view holds, `theirs` the one that lost.
+    pub settled: Vec<ForkEvidence>,
+    /// Where the device's endorsed branch replaced part of `known`: `ours` is the op `known`
+    /// held, `theirs` the endorsed one `chain` holds now. The caller tells its user.
     pub switched: Vec<ForkEvidence>,
     pub valid_answers: usize,
 }
@@ -74,13 +78,10 @@ pub struct Assessment {
 /// Verifies and merges `answers` for `device`, starting from `known` (a chain this party
 /// verified before) if any.
 ///
-/// `known` is the caller's own branch, and the merge follows the fork-choice rule of
-/// docs/PROTOCOL.md §3.3 ([`Chain::merge`]): a branch the device endorsed replaces an
-/// unendorsed one (reported in `switched` when it replaces part of `known`); otherwise ours is
-/// kept and the fork reported. When two answers extend `known` in conflicting ways that nothing
-/// settles, neither is adopted: the result is `known` with the valid side ops (revocations,
-/// endorsements) the answers carried. A caller with no chain of its own gets the longest
-/// answer and the fork, and must not act on it.
+/// `known` is the caller's own branch. When two answers extend it in conflicting ways that the
+/// device's endorsement does not settle, neither is adopted: the view is `known` with the valid
+/// side ops (revocations, endorsements) the answers carried, and the fork is reported. A caller
+/// with no chain of its own gets the longest answer and the fork, and must not act on it.
 pub fn assess(
     device: &DeviceId,
     known: Option<&Chain>,
@@ -88,13 +89,11 @@ pub fn assess(
 ) -> Assessment {
     struct Candidate {
         node_index: usize,
-        /// `known` (or genesis) merged with the answer.
         chain: Chain,
-        /// The answer held a spine op that lost to ours or is in unresolved dispute with it.
-        rival: bool,
     }
     let mut reports: Vec<NodeReport> = Vec::with_capacity(answers.len());
     let mut forks: Vec<ForkEvidence> = Vec::new();
+    let mut settled: Vec<ForkEvidence> = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
     // Honest nodes mostly serve identical bytes: verify each distinct answer once.
     let mut verified: Vec<(Vec<Op>, Verified)> = Vec::new();
@@ -113,20 +112,29 @@ pub fn assess(
             Answer::Ops(ops) => match cached_verify(&mut verified, device, known, ops) {
                 Err(why) => NodeOutcome::Lied(why),
                 Ok((chain, report)) => {
-                    let rival = report.fork.is_some() || report.outvoted.is_some();
                     if let Some(fork) = report.fork {
                         push_fork(&mut forks, fork);
-                    }
-                    // Valid ops before a bad one are still good data: signatures cannot be
-                    // forged, whoever relays them.
-                    candidates.push(Candidate {
-                        node_index: index,
-                        chain,
-                        rival,
-                    });
-                    match report.invalid {
-                        Some(invalid) => NodeOutcome::Lied(invalid.to_string()),
-                        None => NodeOutcome::Fresh, // settled below against the merged view
+                        NodeOutcome::Forked
+                    } else if let Some(lost) = report.outvoted {
+                        // It serves a branch the device did not endorse; ours stands.
+                        push_fork(&mut settled, lost);
+                        NodeOutcome::Forked
+                    } else if let Some(invalid) = report.invalid {
+                        // Valid ops before the bad one are still good data: signatures cannot
+                        // be forged, whoever relays them.
+                        if report.added > 0 {
+                            candidates.push(Candidate {
+                                node_index: index,
+                                chain,
+                            });
+                        }
+                        NodeOutcome::Lied(invalid.to_string())
+                    } else {
+                        candidates.push(Candidate {
+                            node_index: index,
+                            chain,
+                        });
+                        NodeOutcome::Fresh // settled below against the best view
                     }
                 }
             },
@@ -134,62 +142,99 @@ pub fn assess(
         reports.push(NodeReport { node, outcome });
     }
 
-    // Merge every candidate into one view, longest spine first (so without a chain of our own
-    // the longest answer is the base). Side ops accumulate (revocations are a union); spine
-    // forks between candidates are settled by the device's endorsement, whatever the order.
+    // Every valid view is merged into one, longest first: side ops (revocations, endorsements)
+    // are a union, so a node that withholds one is outvoted by any node that has it; a fork is
+    // settled by the device's endorsement or reported.
     let mut order: Vec<usize> = (0..candidates.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(candidates[i].chain.len()));
-    let mut view: Option<Chain> = known.cloned();
-    let mut conflict = false;
-    for &i in &order {
-        let theirs = &candidates[i].chain;
-        let Some(v) = view.as_mut() else {
-            view = Some(theirs.clone());
-            continue;
-        };
-        let report = v.merge(theirs.ops());
-        if let Some(fork) = report.fork {
-            // Both ops past our own head: two rival extensions, and nothing settles them.
-            conflict |= known.is_some_and(|k| fork.seq > k.state().seq);
-            push_fork(&mut forks, fork);
+    order.sort_by_key(|&i| (std::cmp::Reverse(candidates[i].chain.len()), i));
+    let mut best: Option<Chain> = order
+        .first()
+        .map(|&i| candidates[i].chain.clone())
+        .or_else(|| known.cloned());
+    // Two rival extensions of our own chain (both ops past its head) that nothing settles.
+    let mut rivals = false;
+    if let Some(best) = &mut best {
+        for &i in order.iter().skip(1) {
+            let report = best.merge(candidates[i].chain.ops());
+            if let Some(fork) = report.fork {
+                rivals |= known.is_some_and(|k| fork.seq > k.state().seq);
+                push_fork(&mut forks, fork);
+            }
+            for lost in report.outvoted.into_iter().chain(report.switched) {
+                push_fork(&mut settled, lost);
+            }
         }
     }
-    // A fork settled later (the device endorsed one branch since) is no longer a fork.
-    if let Some(v) = &view {
-        forks.retain(|f| !settled(v, f));
+    // A fork one answer showed may be settled by an endorsement another answer carried.
+    if let Some(best) = &best {
+        let (now_settled, open): (Vec<_>, Vec<_>) =
+            forks.into_iter().partition(|f| is_settled(best, f));
+        forks = open;
+        for f in now_settled {
+            push_fork(&mut settled, f);
+        }
     }
-    if let (true, Some(k)) = (conflict && !forks.is_empty(), known) {
+    if let (true, Some(k)) = (rivals && !forks.is_empty(), known) {
         // Keep our own chain, adopting neither extension, but take every valid side op.
         let mut kept = k.clone();
         for c in &candidates {
             let side: Vec<Op> = c.chain.side_ops().cloned().collect();
             kept.merge(&side);
         }
-        view = Some(kept);
+        best = Some(kept);
     }
-
-    let switched = match (known, &view) {
-        (Some(k), Some(v)) => first_difference(k, v).into_iter().collect(),
+    let switched: Vec<ForkEvidence> = match (known, &best) {
+        (Some(k), Some(b)) => first_difference(k, b).into_iter().collect(),
         _ => Vec::new(),
     };
 
-    if let Some(view) = &view {
-        let view_ids: Vec<OpId> = view.spine().map(Op::id).collect();
+    if let Some(best) = &best {
+        let best_seq = best.state().seq;
+        let best_side: Vec<latchkey_proto::chain::OpId> =
+            best.side_ops().map(|op| op.id()).collect();
         for c in &candidates {
+            let diverge = c
+                .chain
+                .spine()
+                .zip(best.spine())
+                .position(|(a, b)| a.id() != b.id());
             let report = &mut reports[c.node_index];
-            let theirs: Vec<OpId> = c.chain.spine().map(Op::id).collect();
-            let diverges = theirs.iter().zip(&view_ids).any(|(a, b)| a != b);
-            match () {
-                _ if matches!(report.outcome, NodeOutcome::Lied(_)) => {}
-                _ if c.rival || diverges || theirs.len() > view_ids.len() => {
-                    report.outcome = NodeOutcome::Forked
+            match diverge {
+                Some(at) => {
+                    let evidence = ForkEvidence {
+                        seq: at as u64,
+                        ours: best.spine_op(at as u64).expect("zipped").clone(),
+                        theirs: c.chain.spine_op(at as u64).expect("zipped").clone(),
+                    };
+                    let endorsed = (at..best.len()).any(|seq| best.is_endorsed(seq as u64));
+                    if endorsed {
+                        push_fork(&mut settled, evidence);
+                    } else {
+                        push_fork(&mut forks, evidence);
+                    }
+                    report.outcome = NodeOutcome::Forked;
                 }
-                _ if theirs.len() < view_ids.len() => {
+                None if matches!(report.outcome, NodeOutcome::Lied(_)) => {}
+                // A rival extension of our chain that was not adopted.
+                None if c.chain.len() > best.len() => report.outcome = NodeOutcome::Forked,
+                None if c.chain.state().seq < best_seq => {
                     report.outcome = NodeOutcome::Stale {
                         their_seq: Some(c.chain.state().seq),
-                    }
+                    };
                 }
-                _ => report.outcome = NodeOutcome::Fresh,
+                None => {
+                    // Same spine: it is fresh only if it also served every side op the others
+                    // did (a node withholding a revocation is stale, not fresh).
+                    let theirs: std::collections::HashSet<latchkey_proto::chain::OpId> =
+                        c.chain.side_ops().map(|op| op.id()).collect();
+                    report.outcome = if best_side.iter().all(|id| theirs.contains(id)) {
+                        NodeOutcome::Fresh
+                    } else {
+                        NodeOutcome::Stale {
+                            their_seq: Some(c.chain.state().seq),
+                        }
+                    };
+                }
             }
         }
     }
@@ -199,17 +244,18 @@ pub fn assess(
         .filter(|r| r.outcome.is_valid_answer())
         .count();
     Assessment {
-        chain: view,
+        chain: best,
         reports,
         forks,
+        settled,
         switched,
         valid_answers,
     }
 }
 
-/// `fork` no longer stands in `view`: the device endorsed the branch `view` holds at that
-/// place (one of the two ops is in `view`'s spine, and endorsed from there on).
-fn settled(view: &Chain, fork: &ForkEvidence) -> bool {
+/// `fork` no longer stands in `view`: one of its two ops is in `view`'s spine and the device
+/// endorsed `view`'s branch from there on.
+fn is_settled(view: &Chain, fork: &ForkEvidence) -> bool {
     let Some(held) = view.spine_op(fork.seq) else {
         return false;
     };
@@ -218,8 +264,7 @@ fn settled(view: &Chain, fork: &ForkEvidence) -> bool {
         && (fork.seq..view.len() as u64).any(|s| view.is_endorsed(s))
 }
 
-/// Where `view`'s spine left `known`'s: the op `known` held there and the one `view` holds now
-/// (a switch to the branch the device endorsed).
+/// Where `view`'s spine left `known`'s: the op `known` held there and the one `view` holds now.
 fn first_difference(known: &Chain, view: &Chain) -> Option<ForkEvidence> {
     known
         .spine()

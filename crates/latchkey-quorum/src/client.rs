@@ -42,11 +42,15 @@ pub struct OwnershipView {
     pub chain: Chain,
     pub freshness: Freshness,
     pub reports: Vec<NodeReport>,
-    /// Forks are an alarm: two valid histories exist. Never empty by accident, never resolved
-    /// silently.
+    /// Forks are an alarm: two valid histories exist and the device has endorsed neither.
+    /// Never empty by accident, never resolved silently.
     pub forks: Vec<ForkEvidence>,
-    /// Forks the door settled against the cached chain: the view took its endorsed branch.
-    /// The caller tells its user what changed.
+    /// Rival histories the device's endorsement settled (the view holds the endorsed one):
+    /// evidence that someone signed a rival op, e.g. with a leaked setup key. Not an alarm.
+    pub settled: Vec<ForkEvidence>,
+    /// Where the door's endorsed branch replaced part of the cached chain: `ours` is the op
+    /// the cache held, `theirs` the endorsed one the view holds now. The caller tells its user
+    /// what changed.
     pub switched: Vec<ForkEvidence>,
     pub checked_at_ms: u64,
 }
@@ -177,6 +181,7 @@ impl QuorumClient {
             freshness,
             reports: assessment.reports,
             forks: assessment.forks,
+            settled: assessment.settled,
             switched: assessment.switched,
             checked_at_ms: now_ms,
         })

@@ -193,6 +193,84 @@ fn malformed_answers_count_as_lies() {
     assert_eq!(a.valid_answers, 1);
 }
 
+/// Two owners revoke concurrently on different nodes; a third node withholds both. The merged
+/// view holds both revocations, no fork is reported, and the withholding node is stale.
+#[test]
+fn revocations_from_different_nodes_are_a_union_and_withholding_one_is_stale() {
+    let dev = door();
+    let (alice, bob) = (person(1), person(2));
+    let day = 86_400_000;
+    let t0 = latchkey_testkit::T0;
+    let g1 = dev.grant(&alice, &person(7).public_key(), &["open"], t0, t0 + day, 0);
+    let g2 = dev.grant(&bob, &person(8).public_key(), &["open"], t0, t0 + day, 0);
+    let r1 = dev.op(
+        OpBody::RevokeGrant {
+            chain: vec![g1.clone()],
+        },
+        &[&alice],
+    );
+    let r2 = dev.op(
+        OpBody::RevokeGrant {
+            chain: vec![g2.clone()],
+        },
+        &[&bob],
+    );
+    let base = dev.chain.ops().to_vec();
+    let a = assess(
+        &dev.chain.device(),
+        None,
+        vec![
+            ("one".into(), Answer::Ops([base.clone(), vec![r1]].concat())),
+            ("two".into(), Answer::Ops([base.clone(), vec![r2]].concat())),
+            ("withholder".into(), Answer::Ops(base)),
+        ],
+    );
+    assert!(a.forks.is_empty() && a.settled.is_empty());
+    let revoked = &a.chain.as_ref().unwrap().state().revoked;
+    assert!(revoked.contains(&g1.id()) && revoked.contains(&g2.id()));
+    assert!(matches!(
+        outcome(&a, "withholder"),
+        NodeOutcome::Stale { .. }
+    ));
+    assert!(matches!(outcome(&a, "one"), NodeOutcome::Stale { .. }));
+}
+
+/// A node serves a rival claim made with a leaked setup key; the others serve the claim the
+/// device endorsed. The view is the endorsed one, the rival is settled evidence, not an alarm.
+#[test]
+fn a_rival_claim_is_settled_by_the_device_endorsement() {
+    let (alice, mallory) = (person(1), person(6));
+    let mut dev = TestDevice::new(101, "Door");
+    let genesis = dev.chain.ops().to_vec();
+    let rival = dev.claim_op(&[&mallory], 1);
+    dev.claim(&[&alice], 1);
+    dev.chain.append(dev.endorsement(1)).unwrap();
+    for known in [
+        None,
+        Some(Chain::verify([genesis.clone(), vec![rival.clone()]].concat()).unwrap()),
+    ] {
+        let a = assess(
+            &dev.chain.device(),
+            known.as_ref(),
+            vec![
+                (
+                    "stranger".into(),
+                    Answer::Ops([genesis.clone(), vec![rival.clone()]].concat()),
+                ),
+                ("honest".into(), Answer::Ops(dev.chain.ops().to_vec())),
+            ],
+        );
+        assert!(a.forks.is_empty(), "{:?}", a.forks);
+        assert_eq!(a.settled.len(), 1);
+        assert_eq!(
+            a.chain.as_ref().unwrap().state().owners,
+            vec![alice.public_key()]
+        );
+        assert_eq!(outcome(&a, "stranger"), NodeOutcome::Forked);
+        assert_eq!(outcome(&a, "honest"), NodeOutcome::Fresh);
+    }
+}
+
 /// Two answers extend our own chain in conflicting ways, and nothing settles it: the result is
 /// our own chain (neither adopted), whichever answer is longer or comes first.
 #[test]
@@ -340,43 +418,4 @@ fn a_rival_claim_loses_to_the_one_the_door_endorsed() {
     );
     assert!(a.forks.is_empty(), "{:?}", a.forks);
     assert_eq!(a.chain.unwrap().head(), dev.chain.head());
-}
-
-/// Two revocations made against the same head, served by different nodes: both are taken
-/// (the revoked set is their union) and nothing is a fork.
-#[test]
-fn concurrent_revocations_on_different_nodes_are_both_taken() {
-    let dev = door();
-    let (alice, bob) = (person(1), person(2));
-    let guest = person(7).public_key();
-    let g1 = dev.grant(&alice, &guest, &["unlock"], 0, u64::MAX / 2, 0);
-    let g2 = dev.grant(&bob, &guest, &["unlock"], 1, u64::MAX / 2, 0);
-    let r1 = dev.op(
-        OpBody::RevokeGrant {
-            chain: vec![g1.clone()],
-        },
-        &[&bob],
-    );
-    let r2 = dev.op(
-        OpBody::RevokeGrant {
-            chain: vec![g2.clone()],
-        },
-        &[&bob],
-    );
-    assert_eq!((r1.seq, r1.prev), (r2.seq, r2.prev));
-    let a = assess(
-        &dev.chain.device(),
-        Some(&dev.chain),
-        vec![
-            ("one".into(), Answer::Ops(vec![r1])),
-            ("two".into(), Answer::Ops(vec![r2])),
-        ],
-    );
-    assert!(a.forks.is_empty(), "{:?}", a.forks);
-    let chain = a.chain.clone().unwrap();
-    assert!(chain.state().revoked.contains(&g1.id()));
-    assert!(chain.state().revoked.contains(&g2.id()));
-    assert_eq!(chain.head(), dev.chain.head());
-    assert_eq!(outcome(&a, "one"), NodeOutcome::Fresh);
-    assert_eq!(outcome(&a, "two"), NodeOutcome::Fresh);
 }

@@ -93,7 +93,6 @@ impl World {
                 threshold: 1,
             })
         };
-        // A transfer is signed by the current owner and by the key it hands the door to.
         dev.apply(transfer(&bob.public_key()), &[&alice, &bob]);
         let truth = dev.chain.ops().to_vec();
 
