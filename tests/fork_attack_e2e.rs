@@ -93,6 +93,15 @@ async fn chain_on(http: &reqwest::Client, node: &str, device: &DeviceId) -> Chai
     Chain::verify(ops_on(http, node, device, 0).await).unwrap()
 }
 
+/// The id of the one proposal waiting in `who`'s mailbox for its acceptance.
+fn proposal_for(who: &mut Cli) -> String {
+    let v = who.json(&["owners", "proposals"]);
+    let proposals = v["proposals"].as_array().unwrap();
+    assert_eq!(proposals.len(), 1, "{v}");
+    assert_eq!(proposals[0]["my_part"], "accept", "{v}");
+    proposals[0]["id"].as_str().unwrap()[..16].to_owned()
+}
+
 /// Polls a CLI command until it succeeds, for what the door learns on its own schedule.
 fn until_ok(cli: &mut Cli, args: &[&str], limit: Duration) -> String {
     let started = Instant::now();
@@ -218,6 +227,8 @@ async fn a_stranger_with_an_old_photo_and_a_rogue_co_owner_cannot_jam_the_door()
     mallory.ok(&add);
     let mallory_key = mallory.ok(&["key"]).trim().to_owned();
     let out = alice.ok(&["owners", "add", "Front door", &mallory_key]);
+    assert!(out.contains("latchkey owners accept"), "{out}");
+    let out = mallory.ok(&["owners", "accept", &proposal_for(&mut mallory)]);
     assert!(out.contains("in effect: owners 1/2"), "{out}");
     let v = mallory.json(&["devices"]);
     assert_eq!(v["devices"][0]["mine"], true, "{v}");
@@ -264,7 +275,8 @@ async fn a_stranger_with_an_old_photo_and_a_rogue_co_owner_cannot_jam_the_door()
         "concurrent revocations merge; they are not a fork: {v}"
     );
     // Both of Mallory's revocations hold (the revoked set is their union), whichever node
-    // each went to.
+    // each went to: her profile, refreshed from the nodes, shows both grants revoked.
+    mallory.ok(&["owners", &device_arg]);
     let v = mallory.json(&["grants", &device_arg]);
     let statuses: Vec<&str> = v["grants"]
         .as_array()
@@ -294,6 +306,11 @@ async fn a_stranger_with_an_old_photo_and_a_rogue_co_owner_cannot_jam_the_door()
     carol.ok(&add);
     let carol_key = carol.ok(&["key"]).trim().to_owned();
     let out = alice.ok(&["transfer", &device_arg, "--to", &carol_key]);
+    assert!(
+        out.contains("waiting for the new owner(s) to accept"),
+        "{out}"
+    );
+    let out = carol.ok(&["owners", "accept", &proposal_for(&mut carol)]);
     assert!(out.contains("transfer of Front door is in effect"), "{out}");
     let v = carol.json(&["devices"]);
     assert_eq!(v["devices"][0]["mine"], true, "{v}");
