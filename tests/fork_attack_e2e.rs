@@ -228,7 +228,8 @@ async fn a_stranger_with_an_old_photo_and_a_rogue_co_owner_cannot_jam_the_door()
     let mallory_key = mallory.ok(&["key"]).trim().to_owned();
     let out = alice.ok(&["owners", "add", "Front door", &mallory_key]);
     assert!(out.contains("latchkey owners accept"), "{out}");
-    let out = mallory.ok(&["owners", "accept", &proposal_for(&mut mallory)]);
+    let id = proposal_for(&mut mallory);
+    let out = mallory.ok(&["owners", "accept", &id]);
     assert!(out.contains("in effect: owners 1/2"), "{out}");
     let v = mallory.json(&["devices"]);
     assert_eq!(v["devices"][0]["mine"], true, "{v}");
@@ -310,7 +311,8 @@ async fn a_stranger_with_an_old_photo_and_a_rogue_co_owner_cannot_jam_the_door()
         out.contains("waiting for the new owner(s) to accept"),
         "{out}"
     );
-    let out = carol.ok(&["owners", "accept", &proposal_for(&mut carol)]);
+    let id = proposal_for(&mut carol);
+    let out = carol.ok(&["owners", "accept", &id]);
     assert!(out.contains("transfer of Front door is in effect"), "{out}");
     let v = carol.json(&["devices"]);
     assert_eq!(v["devices"][0]["mine"], true, "{v}");

@@ -11,7 +11,7 @@
 //!   what changed. Kept for [`SWITCH_NOTICE_MS`] so it is seen even if it happened while
 //!   nobody looked.
 
-use latchkey_proto::chain::{ForkEvidence, Op};
+use latchkey_proto::chain::{Chain, ForkEvidence, Op};
 use latchkey_proto::keys::{DeviceId, PublicKey};
 use latchkey_quorum::{Freshness, OwnershipView};
 
@@ -150,6 +150,21 @@ impl ForkAlarm {
             },
         }
     }
+}
+
+/// The chain to keep after a check: the view, unless it adopted one of two rival extensions
+/// of `known` that the door has not settled (both ops past `known`'s head). Then `known` stays,
+/// taking only the valid side ops (revocations, endorsements) the nodes served: the owner
+/// waits for the door to choose instead of following whichever rival a node served first.
+pub(crate) fn own_branch(known: &Chain, view: &OwnershipView) -> Chain {
+    let head = known.state().seq;
+    if !view.forks.iter().any(|f| f.seq > head) {
+        return view.chain.clone();
+    }
+    let mut kept = known.clone();
+    let side: Vec<Op> = view.chain.side_ops().cloned().collect();
+    kept.merge(&side);
+    kept
 }
 
 impl Profile {

@@ -113,14 +113,17 @@ impl Profile {
                 // chain (the door's endorsement decides between branches; an unresolved fork
                 // keeps ours), and the dispute is kept as an alarm for the CLI and the app.
                 self.note_forks(&device, &view)?;
+                let chain = crate::fork::own_branch(&device.chain, &view);
                 // The store is a cache of what the nodes say; a durable write (an fsync) on every
                 // open when nothing changed cost more than the command itself. It is rewritten
                 // when the chain moved, and now and then to keep its check time honest.
-                let changed = view.chain.state().head != device.chain.state().head;
+                // Side ops (revocations, endorsements) change the chain without moving its head.
+                let changed = chain.state().head != device.chain.state().head
+                    || chain.ops().len() != device.chain.ops().len();
                 let stale = view.checked_at_ms.saturating_sub(device.verified_at_ms)
                     > STORED_VIEW_REFRESH_MS;
                 let record = DeviceRecord {
-                    chain: view.chain,
+                    chain,
                     verified_at_ms: view.checked_at_ms,
                     ..device
                 };

@@ -78,10 +78,9 @@ pub struct Assessment {
 /// Verifies and merges `answers` for `device`, starting from `known` (a chain this party
 /// verified before) if any.
 ///
-/// `known` is the caller's own branch. When two answers extend it in conflicting ways that the
-/// device's endorsement does not settle, neither is adopted: the view is `known` with the valid
-/// side ops (revocations, endorsements) the answers carried, and the fork is reported. A caller
-/// with no chain of its own gets the longest answer and the fork, and must not act on it.
+/// Two answers that extend `known` in conflicting ways the device's endorsement does not
+/// settle are both reported as a fork (past `known`'s head) and the longest is in the view: a
+/// device must pick one to endorse, while an owner keeps its own chain instead.
 pub fn assess(
     device: &DeviceId,
     known: Option<&Chain>,
@@ -151,13 +150,10 @@ pub fn assess(
         .first()
         .map(|&i| candidates[i].chain.clone())
         .or_else(|| known.cloned());
-    // Two rival extensions of our own chain (both ops past its head) that nothing settles.
-    let mut rivals = false;
     if let Some(best) = &mut best {
         for &i in order.iter().skip(1) {
             let report = best.merge(candidates[i].chain.ops());
             if let Some(fork) = report.fork {
-                rivals |= known.is_some_and(|k| fork.seq > k.state().seq);
                 push_fork(&mut forks, fork);
             }
             for lost in report.outvoted.into_iter().chain(report.switched) {
@@ -173,15 +169,6 @@ pub fn assess(
         for f in now_settled {
             push_fork(&mut settled, f);
         }
-    }
-    if let (true, Some(k)) = (rivals && !forks.is_empty(), known) {
-        // Keep our own chain, adopting neither extension, but take every valid side op.
-        let mut kept = k.clone();
-        for c in &candidates {
-            let side: Vec<Op> = c.chain.side_ops().cloned().collect();
-            kept.merge(&side);
-        }
-        best = Some(kept);
     }
     let switched: Vec<ForkEvidence> = match (known, &best) {
         (Some(k), Some(b)) => first_difference(k, b).into_iter().collect(),
@@ -215,8 +202,6 @@ pub fn assess(
                     report.outcome = NodeOutcome::Forked;
                 }
                 None if matches!(report.outcome, NodeOutcome::Lied(_)) => {}
-                // A rival extension of our chain that was not adopted.
-                None if c.chain.len() > best.len() => report.outcome = NodeOutcome::Forked,
                 None if c.chain.state().seq < best_seq => {
                     report.outcome = NodeOutcome::Stale {
                         their_seq: Some(c.chain.state().seq),
@@ -253,15 +238,11 @@ pub fn assess(
     }
 }
 
-/// `fork` no longer stands in `view`: one of its two ops is in `view`'s spine and the device
-/// endorsed `view`'s branch from there on.
+/// `fork` no longer stands in `view`: the device endorsed `view`'s branch at the fork's place
+/// or after it, so every unendorsed rival there lost (one of the fork's two ops, or both to a
+/// third).
 fn is_settled(view: &Chain, fork: &ForkEvidence) -> bool {
-    let Some(held) = view.spine_op(fork.seq) else {
-        return false;
-    };
-    let id = held.id();
-    (id == fork.ours.id() || id == fork.theirs.id())
-        && (fork.seq..view.len() as u64).any(|s| view.is_endorsed(s))
+    view.spine_op(fork.seq).is_some() && (fork.seq..view.len() as u64).any(|s| view.is_endorsed(s))
 }
 
 /// Where `view`'s spine left `known`'s: the op `known` held there and the one `view` holds now.

@@ -271,65 +271,6 @@ fn a_rival_claim_is_settled_by_the_device_endorsement() {
     }
 }
 
-/// Two answers extend our own chain in conflicting ways, and nothing settles it: the result is
-/// our own chain (neither adopted), whichever answer is longer or comes first.
-#[test]
-fn conflicting_extensions_of_our_own_chain_leave_it_as_it_was() {
-    let dev = door();
-    let (alice, bob) = (person(1), person(2));
-    let ours = Chain::verify(dev.chain.ops().to_vec()).unwrap();
-    let grab = dev.op(
-        OpBody::AmendOwners(OwnerSet {
-            owners: vec![bob.public_key()],
-            threshold: 1,
-        }),
-        &[&bob],
-    );
-    let mut longer = ours.clone();
-    longer.append(grab.clone()).unwrap();
-    let mut next = longer.propose(
-        5,
-        OpBody::AmendOwners(OwnerSet {
-            owners: sorted(&[&alice, &bob]),
-            threshold: 1,
-        }),
-    );
-    next.sign(&bob);
-    next.sign(&alice);
-    longer.append(next).unwrap();
-    let other = dev.op(
-        OpBody::AmendOwners(OwnerSet {
-            owners: sorted(&[&alice, &bob]),
-            threshold: 2,
-        }),
-        &[&alice],
-    );
-    for order in [false, true] {
-        let mut answers = vec![
-            ("grab".to_owned(), Answer::Ops(longer.ops()[3..].to_vec())),
-            ("other".to_owned(), Answer::Ops(vec![other.clone()])),
-        ];
-        if order {
-            answers.reverse();
-        }
-        let a = assess(&dev.chain.device(), Some(&ours), answers);
-        assert_eq!(a.forks.len(), 1);
-        assert_eq!(a.forks[0].seq, 3);
-        assert_eq!(a.chain.as_ref().unwrap().head(), ours.head(), "ours kept");
-    }
-    // Without a chain of its own, the caller gets the longest and the fork, as before.
-    let a = assess(
-        &dev.chain.device(),
-        None,
-        vec![
-            ("grab".into(), Answer::Ops(longer.ops().to_vec())),
-            ("other".into(), Answer::Ops([ours.ops(), &[other]].concat())),
-        ],
-    );
-    assert_eq!(a.forks.len(), 1);
-    assert_eq!(a.chain.unwrap().head(), longer.head());
-}
-
 /// The door endorsed the other branch: it replaces ours, and the switch is reported (not as
 /// an unresolved fork).
 #[test]
