@@ -134,7 +134,7 @@ async fn a_stranger_with_an_old_photo_and_a_rogue_co_owner_cannot_jam_the_door()
     let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
     // The door uses three of the five nodes (in production it samples a few of dozens), so
     // nothing but the attacker writes to the other two while they hold the stranger's branch.
-    let door = Door::start(tmp.path(), "Front door", &urls[..3], &[]);
+    let mut door = Door::start(tmp.path(), "Front door", &urls[..3], &[]);
     let mut add = vec!["nodes", "add"];
     add.extend(urls.iter().map(String::as_str));
 
@@ -159,7 +159,7 @@ async fn a_stranger_with_an_old_photo_and_a_rogue_co_owner_cannot_jam_the_door()
     }
 
     let mut alice = Cli::new(tmp.path().join("alice"));
-    alice.init();
+    let (alice_words, _) = alice.init();
     alice.ok(&add);
     let out = alice.ok(&[
         "claim",
@@ -287,7 +287,75 @@ async fn a_stranger_with_an_old_photo_and_a_rogue_co_owner_cannot_jam_the_door()
         .collect();
     assert_eq!(statuses, ["revoked", "revoked"], "{v}");
 
+    // Attack 3: while the door is off, Mallory signs two conflicting owner changes and posts
+    // them to different nodes. Nobody can settle that but the door: Alice's profile keeps the
+    // history it had, shows the alarm with what to do, and goes on inviting.
+    door.stop();
+    let head = chain_on(&http, &urls[0], &device).await;
+    let owners_now = head.state().owners.clone();
+    let rivals: Vec<Op> = [
+        owners_now.clone(),
+        vec![identity_of(&alice_words).public_key()],
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, owners)| {
+        let mut op = head.propose(
+            now_ms() + i as u64,
+            OpBody::AmendOwners(OwnerSet {
+                owners,
+                threshold: 1,
+            }),
+        );
+        op.sign(&mallory_id);
+        op
+    })
+    .collect();
+    for url in &urls[..2] {
+        post(&http, url, &device, &rivals[..1]).await;
+    }
+    post(&http, &urls[2], &device, &rivals[1..]).await;
+    let out = alice.run(&["owners", "Front door"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ALARM: Two different histories of Front door exist"),
+        "{stderr}"
+    );
+    let v = alice.json(&["devices"]);
+    let alarm = &v["devices"][0]["alarm"];
+    assert_eq!(alarm["kind"], "unresolved", "{v}");
+    assert_eq!(alarm["seq"], rivals[0].seq, "{v}");
+    let todo = alarm["what_to_do"].as_str().unwrap();
+    assert!(
+        todo.contains("keep opening") && todo.contains("fresh keys"),
+        "{todo}"
+    );
+    assert_eq!(
+        v["devices"][0]["seq"],
+        head.state().seq,
+        "neither change adopted"
+    );
     let sam = alice.json(&["invite", "Front door", "--name", "Sam", "--until", "+1h"]);
+
+    // The door comes back, takes one of the two and endorses it: every profile follows it and
+    // the alarm ends.
+    door.start_again();
+    let started = Instant::now();
+    loop {
+        alice.ok(&["owners", "Front door"]);
+        let v = alice.json(&["devices"]);
+        if v["devices"][0]["alarm"].is_null() {
+            assert_eq!(v["devices"][0]["seq"], rivals[0].seq, "{v}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the alarm never ended: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
     let mut sam_cli = Cli::new(tmp.path().join("sam"));
     sam_cli.ok(&["accept", sam["link"].as_str().unwrap()]);
     let out = sam_cli.ok(&["open", "Front door"]);

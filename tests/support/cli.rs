@@ -108,6 +108,17 @@ impl Door {
         Door { dir, log, agent }
     }
 
+    /// Stops the agent (SIGKILL), as a power cut would.
+    pub fn stop(&mut self) {
+        let _ = self.agent.0.kill();
+        let _ = self.agent.0.wait();
+    }
+
+    /// Starts the agent again from its directory (same address, keys and store).
+    pub fn start_again(&mut self) {
+        self.agent = start_agent(&self.dir);
+    }
+
     /// How many times the actuator ran.
     pub fn opened(&self) -> usize {
         std::fs::read_to_string(&self.log)
