@@ -279,10 +279,16 @@ async fn second_owner_transfer_and_guest_invitations() {
         .public_key()
         .to_string();
     let out = alice.ok(&["transfer", "Holiday flat", "--to", &typo]);
-    assert!(out.contains("waiting for the new owner(s) to accept"), "{out}");
+    assert!(
+        out.contains("waiting for the new owner(s) to accept"),
+        "{out}"
+    );
     let v = alice.json(&["owners", "Holiday flat"]);
     assert_eq!(v["owners"], serde_json::json!([alice_key]));
-    assert_eq!(v["proposals"][0]["awaiting_acceptance"], serde_json::json!([typo]));
+    assert_eq!(
+        v["proposals"][0]["awaiting_acceptance"],
+        serde_json::json!([typo])
+    );
     assert_eq!(v["proposals"][0]["proposed_by_me"], true);
     alice.ok(&["open", "Holiday flat"]);
     assert_eq!(door.opened(), 2);
@@ -306,7 +312,10 @@ async fn second_owner_transfer_and_guest_invitations() {
     assert_eq!(proposals[0]["proposed_by"], alice_key.as_str());
     assert_eq!(proposals[0]["proposed_by_me"], false);
     let listed = bob.ok(&["owners", "proposals"]);
-    assert!(listed.contains(&format!("proposed by {}", &alice_key[..14])), "{listed}");
+    assert!(
+        listed.contains(&format!("proposed by {}", &alice_key[..14])),
+        "{listed}"
+    );
     let id = proposals[0]["id"].as_str().unwrap()[..16].to_owned();
     let out = bob.run(&["owners", "approve", &id]);
     assert!(!out.status.success());

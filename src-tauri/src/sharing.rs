@@ -75,9 +75,9 @@ pub async fn accept_proposal(
     id: String,
 ) -> Result<ProposalResult, CommandError> {
     state
-        .with_profile(move |p| async move {
-            Ok(ProposalResult::from(&p.accept_proposal(&id).await?))
-        })
+        .with_profile(
+            move |p| async move { Ok(ProposalResult::from(&p.accept_proposal(&id).await?)) },
+        )
         .await
 }
 

@@ -453,13 +453,14 @@ impl Store {
     }
 
     /// Keeps a proposal (merging is the caller's): the first `proposer` recorded for an id
-    /// stays.
+    /// stays (a row from before proposers were kept gets this one).
     pub fn put_proposal(&self, op: &Op, proposer: &PublicKey, now_ms: u64) -> Result<()> {
         self.conn
             .execute(
                 "INSERT INTO proposals (id, device, op, received_ms, proposer)
                  VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(id) DO UPDATE SET op = excluded.op",
+                 ON CONFLICT(id) DO UPDATE SET op = excluded.op,
+                     proposer = COALESCE(proposals.proposer, excluded.proposer)",
                 params![
                     op.id().to_string(),
                     op.device.to_string(),
@@ -525,4 +526,50 @@ fn decode_grants(bytes: &[u8]) -> std::result::Result<Vec<Grant>, latchkey_proto
     let grants = r.list8(MAX_GRANT_CHAIN, |r| r.nested())?;
     r.finish()?;
     Ok(grants)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey_proto::chain::{OpBody, OwnerSet};
+    use latchkey_testkit::{person, TestDevice};
+
+    #[test]
+    fn a_profile_from_before_proposers_opens_and_keeps_its_proposals() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut door = TestDevice::new(1, "Door");
+        door.claim(&[&person(1)], 1);
+        let mut op = door.chain.propose(
+            0,
+            OpBody::AmendOwners(OwnerSet {
+                owners: vec![person(1).public_key()],
+                threshold: 1,
+            }),
+        );
+        op.sign(&person(1));
+        {
+            // The proposals table as the previous version created it: no proposer column.
+            let conn = Connection::open(tmp.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE proposals (id TEXT PRIMARY KEY, device TEXT NOT NULL,
+                 op BLOB NOT NULL, received_ms INTEGER NOT NULL);",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO proposals (id, device, op, received_ms) VALUES (?1, ?2, ?3, 5)",
+                params![op.id().to_string(), op.device.to_string(), op.to_bytes()],
+            )
+            .unwrap();
+        }
+        let store = Store::open(tmp.path()).unwrap();
+        let rows = store.proposals().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].proposer, None);
+        store.put_proposal(&op, &person(1).public_key(), 6).unwrap();
+        // The first proposer recorded stays: a later copy cannot rename who proposed it.
+        store.put_proposal(&op, &person(2).public_key(), 7).unwrap();
+        let again = Store::open(tmp.path()).unwrap().proposals().unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].proposer, Some(person(1).public_key()));
+    }
 }
