@@ -62,7 +62,10 @@ pub async fn propose_owners(
 pub async fn proposals(state: State<'_, AppState>) -> Result<Vec<ProposalView>, CommandError> {
     state
         .with_profile(move |p| async move {
-            p.sync_mailbox().await?;
+            // Offline (or no nodes yet), the proposals already held are still worth showing.
+            if let Err(e) = p.sync_mailbox().await {
+                tracing::warn!(error = %e, "owner mailbox not read; listing proposals held");
+            }
             Ok(p.proposals()?.iter().map(ProposalView::from).collect())
         })
         .await
