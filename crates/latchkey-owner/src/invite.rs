@@ -593,6 +593,7 @@ mod tests {
             status_of(g, &revoked.chain, T0 + HOUR),
             GrantStatus::Revoked
         );
+        // The new owner signs too: a key must prove it is held to become an owner.
         door.apply(
             OpBody::Transfer(OwnerSet {
                 owners: vec![person(3).public_key()],
