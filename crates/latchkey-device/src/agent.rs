@@ -95,6 +95,11 @@ pub struct Agent {
     refresh_lock: tokio::sync::Mutex<()>,
     /// When a nudge last started a refresh (monotonic ms), so nudges cannot flood the nodes.
     last_nudge_ms: std::sync::atomic::AtomicU64,
+    /// The device directory (the agent holds its lock while it runs).
+    dir: DeviceDir,
+    /// Whether a setup secret may still be on disk (key file or claim files); cleared once a
+    /// claim in the verified chain has spent it. The lock also keeps two erasures apart.
+    setup_on_disk: Mutex<bool>,
 }
 
 impl Agent {
@@ -156,6 +161,21 @@ impl Agent {
         match blocking(move || p.complete(auth, result)).await {
             Ok(answer) => Handled::Answered(answer),
             Err(r) => Handled::Refused(r),
+        }
+    }
+
+    /// Once the verified chain holds a claim the setup secret is spent: erases it from the key
+    /// file and deletes the claim QR, wherever the claim came from (nodes, a LAN push). Runs
+    /// after every change of the view and at start; does nothing once done.
+    pub fn spend_setup_if_claimed(&self) {
+        let mut on_disk = self.setup_on_disk.lock().unwrap_or_else(|p| p.into_inner());
+        if !*on_disk || !self.pipeline.view().chain.state().is_owned() {
+            return;
+        }
+        match crate::lifecycle::spend_setup(&self.dir, &self.device_id()) {
+            Ok(()) => *on_disk = false,
+            // Tried again after the next check of the nodes.
+            Err(e) => tracing::error!(error = %e, "erasing the spent setup secret failed"),
         }
     }
 
@@ -251,6 +271,7 @@ impl Agent {
             }
             Ok(behind)
         });
+        self.spend_setup_if_claimed();
         match updated {
             Ok(behind) if !behind.is_empty() => self.publish_to(&behind).await,
             Ok(_) => {}
@@ -300,6 +321,7 @@ impl Agent {
                 }
             })??;
         if pushed.added > 0 {
+            self.spend_setup_if_claimed();
             tracing::info!(
                 seq = pushed.seq,
                 added = pushed.added,
@@ -409,6 +431,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 pub fn load(dir: &DeviceDir) -> Result<(Agent, Config)> {
     let config = Config::load(&dir.config_path())?;
     let keys = dir.read_keys()?;
+    let setup_on_disk = keys.setup.is_some() || !dir.claim_files().is_empty();
     let store = Arc::new(Store::open(&dir.db_path())?);
     let clock = SystemClock {
         trusted: config.window.trust_clock,
@@ -416,7 +439,15 @@ pub fn load(dir: &DeviceDir) -> Result<(Agent, Config)> {
     let mut view = match View::load(&store)? {
         Some(view) => view,
         None => {
-            let genesis = keys.genesis(&config.name, clock.now_ms().unwrap_or(0))?;
+            // Only a device never claimed can rebuild its genesis: it needs the setup key.
+            let full = keys.to_device_keys().ok_or_else(|| {
+                Error::NoChain(format!(
+                    "{} holds no ownership chain and the device's setup key is spent; restore state.db from a backup, or run `latchkeyd reset --dir {}` (it fetches the chain from the nodes)",
+                    dir.db_path().display(),
+                    dir.root().display()
+                ))
+            })?;
+            let genesis = full.genesis(&config.name, clock.now_ms().unwrap_or(0))?;
             let view = View::new(latchkey_proto::chain::Chain::from_genesis(genesis)?);
             view.save(&store)?;
             view
@@ -468,6 +499,8 @@ pub fn load(dir: &DeviceDir) -> Result<(Agent, Config)> {
         recent: Mutex::new(RecentSet::new(RECENT_ENVELOPES)),
         refresh_lock: tokio::sync::Mutex::new(()),
         last_nudge_ms: std::sync::atomic::AtomicU64::new(0),
+        dir: dir.clone(),
+        setup_on_disk: Mutex::new(setup_on_disk),
     };
     Ok((agent, config))
 }
@@ -531,6 +564,8 @@ pub async fn start(dir: &Path) -> Result<RunningAgent> {
     let lock = dir.lock()?;
     let (agent, config) = load(&dir)?;
     let agent = Arc::new(agent);
+    // Claimed while the agent was stopped, or before it could erase the secret.
+    agent.spend_setup_if_claimed();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Bind {

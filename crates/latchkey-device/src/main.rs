@@ -252,6 +252,7 @@ fn print_status(s: &StatusReport) {
             "not running"
         }
     );
+    println!("setup    {}", s.setup_code);
     if s.claimed {
         println!("owners   {} (threshold {})", s.owners.len(), s.threshold);
         for o in &s.owners {

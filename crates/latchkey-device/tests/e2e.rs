@@ -274,9 +274,9 @@ async fn factory_reset_voids_the_owners_and_the_device_can_be_claimed_again() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("device");
     init(&dir, &nodes.urls(), &["--action", "unlock=log"]);
+    let old_text = std::fs::read_to_string(dir.join("claim.txt")).unwrap();
     let agent = Agent::start(&dir);
     let chain = claim(&dir, &agent.url, &person(1), &nodes.urls()).await;
-    let old_text = std::fs::read_to_string(dir.join("claim.txt")).unwrap();
 
     // Refused while the agent runs on the directory.
     let busy = latchkeyd(&["reset", "--dir", dir.to_str().unwrap()]);
