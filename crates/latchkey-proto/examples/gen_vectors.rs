@@ -511,10 +511,19 @@ fn extend(chain: &mut Chain, issued_ms: u64, body: OpBody, keys: &[&SigningKey])
     chain.append(op).expect("a valid op");
 }
 
-/// Genesis, claim by A, amend to {A, B} threshold 2, revocation of A's grant to the host,
-/// transfer to {C} (signed by A and B), key rotation, factory reset, claim by A again.
+/// Genesis, claim by A, amend to {A, B} threshold 2 (signed by A, and by B who is added),
+/// revocation of A's grant to the host (a side op), transfer to {C} (signed by A, B and C), key
+/// rotation, factory reset, claim by A again, and the device's endorsement of that claim (a side
+/// op). Every op in the order it was made, which is the canonical order; the revocation does not
+/// outlive its era, so a chain built from these no longer holds it.
 fn lifecycle(w: &World) -> Vec<Op> {
     let mut chain = Chain::from_genesis(w.front.genesis("Front door", T0).unwrap()).unwrap();
+    let mut life = chain.ops().to_vec();
+    let mut extend = |chain: &mut Chain, issued_ms: u64, body: OpBody, keys: &[&SigningKey]| {
+        let op = signed(chain.propose(issued_ms, body), keys);
+        chain.append(op.clone()).expect("a valid op");
+        life.push(op);
+    };
     extend(
         &mut chain,
         T0 + MINUTE,
@@ -525,7 +534,7 @@ fn lifecycle(w: &World) -> Vec<Op> {
         &mut chain,
         T0 + 2 * MINUTE,
         OpBody::AmendOwners(owners(&[&w.a, &w.b], 2)),
-        &[&w.a],
+        &[&w.a, &w.b],
     );
     let revoked = root_grant(w, &[(w.front_id(), chain.state().epoch)], 1);
     extend(
@@ -540,7 +549,7 @@ fn lifecycle(w: &World) -> Vec<Op> {
         &mut chain,
         T0 + 4 * MINUTE,
         OpBody::Transfer(owners(&[&w.c], 1)),
-        &[&w.a, &w.b],
+        &[&w.a, &w.b, &w.c],
     );
     extend(
         &mut chain,
@@ -565,7 +574,15 @@ fn lifecycle(w: &World) -> Vec<Op> {
         OpBody::Claim(owners(&[&w.a], 1)),
         &[&w.reset_setup, &w.a],
     );
-    chain.ops().to_vec()
+    let endorse = signed(
+        chain
+            .endorsement(chain.state().seq, T0 + 8 * MINUTE)
+            .unwrap(),
+        &[&w.rotated.identity],
+    );
+    chain.append(endorse.clone()).expect("a valid endorsement");
+    life.push(endorse);
+    life
 }
 
 /// The back door: genesis and claim by A.

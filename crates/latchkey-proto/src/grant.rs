@@ -235,7 +235,7 @@ impl GrantBody {
         })
     }
 
-    fn covers(&self, device: &DeviceId, epoch: &OpId) -> bool {
+    pub(crate) fn covers(&self, device: &DeviceId, epoch: &OpId) -> bool {
         self.scope
             .iter()
             .any(|s| s.device == *device && s.epoch == *epoch)
@@ -396,13 +396,19 @@ pub struct GrantApproval {
 /// delegation, and that the first issuer is a current owner. Used by both command checks and
 /// revocations.
 pub fn verify_chain_structure(chain: &[Grant], state: &ChainState) -> Result<()> {
+    verify_chain_structure_for(chain, &state.owners)
+}
+
+/// [`verify_chain_structure`] against an owner set (a revocation is checked against the owners
+/// of the op it is anchored on).
+pub fn verify_chain_structure_for(chain: &[Grant], owners: &[PublicKey]) -> Result<()> {
     if chain.is_empty() || chain.len() > MAX_GRANT_CHAIN {
         return Err(Error::GrantInvalid {
             index: 0,
             why: "a grant chain holds 1 to 4 grants",
         });
     }
-    if !state.owners.contains(&chain[0].body.issuer) {
+    if !owners.contains(&chain[0].body.issuer) {
         return Err(Error::GrantInvalid {
             index: 0,
             why: "its issuer is not a current owner",

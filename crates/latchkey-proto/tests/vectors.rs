@@ -503,12 +503,23 @@ fn check_chain(v: &Value) {
         assert_eq!(&single, op);
         assert_eq!(op_json(op), e["op"], "op {}", op.seq);
     }
-    let chain = Chain::verify(list.0.clone()).unwrap();
+    // Each op's state: the chain verified up to and including it.
     for (i, e) in expected.iter().enumerate() {
-        let state = chain.state_at(i as u64).unwrap();
-        assert_eq!(state_json(&state), e["state_after"], "state after op {i}");
+        let upto = Chain::verify(list.0[..=i].to_vec()).unwrap();
+        assert_eq!(
+            state_json(upto.state()),
+            e["state_after"],
+            "state after op {i}"
+        );
     }
+    let chain = Chain::verify(list.0.clone()).unwrap();
     assert_eq!(h(chain.head().0), s(v, "head"));
+    if v.get("chain_ops").is_some() {
+        assert_eq!(
+            h(OpList(chain.ops().to_vec()).to_bytes()),
+            s(v, "chain_ops")
+        );
+    }
 }
 
 fn check_op(v: &Value) {

@@ -43,6 +43,7 @@ pub fn state_json(s: &ChainState) -> Value {
         "threshold": s.threshold,
         "epoch": h(s.epoch.0),
         "revoked": s.revoked.iter().map(|g| h(g.0)).collect::<Vec<_>>(),
+        "issuer_revocations": s.issuer_revocations.iter().map(|(k, n)| json!({"issuer": pk_hex(k), "count": n})).collect::<Vec<_>>(),
         "head": h(s.head.0),
         "seq": s.seq,
     })
@@ -69,6 +70,7 @@ pub fn body_json(body: &OpBody) -> Value {
             "kem_public_key": h(kem.to_bytes()),
         }),
         OpBody::FactoryReset { setup } => json!({ "setup": pk_hex(setup) }),
+        OpBody::Endorse => json!({}),
     }
 }
 
