@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use latchkey_proto::chain::{Op, OpId};
+use latchkey_proto::chain::{Chain, Op, OpBody, OpId};
 use latchkey_proto::command::RejectCode;
 use latchkey_proto::keys::DeviceId;
 use latchkey_quorum::{CachedView, Freshness, NodeOutcome, QuorumClient};
@@ -226,6 +226,10 @@ impl Agent {
                         forks += 1;
                         tracing::error!(seq = fork.seq, "the nodes' chain forks from the one pushed to this device");
                     }
+                    if let Some(fork) = &merged.switched {
+                        forks += 1;
+                        tracing::error!(seq = fork.seq, "a branch this device did not endorse was replaced by the one it did");
+                    }
                     match checked.freshness {
                         Freshness::Quorum { answers } => {
                             view.checks.record_quorum(&boot, ticks);
@@ -272,10 +276,81 @@ impl Agent {
             Ok(behind)
         });
         self.spend_setup_if_claimed();
+        self.endorse();
         match updated {
-            Ok(behind) if !behind.is_empty() => self.publish_to(&behind).await,
+            Ok(behind) if !behind.is_empty() => {
+                let _ = self.publish_to(&behind).await;
+            }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "saving the ownership view failed"),
+        }
+        self.publish_pending().await;
+    }
+
+    /// The device's countersignature (docs/PROTOCOL.md §3.3): when the newest claim,
+    /// amend-owners or transfer of its verified chain is not endorsed yet, an endorse op signed
+    /// by the identity key is appended to the device's own chain — durably, before any node is
+    /// told — and marked for publishing. Every verifier prefers the branch the device endorsed,
+    /// so a rival claim signed with a leaked setup key cannot fork the device away from its
+    /// owners, and the device, having endorsed a branch, never leaves it. Returns whether it
+    /// made one.
+    pub fn endorse(&self) -> bool {
+        if newest_unendorsed(&self.pipeline.view().chain).is_none() {
+            return false;
+        }
+        // Issue time only informs people; an unset clock falls back to its high-water mark.
+        let now = self
+            .pipeline
+            .clock()
+            .now_ms()
+            .unwrap_or_else(|| self.store().clock_mark().unwrap_or(0));
+        let identity = &self.pipeline.keys().identity;
+        let made = self.pipeline.update_view(|view| -> Result<Option<u64>> {
+            let Some(seq) = newest_unendorsed(&view.chain) else {
+                return Ok(None);
+            };
+            let Some(mut op) = view.chain.endorsement(seq, now) else {
+                return Ok(None);
+            };
+            op.sign(identity);
+            view.chain.append(op)?;
+            view.checks.unpublished = view.checks.unpublished.wrapping_add(1);
+            Ok(Some(seq))
+        });
+        match made {
+            Ok(Some(seq)) => {
+                tracing::info!(seq, "endorsed the ownership change this device accepted");
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "endorsing the ownership change failed; retried at the next check");
+                false
+            }
+        }
+    }
+
+    /// Publishes the chain to every node while it holds ops of the device's own that no node
+    /// has stored yet (an endorsement); called after every check, so it is retried until one
+    /// node takes them (nodes replicate to each other from there).
+    pub async fn publish_pending(&self) {
+        let pending = self.pipeline.view().checks.unpublished;
+        if pending == 0 {
+            return;
+        }
+        let nodes = self.quorum.nodes().to_vec();
+        if self.publish_to(&nodes).await == 0 {
+            return;
+        }
+        let cleared = self.pipeline.update_view(|view| -> Result<()> {
+            // Something made meanwhile is published by the next round.
+            if view.checks.unpublished == pending {
+                view.checks.unpublished = 0;
+            }
+            Ok(())
+        });
+        if let Err(e) = cleared {
+            tracing::error!(error = %e, "saving the ownership view failed");
         }
     }
 
@@ -302,10 +377,37 @@ impl Agent {
                         fork.seq
                     ))));
                 }
+                if let Some(rival) = report.outvoted {
+                    // A valid rival history (a claim signed with a leaked setup key, or owners
+                    // who signed two changes): it lost to the branch this device endorsed, but
+                    // its owners must hear that it exists.
+                    view.checks.forks = view.checks.forks.saturating_add(1);
+                    tracing::error!(seq = rival.seq, "ops pushed to the device are a rival history it did not endorse");
+                    return Ok(Err(PushRefused::Conflict(format!(
+                        "op {} is a rival to the one this device endorsed at that position;                          the device keeps the branch it endorsed and reports the rival to its owners",
+                        rival.seq
+                    ))));
+                }
                 if let Some(e) = report.invalid {
                     return Err(PushRefused::BadOps(format!(
                         "the ops do not extend this device's verified chain: {e}"
                     )));
+                }
+                // Side ops the merge set aside (anchored off this branch, past its head, or of
+                // an era that is over) are not news either: all or nothing.
+                let held: HashSet<OpId> = chain.ops().iter().map(Op::id).collect();
+                if let Some(op) = ops.iter().find(|op| !held.contains(&op.id())) {
+                    return Err(PushRefused::BadOps(format!(
+                        "op {} ({}) does not extend this device's verified chain: its anchor is not on the device's branch or is past its head; fetch GET /v1/chain and build on it",
+                        op.seq,
+                        op.body.kind()
+                    )));
+                }
+                if let Some(fork) = &report.switched {
+                    // Only towards the branch this device endorsed: its own choice, but still
+                    // evidence that someone signed a rival history.
+                    view.checks.forks = view.checks.forks.saturating_add(1);
+                    tracing::error!(seq = fork.seq, "ops pushed to the device bring back the branch it endorsed");
                 }
                 view.chain = chain;
                 let state = view.chain.state();
@@ -322,6 +424,7 @@ impl Agent {
             })??;
         if pushed.added > 0 {
             self.spend_setup_if_claimed();
+            self.endorse();
             tracing::info!(
                 seq = pushed.seq,
                 added = pushed.added,
@@ -330,7 +433,8 @@ impl Agent {
             let agent = self.clone();
             tokio::spawn(async move {
                 let nodes = agent.quorum.nodes().to_vec();
-                agent.publish_to(&nodes).await;
+                let _ = agent.publish_to(&nodes).await;
+                agent.publish_pending().await;
             });
         }
         Ok(pushed)
@@ -359,18 +463,31 @@ impl Agent {
         Some(self.pipeline.view().chain.state().seq)
     }
 
-    /// Publishes the device's whole chain (genesis and any local ops, e.g. a factory reset) to
-    /// `nodes`; a node that holds it already answers with nothing new.
-    pub async fn publish_to(&self, nodes: &[String]) {
-        let ops = self.pipeline.view().chain.ops().to_vec();
+    /// Publishes the device's whole chain (genesis and any local ops, e.g. a factory reset or
+    /// an endorsement) to `nodes`; a node that holds it already answers with nothing new.
+    /// Returns how many nodes stored it.
+    pub async fn publish_to(&self, nodes: &[String]) -> usize {
+        let (ops, seq) = {
+            let view = self.pipeline.view();
+            (view.chain.ops().to_vec(), view.chain.state().seq)
+        };
         match self.quorum.publish_to(&self.device_id(), &ops, nodes).await {
-            Ok(report) => tracing::info!(
-                acked = report.acked.len(),
-                failed = report.failed.len(),
-                seq = ops.len() - 1,
-                "published the ownership chain"
-            ),
-            Err(e) => tracing::warn!(error = %e, "publishing the ownership chain failed"),
+            Ok(report) => {
+                tracing::info!(
+                    acked = report.acked.len(),
+                    failed = report.failed.len(),
+                    seq,
+                    "published the ownership chain"
+                );
+                report.acked.len()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing the ownership chain failed");
+                match e {
+                    latchkey_quorum::Error::NotEnoughAcks { acks, .. } => acks,
+                    _ => 0,
+                }
+            }
         }
     }
 
@@ -393,6 +510,20 @@ impl Agent {
         if let Err(e) = store.forget_relay_seen_before(horizon) {
             tracing::warn!(error = %e, "pruning relay duplicates failed");
         }
+    }
+}
+
+/// The newest spine op that needs the device's endorsement and lacks it: a claim,
+/// amend-owners or transfer. Ops the identity key signed itself (genesis, rotate-keys,
+/// factory-reset) count as endorsed, and one endorsement vouches for its whole branch up to its
+/// anchor, so only the newest spine op matters.
+fn newest_unendorsed(chain: &Chain) -> Option<u64> {
+    let op = chain.spine().next_back()?;
+    match op.body {
+        OpBody::Claim(_) | OpBody::AmendOwners(_) | OpBody::Transfer(_) => {
+            (!chain.is_endorsed(op.seq)).then_some(op.seq)
+        }
+        _ => None,
     }
 }
 
@@ -564,8 +695,9 @@ pub async fn start(dir: &Path) -> Result<RunningAgent> {
     let lock = dir.lock()?;
     let (agent, config) = load(&dir)?;
     let agent = Arc::new(agent);
-    // Claimed while the agent was stopped, or before it could erase the secret.
+    // Claimed while the agent was stopped, or before it could erase the secret or endorse.
     agent.spend_setup_if_claimed();
+    agent.endorse();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Bind {
@@ -596,7 +728,7 @@ pub async fn start(dir: &Path) -> Result<RunningAgent> {
         let audit_keep = config.audit_keep;
         tasks.push(tokio::spawn(async move {
             let nodes = agent.quorum.sample(agent.knobs.publish_to, &mut OsRng);
-            agent.publish_to(&nodes).await;
+            let _ = agent.publish_to(&nodes).await;
             loop {
                 agent.refresh().await;
                 agent.housekeeping(audit_keep);
