@@ -311,6 +311,8 @@ pub struct FreshnessReport {
     pub needed: usize,
     pub problem: Option<String>,
     pub forks: usize,
+    /// The device's own endorsement is not stored by any node yet (retried at every check).
+    pub endorsement_unpublished: bool,
 }
 
 /// The wall clock against the durable high-water mark of time.
@@ -472,6 +474,7 @@ pub async fn status(dir: &std::path::Path, check: bool) -> Result<StatusReport> 
             needed: view.checks.last_needed,
             problem: view.checks.last_problem.clone(),
             forks: view.checks.forks,
+            endorsement_unpublished: view.checks.unpublished != 0,
         },
         clock: clock_report,
         live_check,

@@ -244,6 +244,11 @@ async fn an_endorsement_made_while_every_node_is_down_reaches_the_nodes_when_the
     let agent = Agent::start(&dir);
     let held = fetch_chain(&reqwest::Client::new(), &agent.url).await;
     assert_eq!(endorsements(&held), 1, "the endorsement survived kill -9");
+    let status = |dir: &Path| -> serde_json::Value {
+        let out = latchkeyd(&["status", "--dir", dir.to_str().unwrap(), "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(status(&dir)["freshness"]["endorsement_unpublished"], true);
 
     let node = start_node(addr, &tmp.path().join("node.db")).await;
     let q = quorum(std::slice::from_ref(&url));
@@ -260,6 +265,11 @@ async fn an_endorsement_made_while_every_node_is_down_reaches_the_nodes_when_the
             Instant::now() < deadline,
             "the endorsement never reached the node"
         );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&dir)["freshness"]["endorsement_unpublished"] != false {
+        assert!(Instant::now() < deadline, "still marked unpublished");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(agent);
