@@ -18,12 +18,12 @@ use crate::profile::Profile;
 use crate::store::DeviceRecord;
 
 /// An owner's mailbox id: `H("latchkey/v1/owner-mailbox", key)`.
-pub const OWNER_MAILBOX_LABEL: &str = "latchkey/v1/owner-mailbox";
+pub const OWNER_MAILBOX_LABEL: &str = hash::OWNER_MAILBOX;
 /// Proposals wait in the nodes' mailboxes for at most the nodes' longest lifetime.
 const PROPOSAL_TTL_SECS: u32 = 3600;
 
 pub fn owner_mailbox(owner: &PublicKey) -> String {
-    hex::encode(hash::labeled(OWNER_MAILBOX_LABEL, &[&owner.to_bytes()]))
+    hex::encode(hash::owner_mailbox(owner))
 }
 
 /// A change to a device's owner set.

@@ -59,11 +59,14 @@ mod files {
     pub mod audit;
     pub mod claim;
     pub mod command;
+    pub mod freshness;
     pub mod grant;
     pub mod invite;
     pub mod keys;
+    pub mod mailbox;
     pub mod official;
     pub mod ops;
+    pub mod precedence;
     pub mod response;
 }
 
@@ -175,6 +178,28 @@ fn main() {
             "Signed responses, and a full exchange: a sealed command, the response key both sides \
              derive from it, and the sealed response that opens with that key.",
             files::response::vectors(&w),
+        ),
+        (
+            "freshness.json",
+            "Freshness decisions (docs/PROTOCOL.md §6): the replay window (inputs now, mark, \
+             timestamp -> accept, TooOld or TooNew, with the floor and whether the clock is \
+             behind its mark), strike-register scenarios (commands and forgetting below the \
+             floor, each step -> accept or the refusal), and challenge-book scenarios (issue \
+             and redeem -> accept or BadChallenge).",
+            files::freshness::vectors(&w),
+        ),
+        (
+            "mailbox.json",
+            "Mailbox ids on the registry nodes (docs/PROTOCOL.md §11): an owner's, \
+             H(\"latchkey/v1/owner-mailbox\", key), and a device's (its device id).",
+            files::mailbox::vectors(&w),
+        ),
+        (
+            "precedence.json",
+            "Inputs with several faults at once, each refused with the error of the first rule \
+             it breaks in the spec's order (docs/PROTOCOL.md §12): decoders, grant chains, a \
+             command's checks on the device, responses, envelopes and invitation links.",
+            files::precedence::vectors(&w),
         ),
     ];
     for (name, description, vectors) in files {

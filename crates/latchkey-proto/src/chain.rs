@@ -521,7 +521,7 @@ impl ChainState {
         let kind = op.body.kind();
         if op.device != self.device {
             return Err(Error::WrongDevice {
-                seq: op.seq,
+                what: format!("op {}", op.seq),
                 expected: self.device.to_string(),
                 found: op.device.to_string(),
             });
@@ -694,7 +694,7 @@ fn check_side(
     let kind = op.body.kind();
     if op.device != anchor.device {
         return Err(Error::WrongDevice {
-            seq: op.seq,
+            what: format!("op {}", op.seq),
             expected: anchor.device.to_string(),
             found: op.device.to_string(),
         });
@@ -819,6 +819,9 @@ pub struct MergeReport {
     pub outvoted: Option<ForkEvidence>,
     /// The first invalid op of the other view, if any; no spine op from it on was taken.
     pub invalid: Option<Error>,
+    /// Side ops anchored on an op our spine does not hold (another branch, or past our head):
+    /// not taken. A replica that sees them should fetch the other party's whole chain.
+    pub unanchored: usize,
 }
 
 /// One op of the spine with what its side ops are checked against.
@@ -896,6 +899,20 @@ impl Chain {
     /// Every op that counts, spine and side, in canonical wire order: what to serve or store.
     pub fn ops(&self) -> &[Op] {
         &self.all
+    }
+
+    /// The id of each op of [`Self::ops`], in the same order (spine ids are remembered; only
+    /// side ops are hashed).
+    pub fn op_ids(&self) -> Vec<OpId> {
+        let mut spine = self.spine.iter().peekable();
+        self.all
+            .iter()
+            .enumerate()
+            .map(|(at, op)| match spine.next_if(|e| e.at == at) {
+                Some(entry) => entry.id,
+                None => op.id(),
+            })
+            .collect()
     }
 
     /// Spine ops from `seq` on, with every side op (side ops are few, and one anchored on an old
@@ -1156,7 +1173,9 @@ impl Chain {
                 Ok((_, true)) => report.added += 1,
                 Ok((_, false)) => {}
                 // Anchored on a branch we do not hold, or past our head: not ours to judge.
-                Err(Error::BrokenLink { .. } | Error::WrongSequence { .. }) => {}
+                Err(Error::BrokenLink { .. } | Error::WrongSequence { .. }) => {
+                    report.unanchored += 1
+                }
                 Err(e) => {
                     report.invalid.get_or_insert(e);
                 }
@@ -1218,7 +1237,7 @@ impl Chain {
         let op = theirs[0];
         if op.device != self.device() {
             report.invalid = Some(Error::WrongDevice {
-                seq: op.seq,
+                what: format!("op {}", op.seq),
                 expected: self.device().to_string(),
                 found: op.device.to_string(),
             });

@@ -66,13 +66,18 @@ pub enum Error {
     BadPadding,
     #[error("the device's KEM keys do not match the commitment in its claim code; do not claim this device")]
     KemCommitmentMismatch,
+    /// A device id is not `H(device-id, D)` of the identity key it comes with (a genesis op,
+    /// a device's own key files against its chain). Something naming another device than the
+    /// one checking it is [`Error::WrongDevice`].
     #[error("the device id does not belong to the identity key presented")]
     DeviceIdMismatch,
 
     // --- ownership chain ---
-    #[error("op {seq} is for device {found}, not {expected}")]
+    /// An op, command or response that names another device than the one it is checked for.
+    /// `what` says which (`op 3`, `command`, `response`).
+    #[error("{what} is for device {found}, not {expected}; it was sent to the wrong device")]
     WrongDevice {
-        seq: u64,
+        what: String,
         expected: String,
         found: String,
     },

@@ -366,10 +366,16 @@ impl Codec for Grant {
         w.nested(&self.signature);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self> {
-        Ok(Grant {
+        let start = r.position();
+        let grant = Grant {
             body: GrantBody::read_content(r)?,
             signature: r.nested()?,
-        })
+        };
+        // The cap holds for a grant inside a command, an op or an invitation too: each field
+        // within its own limit still adds up to more than 4 KiB, and a grant that is refused
+        // alone must not pass as part of something larger.
+        check_len("grant", r.position() - start, Grant::MAX_LEN)?;
+        Ok(grant)
     }
 }
 

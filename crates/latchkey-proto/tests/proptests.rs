@@ -258,15 +258,21 @@ fn claim_payload() -> impl Strategy<Value = ClaimPayload> {
         "\\PC{0,6}",
         prop::collection::vec(device_addr(), 0..=4),
     )
-        .prop_map(
-            |(identity, kem_commitment, setup, name, addrs)| ClaimPayload {
+        .prop_map(|(identity, kem_commitment, setup, name, addrs)| {
+            let mut payload = ClaimPayload {
                 identity,
                 kem_commitment,
                 setup_secret: Zeroizing::new(setup),
                 name,
                 addrs,
-            },
-        )
+            };
+            // Four long host names do not fit a 300-character code; such a payload is refused
+            // by its decoder's cap, so keep the ones a device could show.
+            while payload.to_bytes().len() > latchkey_proto::claim::MAX_CLAIM_PAYLOAD {
+                payload.addrs.pop();
+            }
+            payload
+        })
 }
 
 // --- codec properties ------------------------------------------------------------------------

@@ -21,11 +21,13 @@ use latchkey_proto::grant::{self, AllowedArguments, Grant, GrantRequest};
 use latchkey_proto::invite::Invitation;
 use latchkey_proto::kem::{self, KemCiphertext, KemPublicKey};
 use latchkey_proto::keys::{self, DeviceId, KeyPurpose, PublicKey, RecoveryPhrase, Signature};
+use latchkey_proto::replay::{ChallengeBook, MemoryNonceStore, NonceStore, ReplayWindow};
 use latchkey_proto::{pad, Error};
+use rand_chacha::rand_core::SeedableRng;
 use serde_json::{json, Value};
 
 /// Every file the directory must hold, each with at least one vector.
-const FILES: [&str; 10] = [
+const FILES: [&str; 13] = [
     "keys.json",
     "bip39_english.json",
     "slip10_ed25519.json",
@@ -36,6 +38,9 @@ const FILES: [&str; 10] = [
     "command.json",
     "response.json",
     "audit.json",
+    "freshness.json",
+    "mailbox.json",
+    "precedence.json",
 ];
 
 /// Envelope layout (docs/PROTOCOL.md): version, kind, X25519 ephemeral (32), sntrup761
@@ -229,6 +234,38 @@ fn check(v: &Value) {
             assert_eq!(s(v, "error"), "AuditBroken");
             assert_eq!(broken.seq, u(v, "broken_seq"), "{broken}");
         }
+        "audit_page" => {
+            let page = latchkey_proto::audit::AuditPage::from_bytes(&bytes(v, "bytes")).unwrap();
+            assert_eq!(h(page.to_bytes()), s(v, "bytes"));
+            assert_eq!(
+                (page.oldest, page.next_seq),
+                (u(v, "oldest"), u(v, "next_seq"))
+            );
+            let expected = v["entries"].as_array().unwrap();
+            assert_eq!(page.entries.len(), expected.len());
+            for (e, want) in page.entries.iter().zip(expected) {
+                assert_eq!(e.entry.seq, u(want, "seq"));
+                assert_eq!(h(e.to_bytes()), s(want, "bytes"));
+                assert_eq!(h(e.entry.hash()), s(want, "entry_hash"));
+            }
+            latchkey_proto::audit::verify_entries(
+                &page.entries,
+                &public_key(v, "device_identity"),
+                None,
+            )
+            .unwrap();
+        }
+        "audit_page_fail" => {
+            let page = latchkey_proto::audit::AuditPage::from_bytes(&bytes(v, "bytes")).unwrap();
+            let broken = latchkey_proto::audit::verify_entries(
+                &page.entries,
+                &public_key(v, "device_identity"),
+                None,
+            )
+            .unwrap_err();
+            assert_eq!(s(v, "error"), "AuditBroken");
+            assert_eq!(broken.seq, u(v, "broken_seq"), "{broken}");
+        }
         "response_open_fail" => expect_error(
             v,
             open_response(
@@ -239,8 +276,144 @@ fn check(v: &Value) {
                 &CommandId(array(v, "command_id")),
             ),
         ),
+        "freshness_window" => check_freshness_window(v),
+        "strike_register" => check_strike_register(v),
+        "challenge_book" => check_challenge_book(v),
+        "owner_mailbox" => assert_eq!(
+            h(latchkey_proto::hash::owner_mailbox(&public_key(
+                v,
+                "owner_public_key"
+            ))),
+            s(v, "mailbox_id")
+        ),
+        "device_mailbox" => assert_eq!(
+            h(latchkey_proto::hash::device_mailbox(&DeviceId(array(
+                v,
+                "device_id"
+            )))),
+            s(v, "mailbox_id")
+        ),
+        "command_checks_fail" => expect_error(v, run_command_checks(v)),
         other => panic!("unknown vector type {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Freshness (PROTOCOL.md §6).
+
+fn window(v: &Value) -> ReplayWindow {
+    ReplayWindow {
+        max_age_ms: u(&v["window"], "max_age_ms"),
+        max_lead_ms: u(&v["window"], "max_lead_ms"),
+    }
+}
+
+fn check_freshness_window(v: &Value) {
+    let w = window(v);
+    let (now, mark) = (u(v, "now_ms"), u(v, "mark_ms"));
+    assert_eq!(w.floor(now, mark), u(v, "floor_ms"), "floor");
+    assert_eq!(
+        Some(w.clock_behind(now, mark)),
+        v["clock_behind"].as_bool(),
+        "clock_behind"
+    );
+    let result = w.check_time(now, mark, u(v, "timestamp_ms"));
+    if v.get("error").is_some() {
+        expect_error(v, result);
+    } else {
+        result.unwrap();
+    }
+}
+
+fn decision(result: Result<(), Error>) -> String {
+    match result {
+        Ok(()) => "accept".to_owned(),
+        Err(e) => variant(&e),
+    }
+}
+
+fn check_strike_register(v: &Value) {
+    let w = window(v);
+    let mut store = MemoryNonceStore::default();
+    for (i, step) in v["steps"].as_array().unwrap().iter().enumerate() {
+        let (now, mark) = (u(step, "now_ms"), u(step, "mark_ms"));
+        match s(step, "step") {
+            "command" => {
+                let got = decision(w.check(
+                    now,
+                    mark,
+                    u(step, "timestamp_ms"),
+                    &array(step, "nonce"),
+                    &mut store,
+                ));
+                assert_eq!(got, s(step, "expect"), "step {i}");
+            }
+            "forget" => {
+                let floor = w.floor(now, mark);
+                assert_eq!(floor, u(step, "floor_ms"), "step {i}: floor");
+                store.forget_before(floor).unwrap();
+            }
+            other => panic!("unknown step {other:?}"),
+        }
+        assert_eq!(
+            store.len() as u64,
+            u(step, "remembered"),
+            "step {i}: remembered"
+        );
+    }
+}
+
+fn check_challenge_book(v: &Value) {
+    let mut book = ChallengeBook::with_limits(
+        u(v, "capacity") as usize,
+        u(v, "per_sender") as usize,
+        u(v, "lifetime_ms"),
+    );
+    // Challenges are random: the labels name them, the bytes in the file are one run's.
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+    let mut issued: Vec<(String, [u8; 16])> = Vec::new();
+    for (i, step) in v["steps"].as_array().unwrap().iter().enumerate() {
+        let sender = public_key(step, "sender");
+        let label = s(step, "label").to_owned();
+        match s(step, "step") {
+            "issue" => {
+                let c = book.issue(&sender, u(step, "now_ms"), &mut rng);
+                issued.push((label, c));
+            }
+            "redeem" => {
+                let c = issued
+                    .iter()
+                    .find(|(l, _)| *l == label)
+                    .map(|(_, c)| *c)
+                    .unwrap_or_else(|| array(step, "challenge"));
+                let got = decision(book.redeem(&sender, &c, u(step, "now_ms")));
+                assert_eq!(got, s(step, "expect"), "step {i}");
+            }
+            other => panic!("unknown step {other:?}"),
+        }
+        assert_eq!(
+            book.len() as u64,
+            u(step, "outstanding"),
+            "step {i}: outstanding"
+        );
+    }
+}
+
+/// A command's checks in the device's order (PROTOCOL.md §5.4): signature, device id, time
+/// window, authority.
+fn run_command_checks(v: &Value) -> Result<(), Error> {
+    let chain = Chain::verify(ops(v, "chain_ops")).unwrap();
+    let cmd = SignedCommand::from_bytes(&bytes(v, "command")).unwrap();
+    cmd.verify_signature()?;
+    if cmd.command.device != chain.state().device {
+        return Err(Error::WrongDevice {
+            what: "command".into(),
+            expected: chain.state().device.to_string(),
+            found: cmd.command.device.to_string(),
+        });
+    }
+    window(v).check_time(u(v, "now_ms"), u(v, "mark_ms"), cmd.command.timestamp_ms)?;
+    command::authorize(&cmd.command, chain.state(), u(v, "now_ms")).map(|_| ())
 }
 
 // ---------------------------------------------------------------------------------------------
