@@ -221,7 +221,9 @@ impl Agent {
                             "ownership chain extended"
                         );
                     }
-                    let mut forks = checked.forks.len();
+                    // Rivals the endorsement settled count too: someone signed another history
+                    // (a leaked claim code, owners signing twice), and the owners must hear it.
+                    let mut forks = checked.forks.len() + checked.settled.len();
                     if let Some(fork) = &merged.fork {
                         forks += 1;
                         tracing::error!(seq = fork.seq, "the nodes' chain forks from the one pushed to this device");

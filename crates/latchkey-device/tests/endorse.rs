@@ -133,6 +133,18 @@ async fn a_rival_claim_with_a_leaked_setup_key_loses_to_the_claim_the_device_end
         "the fourth node serves the rival claim"
     );
 
+    // The device's next checks meet the rival on the fourth node: an alarm, and it keeps its
+    // branch.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = latchkeyd(&["status", "--dir", dir.to_str().unwrap(), "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if status["freshness"]["forks"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no fork alarm: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // The stranger also hands the rival to the device on the LAN: refused, and an alarm.
     let r = reqwest::Client::new()
         .post(format!("{}/v1/ops", agent.url))
@@ -177,6 +189,14 @@ async fn a_rival_claim_with_a_leaked_setup_key_loses_to_the_claim_the_device_end
         "{report:?}"
     );
     assert_eq!(owners(&from_honest), vec![owner.public_key()]);
+    // And the quorum client, asking all four nodes with nothing cached.
+    let checked = everyone
+        .check(&chain.device(), None, now_ms(), &mut rand_core::OsRng)
+        .await
+        .unwrap();
+    assert_eq!(owners(&checked.chain), vec![owner.public_key()]);
+    assert!(checked.forks.is_empty(), "settled, not unresolved");
+    assert!(!checked.settled.is_empty(), "the rival is evidence");
     drop(agent);
     rogue.shutdown().await.unwrap();
     honest.stop().await;
