@@ -386,7 +386,8 @@ impl Agent {
                     view.checks.forks = view.checks.forks.saturating_add(1);
                     tracing::error!(seq = rival.seq, "ops pushed to the device are a rival history it did not endorse");
                     return Ok(Err(PushRefused::Conflict(format!(
-                        "op {} is a rival to the one this device endorsed at that position;                          the device keeps the branch it endorsed and reports the rival to its owners",
+                        "op {} is a rival to the one this device endorsed at that position; \
+                         the device keeps the branch it endorsed and reports the rival to its owners",
                         rival.seq
                     ))));
                 }
