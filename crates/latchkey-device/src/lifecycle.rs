@@ -170,9 +170,8 @@ pub async fn reset(dir: &std::path::Path) -> Result<ResetReport> {
         .await;
     let mut view = match (stored, checked) {
         (Some(mut view), Ok(checked)) => {
-            if checked.chain.len() > view.chain.len() {
-                view.chain = checked.chain;
-            }
+            // Fork choice included: a branch the device endorsed stays.
+            view.chain.merge(checked.chain.ops());
             view
         }
         (Some(view), Err(e)) => {
