@@ -64,6 +64,7 @@ mod files {
     pub mod invite;
     pub mod keys;
     pub mod mailbox;
+    pub mod merge;
     pub mod official;
     pub mod ops;
     pub mod precedence;
@@ -147,10 +148,18 @@ fn main() {
         (
             "ops.json",
             "Ownership chain ops: one valid chain through every op kind (genesis, claim, \
-             amend-owners, revoke-grant, transfer, rotate-keys, factory-reset, claim) with the \
+             amend-owners, revoke-grant, transfer, rotate-keys, factory-reset, claim, endorse) with the \
              state after each op, each kind as a single op after its prefix, ops that must not \
              extend a chain, and encodings that must not decode.",
             files::ops::vectors(&w),
+        ),
+        (
+            "merge.json",
+            "Merging another party's view of a chain into ours (docs/PROTOCOL.md §3.3): what is \
+             added, whether theirs is behind, a fork that is unresolved, settled for theirs \
+             (switched) or for ours (outvoted), side ops anchored off our spine, and the chain \
+             and state after; plus side ops that must not extend a chain.",
+            files::merge::vectors(&w),
         ),
         (
             "grant.json",

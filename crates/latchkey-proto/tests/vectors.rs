@@ -27,13 +27,14 @@ use rand_chacha::rand_core::SeedableRng;
 use serde_json::{json, Value};
 
 /// Every file the directory must hold, each with at least one vector.
-const FILES: [&str; 13] = [
+const FILES: [&str; 14] = [
     "keys.json",
     "bip39_english.json",
     "slip10_ed25519.json",
     "claim_payload.json",
     "invitation.json",
     "ops.json",
+    "merge.json",
     "grant.json",
     "command.json",
     "response.json",
@@ -148,6 +149,7 @@ fn check(v: &Value) {
         "chain" => check_chain(v),
         "op" => check_op(v),
         "chain_fail" => check_chain_fail(v),
+        "chain_merge" => check_chain_merge(v),
         "grant" => {
             let g = Grant::from_bytes(&bytes(&v["grant"], "bytes")).unwrap();
             assert_eq!(grant_json(&g), v["grant"]);
@@ -693,6 +695,23 @@ fn check_chain(v: &Value) {
             s(v, "chain_ops")
         );
     }
+}
+
+fn check_chain_merge(v: &Value) {
+    let ours = OpList::from_bytes(&bytes(v, "ours")).unwrap().0;
+    let theirs = OpList::from_bytes(&bytes(v, "theirs")).unwrap().0;
+    let mut chain = Chain::verify(ours).unwrap();
+    let report = chain.merge(&theirs);
+    assert_eq!(report.invalid, None);
+    let seq = |f: &Option<latchkey_proto::chain::ForkEvidence>| f.as_ref().map(|f| f.seq);
+    assert_eq!(report.added as u64, v["added"].as_u64().unwrap(), "added");
+    assert_eq!(report.behind, v["behind"].as_bool().unwrap(), "behind");
+    assert_eq!(seq(&report.fork), v["fork_seq"].as_u64(), "fork");
+    assert_eq!(seq(&report.switched), v["switched_seq"].as_u64(), "switched");
+    assert_eq!(seq(&report.outvoted), v["outvoted_seq"].as_u64(), "outvoted");
+    assert_eq!(report.unanchored as u64, v["unanchored"].as_u64().unwrap());
+    assert_eq!(h(OpList(chain.ops().to_vec()).to_bytes()), s(v, "ops_after"));
+    assert_eq!(state_json(chain.state()), v["state_after"]);
 }
 
 fn check_op(v: &Value) {

@@ -680,8 +680,12 @@ fn op_decode_vectors(w: &World, life: &[Op], v: &mut Vectors) {
     v.fail_decode(
         "fail_op_nineteen_signatures",
         "Op",
-        "op_claim's content with 19 signatures (the limit is 18).",
-        &signed(life[1].clone(), &refs).to_bytes(),
+        "op_claim's content with 19 signatures: its own 2 and 17 more (the limit is 18).",
+        &{
+            let op = signed(life[1].clone(), &refs[..17]);
+            assert_eq!(op.signatures.len(), 19);
+            op.to_bytes()
+        },
         "TooLarge",
     );
     // Claim: body is owner count (1), one owner (32), threshold (1); then the signature count
