@@ -396,10 +396,17 @@ impl Agent {
                         "the ops do not extend this device's verified chain: {e}"
                     )));
                 }
-                // Side ops the merge set aside (anchored off this branch, past its head, or of
-                // an era that is over) are not news either: all or nothing.
+                // A side op the merge could not anchor (on another branch, or past the head) is
+                // refused with the rest: all or nothing. One anchored on this spine but not kept
+                // (an ended era's revocation, a second endorsement) is valid and skipped.
                 let held: HashSet<OpId> = chain.ops().iter().map(Op::id).collect();
-                if let Some(op) = ops.iter().find(|op| !held.contains(&op.id())) {
+                let anchored_here = |op: &Op| {
+                    op.body.is_side()
+                        && op.seq.checked_sub(1).and_then(|s| chain.spine_op(s)).map(Op::id)
+                            == Some(op.prev)
+                };
+                let unplaced = |op: &&Op| !held.contains(&op.id()) && !anchored_here(op);
+                if let Some(op) = ops.iter().find(unplaced) {
                     return Err(PushRefused::BadOps(format!(
                         "op {} ({}) does not extend this device's verified chain: its anchor is not on the device's branch or is past its head; fetch GET /v1/chain and build on it",
                         op.seq,

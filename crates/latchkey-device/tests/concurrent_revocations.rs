@@ -123,3 +123,86 @@ async fn two_owners_revoking_at_once_on_different_nodes_do_not_fork_the_door() {
     drop(agent);
     nodes.stop().await;
 }
+
+/// A transfer pushed on the LAN is endorsed like the claim; a revocation of the era it ended,
+/// pushed afterwards, is valid but not kept: answered `added: 0`, nothing changes, while an
+/// op the device cannot place at all is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_transfer_a_revocation_of_the_ended_era_changes_nothing() {
+    use latchkey_proto::chain::OpList;
+    use latchkey_proto::codec::Codec;
+    let nodes = Nodes::start(3).await;
+    let (_tmp, dir, _, _) = init_door(&nodes, &[]);
+    let agent = Agent::start(&dir);
+    let (alice, bob) = (person(1), person(2));
+    let chain = claim(&dir, &agent.url, &alice, &nodes.urls()).await;
+    let guest = Sender::new(person(11), chain.clone());
+    let grant = hour_grant(&alice, &guest, &chain, 1);
+    let mut late = chain.propose(
+        now_ms(),
+        OpBody::RevokeGrant {
+            chain: vec![grant.clone()],
+        },
+    );
+    late.sign(&alice);
+
+    let mut transfer = chain.propose(
+        now_ms(),
+        OpBody::Transfer(OwnerSet {
+            owners: vec![bob.public_key()],
+            threshold: 1,
+        }),
+    );
+    transfer.sign(&alice);
+    transfer.sign(&bob);
+    let mut moved = chain.clone();
+    moved.append(transfer).unwrap();
+    let push = |ops: Vec<latchkey_proto::chain::Op>| {
+        let url = agent.url.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{url}/v1/ops"))
+                .body(OpList(ops).to_bytes())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (s, v) = push(moved.ops().to_vec()).await;
+    assert_eq!((s, v["seq"].as_u64()), (200, Some(2)), "{v}");
+    let held = fetch_chain(&reqwest::Client::new(), &agent.url).await;
+    assert!(
+        held.is_endorsed(1) && held.is_endorsed(2),
+        "claim and transfer endorsed"
+    );
+
+    let (s, v) = push(vec![late.clone()]).await;
+    assert_eq!((s, v["added"].as_u64()), (200, Some(0)), "{v}");
+    let after = fetch_chain(&reqwest::Client::new(), &agent.url).await;
+    assert_eq!(after.ops().len(), held.ops().len());
+    assert!(after.state().revoked.is_empty());
+    // The same revocation moved past the head cannot be placed: refused.
+    let mut astray = late.clone();
+    astray.seq += 5;
+    astray.sign(&alice);
+    let (s, v) = push(vec![astray]).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("bad_ops")),
+        "{v}"
+    );
+
+    let new_owner = Sender::new(person(2), held.clone());
+    let (env, pending) = new_owner.seal(new_owner.command("unlock", b""));
+    assert_eq!(code(&new_owner.send(&agent.url, env, &pending).await), 0);
+    let old_owner = Sender::new(person(1), held);
+    let (env, pending) = old_owner.seal(old_owner.command("unlock", b""));
+    assert_eq!(
+        code(&old_owner.send(&agent.url, env, &pending).await),
+        RejectCode::NotAuthorized as u16
+    );
+    drop(agent);
+    nodes.stop().await;
+}
