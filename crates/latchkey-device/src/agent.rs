@@ -289,16 +289,15 @@ impl Agent {
         self.publish_pending().await;
     }
 
-    /// The device's countersignature (docs/PROTOCOL.md §3.3): when the newest claim,
-    /// amend-owners or transfer of its verified chain is not endorsed yet, an endorse op signed
-    /// by the identity key is appended to the device's own chain — durably, before any node is
-    /// told — and marked for publishing. Every verifier prefers the branch the device endorsed,
-    /// so a rival claim signed with a leaked setup key cannot fork the device away from its
-    /// owners, and the device, having endorsed a branch, never leaves it. Returns whether it
-    /// made one.
-    pub fn endorse(&self) -> bool {
-        if newest_unendorsed(&self.pipeline.view().chain).is_none() {
-            return false;
+    /// The device's countersignature (docs/PROTOCOL.md §3.3): every claim, amend-owners or
+    /// transfer of its verified chain that it has not endorsed gets an endorse op signed by the
+    /// identity key, appended to the device's own chain — durably, before any node is told —
+    /// and marked for publishing. Every verifier prefers the branch the device endorsed, so a
+    /// rival claim signed with a leaked setup key cannot fork the device away from its owners,
+    /// and the device, having endorsed a branch, never leaves it. Returns how many it made.
+    pub fn endorse(&self) -> usize {
+        if unendorsed(&self.pipeline.view().chain).is_empty() {
+            return 0;
         }
         // Issue time only informs people; an unset clock falls back to its high-water mark.
         let now = self
@@ -307,27 +306,31 @@ impl Agent {
             .now_ms()
             .unwrap_or_else(|| self.store().clock_mark().unwrap_or(0));
         let identity = &self.pipeline.keys().identity;
-        let made = self.pipeline.update_view(|view| -> Result<Option<u64>> {
-            let Some(seq) = newest_unendorsed(&view.chain) else {
-                return Ok(None);
-            };
-            let Some(mut op) = view.chain.endorsement(seq, now) else {
-                return Ok(None);
-            };
-            op.sign(identity);
-            view.chain.append(op)?;
-            view.checks.unpublished = view.checks.unpublished.wrapping_add(1);
-            Ok(Some(seq))
+        let made = self.pipeline.update_view(|view| -> Result<Vec<u64>> {
+            let mut made = Vec::new();
+            for seq in unendorsed(&view.chain) {
+                let Some(mut op) = view.chain.endorsement(seq, now) else {
+                    continue;
+                };
+                op.sign(identity);
+                view.chain.append(op)?;
+                made.push(seq);
+            }
+            if !made.is_empty() {
+                view.checks.unpublished = view.checks.unpublished.wrapping_add(1);
+            }
+            Ok(made)
         });
         match made {
-            Ok(Some(seq)) => {
-                tracing::info!(seq, "endorsed the ownership change this device accepted");
-                true
+            Ok(seqs) => {
+                if !seqs.is_empty() {
+                    tracing::info!(?seqs, "endorsed the ownership changes this device accepted");
+                }
+                seqs.len()
             }
-            Ok(None) => false,
             Err(e) => {
                 tracing::error!(error = %e, "endorsing the ownership change failed; retried at the next check");
-                false
+                0
             }
         }
     }
@@ -523,18 +526,22 @@ impl Agent {
     }
 }
 
-/// The newest spine op that needs the device's endorsement and lacks it: a claim,
-/// amend-owners or transfer. Ops the identity key signed itself (genesis, rotate-keys,
-/// factory-reset) count as endorsed, and one endorsement vouches for its whole branch up to its
-/// anchor, so only the newest spine op matters.
-fn newest_unendorsed(chain: &Chain) -> Option<u64> {
-    let op = chain.spine().next_back()?;
-    match op.body {
-        OpBody::Claim(_) | OpBody::AmendOwners(_) | OpBody::Transfer(_) => {
-            (!chain.is_endorsed(op.seq)).then_some(op.seq)
-        }
-        _ => None,
-    }
+/// The claims, amend-owners and transfers at the end of the spine that the device has not
+/// endorsed, newest first. The walk back stops at the first op already endorsed or signed by
+/// the identity key itself (genesis, rotate-keys, factory-reset): everything before it was
+/// settled then, so each op is endorsed once.
+fn unendorsed(chain: &Chain) -> Vec<u64> {
+    chain
+        .spine()
+        .rev()
+        .take_while(|op| {
+            matches!(
+                op.body,
+                OpBody::Claim(_) | OpBody::AmendOwners(_) | OpBody::Transfer(_)
+            ) && !chain.is_endorsed(op.seq)
+        })
+        .map(|op| op.seq)
+        .collect()
 }
 
 /// What `POST /v1/ops` did.
