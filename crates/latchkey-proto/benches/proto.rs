@@ -900,6 +900,11 @@ fn parts(c: &mut Criterion) {
         let bytes = pk.to_bytes();
         b.iter(|| ed25519::PublicKey::try_from_bytes(black_box(bytes)).expect("valid"))
     });
+    // Latchkey's decode: the same decompression plus the weak-key rule (docs/PROTOCOL.md §1).
+    g.bench_function("latchkey_public_key_decode_strict", |b| {
+        let bytes = pk.to_bytes();
+        b.iter(|| PublicKey::from_bytes(black_box(bytes)).expect("valid"))
+    });
     g.bench_function("x25519_dh", |b| {
         b.iter(|| kem.x_secret.diffie_hellman(black_box(&kem.x_public)))
     });

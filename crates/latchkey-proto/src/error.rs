@@ -49,6 +49,11 @@ pub enum Error {
     MnemonicChecksum { suspects: Vec<usize> },
     #[error("the public key is not a valid Ed25519 point")]
     BadPublicKey,
+    /// A point that decodes but that no honestly made key can be: one of small order (a
+    /// signature under it can be forged by anyone) or a non-canonical encoding (a second
+    /// spelling of a point). docs/PROTOCOL.md §1.
+    #[error("the public key is weak ({why}); no real key looks like this, so ask its holder to send their key again")]
+    WeakKey { why: &'static str },
     /// `found` names what the text looks like, never the text itself: a recovery phrase
     /// pasted into the wrong field must not land in an error message.
     #[error("expected a {expected} but this looks like {found}")]

@@ -540,6 +540,50 @@ proptest! {
         prop_assert!(is_wrong_kind);
     }
 
+    /// Strict decoding: whatever 32 bytes decode are the one canonical spelling of a point
+    /// that is not of small order; a real key plus any small-order point still decodes (the
+    /// torsion is harmless), the small-order point alone never does, in either sign.
+    #[test]
+    fn public_keys_decode_strictly(
+        bytes in any::<[u8; 32]>(),
+        seed in signing_key(),
+        torsion in 0usize..8,
+        sign in any::<bool>(),
+    ) {
+        use curve25519_dalek::constants::EIGHT_TORSION;
+        use curve25519_dalek::edwards::CompressedEdwardsY;
+        match PublicKey::from_bytes(bytes) {
+            Ok(key) => {
+                prop_assert_eq!(key.to_bytes(), bytes);
+                let point = CompressedEdwardsY(bytes).decompress().unwrap();
+                prop_assert!(!point.is_small_order());
+                prop_assert_eq!(point.compress().to_bytes(), bytes);
+            }
+            Err(Error::BadPublicKey) => {
+                prop_assert!(CompressedEdwardsY(bytes).decompress().is_none());
+            }
+            Err(Error::WeakKey { .. }) => {
+                let point = CompressedEdwardsY(bytes).decompress().unwrap();
+                prop_assert!(point.is_small_order() || point.compress().to_bytes() != bytes);
+            }
+            Err(e) => prop_assert!(false, "unexpected {e:?}"),
+        }
+        let key = SigningKey::from_bytes(&seed).public_key();
+        let point = CompressedEdwardsY(key.to_bytes()).decompress().unwrap();
+        let mixed = (point + EIGHT_TORSION[torsion]).compress().to_bytes();
+        prop_assert!(PublicKey::from_bytes(mixed).is_ok());
+        let mut small = EIGHT_TORSION[torsion].compress().to_bytes();
+        if sign {
+            small[31] ^= 0x80;
+        }
+        let refused = matches!(PublicKey::from_bytes(small), Err(Error::WeakKey { .. }));
+        prop_assert!(refused);
+        prop_assert!(PublicKey::parse(&bech32::encode::<bech32::Bech32m>(
+            bech32::Hrp::parse("lkpk").unwrap(),
+            &small,
+        ).unwrap()).is_err());
+    }
+
     #[test]
     fn claim_payload_bytes_round_trip(
         claim in claim_payload(),

@@ -27,7 +27,7 @@ use rand_chacha::rand_core::SeedableRng;
 use serde_json::{json, Value};
 
 /// Every file the directory must hold, each with at least one vector.
-const FILES: [&str; 14] = [
+const FILES: [&str; 15] = [
     "keys.json",
     "bip39_english.json",
     "slip10_ed25519.json",
@@ -42,6 +42,7 @@ const FILES: [&str; 14] = [
     "freshness.json",
     "mailbox.json",
     "precedence.json",
+    "weak_keys.json",
 ];
 
 /// Envelope layout (docs/PROTOCOL.md): version, kind, X25519 ephemeral (32), sntrup761
@@ -130,6 +131,20 @@ fn check(v: &Value) {
         "text_fail" => check_text_fail(v),
         "device_key_file_fail" => {
             expect_error(v, DeviceKeys::from_secret_bytes(&bytes(v, "bytes")))
+        }
+        "signature" => check_signature(v),
+        "signature_fail" => {
+            check_strict_claim(v);
+            expect_error(
+                v,
+                PublicKey::from_bytes(array(v, "public_key")).and_then(|k| {
+                    k.verify_or(
+                        &Signature(array(v, "signature")),
+                        &bytes(v, "message"),
+                        "vector",
+                    )
+                }),
+            )
         }
         "derivation_fail" => expect_error(
             v,
@@ -602,6 +617,25 @@ fn check_text_fail(v: &Value) {
     }
 }
 
+/// A signature Latchkey's verifier (ZIP-215) accepts.
+fn check_signature(v: &Value) {
+    check_strict_claim(v);
+    let key = PublicKey::from_bytes(array(v, "public_key")).unwrap();
+    assert!(key.verify(&Signature(array(v, "signature")), &bytes(v, "message")));
+}
+
+/// The informational `cofactorless_strict_accepts` field says what a strict verifier decides.
+fn check_strict_claim(v: &Value) {
+    assert_eq!(
+        v["cofactorless_strict_accepts"].as_bool().unwrap(),
+        cofactorless_strict_accepts(
+            &array(v, "public_key"),
+            &array(v, "signature"),
+            &bytes(v, "message")
+        )
+    );
+}
+
 fn check_bip39(v: &Value) {
     let entropy: [u8; 32] = array(v, "entropy");
     let mnemonic = s(v, "mnemonic");
@@ -707,10 +741,21 @@ fn check_chain_merge(v: &Value) {
     assert_eq!(report.added as u64, v["added"].as_u64().unwrap(), "added");
     assert_eq!(report.behind, v["behind"].as_bool().unwrap(), "behind");
     assert_eq!(seq(&report.fork), v["fork_seq"].as_u64(), "fork");
-    assert_eq!(seq(&report.switched), v["switched_seq"].as_u64(), "switched");
-    assert_eq!(seq(&report.outvoted), v["outvoted_seq"].as_u64(), "outvoted");
+    assert_eq!(
+        seq(&report.switched),
+        v["switched_seq"].as_u64(),
+        "switched"
+    );
+    assert_eq!(
+        seq(&report.outvoted),
+        v["outvoted_seq"].as_u64(),
+        "outvoted"
+    );
     assert_eq!(report.unanchored as u64, v["unanchored"].as_u64().unwrap());
-    assert_eq!(h(OpList(chain.ops().to_vec()).to_bytes()), s(v, "ops_after"));
+    assert_eq!(
+        h(OpList(chain.ops().to_vec()).to_bytes()),
+        s(v, "ops_after")
+    );
     assert_eq!(state_json(chain.state()), v["state_after"]);
 }
 

@@ -100,7 +100,7 @@ pub fn vectors(w: &World) -> Vectors {
         "merge_extension",
         "Ours is genesis alone; theirs is genesis, the claim by {A, B} and the device's \
          endorsement of it: both are taken.",
-        &[g.clone()],
+        std::slice::from_ref(&g),
         &[g.clone(), claim_ab.clone(), endorse_claim.clone()],
     );
     merge(
@@ -108,7 +108,7 @@ pub fn vectors(w: &World) -> Vectors {
         "merge_behind",
         "Ours holds the claim; theirs is genesis alone: a stale view, nothing taken.",
         &[g.clone(), claim_ab.clone()],
-        &[g.clone()],
+        std::slice::from_ref(&g),
     );
     merge(
         &mut v,

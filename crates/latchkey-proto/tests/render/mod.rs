@@ -180,3 +180,41 @@ pub fn invitation_json(i: &Invitation) -> Value {
         "nodes": i.nodes,
     })
 }
+
+/// Whether a strict, cofactorless Ed25519 verifier (libsodium's `crypto_sign_verify_detached`,
+/// ed25519-dalek's `verify_strict`) accepts: `S < L`, `A` and `R` canonical and not of small
+/// order, and `R == [S]B - [k]A` exactly. Latchkey's own rule is ZIP-215 (cofactored); the
+/// signature vectors state both so another implementation sees where the two part.
+pub fn cofactorless_strict_accepts(
+    public_key: &[u8; 32],
+    signature: &[u8; 64],
+    msg: &[u8],
+) -> bool {
+    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest, Sha512};
+    let canonical_point = |bytes: &[u8]| -> Option<EdwardsPoint> {
+        let encoded = CompressedEdwardsY::from_slice(bytes).ok()?;
+        let point = encoded.decompress()?;
+        (point.compress() == encoded && !point.is_small_order()).then_some(point)
+    };
+    let (Some(a), Some(r)) = (
+        canonical_point(public_key),
+        canonical_point(&signature[..32]),
+    ) else {
+        return false;
+    };
+    let s_bytes: [u8; 32] = signature[32..].try_into().expect("64-byte signature");
+    let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)) else {
+        return false;
+    };
+    let k = Scalar::from_bytes_mod_order_wide(
+        &Sha512::new()
+            .chain_update(&signature[..32])
+            .chain_update(public_key)
+            .chain_update(msg)
+            .finalize()
+            .into(),
+    );
+    EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-a, &s) == r
+}
