@@ -96,6 +96,8 @@ async fn claim_from_png_open_restore_and_relay() {
     add.extend(urls.iter().map(String::as_str));
     owner.ok(&add);
     assert_eq!(owner.ok(&["nodes", "list"]).lines().count(), 5);
+    // Read now: the door erases its claim code once it is claimed.
+    let claim_text = std::fs::read_to_string(door.dir.join("claim.txt")).unwrap();
 
     let started = Instant::now();
     let out = owner.run(&[
@@ -182,8 +184,7 @@ async fn claim_from_png_open_restore_and_relay() {
         String::from_utf8_lossy(&out.stderr)
     );
     relay.ok(&add);
-    let text = std::fs::read_to_string(door.dir.join("claim.txt")).unwrap();
-    let mut payload = ClaimPayload::parse(&text).unwrap();
+    let mut payload = ClaimPayload::parse(&claim_text).unwrap();
     payload.addrs = vec![DeviceAddr::parse(&format!("127.0.0.1:{}", cli::free_port())).unwrap()];
     let claimed = relay.ok(&["claim", "--text", &payload.to_text().unwrap()]);
     assert!(claimed.contains("already yours"), "{claimed}");
