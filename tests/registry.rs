@@ -94,6 +94,10 @@ async fn claim_replicates_and_survives_kill_9() {
                 }),
             );
             op.sign(&alice);
+            if i % 2 == 0 {
+                // Bob joins: the key an owner change adds signs it too (proof of possession).
+                op.sign(&bob);
+            }
             if client
                 .publish_to(
                     &chain.device(),
