@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use latchkey_node::{Limits, NodeConfig, RunningNode};
@@ -33,6 +34,22 @@ impl SeedStore for MemorySeeds {
     fn delete(&self, profile: &str) -> latchkey_owner::Result<()> {
         self.0.lock().unwrap().remove(profile);
         Ok(())
+    }
+}
+
+/// The system clock, moved forward by the test.
+#[derive(Debug, Default)]
+struct LaterClock(AtomicU64);
+
+impl LaterClock {
+    fn skip(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for LaterClock {
+    fn now_ms(&self) -> u64 {
+        SystemClock.now_ms() + self.0.load(Ordering::SeqCst)
     }
 }
 
@@ -180,7 +197,8 @@ async fn a_branch_the_door_endorsed_replaces_ours_with_a_notice() {
     let nodes = nodes(tmp.path(), 3).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
     let seeds: Arc<MemorySeeds> = Arc::new(MemorySeeds::default());
-    let alice = Profile::at(&tmp.path().join("alice"), seeds, Arc::new(SystemClock)).unwrap();
+    let clock = Arc::new(LaterClock::default());
+    let alice = Profile::at(&tmp.path().join("alice"), seeds, clock.clone()).unwrap();
     alice.create_seed().unwrap();
     alice.add_nodes(&urls).unwrap();
     alice.set_nodes_to_ask(3).unwrap();
@@ -230,6 +248,12 @@ async fn a_branch_the_door_endorsed_replaces_ours_with_a_notice() {
         "{words:?}"
     );
     assert!(words.meaning.contains("no longer an owner"), "{words:?}");
+
+    // The notice is kept for a week after the switch was last seen, then it goes.
+    clock.skip(latchkey_owner::fork::SWITCH_NOTICE_MS - 60_000);
+    assert!(alice.fork_alarm(&device).unwrap().is_some());
+    clock.skip(120_000);
+    assert!(alice.fork_alarm(&device).unwrap().is_none());
 
     for n in nodes {
         n.shutdown().await.unwrap();
