@@ -45,6 +45,8 @@ struct FeedEntry {
 pub struct Replicator {
     pub peer: Url,
     pub registry: Arc<Registry>,
+    /// Kept current as chains grow (owner mailboxes follow the owners).
+    pub owner_index: Arc<crate::admission::OwnerIndex>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub client: reqwest::Client,
@@ -165,6 +167,9 @@ impl Replicator {
             match self.registry.ingest(device, ops).await {
                 Ok(accepted) => {
                     metrics::add(&self.metrics.replication_ops, accepted.added as u64);
+                    if accepted.added > 0 {
+                        self.owner_index.refresh(&self.registry, device).await?;
+                    }
                     return Ok(());
                 }
                 Err(Refusal::Gap { have, .. }) if attempt == 0 => {

@@ -124,6 +124,9 @@ async fn post_ops_inner(
             }
             ApiError::from(r)
         })?;
+    if accepted.added > 0 {
+        st.owner_index.refresh(&st.registry, device).await?;
+    }
     Ok(Json(json!({
         "accepted": accepted.added,
         "seq": accepted.seq,
