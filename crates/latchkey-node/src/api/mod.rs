@@ -299,3 +299,40 @@ async fn timeout_as_json(req: Request, next: Next) -> Response {
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_counts_as_its_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_address(a), client_address(b));
+        assert_ne!(client_address(a), client_address(other));
+        assert_eq!(
+            client_address(a),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(
+            client_address(mapped),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(client_address(v4), v4);
+    }
+
+    #[test]
+    fn only_a_mailbox_read_that_waits_is_a_long_poll() {
+        let long = |m: Method, u: &str| is_long_poll(&m, &u.parse().unwrap());
+        let mb = format!("/v1/mailboxes/{}", "ab".repeat(32));
+        assert!(long(Method::GET, &format!("{mb}?after=3&wait_secs=30")));
+        assert!(!long(Method::GET, &format!("{mb}?wait_secs=0")));
+        assert!(!long(Method::GET, &mb));
+        assert!(!long(Method::GET, &format!("{mb}?wait_secs=soon")));
+        assert!(!long(Method::POST, &format!("{mb}?wait_secs=30")));
+        assert!(!long(Method::GET, "/v1/feed?wait_secs=30"));
+    }
+}
