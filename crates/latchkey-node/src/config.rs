@@ -109,7 +109,7 @@ impl Default for Limits {
         Limits {
             max_ops_body: 1024 * 1024,
             max_mailbox_body: 20_000,
-            mailbox_per_sender: 32,
+            mailbox_per_sender: 64,
             reply_mailbox_per_sender: 4,
             mailbox_per_address: 1024,
             mailbox_total_capacity: 100_000,

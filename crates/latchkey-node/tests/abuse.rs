@@ -383,3 +383,73 @@ async fn a_rogue_co_owner_cannot_fill_another_owners_mailbox() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn owner_mailboxes_follow_the_chain_on_this_node_and_its_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&dir, Limits::without_rate_limits()).await;
+    let replica = node_with_peers(&dir.path().join("replica.db"), &[&node]).await;
+    let base = node.url();
+    let (honest, abuser) = (client_from(HONEST), client_from(ABUSER));
+    let mut dev = TestDevice::new(45, "front door");
+    dev.claim(&[&person(1), &person(2)], 1);
+    let id = device_id(&dev);
+    assert_eq!(
+        post_ops(&honest, &base, &id, dev.chain.ops()).await.0,
+        StatusCode::OK
+    );
+
+    // Before person(3) is an owner, its mailbox id means nothing to the node: a reply fits.
+    let owner3_box = owner_mailbox(&person(3).public_key());
+    let (status, body) = post_mailbox(&abuser, &base, &owner3_box, &reply_sized(1)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Person 1 removes person 2 and adds person 3.
+    dev.apply(
+        OpBody::AmendOwners(OwnerSet {
+            owners: sorted(&[&person(1), &person(3)]),
+            threshold: 1,
+        }),
+        &[&person(1)],
+    );
+    let amend = dev.chain.ops()[2].clone();
+    assert_eq!(
+        post_ops(&honest, &base, &id, &[amend.clone()]).await.0,
+        StatusCode::OK
+    );
+    // Now it is an owner's mailbox, here and on the replica once it has the op.
+    for (name, at) in [("node", base.clone()), ("replica", replica.url())] {
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                post_mailbox(&abuser, &at, &owner3_box, &reply_sized(2))
+                    .await
+                    .0
+                    == StatusCode::UNPROCESSABLE_ENTITY
+            })
+            .await,
+            "{name} indexes the new owner's mailbox"
+        );
+    }
+    // The removed owner's mailbox still takes the notice of its removal.
+    let owner2_box = owner_mailbox(&person(2).public_key());
+    let (status, body) = post_mailbox(&honest, &base, &owner2_box, &amend.to_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // But the removed owner can no longer propose.
+    let mut by_removed = dev.chain.propose(
+        9,
+        OpBody::AmendOwners(OwnerSet {
+            owners: sorted(&[&person(2), &person(3)]),
+            threshold: 1,
+        }),
+    );
+    by_removed.sign(&person(2));
+    let owner1_box = owner_mailbox(&person(1).public_key());
+    let (status, body) = post_mailbox(&abuser, &base, &owner1_box, &by_removed.to_bytes()).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "not_an_owner_message"),
+        "{body}"
+    );
+    replica.shutdown().await.unwrap();
+    node.shutdown().await.unwrap();
+}
