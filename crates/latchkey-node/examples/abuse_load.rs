@@ -20,6 +20,7 @@
 //! ```sh
 //! cargo run --release -p latchkey-node --example abuse_load -- --secs 20
 //! cargo run --release -p latchkey-node --example abuse_load -- --secs 20 --no-rate-limits
+//! cargo run --release -p latchkey-node --example abuse_load -- --secs 20 --long-polls 600
 //! ```
 
 use std::collections::BTreeMap;
@@ -317,6 +318,7 @@ async fn count(counts: &Counts, what: &str, resp: reqwest::Result<reqwest::Respo
 
 fn run_abuser(
     base: &str,
+    long_polls: u32,
     households: &[Arc<Household>],
     stop: &Arc<AtomicBool>,
     counts: &Counts,
@@ -324,11 +326,13 @@ fn run_abuser(
     let c = client_from(ABUSER);
     let mut tasks = Vec::new();
     // More long polls than an address may hold.
-    for t in 0..48u8 {
+    for t in 0..long_polls {
         let (c, base, stop, counts) = (c.clone(), base.to_owned(), stop.clone(), counts.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let url = format!("{base}/v1/mailboxes/{}?wait_secs=30", hex::encode([t; 32]));
+                let mut mailbox = [0x77u8; 32];
+                mailbox[..4].copy_from_slice(&t.to_le_bytes());
+                let url = format!("{base}/v1/mailboxes/{}?wait_secs=30", hex::encode(mailbox));
                 count(&counts, "long poll", c.get(url).send().await).await;
             }
         }));
@@ -416,7 +420,7 @@ async fn phase(
     base: &str,
     households: &[Arc<Household>],
     secs: u64,
-    abuse: bool,
+    abuse: Option<u32>,
 ) -> (Tally, BTreeMap<String, u64>) {
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -429,8 +433,8 @@ async fn phase(
             stop.clone(),
         )));
     }
-    if abuse {
-        tasks.extend(run_abuser(base, households, &stop, &counts));
+    if let Some(long_polls) = abuse {
+        tasks.extend(run_abuser(base, long_polls, households, &stop, &counts));
         // Let the abuse reach full strength before measuring.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -438,7 +442,7 @@ async fn phase(
         tasks.push(tokio::spawn(run_owner(
             base.to_owned(),
             h.clone(),
-            u64::from(abuse),
+            u64::from(abuse.is_some()),
             i as u64 + 1,
             tally.clone(),
             stop.clone(),
@@ -494,15 +498,25 @@ fn report(title: &str, tally: &Tally) {
 fn main() {
     let mut secs = 20u64;
     let mut rate_limits = true;
+    let mut long_polls = 48u32;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--secs" => secs = args.next().and_then(|s| s.parse().ok()).expect("--secs N"),
             "--no-rate-limits" => rate_limits = false,
-            other => panic!("unknown argument {other}; use --secs N and --no-rate-limits"),
+            "--long-polls" => {
+                long_polls = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--long-polls N")
+            }
+            other => panic!(
+                "unknown argument {other}; use --secs N, --long-polls N and --no-rate-limits"
+            ),
         }
     }
     let secs = secs.clamp(1, 120);
+    let long_polls = long_polls.clamp(1, 2000);
     let dir = tempfile::tempdir().unwrap();
     let limits = if rate_limits {
         Limits::default()
@@ -553,9 +567,9 @@ fn main() {
             "node {base}, limits: {}; {OWNERS} honest owners on {HONEST} with their devices on {DEVICES}; {secs} s per phase",
             if rate_limits { "defaults (rate limits on)" } else { "defaults without rate limits" }
         );
-        let (quiet, _) = phase(&base, &households, secs, false).await;
+        let (quiet, _) = phase(&base, &households, secs, None).await;
         report("Without the abuser:", &quiet);
-        let (loud, counts) = phase(&base, &households, secs, true).await;
+        let (loud, counts) = phase(&base, &households, secs, Some(long_polls)).await;
         report(&format!("With one abusive address ({ABUSER}) beside them:"), &loud);
         println!("\nThe abuser's answers:\n");
         println!("| abusive request: answer | count |\n|---|---:|");
