@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -100,21 +100,38 @@ struct Household {
     owner: SigningKey,
     co_owner: SigningKey,
     device: Arc<TestDevice>,
+    /// The device's mailbox cursor, kept across phases as a real device keeps it.
+    cursor: Arc<AtomicU64>,
 }
 
 /// The device side: long-polls its mailbox, answers each command into its reply mailbox.
-async fn run_device(base: String, device: Arc<TestDevice>, stop: Arc<AtomicBool>) {
+async fn run_device(
+    base: String,
+    device: Arc<TestDevice>,
+    cursor: Arc<AtomicU64>,
+    tally: Arc<Mutex<Tally>>,
+    stop: Arc<AtomicBool>,
+) {
     let c = client_from(DEVICES);
     let mailbox = hex::encode(device.chain.device().0);
-    let mut after = 0u64;
-    let mut n = 0u64;
+    let mut after = cursor.load(Ordering::Relaxed);
+    let mut n = after;
     while !stop.load(Ordering::Relaxed) {
         let url = format!("{base}/v1/mailboxes/{mailbox}?after={after}&wait_secs=2");
-        let Ok(page) = status_of(c.get(url).send().await, 200).await else {
+        let started = Instant::now();
+        let page = status_of(c.get(url).send().await, 200).await;
+        let failed = page.as_ref().err().cloned();
+        tally.lock().unwrap().record(
+            "device: mailbox long poll",
+            started,
+            failed.map_or(Ok(()), Err),
+        );
+        let Ok(page) = page else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         after = page["next"].as_u64().unwrap_or(after);
+        cursor.store(after, Ordering::Relaxed);
         for m in page["messages"].as_array().into_iter().flatten() {
             let Ok(envelope) =
                 data_encoding::BASE64.decode(m["body"].as_str().unwrap_or("").as_bytes())
@@ -139,12 +156,21 @@ async fn run_device(base: String, device: Arc<TestDevice>, stop: Arc<AtomicBool>
             .unwrap();
             n += 1;
             let sealed = opened.reply.seal(&response, &mut rng(n)).unwrap();
-            let _ = c
-                .post(format!("{base}/v1/mailboxes/{}", hex::encode(reply_box)))
-                .header("x-latchkey-ttl-secs", "30")
-                .body(sealed)
-                .send()
-                .await;
+            let started = Instant::now();
+            let posted = status_of(
+                c.post(format!("{base}/v1/mailboxes/{}", hex::encode(reply_box)))
+                    .header("x-latchkey-ttl-secs", "30")
+                    .body(sealed)
+                    .send()
+                    .await,
+                201,
+            )
+            .await
+            .map(drop);
+            tally
+                .lock()
+                .unwrap()
+                .record("device: answer post", started, posted);
         }
     }
 }
@@ -317,6 +343,7 @@ async fn count(counts: &Counts, what: &str, resp: reqwest::Result<reqwest::Respo
 }
 
 fn run_abuser(
+    rt: &tokio::runtime::Handle,
     base: &str,
     long_polls: u32,
     households: &[Arc<Household>],
@@ -328,7 +355,7 @@ fn run_abuser(
     // More long polls than an address may hold.
     for t in 0..long_polls {
         let (c, base, stop, counts) = (c.clone(), base.to_owned(), stop.clone(), counts.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(rt.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let mut mailbox = [0x77u8; 32];
                 mailbox[..4].copy_from_slice(&t.to_le_bytes());
@@ -364,7 +391,7 @@ fn run_abuser(
             counts.clone(),
             targets.clone(),
         );
-        tasks.push(tokio::spawn(async move {
+        tasks.push(rt.spawn(async move {
             let mut k = t;
             while !stop.load(Ordering::Relaxed) {
                 k += 1;
@@ -397,7 +424,7 @@ fn run_abuser(
     let device = households[0].device.chain.device();
     for _ in 0..4 {
         let (c, base, stop, counts) = (c.clone(), base.to_owned(), stop.clone(), counts.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(rt.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let resp = c
                     .post(format!("{base}/v1/devices/{device}/ops"))
@@ -417,6 +444,7 @@ fn run_abuser(
 }
 
 async fn phase(
+    abuser_rt: &tokio::runtime::Handle,
     base: &str,
     households: &[Arc<Household>],
     secs: u64,
@@ -430,11 +458,15 @@ async fn phase(
         tasks.push(tokio::spawn(run_device(
             base.to_owned(),
             h.device.clone(),
+            h.cursor.clone(),
+            tally.clone(),
             stop.clone(),
         )));
     }
     if let Some(long_polls) = abuse {
-        tasks.extend(run_abuser(base, long_polls, households, &stop, &counts));
+        tasks.extend(run_abuser(
+            abuser_rt, base, long_polls, households, &stop, &counts,
+        ));
         // Let the abuse reach full strength before measuring.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -536,6 +568,13 @@ fn main() {
     let node = node_rt.block_on(latchkey_node::start(config)).unwrap();
     let base = node.url();
 
+    // The abuser on a runtime of its own, as if on another machine (it still shares the cores).
+    let abuser_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let abuser = abuser_rt.handle().clone();
     let clients = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -561,15 +600,16 @@ fn main() {
                 owner,
                 co_owner,
                 device: Arc::new(device),
+                cursor: Arc::default(),
             }));
         }
         println!(
             "node {base}, limits: {}; {OWNERS} honest owners on {HONEST} with their devices on {DEVICES}; {secs} s per phase",
             if rate_limits { "defaults (rate limits on)" } else { "defaults without rate limits" }
         );
-        let (quiet, _) = phase(&base, &households, secs, None).await;
+        let (quiet, _) = phase(&abuser, &base, &households, secs, None).await;
         report("Without the abuser:", &quiet);
-        let (loud, counts) = phase(&base, &households, secs, Some(long_polls)).await;
+        let (loud, counts) = phase(&abuser, &base, &households, secs, Some(long_polls)).await;
         report(&format!("With one abusive address ({ABUSER}) beside them:"), &loud);
         println!("\nThe abuser's answers:\n");
         println!("| abusive request: answer | count |\n|---|---:|");
