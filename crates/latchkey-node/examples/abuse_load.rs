@@ -278,7 +278,7 @@ async fn run_owner(
         };
         tally.lock().unwrap().record("chain read", started, outcome);
 
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             let started = Instant::now();
             let outcome = status_of(
                 c.post(format!("{base}/v1/devices/{device}/ops"))
@@ -291,7 +291,7 @@ async fn run_owner(
             .map(drop);
             tally.lock().unwrap().record("op post", started, outcome);
         }
-        if i % 8 == 0 {
+        if i.is_multiple_of(8) {
             let mut proposal = h.device.chain.propose(
                 i,
                 OpBody::AmendOwners(OwnerSet {

@@ -414,7 +414,9 @@ async fn owner_mailboxes_follow_the_chain_on_this_node_and_its_replicas() {
     );
     let amend = dev.chain.ops()[2].clone();
     assert_eq!(
-        post_ops(&honest, &base, &id, &[amend.clone()]).await.0,
+        post_ops(&honest, &base, &id, std::slice::from_ref(&amend))
+            .await
+            .0,
         StatusCode::OK
     );
     // Now it is an owner's mailbox, here and on the replica once it has the op.
