@@ -23,6 +23,8 @@ fn main() {
         "device_owners",
         "propose_owners",
         "approve_proposal",
+        "proposals",
+        "accept_proposal",
         "grants",
         "invite",
         "revoke",

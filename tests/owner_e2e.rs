@@ -96,6 +96,8 @@ async fn claim_from_png_open_restore_and_relay() {
     add.extend(urls.iter().map(String::as_str));
     owner.ok(&add);
     assert_eq!(owner.ok(&["nodes", "list"]).lines().count(), 5);
+    // Read now: the door erases its claim code once it is claimed.
+    let claim_text = std::fs::read_to_string(door.dir.join("claim.txt")).unwrap();
 
     let started = Instant::now();
     let out = owner.run(&[
@@ -182,8 +184,7 @@ async fn claim_from_png_open_restore_and_relay() {
         String::from_utf8_lossy(&out.stderr)
     );
     relay.ok(&add);
-    let text = std::fs::read_to_string(door.dir.join("claim.txt")).unwrap();
-    let mut payload = ClaimPayload::parse(&text).unwrap();
+    let mut payload = ClaimPayload::parse(&claim_text).unwrap();
     payload.addrs = vec![DeviceAddr::parse(&format!("127.0.0.1:{}", cli::free_port())).unwrap()];
     let claimed = relay.ok(&["claim", "--text", &payload.to_text().unwrap()]);
     assert!(claimed.contains("already yours"), "{claimed}");
@@ -271,7 +272,30 @@ async fn second_owner_transfer_and_guest_invitations() {
     let bob_key = bob.ok(&["key"]).trim().to_owned();
     let carol_key = carol.ok(&["key"]).trim().to_owned();
 
-    // Alice alone may still change the set: Bob joins, and from now on two must sign.
+    let alice_key = alice.ok(&["key"]).trim().to_owned();
+
+    // A transfer to a typo (a valid key nobody holds) waits for that key forever: the device
+    // stays Alice's and keeps opening for her.
+    let typo = latchkey_proto::keys::SigningKey::from_bytes(&[7; 32])
+        .public_key()
+        .to_string();
+    let out = alice.ok(&["transfer", "Holiday flat", "--to", &typo]);
+    assert!(
+        out.contains("waiting for the new owner(s) to accept"),
+        "{out}"
+    );
+    let v = alice.json(&["owners", "Holiday flat"]);
+    assert_eq!(v["owners"], serde_json::json!([alice_key]));
+    assert_eq!(
+        v["proposals"][0]["awaiting_acceptance"],
+        serde_json::json!([typo])
+    );
+    assert_eq!(v["proposals"][0]["proposed_by_me"], true);
+    alice.ok(&["open", "Holiday flat"]);
+    assert_eq!(door.opened(), 2);
+
+    // Alice alone may still change the set, but Bob must accept: he joins, and from then on
+    // two must sign.
     let out = alice.ok(&[
         "owners",
         "add",
@@ -280,18 +304,41 @@ async fn second_owner_transfer_and_guest_invitations() {
         "--threshold",
         "2",
     ]);
-    assert!(out.contains("in effect: owners 2/2"), "{out}");
-    // Bob's profile learns the device from the notice in his mailbox on the nodes.
+    assert!(out.contains("latchkey owners accept"), "{out}");
+    // Bob's own mailbox brings it, with who proposed it.
     let v = bob.json(&["owners", "proposals"]);
-    assert_eq!(v["proposals"].as_array().unwrap().len(), 0);
+    let proposals = v["proposals"].as_array().unwrap();
+    assert_eq!(proposals.len(), 1, "{v}");
+    assert_eq!(proposals[0]["my_part"], "accept");
+    assert_eq!(proposals[0]["proposed_by"], alice_key.as_str());
+    assert_eq!(proposals[0]["proposed_by_me"], false);
+    let listed = bob.ok(&["owners", "proposals"]);
+    assert!(
+        listed.contains(&format!("proposed by {}", &alice_key[..14])),
+        "{listed}"
+    );
+    let id = proposals[0]["id"].as_str().unwrap()[..16].to_owned();
+    let out = bob.run(&["owners", "approve", &id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("accept"));
+    let out = bob.ok(&["owners", "accept", &id]);
+    assert!(out.contains("in effect: owners 2/2"), "{out}");
     let v = bob.json(&["devices"]);
     assert_eq!(v["devices"][0]["mine"], true, "{v}");
     assert_eq!(v["devices"][0]["threshold"], 2);
     let device = v["devices"][0]["id"].as_str().unwrap().to_owned();
 
-    // A transfer to Carol needs both: Alice's signature alone is a proposal.
+    // A transfer to Carol needs both owners and Carol herself: Alice's signature alone is a
+    // proposal, and so is Alice's plus Carol's acceptance.
     let out = alice.ok(&["transfer", &device, "--to", &carol_key]);
-    assert!(out.contains("1 of 2 signatures"), "{out}");
+    assert!(out.contains("1 of 2 owner signatures"), "{out}");
+    let v = carol.json(&["owners", "proposals"]);
+    let proposals = v["proposals"].as_array().unwrap();
+    assert_eq!(proposals.len(), 1, "{v}");
+    assert_eq!(proposals[0]["my_part"], "accept");
+    let id = proposals[0]["id"].as_str().unwrap()[..16].to_owned();
+    let out = carol.ok(&["owners", "accept", &id]);
+    assert!(out.contains("1 of 2 owner signatures"), "{out}");
     let v = alice.json(&["owners", &device]);
     assert_eq!(
         v["owners"].as_array().unwrap().len(),
@@ -304,7 +351,7 @@ async fn second_owner_transfer_and_guest_invitations() {
     assert_eq!(proposals.len(), 1, "{v}");
     assert_eq!(proposals[0]["kind"], "transfer");
     assert_eq!(proposals[0]["signed_by_me"], false);
-    let id = proposals[0]["id"].as_str().unwrap()[..16].to_owned();
+    assert_eq!(proposals[0]["awaiting_acceptance"], serde_json::json!([]));
     let out = bob.ok(&["owners", "approve", &id]);
     assert!(
         out.contains("transfer of Holiday flat is in effect"),
@@ -319,7 +366,7 @@ async fn second_owner_transfer_and_guest_invitations() {
         let out = carol.run(&["open", &device]);
         out.status.success().then(String::new)
     });
-    assert_eq!(door.opened(), 2);
+    assert_eq!(door.opened(), 3);
     let out = alice.run(&["open", &device]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an owner"));
@@ -364,7 +411,7 @@ async fn second_owner_transfer_and_guest_invitations() {
     assert!(ben_cli
         .ok(&["open", "Holiday flat"])
         .contains("unlock accepted"));
-    assert_eq!(door.opened(), 4);
+    assert_eq!(door.opened(), 5);
     // A guest cannot read the audit log, and cannot do what the grant does not name.
     let out = ana.run(&["audit", "Holiday flat"]);
     assert!(!out.status.success());

@@ -33,7 +33,8 @@ pub struct Demo {
     nodes: Vec<RunningNode>,
     agent: Option<RunningAgent>,
     short_id: String,
-    claim_png: PathBuf,
+    /// Read at start: the door deletes its claim QR once claimed (its setup secret is spent).
+    claim_png: Vec<u8>,
     door_log: PathBuf,
 }
 
@@ -92,12 +93,14 @@ impl Demo {
             trust_clock: true,
         })
         .map_err(|e| format!("the demo door could not be set up: {e}"))?;
+        let claim_png = std::fs::read(&report.png)
+            .map_err(|e| format!("cannot read the demo door's claim QR: {e}"))?;
         let agent = latchkey_device::agent::start(&device_dir)
             .await
             .map_err(|e| format!("the demo door did not start: {e}"))?;
         Ok(Demo {
             short_id: report.device.short(),
-            claim_png: report.png,
+            claim_png,
             door_log,
             nodes,
             agent: Some(agent),
@@ -115,14 +118,11 @@ impl Demo {
     }
 
     fn view(&self) -> Result<DemoView, CommandError> {
-        let png = std::fs::read(&self.claim_png).map_err(|e| {
-            CommandError::new("demo", format!("cannot read the demo door's claim QR: {e}"))
-        })?;
         Ok(DemoView {
             nodes: self.node_urls(),
             device_name: DEVICE_NAME.into(),
             device_short_id: self.short_id.clone(),
-            claim_qr: format!("data:image/png;base64,{}", BASE64.encode(&png)),
+            claim_qr: format!("data:image/png;base64,{}", BASE64.encode(&self.claim_png)),
             door: door_view(&self.door_log),
         })
     }

@@ -138,6 +138,8 @@ pub fn run() {
             sharing::device_owners,
             sharing::propose_owners,
             sharing::approve_proposal,
+            sharing::proposals,
+            sharing::accept_proposal,
             sharing::grants,
             sharing::invite,
             sharing::revoke,

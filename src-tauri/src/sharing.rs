@@ -12,7 +12,7 @@ use crate::error::CommandError;
 use crate::state::AppState;
 use crate::views::{
     AuditView, GrantView, HeldInvitationView, InvitationView, OwnersDetail, ProposalResult,
-    RevokeResult,
+    ProposalView, RevokeResult,
 };
 
 /// A device's owners, threshold and waiting proposals (asks the nodes and the mailbox).
@@ -53,6 +53,34 @@ pub async fn propose_owners(
                 &p.propose_owners(&device, &change).await?,
             ))
         })
+        .await
+}
+
+/// Every owner change waiting, for devices this profile owns or is offered (reads the
+/// mailbox on the nodes first): where a recipient finds a transfer to it.
+#[tauri::command]
+pub async fn proposals(state: State<'_, AppState>) -> Result<Vec<ProposalView>, CommandError> {
+    state
+        .with_profile(move |p| async move {
+            // Offline (or no nodes yet), the proposals already held are still worth showing.
+            if let Err(e) = p.sync_mailbox().await {
+                tracing::warn!(error = %e, "owner mailbox not read; listing proposals held");
+            }
+            Ok(p.proposals()?.iter().map(ProposalView::from).collect())
+        })
+        .await
+}
+
+/// Accepts a change that adds this profile's key (its signature proves it holds the key).
+#[tauri::command]
+pub async fn accept_proposal(
+    state: State<'_, AppState>,
+    id: String,
+) -> Result<ProposalResult, CommandError> {
+    state
+        .with_profile(
+            move |p| async move { Ok(ProposalResult::from(&p.accept_proposal(&id).await?)) },
+        )
         .await
 }
 

@@ -4,8 +4,8 @@
 
 use latchkey_owner::store::DeviceRecord;
 use latchkey_owner::{
-    AuditReport, ClaimReport, HeldInvitation, IssuedGrant, OpenReport, OwnersView, Proposal,
-    ProposalReport, RevokeReport, Route,
+    AuditReport, ClaimReport, HeldInvitation, IssuedGrant, MyPart, OpenReport, OwnersView,
+    Proposal, ProposalReport, RevokeReport, Route,
 };
 use latchkey_proto::audit::Via;
 use latchkey_proto::command::{Outcome, RejectCode};
@@ -427,30 +427,68 @@ impl From<&AuditReport> for AuditView {
     }
 }
 
+/// What this profile can still add to a proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalPart {
+    /// A current owner who has not signed: approve.
+    Approve,
+    /// A key the change adds: accept (nothing changes until every added key has).
+    Accept,
+    /// Signed already, or no say in it.
+    Nothing,
+}
+
 /// An owner change waiting for signatures.
 #[derive(Debug, Clone, Serialize, TS)]
 pub struct ProposalView {
-    /// Hex op id (approve takes it).
+    /// Hex op id (approve and accept take it).
     pub id: String,
+    pub device_id: String,
+    pub device_name: String,
     /// `amend-owners` or `transfer`.
     pub kind: String,
     pub owners: Vec<String>,
     pub threshold: u32,
+    /// Every signature it carries (owners' and added keys').
     pub signatures: u32,
+    /// Current owners who approved it, of `needed`.
+    pub approvals: u32,
     pub needed: u32,
+    /// The current owner who proposed it (`lkpk1…`), when known.
+    pub proposed_by: Option<String>,
+    pub proposed_by_me: bool,
+    /// Keys the change adds; each must accept it.
+    pub new_owners: Vec<String>,
+    /// Added keys that have not accepted yet.
+    pub awaiting_acceptance: Vec<String>,
     pub signed_by_me: bool,
+    pub my_part: ProposalPart,
 }
 
 impl From<&Proposal> for ProposalView {
     fn from(p: &Proposal) -> Self {
+        let keys = |list: &[PublicKey]| list.iter().map(|o| o.to_string()).collect();
         ProposalView {
             id: p.id.to_string(),
+            device_id: p.device.to_string(),
+            device_name: p.device_name.clone(),
             kind: p.kind.to_owned(),
-            owners: p.owners.iter().map(|o| o.to_string()).collect(),
+            owners: keys(&p.owners),
             threshold: u32::from(p.threshold),
             signatures: u32::try_from(p.signed_by.len()).unwrap_or(u32::MAX),
+            approvals: u32::try_from(p.approvals).unwrap_or(u32::MAX),
             needed: u32::from(p.needed),
+            proposed_by: p.proposed_by.map(|k| k.to_string()),
+            proposed_by_me: p.proposed_by_me,
+            new_owners: keys(&p.new_owners),
+            awaiting_acceptance: keys(&p.awaiting_acceptance),
             signed_by_me: p.signed_by_me,
+            my_part: match p.my_part {
+                MyPart::Approve => ProposalPart::Approve,
+                MyPart::Accept => ProposalPart::Accept,
+                MyPart::Nothing => ProposalPart::Nothing,
+            },
         }
     }
 }
@@ -475,11 +513,11 @@ impl From<&OwnersView> for OwnersDetail {
     }
 }
 
-/// What proposing or approving an owner change did.
+/// What proposing, approving or accepting an owner change did.
 #[derive(Debug, Clone, Serialize, TS)]
 pub struct ProposalResult {
     pub proposal: ProposalView,
-    /// Enough owners signed: the change is in effect.
+    /// Enough owners signed and every added key accepted: the change is in effect.
     pub applied: bool,
     /// Once applied: whether the door itself already knows, in words.
     pub door: Option<String>,
@@ -565,6 +603,7 @@ mod tests {
             RevokeResult::decl(&cfg),
             AuditEntryView::decl(&cfg),
             AuditView::decl(&cfg),
+            ProposalPart::decl(&cfg),
             ProposalView::decl(&cfg),
             OwnersDetail::decl(&cfg),
             ProposalResult::decl(&cfg),

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use latchkey_owner::keychain::KeyringStore;
 use latchkey_owner::{
-    ClaimSource, ClaimStage, InviteRequest, IssuedGrant, OwnerChange, Profile, Proposal,
+    ClaimSource, ClaimStage, InviteRequest, IssuedGrant, MyPart, OwnerChange, Profile, Proposal,
     ProposalReport, Route, SystemClock,
 };
 use latchkey_proto::command::{Outcome, RejectCode};
@@ -102,7 +102,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Propose handing a device to a new set of owners (needs m of the current owners).
+    /// Propose handing a device to a new set of owners (needs m of the current owners, and
+    /// each new owner accepts it with `latchkey owners accept`).
     Transfer {
         device: String,
         /// The new owners' keys (lkpk1…); repeat for several.
@@ -183,8 +184,11 @@ enum OwnersCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Co-sign a proposal (by id or its first 8+ hex characters).
+    /// Co-sign a proposal as a current owner (by id or its first 8+ hex characters).
     Approve { proposal: String },
+    /// Accept a proposal that adds your key (a transfer to you, or joining the owners): your
+    /// signature proves you hold the key; the change takes effect once enough owners approved.
+    Accept { proposal: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,34 +270,57 @@ fn print_proposal(report: &ProposalReport) {
         if let Some(door) = &report.door {
             println!("{}", door.describe());
         }
-    } else {
+        return;
+    }
+    let id = &p.id.to_string()[..16];
+    println!(
+        "proposal {id} ({} of {}): {} of {} owner signatures; sent to {} key(s)",
+        p.kind, p.device_name, p.approvals, p.needed, report.sent_to
+    );
+    if !p.awaiting_acceptance.is_empty() {
+        let keys: Vec<String> = p.awaiting_acceptance.iter().map(|k| k.short()).collect();
         println!(
-            "proposal {} ({} of {}): {} of {} signatures; sent to {} co-owner(s)",
-            &p.id.to_string()[..16],
-            p.kind,
-            p.device_name,
-            p.signed_by.len(),
-            p.needed,
-            report.sent_to
+            "waiting for the new owner(s) to accept: {} (nothing changes until they do)",
+            keys.join(", ")
         );
-        println!(
-            "co-owners approve it with: latchkey owners approve {}",
-            &p.id.to_string()[..16]
-        );
+        println!("each new owner accepts it with: latchkey owners accept {id}");
+    }
+    if p.approvals < usize::from(p.needed) {
+        println!("co-owners approve it with: latchkey owners approve {id}");
+    }
+}
+
+/// "lkpk1abcdefghi… (you)": who made a proposal, as the lists show it.
+fn proposer_label(p: &Proposal) -> String {
+    match (&p.proposed_by, p.proposed_by_me) {
+        (Some(k), true) => format!("{}… (you)", k.short()),
+        (Some(k), false) => format!("{}…", k.short()),
+        (None, _) => "an owner".into(),
     }
 }
 
 fn proposal_json(p: &Proposal) -> serde_json::Value {
+    let keys = |list: &[PublicKey]| list.iter().map(|o| o.to_string()).collect::<Vec<_>>();
     serde_json::json!({
         "id": p.id.to_string(),
         "device": p.device.to_string(),
         "device_name": p.device_name,
         "kind": p.kind,
-        "owners": p.owners.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+        "owners": keys(&p.owners),
         "threshold": p.threshold,
-        "signed_by": p.signed_by.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+        "signed_by": keys(&p.signed_by),
         "needed": p.needed,
+        "approvals": p.approvals,
+        "proposed_by": p.proposed_by.map(|k| k.to_string()),
+        "proposed_by_me": p.proposed_by_me,
+        "new_owners": keys(&p.new_owners),
+        "awaiting_acceptance": keys(&p.awaiting_acceptance),
         "signed_by_me": p.signed_by_me,
+        "my_part": match p.my_part {
+            MyPart::Approve => "approve",
+            MyPart::Accept => "accept",
+            MyPart::Nothing => "nothing",
+        },
     })
 }
 
@@ -660,11 +687,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     for p in &view.proposals {
                         println!(
-                            "waiting: {} {} ({}/{} signatures)",
+                            "waiting: {} {} proposed by {} ({}/{} owner signatures, {} new owner(s) yet to accept)",
                             p.kind,
                             &p.id.to_string()[..16],
-                            p.signed_by.len(),
-                            p.needed
+                            proposer_label(p),
+                            p.approvals,
+                            p.needed,
+                            p.awaiting_acceptance.len()
                         );
                     }
                 }
@@ -712,26 +741,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         println!("no proposals waiting");
                     } else {
                         for p in &proposals {
-                            let mine = if p.signed_by_me {
-                                "signed by you"
-                            } else {
-                                "needs you"
+                            let id = &p.id.to_string()[..16];
+                            let mine = match p.my_part {
+                                MyPart::Approve => format!("approve: latchkey owners approve {id}"),
+                                MyPart::Accept => {
+                                    format!("it adds your key; accept: latchkey owners accept {id}")
+                                }
+                                MyPart::Nothing if p.signed_by_me => "signed by you".into(),
+                                MyPart::Nothing => "nothing for you to sign".into(),
                             };
                             println!(
-                                "{}  {} of {}: owners {}/{}  {}/{} signatures, {mine}",
-                                &p.id.to_string()[..16],
+                                "{id}  {} of {} proposed by {}: owners {}/{}  {}/{} owner signatures, {} of {} new owner(s) accepted; {mine}",
                                 p.kind,
                                 p.device_name,
+                                proposer_label(p),
                                 p.threshold,
                                 p.owners.len(),
-                                p.signed_by.len(),
-                                p.needed
+                                p.approvals,
+                                p.needed,
+                                p.new_owners.len() - p.awaiting_acceptance.len(),
+                                p.new_owners.len(),
                             );
                         }
                     }
                 }
                 OwnersCmd::Approve { proposal } => {
                     print_proposal(&profile.approve(&proposal).await?);
+                }
+                OwnersCmd::Accept { proposal } => {
+                    print_proposal(&profile.accept_proposal(&proposal).await?);
                 }
             },
         },

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use latchkey_proto::chain::{Op, OpId};
+use latchkey_proto::chain::{Chain, Op, OpBody, OpId};
 use latchkey_proto::command::RejectCode;
 use latchkey_proto::keys::DeviceId;
 use latchkey_quorum::{CachedView, Freshness, NodeOutcome, QuorumClient};
@@ -95,6 +95,11 @@ pub struct Agent {
     refresh_lock: tokio::sync::Mutex<()>,
     /// When a nudge last started a refresh (monotonic ms), so nudges cannot flood the nodes.
     last_nudge_ms: std::sync::atomic::AtomicU64,
+    /// The device directory (the agent holds its lock while it runs).
+    dir: DeviceDir,
+    /// Whether a setup secret may still be on disk (key file or claim files); cleared once a
+    /// claim in the verified chain has spent it. The lock also keeps two erasures apart.
+    setup_on_disk: Mutex<bool>,
 }
 
 impl Agent {
@@ -159,6 +164,21 @@ impl Agent {
         }
     }
 
+    /// Once the verified chain holds a claim the setup secret is spent: erases it from the key
+    /// file and deletes the claim QR, wherever the claim came from (nodes, a LAN push). Runs
+    /// after every change of the view and at start; does nothing once done.
+    pub fn spend_setup_if_claimed(&self) {
+        let mut on_disk = self.setup_on_disk.lock().unwrap_or_else(|p| p.into_inner());
+        if !*on_disk || !self.pipeline.view().chain.state().is_owned() {
+            return;
+        }
+        match crate::lifecycle::spend_setup(&self.dir, &self.device_id()) {
+            Ok(()) => *on_disk = false,
+            // Tried again after the next check of the nodes.
+            Err(e) => tracing::error!(error = %e, "erasing the spent setup secret failed"),
+        }
+    }
+
     fn retry_ms(&self) -> u64 {
         (self.knobs.timeout_ms * 3).max(5_000)
     }
@@ -201,10 +221,16 @@ impl Agent {
                             "ownership chain extended"
                         );
                     }
-                    let mut forks = checked.forks.len();
+                    // Rivals the endorsement settled count too: someone signed another history
+                    // (a leaked claim code, owners signing twice), and the owners must hear it.
+                    let mut forks = checked.forks.len() + checked.settled.len();
                     if let Some(fork) = &merged.fork {
                         forks += 1;
                         tracing::error!(seq = fork.seq, "the nodes' chain forks from the one pushed to this device");
+                    }
+                    if let Some(fork) = &merged.switched {
+                        forks += 1;
+                        tracing::error!(seq = fork.seq, "a branch this device did not endorse was replaced by the one it did");
                     }
                     match checked.freshness {
                         Freshness::Quorum { answers } => {
@@ -251,10 +277,85 @@ impl Agent {
             }
             Ok(behind)
         });
+        self.spend_setup_if_claimed();
+        self.endorse();
         match updated {
-            Ok(behind) if !behind.is_empty() => self.publish_to(&behind).await,
+            Ok(behind) if !behind.is_empty() => {
+                let _ = self.publish_to(&behind).await;
+            }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "saving the ownership view failed"),
+        }
+        self.publish_pending().await;
+    }
+
+    /// The device's countersignature (docs/PROTOCOL.md §3.3): every claim, amend-owners or
+    /// transfer of its verified chain that it has not endorsed gets an endorse op signed by the
+    /// identity key, appended to the device's own chain — durably, before any node is told —
+    /// and marked for publishing. Every verifier prefers the branch the device endorsed, so a
+    /// rival claim signed with a leaked setup key cannot fork the device away from its owners,
+    /// and the device, having endorsed a branch, never leaves it. Returns how many it made.
+    pub fn endorse(&self) -> usize {
+        if unendorsed(&self.pipeline.view().chain).is_empty() {
+            return 0;
+        }
+        // Issue time only informs people; an unset clock falls back to its high-water mark.
+        let now = self
+            .pipeline
+            .clock()
+            .now_ms()
+            .unwrap_or_else(|| self.store().clock_mark().unwrap_or(0));
+        let identity = &self.pipeline.keys().identity;
+        let made = self.pipeline.update_view(|view| -> Result<Vec<u64>> {
+            let mut made = Vec::new();
+            for seq in unendorsed(&view.chain) {
+                let Some(mut op) = view.chain.endorsement(seq, now) else {
+                    continue;
+                };
+                op.sign(identity);
+                view.chain.append(op)?;
+                made.push(seq);
+            }
+            if !made.is_empty() {
+                view.checks.unpublished = view.checks.unpublished.wrapping_add(1);
+            }
+            Ok(made)
+        });
+        match made {
+            Ok(seqs) => {
+                if !seqs.is_empty() {
+                    tracing::info!(?seqs, "endorsed the ownership changes this device accepted");
+                }
+                seqs.len()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "endorsing the ownership change failed; retried at the next check");
+                0
+            }
+        }
+    }
+
+    /// Publishes the chain to every node while it holds ops of the device's own that no node
+    /// has stored yet (an endorsement); called after every check, so it is retried until one
+    /// node takes them (nodes replicate to each other from there).
+    pub async fn publish_pending(&self) {
+        let pending = self.pipeline.view().checks.unpublished;
+        if pending == 0 {
+            return;
+        }
+        let nodes = self.quorum.nodes().to_vec();
+        if self.publish_to(&nodes).await == 0 {
+            return;
+        }
+        let cleared = self.pipeline.update_view(|view| -> Result<()> {
+            // Something made meanwhile is published by the next round.
+            if view.checks.unpublished == pending {
+                view.checks.unpublished = 0;
+            }
+            Ok(())
+        });
+        if let Err(e) = cleared {
+            tracing::error!(error = %e, "saving the ownership view failed");
         }
     }
 
@@ -281,10 +382,45 @@ impl Agent {
                         fork.seq
                     ))));
                 }
+                if let Some(rival) = report.outvoted {
+                    // A valid rival history (a claim signed with a leaked setup key, or owners
+                    // who signed two changes): it lost to the branch this device endorsed, but
+                    // its owners must hear that it exists.
+                    view.checks.forks = view.checks.forks.saturating_add(1);
+                    tracing::error!(seq = rival.seq, "ops pushed to the device are a rival history it did not endorse");
+                    return Ok(Err(PushRefused::Conflict(format!(
+                        "op {} is a rival to the one this device endorsed at that position; \
+                         the device keeps the branch it endorsed and reports the rival to its owners",
+                        rival.seq
+                    ))));
+                }
                 if let Some(e) = report.invalid {
                     return Err(PushRefused::BadOps(format!(
                         "the ops do not extend this device's verified chain: {e}"
                     )));
+                }
+                // A side op the merge could not anchor (on another branch, or past the head) is
+                // refused with the rest: all or nothing. One anchored on this spine but not kept
+                // (an ended era's revocation, a second endorsement) is valid and skipped.
+                let held: HashSet<OpId> = chain.ops().iter().map(Op::id).collect();
+                let anchored_here = |op: &Op| {
+                    op.body.is_side()
+                        && op.seq.checked_sub(1).and_then(|s| chain.spine_op(s)).map(Op::id)
+                            == Some(op.prev)
+                };
+                let unplaced = |op: &&Op| !held.contains(&op.id()) && !anchored_here(op);
+                if let Some(op) = ops.iter().find(unplaced) {
+                    return Err(PushRefused::BadOps(format!(
+                        "op {} ({}) does not extend this device's verified chain: its anchor is not on the device's branch or is past its head; fetch GET /v1/chain and build on it",
+                        op.seq,
+                        op.body.kind()
+                    )));
+                }
+                if let Some(fork) = &report.switched {
+                    // Only towards the branch this device endorsed: its own choice, but still
+                    // evidence that someone signed a rival history.
+                    view.checks.forks = view.checks.forks.saturating_add(1);
+                    tracing::error!(seq = fork.seq, "ops pushed to the device bring back the branch it endorsed");
                 }
                 view.chain = chain;
                 let state = view.chain.state();
@@ -300,6 +436,8 @@ impl Agent {
                 }
             })??;
         if pushed.added > 0 {
+            self.spend_setup_if_claimed();
+            self.endorse();
             tracing::info!(
                 seq = pushed.seq,
                 added = pushed.added,
@@ -308,7 +446,8 @@ impl Agent {
             let agent = self.clone();
             tokio::spawn(async move {
                 let nodes = agent.quorum.nodes().to_vec();
-                agent.publish_to(&nodes).await;
+                let _ = agent.publish_to(&nodes).await;
+                agent.publish_pending().await;
             });
         }
         Ok(pushed)
@@ -337,18 +476,31 @@ impl Agent {
         Some(self.pipeline.view().chain.state().seq)
     }
 
-    /// Publishes the device's whole chain (genesis and any local ops, e.g. a factory reset) to
-    /// `nodes`; a node that holds it already answers with nothing new.
-    pub async fn publish_to(&self, nodes: &[String]) {
-        let ops = self.pipeline.view().chain.ops().to_vec();
+    /// Publishes the device's whole chain (genesis and any local ops, e.g. a factory reset or
+    /// an endorsement) to `nodes`; a node that holds it already answers with nothing new.
+    /// Returns how many nodes stored it.
+    pub async fn publish_to(&self, nodes: &[String]) -> usize {
+        let (ops, seq) = {
+            let view = self.pipeline.view();
+            (view.chain.ops().to_vec(), view.chain.state().seq)
+        };
         match self.quorum.publish_to(&self.device_id(), &ops, nodes).await {
-            Ok(report) => tracing::info!(
-                acked = report.acked.len(),
-                failed = report.failed.len(),
-                seq = ops.len() - 1,
-                "published the ownership chain"
-            ),
-            Err(e) => tracing::warn!(error = %e, "publishing the ownership chain failed"),
+            Ok(report) => {
+                tracing::info!(
+                    acked = report.acked.len(),
+                    failed = report.failed.len(),
+                    seq,
+                    "published the ownership chain"
+                );
+                report.acked.len()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing the ownership chain failed");
+                match e {
+                    latchkey_quorum::Error::NotEnoughAcks { acks, .. } => acks,
+                    _ => 0,
+                }
+            }
         }
     }
 
@@ -372,6 +524,24 @@ impl Agent {
             tracing::warn!(error = %e, "pruning relay duplicates failed");
         }
     }
+}
+
+/// The claims, amend-owners and transfers at the end of the spine that the device has not
+/// endorsed, newest first. The walk back stops at the first op already endorsed or signed by
+/// the identity key itself (genesis, rotate-keys, factory-reset): everything before it was
+/// settled then, so each op is endorsed once.
+fn unendorsed(chain: &Chain) -> Vec<u64> {
+    chain
+        .spine()
+        .rev()
+        .take_while(|op| {
+            matches!(
+                op.body,
+                OpBody::Claim(_) | OpBody::AmendOwners(_) | OpBody::Transfer(_)
+            ) && !chain.is_endorsed(op.seq)
+        })
+        .map(|op| op.seq)
+        .collect()
 }
 
 /// What `POST /v1/ops` did.
@@ -409,6 +579,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 pub fn load(dir: &DeviceDir) -> Result<(Agent, Config)> {
     let config = Config::load(&dir.config_path())?;
     let keys = dir.read_keys()?;
+    let setup_on_disk = keys.setup.is_some() || !dir.claim_files().is_empty();
     let store = Arc::new(Store::open(&dir.db_path())?);
     let clock = SystemClock {
         trusted: config.window.trust_clock,
@@ -416,7 +587,15 @@ pub fn load(dir: &DeviceDir) -> Result<(Agent, Config)> {
     let mut view = match View::load(&store)? {
         Some(view) => view,
         None => {
-            let genesis = keys.genesis(&config.name, clock.now_ms().unwrap_or(0))?;
+            // Only a device never claimed can rebuild its genesis: it needs the setup key.
+            let full = keys.to_device_keys().ok_or_else(|| {
+                Error::NoChain(format!(
+                    "{} holds no ownership chain and the device's setup key is spent; restore state.db from a backup, or run `latchkeyd reset --dir {}` (it fetches the chain from the nodes)",
+                    dir.db_path().display(),
+                    dir.root().display()
+                ))
+            })?;
+            let genesis = full.genesis(&config.name, clock.now_ms().unwrap_or(0))?;
             let view = View::new(latchkey_proto::chain::Chain::from_genesis(genesis)?);
             view.save(&store)?;
             view
@@ -468,6 +647,8 @@ pub fn load(dir: &DeviceDir) -> Result<(Agent, Config)> {
         recent: Mutex::new(RecentSet::new(RECENT_ENVELOPES)),
         refresh_lock: tokio::sync::Mutex::new(()),
         last_nudge_ms: std::sync::atomic::AtomicU64::new(0),
+        dir: dir.clone(),
+        setup_on_disk: Mutex::new(setup_on_disk),
     };
     Ok((agent, config))
 }
@@ -531,6 +712,9 @@ pub async fn start(dir: &Path) -> Result<RunningAgent> {
     let lock = dir.lock()?;
     let (agent, config) = load(&dir)?;
     let agent = Arc::new(agent);
+    // Claimed while the agent was stopped, or before it could erase the secret or endorse.
+    agent.spend_setup_if_claimed();
+    agent.endorse();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Bind {
@@ -561,7 +745,7 @@ pub async fn start(dir: &Path) -> Result<RunningAgent> {
         let audit_keep = config.audit_keep;
         tasks.push(tokio::spawn(async move {
             let nodes = agent.quorum.sample(agent.knobs.publish_to, &mut OsRng);
-            agent.publish_to(&nodes).await;
+            let _ = agent.publish_to(&nodes).await;
             loop {
                 agent.refresh().await;
                 agent.housekeeping(audit_keep);

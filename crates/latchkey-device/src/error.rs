@@ -21,6 +21,11 @@ pub enum Error {
     Locked(PathBuf),
     #[error("{path} is readable by other users (mode {mode:o}); run `chmod 600 {path}` and keep it owned by the agent's user")]
     KeyFileExposed { path: PathBuf, mode: u32 },
+    #[error("{path} does not hold a device's keys ({why}); restore it from a backup of the device directory, or `latchkeyd init` a new device elsewhere")]
+    BadKeyFile {
+        path: PathBuf,
+        why: latchkey_proto::Error,
+    },
     #[error("config {path}: {why}")]
     Config { path: PathBuf, why: String },
     #[error("invalid option: {0}")]
@@ -35,6 +40,8 @@ pub enum Error {
     Quorum(#[from] latchkey_quorum::Error),
     #[error("the stored ownership chain does not verify ({0}); the database was altered: restore it or factory-reset the device")]
     CorruptChain(latchkey_proto::Error),
+    #[error("{0}")]
+    NoChain(String),
     #[error("claim QR code: {0}")]
     Qr(String),
     #[error("the audit log does not verify at entry {seq}: {why}")]

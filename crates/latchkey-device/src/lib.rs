@@ -24,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod keyfile;
 pub mod lifecycle;
 pub mod mdns;
 pub mod pipeline;

@@ -19,6 +19,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{ActionConfig, Config, Driver, QuorumKnobs, WindowKnobs};
 use crate::error::{Error, Result};
 use crate::files::DeviceDir;
+use crate::keyfile::{key_file_of, DeviceSecrets};
 use crate::store::Store;
 use crate::view::View;
 
@@ -110,7 +111,7 @@ pub fn init(opts: &InitOptions) -> Result<ClaimReport> {
     }
     let _lock = dir.lock()?;
     let keys = DeviceKeys::generate(&mut rand_core::OsRng);
-    dir.create_key_file(&keys)?;
+    dir.create_key_file(&key_file_of(&keys))?;
     dir.write_private(crate::files::CONFIG_FILE, config.to_toml().as_bytes())?;
     let store = Store::open(&dir.db_path())?;
     let now = SystemClock {
@@ -156,28 +157,44 @@ pub async fn reset(dir: &std::path::Path) -> Result<ResetReport> {
         trusted: config.window.trust_clock,
     };
     let now = clock.now_ms();
-    let mut view = match View::load(&store)? {
-        Some(v) => v,
-        None => View::new(Chain::from_genesis(
-            keys.genesis(&config.name, now.unwrap_or(0))?,
-        )?),
-    };
-    let DeviceKeys { identity, kem, .. } = keys;
-    let device = view.chain.device();
+    let device = keys.device_id();
     let quorum = QuorumClient::new(config.nodes.clone(), config.quorum.quorum_config())?;
-    // Extend the newest chain the nodes know, so the reset does not fork it.
-    let cached = CachedView {
+    let stored = View::load(&store)?;
+    let cached = stored.as_ref().map(|view| CachedView {
         chain: view.chain.clone(),
         verified_at_ms: view.checks.last_quorum_ms.unwrap_or(0),
+    });
+    // Extend the newest chain the nodes know, so the reset does not fork it.
+    let checked = quorum
+        .check(&device, cached.as_ref(), now.unwrap_or(0), &mut OsRng)
+        .await;
+    let mut view = match (stored, checked) {
+        (Some(mut view), Ok(checked)) => {
+            // Fork choice included: a branch the device endorsed stays.
+            view.chain.merge(checked.chain.ops());
+            view
+        }
+        (Some(view), Err(e)) => {
+            tracing::warn!(error = %e, "nodes unreachable; resetting from the cached chain");
+            view
+        }
+        (None, Ok(checked)) => View::new(checked.chain),
+        // Only a device never claimed can rebuild its genesis: it needs the setup key.
+        (None, Err(e)) => match keys.to_device_keys() {
+            Some(full) => View::new(Chain::from_genesis(
+                full.genesis(&config.name, now.unwrap_or(0))?,
+            )?),
+            None => {
+                return Err(Error::NoChain(format!(
+                    "no ownership chain is stored and no node gave one ({e}); reset again when the nodes are reachable"
+                )))
+            }
+        },
     };
-    match quorum
-        .check(&device, Some(&cached), now.unwrap_or(0), &mut OsRng)
-        .await
-    {
-        Ok(checked) if checked.chain.len() > view.chain.len() => view.chain = checked.chain,
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "nodes unreachable; resetting from the cached chain"),
+    if view.chain.device() != device {
+        return Err(Error::CorruptChain(latchkey_proto::Error::DeviceIdMismatch));
     }
+    let DeviceSecrets { identity, kem, .. } = keys;
     let setup = SigningKey::generate(&mut rand_core::OsRng);
     let mut op = view.chain.propose(
         now.unwrap_or(0),
@@ -195,7 +212,7 @@ pub async fn reset(dir: &std::path::Path) -> Result<ResetReport> {
     };
     // The key file first: if the chain were saved first and the key write failed, no one could
     // claim the device until another reset.
-    dir.replace_key_file(&keys)?;
+    dir.replace_key_file(&key_file_of(&keys))?;
     view.save(&store)?;
     let published = quorum
         .publish(&device, view.chain.ops(), &mut OsRng)
@@ -208,6 +225,32 @@ pub async fn reset(dir: &std::path::Path) -> Result<ResetReport> {
         seq,
         published,
     })
+}
+
+/// What `latchkeyd status` says of a claimed device's setup code: the secret is gone.
+pub const SETUP_SPENT: &str = "claimed; no setup code exists";
+
+/// Drops the setup key and the claim files of a device whose verified chain holds a claim
+/// (docs/SECURITY.md, "The setup secret after a claim"). Call it under the directory's lock.
+pub fn spend_setup(dir: &DeviceDir, device: &DeviceId) -> Result<()> {
+    if dir.spend_setup(device)? {
+        tracing::info!("the device is claimed: its setup secret and claim QR are erased");
+    }
+    Ok(())
+}
+
+fn setup_code_words(dir: &DeviceDir, chain: &Chain, keys: &DeviceSecrets) -> String {
+    let on_disk = !dir.claim_files().is_empty() || keys.setup.is_some();
+    match (chain.state().is_owned(), on_disk) {
+        (true, false) => SETUP_SPENT.into(),
+        (true, true) => "claimed; the spent setup code is still on disk until the agent runs (`latchkeyd run`) and erases it".into(),
+        (false, _) if keys.setup.is_none() => "unclaimed, but the key file holds no setup key: run `latchkeyd reset` for a new claim code".into(),
+        (false, _) => format!(
+            "unclaimed; the claim code is in {} and {}",
+            dir.claim_txt().display(),
+            dir.claim_png().display()
+        ),
+    }
 }
 
 /// `latchkeyd status`, as JSON or for people.
@@ -227,6 +270,8 @@ pub struct StatusReport {
     pub epoch: String,
     /// False when the key file's setup key is not the one the chain expects (rerun `reset`).
     pub setup_key_matches: bool,
+    /// Where the setup code stands, in words: [`SETUP_SPENT`] once the device is claimed.
+    pub setup_code: String,
     pub freshness: FreshnessReport,
     pub clock: ClockReport,
     pub live_check: Option<LiveCheck>,
@@ -265,6 +310,8 @@ pub struct FreshnessReport {
     pub needed: usize,
     pub problem: Option<String>,
     pub forks: usize,
+    /// The device's own endorsement is not stored by any node yet (retried at every check).
+    pub endorsement_unpublished: bool,
 }
 
 /// The wall clock against the durable high-water mark of time.
@@ -300,12 +347,20 @@ pub async fn status(dir: &std::path::Path, check: bool) -> Result<StatusReport> 
     if !dir.is_initialised() {
         return Err(Error::NotInitialised(dir.root().to_owned()));
     }
-    let agent_running = matches!(dir.lock(), Err(Error::Locked(_)));
+    let lock = dir.lock();
+    let agent_running = matches!(lock, Err(Error::Locked(_)));
     let config = Config::load(&dir.config_path())?;
-    let keys = dir.read_keys()?;
     let store = Store::open(&dir.db_path())?;
     let mut view = View::load(&store)?
         .ok_or_else(|| Error::CorruptChain(latchkey_proto::Error::MissingGenesis))?;
+    // A claim the agent learnt but had no chance to act on (it was stopped in between, or the
+    // key file is of an older version): the secret is spent, so it goes now.
+    if lock.is_ok() && view.chain.state().is_owned() {
+        spend_setup(&dir, &view.chain.device())?;
+    }
+    drop(lock);
+    let keys = dir.read_keys()?;
+    let setup_code = setup_code_words(&dir, &view.chain, &keys);
     let clock = SystemClock {
         trusted: config.window.trust_clock,
     };
@@ -402,7 +457,8 @@ pub async fn status(dir: &std::path::Path, check: bool) -> Result<StatusReport> 
         seq: state.seq,
         head: state.head.to_string(),
         epoch: state.epoch.to_string(),
-        setup_key_matches: state.setup.is_none_or(|s| s == keys.setup.public_key()),
+        setup_key_matches: state.setup.is_none_or(|s| Some(s) == keys.setup_public()),
+        setup_code,
         freshness: FreshnessReport {
             stale: view.mark(ticks, max_age_ms).stale,
             last_quorum_age_s: age(view.checks.last_quorum_ms),
@@ -417,6 +473,7 @@ pub async fn status(dir: &std::path::Path, check: bool) -> Result<StatusReport> 
             needed: view.checks.last_needed,
             problem: view.checks.last_problem.clone(),
             forks: view.checks.forks,
+            endorsement_unpublished: view.checks.unpublished != 0,
         },
         clock: clock_report,
         live_check,

@@ -252,6 +252,7 @@ fn print_status(s: &StatusReport) {
             "not running"
         }
     );
+    println!("setup    {}", s.setup_code);
     if s.claimed {
         println!("owners   {} (threshold {})", s.owners.len(), s.threshold);
         for o in &s.owners {
@@ -322,9 +323,12 @@ fn print_status(s: &StatusReport) {
     }
     if f.forks > 0 {
         println!(
-            "ALARM    {} fork(s): two valid ownership histories exist",
+            "ALARM    {} fork(s): two valid ownership histories exist; the device keeps its own (the one it endorsed) — owners: find out who signed the other (a leaked claim code, or owners signing two changes)",
             f.forks
         );
+    }
+    if f.endorsement_unpublished {
+        println!("endorse  the device's endorsement of its owners is not on any node yet; retried at every check");
     }
     if let Some(c) = &s.live_check {
         match (&c.problem, c.seq) {

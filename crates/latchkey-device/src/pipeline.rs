@@ -33,7 +33,6 @@ use latchkey_proto::command::{
     self, Authorization, Command, CommandId, Outcome, RejectCode, ReplyTo, Response,
     MAX_RESPONSE_BODY,
 };
-use latchkey_proto::device::DeviceKeys;
 use latchkey_proto::envelope::{self, Responder, MAX_SEALED_COMMAND};
 use latchkey_proto::grant::GrantId;
 use latchkey_proto::keys::{DeviceId, PublicKey};
@@ -50,6 +49,7 @@ use crate::audit::{
 use crate::audit_log::{EraInfo, PruneReport};
 use crate::clock::{utc_minute, Clock};
 use crate::config::AUDIT_ACTION;
+use crate::keyfile::DeviceSecrets;
 use crate::store::{Accepted, RunningEntry, Store, Strike};
 use crate::tally::{Disposition, RefusalTally};
 use crate::view::View;
@@ -217,7 +217,8 @@ impl Authorized {
 /// The pipeline. `C` is the clock, `R` the randomness for challenges and sealing.
 #[derive(Debug)]
 pub struct Pipeline<C, R> {
-    keys: DeviceKeys,
+    /// Without the setup key: commands never need it, and the agent spends it from disk.
+    keys: DeviceSecrets,
     device: DeviceId,
     clock: C,
     rng: Mutex<R>,
@@ -239,7 +240,7 @@ pub struct Pipeline<C, R> {
 
 impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
     pub fn new(
-        keys: DeviceKeys,
+        keys: impl Into<DeviceSecrets>,
         clock: C,
         rng: R,
         store: Arc<Store>,
@@ -250,6 +251,7 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             tracing::error!(error = %e, "reading the clock mark failed; starting from none");
             0
         });
+        let keys = keys.into().without_setup();
         let era = EraInfo::of(&view.chain);
         let pipeline = Pipeline {
             device: keys.device_id(),
@@ -273,7 +275,7 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
     pub fn device_id(&self) -> DeviceId {
         self.device
     }
-    pub fn keys(&self) -> &DeviceKeys {
+    pub fn keys(&self) -> &DeviceSecrets {
         &self.keys
     }
     pub fn store(&self) -> &Arc<Store> {

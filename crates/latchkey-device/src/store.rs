@@ -109,22 +109,39 @@ impl Store {
         Chain::verify(ops).map(Some).map_err(Error::CorruptChain)
     }
 
-    /// Stores the ops of `chain` this store does not hold yet (the chain only grows; a local
-    /// reset extends it like any op).
+    /// Stores `chain` as [`Chain::ops`] lists it. The `seq` column is the op's position in that
+    /// list, not its sequence number: side ops (revocations, endorsements) share their anchor's
+    /// successor's number, are inserted mid-list and dropped when an era ends, and a fork choice
+    /// can replace a branch. A pure extension appends; any other change rewrites the list, in
+    /// one transaction either way. Returns how many rows were written.
     pub fn save_chain(&self, chain: &Chain) -> Result<usize> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let held: u64 = tx.query_row("SELECT COUNT(*) FROM ops", [], |r| r.get(0))?;
-        let mut added = 0;
-        for op in chain.ops().iter().skip(held as usize) {
+        let held: Vec<Vec<u8>> = {
+            let mut stmt = tx.prepare("SELECT op FROM ops ORDER BY seq")?;
+            let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let ops = chain.ops();
+        let extends = held.len() <= ops.len()
+            && held
+                .iter()
+                .zip(ops)
+                .all(|(stored, op)| *stored == op.to_bytes());
+        let from = if extends {
+            held.len()
+        } else {
+            tx.execute("DELETE FROM ops", [])?;
+            0
+        };
+        for (pos, op) in ops.iter().enumerate().skip(from) {
             tx.execute(
                 "INSERT INTO ops (seq, op) VALUES (?1, ?2)",
-                params![op.seq as i64, op.to_bytes()],
+                params![pos as i64, op.to_bytes()],
             )?;
-            added += 1;
         }
         tx.commit()?;
-        Ok(added)
+        Ok(ops.len() - from)
     }
 
     // --- small settings and status ---
@@ -516,6 +533,13 @@ mod tests {
         assert_eq!(s.save_chain(&d.chain).unwrap(), 0);
         let back = s.load_chain().unwrap().unwrap();
         assert_eq!(back.head(), d.chain.head());
+        // Another branch from the genesis replaces the stored one instead of mixing with it.
+        let mut other = TestDevice::new(3, "door");
+        other.claim(&[&person(2)], 1);
+        assert_eq!(s.save_chain(&other.chain).unwrap(), 2);
+        let back = s.load_chain().unwrap().unwrap();
+        assert_eq!(back.head(), other.chain.head());
+        assert_eq!(s.save_chain(&d.chain).unwrap(), 2);
         // An altered op in the database is refused on load.
         let op: Vec<u8> = s
             .conn()

@@ -43,6 +43,10 @@ pub struct CheckLog {
     /// Up-time without a quorum carried over from earlier boots (owners' bound only).
     #[serde(default)]
     pub carried: Option<Carried>,
+    /// Nonzero while ops the device made itself (endorsements) wait for a node to store them;
+    /// bumped by each new one, so a publish that started before it does not clear it.
+    #[serde(default)]
+    pub unpublished: u64,
 }
 
 /// Up-time since the last quorum that happened in an earlier boot: `age_ms` at `since_ms`

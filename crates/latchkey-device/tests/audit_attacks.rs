@@ -297,7 +297,8 @@ fn after_a_transfer_the_new_owners_see_nothing_before_it() {
             owners: vec![new_owner.public_key()],
             threshold: 1,
         }),
-        &[&old_owner],
+        // The recipient signs too: new owners prove they hold their keys.
+        &[&old_owner, &new_owner],
     );
     f.pipeline
         .set_view(confirmed_view(&f.device, &f.clock))

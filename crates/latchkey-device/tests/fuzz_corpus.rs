@@ -14,6 +14,7 @@ use latchkey_device::audit::{
     build_page, verify_entries, ArgsDigest, AuditBody, AuditEntry, AuditRecord, EraCause, EraStart,
     Pruned, RefusalClass, RefusalCount, RefusalSummary, Running, SignedEntry, Stage, Via, ViewMark,
 };
+use latchkey_device::keyfile::{key_file_of, DeviceSecrets};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::CommandId;
 
@@ -39,7 +40,41 @@ fn every_corpus_file_replays_without_panicking() {
             total += 1;
         }
     }
-    assert!(total >= 4);
+    assert!(total >= 7);
+}
+
+/// Seeds for `key_file`: an old (version 1) file, and version 2 with and without a setup key.
+fn key_file_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let d = latchkey_testkit::TestDevice::new(9, "fuzz");
+    let full = key_file_of(&d.keys).to_vec();
+    let spent = DeviceSecrets::from_bytes(&full)
+        .unwrap()
+        .without_setup()
+        .to_bytes()
+        .to_vec();
+    vec![
+        ("seed-v1", d.keys.to_secret_bytes().to_vec()),
+        ("seed-v2-setup", full),
+        ("seed-v2-spent", spent),
+    ]
+}
+
+#[test]
+fn key_file_seeds_load() {
+    for (name, bytes) in key_file_seeds() {
+        DeviceSecrets::from_bytes(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        fuzz_entries::key_file(&bytes);
+    }
+}
+
+#[test]
+#[ignore = "writes the key file seeds; run by hand"]
+fn write_key_file_seeds() {
+    let dir = corpus_root().join("key_file");
+    fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in key_file_seeds() {
+        fs::write(dir.join(name), bytes).unwrap();
+    }
 }
 
 /// Seeds: an era marker, then entries of every kind covering every stage and option, and

@@ -1,5 +1,6 @@
 //! Property tests of the audit log's codec and chain: any entry round-trips, arbitrary bytes
-//! never panic the decoders, and any single flipped bit of a stored run is detected.
+//! never panic the decoders, and any single flipped bit of a stored run is detected. And the
+//! key file: any cut or changed byte either is refused or loads to keys that write back.
 
 use latchkey_device::audit::{
     verify_entries, ArgsDigest, AuditBody, AuditEntry, AuditPage, AuditRecord, EraCause, EraStart,
@@ -144,5 +145,55 @@ proptest! {
             run[which] = e;
             prop_assert!(verify_entries(&run, &key().public_key(), None).is_err());
         }
+    }
+}
+
+fn key_file_bytes(with_setup: bool) -> Vec<u8> {
+    let d = latchkey_testkit::TestDevice::new(5, "door");
+    let full = latchkey_device::keyfile::DeviceSecrets::from(
+        latchkey_proto::device::DeviceKeys::from_secret_bytes(&d.keys.to_secret_bytes()).unwrap(),
+    );
+    if with_setup {
+        full.to_bytes().to_vec()
+    } else {
+        full.without_setup().to_bytes().to_vec()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn a_damaged_key_file_is_refused_or_loads_consistently(
+        with_setup in any::<bool>(),
+        cut in proptest::option::of(0usize..3100),
+        at in 0usize..3100,
+        byte in any::<u8>(),
+        extra in proptest::collection::vec(any::<u8>(), 0..40),
+    ) {
+        use latchkey_device::keyfile::{DeviceSecrets, MAX_KEY_FILE};
+        let mut bytes = key_file_bytes(with_setup);
+        let len = bytes.len();
+        bytes[at % len] = byte;
+        if let Some(cut) = cut {
+            bytes.truncate(cut.min(len));
+        }
+        bytes.extend_from_slice(&extra);
+        // Refusing is fine; what loads must write back and load the same.
+        if let Ok(keys) = DeviceSecrets::from_bytes(&bytes) {
+            prop_assert!(bytes.len() <= MAX_KEY_FILE);
+            let again = keys.to_bytes();
+            if bytes[0] == 2 {
+                prop_assert_eq!(&again[..], &bytes[..]);
+            }
+            let back = DeviceSecrets::from_bytes(&again).unwrap();
+            prop_assert_eq!(back.setup_public(), keys.setup_public());
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_key_file_decoder(
+        bytes in proptest::collection::vec(any::<u8>(), 0..4000),
+    ) {
+        let _ = latchkey_device::keyfile::DeviceSecrets::from_bytes(&bytes);
     }
 }

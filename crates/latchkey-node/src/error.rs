@@ -24,6 +24,8 @@ pub enum Error {
     },
     #[error("the database was written by a newer node (schema {found}, this build knows {known}); update the node")]
     SchemaTooNew { found: i64, known: i64 },
+    #[error("the database holds chains of an earlier protocol (schema {found}, this build knows {known}); move it aside and start with a new --db file: the node re-syncs from its peers")]
+    SchemaTooOld { found: i64, known: i64 },
     #[error("cannot listen on {addr}: {source}; is another process using the port?")]
     Bind {
         addr: std::net::SocketAddr,

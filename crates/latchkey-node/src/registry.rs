@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use latchkey_proto::chain::{Chain, ForkEvidence, Op, OpId, OpList};
+use latchkey_proto::chain::{Chain, ForkEvidence, Op, OpBody, OpId, OpList};
 use latchkey_proto::codec::{Codec, Writer};
 use latchkey_proto::keys::DeviceId;
 use tokio::sync::RwLock;
@@ -78,16 +78,66 @@ pub enum Refusal {
         if *recorded { "recorded both as evidence (GET .../forks)" } else { "already holds the most evidence it keeps for this device" }
     )]
     Fork { seq: u64, recorded: bool },
+    #[error(
+        "op {seq} is a revocation or endorsement anchored on an op this node does not hold at \
+         that position (another branch of the chain); send the whole chain from genesis"
+    )]
+    UnknownAnchor { seq: u64 },
     #[error("{0}")]
     Storage(Error),
 }
 
 enum Step {
-    Added(usize),
-    Gap { have: u64, first: u64 },
+    /// The chain took ops (possibly none): write `changes`, then answer. A fork may have been
+    /// seen on the way (evidence to record; the post is then refused as a fork).
+    Merged {
+        added: usize,
+        changes: Changes,
+        evidence: Option<(Box<ForkEvidence>, bool)>,
+        unanchored: Option<u64>,
+    },
+    Gap {
+        have: u64,
+        first: u64,
+    },
     Invalid(latchkey_proto::Error),
-    Fork(Box<ForkEvidence>),
     KnownFork(u64),
+}
+
+/// What to write for a merge: new rows, and ids of ops the chain no longer holds.
+#[derive(Default)]
+struct Changes {
+    rows: Vec<OpRow>,
+    removed: Vec<[u8; 32]>,
+}
+
+impl Changes {
+    fn between(before: &[OpId], chain: &Chain) -> Changes {
+        let before_set: HashSet<&OpId> = before.iter().collect();
+        let after = chain.op_ids();
+        let after_set: HashSet<&OpId> = after.iter().collect();
+        let rows = chain
+            .ops()
+            .iter()
+            .zip(&after)
+            .filter(|(_, id)| !before_set.contains(id))
+            .map(|(op, id)| OpRow {
+                seq: op.seq,
+                id: id.0,
+                bytes: op.to_bytes(),
+            })
+            .collect();
+        let removed = before
+            .iter()
+            .filter(|id| !after_set.contains(id))
+            .map(|id| id.0)
+            .collect();
+        Changes { rows, removed }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.removed.is_empty()
+    }
 }
 
 /// The node's chains.
@@ -220,10 +270,10 @@ impl Registry {
         Ok(Some(f(&loaded.chain, loaded.fork_ids.len())))
     }
 
-    /// The `OpList` encoding of the main chain's ops with seq ≥ `from` (at most what one list
-    /// may hold; a client asks again from where it ended).
+    /// The `OpList` encoding of the spine ops with seq ≥ `from` and every side op (at most what
+    /// one list may hold; a client asks again from where it ended).
     pub async fn ops_from(&self, device: DeviceId, from: u64) -> Result<Option<Vec<u8>>> {
-        self.with_chain(device, |chain, _| encode_ops(chain.ops(), from))
+        self.with_chain(device, |chain, _| encode_ops(&chain.ops_from(from)))
             .await
     }
 
@@ -262,14 +312,18 @@ impl Registry {
                 found: op.device,
             });
         }
-        let first_seq = first.seq;
-        for (i, op) in ops.iter().enumerate() {
-            let expected = first_seq.saturating_add(i as u64);
-            if op.seq != expected {
-                return Err(Refusal::Invalid(latchkey_proto::Error::WrongSequence {
-                    expected,
-                    found: op.seq,
-                }));
+        let _ = first;
+        // The spine ops of a list are consecutive; side ops go anywhere after their anchor.
+        let mut spine = ops.iter().filter(|op| !op.body.is_side());
+        if let Some(first_spine) = spine.next() {
+            for (i, op) in spine.enumerate() {
+                let expected = first_spine.seq.saturating_add(i as u64 + 1);
+                if op.seq != expected {
+                    return Err(Refusal::Invalid(latchkey_proto::Error::WrongSequence {
+                        expected,
+                        found: op.seq,
+                    }));
+                }
             }
         }
 
@@ -282,94 +336,94 @@ impl Registry {
         let (back, step) = tokio::task::spawn_blocking(move || merge_into(current, ops))
             .await
             .map_err(|e| Refusal::Storage(e.into()))?;
-        match step {
-            Step::Added(0) => {
-                let loaded = back.expect("a held chain comes back");
-                let accepted = accepted(&loaded.chain, 0);
-                *guard = Some(loaded);
-                Ok(accepted)
-            }
-            Step::Added(added) => {
-                let loaded = back.expect("an extended chain comes back");
-                let ops = loaded.chain.ops();
-                let rows: Vec<OpRow> = ops[ops.len() - added..]
-                    .iter()
-                    .map(|op| OpRow {
-                        seq: op.seq,
-                        id: op.id().0,
-                        bytes: op.to_bytes(),
-                    })
-                    .collect();
-                let now = store::now_ms();
-                let write = self
-                    .store
-                    .write(move |c| store::insert_ops(c, &device, &rows, now))
-                    .await;
-                if let Err(e) = write {
-                    // Nothing was stored: forget the cached extension.
-                    *guard = None;
-                    return Err(Refusal::Storage(e));
-                }
-                let accepted = accepted(&loaded.chain, added);
-                *guard = Some(loaded);
-                let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-                if known.insert(device) {
-                    self.metrics
-                        .devices
-                        .store(known.len() as u64, Ordering::Relaxed);
-                }
-                drop(known);
-                metrics::add(&self.metrics.ops_accepted, added as u64);
-                Ok(accepted)
-            }
-            Step::Fork(evidence) => {
-                let mut loaded = back.expect("a held chain comes back");
-                let seq = evidence.seq;
-                let theirs_id = evidence.theirs.id();
-                let mut recorded = false;
-                if loaded.fork_ids.len() < self.max_forks {
-                    let ours = evidence.ours.to_bytes();
-                    let theirs = evidence.theirs.to_bytes();
-                    let now = store::now_ms();
-                    let write = self
-                        .store
-                        .write(move |c| {
-                            store::insert_fork(c, &device, seq, &theirs_id.0, &ours, &theirs, now)
-                        })
-                        .await;
-                    match write {
-                        Ok(new) => {
-                            if new {
-                                metrics::inc(&self.metrics.forks);
-                            }
-                            loaded.fork_ids.insert(theirs_id);
-                            recorded = true;
-                        }
-                        Err(e) => {
-                            *guard = Some(loaded);
-                            return Err(Refusal::Storage(e));
-                        }
-                    }
-                }
-                tracing::warn!(%device, seq, recorded, "fork: a different valid op at a held position");
-                *guard = Some(loaded);
-                Err(Refusal::Fork { seq, recorded })
-            }
+        let (added, changes, evidence, unanchored) = match step {
+            Step::Merged {
+                added,
+                changes,
+                evidence,
+                unanchored,
+            } => (added, changes, evidence, unanchored),
             Step::KnownFork(seq) => {
                 *guard = back;
-                Err(Refusal::Fork {
+                return Err(Refusal::Fork {
                     seq,
                     recorded: true,
-                })
+                });
             }
             Step::Invalid(e) => {
                 *guard = back;
-                Err(Refusal::Invalid(e))
+                return Err(Refusal::Invalid(e));
             }
             Step::Gap { have, first } => {
                 *guard = back;
-                Err(Refusal::Gap { have, first })
+                return Err(Refusal::Gap { have, first });
             }
+        };
+        let mut loaded = back.expect("a merged chain comes back");
+        if !changes.is_empty() {
+            let now = store::now_ms();
+            let write = self
+                .store
+                .write(move |c| store::update_ops(c, &device, &changes.rows, &changes.removed, now))
+                .await;
+            if let Err(e) = write {
+                // Nothing was stored: forget the cached change.
+                *guard = None;
+                return Err(Refusal::Storage(e));
+            }
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            if known.insert(device) {
+                self.metrics
+                    .devices
+                    .store(known.len() as u64, Ordering::Relaxed);
+            }
+            drop(known);
+            metrics::add(&self.metrics.ops_accepted, added as u64);
+        }
+        let mut refusal = None;
+        if let Some((evidence, refuse)) = evidence {
+            let seq = evidence.seq;
+            let theirs_id = evidence.theirs.id();
+            let mut recorded = loaded.fork_ids.contains(&theirs_id);
+            if !recorded && loaded.fork_ids.len() < self.max_forks {
+                let ours = evidence.ours.to_bytes();
+                let theirs = evidence.theirs.to_bytes();
+                let now = store::now_ms();
+                let write = self
+                    .store
+                    .write(move |c| {
+                        store::insert_fork(c, &device, seq, &theirs_id.0, &ours, &theirs, now)
+                    })
+                    .await;
+                match write {
+                    Ok(new) => {
+                        if new {
+                            metrics::inc(&self.metrics.forks);
+                        }
+                        loaded.fork_ids.insert(theirs_id);
+                        recorded = true;
+                    }
+                    Err(e) => {
+                        *guard = Some(loaded);
+                        return Err(Refusal::Storage(e));
+                    }
+                }
+            }
+            tracing::warn!(%device, seq, recorded, refused = refuse, "fork: a different valid op at a held position");
+            if refuse {
+                refusal = Some(Refusal::Fork { seq, recorded });
+            }
+        }
+        if refusal.is_none() && added == 0 {
+            if let Some(seq) = unanchored {
+                refusal = Some(Refusal::UnknownAnchor { seq });
+            }
+        }
+        let accepted = accepted(&loaded.chain, added);
+        *guard = Some(loaded);
+        match refusal {
+            Some(refusal) => Err(refusal),
+            None => Ok(accepted),
         }
     }
 }
@@ -397,44 +451,53 @@ fn evict(map: &mut HashMap<DeviceId, Arc<Slot>>, cap: usize) {
     }
 }
 
-/// Verifies `ops` (consecutive) against `loaded` with `Chain::merge`, as a client would.
-/// Returns the chain to keep in the cache (`None` when it must be reloaded from disk) and
-/// what happened.
+/// Verifies `ops` against `loaded` with `Chain::merge`, as a client would. Returns the chain to
+/// keep in the cache (`None` when it must be reloaded from disk) and what happened.
 fn merge_into(loaded: Option<Loaded>, ops: Vec<Op>) -> (Option<Loaded>, Step) {
-    let first_seq = ops[0].seq;
-    let Some(mut loaded) = loaded else {
-        if first_seq != 0 {
-            return (
-                None,
-                Step::Gap {
-                    have: 0,
-                    first: first_seq,
-                },
-            );
+    // Where the list starts: its first spine op, or the anchor of its first side op.
+    let first_seq = ops
+        .iter()
+        .map(|op| {
+            if op.body.is_side() {
+                op.seq.saturating_sub(1)
+            } else {
+                op.seq
+            }
+        })
+        .min()
+        .expect("not empty");
+    let (mut loaded, before, ops) = match loaded {
+        Some(loaded) => {
+            let before = loaded.chain.op_ids();
+            (loaded, before, ops)
         }
-        let mut iter = ops.into_iter();
-        let genesis = iter.next().expect("not empty");
-        let chain = match Chain::from_genesis(genesis) {
-            Ok(chain) => chain,
-            Err(e) => return (None, Step::Invalid(e)),
-        };
-        let mut loaded = Loaded {
-            chain,
-            fork_ids: HashSet::new(),
-        };
-        let rest: Vec<Op> = iter.collect();
-        if rest.is_empty() {
-            return (Some(loaded), Step::Added(1));
+        None => {
+            if first_seq != 0 || ops[0].seq != 0 || ops[0].body.is_side() {
+                return (
+                    None,
+                    Step::Gap {
+                        have: 0,
+                        first: first_seq,
+                    },
+                );
+            }
+            let mut iter = ops.into_iter();
+            let genesis = iter.next().expect("not empty");
+            let chain = match Chain::from_genesis(genesis) {
+                Ok(chain) => chain,
+                Err(e) => return (None, Step::Invalid(e)),
+            };
+            let loaded = Loaded {
+                chain,
+                fork_ids: HashSet::new(),
+            };
+            (loaded, Vec::new(), iter.collect())
         }
-        let report = loaded.chain.merge(&rest);
-        if let Some(e) = report.invalid {
-            return (None, Step::Invalid(e));
-        }
-        return (Some(loaded), Step::Added(1 + report.added));
     };
 
     let len = loaded.chain.len() as u64;
-    if first_seq > len {
+    let brings_next = ops.iter().any(|op| !op.body.is_side() && op.seq == len);
+    if !before.is_empty() && (first_seq > len || (first_seq == len && !brings_next)) {
         return (
             Some(loaded),
             Step::Gap {
@@ -443,35 +506,61 @@ fn merge_into(loaded: Option<Loaded>, ops: Vec<Op>) -> (Option<Loaded>, Step) {
             },
         );
     }
-    // A fork already on record is answered without verifying it again.
-    for op in ops.iter().take_while(|op| op.seq < len) {
-        let id = op.id();
-        if loaded.chain.ops()[op.seq as usize].id() == id {
-            continue;
+    // A fork already on record is answered without verifying it again (unless the post brings
+    // an endorsement, which may settle it).
+    if !ops.iter().any(|op| matches!(op.body, OpBody::Endorse)) {
+        for op in ops
+            .iter()
+            .filter(|op| !op.body.is_side())
+            .take_while(|op| op.seq < len)
+        {
+            let id = op.id();
+            if loaded.chain.spine_op(op.seq).map(Op::id) == Some(id) {
+                continue;
+            }
+            if loaded.fork_ids.contains(&id) {
+                return (Some(loaded), Step::KnownFork(op.seq));
+            }
+            break;
         }
-        if loaded.fork_ids.contains(&id) {
-            return (Some(loaded), Step::KnownFork(op.seq));
-        }
-        break;
     }
     let report = loaded.chain.merge(&ops);
+    let changes = Changes::between(&before, &loaded.chain);
     if let Some(e) = report.invalid {
-        // A merge that appended ops before hitting the invalid one changed the cached chain.
-        let keep = (report.added == 0).then_some(loaded);
+        // Valid ops before the bad one were merged: drop the cache rather than store half a post.
+        let keep = changes.is_empty().then_some(loaded);
         return (keep, Step::Invalid(e));
     }
-    if let Some(evidence) = report.fork {
-        return (Some(loaded), Step::Fork(Box::new(evidence)));
-    }
-    (Some(loaded), Step::Added(report.added))
+    let evidence = report
+        .fork
+        .map(|f| (Box::new(f), true))
+        .or(report.outvoted.map(|f| (Box::new(f), true)))
+        .or(report.switched.map(|f| (Box::new(f), false)));
+    let unanchored = (report.unanchored > 0)
+        .then(|| {
+            ops.iter()
+                .filter(|op| op.body.is_side())
+                .find(|op| loaded.chain.spine_op(op.seq - 1).map(Op::id) != Some(op.prev))
+                .map(|op| op.seq)
+        })
+        .flatten();
+    let added = changes.rows.len();
+    (
+        Some(loaded),
+        Step::Merged {
+            added,
+            changes,
+            evidence,
+            unanchored,
+        },
+    )
 }
 
-/// `u32 count || op*` for the ops from `from`, within what one `OpList` may hold.
-fn encode_ops(ops: &[Op], from: u64) -> Vec<u8> {
-    let start = usize::try_from(from).unwrap_or(usize::MAX).min(ops.len());
+/// `u32 count || op*` for `ops`, within what one `OpList` may hold.
+fn encode_ops(ops: &[Op]) -> Vec<u8> {
     let mut body = Writer::new();
     let mut count = 0u32;
-    for op in &ops[start..] {
+    for op in ops {
         if count as usize >= latchkey_proto::chain::MAX_OPS
             || body.len() + latchkey_proto::chain::MAX_OP_LEN + 4 > OpList::MAX_LEN
         {

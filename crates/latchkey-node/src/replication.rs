@@ -181,7 +181,17 @@ impl Replicator {
                     }
                 }
                 Err(Refusal::Storage(e)) => return Err(e),
-                Err(Refusal::Fork { seq, .. }) => {
+                // Another branch: the peer's whole chain may carry the device's endorsement of
+                // it (which settles the fork), even when this page did not.
+                Err(Refusal::Fork { .. } | Refusal::UnknownAnchor { .. }) if attempt == 0 => {
+                    let url = format!("{key}/v1/devices/{device}/ops?from=0");
+                    let body = self.get(&url, OpList::MAX_LEN).await?;
+                    ops = OpList::from_bytes(&body).map_err(|e| self.bad(e))?.0;
+                    if ops.is_empty() {
+                        return Ok(());
+                    }
+                }
+                Err(Refusal::Fork { seq, .. } | Refusal::UnknownAnchor { seq }) => {
                     tracing::warn!(peer = %key, %device, seq, "peer holds a fork of this device; evidence kept");
                     return Ok(());
                 }

@@ -16,7 +16,8 @@ use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: ops are unique by id, not by seq (side ops share seqs; docs/PROTOCOL.md §3.3).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ops (
@@ -26,8 +27,9 @@ CREATE TABLE IF NOT EXISTS ops (
     op_id       BLOB NOT NULL,
     bytes       BLOB NOT NULL,
     accepted_ms INTEGER NOT NULL,
-    UNIQUE (device, seq)
+    UNIQUE (device, op_id)
 );
+CREATE INDEX IF NOT EXISTS ops_by_device ON ops (device, cursor);
 CREATE TABLE IF NOT EXISTS forks (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
     device    BLOB NOT NULL,
@@ -173,6 +175,14 @@ impl Store {
                 known: SCHEMA_VERSION,
             });
         }
+        if (1..SCHEMA_VERSION).contains(&found) {
+            // Version 1 held chains of the earlier protocol (revocations on the spine), which
+            // no longer verify: a node re-syncs from its peers instead.
+            return Err(Error::SchemaTooOld {
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
         writer.execute_batch(SCHEMA)?;
         add_mailbox_senders(&writer)?;
         writer.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -229,9 +239,11 @@ pub fn known_devices(conn: &Connection) -> Result<Vec<DeviceId>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// A device's stored main chain (in sequence order) and its recorded fork ops.
+/// A device's stored chain, in the order the ops were stored (each after its parent or anchor),
+/// and its recorded fork ops.
 pub fn load_device(conn: &Connection, device: &DeviceId) -> Result<DeviceRows> {
-    let mut stmt = conn.prepare_cached("SELECT bytes FROM ops WHERE device = ?1 ORDER BY seq")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT bytes FROM ops WHERE device = ?1 ORDER BY cursor")?;
     let ops = stmt
         .query_map([&device.0[..]], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
@@ -242,15 +254,21 @@ pub fn load_device(conn: &Connection, device: &DeviceId) -> Result<DeviceRows> {
     Ok(DeviceRows { ops, forks })
 }
 
-/// Appends `rows` to a device's main chain in one durable transaction.
-pub fn insert_ops(
+/// Changes a device's stored chain in one durable transaction: `rows` are added, the ops with
+/// ids in `removed` (a branch the device did not endorse, revocations of an ended era) go.
+pub fn update_ops(
     conn: &mut Connection,
     device: &DeviceId,
     rows: &[OpRow],
+    removed: &[[u8; 32]],
     now_ms: u64,
 ) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
+        let mut stmt = tx.prepare_cached("DELETE FROM ops WHERE device = ?1 AND op_id = ?2")?;
+        for id in removed {
+            stmt.execute(params![&device.0[..], &id[..]])?;
+        }
         let mut stmt = tx.prepare_cached(
             "INSERT INTO ops (device, seq, op_id, bytes, accepted_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;

@@ -404,13 +404,14 @@ async fn owner_mailboxes_follow_the_chain_on_this_node_and_its_replicas() {
     let (status, body) = post_mailbox(&abuser, &base, &owner3_box, &reply_sized(1)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
-    // Person 1 removes person 2 and adds person 3.
+    // Person 1 removes person 2 and adds person 3 (who signs too: a new owner proves
+    // possession of its key).
     dev.apply(
         OpBody::AmendOwners(OwnerSet {
             owners: sorted(&[&person(1), &person(3)]),
             threshold: 1,
         }),
-        &[&person(1)],
+        &[&person(1), &person(3)],
     );
     let amend = dev.chain.ops()[2].clone();
     assert_eq!(

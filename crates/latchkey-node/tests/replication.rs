@@ -237,3 +237,103 @@ async fn peers_added_after_start_form_a_mesh() {
         node.shutdown().await.unwrap();
     }
 }
+
+/// Two owners' revocations at one seq, posted to different nodes: both nodes end with both
+/// (a set, not a fork), and no fork is recorded.
+#[tokio::test]
+async fn concurrent_revocations_on_different_nodes_merge() {
+    use latchkey_proto::chain::OpBody;
+    use latchkey_testkit::{person, T0};
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(&dir.path().join("a.db")).await;
+    let b = node_with_peers(&dir.path().join("b.db"), &[&a]).await;
+    let c = client();
+    let mut dev = latchkey_testkit::TestDevice::new(44, "front door");
+    let (alice, rogue) = (person(1), person(2));
+    dev.claim(&[&alice, &rogue], 1);
+    let id = device_id(&dev);
+    let day = 86_400_000;
+    let g1 = dev.grant(&alice, &person(7).public_key(), &["open"], T0, T0 + day, 0);
+    let g2 = dev.grant(&rogue, &person(8).public_key(), &["open"], T0, T0 + day, 0);
+    let r1 = dev.op(OpBody::RevokeGrant { chain: vec![g1] }, &[&alice]);
+    let r2 = dev.op(OpBody::RevokeGrant { chain: vec![g2] }, &[&rogue]);
+    assert_eq!(post_ops(&c, &a.url(), &id, dev.chain.ops()).await.0, 200);
+    assert_eq!(post_ops(&c, &b.url(), &id, dev.chain.ops()).await.0, 200);
+    assert_eq!(
+        post_ops(&c, &a.url(), &id, std::slice::from_ref(&r1))
+            .await
+            .0,
+        200
+    );
+    let (status, body) = post_ops(&c, &b.url(), &id, std::slice::from_ref(&r2)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // B pulls A's revocation: both held, same head, no fork.
+    let mut both = false;
+    for _ in 0..100 {
+        let ops = get_ops(&c, &b.url(), &id, 0).await.unwrap();
+        if ops.contains(&r1) && ops.contains(&r2) {
+            both = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(both, "B holds both revocations");
+    let (_, h) = head(&c, &b.url(), &id).await;
+    assert_eq!((h["forks"].as_u64(), h["seq"].as_u64()), (Some(0), Some(1)));
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
+
+/// A stranger with a leaked setup key posts a rival claim to node A before the rightful one
+/// reaches it. Once the device's endorsement of the rightful claim is anywhere, A switches to
+/// the rightful branch, keeps the rival as evidence, and so does every node replicating from it.
+#[tokio::test]
+async fn a_node_misled_by_a_rival_claim_switches_to_the_branch_the_device_endorsed() {
+    use latchkey_testkit::person;
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(&dir.path().join("a.db")).await;
+    let b = node(&dir.path().join("b.db")).await;
+    let c = client();
+    let mut dev = latchkey_testkit::TestDevice::new(45, "front door");
+    let id = device_id(&dev);
+    let genesis = dev.chain.ops().to_vec();
+    let rival = dev.claim_op(&[&person(6)], 1);
+    let rightful = dev.claim_op(&[&person(1)], 1);
+    dev.chain.append(rightful.clone()).unwrap();
+    dev.chain.append(dev.endorsement(1)).unwrap();
+
+    let with_rival = [genesis.clone(), vec![rival.clone()]].concat();
+    assert_eq!(post_ops(&c, &a.url(), &id, &with_rival).await.0, 200);
+    // The rightful claim alone is a fork to A (nobody endorsed either yet, for A).
+    let (status, body) = post_ops(&c, &a.url(), &id, &dev.chain.ops()[..2]).await;
+    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "fork"));
+    // With the endorsement, A switches.
+    let (status, body) = post_ops(&c, &a.url(), &id, dev.chain.ops()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        get_ops(&c, &a.url(), &id, 0).await.unwrap(),
+        dev.chain.ops()
+    );
+    // The rival is refused from now on, and kept as evidence.
+    let (status, body) = post_ops(&c, &a.url(), &id, &with_rival).await;
+    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "fork"));
+    let (_, h) = head(&c, &a.url(), &id).await;
+    assert_eq!(h["head"], rightful.id().to_string());
+    assert!(h["forks"].as_u64().unwrap() >= 1);
+
+    // B got the rival from the stranger too, then replicates from A.
+    assert_eq!(post_ops(&c, &b.url(), &id, &with_rival).await.0, 200);
+    let mut b = b;
+    b.add_peer(latchkey_node::Url::parse(&a.url()).unwrap())
+        .unwrap();
+    assert!(reaches(&c, &b.url(), id, &rightful.id().to_string()).await);
+    // The switch survives a restart (the store holds the endorsed branch only).
+    b.shutdown().await.unwrap();
+    let b = node(&dir.path().join("b.db")).await;
+    assert_eq!(
+        get_ops(&c, &b.url(), &id, 0).await.unwrap(),
+        dev.chain.ops()
+    );
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}

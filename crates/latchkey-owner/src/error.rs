@@ -73,6 +73,10 @@ pub enum Error {
     UnknownProposal(String),
     #[error("proposal {id} is stale: the device's ownership changed after it was made; propose the change again")]
     ProposalStale { id: String },
+    /// Approving is for current owners, accepting for the keys a change adds: the two steps
+    /// mean different things, so the wrong one is refused with the right one named.
+    #[error("proposal {id}: {why}")]
+    WrongProposalStep { id: String, why: &'static str },
     #[error("ALARM: device {device} now shows a different audit entry {seq} than it showed before; its log was rewritten. Keep this profile's copy as evidence")]
     AuditRewritten { device: String, seq: u64 },
     #[error("word {position} does not match; check what you wrote down for word {position}")]
@@ -121,6 +125,7 @@ impl Error {
             Error::BadOwners(_) => "bad_owners",
             Error::UnknownProposal(_) => "unknown_proposal",
             Error::ProposalStale { .. } => "proposal_stale",
+            Error::WrongProposalStep { .. } => "wrong_proposal_step",
             Error::AuditRewritten { .. } => "audit_rewritten",
             Error::BackupMismatch { .. } => "backup_mismatch",
             Error::BadSetting(_) => "bad_setting",

@@ -591,12 +591,13 @@ mod tests {
             status_of(g, &revoked.chain, T0 + HOUR),
             GrantStatus::Revoked
         );
+        // The new owner signs too: a key must prove it is held to become an owner.
         door.apply(
             OpBody::Transfer(OwnerSet {
                 owners: vec![person(3).public_key()],
                 threshold: 1,
             }),
-            &[&alice],
+            &[&alice, &person(3)],
         );
         assert_eq!(status_of(g, &door.chain, T0 + HOUR), GrantStatus::Void);
     }

@@ -35,6 +35,6 @@ pub use invite::{
     IssuedInvitation, RevokeReport,
 };
 pub use open::{OpenReport, Route};
-pub use owners::{OwnerChange, OwnersView, Proposal, ProposalReport};
+pub use owners::{MyPart, OwnerChange, OwnersView, Proposal, ProposalReport};
 pub use profile::{Clock, Profile, SystemClock};
 pub use refusal::{explain, Refusal};

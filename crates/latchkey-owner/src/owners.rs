@@ -1,11 +1,19 @@
 //! Multisig-style ownership: adding or removing an owner, changing the threshold, or
-//! transferring the device is an op that needs `m` of the current owners' signatures. The
-//! proposer signs first; the op travels to the other owners through the nodes' mailboxes (each
-//! owner's mailbox id is a hash of its key, docs/PROTOCOL.md §11), each co-signs with
-//! [`Profile::approve`], and whoever adds the m-th signature publishes it. Owners of the new set
-//! are sent the final op too, so a new owner's profile learns the device without being told.
+//! transferring the device is an op that needs `m` of the current owners' signatures **and the
+//! signature of every key it adds** (proof that someone holds it, so a typo can never own a
+//! device). The proposer signs first; the op travels through the nodes' mailboxes (each key's
+//! mailbox id is a hash of the key, docs/PROTOCOL.md §11) to the owners who have not signed and
+//! to the keys it adds. Current owners co-sign with [`Profile::approve`], each added key with
+//! [`Profile::accept_proposal`], and whoever brings it to `m` owners plus every added key publishes it.
+//! Owners of the new set are sent the final op too, so a new owner's profile learns the device
+//! without being told.
+//!
+//! A mailbox is open to anyone, so what arrives is admitted only if every signature verifies,
+//! at least one current owner signed it, every signer has a say (a current owner or a key it
+//! adds), it names a valid owner set and it extends the device's verified head; anything else
+//! is dropped unseen.
 
-use latchkey_proto::chain::{Op, OpBody, OpId, OwnerSet};
+use latchkey_proto::chain::{ChainState, Op, OpBody, OpId, OwnerSet, MAX_OWNERS};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::hash;
 use latchkey_proto::keys::{DeviceId, PublicKey};
@@ -18,12 +26,12 @@ use crate::profile::Profile;
 use crate::store::DeviceRecord;
 
 /// An owner's mailbox id: `H("latchkey/v1/owner-mailbox", key)`.
-pub const OWNER_MAILBOX_LABEL: &str = "latchkey/v1/owner-mailbox";
+pub const OWNER_MAILBOX_LABEL: &str = hash::OWNER_MAILBOX;
 /// Proposals wait in the nodes' mailboxes for at most the nodes' longest lifetime.
 const PROPOSAL_TTL_SECS: u32 = 3600;
 
 pub fn owner_mailbox(owner: &PublicKey) -> String {
-    hex::encode(hash::labeled(OWNER_MAILBOX_LABEL, &[&owner.to_bytes()]))
+    hex::encode(hash::owner_mailbox(owner))
 }
 
 /// A change to a device's owner set.
@@ -44,6 +52,17 @@ pub struct OwnersView {
     pub proposals: Vec<Proposal>,
 }
 
+/// What this profile can still add to a proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MyPart {
+    /// A current owner who has not signed: `approve`.
+    Approve,
+    /// A key the change adds, not signed yet: `accept`.
+    Accept,
+    /// Signed already, or no say in it.
+    Nothing,
+}
+
 /// An owner-change op waiting for (or just given) enough signatures.
 #[derive(Debug, Clone)]
 pub struct Proposal {
@@ -57,23 +76,47 @@ pub struct Proposal {
     pub signed_by: Vec<PublicKey>,
     /// Current owners' signatures needed in all.
     pub needed: u8,
+    /// Current owners who signed.
+    pub approvals: usize,
+    /// The current owner who made it (as far as this profile saw: the first owner signature
+    /// it arrived with); `None` only for proposals an older version stored.
+    pub proposed_by: Option<PublicKey>,
+    pub proposed_by_me: bool,
+    /// Keys the change adds: each must accept (sign) before it can take effect.
+    pub new_owners: Vec<PublicKey>,
+    /// Added keys that have not accepted yet.
+    pub awaiting_acceptance: Vec<PublicKey>,
     pub signed_by_me: bool,
+    pub my_part: MyPart,
 }
 
-/// What proposing or approving did.
+impl Proposal {
+    /// Everything it needs is there: enough owners approved and every added key accepted.
+    pub fn is_complete(&self) -> bool {
+        self.approvals >= usize::from(self.needed) && self.awaiting_acceptance.is_empty()
+    }
+}
+
+/// What proposing, approving or accepting did.
 #[derive(Debug, Clone)]
 pub struct ProposalReport {
     pub proposal: Proposal,
-    /// Enough owners signed: the op is on the nodes and in effect.
+    /// Enough owners signed and every added key accepted: the op is on the nodes and in effect.
     pub applied: bool,
     pub nodes_stored: usize,
-    /// Owners' mailboxes it was posted to (co-signers, or the new owners once applied).
+    /// Keys' mailboxes it was posted to (owners yet to approve and keys yet to accept, or
+    /// everyone concerned once applied).
     pub sent_to: usize,
     /// Once applied: whether the device itself took the change on the local network.
     pub door: Option<DoorSync>,
 }
 
-fn proposal_of(op: &Op, device: &DeviceRecord, me: Option<&PublicKey>) -> Option<Proposal> {
+fn proposal_of(
+    op: &Op,
+    device: &DeviceRecord,
+    me: Option<&PublicKey>,
+    proposer: Option<PublicKey>,
+) -> Option<Proposal> {
     let (kind, set) = match &op.body {
         OpBody::AmendOwners(set) => ("amend-owners", set),
         OpBody::Transfer(set) => ("transfer", set),
@@ -81,6 +124,19 @@ fn proposal_of(op: &Op, device: &DeviceRecord, me: Option<&PublicKey>) -> Option
     };
     let state = device.chain.state();
     let signed_by: Vec<PublicKey> = op.signatures.iter().map(|s| s.signer).collect();
+    let new_owners: Vec<PublicKey> = set
+        .owners
+        .iter()
+        .filter(|k| !state.is_owner(k))
+        .copied()
+        .collect();
+    let signed_by_me = me.is_some_and(|k| signed_by.contains(k));
+    let my_part = match me {
+        Some(_) if signed_by_me => MyPart::Nothing,
+        Some(k) if state.is_owner(k) => MyPart::Approve,
+        Some(k) if new_owners.contains(k) => MyPart::Accept,
+        _ => MyPart::Nothing,
+    };
     Some(Proposal {
         id: op.id(),
         device: device.id,
@@ -88,10 +144,63 @@ fn proposal_of(op: &Op, device: &DeviceRecord, me: Option<&PublicKey>) -> Option
         kind,
         owners: set.owners.clone(),
         threshold: set.threshold,
-        signed_by_me: me.is_some_and(|k| signed_by.contains(k)),
+        approvals: signed_by.iter().filter(|k| state.is_owner(k)).count(),
+        proposed_by_me: me.is_some() && proposer.as_ref() == me,
+        proposed_by: proposer,
+        awaiting_acceptance: new_owners
+            .iter()
+            .filter(|k| !signed_by.contains(k))
+            .copied()
+            .collect(),
+        new_owners,
+        signed_by_me,
+        my_part,
         signed_by,
         needed: state.threshold,
     })
+}
+
+/// The admission rule for a proposal (docs/PROTOCOL.md §11): every signature verifies, a
+/// current owner signed it, every signer is a current owner or a key it adds, and its owner set
+/// is valid. Says why not, for the log; the link to the head is `check_next`'s to judge.
+fn admit(op: &Op, state: &ChainState) -> std::result::Result<(), String> {
+    let set = match &op.body {
+        OpBody::AmendOwners(set) | OpBody::Transfer(set) => set,
+        other => return Err(format!("a {} op is not a proposal", other.kind())),
+    };
+    if op.device != state.device {
+        return Err("it is for another device".into());
+    }
+    // Before anything else: an invalid set must not reach anyone's screen, and the chain's own
+    // check reports a missing signature before it looks at the set.
+    match owner_set(set.owners.clone(), set.threshold) {
+        Ok(valid) if valid == *set => {}
+        Ok(_) => return Err("its owners are not sorted and distinct".into()),
+        Err(e) => return Err(e.to_string()),
+    }
+    let mut bare = op.clone();
+    bare.signatures.clear();
+    bare.merge_signatures(op).map_err(|e| e.to_string())?;
+    let signers: Vec<PublicKey> = op.signatures.iter().map(|s| s.signer).collect();
+    if !signers.iter().any(|k| state.is_owner(k)) {
+        return Err("no current owner signed it".into());
+    }
+    if signers
+        .iter()
+        .any(|k| !state.is_owner(k) && !set.owners.contains(k))
+    {
+        return Err("it carries a signature by a key with no say in it".into());
+    }
+    Ok(())
+}
+
+/// Whether `check_next`'s refusal only means "not enough signatures yet".
+fn only_unsigned(e: &latchkey_proto::Error) -> bool {
+    matches!(
+        e,
+        latchkey_proto::Error::NotEnoughSignatures { .. }
+            | latchkey_proto::Error::MissingSignature { .. }
+    )
 }
 
 impl Profile {
@@ -116,7 +225,7 @@ impl Profile {
         })
     }
 
-    /// Proposes adding/removing owners or a new threshold.
+    /// Proposes adding/removing owners or a new threshold. Each added key must accept.
     pub async fn propose_owners(
         &self,
         query: &str,
@@ -146,7 +255,8 @@ impl Profile {
             .await
     }
 
-    /// Proposes handing the device to a new owner set (grants of the old ownership end).
+    /// Proposes handing the device to a new owner set (grants of the old ownership end). It
+    /// takes effect only once every new key has accepted.
     pub async fn transfer(
         &self,
         query: &str,
@@ -170,52 +280,107 @@ impl Profile {
         op.sign(&me);
         // A malformed set (threshold above the owner count, too many owners) is refused here,
         // before anyone is asked to sign it.
+        admit(&op, device.chain.state()).map_err(Error::BadOwners)?;
         match device.chain.check_next(&op) {
-            Ok(_) | Err(latchkey_proto::Error::NotEnoughSignatures { .. }) => {}
+            Ok(_) => {}
+            Err(e) if only_unsigned(&e) => {}
             Err(e) => return Err(Error::BadOwners(e.to_string())),
         }
-        self.advance(device, op).await
+        self.advance(device, op, me.public_key()).await
     }
 
     /// Adds this owner's signature to a waiting proposal (by id or an id prefix of at least 8
-    /// hex characters) and publishes it when it has enough.
+    /// hex characters) and publishes it when it has everything it needs.
     pub async fn approve(&self, query: &str) -> Result<ProposalReport> {
+        self.sign_proposal(query, MyPart::Approve).await
+    }
+
+    /// Accepts a proposal that adds this profile's key (a transfer to it, or joining the
+    /// owners): signs it, proving the key is held, and publishes it when it has everything.
+    pub async fn accept_proposal(&self, query: &str) -> Result<ProposalReport> {
+        self.sign_proposal(query, MyPart::Accept).await
+    }
+
+    async fn sign_proposal(&self, query: &str, step: MyPart) -> Result<ProposalReport> {
         self.sync_mailbox().await?;
         let q = query.trim().to_ascii_lowercase();
         let rows = self.store.proposals()?;
-        let mut hits: Vec<Op> = rows
+        let mut hits: Vec<_> = rows
             .into_iter()
-            .map(|r| r.op)
-            .filter(|op| q.len() >= 8 && op.id().to_string().starts_with(&q))
+            .filter(|r| q.len() >= 8 && r.op.id().to_string().starts_with(&q))
             .collect();
-        let op = match hits.len() {
+        let row = match hits.len() {
             1 => hits.remove(0),
             _ => return Err(Error::UnknownProposal(query.to_owned())),
         };
-        let device = self.find_device(&op.device.to_string())?;
-        let device = self.refresh_device(device).await?;
-        if op.prev != device.chain.state().head || op.seq != device.chain.state().seq + 1 {
-            self.store.delete_proposal(&op.id().to_string())?;
-            return Err(Error::ProposalStale {
-                id: op.id().to_string(),
-            });
+        let op = row.op;
+        let id = op.id().to_string();
+        let device = match self.find_device(&op.device.to_string()) {
+            Ok(known) => self.refresh_device(known).await?,
+            Err(Error::UnknownDevice(_)) => self
+                .learn_device(&op.device)
+                .await
+                .ok_or_else(|| Error::UnknownProposal(query.to_owned()))?,
+            Err(e) => return Err(e),
+        };
+        let state = device.chain.state();
+        if op.prev != state.head || op.seq != state.seq + 1 {
+            self.store.delete_proposal(&id)?;
+            return Err(Error::ProposalStale { id });
         }
         let me = self.identity()?;
-        if !device.chain.state().is_owner(&me.public_key()) {
-            return Err(Error::NotOwner {
-                device: device.id.to_string(),
-            });
+        let key = me.public_key();
+        let adds_me = match &op.body {
+            OpBody::AmendOwners(set) | OpBody::Transfer(set) => {
+                set.owners.contains(&key) && !state.is_owner(&key)
+            }
+            _ => false,
+        };
+        match step {
+            MyPart::Approve if !state.is_owner(&key) => {
+                return Err(if adds_me {
+                    Error::WrongProposalStep {
+                        id,
+                        why: "it adds your key, so you accept it (`latchkey owners accept`) rather than approve it",
+                    }
+                } else {
+                    Error::NotOwner {
+                        device: device.id.to_string(),
+                    }
+                });
+            }
+            MyPart::Accept if !adds_me => {
+                return Err(Error::WrongProposalStep {
+                    id,
+                    why: if state.is_owner(&key) {
+                        "you are already an owner, so you approve it (`latchkey owners approve`)"
+                    } else {
+                        "it does not add your key, so there is nothing for you to accept"
+                    },
+                });
+            }
+            _ => {}
         }
+        let proposer = match row.proposer {
+            Some(p) => p,
+            None => first_owner_signer(&op, state).unwrap_or(key),
+        };
         let mut op = op;
         op.sign(&me);
-        self.advance(device, op).await
+        self.advance(device, op, proposer).await
     }
 
-    /// Publishes `op` if it has enough signatures, else keeps it and sends it to the owners who
-    /// have not signed yet.
-    async fn advance(&self, device: DeviceRecord, op: Op) -> Result<ProposalReport> {
+    /// Publishes `op` if it has everything it needs, else keeps it and sends it to the owners
+    /// who have not approved and the added keys that have not accepted.
+    async fn advance(
+        &self,
+        device: DeviceRecord,
+        op: Op,
+        proposer: PublicKey,
+    ) -> Result<ProposalReport> {
         let me = self.identity()?.public_key();
-        let proposal = proposal_of(&op, &device, Some(&me)).expect("owner-change ops only");
+        let proposal =
+            proposal_of(&op, &device, Some(&me), Some(proposer)).expect("owner-change ops only");
         match device.chain.check_next(&op) {
             Ok(_) => {
                 let published = self
@@ -247,9 +412,12 @@ impl Profile {
                     door: Some(door),
                 })
             }
-            Err(latchkey_proto::Error::NotEnoughSignatures { .. }) => {
-                self.store.put_proposal(&op, self.now_ms())?;
-                let waiting: Vec<PublicKey> = device
+            Err(e) if only_unsigned(&e) => {
+                self.store.put_proposal(&op, &proposer, self.now_ms())?;
+                if !device.chain.state().is_owner(&me) {
+                    self.store.put_offered_device(&device)?;
+                }
+                let mut waiting: Vec<PublicKey> = device
                     .chain
                     .state()
                     .owners
@@ -257,6 +425,7 @@ impl Profile {
                     .filter(|o| !proposal.signed_by.contains(o))
                     .copied()
                     .collect();
+                waiting.extend(proposal.awaiting_acceptance.iter().copied());
                 let sent_to = self.post_to_owners(&waiting, &op).await;
                 Ok(ProposalReport {
                     proposal,
@@ -270,7 +439,7 @@ impl Profile {
         }
     }
 
-    /// Posts `op` to each owner's mailbox on every node; returns how many owners it reached.
+    /// Posts `op` to each key's mailbox on every node; returns how many keys it reached.
     async fn post_to_owners(&self, owners: &[PublicKey], op: &Op) -> usize {
         let Ok(nodes) = self.nodes() else { return 0 };
         let body = op.to_bytes();
@@ -291,9 +460,10 @@ impl Profile {
         reached
     }
 
-    /// Reads this owner's mailbox on every node: proposals are kept (signatures merged),
-    /// ops already in effect teach the profile about devices it now owns. Returns how many
-    /// messages were new. Anything that does not verify is dropped.
+    /// Reads this profile's mailbox on every node: admitted proposals are kept (signatures
+    /// merged; one that copies have completed is published), ops already in effect teach the
+    /// profile about devices it now owns. Returns how many messages were taken in. Anything
+    /// not admitted is dropped.
     pub async fn sync_mailbox(&self) -> Result<usize> {
         let Ok(me) = self.identity().map(|k| k.public_key()) else {
             return Ok(0);
@@ -333,7 +503,7 @@ impl Profile {
         }
         let mut new = 0;
         for op in ops {
-            if self.take_mailbox_op(op).await? {
+            if self.take_mailbox_op(op, &me).await? {
                 new += 1;
             }
         }
@@ -344,16 +514,37 @@ impl Profile {
                     .set_setting(&cursor_key(node), &page.next.to_string())?;
             }
         }
+        self.prune_proposals()?;
         Ok(new)
     }
 
-    async fn take_mailbox_op(&self, op: Op) -> Result<bool> {
-        if !matches!(op.body, OpBody::AmendOwners(_) | OpBody::Transfer(_)) {
-            return Ok(false);
+    /// Forgets proposals that took effect or whose device moved on since (stale: they can
+    /// never apply), by the chains this profile holds.
+    fn prune_proposals(&self) -> Result<()> {
+        let mut devices = self.devices()?;
+        devices.extend(self.store.offered_devices()?);
+        for row in self.store.proposals()? {
+            let Some(device) = devices.iter().find(|d| d.id == row.op.device) else {
+                continue;
+            };
+            let state = device.chain.state();
+            if row.op.prev != state.head || row.op.seq != state.seq + 1 {
+                self.store.delete_proposal(&row.op.id().to_string())?;
+            }
         }
+        Ok(())
+    }
+
+    async fn take_mailbox_op(&self, op: Op, me: &PublicKey) -> Result<bool> {
+        let (OpBody::AmendOwners(set) | OpBody::Transfer(set)) = &op.body else {
+            return Ok(false);
+        };
+        let concerns_me = set.owners.contains(me);
         let known = self.devices()?.into_iter().find(|d| d.id == op.device);
         let device = match known {
             Some(d) => self.refresh_device(d).await?,
+            // A device this profile neither knows nor is offered: nothing to look up.
+            None if !concerns_me => return Ok(false),
             None => match self.learn_device(&op.device).await {
                 Some(d) => d,
                 None => return Ok(false),
@@ -367,18 +558,42 @@ impl Profile {
         if op.seq != state.seq + 1 || op.prev != state.head {
             return Ok(false);
         }
-        let mut op = op;
-        if let Some(stored) = self
+        if !state.is_owner(me) && !concerns_me {
+            return Ok(false);
+        }
+        if let Err(why) = admit(&op, state) {
+            tracing::warn!(device = %op.device, why, "dropped a proposal that is not admitted");
+            return Ok(false);
+        }
+        let stored = self
             .store
             .proposals()?
             .into_iter()
-            .find(|p| p.op.id() == op.id())
-        {
+            .find(|p| p.op.id() == op.id());
+        let mut op = op;
+        let mut proposer = None;
+        if let Some(stored) = stored {
             op.merge_signatures(&stored.op)?;
+            proposer = stored.proposer;
         }
+        let proposer = match proposer.or_else(|| first_owner_signer(&op, state)) {
+            Some(p) => p,
+            None => return Ok(false),
+        };
         match device.chain.check_next(&op) {
-            Ok(_) | Err(latchkey_proto::Error::NotEnoughSignatures { .. }) => {
-                self.store.put_proposal(&op, self.now_ms())?;
+            // Copies signed by different people completed it here: publish it.
+            Ok(_) => {
+                if let Err(e) = self.advance(device, op.clone(), proposer).await {
+                    tracing::warn!(error = %e, "a completed proposal could not be published yet");
+                    self.store.put_proposal(&op, &proposer, self.now_ms())?;
+                }
+                Ok(true)
+            }
+            Err(e) if only_unsigned(&e) => {
+                self.store.put_proposal(&op, &proposer, self.now_ms())?;
+                if !state.is_owner(me) {
+                    self.store.put_offered_device(&device)?;
+                }
                 Ok(true)
             }
             Err(e) => {
@@ -409,16 +624,17 @@ impl Profile {
             verified_at_ms: view.checked_at_ms,
         };
         if !record.chain.state().is_owner(&me) {
-            // A proposal can still concern it (we may be added); keep it only in memory.
+            // A proposal can still concern it (we may be added); the caller keeps it on offer.
             return Some(record);
         }
         self.store.put_device(&record).ok()?;
         Some(record)
     }
 
-    /// Proposals waiting for signatures, for devices this profile knows.
+    /// Proposals waiting for signatures, for devices this profile owns or is offered.
     pub fn proposals(&self) -> Result<Vec<Proposal>> {
-        let devices = self.devices()?;
+        let mut devices = self.devices()?;
+        devices.extend(self.store.offered_devices()?);
         let me = self.identity().ok().map(|k| k.public_key());
         Ok(self
             .store
@@ -426,10 +642,21 @@ impl Profile {
             .into_iter()
             .filter_map(|row| {
                 let device = devices.iter().find(|d| d.id == row.op.device)?;
-                proposal_of(&row.op, device, me.as_ref())
+                let proposer = row
+                    .proposer
+                    .or_else(|| first_owner_signer(&row.op, device.chain.state()));
+                proposal_of(&row.op, device, me.as_ref(), proposer)
             })
             .collect())
     }
+}
+
+/// The first current owner among an op's signers (signatures are sorted by key).
+fn first_owner_signer(op: &Op, state: &ChainState) -> Option<PublicKey> {
+    op.signatures
+        .iter()
+        .map(|s| s.signer)
+        .find(|k| state.is_owner(k))
 }
 
 fn owner_set(mut owners: Vec<PublicKey>, threshold: u8) -> Result<OwnerSet> {
@@ -437,6 +664,11 @@ fn owner_set(mut owners: Vec<PublicKey>, threshold: u8) -> Result<OwnerSet> {
     owners.dedup();
     if owners.is_empty() {
         return Err(Error::BadOwners("a device needs at least one owner".into()));
+    }
+    if owners.len() > MAX_OWNERS {
+        return Err(Error::BadOwners(format!(
+            "a device has at most {MAX_OWNERS} owners"
+        )));
     }
     if threshold == 0 || usize::from(threshold) > owners.len() {
         return Err(Error::BadOwners(format!(

@@ -9,7 +9,7 @@ use latchkey_proto::chain::{Chain, Op, OpList};
 use latchkey_proto::claim::DeviceAddr;
 use latchkey_proto::codec::{Codec, Reader, Writer};
 use latchkey_proto::grant::{Grant, GrantId, MAX_GRANT_CHAIN};
-use latchkey_proto::keys::DeviceId;
+use latchkey_proto::keys::{DeviceId, PublicKey};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
@@ -58,14 +58,27 @@ CREATE TABLE IF NOT EXISTS audit_copies_v2 (
     entry BLOB NOT NULL,
     PRIMARY KEY (device, era, seq)
 );
--- Owner-change proposals waiting for signatures (each an op, public data).
+-- Owner-change proposals waiting for signatures (each an op, public data). `proposer` (added
+-- later, see MIGRATIONS) is the current owner who signed it first as far as this profile saw.
 CREATE TABLE IF NOT EXISTS proposals (
     id TEXT PRIMARY KEY,
     device TEXT NOT NULL,
     op BLOB NOT NULL,
     received_ms INTEGER NOT NULL
 );
+-- Devices a waiting proposal would make this profile an owner of, with their verified chain:
+-- the recipient of a transfer must see what it accepts before it owns anything.
+CREATE TABLE IF NOT EXISTS offered_devices (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    addrs TEXT NOT NULL,
+    chain BLOB NOT NULL,
+    verified_at_ms INTEGER NOT NULL
+);
 ";
+
+/// Columns added to tables that older profiles already have: (table, column, declaration).
+const MIGRATIONS: [(&str, &str, &str); 1] = [("proposals", "proposer", "TEXT")];
 
 /// A grant this profile issued.
 #[derive(Debug, Clone)]
@@ -91,6 +104,8 @@ pub struct InvitationRow {
 pub struct ProposalRow {
     pub op: Op,
     pub received_ms: u64,
+    /// `None` for a row an older version stored.
+    pub proposer: Option<PublicKey>,
 }
 
 /// A device this profile knows, with its last verified chain.
@@ -125,6 +140,20 @@ impl Store {
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
             .map_err(wrap)?;
         conn.execute_batch(SCHEMA).map_err(wrap)?;
+        for (table, column, decl) in MIGRATIONS {
+            let has: bool = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+                    params![table, column],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(wrap)?
+                > 0;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))
+                    .map_err(wrap)?;
+            }
+        }
         Ok(Store { conn, path })
     }
 
@@ -198,14 +227,38 @@ impl Store {
 
     /// Inserts or replaces a device with its verified chain.
     pub fn put_device(&self, record: &DeviceRecord) -> Result<()> {
+        self.put_record("devices", record)?;
+        // Owned (or once owned) now: no longer only on offer.
+        self.conn
+            .execute(
+                "DELETE FROM offered_devices WHERE id = ?1",
+                params![record.id.to_string()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Keeps a device a waiting proposal would make this profile an owner of.
+    pub fn put_offered_device(&self, record: &DeviceRecord) -> Result<()> {
+        self.put_record("offered_devices", record)
+    }
+
+    /// Devices on offer (see [`Self::put_offered_device`]), verified from genesis as read.
+    pub fn offered_devices(&self) -> Result<Vec<DeviceRecord>> {
+        self.records_where("offered_devices", |_, _| true)
+    }
+
+    fn put_record(&self, table: &str, record: &DeviceRecord) -> Result<()> {
         let addrs: Vec<String> = record.addrs.iter().map(|a| a.to_string()).collect();
         let chain = OpList(record.chain.ops().to_vec()).to_bytes();
         self.conn
             .execute(
-                "INSERT INTO devices (id, name, addrs, chain, verified_at_ms)
+                &format!(
+                    "INSERT INTO {table} (id, name, addrs, chain, verified_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(id) DO UPDATE SET name = excluded.name, addrs = excluded.addrs,
-                     chain = excluded.chain, verified_at_ms = excluded.verified_at_ms",
+                     chain = excluded.chain, verified_at_ms = excluded.verified_at_ms"
+                ),
                 params![
                     record.id.to_string(),
                     record.name,
@@ -226,8 +279,18 @@ impl Store {
     /// The devices whose id text and name pass `keep`; only those are verified, so finding one
     /// device among many costs one chain verification.
     pub fn devices_where(&self, keep: impl Fn(&str, &str) -> bool) -> Result<Vec<DeviceRecord>> {
+        self.records_where("devices", keep)
+    }
+
+    fn records_where(
+        &self,
+        table: &str,
+        keep: impl Fn(&str, &str) -> bool,
+    ) -> Result<Vec<DeviceRecord>> {
         let rows = self.rows(
-            "SELECT id, name, addrs, chain, verified_at_ms FROM devices ORDER BY name, id",
+            &format!(
+                "SELECT id, name, addrs, chain, verified_at_ms FROM {table} ORDER BY name, id"
+            ),
             [],
             record_columns,
         )?;
@@ -389,16 +452,21 @@ impl Store {
             .map_err(|e| self.wrap(e))
     }
 
-    pub fn put_proposal(&self, op: &Op, now_ms: u64) -> Result<()> {
+    /// Keeps a proposal (merging is the caller's): the first `proposer` recorded for an id
+    /// stays (a row from before proposers were kept gets this one).
+    pub fn put_proposal(&self, op: &Op, proposer: &PublicKey, now_ms: u64) -> Result<()> {
         self.conn
             .execute(
-                "INSERT INTO proposals (id, device, op, received_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(id) DO UPDATE SET op = excluded.op",
+                "INSERT INTO proposals (id, device, op, received_ms, proposer)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO UPDATE SET op = excluded.op,
+                     proposer = COALESCE(proposals.proposer, excluded.proposer)",
                 params![
                     op.id().to_string(),
                     op.device.to_string(),
                     op.to_bytes(),
-                    now_ms as i64
+                    now_ms as i64,
+                    proposer.to_string()
                 ],
             )
             .map(|_| ())
@@ -415,21 +483,23 @@ impl Store {
     /// Proposals waiting, oldest first.
     pub fn proposals(&self) -> Result<Vec<ProposalRow>> {
         let rows = self.rows(
-            "SELECT id, op, received_ms FROM proposals ORDER BY received_ms, id",
+            "SELECT id, op, received_ms, proposer FROM proposals ORDER BY received_ms, id",
             [],
             |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, Vec<u8>>(1)?,
                     r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
                 ))
             },
         )?;
         rows.into_iter()
-            .map(|(id, op, at)| {
+            .map(|(id, op, at, proposer)| {
                 Ok(ProposalRow {
                     op: self.decode(&format!("proposal {id}"), &op)?,
                     received_ms: at as u64,
+                    proposer: proposer.and_then(|p| PublicKey::parse(&p).ok()),
                 })
             })
             .collect()
@@ -456,4 +526,50 @@ fn decode_grants(bytes: &[u8]) -> std::result::Result<Vec<Grant>, latchkey_proto
     let grants = r.list8(MAX_GRANT_CHAIN, |r| r.nested())?;
     r.finish()?;
     Ok(grants)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey_proto::chain::{OpBody, OwnerSet};
+    use latchkey_testkit::{person, TestDevice};
+
+    #[test]
+    fn a_profile_from_before_proposers_opens_and_keeps_its_proposals() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut door = TestDevice::new(1, "Door");
+        door.claim(&[&person(1)], 1);
+        let mut op = door.chain.propose(
+            0,
+            OpBody::AmendOwners(OwnerSet {
+                owners: vec![person(1).public_key()],
+                threshold: 1,
+            }),
+        );
+        op.sign(&person(1));
+        {
+            // The proposals table as the previous version created it: no proposer column.
+            let conn = Connection::open(tmp.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE proposals (id TEXT PRIMARY KEY, device TEXT NOT NULL,
+                 op BLOB NOT NULL, received_ms INTEGER NOT NULL);",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO proposals (id, device, op, received_ms) VALUES (?1, ?2, ?3, 5)",
+                params![op.id().to_string(), op.device.to_string(), op.to_bytes()],
+            )
+            .unwrap();
+        }
+        let store = Store::open(tmp.path()).unwrap();
+        let rows = store.proposals().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].proposer, None);
+        store.put_proposal(&op, &person(1).public_key(), 6).unwrap();
+        // The first proposer recorded stays: a later copy cannot rename who proposed it.
+        store.put_proposal(&op, &person(2).public_key(), 7).unwrap();
+        let again = Store::open(tmp.path()).unwrap().proposals().unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].proposer, Some(person(1).public_key()));
+    }
 }

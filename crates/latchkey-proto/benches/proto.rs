@@ -53,6 +53,8 @@ const T0: u64 = 1_767_225_600_000;
 const HOUR: u64 = 3_600_000;
 /// Ops after genesis and claim in the long chain (1,000 in all).
 const EXTRA_OPS: usize = 998;
+/// The same for the 10,000-op chain (a device's history after years of stays and revocations).
+const HUGE_EXTRA_OPS: usize = 9_998;
 /// The padded plaintext of a typical command or response: the smallest bucket.
 const BUCKET: usize = pad::BUCKETS[0];
 
@@ -82,6 +84,15 @@ const QUICK: Tune = Tune {
     flat: false,
     batch: BatchSize::SmallInput,
     paired_rounds: 201,
+};
+
+/// A chain ten times the long one: measured once per sample, few samples.
+const HUGE: Tune = Tune {
+    sample_size: 10,
+    measurement_secs: 20,
+    flat: true,
+    batch: BatchSize::PerIteration,
+    paired_rounds: 5,
 };
 
 const SLOW: Tune = Tune {
@@ -429,13 +440,13 @@ impl World {
         .expect("issuer signs")
     }
 
-    /// The 1,000-op chain: genesis, claim, then amend-owners (signed by both owners, threshold
-    /// alternating 2 and 1) and revoke-grant (a one-link owner grant to a fresh guest key,
-    /// signed by one owner) in turn.
-    fn long_chain(&mut self) -> Vec<Op> {
+    /// A long chain: genesis, claim, then `extra` ops: amend-owners (signed by both owners,
+    /// threshold alternating 2 and 1) and revoke-grant (a side op: a one-link owner grant to a
+    /// fresh guest key, signed by one owner) in turn.
+    fn long_chain(&mut self, extra: usize) -> Vec<Op> {
         let mut chain = self.chain.clone();
         let owners = sorted(vec![self.owner.public_key(), self.co_owner.public_key()]);
-        for i in 0..EXTRA_OPS {
+        for i in 0..extra {
             let issued = T0 + 10 + i as u64;
             let op = if i % 2 == 0 {
                 let threshold = if i % 4 == 0 { 2 } else { 1 };
@@ -682,7 +693,7 @@ fn chain_and_grants(r: &mut Runner) {
     let mut w = World::new();
 
     // A 1,000-op chain, built once; each iteration verifies a fresh clone (cloning is untimed).
-    let ops = w.long_chain();
+    let ops = w.long_chain(EXTRA_OPS);
     assert_eq!(ops.len(), 2 + EXTRA_OPS);
     let checks = chain_checks(&ops);
     let op_signatures: usize = ops.iter().map(|op| op.signatures.len()).sum();
@@ -701,6 +712,23 @@ fn chain_and_grants(r: &mut Runner) {
         || (),
         |()| {
             for check in black_box(&checks) {
+                assert!(check.run());
+            }
+        },
+    );
+
+    // Ten times longer: what a device (or a new verifier) replays after years of history.
+    let huge = w.long_chain(HUGE_EXTRA_OPS);
+    assert_eq!(huge.len(), 2 + HUGE_EXTRA_OPS);
+    let huge_checks = chain_checks(&huge);
+    r.compare(
+        "chain_verify_10000",
+        HUGE,
+        || huge.clone(),
+        |ops| Chain::verify(ops).expect("verifies"),
+        || (),
+        |()| {
+            for check in black_box(&huge_checks) {
                 assert!(check.run());
             }
         },
@@ -834,6 +862,7 @@ fn keys_in(ops: &[Op]) -> Vec<[u8; 32]> {
             }
             OpBody::RotateKeys { identity, .. } => keys.push(*identity),
             OpBody::FactoryReset { setup } => keys.push(*setup),
+            OpBody::Endorse => {}
         }
         keys.extend(op.signatures.iter().map(|s| s.signer));
     }
@@ -870,6 +899,11 @@ fn parts(c: &mut Criterion) {
     g.bench_function("ed25519_public_key_decode", |b| {
         let bytes = pk.to_bytes();
         b.iter(|| ed25519::PublicKey::try_from_bytes(black_box(bytes)).expect("valid"))
+    });
+    // Latchkey's decode: the same decompression plus the weak-key rule (docs/PROTOCOL.md §1).
+    g.bench_function("latchkey_public_key_decode_strict", |b| {
+        let bytes = pk.to_bytes();
+        b.iter(|| PublicKey::from_bytes(black_box(bytes)).expect("valid"))
     });
     g.bench_function("x25519_dh", |b| {
         b.iter(|| kem.x_secret.diffie_hellman(black_box(&kem.x_public)))

@@ -2,7 +2,8 @@
 //! verifies the whole chain itself; a registry node can withhold ops but cannot forge one.
 
 use core::fmt;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::codec::{check_len, Codec, Reader, Writer};
 use crate::error::{Error, Result};
@@ -102,6 +103,9 @@ pub enum OpBody {
     /// Tag 7. By the identity key after a physical reset: owners and grants lose all power and
     /// the new setup key may claim the device again.
     FactoryReset { setup: PublicKey },
+    /// Tag 8. A side op by the device identity key: "I hold the op I am anchored on". The fork
+    /// choice prefers the branch the device endorsed (docs/PROTOCOL.md §3.3).
+    Endorse,
 }
 
 impl OpBody {
@@ -114,6 +118,7 @@ impl OpBody {
             OpBody::RevokeGrant { .. } => 5,
             OpBody::RotateKeys { .. } => 6,
             OpBody::FactoryReset { .. } => 7,
+            OpBody::Endorse => 8,
         }
     }
 
@@ -126,7 +131,14 @@ impl OpBody {
             OpBody::RevokeGrant { .. } => "revoke-grant",
             OpBody::RotateKeys { .. } => "rotate-keys",
             OpBody::FactoryReset { .. } => "factory-reset",
+            OpBody::Endorse => "endorse",
         }
+    }
+
+    /// Side ops hang off the spine op they were made against and are never anyone's parent, so
+    /// any number of them can be made concurrently without forking the chain.
+    pub fn is_side(&self) -> bool {
+        matches!(self, OpBody::RevokeGrant { .. } | OpBody::Endorse)
     }
 
     fn encode(&self, w: &mut Writer) {
@@ -150,6 +162,7 @@ impl OpBody {
                 w.nested(kem);
             }
             OpBody::FactoryReset { setup } => w.nested(setup),
+            OpBody::Endorse => {}
         }
     }
 
@@ -178,6 +191,7 @@ impl OpBody {
                 kem: r.nested()?,
             },
             7 => OpBody::FactoryReset { setup: r.nested()? },
+            8 => OpBody::Endorse,
             tag => {
                 return Err(Error::UnknownTag {
                     what: "op kind",
@@ -380,6 +394,11 @@ impl Codec for OpList {
     }
 }
 
+/// Most revocations a grant holder who is not an owner may make in one era. Owners are not
+/// capped: they can already change everything. A holder who delegates can only revoke what they
+/// issued, so the cap only stops them from growing every verifier's chain without end.
+pub const MAX_ISSUER_REVOCATIONS: usize = 32;
+
 /// What a verified chain says about its device at one point.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainState {
@@ -394,9 +413,31 @@ pub struct ChainState {
     pub threshold: u8,
     /// The id of the latest claim, transfer or reset: grants are pinned to it.
     pub epoch: OpId,
+    /// Grants revoked in this era (the union of its revocation side ops). Cleared by a new era.
     pub revoked: BTreeSet<GrantId>,
+    /// This era's revocations by grant holders who are not owners, per holder (at most
+    /// [`MAX_ISSUER_REVOCATIONS`] each).
+    pub issuer_revocations: BTreeMap<PublicKey, usize>,
+    /// The spine's head: side ops never move it.
     pub head: OpId,
     pub seq: u64,
+}
+
+/// What a side op is checked against: the state right after the spine op it is anchored on.
+struct Anchor<'a> {
+    device: DeviceId,
+    seq: u64,
+    id: OpId,
+    owners: &'a [PublicKey],
+    epoch: OpId,
+    identity: PublicKey,
+}
+
+/// A side op that passed its checks.
+struct SideChecked {
+    id: OpId,
+    /// A revocation by a grant holder who is not an owner counts against their cap.
+    capped_issuer: Option<PublicKey>,
 }
 
 impl ChainState {
@@ -437,33 +478,50 @@ impl ChainState {
             threshold: 0,
             epoch: id,
             revoked: BTreeSet::new(),
+            issuer_revocations: BTreeMap::new(),
             head: id,
             seq: 0,
         })
     }
 
-    /// The state after `op`, if `op` is a valid successor of this state.
+    /// The state after `op`, if `op` is a valid successor of this state (a spine op) or a valid
+    /// side op anchored on its head.
     pub fn apply(&self, op: &Op) -> Result<ChainState> {
-        let id = self.check(op)?;
         let mut next = self.clone();
-        next.commit(op, id);
+        next.apply_in_place(op)?;
         Ok(next)
     }
 
     /// Applies `op` in place; on error the state is unchanged. Appending this way costs no copy
-    /// of the state, whose revocation set grows with the chain.
+    /// of the state, whose revocation set grows with the era.
     pub fn apply_in_place(&mut self, op: &Op) -> Result<()> {
+        if op.body.is_side() {
+            let checked = check_side(op, &self.anchor(), &self.issuer_revocations)?;
+            self.commit_side(op, &checked);
+            return Ok(());
+        }
         let id = self.check(op)?;
         self.commit(op, id);
         Ok(())
     }
 
-    /// Every rule an op must pass to follow this state; returns its id.
+    fn anchor(&self) -> Anchor<'_> {
+        Anchor {
+            device: self.device,
+            seq: self.seq,
+            id: self.head,
+            owners: &self.owners,
+            epoch: self.epoch,
+            identity: self.identity,
+        }
+    }
+
+    /// Every rule a spine op must pass to follow this state; returns its id.
     fn check(&self, op: &Op) -> Result<OpId> {
         let kind = op.body.kind();
         if op.device != self.device {
             return Err(Error::WrongDevice {
-                seq: op.seq,
+                what: format!("op {}", op.seq),
                 expected: self.device.to_string(),
                 found: op.device.to_string(),
             });
@@ -509,28 +567,20 @@ impl ChainState {
                 require_only(&signers, &allowed, op)?;
             }
             OpBody::AmendOwners(set) | OpBody::Transfer(set) => {
-                self.require_owner_quorum(&signers, op)?;
+                self.require_owner_quorum(&signers, &set.owners, op)?;
                 set.check(op.seq, kind)?;
-            }
-            OpBody::RevokeGrant { chain } => {
-                if !self.is_owned() {
-                    return Err(not_allowed("the device has no owner"));
-                }
-                grant::verify_chain_structure(chain, self).map_err(|_| {
-                    not_allowed("the revoked grant's chain does not verify against the owners")
-                })?;
-                let revoked = chain.last().expect("structure checked: not empty");
-                let issuer = revoked.body.issuer;
-                let by_owner = signers.iter().any(|s| self.is_owner(s));
-                if !by_owner && !signers.contains(&issuer) {
+                // Proof of possession: a key nobody holds (a typo, a phantom) can never become
+                // an owner, so a transfer cannot leave a device owned by nobody.
+                if !set
+                    .owners
+                    .iter()
+                    .all(|o| self.is_owner(o) || signers.contains(o))
+                {
                     return Err(Error::MissingSignature {
                         seq: op.seq,
-                        who: "an owner or the grant's issuer",
+                        who: "every new owner (each key added must sign to prove it is held)",
                     });
                 }
-                let mut allowed = self.owners.clone();
-                allowed.push(issuer);
-                require_only(&signers, &allowed, op)?;
             }
             OpBody::RotateKeys { identity, .. } => {
                 require_exactly(
@@ -545,21 +595,24 @@ impl ChainState {
             OpBody::FactoryReset { .. } => {
                 require_exactly(&signers, &[(self.identity, "the device identity key")], op)?;
             }
+            OpBody::RevokeGrant { .. } | OpBody::Endorse => {
+                unreachable!("side ops are checked by check_side")
+            }
         }
         Ok(id)
     }
 
-    /// The effect of an op that passed [`Self::check`].
+    /// The effect of a spine op that passed [`Self::check`].
     fn commit(&mut self, op: &Op, id: OpId) {
         self.head = id;
         self.seq = op.seq;
         match &op.body {
-            OpBody::Genesis(_) => {}
+            OpBody::Genesis(_) | OpBody::RevokeGrant { .. } | OpBody::Endorse => {}
             OpBody::Claim(set) => {
                 self.setup = None;
                 self.owners = set.owners.clone();
                 self.threshold = set.threshold;
-                self.epoch = id;
+                self.new_era(id);
             }
             OpBody::AmendOwners(set) => {
                 self.owners = set.owners.clone();
@@ -568,13 +621,7 @@ impl ChainState {
             OpBody::Transfer(set) => {
                 self.owners = set.owners.clone();
                 self.threshold = set.threshold;
-                self.epoch = id;
-                self.revoked.clear();
-            }
-            OpBody::RevokeGrant { chain } => {
-                if let Some(revoked) = chain.last() {
-                    self.revoked.insert(revoked.id());
-                }
+                self.new_era(id);
             }
             OpBody::RotateKeys { identity, kem } => {
                 self.identity = *identity;
@@ -584,13 +631,38 @@ impl ChainState {
                 self.setup = Some(*setup);
                 self.owners.clear();
                 self.threshold = 0;
-                self.epoch = id;
-                self.revoked.clear();
+                self.new_era(id);
             }
         }
     }
 
-    fn require_owner_quorum(&self, signers: &BTreeSet<PublicKey>, op: &Op) -> Result<()> {
+    fn new_era(&mut self, epoch: OpId) {
+        self.epoch = epoch;
+        self.revoked.clear();
+        self.issuer_revocations.clear();
+    }
+
+    /// The effect of a side op that passed [`check_side`] against an anchor in this era.
+    fn commit_side(&mut self, op: &Op, checked: &SideChecked) {
+        let OpBody::RevokeGrant { chain } = &op.body else {
+            return;
+        };
+        let Some(revoked) = chain.last() else {
+            return;
+        };
+        if self.revoked.insert(revoked.id()) {
+            if let Some(issuer) = checked.capped_issuer {
+                *self.issuer_revocations.entry(issuer).or_default() += 1;
+            }
+        }
+    }
+
+    fn require_owner_quorum(
+        &self,
+        signers: &BTreeSet<PublicKey>,
+        new_owners: &[PublicKey],
+        op: &Op,
+    ) -> Result<()> {
         if !self.is_owned() {
             return Err(Error::OpNotAllowed {
                 seq: op.seq,
@@ -598,7 +670,8 @@ impl ChainState {
                 why: "the device has no owner; claim it first",
             });
         }
-        require_only(signers, &self.owners, op)?;
+        let allowed: Vec<PublicKey> = self.owners.iter().chain(new_owners).copied().collect();
+        require_only(signers, &allowed, op)?;
         let valid = signers.iter().filter(|s| self.is_owner(s)).count();
         if valid < self.threshold as usize {
             return Err(Error::NotEnoughSignatures {
@@ -609,6 +682,87 @@ impl ChainState {
             });
         }
         Ok(())
+    }
+}
+
+/// Every rule a side op must pass against its anchor (docs/PROTOCOL.md §3.2, §3.3).
+fn check_side(
+    op: &Op,
+    anchor: &Anchor<'_>,
+    issuer_revocations: &BTreeMap<PublicKey, usize>,
+) -> Result<SideChecked> {
+    let kind = op.body.kind();
+    if op.device != anchor.device {
+        return Err(Error::WrongDevice {
+            what: format!("op {}", op.seq),
+            expected: anchor.device.to_string(),
+            found: op.device.to_string(),
+        });
+    }
+    if op.seq != anchor.seq + 1 {
+        return Err(Error::WrongSequence {
+            expected: anchor.seq + 1,
+            found: op.seq,
+        });
+    }
+    if op.prev != anchor.id {
+        return Err(Error::BrokenLink { seq: op.seq });
+    }
+    let (signers, id) = op.verified_signers()?;
+    let not_allowed = |why| Error::OpNotAllowed {
+        seq: op.seq,
+        kind,
+        why,
+    };
+    match &op.body {
+        OpBody::Endorse => {
+            require_exactly(
+                &signers,
+                &[(anchor.identity, "the device identity key")],
+                op,
+            )?;
+            Ok(SideChecked {
+                id,
+                capped_issuer: None,
+            })
+        }
+        OpBody::RevokeGrant { chain } => {
+            if anchor.owners.is_empty() {
+                return Err(not_allowed("the device has no owner"));
+            }
+            grant::verify_chain_structure_for(chain, anchor.owners).map_err(|_| {
+                not_allowed("the revoked grant's chain does not verify against the owners")
+            })?;
+            let revoked = chain.last().expect("structure checked: not empty");
+            if !revoked.body.covers(&anchor.device, &anchor.epoch) {
+                return Err(not_allowed(
+                    "the revoked grant is not for this device in the era the revocation names",
+                ));
+            }
+            let issuer = revoked.body.issuer;
+            let by_owner = signers.iter().any(|s| anchor.owners.contains(s));
+            if !by_owner && !signers.contains(&issuer) {
+                return Err(Error::MissingSignature {
+                    seq: op.seq,
+                    who: "an owner or the grant's issuer",
+                });
+            }
+            let mut allowed = anchor.owners.to_vec();
+            allowed.push(issuer);
+            require_only(&signers, &allowed, op)?;
+            let capped_issuer = (!by_owner).then_some(issuer);
+            if let Some(issuer) = capped_issuer {
+                if issuer_revocations.get(&issuer).copied().unwrap_or(0) >= MAX_ISSUER_REVOCATIONS {
+                    return Err(not_allowed(
+                        "a grant holder who is not an owner may revoke at most 32 grants per era; ask an owner",
+                    ));
+                }
+            }
+            Ok(SideChecked { id, capped_issuer })
+        }
+        _ => Err(not_allowed(
+            "only revocations and endorsements are side ops",
+        )),
     }
 }
 
@@ -640,7 +794,7 @@ fn require_only(signers: &BTreeSet<PublicKey>, allowed: &[PublicKey], op: &Op) -
     }
 }
 
-/// Two valid, different ops after the same parent: proof that signers equivocated.
+/// Two valid, different spine ops after the same parent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForkEvidence {
     pub seq: u64,
@@ -651,33 +805,83 @@ pub struct ForkEvidence {
 /// What merging another view into ours found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MergeReport {
-    /// Ops the other view had that extend ours (now appended).
+    /// Ops the other view had that we did not (spine ops appended, side ops taken).
     pub added: usize,
-    /// The other view ended before ours: it is stale (withholding or lagging).
+    /// The other view's spine ended before ours: it is stale (withholding or lagging).
     pub behind: bool,
-    /// The other view has a valid different op where ours has one; ours is kept.
+    /// An unresolved fork: a valid different spine op where ours has one, and the device has
+    /// endorsed neither branch (or both). Ours is kept; raise an alarm.
     pub fork: Option<ForkEvidence>,
-    /// The first invalid op of the other view, if any; nothing from it on was taken.
+    /// The device endorsed their branch and not ours: their branch replaced ours from `seq`.
+    pub switched: Option<ForkEvidence>,
+    /// A valid different spine op on a branch the device did not endorse, where it endorsed
+    /// ours: theirs lost. Evidence that someone signed a rival history (e.g. a leaked setup key).
+    pub outvoted: Option<ForkEvidence>,
+    /// The first invalid op of the other view, if any; no spine op from it on was taken.
     pub invalid: Option<Error>,
+    /// Side ops anchored on an op our spine does not hold (another branch, or past our head):
+    /// not taken. A replica that sees them should fetch the other party's whole chain.
+    pub unanchored: usize,
 }
 
-/// A verified chain. Construction verifies from genesis; every mutation verifies the new op.
+/// One op of the spine with what its side ops are checked against.
+#[derive(Debug, Clone)]
+struct SpineEntry {
+    /// Where the op is in [`Chain::all`].
+    at: usize,
+    id: OpId,
+    /// Owners right after this op, shared with neighbours that did not change them.
+    owners: Arc<[PublicKey]>,
+    epoch: OpId,
+    identity: PublicKey,
+    /// The device endorsed this op (or signed it itself).
+    endorsed: bool,
+}
+
+/// A verified chain: the spine (every op but side ops, linked one to the next) and the side
+/// ops that count (this era's revocations, every endorsement). Construction verifies from
+/// genesis; every mutation verifies the new op.
 #[derive(Debug, Clone)]
 pub struct Chain {
-    ops: Vec<Op>,
+    /// Every op that counts, in canonical wire order: each spine op, then the side ops anchored
+    /// on it by id. A new spine op therefore always goes last.
+    all: Vec<Op>,
+    spine: Vec<SpineEntry>,
+    /// The side ops held, by (seq, id).
+    side: BTreeSet<(u64, OpId)>,
     state: ChainState,
+}
+
+/// An op's place in the canonical order: each spine op, then the side ops anchored on it by id.
+fn canonical_key(op: &Op, id: impl FnOnce() -> OpId) -> (u64, bool, OpId) {
+    if op.body.is_side() {
+        (op.seq.saturating_sub(1), true, id())
+    } else {
+        (op.seq, false, OpId::NONE)
+    }
 }
 
 impl Chain {
     pub fn from_genesis(genesis: Op) -> Result<Self> {
         let state = ChainState::genesis(&genesis)?;
+        let entry = SpineEntry {
+            at: 0,
+            id: state.head,
+            owners: Arc::from(Vec::new()),
+            epoch: state.epoch,
+            identity: state.identity,
+            endorsed: true,
+        };
         Ok(Chain {
-            ops: vec![genesis],
+            all: vec![genesis],
+            spine: vec![entry],
+            side: BTreeSet::new(),
             state,
         })
     }
 
-    /// Verifies a whole chain from its genesis.
+    /// Verifies a whole chain from its genesis (spine and side ops in canonical order, or any
+    /// order where each side op follows its anchor).
     pub fn verify(ops: Vec<Op>) -> Result<Self> {
         let mut iter = ops.into_iter();
         let genesis = iter.next().ok_or(Error::MissingGenesis)?;
@@ -692,12 +896,54 @@ impl Chain {
         self.state.device
     }
 
+    /// Every op that counts, spine and side, in canonical wire order: what to serve or store.
     pub fn ops(&self) -> &[Op] {
-        &self.ops
+        &self.all
     }
 
+    /// The id of each op of [`Self::ops`], in the same order (spine ids are remembered; only
+    /// side ops are hashed).
+    pub fn op_ids(&self) -> Vec<OpId> {
+        let mut spine = self.spine.iter().peekable();
+        self.all
+            .iter()
+            .enumerate()
+            .map(|(at, op)| match spine.next_if(|e| e.at == at) {
+                Some(entry) => entry.id,
+                None => op.id(),
+            })
+            .collect()
+    }
+
+    /// Spine ops from `seq` on, with every side op (side ops are few, and one anchored on an old
+    /// op may arrive late: a reader asking for what is new must not miss it).
+    pub fn ops_from(&self, seq: u64) -> Vec<Op> {
+        self.all
+            .iter()
+            .filter(|op| op.seq >= seq || op.body.is_side())
+            .cloned()
+            .collect()
+    }
+
+    /// The spine, genesis first: op `seq` is at index `seq`.
+    pub fn spine(&self) -> impl DoubleEndedIterator<Item = &Op> + ExactSizeIterator {
+        self.spine.iter().map(|e| &self.all[e.at])
+    }
+
+    /// The spine op at `seq`.
+    pub fn spine_op(&self, seq: u64) -> Option<&Op> {
+        let entry = self.spine.get(usize::try_from(seq).ok()?)?;
+        Some(&self.all[entry.at])
+    }
+
+    /// This era's revocations and every endorsement, in canonical order.
+    pub fn side_ops(&self) -> impl Iterator<Item = &Op> {
+        self.all.iter().filter(|op| op.body.is_side())
+    }
+
+    /// How many spine ops the chain has (the head's seq + 1).
     pub fn len(&self) -> usize {
-        self.ops.len()
+        self.spine.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -713,20 +959,63 @@ impl Chain {
         &self.state
     }
 
-    /// The state as of op `seq` ("who owned this, with what threshold, then").
-    pub fn state_at(&self, seq: u64) -> Option<ChainState> {
-        let last = usize::try_from(seq).ok()?;
-        if last >= self.ops.len() {
-            return None;
-        }
-        let mut state = ChainState::genesis(&self.ops[0]).ok()?;
-        for op in &self.ops[1..=last] {
-            state = state.apply(op).ok()?;
-        }
-        Some(state)
+    /// The device endorsed the spine op at `seq` (or signed it itself).
+    pub fn is_endorsed(&self, seq: u64) -> bool {
+        usize::try_from(seq)
+            .ok()
+            .and_then(|i| self.spine.get(i))
+            .is_some_and(|e| e.endorsed)
     }
 
-    /// Starts the next op (unsigned): sequence and link are filled in.
+    /// The device endorsed some spine op at or after `seq`, and so this branch from `seq` on.
+    fn endorsed_from(&self, seq: usize) -> bool {
+        self.spine.iter().skip(seq).any(|e| e.endorsed)
+    }
+
+    /// The unsigned endorsement of the spine op at `seq`, for the device to sign with its
+    /// identity key; `None` past the head.
+    pub fn endorsement(&self, seq: u64, issued_ms: u64) -> Option<Op> {
+        let entry = self.spine.get(usize::try_from(seq).ok()?)?;
+        Some(Op::new(
+            self.state.device,
+            seq + 1,
+            entry.id,
+            issued_ms,
+            OpBody::Endorse,
+        ))
+    }
+
+    /// The state as of spine op `seq` ("who owned this, with what threshold, then"), with the
+    /// side ops anchored up to it.
+    pub fn state_at(&self, seq: u64) -> Option<ChainState> {
+        Some(
+            self.prefix(usize::try_from(seq).ok()?.checked_add(1)?)?
+                .state,
+        )
+    }
+
+    /// The chain cut after its first `len` spine ops, with the side ops anchored on them.
+    fn prefix(&self, len: usize) -> Option<Chain> {
+        if len == 0 || len > self.spine.len() {
+            return None;
+        }
+        let ops = self
+            .all
+            .iter()
+            .filter(|op| {
+                if op.body.is_side() {
+                    op.seq <= len as u64
+                } else {
+                    op.seq < len as u64
+                }
+            })
+            .cloned()
+            .collect();
+        Some(Chain::verify(ops).expect("a prefix of a verified chain verifies"))
+    }
+
+    /// Starts the next op (unsigned): sequence and link are filled in. A side op is anchored on
+    /// the head.
     pub fn propose(&self, issued_ms: u64, body: OpBody) -> Op {
         Op::new(
             self.state.device,
@@ -737,33 +1026,175 @@ impl Chain {
         )
     }
 
-    /// Checks that `op` would be a valid next op, without appending it.
+    /// Checks that `op` would be a valid next spine op, or a valid side op on any spine op,
+    /// without appending it; returns the state it would lead to.
     pub fn check_next(&self, op: &Op) -> Result<ChainState> {
-        self.state.apply(op)
+        if !op.body.is_side() {
+            return self.state.apply(op);
+        }
+        let entry = self.anchor_entry(op)?;
+        let checked = check_side(op, &self.anchor_of(entry), &self.state.issuer_revocations)?;
+        let mut next = self.state.clone();
+        if entry.epoch == self.state.epoch {
+            next.commit_side(op, &checked);
+        }
+        Ok(next)
     }
 
+    /// Appends a spine op or takes a side op; returns the op's id. A side op that changes
+    /// nothing (a copy, a second endorsement of one op, a revocation of a grant already revoked
+    /// or anchored in an ended era) is verified and then not kept.
     pub fn append(&mut self, op: Op) -> Result<OpId> {
+        if op.body.is_side() {
+            return self.add_side(op).map(|(id, _)| id);
+        }
+        let era = self.state.epoch;
         self.state.apply_in_place(&op)?;
-        self.ops.push(op);
+        let last = self.spine.last().expect("a chain has a genesis");
+        let owners = if *last.owners == *self.state.owners {
+            last.owners.clone()
+        } else {
+            Arc::from(self.state.owners.clone())
+        };
+        let endorsed = matches!(
+            op.body,
+            OpBody::RotateKeys { .. } | OpBody::FactoryReset { .. }
+        );
+        self.spine.push(SpineEntry {
+            at: self.all.len(),
+            id: self.state.head,
+            owners,
+            epoch: self.state.epoch,
+            identity: self.state.identity,
+            endorsed,
+        });
+        self.all.push(op);
+        if self.state.epoch != era {
+            self.drop_revocations();
+        }
         Ok(self.state.head)
     }
 
-    /// Merges ops another party served (a whole chain, or a run of consecutive ops starting at
-    /// any sequence up to our length). Extends ours with the longest valid run; a valid
-    /// different op at a position we already hold is reported as a fork and never preferred
-    /// silently; an invalid op stops the merge and is reported.
+    /// Revocations die with their era; endorsements stay to settle old forks.
+    fn drop_revocations(&mut self) {
+        self.all
+            .retain(|op| !matches!(op.body, OpBody::RevokeGrant { .. }));
+        self.side = self
+            .all
+            .iter()
+            .filter(|op| op.body.is_side())
+            .map(|op| (op.seq, op.id()))
+            .collect();
+        self.reindex();
+    }
+
+    fn reindex(&mut self) {
+        let mut spine = self.spine.iter_mut();
+        for (at, op) in self.all.iter().enumerate() {
+            if !op.body.is_side() {
+                spine.next().expect("one entry per spine op").at = at;
+            }
+        }
+    }
+
+    fn anchor_entry(&self, op: &Op) -> Result<&SpineEntry> {
+        let entry = op
+            .seq
+            .checked_sub(1)
+            .and_then(|a| usize::try_from(a).ok())
+            .and_then(|a| self.spine.get(a));
+        match entry {
+            Some(entry) if entry.id == op.prev => Ok(entry),
+            Some(_) => Err(Error::BrokenLink { seq: op.seq }),
+            None => Err(Error::WrongSequence {
+                expected: self.state.seq + 1,
+                found: op.seq,
+            }),
+        }
+    }
+
+    fn anchor_of<'a>(&self, entry: &'a SpineEntry) -> Anchor<'a> {
+        Anchor {
+            device: self.state.device,
+            seq: self.all[entry.at].seq,
+            id: entry.id,
+            owners: &entry.owners,
+            epoch: entry.epoch,
+            identity: entry.identity,
+        }
+    }
+
+    /// Verifies a side op against its anchor; returns its id and whether it was kept.
+    fn add_side(&mut self, op: Op) -> Result<(OpId, bool)> {
+        let entry = self.anchor_entry(&op)?;
+        let checked = check_side(&op, &self.anchor_of(entry), &self.state.issuer_revocations)?;
+        let id = checked.id;
+        if self.side.contains(&(op.seq, id)) {
+            return Ok((id, false));
+        }
+        let anchor = (op.seq - 1) as usize;
+        let kept = match &op.body {
+            OpBody::Endorse => !std::mem::replace(&mut self.spine[anchor].endorsed, true),
+            OpBody::RevokeGrant { chain } => {
+                self.spine[anchor].epoch == self.state.epoch
+                    && chain
+                        .last()
+                        .is_some_and(|g| !self.state.revoked.contains(&g.id()))
+            }
+            _ => false,
+        };
+        if kept {
+            self.state.commit_side(&op, &checked);
+            let key = canonical_key(&op, || id);
+            let at = self
+                .all
+                .partition_point(|o| canonical_key(o, || o.id()) < key);
+            self.all.insert(at, op);
+            self.side.insert((key.0, id));
+            for entry in self.spine.iter_mut().filter(|e| e.at >= at) {
+                entry.at += 1;
+            }
+        }
+        Ok((id, kept))
+    }
+
+    /// Merges ops another party served (a whole chain, or spine ops from any sequence up to our
+    /// length, with side ops). Extends our spine with the longest valid run and takes their
+    /// valid side ops. A valid different spine op where we hold one is settled by the device's
+    /// endorsement (docs/PROTOCOL.md §3.3): their branch replaces ours only if the device
+    /// endorsed it and not ours; otherwise ours is kept and the fork reported. An invalid spine
+    /// op stops the spine merge and is reported.
     pub fn merge(&mut self, theirs: &[Op]) -> MergeReport {
         let mut report = MergeReport::default();
+        let (spine, side): (Vec<&Op>, Vec<&Op>) = theirs.iter().partition(|op| !op.body.is_side());
+        self.merge_spine(&spine, &side, &mut report);
+        for op in side {
+            match self.add_side(op.clone()) {
+                Ok((_, true)) => report.added += 1,
+                Ok((_, false)) => {}
+                // Anchored on a branch we do not hold, or past our head: not ours to judge.
+                Err(Error::BrokenLink { .. } | Error::WrongSequence { .. }) => {
+                    report.unanchored += 1
+                }
+                Err(e) => {
+                    report.invalid.get_or_insert(e);
+                }
+            }
+        }
+        report
+    }
+
+    fn merge_spine(&mut self, theirs: &[&Op], their_side: &[&Op], report: &mut MergeReport) {
         let Some(first) = theirs.first() else {
             report.behind = true;
-            return report;
+            return;
         };
-        if first.seq > self.ops.len() as u64 {
+        if first.seq > self.spine.len() as u64 {
             report.invalid = Some(Error::WrongSequence {
-                expected: self.ops.len() as u64,
+                expected: self.spine.len() as u64,
                 found: first.seq,
             });
-            return report;
+            return;
         }
         for (i, op) in theirs.iter().enumerate() {
             let expected_seq = first.seq + i as u64;
@@ -772,56 +1203,85 @@ impl Chain {
                     expected: expected_seq,
                     found: op.seq,
                 });
-                return report;
+                return;
             }
-            let Ok(pos) = usize::try_from(op.seq) else {
-                report.invalid = Some(Error::WrongSequence {
-                    expected: self.ops.len() as u64,
-                    found: op.seq,
-                });
-                return report;
-            };
-            if pos < self.ops.len() {
-                if self.ops[pos].id() == op.id() {
-                    continue;
-                }
-                let valid = if pos == 0 {
-                    ChainState::genesis(op).map(|_| ())
-                } else {
-                    self.state_at(op.seq - 1)
-                        .expect("our own prefix is valid")
-                        .apply(op)
-                        .map(|_| ())
-                };
-                match valid {
-                    Ok(()) if op.device != self.device() => {
-                        report.invalid = Some(Error::WrongDevice {
-                            seq: op.seq,
-                            expected: self.device().to_string(),
-                            found: op.device.to_string(),
-                        });
+            let pos = op.seq as usize;
+            if pos >= self.spine.len() {
+                match self.append((*op).clone()) {
+                    Ok(_) => report.added += 1,
+                    Err(e) => {
+                        report.invalid = Some(e);
+                        return;
                     }
-                    Ok(()) => {
-                        report.fork = Some(ForkEvidence {
-                            seq: op.seq,
-                            ours: self.ops[pos].clone(),
-                            theirs: op.clone(),
-                        });
-                    }
-                    Err(e) => report.invalid = Some(e),
                 }
-                return report;
+                continue;
             }
-            match self.append(op.clone()) {
-                Ok(_) => report.added += 1,
-                Err(e) => {
-                    report.invalid = Some(e);
-                    return report;
-                }
+            if self.spine[pos].id == op.id() {
+                continue;
             }
+            self.settle_fork(pos, &theirs[i..], their_side, report);
+            return;
         }
         let last_seq = first.seq + theirs.len() as u64 - 1;
         report.behind = last_seq < self.state.seq;
-        report
+    }
+
+    /// Their spine (from `pos` on) differs from ours at `pos`.
+    fn settle_fork(
+        &mut self,
+        pos: usize,
+        theirs: &[&Op],
+        their_side: &[&Op],
+        report: &mut MergeReport,
+    ) {
+        let op = theirs[0];
+        if op.device != self.device() {
+            report.invalid = Some(Error::WrongDevice {
+                what: format!("op {}", op.seq),
+                expected: self.device().to_string(),
+                found: op.device.to_string(),
+            });
+            return;
+        }
+        let evidence = ForkEvidence {
+            seq: op.seq,
+            ours: self.all[self.spine[pos].at].clone(),
+            theirs: op.clone(),
+        };
+        if pos == 0 {
+            // Two geneses of one device id: the device key signed both. Nothing settles that.
+            match ChainState::genesis(op) {
+                Ok(_) => report.fork = Some(evidence),
+                Err(e) => report.invalid = Some(e),
+            }
+            return;
+        }
+        let mut candidate = self.prefix(pos).expect("0 < pos < len");
+        let mut taken = 0;
+        for op in theirs {
+            if let Err(e) = candidate.append((*op).clone()) {
+                report.invalid = Some(e);
+                break;
+            }
+            taken += 1;
+        }
+        if taken == 0 {
+            return;
+        }
+        for s in their_side {
+            let _ = candidate.add_side((*s).clone());
+        }
+        match (self.endorsed_from(pos), candidate.endorsed_from(pos)) {
+            (false, true) => {
+                for s in self.side_ops() {
+                    let _ = candidate.add_side(s.clone());
+                }
+                report.added += taken;
+                report.switched = Some(evidence);
+                *self = candidate;
+            }
+            (true, false) => report.outvoted = Some(evidence),
+            _ => report.fork = Some(evidence),
+        }
     }
 }

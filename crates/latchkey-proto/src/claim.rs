@@ -18,6 +18,9 @@ pub const CLAIM_VERSION: u8 = 1;
 pub const CLAIM_PREFIX: &str = "LATCHKEY:C1:";
 /// A QR code above about 300 characters gets too dense to scan from a small display.
 pub const MAX_CLAIM_TEXT: usize = 300;
+/// The most bytes a code of [`MAX_CLAIM_TEXT`] characters can carry: (300 − 12) × 5 / 8 = 180.
+/// The payload decoder's cap, so bytes that no scannable code could hold are refused as such.
+pub const MAX_CLAIM_PAYLOAD: usize = (MAX_CLAIM_TEXT - CLAIM_PREFIX.len()) * 5 / 8;
 pub const MAX_CLAIM_NAME: usize = 24;
 pub const MAX_CLAIM_ADDRS: usize = 4;
 pub const MAX_HOST_LEN: usize = 63;
@@ -215,7 +218,7 @@ impl ClaimPayload {
 
 impl Codec for ClaimPayload {
     const NAME: &'static str = "claim code";
-    const MAX_LEN: usize = MAX_CLAIM_TEXT;
+    const MAX_LEN: usize = MAX_CLAIM_PAYLOAD;
     fn encode(&self, w: &mut Writer) {
         w.u8(CLAIM_VERSION);
         w.nested(&self.identity);

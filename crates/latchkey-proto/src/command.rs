@@ -389,7 +389,11 @@ impl SignedResponse {
             "response",
         )?;
         if self.response.device != *device {
-            return Err(Error::DeviceIdMismatch);
+            return Err(Error::WrongDevice {
+                what: "response".to_owned(),
+                expected: device.to_string(),
+                found: self.response.device.to_string(),
+            });
         }
         if self.response.command != *command {
             return Err(Error::Invalid {
@@ -435,7 +439,11 @@ pub fn authorize(
     now_ms: u64,
 ) -> Result<Authorization> {
     if command.device != state.device {
-        return Err(Error::DeviceIdMismatch);
+        return Err(Error::WrongDevice {
+            what: "command".to_owned(),
+            expected: state.device.to_string(),
+            found: command.device.to_string(),
+        });
     }
     if command.grants.is_empty() {
         return if state.is_owner(&command.sender) {

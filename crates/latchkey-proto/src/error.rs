@@ -49,6 +49,11 @@ pub enum Error {
     MnemonicChecksum { suspects: Vec<usize> },
     #[error("the public key is not a valid Ed25519 point")]
     BadPublicKey,
+    /// A point that decodes but that no honestly made key can be: one of small order (a
+    /// signature under it can be forged by anyone) or a non-canonical encoding (a second
+    /// spelling of a point). docs/PROTOCOL.md §1.
+    #[error("the public key is weak ({why}); no real key looks like this, so ask its holder to send their key again")]
+    WeakKey { why: &'static str },
     /// `found` names what the text looks like, never the text itself: a recovery phrase
     /// pasted into the wrong field must not land in an error message.
     #[error("expected a {expected} but this looks like {found}")]
@@ -66,13 +71,18 @@ pub enum Error {
     BadPadding,
     #[error("the device's KEM keys do not match the commitment in its claim code; do not claim this device")]
     KemCommitmentMismatch,
+    /// A device id is not `H(device-id, D)` of the identity key it comes with (a genesis op,
+    /// a device's own key files against its chain). Something naming another device than the
+    /// one checking it is [`Error::WrongDevice`].
     #[error("the device id does not belong to the identity key presented")]
     DeviceIdMismatch,
 
     // --- ownership chain ---
-    #[error("op {seq} is for device {found}, not {expected}")]
+    /// An op, command or response that names another device than the one it is checked for.
+    /// `what` says which (`op 3`, `command`, `response`).
+    #[error("{what} is for device {found}, not {expected}; it was sent to the wrong device")]
     WrongDevice {
-        seq: u64,
+        what: String,
         expected: String,
         found: String,
     },

@@ -235,7 +235,7 @@ impl GrantBody {
         })
     }
 
-    fn covers(&self, device: &DeviceId, epoch: &OpId) -> bool {
+    pub(crate) fn covers(&self, device: &DeviceId, epoch: &OpId) -> bool {
         self.scope
             .iter()
             .any(|s| s.device == *device && s.epoch == *epoch)
@@ -366,10 +366,16 @@ impl Codec for Grant {
         w.nested(&self.signature);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self> {
-        Ok(Grant {
+        let start = r.position();
+        let grant = Grant {
             body: GrantBody::read_content(r)?,
             signature: r.nested()?,
-        })
+        };
+        // The cap holds for a grant inside a command, an op or an invitation too: each field
+        // within its own limit still adds up to more than 4 KiB, and a grant that is refused
+        // alone must not pass as part of something larger.
+        check_len("grant", r.position() - start, Grant::MAX_LEN)?;
+        Ok(grant)
     }
 }
 
@@ -396,13 +402,19 @@ pub struct GrantApproval {
 /// delegation, and that the first issuer is a current owner. Used by both command checks and
 /// revocations.
 pub fn verify_chain_structure(chain: &[Grant], state: &ChainState) -> Result<()> {
+    verify_chain_structure_for(chain, &state.owners)
+}
+
+/// [`verify_chain_structure`] against an owner set (a revocation is checked against the owners
+/// of the op it is anchored on).
+pub fn verify_chain_structure_for(chain: &[Grant], owners: &[PublicKey]) -> Result<()> {
     if chain.is_empty() || chain.len() > MAX_GRANT_CHAIN {
         return Err(Error::GrantInvalid {
             index: 0,
             why: "a grant chain holds 1 to 4 grants",
         });
     }
-    if !state.owners.contains(&chain[0].body.issuer) {
+    if !owners.contains(&chain[0].body.issuer) {
         return Err(Error::GrantInvalid {
             index: 0,
             why: "its issuer is not a current owner",

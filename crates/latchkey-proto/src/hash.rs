@@ -20,3 +20,16 @@ pub const KEM_COMMITMENT: &str = "latchkey/v1/kem-commitment";
 pub const OP_ID: &str = "latchkey/v1/op-id";
 pub const GRANT_ID: &str = "latchkey/v1/grant-id";
 pub const COMMAND_ID: &str = "latchkey/v1/command-id";
+pub const OWNER_MAILBOX: &str = "latchkey/v1/owner-mailbox";
+
+/// An owner's mailbox id on the registry nodes: `H("latchkey/v1/owner-mailbox", owner key)`
+/// (docs/PROTOCOL.md §11). Proposals and notices for that owner are posted there.
+pub fn owner_mailbox(owner: &crate::keys::PublicKey) -> [u8; 32] {
+    labeled(OWNER_MAILBOX, &[&owner.to_bytes()])
+}
+
+/// A device's mailbox id on the registry nodes: its device id's 32 bytes, unhashed
+/// (docs/PROTOCOL.md §11), so a sender who knows the device knows where to post.
+pub fn device_mailbox(device: &crate::keys::DeviceId) -> [u8; 32] {
+    device.0
+}

@@ -73,26 +73,43 @@ impl Invitation {
 
     /// Checks what can be checked without the device's chain: the grants are signed, linked
     /// issuer to subject, cover the device, and end at the guest key. (Whether the root issuer
-    /// owns the device is for the guest's quorum check.)
+    /// owns the device is for the guest's quorum check.) A faulty grant is refused with the
+    /// errors and in the order a device's grant check uses (docs/PROTOCOL.md §4): count,
+    /// then per grant its signature and its link, then every grant's device, then the subject.
     pub fn check(&self) -> Result<()> {
         let invalid = |why| Error::Invalid {
             what: "invitation",
             why,
         };
         if self.grants.is_empty() || self.grants.len() > MAX_GRANT_CHAIN {
-            return Err(invalid("it must hold 1 to 4 grants"));
+            return Err(Error::GrantInvalid {
+                index: 0,
+                why: "a grant chain holds 1 to 4 grants",
+            });
         }
-        for (i, grant) in self.grants.iter().enumerate() {
-            grant.verify_signature()?;
-            if !grant.body.scope.iter().any(|s| s.device == self.device) {
-                return Err(invalid("a grant does not cover the invitation's device"));
+        for (index, grant) in self.grants.iter().enumerate() {
+            let grant_invalid = |why| Error::GrantInvalid { index, why };
+            grant
+                .verify_signature()
+                .map_err(|_| grant_invalid("bad signature"))?;
+            if index > 0 && grant.body.issuer != self.grants[index - 1].body.subject {
+                return Err(grant_invalid(
+                    "not issued by the holder of the grant before it",
+                ));
             }
-            if i > 0 && grant.body.issuer != self.grants[i - 1].body.subject {
-                return Err(invalid("the grants do not link issuer to subject"));
-            }
+        }
+        if self
+            .grants
+            .iter()
+            .any(|g| !g.body.scope.iter().any(|s| s.device == self.device))
+        {
+            return Err(Error::DeviceNotGranted);
         }
         if self.leaf().body.subject != self.guest_key().public_key() {
-            return Err(invalid("the guest key is not the last grant's subject"));
+            return Err(Error::GrantInvalid {
+                index: self.grants.len() - 1,
+                why: "it was issued to a different key than the invitation's guest key",
+            });
         }
         if self.device_name.len() > MAX_INVITE_LABEL || self.guest_name.len() > MAX_INVITE_LABEL {
             return Err(invalid("a name is over 64 bytes"));
@@ -276,15 +293,19 @@ mod tests {
         );
         assert!(matches!(
             Invitation::parse_link(&forged),
-            Err(Error::Invalid { .. })
+            Err(Error::GrantInvalid { index: 0, .. })
         ));
         // A grant for another device.
         let mut elsewhere = inv.clone();
         elsewhere.device = DeviceId::from_identity(&key(5).public_key());
-        assert!(elsewhere.check().is_err());
-        // A tampered grant.
+        assert_eq!(elsewhere.check(), Err(Error::DeviceNotGranted));
+        // A tampered grant: named like a device names it in a grant chain, not BadSignature
+        // (which is for the signature of the thing checked itself).
         let mut tampered = inv;
         tampered.grants[0].body.not_after_ms += 1;
-        assert!(matches!(tampered.check(), Err(Error::BadSignature { .. })));
+        assert!(matches!(
+            tampered.check(),
+            Err(Error::GrantInvalid { index: 0, .. })
+        ));
     }
 }

@@ -355,6 +355,41 @@ mod tests {
         assert_ne!(*k.command_key(), *sender.command_key());
     }
 
+    /// Every small-order X25519 point, in each spelling RFC 7748 reads the same (top bit set;
+    /// u + p), gives the all-zero secret under a clamped scalar: refused on both sides.
+    #[test]
+    fn small_order_x25519_points_are_refused_on_both_sides() {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let device = KemSecretKey::generate(&mut rng);
+        let (_, good) = encapsulate(device.public(), &mut rng).unwrap();
+        // The Montgomery u of the curve's small-order points (u = 0, 1 and the two of order 8),
+        // from curve25519-dalek's eight-torsion (Edwards) points; then u = p - 1 (order 4 on
+        // the twist) and spellings of u = 1 and u = 0 that RFC 7748 reduces to them.
+        let mut small: Vec<[u8; 32]> = curve25519_dalek::constants::EIGHT_TORSION
+            .iter()
+            .map(|p| p.to_montgomery().to_bytes())
+            .collect();
+        let mut p_plus_1 = [0xff; 32];
+        p_plus_1[0] = 0xee;
+        p_plus_1[31] = 0x7f;
+        let mut zero_high_bit = [0u8; 32];
+        zero_high_bit[31] = 0x80;
+        let mut p_minus_1 = p_plus_1;
+        p_minus_1[0] = 0xec;
+        small.extend([p_plus_1, p_minus_1, zero_high_bit]);
+        for u in small {
+            let mut ct = good.clone();
+            ct.x25519_ephemeral = u;
+            assert_eq!(device.decapsulate(&ct).unwrap_err(), Error::DecryptFailed);
+            let mut weak = device.public().clone();
+            weak.x25519 = u;
+            assert!(matches!(
+                encapsulate(&weak, &mut rng),
+                Err(Error::Invalid { .. })
+            ));
+        }
+    }
+
     #[test]
     fn secret_key_bytes_round_trip() {
         let mut rng = ChaCha20Rng::seed_from_u64(3);

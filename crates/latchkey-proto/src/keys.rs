@@ -8,6 +8,7 @@ use bech32::{Bech32m, Hrp};
 use crypto::keys::bip39::{self, wordlist};
 use crypto::keys::slip10;
 use crypto::signatures::ed25519;
+use curve25519_dalek::edwards::CompressedEdwardsY;
 use rand_core::{CryptoRng, RngCore};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -260,7 +261,11 @@ impl PublicKey {
     pub const LEN: usize = 32;
     const HRP: &'static str = "lkpk";
 
+    /// Decodes strictly (docs/PROTOCOL.md §1): bytes that are no point are `BadPublicKey`; a
+    /// point of small order, or any encoding other than the point's one canonical form, is
+    /// `WeakKey`. Verification itself follows ZIP-215, which would take both.
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self> {
+        refuse_weak(&bytes)?;
         ed25519::PublicKey::try_from_bytes(bytes)
             .map(PublicKey)
             .map_err(|_| Error::BadPublicKey)
@@ -329,6 +334,27 @@ impl Codec for PublicKey {
     fn read(r: &mut Reader<'_>) -> Result<Self> {
         Self::from_bytes(r.array()?)
     }
+}
+
+/// Refuses what ZIP-215 verification would accept as a key but no key holder can have made:
+/// under cofactored verification a small-order key verifies a forged signature over any
+/// message, and a second spelling of a point would make one owner count as two. A key with a
+/// torsion component that is not of small order is left alone: forging for it still takes its
+/// prime-order part's discrete log, and the cofactored equation ignores the torsion.
+fn refuse_weak(bytes: &[u8; 32]) -> Result<()> {
+    let encoded = CompressedEdwardsY(*bytes);
+    let point = encoded.decompress().ok_or(Error::BadPublicKey)?;
+    if point.is_small_order() {
+        return Err(Error::WeakKey {
+            why: "a point of small order, under which anyone can forge signatures",
+        });
+    }
+    if point.compress() != encoded {
+        return Err(Error::WeakKey {
+            why: "a non-canonical encoding of a point",
+        });
+    }
+    Ok(())
 }
 
 /// An Ed25519 signature as it travels: 64 bytes, checked only by [`PublicKey::verify`].
@@ -541,6 +567,21 @@ mod tests {
             assert!(!printed.contains(&format!(" {word} ")));
         }
         assert!(!printed.contains(&crate::keys::hex_prefix(key.to_bytes().as_slice())));
+    }
+
+    #[test]
+    fn a_small_order_key_is_refused_with_what_to_do() {
+        // The identity point: under cofactored verification anyone could sign for it.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let err = PublicKey::from_bytes(identity).unwrap_err();
+        assert!(matches!(err, Error::WeakKey { .. }), "{err:?}");
+        assert!(err.to_string().contains("send their key again"), "{err}");
+        let text = bech32_encode(PublicKey::HRP, &identity);
+        assert!(matches!(
+            PublicKey::parse(&text),
+            Err(Error::WeakKey { .. })
+        ));
     }
 
     #[test]

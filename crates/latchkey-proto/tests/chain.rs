@@ -95,7 +95,10 @@ fn amending_owners_takes_threshold_signatures() {
     let (alice, bob, carol) = (person(1), person(2), person(3));
     let mut dev = TestDevice::new(4, "Door");
     dev.claim(&[&alice], 1);
-    dev.apply(OpBody::AmendOwners(owners(&[&alice, &bob], 2)), &[&alice]);
+    dev.apply(
+        OpBody::AmendOwners(owners(&[&alice, &bob], 2)),
+        &[&alice, &bob],
+    );
     assert_eq!(dev.chain.state().threshold, 2);
     // Now one signature is not enough.
     let solo = dev.op(
@@ -111,12 +114,18 @@ fn amending_owners_takes_threshold_signatures() {
             required: 2
         }
     );
-    // Co-signing: Bob signs his own copy, the copies are merged, and it passes.
+    // Co-signing: Bob signs his own copy, the copies are merged; Carol, the new owner, must
+    // sign too (proof that her key is held).
     let mut bobs = solo.clone();
     bobs.signatures.clear();
     bobs.sign(&bob);
     let mut merged = solo;
     merged.merge_signatures(&bobs).unwrap();
+    assert!(matches!(
+        dev.chain.check_next(&merged),
+        Err(Error::MissingSignature { seq: 3, .. })
+    ));
+    merged.sign(&carol);
     dev.chain.append(merged).unwrap();
     assert_eq!(dev.chain.state().owners.len(), 3);
     // Grants survive an amendment: the era is unchanged.
@@ -130,15 +139,16 @@ fn transfer_starts_a_new_era() {
     let mut dev = TestDevice::new(5, "Door");
     dev.claim(&[&alice], 1);
     let before = dev.chain.state().epoch;
-    dev.apply(OpBody::Transfer(owners(&[&bob], 1)), &[&alice]);
+    dev.apply(OpBody::Transfer(owners(&[&bob], 1)), &[&alice, &bob]);
     let state = dev.chain.state();
     assert_eq!(state.owners, vec![bob.public_key()]);
     assert_ne!(state.epoch, before);
-    // Alice has no say any more.
+    // Alice has no say any more: her signature counts only as the new owner's proof of
+    // possession, not as a current owner's vote.
     let op = dev.op(OpBody::AmendOwners(owners(&[&alice], 1)), &[&alice]);
     assert!(matches!(
         dev.chain.check_next(&op),
-        Err(Error::OpNotAllowed { .. })
+        Err(Error::NotEnoughSignatures { valid: 0, .. })
     ));
 }
 
@@ -268,7 +278,7 @@ fn state_at_answers_who_owned_it_then() {
     let (alice, bob) = (person(1), person(2));
     let mut dev = TestDevice::new(13, "Door");
     dev.claim(&[&alice], 1);
-    dev.apply(OpBody::Transfer(owners(&[&bob], 1)), &[&alice]);
+    dev.apply(OpBody::Transfer(owners(&[&bob], 1)), &[&alice, &bob]);
     assert_eq!(dev.chain.state_at(0).unwrap().owners, vec![]);
     assert_eq!(
         dev.chain.state_at(1).unwrap().owners,
@@ -310,6 +320,7 @@ fn merge_takes_extensions_reports_stale_views_and_forks() {
     let mut forked = Chain::verify(dev.chain.ops()[..2].to_vec()).unwrap();
     let mut other = forked.propose(1, OpBody::AmendOwners(owners(&[&bob, &carol], 1)));
     other.sign(&bob);
+    other.sign(&carol);
     forked.append(other).unwrap();
     let report = ours.merge(forked.ops());
     let fork = report.fork.expect("fork reported");
@@ -321,7 +332,10 @@ fn merge_takes_extensions_reports_stale_views_and_forks() {
     );
 
     // A forged op (bad signature) after our head is reported invalid and not taken.
-    let mut forged = dev.op(OpBody::Transfer(owners(&[&carol], 1)), &[&alice, &bob]);
+    let mut forged = dev.op(
+        OpBody::Transfer(owners(&[&carol], 1)),
+        &[&alice, &bob, &carol],
+    );
     forged.signatures[0].signature.0[0] ^= 1;
     let mut view = dev.chain.ops().to_vec();
     view.push(forged);

@@ -190,7 +190,7 @@ fn strangers_and_former_owners_are_not_authorized() {
             owners: vec![bob.public_key()],
             threshold: 1,
         }),
-        &[&alice],
+        &[&alice, &bob],
     );
     let cmd = command(&dev, &alice, "unlock", vec![], 2);
     assert_eq!(
@@ -367,7 +367,7 @@ fn transfer_voids_grants_but_amend_keeps_them() {
             owners: latchkey_testkit::sorted(&[&alice, &bob]),
             threshold: 1,
         }),
-        &[&alice],
+        &[&alice, &bob],
     );
     assert!(authorize(&cmd.command, dev.chain.state(), T0 + 1).is_ok());
     dev.apply(

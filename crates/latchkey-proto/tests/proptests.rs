@@ -258,15 +258,21 @@ fn claim_payload() -> impl Strategy<Value = ClaimPayload> {
         "\\PC{0,6}",
         prop::collection::vec(device_addr(), 0..=4),
     )
-        .prop_map(
-            |(identity, kem_commitment, setup, name, addrs)| ClaimPayload {
+        .prop_map(|(identity, kem_commitment, setup, name, addrs)| {
+            let mut payload = ClaimPayload {
                 identity,
                 kem_commitment,
                 setup_secret: Zeroizing::new(setup),
                 name,
                 addrs,
-            },
-        )
+            };
+            // Four long host names do not fit a 300-character code; such a payload is refused
+            // by its decoder's cap, so keep the ones a device could show.
+            while payload.to_bytes().len() > latchkey_proto::claim::MAX_CLAIM_PAYLOAD {
+                payload.addrs.pop();
+            }
+            payload
+        })
 }
 
 // --- codec properties ------------------------------------------------------------------------
@@ -534,6 +540,50 @@ proptest! {
         prop_assert!(is_wrong_kind);
     }
 
+    /// Strict decoding: whatever 32 bytes decode are the one canonical spelling of a point
+    /// that is not of small order; a real key plus any small-order point still decodes (the
+    /// torsion is harmless), the small-order point alone never does, in either sign.
+    #[test]
+    fn public_keys_decode_strictly(
+        bytes in any::<[u8; 32]>(),
+        seed in signing_key(),
+        torsion in 0usize..8,
+        sign in any::<bool>(),
+    ) {
+        use curve25519_dalek::constants::EIGHT_TORSION;
+        use curve25519_dalek::edwards::CompressedEdwardsY;
+        match PublicKey::from_bytes(bytes) {
+            Ok(key) => {
+                prop_assert_eq!(key.to_bytes(), bytes);
+                let point = CompressedEdwardsY(bytes).decompress().unwrap();
+                prop_assert!(!point.is_small_order());
+                prop_assert_eq!(point.compress().to_bytes(), bytes);
+            }
+            Err(Error::BadPublicKey) => {
+                prop_assert!(CompressedEdwardsY(bytes).decompress().is_none());
+            }
+            Err(Error::WeakKey { .. }) => {
+                let point = CompressedEdwardsY(bytes).decompress().unwrap();
+                prop_assert!(point.is_small_order() || point.compress().to_bytes() != bytes);
+            }
+            Err(e) => prop_assert!(false, "unexpected {e:?}"),
+        }
+        let key = SigningKey::from_bytes(&seed).public_key();
+        let point = CompressedEdwardsY(key.to_bytes()).decompress().unwrap();
+        let mixed = (point + EIGHT_TORSION[torsion]).compress().to_bytes();
+        prop_assert!(PublicKey::from_bytes(mixed).is_ok());
+        let mut small = EIGHT_TORSION[torsion].compress().to_bytes();
+        if sign {
+            small[31] ^= 0x80;
+        }
+        let refused = matches!(PublicKey::from_bytes(small), Err(Error::WeakKey { .. }));
+        prop_assert!(refused);
+        prop_assert!(PublicKey::parse(&bech32::encode::<bech32::Bech32m>(
+            bech32::Hrp::parse("lkpk").unwrap(),
+            &small,
+        ).unwrap()).is_err());
+    }
+
     #[test]
     fn claim_payload_bytes_round_trip(
         claim in claim_payload(),
@@ -604,8 +654,8 @@ const GUESTS: std::ops::Range<usize> = 12..14;
 
 /// One step of a random chain, read against the state it applies to: on an unowned device
 /// kinds 0-3 claim it; on an owned one 0 amends the owners, 1 transfers, 2-3 revoke a grant
-/// (maybe delegated, signed by an owner or by the grant's issuer); 4 rotates the device's keys
-/// and 5 factory-resets it in either state.
+/// (maybe delegated, signed by an owner or by the grant's issuer); 4 rotates the device's keys,
+/// 5 factory-resets it and 6 has the device endorse its head, in either state.
 #[derive(Debug, Clone)]
 struct Step {
     kind: u8,
@@ -615,7 +665,7 @@ struct Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    (0u8..6, any::<u16>(), any::<u8>(), any::<u16>()).prop_map(|(kind, set, threshold, signers)| {
+    (0u8..7, any::<u16>(), any::<u8>(), any::<u16>()).prop_map(|(kind, set, threshold, signers)| {
         Step {
             kind,
             set,
@@ -625,17 +675,19 @@ fn step() -> impl Strategy<Value = Step> {
     })
 }
 
-/// A valid chain and, for each op, the pool indices of the keys that signed it.
+/// A valid chain (every op that counts, in canonical order, and its spine) and, for each spine
+/// op, the pool indices of the keys that signed it.
 struct Built {
     keys: Vec<SigningKey>,
     ops: Vec<Op>,
+    spine: Vec<Op>,
     signers: Vec<Vec<usize>>,
 }
 
 impl Built {
-    /// A different op for the same place: same body and signers, another timestamp.
+    /// A different spine op for the same place: same body and signers, another timestamp.
     fn alternative(&self, pos: usize) -> Op {
-        let mut op = self.ops[pos].clone();
+        let mut op = self.spine[pos].clone();
         op.issued_ms += 1;
         op.signatures.clear();
         for &k in &self.signers[pos] {
@@ -705,6 +757,15 @@ fn build_chain(seed: u64, steps: &[Step]) -> Built {
                         quorum.push(k);
                     }
                 }
+                // Every key the set adds signs too: proof that it is held.
+                let added: Vec<usize> = OWNERS
+                    .filter(|&k| {
+                        owner_set.owners.contains(&pk(k))
+                            && !owners.contains(&k)
+                            && !quorum.contains(&k)
+                    })
+                    .collect();
+                quorum.extend(added);
                 let body = if step.kind == 0 {
                     OpBody::AmendOwners(owner_set)
                 } else {
@@ -760,24 +821,29 @@ fn build_chain(seed: u64, steps: &[Step]) -> Built {
                 identity = next;
                 (body, by)
             }
-            _ => {
+            5 => {
                 setup = SETUPS.start + step.set as usize % SETUPS.len();
                 let by = vec![identity];
                 (OpBody::FactoryReset { setup: pk(setup) }, by)
             }
+            _ => (OpBody::Endorse, vec![identity]),
         };
         let mut op = chain.propose(2_000 + i as u64, body);
         for &k in &by {
             op.sign(&keys[k]);
         }
+        let side = op.body.is_side();
         if let Err(e) = chain.append(op) {
             panic!("step {i} {step:?} built an invalid op: {e}");
         }
-        signers.push(by);
+        if !side {
+            signers.push(by);
+        }
     }
     Built {
         keys,
         ops: chain.ops().to_vec(),
+        spine: chain.spine().cloned().collect(),
         signers,
     }
 }
@@ -819,10 +885,10 @@ proptest! {
     ) {
         let built = build_chain(seed, &steps);
         let mut ours = verified(&built.ops);
-        // Any run of consecutive ops that stops short of our head (possibly empty).
-        let end = end.index(built.ops.len());
+        // Any run of consecutive spine ops that stops short of our head (possibly empty).
+        let end = end.index(built.spine.len());
         let start = start.index(end + 1);
-        let report = ours.merge(&built.ops[start..end]);
+        let report = ours.merge(&built.spine[start..end]);
         prop_assert_eq!(report, MergeReport { behind: true, ..MergeReport::default() });
         prop_assert_eq!(ours.ops(), built.ops.as_slice());
     }
@@ -836,9 +902,9 @@ proptest! {
         let mut ours = verified(&built.ops);
         let before = ours.state().clone();
         prop_assert_eq!(ours.merge(&built.ops), MergeReport::default());
-        // So is any run that ends at our head.
-        let start = start.index(built.ops.len());
-        prop_assert_eq!(ours.merge(&built.ops[start..]), MergeReport::default());
+        // So is any run that ends at our head, served with every side op.
+        let start = start.index(built.spine.len());
+        prop_assert_eq!(ours.merge(&ours.ops_from(start as u64)), MergeReport::default());
         prop_assert_eq!(ours.ops(), built.ops.as_slice());
         prop_assert_eq!(ours.state(), &before);
     }
@@ -858,11 +924,13 @@ proptest! {
         prop_assert_eq!(report, MergeReport { added: len - have, ..MergeReport::default() });
         prop_assert_eq!(ours.ops(), built.ops.as_slice());
         prop_assert_eq!(ours.state(), full.state());
-        // Served as just the ops we lack.
+        // Served as just the ops we lack (a run of side ops alone says nothing of the spine).
         if have < len {
             let mut ours = verified(&built.ops[..have]);
-            let report = ours.merge(&built.ops[have..]);
-            prop_assert_eq!(report, MergeReport { added: len - have, ..MergeReport::default() });
+            let lacking = &built.ops[have..];
+            let report = ours.merge(lacking);
+            let behind = lacking.iter().all(|op| op.body.is_side());
+            prop_assert_eq!(report, MergeReport { added: len - have, behind, ..MergeReport::default() });
             prop_assert_eq!(ours.state(), full.state());
         }
     }
@@ -874,18 +942,35 @@ proptest! {
     ) {
         let built = build_chain(seed, &steps);
         let mut ours = verified(&built.ops);
-        let at = at.index(built.ops.len());
+        let at = at.index(built.spine.len());
         let alternative = built.alternative(at);
-        prop_assert_ne!(alternative.id(), built.ops[at].id());
-        let theirs = [&built.ops[..at], std::slice::from_ref(&alternative)].concat();
+        prop_assert_ne!(alternative.id(), built.spine[at].id());
+        let theirs = [&built.spine[..at], std::slice::from_ref(&alternative)].concat();
         let report = ours.merge(&theirs);
         let evidence = ForkEvidence {
             seq: at as u64,
-            ours: built.ops[at].clone(),
-            theirs: alternative,
+            ours: built.spine[at].clone(),
+            theirs: alternative.clone(),
         };
-        prop_assert_eq!(report, MergeReport { fork: Some(evidence), ..MergeReport::default() });
-        prop_assert_eq!(ours.ops(), built.ops.as_slice());
+        // The fork choice: the branch the device endorsed (ops it signed itself count) wins.
+        let by_device = |op: &Op| {
+            matches!(op.body, OpBody::RotateKeys { .. } | OpBody::FactoryReset { .. })
+        };
+        let ours_endorsed = (at..built.spine.len()).any(|seq| ours.is_endorsed(seq as u64));
+        let theirs_endorsed = by_device(&alternative);
+        let expected = match (at, ours_endorsed, theirs_endorsed) {
+            (0, ..) => MergeReport { fork: Some(evidence), ..MergeReport::default() },
+            (_, false, true) => MergeReport { switched: Some(evidence), added: 1, ..MergeReport::default() },
+            (_, true, false) => MergeReport { outvoted: Some(evidence), ..MergeReport::default() },
+            _ => MergeReport { fork: Some(evidence), ..MergeReport::default() },
+        };
+        let switched = expected.switched.is_some();
+        prop_assert_eq!(report, expected);
+        if switched {
+            prop_assert_eq!(ours.head(), alternative.id());
+        } else {
+            prop_assert_eq!(ours.ops(), built.ops.as_slice());
+        }
     }
 
     #[test]
@@ -898,6 +983,7 @@ proptest! {
     ) {
         let built = build_chain(seed, &steps);
         let len = built.ops.len();
+        prop_assume!(len > 1);
         // An op we do not hold yet (a copy of one we hold has the same id and is skipped).
         let bad = 1 + bad.index(len - 1);
         let have = 1 + have.index(bad);
@@ -906,11 +992,15 @@ proptest! {
         sig.signature.0[bit / 8] ^= 1 << (bit % 8);
         let mut ours = verified(&built.ops[..have]);
         let report = ours.merge(&theirs);
-        prop_assert_eq!(report.added, bad - have);
         let is_bad_signature = matches!(report.invalid, Some(Error::BadSignature { .. }));
         prop_assert!(is_bad_signature, "{:?}", report);
-        prop_assert!(report.fork.is_none() && !report.behind);
-        prop_assert_eq!(ours.ops(), &built.ops[..bad]);
+        prop_assert!(report.fork.is_none() && report.switched.is_none());
+        // Nothing forged is taken; a bad spine op stops the spine there.
+        prop_assert!(ours.ops().iter().all(|op| built.ops.contains(op)));
+        prop_assert!(!ours.ops().contains(&theirs[bad]));
+        if !theirs[bad].body.is_side() {
+            prop_assert_eq!(ours.len() as u64, theirs[bad].seq);
+        }
         let is_bad_signature = matches!(Chain::verify(theirs), Err(Error::BadSignature { .. }));
         prop_assert!(is_bad_signature);
     }
@@ -921,12 +1011,19 @@ proptest! {
     ) {
         let built = build_chain(seed, &steps);
         let chain = verified(&built.ops);
-        for n in 0..built.ops.len() {
-            let prefix = verified(&built.ops[..=n]);
-            let state = chain.state_at(n as u64);
-            prop_assert_eq!(state.as_ref(), Some(prefix.state()));
+        for n in 0..built.spine.len() as u64 {
+            // Spine ops up to n, with the side ops anchored on them.
+            let upto: Vec<Op> = built
+                .ops
+                .iter()
+                .filter(|op| op.seq <= n || (op.body.is_side() && op.seq == n + 1))
+                .cloned()
+                .collect();
+            let state = chain.state_at(n);
+            let expected = verified(&upto);
+            prop_assert_eq!(state.as_ref(), Some(expected.state()));
         }
-        prop_assert_eq!(chain.state_at(built.ops.len() as u64), None);
+        prop_assert_eq!(chain.state_at(built.spine.len() as u64), None);
         prop_assert_eq!(chain.state_at(u64::MAX), None);
     }
 }
@@ -943,7 +1040,7 @@ fn chain_builder_makes_every_kind_of_op() {
             .map(|i| {
                 let x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i.wrapping_mul(0xff51_afd7);
                 Step {
-                    kind: ((seed + i * (seed | 1)) % 6) as u8,
+                    kind: ((seed + i * (seed | 1)) % 7) as u8,
                     set: x as u16,
                     threshold: (x >> 16) as u8,
                     signers: (x >> 24) as u16,
@@ -960,6 +1057,6 @@ fn chain_builder_makes_every_kind_of_op() {
             }
         }
     }
-    assert_eq!(kinds.len(), 7, "{kinds:?}");
+    assert_eq!(kinds.len(), 8, "{kinds:?}");
     assert!(delegated && quorum);
 }

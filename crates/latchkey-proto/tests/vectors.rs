@@ -21,21 +21,28 @@ use latchkey_proto::grant::{self, AllowedArguments, Grant, GrantRequest};
 use latchkey_proto::invite::Invitation;
 use latchkey_proto::kem::{self, KemCiphertext, KemPublicKey};
 use latchkey_proto::keys::{self, DeviceId, KeyPurpose, PublicKey, RecoveryPhrase, Signature};
+use latchkey_proto::replay::{ChallengeBook, MemoryNonceStore, NonceStore, ReplayWindow};
 use latchkey_proto::{pad, Error};
+use rand_chacha::rand_core::SeedableRng;
 use serde_json::{json, Value};
 
 /// Every file the directory must hold, each with at least one vector.
-const FILES: [&str; 10] = [
+const FILES: [&str; 15] = [
     "keys.json",
     "bip39_english.json",
     "slip10_ed25519.json",
     "claim_payload.json",
     "invitation.json",
     "ops.json",
+    "merge.json",
     "grant.json",
     "command.json",
     "response.json",
     "audit.json",
+    "freshness.json",
+    "mailbox.json",
+    "precedence.json",
+    "weak_keys.json",
 ];
 
 /// Envelope layout (docs/PROTOCOL.md): version, kind, X25519 ephemeral (32), sntrup761
@@ -125,6 +132,20 @@ fn check(v: &Value) {
         "device_key_file_fail" => {
             expect_error(v, DeviceKeys::from_secret_bytes(&bytes(v, "bytes")))
         }
+        "signature" => check_signature(v),
+        "signature_fail" => {
+            check_strict_claim(v);
+            expect_error(
+                v,
+                PublicKey::from_bytes(array(v, "public_key")).and_then(|k| {
+                    k.verify_or(
+                        &Signature(array(v, "signature")),
+                        &bytes(v, "message"),
+                        "vector",
+                    )
+                }),
+            )
+        }
         "derivation_fail" => expect_error(
             v,
             keys::derive_ed25519(&bytes(v, "seed"), &path_indices(&v["path"])),
@@ -143,6 +164,7 @@ fn check(v: &Value) {
         "chain" => check_chain(v),
         "op" => check_op(v),
         "chain_fail" => check_chain_fail(v),
+        "chain_merge" => check_chain_merge(v),
         "grant" => {
             let g = Grant::from_bytes(&bytes(&v["grant"], "bytes")).unwrap();
             assert_eq!(grant_json(&g), v["grant"]);
@@ -229,6 +251,38 @@ fn check(v: &Value) {
             assert_eq!(s(v, "error"), "AuditBroken");
             assert_eq!(broken.seq, u(v, "broken_seq"), "{broken}");
         }
+        "audit_page" => {
+            let page = latchkey_proto::audit::AuditPage::from_bytes(&bytes(v, "bytes")).unwrap();
+            assert_eq!(h(page.to_bytes()), s(v, "bytes"));
+            assert_eq!(
+                (page.oldest, page.next_seq),
+                (u(v, "oldest"), u(v, "next_seq"))
+            );
+            let expected = v["entries"].as_array().unwrap();
+            assert_eq!(page.entries.len(), expected.len());
+            for (e, want) in page.entries.iter().zip(expected) {
+                assert_eq!(e.entry.seq, u(want, "seq"));
+                assert_eq!(h(e.to_bytes()), s(want, "bytes"));
+                assert_eq!(h(e.entry.hash()), s(want, "entry_hash"));
+            }
+            latchkey_proto::audit::verify_entries(
+                &page.entries,
+                &public_key(v, "device_identity"),
+                None,
+            )
+            .unwrap();
+        }
+        "audit_page_fail" => {
+            let page = latchkey_proto::audit::AuditPage::from_bytes(&bytes(v, "bytes")).unwrap();
+            let broken = latchkey_proto::audit::verify_entries(
+                &page.entries,
+                &public_key(v, "device_identity"),
+                None,
+            )
+            .unwrap_err();
+            assert_eq!(s(v, "error"), "AuditBroken");
+            assert_eq!(broken.seq, u(v, "broken_seq"), "{broken}");
+        }
         "response_open_fail" => expect_error(
             v,
             open_response(
@@ -239,8 +293,144 @@ fn check(v: &Value) {
                 &CommandId(array(v, "command_id")),
             ),
         ),
+        "freshness_window" => check_freshness_window(v),
+        "strike_register" => check_strike_register(v),
+        "challenge_book" => check_challenge_book(v),
+        "owner_mailbox" => assert_eq!(
+            h(latchkey_proto::hash::owner_mailbox(&public_key(
+                v,
+                "owner_public_key"
+            ))),
+            s(v, "mailbox_id")
+        ),
+        "device_mailbox" => assert_eq!(
+            h(latchkey_proto::hash::device_mailbox(&DeviceId(array(
+                v,
+                "device_id"
+            )))),
+            s(v, "mailbox_id")
+        ),
+        "command_checks_fail" => expect_error(v, run_command_checks(v)),
         other => panic!("unknown vector type {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Freshness (PROTOCOL.md §6).
+
+fn window(v: &Value) -> ReplayWindow {
+    ReplayWindow {
+        max_age_ms: u(&v["window"], "max_age_ms"),
+        max_lead_ms: u(&v["window"], "max_lead_ms"),
+    }
+}
+
+fn check_freshness_window(v: &Value) {
+    let w = window(v);
+    let (now, mark) = (u(v, "now_ms"), u(v, "mark_ms"));
+    assert_eq!(w.floor(now, mark), u(v, "floor_ms"), "floor");
+    assert_eq!(
+        Some(w.clock_behind(now, mark)),
+        v["clock_behind"].as_bool(),
+        "clock_behind"
+    );
+    let result = w.check_time(now, mark, u(v, "timestamp_ms"));
+    if v.get("error").is_some() {
+        expect_error(v, result);
+    } else {
+        result.unwrap();
+    }
+}
+
+fn decision(result: Result<(), Error>) -> String {
+    match result {
+        Ok(()) => "accept".to_owned(),
+        Err(e) => variant(&e),
+    }
+}
+
+fn check_strike_register(v: &Value) {
+    let w = window(v);
+    let mut store = MemoryNonceStore::default();
+    for (i, step) in v["steps"].as_array().unwrap().iter().enumerate() {
+        let (now, mark) = (u(step, "now_ms"), u(step, "mark_ms"));
+        match s(step, "step") {
+            "command" => {
+                let got = decision(w.check(
+                    now,
+                    mark,
+                    u(step, "timestamp_ms"),
+                    &array(step, "nonce"),
+                    &mut store,
+                ));
+                assert_eq!(got, s(step, "expect"), "step {i}");
+            }
+            "forget" => {
+                let floor = w.floor(now, mark);
+                assert_eq!(floor, u(step, "floor_ms"), "step {i}: floor");
+                store.forget_before(floor).unwrap();
+            }
+            other => panic!("unknown step {other:?}"),
+        }
+        assert_eq!(
+            store.len() as u64,
+            u(step, "remembered"),
+            "step {i}: remembered"
+        );
+    }
+}
+
+fn check_challenge_book(v: &Value) {
+    let mut book = ChallengeBook::with_limits(
+        u(v, "capacity") as usize,
+        u(v, "per_sender") as usize,
+        u(v, "lifetime_ms"),
+    );
+    // Challenges are random: the labels name them, the bytes in the file are one run's.
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+    let mut issued: Vec<(String, [u8; 16])> = Vec::new();
+    for (i, step) in v["steps"].as_array().unwrap().iter().enumerate() {
+        let sender = public_key(step, "sender");
+        let label = s(step, "label").to_owned();
+        match s(step, "step") {
+            "issue" => {
+                let c = book.issue(&sender, u(step, "now_ms"), &mut rng);
+                issued.push((label, c));
+            }
+            "redeem" => {
+                let c = issued
+                    .iter()
+                    .find(|(l, _)| *l == label)
+                    .map(|(_, c)| *c)
+                    .unwrap_or_else(|| array(step, "challenge"));
+                let got = decision(book.redeem(&sender, &c, u(step, "now_ms")));
+                assert_eq!(got, s(step, "expect"), "step {i}");
+            }
+            other => panic!("unknown step {other:?}"),
+        }
+        assert_eq!(
+            book.len() as u64,
+            u(step, "outstanding"),
+            "step {i}: outstanding"
+        );
+    }
+}
+
+/// A command's checks in the device's order (PROTOCOL.md §5.4): signature, device id, time
+/// window, authority.
+fn run_command_checks(v: &Value) -> Result<(), Error> {
+    let chain = Chain::verify(ops(v, "chain_ops")).unwrap();
+    let cmd = SignedCommand::from_bytes(&bytes(v, "command")).unwrap();
+    cmd.verify_signature()?;
+    if cmd.command.device != chain.state().device {
+        return Err(Error::WrongDevice {
+            what: "command".into(),
+            expected: chain.state().device.to_string(),
+            found: cmd.command.device.to_string(),
+        });
+    }
+    window(v).check_time(u(v, "now_ms"), u(v, "mark_ms"), cmd.command.timestamp_ms)?;
+    command::authorize(&cmd.command, chain.state(), u(v, "now_ms")).map(|_| ())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -427,6 +617,25 @@ fn check_text_fail(v: &Value) {
     }
 }
 
+/// A signature Latchkey's verifier (ZIP-215) accepts.
+fn check_signature(v: &Value) {
+    check_strict_claim(v);
+    let key = PublicKey::from_bytes(array(v, "public_key")).unwrap();
+    assert!(key.verify(&Signature(array(v, "signature")), &bytes(v, "message")));
+}
+
+/// The informational `cofactorless_strict_accepts` field says what a strict verifier decides.
+fn check_strict_claim(v: &Value) {
+    assert_eq!(
+        v["cofactorless_strict_accepts"].as_bool().unwrap(),
+        cofactorless_strict_accepts(
+            &array(v, "public_key"),
+            &array(v, "signature"),
+            &bytes(v, "message")
+        )
+    );
+}
+
 fn check_bip39(v: &Value) {
     let entropy: [u8; 32] = array(v, "entropy");
     let mnemonic = s(v, "mnemonic");
@@ -503,12 +712,51 @@ fn check_chain(v: &Value) {
         assert_eq!(&single, op);
         assert_eq!(op_json(op), e["op"], "op {}", op.seq);
     }
-    let chain = Chain::verify(list.0.clone()).unwrap();
+    // Each op's state: the chain verified up to and including it.
     for (i, e) in expected.iter().enumerate() {
-        let state = chain.state_at(i as u64).unwrap();
-        assert_eq!(state_json(&state), e["state_after"], "state after op {i}");
+        let upto = Chain::verify(list.0[..=i].to_vec()).unwrap();
+        assert_eq!(
+            state_json(upto.state()),
+            e["state_after"],
+            "state after op {i}"
+        );
     }
+    let chain = Chain::verify(list.0.clone()).unwrap();
     assert_eq!(h(chain.head().0), s(v, "head"));
+    if v.get("chain_ops").is_some() {
+        assert_eq!(
+            h(OpList(chain.ops().to_vec()).to_bytes()),
+            s(v, "chain_ops")
+        );
+    }
+}
+
+fn check_chain_merge(v: &Value) {
+    let ours = OpList::from_bytes(&bytes(v, "ours")).unwrap().0;
+    let theirs = OpList::from_bytes(&bytes(v, "theirs")).unwrap().0;
+    let mut chain = Chain::verify(ours).unwrap();
+    let report = chain.merge(&theirs);
+    assert_eq!(report.invalid, None);
+    let seq = |f: &Option<latchkey_proto::chain::ForkEvidence>| f.as_ref().map(|f| f.seq);
+    assert_eq!(report.added as u64, v["added"].as_u64().unwrap(), "added");
+    assert_eq!(report.behind, v["behind"].as_bool().unwrap(), "behind");
+    assert_eq!(seq(&report.fork), v["fork_seq"].as_u64(), "fork");
+    assert_eq!(
+        seq(&report.switched),
+        v["switched_seq"].as_u64(),
+        "switched"
+    );
+    assert_eq!(
+        seq(&report.outvoted),
+        v["outvoted_seq"].as_u64(),
+        "outvoted"
+    );
+    assert_eq!(report.unanchored as u64, v["unanchored"].as_u64().unwrap());
+    assert_eq!(
+        h(OpList(chain.ops().to_vec()).to_bytes()),
+        s(v, "ops_after")
+    );
+    assert_eq!(state_json(chain.state()), v["state_after"]);
 }
 
 fn check_op(v: &Value) {

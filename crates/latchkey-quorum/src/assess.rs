@@ -63,8 +63,12 @@ pub struct Assessment {
     /// The longest valid chain seen (or the known one), `None` if nobody knows the device.
     pub chain: Option<Chain>,
     pub reports: Vec<NodeReport>,
-    /// Every fork seen, with both ops as evidence. Never resolved silently.
+    /// Every unresolved fork seen (the device endorsed neither branch), with both ops as
+    /// evidence. Never resolved silently: the view keeps the branch it had.
     pub forks: Vec<ForkEvidence>,
+    /// Rival branches the device's endorsement settled (e.g. a second claim made with a leaked
+    /// setup key): `ours` is the endorsed op the view holds, `theirs` the one that lost.
+    pub settled: Vec<ForkEvidence>,
     pub valid_answers: usize,
 }
 
@@ -81,6 +85,7 @@ pub fn assess(
     }
     let mut reports: Vec<NodeReport> = Vec::with_capacity(answers.len());
     let mut forks: Vec<ForkEvidence> = Vec::new();
+    let mut settled: Vec<ForkEvidence> = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
     // Honest nodes mostly serve identical bytes: verify each distinct answer once.
     let mut verified: Vec<(Vec<Op>, Verified)> = Vec::new();
@@ -101,6 +106,10 @@ pub fn assess(
                 Ok((chain, report)) => {
                     if let Some(fork) = report.fork {
                         push_fork(&mut forks, fork);
+                        NodeOutcome::Forked
+                    } else if let Some(lost) = report.outvoted {
+                        // It serves a branch the device did not endorse; ours stands.
+                        push_fork(&mut settled, lost);
                         NodeOutcome::Forked
                     } else if let Some(invalid) = report.invalid {
                         // Valid ops before the bad one are still good data: signatures cannot
@@ -125,36 +134,51 @@ pub fn assess(
         reports.push(NodeReport { node, outcome });
     }
 
-    // The freshest view is the longest valid one; every other candidate must be a prefix of it
-    // or it is another branch.
-    let best_index = candidates
-        .iter()
-        .enumerate()
-        .max_by_key(|(i, c)| (c.chain.len(), std::cmp::Reverse(*i)))
-        .map(|(i, _)| i);
-    let best: Option<Chain> = best_index
-        .map(|i| candidates[i].chain.clone())
+    // Every valid view is merged into one, longest first: side ops (revocations, endorsements)
+    // are a union, so a node that withholds one is outvoted by any node that has it; a fork is
+    // settled by the device's endorsement or reported.
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(candidates[i].chain.len()), i));
+    let mut best: Option<Chain> = order
+        .first()
+        .map(|&i| candidates[i].chain.clone())
         .or_else(|| known.cloned());
+    if let Some(best) = &mut best {
+        for &i in order.iter().skip(1) {
+            let report = best.merge(candidates[i].chain.ops());
+            if let Some(fork) = report.fork {
+                push_fork(&mut forks, fork);
+            }
+            for lost in report.outvoted.into_iter().chain(report.switched) {
+                push_fork(&mut settled, lost);
+            }
+        }
+    }
 
     if let Some(best) = &best {
         let best_seq = best.state().seq;
+        let best_side: Vec<latchkey_proto::chain::OpId> =
+            best.side_ops().map(|op| op.id()).collect();
         for c in &candidates {
-            let theirs = c.chain.ops();
-            let diverge = theirs
-                .iter()
-                .zip(best.ops())
+            let diverge = c
+                .chain
+                .spine()
+                .zip(best.spine())
                 .position(|(a, b)| a.id() != b.id());
             let report = &mut reports[c.node_index];
             match diverge {
                 Some(at) => {
-                    push_fork(
-                        &mut forks,
-                        ForkEvidence {
-                            seq: at as u64,
-                            ours: best.ops()[at].clone(),
-                            theirs: theirs[at].clone(),
-                        },
-                    );
+                    let evidence = ForkEvidence {
+                        seq: at as u64,
+                        ours: best.spine_op(at as u64).expect("zipped").clone(),
+                        theirs: c.chain.spine_op(at as u64).expect("zipped").clone(),
+                    };
+                    let endorsed = (at..best.len()).any(|seq| best.is_endorsed(seq as u64));
+                    if endorsed {
+                        push_fork(&mut settled, evidence);
+                    } else {
+                        push_fork(&mut forks, evidence);
+                    }
                     report.outcome = NodeOutcome::Forked;
                 }
                 None if matches!(report.outcome, NodeOutcome::Lied(_)) => {}
@@ -163,7 +187,19 @@ pub fn assess(
                         their_seq: Some(c.chain.state().seq),
                     };
                 }
-                None => report.outcome = NodeOutcome::Fresh,
+                None => {
+                    // Same spine: it is fresh only if it also served every side op the others
+                    // did (a node withholding a revocation is stale, not fresh).
+                    let theirs: std::collections::HashSet<latchkey_proto::chain::OpId> =
+                        c.chain.side_ops().map(|op| op.id()).collect();
+                    report.outcome = if best_side.iter().all(|id| theirs.contains(id)) {
+                        NodeOutcome::Fresh
+                    } else {
+                        NodeOutcome::Stale {
+                            their_seq: Some(c.chain.state().seq),
+                        }
+                    };
+                }
             }
         }
     }
@@ -176,6 +212,7 @@ pub fn assess(
         chain: best,
         reports,
         forks,
+        settled,
         valid_answers,
     }
 }

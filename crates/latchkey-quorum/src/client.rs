@@ -42,9 +42,12 @@ pub struct OwnershipView {
     pub chain: Chain,
     pub freshness: Freshness,
     pub reports: Vec<NodeReport>,
-    /// Forks are an alarm: two valid histories exist. Never empty by accident, never resolved
-    /// silently.
+    /// Forks are an alarm: two valid histories exist and the device has endorsed neither.
+    /// Never empty by accident, never resolved silently.
     pub forks: Vec<ForkEvidence>,
+    /// Rival histories the device's endorsement settled (the view holds the endorsed one):
+    /// evidence that someone signed a rival op, e.g. with a leaked setup key. Not an alarm.
+    pub settled: Vec<ForkEvidence>,
     pub checked_at_ms: u64,
 }
 
@@ -174,6 +177,7 @@ impl QuorumClient {
             freshness,
             reports: assessment.reports,
             forks: assessment.forks,
+            settled: assessment.settled,
             checked_at_ms: now_ms,
         })
     }

@@ -13,7 +13,7 @@ fn door() -> TestDevice {
             owners: sorted(&[&alice, &bob]),
             threshold: 1,
         }),
-        &[&alice],
+        &[&alice, &bob],
     );
     dev
 }
@@ -117,6 +117,7 @@ fn two_valid_branches_are_reported_as_a_fork() {
         }),
     );
     op_a.sign(&alice);
+    op_a.sign(&carol);
     branch_a.append(op_a).unwrap();
     let mut op_b = branch_b.propose(
         2,
@@ -190,4 +191,82 @@ fn malformed_answers_count_as_lies() {
     );
     assert!(matches!(outcome(&a, "junk"), NodeOutcome::Lied(_)));
     assert_eq!(a.valid_answers, 1);
+}
+
+/// Two owners revoke concurrently on different nodes; a third node withholds both. The merged
+/// view holds both revocations, no fork is reported, and the withholding node is stale.
+#[test]
+fn revocations_from_different_nodes_are_a_union_and_withholding_one_is_stale() {
+    let dev = door();
+    let (alice, bob) = (person(1), person(2));
+    let day = 86_400_000;
+    let t0 = latchkey_testkit::T0;
+    let g1 = dev.grant(&alice, &person(7).public_key(), &["open"], t0, t0 + day, 0);
+    let g2 = dev.grant(&bob, &person(8).public_key(), &["open"], t0, t0 + day, 0);
+    let r1 = dev.op(
+        OpBody::RevokeGrant {
+            chain: vec![g1.clone()],
+        },
+        &[&alice],
+    );
+    let r2 = dev.op(
+        OpBody::RevokeGrant {
+            chain: vec![g2.clone()],
+        },
+        &[&bob],
+    );
+    let base = dev.chain.ops().to_vec();
+    let a = assess(
+        &dev.chain.device(),
+        None,
+        vec![
+            ("one".into(), Answer::Ops([base.clone(), vec![r1]].concat())),
+            ("two".into(), Answer::Ops([base.clone(), vec![r2]].concat())),
+            ("withholder".into(), Answer::Ops(base)),
+        ],
+    );
+    assert!(a.forks.is_empty() && a.settled.is_empty());
+    let revoked = &a.chain.as_ref().unwrap().state().revoked;
+    assert!(revoked.contains(&g1.id()) && revoked.contains(&g2.id()));
+    assert!(matches!(
+        outcome(&a, "withholder"),
+        NodeOutcome::Stale { .. }
+    ));
+    assert!(matches!(outcome(&a, "one"), NodeOutcome::Stale { .. }));
+}
+
+/// A node serves a rival claim made with a leaked setup key; the others serve the claim the
+/// device endorsed. The view is the endorsed one, the rival is settled evidence, not an alarm.
+#[test]
+fn a_rival_claim_is_settled_by_the_device_endorsement() {
+    let (alice, mallory) = (person(1), person(6));
+    let mut dev = TestDevice::new(101, "Door");
+    let genesis = dev.chain.ops().to_vec();
+    let rival = dev.claim_op(&[&mallory], 1);
+    dev.claim(&[&alice], 1);
+    dev.chain.append(dev.endorsement(1)).unwrap();
+    for known in [
+        None,
+        Some(Chain::verify([genesis.clone(), vec![rival.clone()]].concat()).unwrap()),
+    ] {
+        let a = assess(
+            &dev.chain.device(),
+            known.as_ref(),
+            vec![
+                (
+                    "stranger".into(),
+                    Answer::Ops([genesis.clone(), vec![rival.clone()]].concat()),
+                ),
+                ("honest".into(), Answer::Ops(dev.chain.ops().to_vec())),
+            ],
+        );
+        assert!(a.forks.is_empty(), "{:?}", a.forks);
+        assert_eq!(a.settled.len(), 1);
+        assert_eq!(
+            a.chain.as_ref().unwrap().state().owners,
+            vec![alice.public_key()]
+        );
+        assert_eq!(outcome(&a, "stranger"), NodeOutcome::Forked);
+        assert_eq!(outcome(&a, "honest"), NodeOutcome::Fresh);
+    }
 }

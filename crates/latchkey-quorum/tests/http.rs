@@ -52,7 +52,7 @@ async fn publish_then_check_across_nodes_that_lag() {
             owners: sorted(&[&alice, &bob]),
             threshold: 1,
         }),
-        &[&alice],
+        &[&alice, &bob],
     );
     let report = q.publish_chain_to(&dev.chain, 2, &urls).await.unwrap();
     assert_eq!(report.acked.len(), 3, "{report:?}");

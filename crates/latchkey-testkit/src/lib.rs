@@ -87,6 +87,13 @@ impl TestDevice {
         op
     }
 
+    /// The device's signed endorsement of its spine op at `seq`, unapplied.
+    pub fn endorsement(&self, seq: u64) -> Op {
+        let mut op = self.chain.endorsement(seq, T0).expect("a held op");
+        op.sign(&self.keys.identity);
+        op
+    }
+
     pub fn apply(&mut self, body: OpBody, signers: &[&SigningKey]) -> &mut Self {
         let op = self.op(body, signers);
         self.chain.append(op).expect("valid op");

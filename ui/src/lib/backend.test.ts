@@ -31,6 +31,21 @@ describe('createMockBackend', () => {
   });
 });
 
+describe('mock ownership offers', () => {
+  it('lists a transfer offered to this profile and accepting it adds the device', async () => {
+    const backend = createMockBackend({ withIdentity: true, offer: true });
+    const [offer] = await backend.proposals();
+    expect(offer.my_part).toBe('accept');
+    expect(offer.proposed_by_me).toBe(false);
+    expect(await backend.devices()).toEqual([]);
+    const result = await backend.acceptProposal(offer.id.slice(0, 16));
+    expect(result.applied).toBe(true);
+    expect(await backend.proposals()).toEqual([]);
+    expect((await backend.devices()).map((d) => d.name)).toEqual(['Back door']);
+    await expect(backend.acceptProposal(offer.id)).rejects.toMatchObject({ code: 'unknown_proposal' });
+  });
+});
+
 describe('toBackendError', () => {
   it('keeps the code and message of a CommandError', () => {
     const err = toBackendError({ code: 'bad_input', message: 'Name is empty.' });

@@ -19,6 +19,7 @@ import type {
   OpenResult,
   OwnersDetail,
   ProposalResult,
+  ProposalView,
   RecoveryWords,
   RevokeResult,
   Status,
@@ -35,6 +36,7 @@ export type {
   HeldInvitationView,
   InvitationView,
   OwnersDetail,
+  ProposalPart,
   ProposalResult,
   ProposalView,
   RevokeResult,
@@ -75,6 +77,11 @@ export interface Backend {
   deviceOwners(device: string): Promise<OwnersDetail>;
   proposeOwners(device: string, change: OwnerChangeRequest): Promise<ProposalResult>;
   approveProposal(id: string): Promise<ProposalResult>;
+  /** Every owner change waiting, including those that would make this profile an owner
+   * (read from its mailbox on the nodes first). */
+  proposals(): Promise<ProposalView[]>;
+  /** Accepts a change that adds this profile's key (a transfer to it, or joining owners). */
+  acceptProposal(id: string): Promise<ProposalResult>;
   grants(device: string | null): Promise<GrantView[]>;
   invite(device: string, request: InviteRequest): Promise<InvitationView>;
   revoke(grantId: string): Promise<RevokeResult>;
@@ -182,6 +189,8 @@ export const tauriBackend: Backend = {
   deviceOwners: (device) => call<OwnersDetail>('device_owners', { device }),
   proposeOwners: (device, change) => call<ProposalResult>('propose_owners', { device, ...change }),
   approveProposal: (id) => call<ProposalResult>('approve_proposal', { id }),
+  proposals: () => call<ProposalView[]>('proposals'),
+  acceptProposal: (id) => call<ProposalResult>('accept_proposal', { id }),
   grants: (device) => call<GrantView[]>('grants', { device }),
   invite: (device, r) =>
     call<InvitationView>('invite', {
@@ -222,6 +231,8 @@ export interface MockOptions {
   demo?: boolean;
   /** Act as if opened with this `latchkey://invite/…` link. */
   inviteLink?: string;
+  /** Start with a neighbour's proposal to hand their back door to this profile. */
+  offer?: boolean;
 }
 
 export interface MockBackend extends Backend {
@@ -235,6 +246,8 @@ export const MOCK_APP_INFO: AppInfo = { name: 'Latchkey', version: '0.0.0-mock',
 const MOCK_WORDS = Array.from({ length: 24 }, (_, i) => `word${i + 1}`);
 const MOCK_OWNER = 'lkpk1mockownerkey';
 const MOCK_DEVICE = 'lkdev1mockfrontdoor';
+const MOCK_OFFERED_DEVICE = 'lkdev1mockbackdoor';
+const MOCK_NEIGHBOUR = 'lkpk1mockneighbourkey';
 /** A 1x1 white PNG: the mock has no real QR codes to show. */
 const MOCK_PNG =
   'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGP4DwABAQEAG4lS3wAAAABJRU5ErkJggg==';
@@ -257,6 +270,27 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
   let lastUnlock: number | null = null;
   const confirm = [3, 11, 20];
   let inviteLink = options.inviteLink ?? null;
+  let offers: ProposalView[] = options.offer
+    ? [
+        {
+          id: 'cd'.repeat(32),
+          device_id: MOCK_OFFERED_DEVICE,
+          device_name: 'Back door',
+          kind: 'transfer',
+          owners: [MOCK_OWNER],
+          threshold: 1,
+          signatures: 1,
+          approvals: 1,
+          needed: 1,
+          proposed_by: MOCK_NEIGHBOUR,
+          proposed_by_me: false,
+          new_owners: [MOCK_OWNER],
+          awaiting_acceptance: [MOCK_OWNER],
+          signed_by_me: false,
+          my_part: 'accept',
+        },
+      ]
+    : [];
 
   const answer = async <T>(name: string, value: () => T): Promise<T> => {
     calls.push(name);
@@ -401,7 +435,39 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       }),
     approveProposal: () =>
       answer('approveProposal', () => {
-        throw new BackendError('unknown_proposal', 'The mock backend holds no proposals.');
+        throw new BackendError('unknown_proposal', 'The mock backend holds no proposals for an owner.');
+      }),
+    proposals: () => answer('proposals', () => offers),
+    acceptProposal: (id) =>
+      answer('acceptProposal', () => {
+        const offer = offers.find((p) => p.id.startsWith(id));
+        if (!offer) {
+          throw new BackendError('unknown_proposal', `no proposal matches "${id}"`);
+        }
+        offers = offers.filter((p) => p !== offer);
+        devices = [
+          ...devices,
+          {
+            id: offer.device_id,
+            short_id: 'MOCK-BACK',
+            name: offer.device_name,
+            owners: offer.owners,
+            threshold: offer.threshold,
+            mine: true,
+            seq: 2,
+            verified_at_ms: Date.now(),
+            lan_addrs: [],
+            last: null,
+          },
+        ];
+        const proposal: ProposalView = {
+          ...offer,
+          signatures: offer.signatures + 1,
+          awaiting_acceptance: [],
+          signed_by_me: true,
+          my_part: 'nothing',
+        };
+        return { proposal, applied: true, door: 'the door will learn at its next check' };
       }),
     grants: () => answer('grants', () => issued),
     invite: (device, r) =>

@@ -248,21 +248,43 @@ text: string, };
 
 export type AuditView = { device_id: string, entries: Array<AuditEntryView>, };
 
+export type ProposalPart = "approve" | "accept" | "nothing";
+
 export type ProposalView = { 
 /**
- * Hex op id (approve takes it).
+ * Hex op id (approve and accept take it).
  */
-id: string, 
+id: string, device_id: string, device_name: string, 
 /**
  * `amend-owners` or `transfer`.
  */
-kind: string, owners: Array<string>, threshold: number, signatures: number, needed: number, signed_by_me: boolean, };
+kind: string, owners: Array<string>, threshold: number, 
+/**
+ * Every signature it carries (owners' and added keys').
+ */
+signatures: number, 
+/**
+ * Current owners who approved it, of `needed`.
+ */
+approvals: number, needed: number, 
+/**
+ * The current owner who proposed it (`lkpk1…`), when known.
+ */
+proposed_by: string | null, proposed_by_me: boolean, 
+/**
+ * Keys the change adds; each must accept it.
+ */
+new_owners: Array<string>, 
+/**
+ * Added keys that have not accepted yet.
+ */
+awaiting_acceptance: Array<string>, signed_by_me: boolean, my_part: ProposalPart, };
 
 export type OwnersDetail = { owners: Array<string>, threshold: number, me: string | null, proposals: Array<ProposalView>, };
 
 export type ProposalResult = { proposal: ProposalView, 
 /**
- * Enough owners signed: the change is in effect.
+ * Enough owners signed and every added key accepted: the change is in effect.
  */
 applied: boolean, 
 /**

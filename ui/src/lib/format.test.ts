@@ -11,6 +11,9 @@ import {
   fromLocalInput,
   grantStatusLabel,
   ownershipLine,
+  ownerChangeText,
+  proposalProgressText,
+  proposerText,
   argumentsText,
   parseActions,
   parseArguments,
@@ -272,5 +275,45 @@ describe('auditLine', () => {
     expect(auditLine(refused, nameOf)).toBe(
       'Ana (guest) · unlock · refused (Grant expired) — unlock: refused at authority: the grant expired 5 s ago',
     );
+  });
+});
+
+describe('owner changes', () => {
+  const base = {
+    id: '00'.repeat(32),
+    device_id: 'lkdev1door',
+    device_name: 'Door',
+    kind: 'amend-owners',
+    owners: ['lkpk1aaaaaaaaaaaaaaaaaaaa1111', 'lkpk1bbbbbbbbbbbbbbbbbbbb2222'],
+    threshold: 2,
+    signatures: 1,
+    approvals: 1,
+    needed: 1,
+    proposed_by: 'lkpk1aaaaaaaaaaaaaaaaaaaa1111',
+    proposed_by_me: true,
+    new_owners: ['lkpk1bbbbbbbbbbbbbbbbbbbb2222'],
+    awaiting_acceptance: ['lkpk1bbbbbbbbbbbbbbbbbbbb2222'],
+    signed_by_me: true,
+    my_part: 'nothing' as const,
+  };
+
+  it('says nothing changes until the new owner accepts', () => {
+    const text = ownerChangeText({ proposal: base, applied: false, door: null });
+    expect(text).toContain('Nothing changes until lkpk1bbbb…2222 accepts it');
+    expect(text).not.toContain('approval');
+  });
+
+  it('counts the approvals still needed once every new owner accepted', () => {
+    const p = { ...base, needed: 3, awaiting_acceptance: [] };
+    expect(ownerChangeText({ proposal: p, applied: false, door: null })).toBe(
+      'Proposal sent. 2 more co-owner approvals needed.',
+    );
+    expect(proposalProgressText(p)).toBe('1 of 3 owner approvals · every new owner accepted');
+  });
+
+  it('names the proposer', () => {
+    expect(proposerText(base)).toBe('Proposed by you');
+    expect(proposerText({ ...base, proposed_by_me: false })).toBe('Proposed by lkpk1aaaa…1111');
+    expect(proposerText({ ...base, proposed_by_me: false, proposed_by: null })).toBe('Proposed by an owner');
   });
 });

@@ -8,6 +8,7 @@ import type {
   DoorView,
   OpenResult,
   ProposalResult,
+  ProposalView,
   RevokeResult,
 } from './bindings';
 
@@ -103,12 +104,45 @@ export function revokeText(guestName: string, result: RevokeResult): string {
   return lines.join(' ');
 }
 
-/** After proposing or approving an owner change. */
+/** After proposing, approving or accepting an owner change. */
 export function ownerChangeText(result: ProposalResult): string {
-  if (!result.applied) {
-    return 'Proposal sent; it takes effect once enough co-owners approve it.';
+  if (result.applied) {
+    return result.door ? `The change is in effect; ${result.door}.` : 'The change is in effect.';
   }
-  return result.door ? `The change is in effect; ${result.door}.` : 'The change is in effect.';
+  const p = result.proposal;
+  const parts: string[] = [];
+  if (p.awaiting_acceptance.length > 0) {
+    const who = p.awaiting_acceptance.map((k) => shortKey(k, 4)).join(', ');
+    parts.push(
+      `Nothing changes until ${who} accept${p.awaiting_acceptance.length === 1 ? 's' : ''} it in their own app (a key nobody holds never can)`,
+    );
+  }
+  if (p.approvals < p.needed) {
+    parts.push(`${p.needed - p.approvals} more co-owner approval${p.needed - p.approvals === 1 ? '' : 's'} needed`);
+  }
+  return `Proposal sent. ${parts.join('; ')}.`;
+}
+
+/** Who proposed an owner change: "you", or the proposer's key in short. */
+export function proposerText(p: ProposalView): string {
+  if (p.proposed_by_me) return 'Proposed by you';
+  return p.proposed_by ? `Proposed by ${shortKey(p.proposed_by, 4)}` : 'Proposed by an owner';
+}
+
+/** What an owner change would do, in words. */
+export function proposalChangeText(p: ProposalView): string {
+  const keys = p.owners.map((o) => shortKey(o, 4)).join(', ');
+  const sign = `${p.threshold} to sign changes`;
+  return p.kind === 'transfer' ? `Hand ${p.device_name} over to ${keys} (${sign})` : `Owners of ${p.device_name} become ${keys} (${sign})`;
+}
+
+/** How far an owner change has come: owners' approvals and new owners' acceptance. */
+export function proposalProgressText(p: ProposalView): string {
+  const approvals = `${p.approvals} of ${p.needed} owner approval${p.needed === 1 ? '' : 's'}`;
+  if (p.new_owners.length === 0) return approvals;
+  if (p.awaiting_acceptance.length === 0) return `${approvals} · every new owner accepted`;
+  const who = p.awaiting_acceptance.map((k) => shortKey(k, 4)).join(', ');
+  return `${approvals} · waiting for ${who} to accept`;
 }
 
 function capitalize(word: string): string {

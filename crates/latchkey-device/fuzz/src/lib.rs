@@ -7,6 +7,7 @@
 //! and std.
 
 use latchkey_device::audit::{verify_entries, AuditPage, SignedEntry};
+use latchkey_device::keyfile::DeviceSecrets;
 use latchkey_proto::codec::Codec;
 use latchkey_proto::keys::SigningKey;
 
@@ -14,7 +15,11 @@ use latchkey_proto::keys::SigningKey;
 pub type Entry = fn(&[u8]);
 
 /// Every target: the name of its binary and corpus directory, and its entry.
-pub const TARGETS: &[(&str, Entry)] = &[("audit_entry", audit_entry), ("audit_page", audit_page)];
+pub const TARGETS: &[(&str, Entry)] = &[
+    ("audit_entry", audit_entry),
+    ("audit_page", audit_page),
+    ("key_file", key_file),
+];
 
 /// The key the seed corpus is signed with (`SigningKey::from_bytes(&[7; 32])`).
 pub fn corpus_key() -> SigningKey {
@@ -38,5 +43,20 @@ pub fn audit_page(data: &[u8]) {
         assert_eq!(page.to_bytes(), data, "one encoding per page");
         assert_eq!(AuditPage::from_bytes(&page.to_bytes()).unwrap(), page);
         let _ = verify_entries(&page.entries, &corpus_key().public_key(), None);
+    }
+}
+
+/// `device.key` (versions 1 and 2): a file that loads is written back as version 2 and loads
+/// again to the same keys; a version 2 file is written back byte for byte.
+pub fn key_file(data: &[u8]) {
+    if let Ok(keys) = DeviceSecrets::from_bytes(data) {
+        let again = keys.to_bytes();
+        if data.first() == Some(&2) {
+            assert_eq!(&again[..], data, "one encoding per key file");
+        }
+        let back = DeviceSecrets::from_bytes(&again).unwrap();
+        assert_eq!(back.device_id(), keys.device_id());
+        assert_eq!(back.setup_public(), keys.setup_public());
+        assert_eq!(back.kem.public(), keys.kem.public());
     }
 }

@@ -363,3 +363,41 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A grant for `guest` on the device of `chain`, valid for the next hour.
+pub fn hour_grant(
+    owner: &latchkey_proto::keys::SigningKey,
+    guest: &Sender,
+    chain: &latchkey_proto::chain::Chain,
+    salt: u8,
+) -> latchkey_proto::grant::Grant {
+    let state = chain.state();
+    latchkey_proto::grant::GrantBody {
+        issuer: owner.public_key(),
+        subject: guest.key.public_key(),
+        scope: vec![latchkey_proto::grant::GrantScope {
+            device: state.device,
+            epoch: state.epoch,
+        }],
+        actions: vec!["unlock".into()],
+        not_before_ms: now_ms() - 60_000,
+        not_after_ms: now_ms() + 3_600_000,
+        use_limit: None,
+        delegation_depth: 0,
+        extensions: vec![],
+        salt: [salt; 16],
+    }
+    .sign(owner)
+    .unwrap()
+}
+
+pub async fn guest_unlock(
+    guest: &Sender,
+    url: &str,
+    grant: &latchkey_proto::grant::Grant,
+) -> latchkey_proto::command::SignedResponse {
+    let mut c = guest.command("unlock", b"");
+    c.grants = vec![grant.clone()];
+    let (env, pending) = guest.seal(c);
+    guest.send(url, env, &pending).await
+}

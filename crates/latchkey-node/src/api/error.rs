@@ -85,6 +85,9 @@ impl From<Refusal> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_op", message)
             }
             Refusal::Fork { .. } => ApiError::new(StatusCode::CONFLICT, "fork", message),
+            Refusal::UnknownAnchor { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "unknown_anchor", message)
+            }
             Refusal::Storage(e) => ApiError::internal(e),
         }
     }

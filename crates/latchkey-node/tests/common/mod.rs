@@ -51,7 +51,8 @@ pub fn claimed(seed: u64) -> TestDevice {
     dev
 }
 
-/// The next op: person(1) sets the owners to {person(1), person(n)}.
+/// The next op: person(1) sets the owners to {person(1), person(n)}; person(n) signs to prove
+/// it holds its key.
 pub fn amend(dev: &TestDevice, n: u64) -> Op {
     let owners = sorted(&[&person(1), &person(n)]);
     dev.op(
@@ -59,7 +60,7 @@ pub fn amend(dev: &TestDevice, n: u64) -> Op {
             owners,
             threshold: 1,
         }),
-        &[&person(1)],
+        &[&person(1), &person(n)],
     )
 }
 

@@ -186,6 +186,59 @@ pub fn vectors(w: &World) -> Vectors {
         json!({ "codec": "AuditPage", "bytes": h(&page) }),
     );
 
+    // A page as an owner receives it after the device pruned entries 0-1: its entries are a
+    // hash chain that verifies with the device's identity key.
+    let page_of = |entries: &[SignedEntry]| {
+        let newest_first: Vec<(u64, Vec<u8>)> = entries
+            .iter()
+            .rev()
+            .map(|e| (e.entry.seq, e.to_bytes()))
+            .collect();
+        latchkey_proto::audit::build_page(2, run.len() as u64, newest_first).bytes
+    };
+    let kept = page_of(&run[2..]);
+    let decoded = AuditPage::from_bytes(&kept).unwrap();
+    verify_entries(&decoded.entries, &key.public_key(), None).expect("the page verifies");
+    v.ok(
+        "audit_page_after_pruning",
+        "audit_page",
+        "The page an owner gets after entries 0-1 were pruned (`audit` with no argument): \
+         version 2, oldest 2, next_seq 6, entries 2-5 oldest first. Each entry has the given \
+         bytes and entry_hash; entry n's prev is entry n-1's entry_hash (entry 2's is the prune \
+         marker's last_hash), and the run verifies with device_identity.",
+        json!({
+            "bytes": h(&kept),
+            "device_identity": h(key.public_key().as_bytes()),
+            "oldest": 2,
+            "next_seq": run.len(),
+            "entries": run_json(&run[2..]),
+        }),
+    );
+    let mut gap = run[2..].to_vec();
+    gap.remove(1);
+    let gap_page = page_of(&gap);
+    let broken = verify_entries(
+        &AuditPage::from_bytes(&gap_page).unwrap().entries,
+        &key.public_key(),
+        None,
+    )
+    .expect_err("a page with a gap");
+    assert_eq!(broken.seq, 4);
+    v.push_with_source(
+        "fail_audit_page_entry_withheld",
+        "audit_page_fail",
+        "audit_page_after_pruning with entry 3 left out (a device hiding the outcome of a \
+         command): the page decodes, but its entries do not verify: AuditBroken at entry 4 \
+         (sequence gap).",
+        SOURCE,
+        json!({
+            "bytes": h(&gap_page),
+            "device_identity": h(key.public_key().as_bytes()),
+            "broken_seq": 4,
+            "error": "AuditBroken",
+        }),
+    );
+
     // Runs that must not verify.
     let pk = h(key.public_key().as_bytes());
     let mut fail_run = |name: &str, description: &str, entries: Vec<SignedEntry>, seq: u64| {

@@ -1,6 +1,7 @@
 //! claim_payload.json: claim codes, their fields, and codes that must be refused.
 
 use crate::*;
+use latchkey_proto::claim;
 
 pub fn vectors(w: &World) -> Vectors {
     let mut v = Vectors::new();
@@ -246,11 +247,12 @@ pub fn vectors(w: &World) -> Vectors {
         "Invalid",
     );
     let mut huge = bytes.clone();
-    huge.resize(301, 0);
+    huge.resize(claim::MAX_CLAIM_PAYLOAD + 1, 0);
     v.fail_decode(
         "fail_claim_payload_too_large",
         "ClaimPayload",
-        "claim_front_door's payload padded with zeros to 301 bytes: over the 300-byte limit.",
+        "claim_front_door's payload padded with zeros to 181 bytes: over the 180-byte limit \
+         (the most a 300-character code can carry), refused before decoding.",
         &huge,
         "TooLarge",
     );

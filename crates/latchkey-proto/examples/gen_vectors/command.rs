@@ -254,6 +254,32 @@ pub fn vectors(w: &World) -> Vectors {
         }),
         "TooLarge",
     );
+    // Every field within its limit, the whole grant over 4,096 bytes: an issuer's `sign`
+    // refuses it, so its signature here is zeros; the decoder refuses it by size first.
+    let mut fat = c.guest.command.grants[0].clone();
+    fat.body.extensions = (0..8)
+        .map(|i| Extension {
+            tag: 0x20 + i,
+            value: vec![i; 512],
+        })
+        .collect();
+    fat.signature = Signature([0; 64]);
+    let fat_len = fat.to_bytes().len();
+    assert!(fat_len > Grant::MAX_LEN, "{fat_len}");
+    v.fail_decode(
+        "fail_command_grant_over_4096_bytes",
+        "SignedCommand",
+        &format!(
+            "A command carrying one grant of {fat_len} bytes (eight non-critical 512-byte \
+             extensions, each field within its limit): the 4,096-byte grant cap holds for a grant \
+             inside a command too (TooLarge), not only for a grant decoded alone."
+        ),
+        &unchecked(Command {
+            grants: vec![fat],
+            ..c.owner.command.clone()
+        }),
+        "TooLarge",
+    );
     let mut huge = owner.clone();
     huge.resize(pad::MAX_MESSAGE + 1, 0);
     v.fail_decode(

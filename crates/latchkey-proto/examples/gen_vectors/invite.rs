@@ -288,14 +288,16 @@ pub fn vectors(w: &World) -> Vectors {
         &mut v,
         "fail_invite_link_guest_secret_not_subject",
         "invitation_host_both_doors with the guest secret replaced by the cleaner's: the secret's \
-         public key is not the last grant's subject, so the link would open nothing.",
+         public key is not the last grant's subject, so the link would open nothing (GrantInvalid, \
+         as a device names a grant issued to another key than the sender's).",
         forged(&|i| i.guest_secret = w.cleaner.to_bytes()),
-        "Invalid",
+        "GrantInvalid",
     );
     link_fail(
         &mut v,
         "fail_invite_link_grant_for_another_device",
-        "invitation_minimal's grant (front door only) in an invitation to the back door.",
+        "invitation_minimal's grant (front door only) in an invitation to the back door \
+         (DeviceNotGranted, as in a device's grant check).",
         link_of(
             &Invitation {
                 device: w.back_id(),
@@ -303,14 +305,14 @@ pub fn vectors(w: &World) -> Vectors {
             }
             .to_bytes(),
         ),
-        "Invalid",
+        "DeviceNotGranted",
     );
     link_fail(
         &mut v,
         "fail_invite_link_tampered_grant_signature",
         "invitation_host_both_doors with one bit of its grant's signature flipped.",
         forged(&|i| i.grants[0].signature.0[0] ^= 0x01),
-        "BadSignature",
+        "GrantInvalid",
     );
     link_fail(
         &mut v,
@@ -318,7 +320,7 @@ pub fn vectors(w: &World) -> Vectors {
         "invitation_host_both_doors with its grant's not_after_ms moved one millisecond later \
          (the signature no longer covers the body).",
         forged(&|i| i.grants[0].body.not_after_ms += 1),
-        "BadSignature",
+        "GrantInvalid",
     );
     link_fail(
         &mut v,
@@ -332,14 +334,14 @@ pub fn vectors(w: &World) -> Vectors {
             }
             .to_bytes(),
         ),
-        "Invalid",
+        "GrantInvalid",
     );
     link_fail(
         &mut v,
         "fail_invite_link_no_grant",
         "invitation_host_both_doors with an empty grant list (an invitation holds 1 to 4).",
         forged(&|i| i.grants.clear()),
-        "Invalid",
+        "GrantInvalid",
     );
     link_fail(
         &mut v,

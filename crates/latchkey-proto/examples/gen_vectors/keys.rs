@@ -52,14 +52,19 @@ pub fn vectors(w: &World) -> Vectors {
         );
     }
 
-    for (name, dk, what) in [
-        (DEVICE_FRONT, &w.front, "the front door"),
+    for (name, dk, what, note) in [
+        (DEVICE_FRONT, &w.front, "the front door", ""),
         (
             DEVICE_ROTATED,
             &w.rotated,
             "the front door after key rotation",
+            " The device_id fields are H(device-id, D') of these keys, which is NOT the front \
+             door's id: a rotate-keys op replaces D but the device keeps its genesis id (the id \
+             names the device, not its current key; PROTOCOL.md §3.2), so after the rotation the \
+             front door is still device_front_door's device_id. A device checks that its id is \
+             H(device-id, D) only at genesis.",
         ),
-        (DEVICE_BACK, &w.back, "the back door"),
+        (DEVICE_BACK, &w.back, "the back door", ""),
     ] {
         let file = dk.to_secret_bytes();
         let again = DeviceKeys::from_secret_bytes(&file).unwrap();
@@ -72,7 +77,7 @@ pub fn vectors(w: &World) -> Vectors {
                 "The device key file of {what} (version || identity secret || setup secret || \
                  X25519 secret || sntrup761 secret || sntrup761 public), the public keys it \
                  holds, the KEM commitment and the device id in its three forms. Other vectors \
-                 use these keys; the generator reuses this file on later runs."
+                 use these keys; the generator reuses this file on later runs.{note}"
             ),
             json!({
                 "secret_key_file": h(file.as_slice()),

@@ -9,19 +9,29 @@ pub fn vectors(w: &World) -> Vectors {
     let chain = Chain::verify(life.clone()).unwrap();
     let list = OpList(life.clone()).to_bytes();
     assert!(OpList::from_bytes(&list).unwrap() == OpList(life.clone()));
+    let state_after = |i: usize| state_json(Chain::verify(life[..=i].to_vec()).unwrap().state());
     let ops: Vec<Value> = life
         .iter()
-        .map(|op| json!({ "op": op_json(op), "state_after": state_json(&chain.state_at(op.seq).unwrap()) }))
+        .enumerate()
+        .map(|(i, op)| json!({ "op": op_json(op), "state_after": state_after(i) }))
         .collect();
     v.ok(
         "chain_lifecycle",
         "chain",
         "The front door's whole life: genesis (by the device identity key D), claim by owner A \
-         (setup key T and A), amend owners to {A, B} threshold 2 (A), revocation of A's grant \
-         to the host (A), transfer to {C} (A and B), key rotation to D' (D and D'), factory \
-         reset with a new setup key T2 (D'), claim by A again (T2 and A). `op_list` is the u32 \
-         count || ops encoding nodes serve; each op comes with the state after it.",
-        json!({ "op_list": h(&list), "ops": ops, "head": h(chain.head().0) }),
+         (setup key T and A), amend owners to {A, B} threshold 2 (A, and B who is added), \
+         revocation of A's grant to the host (A; a side op anchored on the amend), transfer to \
+         {C} (A, B and C), key rotation to D' (D and D'), factory reset with a new setup key T2 \
+         (D'), claim by A again (T2 and A), the device's endorsement of that claim (D'; a side \
+         op). `op_list` is the u32 count || ops encoding of all of them in the order made; each \
+         op comes with the state after it. `chain_ops` is what the verified chain holds at the \
+         end (the revocation died with its era) in canonical order.",
+        json!({
+            "op_list": h(&list),
+            "ops": ops,
+            "head": h(chain.head().0),
+            "chain_ops": h(OpList(chain.ops().to_vec()).to_bytes()),
+        }),
     );
 
     let names = [
@@ -33,6 +43,7 @@ pub fn vectors(w: &World) -> Vectors {
         "op_rotate_keys",
         "op_factory_reset",
         "op_claim_after_reset",
+        "op_endorse",
     ];
     for (i, name) in names.iter().enumerate() {
         let op = &life[i];
@@ -48,7 +59,7 @@ pub fn vectors(w: &World) -> Vectors {
             json!({
                 "prefix": life[..i].iter().map(|o| h(o.to_bytes())).collect::<Vec<_>>(),
                 "op": op_json(op),
-                "state_after": state_json(&chain.state_at(op.seq).unwrap()),
+                "state_after": state_after(i),
             }),
         );
     }
@@ -90,9 +101,12 @@ fn chain_fail_vectors(w: &World, life: &[Op], v: &mut Vectors) {
     let two_owners = &life[..3];
     let transferred = &life[..5];
     let rotated = &life[..6];
-    let head = |ops: &[Op]| ops.last().unwrap().id();
-    let next =
-        |ops: &[Op], body: OpBody| Op::new(front, ops.len() as u64, head(ops), T0 + HOUR, body);
+    // The spine's head: side ops are never anyone's parent.
+    let spine_head = |ops: &[Op]| ops.iter().rfind(|op| !op.body.is_side()).unwrap().clone();
+    let head = |ops: &[Op]| spine_head(ops).id();
+    let next = |ops: &[Op], body: OpBody| {
+        Op::new(front, spine_head(ops).seq + 1, head(ops), T0 + HOUR, body)
+    };
     let claim_a = || OpBody::Claim(owners(&[&w.a], 1));
     let setup = &w.front.setup;
 
@@ -302,13 +316,47 @@ fn chain_fail_vectors(w: &World, life: &[Op], v: &mut Vectors) {
     chain_fail(
         v,
         "fail_amend_by_non_owner",
-        "Amend-owners signed only by a key that is not an owner.",
+        "Amend-owners to {stranger} signed only by the stranger: its signature proves it holds \
+         the key it adds but is no owner's vote.",
         owned,
         signed(
             next(owned, OpBody::AmendOwners(owners(&[&w.stranger], 1))),
             &[&w.stranger],
         ),
+        "NotEnoughSignatures",
+    );
+    chain_fail(
+        v,
+        "fail_amend_signed_by_outsider",
+        "Amend-owners to {A, B} signed by A, B and a key that is neither a current nor a new \
+         owner.",
+        owned,
+        signed(
+            next(owned, OpBody::AmendOwners(owners(&[&w.a, &w.b], 1))),
+            &[&w.a, &w.b, &w.stranger],
+        ),
         "OpNotAllowed",
+    );
+    chain_fail(
+        v,
+        "fail_amend_new_owner_unsigned",
+        "Amend-owners to {A, B} signed by A alone: B, who is added, did not sign (no proof \
+         that B's key is held).",
+        owned,
+        signed(
+            next(owned, OpBody::AmendOwners(owners(&[&w.a, &w.b], 1))),
+            &[&w.a],
+        ),
+        "MissingSignature",
+    );
+    chain_fail(
+        v,
+        "fail_transfer_to_unsigned_key",
+        "A transfer to {C} signed by A (the only owner) but not by C: a transfer to a key \
+         nobody holds (a typo) must never take effect.",
+        owned,
+        signed(next(owned, OpBody::Transfer(owners(&[&w.c], 1))), &[&w.a]),
+        "MissingSignature",
     );
     chain_fail(
         v,
@@ -354,13 +402,14 @@ fn chain_fail_vectors(w: &World, life: &[Op], v: &mut Vectors) {
     chain_fail(
         v,
         "fail_transfer_by_previous_owner",
-        "After the transfer to {C}, a transfer back to A signed by A.",
+        "After the transfer to {C}, a transfer back to A signed by A: A's signature only proves \
+         possession of the key it adds; no current owner voted.",
         transferred,
         signed(
             next(transferred, OpBody::Transfer(owners(&[&w.a], 1))),
             &[&w.a],
         ),
-        "OpNotAllowed",
+        "NotEnoughSignatures",
     );
     let epoch = epoch_of(owned);
     let host_grant = root_grant(w, &[(front, epoch)], 1);
@@ -560,8 +609,8 @@ fn op_decode_vectors(w: &World, life: &[Op], v: &mut Vectors) {
     v.fail_decode(
         "fail_op_unknown_kind",
         "Op",
-        "op_genesis with kind tag 8 (known: 1 to 7).",
-        &patch(&genesis, 1, &[1], &[8]),
+        "op_genesis with kind tag 9 (known: 1 to 8).",
+        &patch(&genesis, 1, &[1], &[9]),
         "UnknownTag",
     );
     v.fail_decode(
@@ -631,8 +680,12 @@ fn op_decode_vectors(w: &World, life: &[Op], v: &mut Vectors) {
     v.fail_decode(
         "fail_op_nineteen_signatures",
         "Op",
-        "op_claim's content with 19 signatures (the limit is 18).",
-        &signed(life[1].clone(), &refs).to_bytes(),
+        "op_claim's content with 19 signatures: its own 2 and 17 more (the limit is 18).",
+        &{
+            let op = signed(life[1].clone(), &refs[..17]);
+            assert_eq!(op.signatures.len(), 19);
+            op.to_bytes()
+        },
         "TooLarge",
     );
     // Claim: body is owner count (1), one owner (32), threshold (1); then the signature count

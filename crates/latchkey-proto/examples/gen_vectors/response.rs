@@ -173,7 +173,7 @@ pub fn vectors(w: &World) -> Vectors {
         &other_device,
         front,
         c.owner.command.id(),
-        "DeviceIdMismatch",
+        "WrongDevice",
     );
 
     response_exchange(w, &c, &mut v);
@@ -399,7 +399,7 @@ fn response_exchange(w: &World, c: &Commands, v: &mut Vectors) {
         "A correctly sealed response signed by the front door's key but naming the back door.",
         &reseal(&for_back, 723),
         &pending,
-        "DeviceIdMismatch",
+        "WrongDevice",
     );
     let raw = |plaintext: &[u8], seed: u64| {
         let nonce: [u8; 24] = random(&mut rng(seed));

@@ -43,6 +43,7 @@ pub fn state_json(s: &ChainState) -> Value {
         "threshold": s.threshold,
         "epoch": h(s.epoch.0),
         "revoked": s.revoked.iter().map(|g| h(g.0)).collect::<Vec<_>>(),
+        "issuer_revocations": s.issuer_revocations.iter().map(|(k, n)| json!({"issuer": pk_hex(k), "count": n})).collect::<Vec<_>>(),
         "head": h(s.head.0),
         "seq": s.seq,
     })
@@ -69,6 +70,7 @@ pub fn body_json(body: &OpBody) -> Value {
             "kem_public_key": h(kem.to_bytes()),
         }),
         OpBody::FactoryReset { setup } => json!({ "setup": pk_hex(setup) }),
+        OpBody::Endorse => json!({}),
     }
 }
 
@@ -177,4 +179,42 @@ pub fn invitation_json(i: &Invitation) -> Value {
         "addrs": i.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "nodes": i.nodes,
     })
+}
+
+/// Whether a strict, cofactorless Ed25519 verifier (libsodium's `crypto_sign_verify_detached`,
+/// ed25519-dalek's `verify_strict`) accepts: `S < L`, `A` and `R` canonical and not of small
+/// order, and `R == [S]B - [k]A` exactly. Latchkey's own rule is ZIP-215 (cofactored); the
+/// signature vectors state both so another implementation sees where the two part.
+pub fn cofactorless_strict_accepts(
+    public_key: &[u8; 32],
+    signature: &[u8; 64],
+    msg: &[u8],
+) -> bool {
+    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest, Sha512};
+    let canonical_point = |bytes: &[u8]| -> Option<EdwardsPoint> {
+        let encoded = CompressedEdwardsY::from_slice(bytes).ok()?;
+        let point = encoded.decompress()?;
+        (point.compress() == encoded && !point.is_small_order()).then_some(point)
+    };
+    let (Some(a), Some(r)) = (
+        canonical_point(public_key),
+        canonical_point(&signature[..32]),
+    ) else {
+        return false;
+    };
+    let s_bytes: [u8; 32] = signature[32..].try_into().expect("64-byte signature");
+    let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)) else {
+        return false;
+    };
+    let k = Scalar::from_bytes_mod_order_wide(
+        &Sha512::new()
+            .chain_update(&signature[..32])
+            .chain_update(public_key)
+            .chain_update(msg)
+            .finalize()
+            .into(),
+    );
+    EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-a, &s) == r
 }

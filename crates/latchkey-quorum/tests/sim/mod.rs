@@ -93,12 +93,13 @@ impl World {
                 threshold: 1,
             })
         };
-        dev.apply(transfer(&bob.public_key()), &[&alice]);
+        dev.apply(transfer(&bob.public_key()), &[&alice, &bob]);
         let truth = dev.chain.ops().to_vec();
 
         let mut fork = base.clone();
         let mut op = fork.propose(T0 + 1, transfer(&carol.public_key()));
         op.sign(&alice);
+        op.sign(&carol);
         fork.append(op).unwrap();
 
         let mut forged = truth.clone();
