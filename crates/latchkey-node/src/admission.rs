@@ -27,9 +27,6 @@ use crate::error::Result;
 use crate::mailbox::MailboxId;
 use crate::registry::Registry;
 
-/// The label of an owner's mailbox id (docs/PROTOCOL.md §7, §11).
-pub const OWNER_MAILBOX_LABEL: &str = "latchkey/v1/owner-mailbox";
-
 /// The sizes of a sealed command (§5.4): one per padding bucket (§5.2).
 pub const SEALED_COMMAND_SIZES: [usize; BUCKETS.len()] = sealed_sizes(MAX_SEALED_COMMAND);
 /// The sizes of a sealed response (§5.6), padded to the same buckets.
@@ -47,9 +44,9 @@ const fn sealed_sizes(largest: usize) -> [usize; BUCKETS.len()] {
     sizes
 }
 
-/// An owner's mailbox id: `H("latchkey/v1/owner-mailbox", key)`.
+/// An owner's mailbox id: `H("latchkey/v1/owner-mailbox", key)` (§11).
 pub fn owner_mailbox(key: &PublicKey) -> MailboxId {
-    hash::labeled(OWNER_MAILBOX_LABEL, &[&key.to_bytes()])
+    hash::owner_mailbox(key)
 }
 
 /// Which kind of mailbox a post was admitted to, and who it counts against.

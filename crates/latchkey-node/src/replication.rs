@@ -164,12 +164,13 @@ impl Replicator {
     async fn take(&self, key: &str, device: DeviceId, ops: Vec<Op>) -> Result<()> {
         let mut ops = ops;
         for attempt in 0..2 {
-            match self.registry.ingest(device, ops).await {
+            let result = self.registry.ingest(device, ops).await;
+            if crate::api::chain_may_have_changed(&result) {
+                self.owner_index.refresh(&self.registry, device).await?;
+            }
+            match result {
                 Ok(accepted) => {
                     metrics::add(&self.metrics.replication_ops, accepted.added as u64);
-                    if accepted.added > 0 {
-                        self.owner_index.refresh(&self.registry, device).await?;
-                    }
                     return Ok(());
                 }
                 Err(Refusal::Gap { have, .. }) if attempt == 0 => {

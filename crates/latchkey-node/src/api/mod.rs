@@ -23,6 +23,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
 
+pub(crate) use chain::chain_may_have_changed;
 pub use error::ApiError;
 pub use mailbox::TTL_HEADER;
 pub use places::Places;
