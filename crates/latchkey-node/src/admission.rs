@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use latchkey_proto::chain::{Chain, Op, OpBody};
+use latchkey_proto::chain::{Chain, ChainState, Op, OpBody, MAX_OWNERS};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::envelope::{MAX_SEALED_COMMAND, MAX_SEALED_RESPONSE};
 use latchkey_proto::hash;
@@ -200,6 +200,18 @@ struct OwnerFacts {
     held: bool,
     head_seq: u64,
     owners: Vec<PublicKey>,
+    /// The head's state, to check a proposal that would follow it as the owners' apps do.
+    state: Option<ChainState>,
+}
+
+/// Whether a check of a proposal failed only for signatures still to come (the other owners'
+/// approvals, the added keys' acceptance), as the owner core admits it (§11).
+fn only_unsigned(e: &latchkey_proto::Error) -> bool {
+    matches!(
+        e,
+        latchkey_proto::Error::NotEnoughSignatures { .. }
+            | latchkey_proto::Error::MissingSignature { .. }
+    )
 }
 
 async fn admit_owner_message(
@@ -227,6 +239,7 @@ async fn admit_owner_message(
                 .any(|o| o.id() == id),
             head_seq: chain.state().seq,
             owners: chain.state().owners.clone(),
+            state: (op.seq == chain.state().seq + 1).then(|| chain.state().clone()),
         })
         .await?;
     let Some(facts) = facts else {
@@ -241,14 +254,44 @@ async fn admit_owner_message(
              send proposals to the owners' mailboxes (docs/PROTOCOL.md §11)"
         ));
     }
-    if !facts.held && op.seq <= facts.head_seq {
+    if !facts.held {
+        let (OpBody::AmendOwners(set) | OpBody::Transfer(set)) = &op.body else {
+            return refuse(format!(
+                "a {} op that is not in {device}'s chain is no proposal: owners propose only \
+                 amend-owners and transfer ops (docs/PROTOCOL.md §11)",
+                op.body.kind()
+            ));
+        };
+        // The signature check below stops at the first missing approval, before the set's
+        // own rules; a proposal must name a set that could ever take effect.
+        if let Err(why) = check_owner_set(set) {
+            return refuse(format!("the proposal names an invalid owner set: {why}"));
+        }
+        if op.seq <= facts.head_seq {
+            return refuse(format!(
+                "the op is at seq {} but {device}'s chain is already at seq {}: a stale \
+                 proposal; propose again from the head",
+                op.seq, facts.head_seq
+            ));
+        }
+    }
+    // A proposal on this node's head is checked as the owners' apps check it; one further
+    // ahead (this node is behind) can only be checked for its signatures.
+    let state = facts.state.filter(|_| !facts.held);
+    let (signers, check) = tokio::task::spawn_blocking(move || {
+        let check = state.map(|s| match s.apply(&op) {
+            Ok(_) => Ok(()),
+            Err(e) if only_unsigned(&e) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        });
+        (verified_signers(&op), check)
+    })
+    .await?;
+    if let Some(Err(why)) = check {
         return refuse(format!(
-            "the op is at seq {} but {device}'s chain is already at seq {}: a stale proposal; \
-             propose again from the head",
-            op.seq, facts.head_seq
+            "the proposal would not be valid once signed: {why}; propose a valid change"
         ));
     }
-    let signers = tokio::task::spawn_blocking(move || verified_signers(&op)).await?;
     let Some(signers) = signers else {
         return refuse(
             "a signature on the op does not verify; send the op as its signers made it".into(),
@@ -263,6 +306,23 @@ async fn admit_owner_message(
              signature"
         )),
     }
+}
+
+/// The owner-set rules of docs/PROTOCOL.md §3.2: 1 to 16 owners, sorted and distinct, a
+/// threshold from 1 to their number.
+fn check_owner_set(
+    set: &latchkey_proto::chain::OwnerSet,
+) -> core::result::Result<(), &'static str> {
+    if set.owners.is_empty() || set.owners.len() > MAX_OWNERS {
+        return Err("an owner set has 1 to 16 owners");
+    }
+    if !set.owners.windows(2).all(|w| w[0] < w[1]) {
+        return Err("owners must be sorted and distinct");
+    }
+    if set.threshold == 0 || usize::from(set.threshold) > set.owners.len() {
+        return Err("the threshold must be between 1 and the number of owners");
+    }
+    Ok(())
 }
 
 /// The op's signers if it has at least one signature and every signature verifies.

@@ -263,8 +263,31 @@ async fn an_owner_mailbox_takes_only_ops_a_current_owner_signed() {
     let stranger_op = proposal(&dev, 66, 66, 1);
     let mut forged = proposal(&dev, 1, 3, 2);
     forged.signatures[0].signature = proposal(&dev, 1, 3, 3).signatures[0].signature;
+    let mut invalid_set = dev.chain.propose(
+        6,
+        OpBody::AmendOwners(OwnerSet {
+            owners: sorted(&[&person(1), &person(2)]),
+            threshold: 9,
+        }),
+    );
+    invalid_set.sign(&person(1));
+    let mut not_a_proposal = dev.chain.propose(
+        7,
+        OpBody::FactoryReset {
+            setup: person(1).public_key(),
+        },
+    );
+    not_a_proposal.sign(&person(1));
     for (what, junk) in [
         ("text", b"hello".to_vec()),
+        (
+            "an owner's proposal of an invalid owner set",
+            invalid_set.to_bytes(),
+        ),
+        (
+            "an owner-signed op of a kind nobody proposes",
+            not_a_proposal.to_bytes(),
+        ),
         ("sealed-response size", reply_sized(4)),
         ("an op only a stranger signed", stranger_op.to_bytes()),
         ("an op with a forged owner signature", forged.to_bytes()),
