@@ -34,7 +34,8 @@ impl NodeConfig {
     }
 }
 
-/// A per-client-IP rate: `per_second` sustained, up to `burst` at once.
+/// A per-client-address rate: `per_second` sustained, up to `burst` at once (an address is an
+/// IPv4 address or an IPv6 /64, see [`crate::api::client_address`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
     pub per_second: u32,
@@ -54,8 +55,16 @@ pub struct Limits {
     pub max_ops_body: usize,
     /// Largest mailbox message body.
     pub max_mailbox_body: usize,
-    /// Live (unexpired) messages one mailbox holds at most.
-    pub mailbox_capacity: usize,
+    /// Live (unexpired) messages one sender may hold in one device or owner mailbox. A sender
+    /// is the client address for a device mailbox, the signing owner and the client address
+    /// for an owner mailbox (docs/API.md, "Who may post what"), so nobody can fill a mailbox
+    /// others use.
+    pub mailbox_per_sender: usize,
+    /// Live messages one client address may hold in one reply mailbox (a reply mailbox takes
+    /// one sealed answer per command).
+    pub reply_mailbox_per_sender: usize,
+    /// Live messages one client address may hold across all mailboxes of the node.
+    pub mailbox_per_address: usize,
     /// Live messages all mailboxes of the node hold at most.
     pub mailbox_total_capacity: usize,
     /// Lifetime of a mailbox message when the sender names none.
@@ -78,8 +87,17 @@ pub struct Limits {
     pub read_rate: Option<Rate>,
     /// Time a request may take (long polls get their wait on top).
     pub request_timeout: Duration,
-    /// Requests served at once; beyond it the node answers `503 overloaded`.
+    /// Requests served at once, long polls apart; beyond it the node answers `503 overloaded`.
     pub max_concurrent_requests: usize,
+    /// Ordinary requests one client address may have in flight at once; beyond it
+    /// `429 too_many_at_once` (so slow bodies from one address cannot take every place).
+    pub max_requests_per_address: usize,
+    /// Long polls (mailbox reads with `wait_secs` > 0) held at once. They have a pool of their
+    /// own, so waiting readers can never take the places ordinary requests need; beyond it the
+    /// node answers `503 long_polls_full`.
+    pub max_long_polls: usize,
+    /// Long polls one client address may hold at once; beyond it `429 too_many_long_polls`.
+    pub max_long_polls_per_address: usize,
     /// Verified chains kept in memory (least recently used are dropped and reloaded on use).
     pub max_cached_chains: usize,
     /// How often expired mailbox messages are purged.
@@ -91,7 +109,9 @@ impl Default for Limits {
         Limits {
             max_ops_body: 1024 * 1024,
             max_mailbox_body: 20_000,
-            mailbox_capacity: 256,
+            mailbox_per_sender: 64,
+            reply_mailbox_per_sender: 4,
+            mailbox_per_address: 1024,
             mailbox_total_capacity: 100_000,
             mailbox_default_ttl: Duration::from_secs(300),
             mailbox_max_ttl: Duration::from_secs(3600),
@@ -104,6 +124,9 @@ impl Default for Limits {
             read_rate: Some(Rate::new(200, 1000)),
             request_timeout: Duration::from_secs(10),
             max_concurrent_requests: 512,
+            max_requests_per_address: 64,
+            max_long_polls: 1024,
+            max_long_polls_per_address: 32,
             max_cached_chains: 10_000,
             purge_interval: Duration::from_secs(10),
         }

@@ -13,6 +13,7 @@
 //! many on 127.0.0.1 port 0; each uses two SQLite connections, no threads of its own (disk
 //! work runs on tokio's blocking pool), one task per peer and one for housekeeping.
 
+pub mod admission;
 pub mod api;
 pub mod config;
 pub mod error;
@@ -25,7 +26,7 @@ pub mod store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{Limits, NodeConfig, Rate, Url};
@@ -47,6 +48,7 @@ pub struct RunningNode {
 #[derive(Debug)]
 struct Peers {
     registry: Arc<registry::Registry>,
+    owner_index: Arc<admission::OwnerIndex>,
     store: store::Store,
     metrics: Arc<metrics::Metrics>,
     client: reqwest::Client,
@@ -60,6 +62,7 @@ impl Peers {
         let replicator = replication::Replicator {
             peer,
             registry: self.registry.clone(),
+            owner_index: self.owner_index.clone(),
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             client: self.client.clone(),
@@ -147,6 +150,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     );
     let mailboxes =
         Arc::new(mailbox::Mailboxes::open(store.clone(), metrics.clone(), &limits).await?);
+    let owner_index = Arc::new(admission::OwnerIndex::build(&registry).await?);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -160,11 +164,21 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let state = api::AppState {
         registry: registry.clone(),
         mailboxes: mailboxes.clone(),
+        owner_index: owner_index.clone(),
+        requests: Arc::new(api::Places::new(
+            limits.max_concurrent_requests,
+            limits.max_requests_per_address,
+            metrics.requests.clone(),
+        )),
+        long_polls: Arc::new(api::Places::new(
+            limits.max_long_polls,
+            limits.max_long_polls_per_address,
+            metrics.long_polls.clone(),
+        )),
         store: store.clone(),
         metrics: metrics.clone(),
         limits: limits.clone(),
         limiters: limiters.clone(),
-        permits: Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1))),
         shutdown: shutdown_rx.clone(),
     };
     let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -185,6 +199,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
     let peers = Peers {
         registry: registry.clone(),
+        owner_index,
         store,
         metrics: metrics.clone(),
         client,

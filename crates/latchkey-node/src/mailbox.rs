@@ -1,5 +1,8 @@
 //! Mailboxes: sealed envelopes relayed between parties that cannot reach each other directly.
-//! **Invariant: the node stores opaque bytes only**; it never parses a message.
+//! **Invariant: the node stores opaque bytes only**; what a mailbox may be sent is decided
+//! before, by [`crate::admission`], from sizes and public ops, never by opening an envelope.
+//! Each message counts against its sender's share of the mailbox and its client address's
+//! share of the node ([`PostQuota`]), so one sender cannot fill a mailbox others use.
 //!
 //! Messages live in SQLite until they expire. A reader long-polls: it is answered at once when
 //! messages after its cursor exist, else woken by the next post to that mailbox (one
@@ -15,7 +18,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::Limits;
 use crate::error::Result;
 use crate::metrics::{self, Metrics};
-use crate::store::{self, MailboxRefusal, MessageRow, Store};
+use crate::store::{self, MailboxRefusal, MessageRow, PostQuota, Store};
 
 /// A mailbox id: 32 bytes (a device's mailbox is its device id).
 pub type MailboxId = [u8; 32];
@@ -28,7 +31,6 @@ pub struct Mailboxes {
     waiters: Mutex<HashMap<MailboxId, Arc<Notify>>>,
     /// Live messages across all mailboxes (approximate between purges: expiry lowers it late).
     live_total: AtomicU64,
-    capacity: usize,
     total_capacity: usize,
 }
 
@@ -67,17 +69,18 @@ impl Mailboxes {
             metrics,
             waiters: Mutex::new(HashMap::new()),
             live_total: AtomicU64::new(live),
-            capacity: limits.mailbox_capacity,
             total_capacity: limits.mailbox_total_capacity,
         })
     }
 
-    /// Stores `body` durably for `ttl`; returns its id, or why it was refused.
+    /// Stores `body` durably for `ttl`, counted against `quota`; returns its id, or why it was
+    /// refused.
     pub async fn post(
         &self,
         mailbox: MailboxId,
         body: Vec<u8>,
         ttl: Duration,
+        quota: PostQuota,
     ) -> Result<core::result::Result<u64, MailboxRefusal>> {
         if self.live_total.load(Ordering::Relaxed) >= self.total_capacity as u64 {
             metrics::inc(&self.metrics.mailbox_refused);
@@ -85,10 +88,9 @@ impl Mailboxes {
         }
         let now = store::now_ms();
         let expires = now.saturating_add(ttl.as_millis() as u64);
-        let capacity = self.capacity;
         let posted = self
             .store
-            .write(move |c| store::mailbox_post(c, &mailbox, &body, expires, now, capacity))
+            .write(move |c| store::mailbox_post(c, &mailbox, &body, expires, now, &quota))
             .await?;
         match posted {
             Ok(_) => {

@@ -34,6 +34,28 @@ struct Cli {
     /// Other requests per second per client IP (0 turns the limit off); bursts of 5x.
     #[arg(long, value_name = "N")]
     read_rate: Option<u32>,
+    /// Ordinary requests (long polls apart) served at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_requests: Option<u64>,
+    /// Ordinary requests one client address may have in flight at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_requests_per_address: Option<u64>,
+    /// Long polls held at once (a pool of their own).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_long_polls: Option<u64>,
+    /// Long polls one client address may hold at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_long_polls_per_address: Option<u64>,
+    /// Live messages one sender may hold in one device or owner mailbox.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    mailbox_per_sender: Option<u64>,
+    /// Live messages one client address may hold across all mailboxes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    mailbox_per_address: Option<u64>,
+}
+
+fn cap(flag: Option<u64>, default: usize) -> usize {
+    flag.map_or(default, |n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 fn rate(flag: Option<u32>, default: Option<Rate>, burst: u32) -> Option<Rate> {
@@ -60,6 +82,18 @@ async fn main() -> anyhow::Result<()> {
         ops_rate: rate(cli.ops_rate, defaults.ops_rate, 5),
         mailbox_rate: rate(cli.mailbox_rate, defaults.mailbox_rate, 3),
         read_rate: rate(cli.read_rate, defaults.read_rate, 5),
+        max_concurrent_requests: cap(cli.max_requests, defaults.max_concurrent_requests),
+        max_requests_per_address: cap(
+            cli.max_requests_per_address,
+            defaults.max_requests_per_address,
+        ),
+        max_long_polls: cap(cli.max_long_polls, defaults.max_long_polls),
+        max_long_polls_per_address: cap(
+            cli.max_long_polls_per_address,
+            defaults.max_long_polls_per_address,
+        ),
+        mailbox_per_sender: cap(cli.mailbox_per_sender, defaults.mailbox_per_sender),
+        mailbox_per_address: cap(cli.mailbox_per_address, defaults.mailbox_per_address),
         ..defaults
     };
     let config = NodeConfig {

@@ -5,6 +5,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Why a posted op list was refused (the API error code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,30 @@ impl Rejection {
     }
 }
 
+/// Why a mailbox post was refused before storing (the API error code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAdmitted {
+    NotAnEnvelope,
+    NotAnOwnerMessage,
+    UnknownMailbox,
+}
+
+impl NotAdmitted {
+    const ALL: [NotAdmitted; 3] = [
+        NotAdmitted::NotAnEnvelope,
+        NotAdmitted::NotAnOwnerMessage,
+        NotAdmitted::UnknownMailbox,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            NotAdmitted::NotAnEnvelope => "not_an_envelope",
+            NotAdmitted::NotAnOwnerMessage => "not_an_owner_message",
+            NotAdmitted::UnknownMailbox => "unknown_mailbox",
+        }
+    }
+}
+
 /// The node's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -48,6 +73,18 @@ pub struct Metrics {
     pub mailbox_posts: AtomicU64,
     pub mailbox_reads: AtomicU64,
     pub mailbox_refused: AtomicU64,
+    /// Mailbox posts refused by the admission rules, by [`NotAdmitted`].
+    not_admitted: [AtomicU64; 3],
+    /// Long polls being held now.
+    pub long_polls: Arc<AtomicU64>,
+    /// Ordinary requests in flight now.
+    pub requests: Arc<AtomicU64>,
+    /// Ordinary requests refused because their address held its maximum at once.
+    pub too_many_at_once: AtomicU64,
+    /// Long polls refused because their address held its maximum.
+    pub long_polls_refused_address: AtomicU64,
+    /// Long polls refused because the pool was full.
+    pub long_polls_refused_pool: AtomicU64,
     pub replication_pulls: AtomicU64,
     pub replication_ops: AtomicU64,
     pub replication_errors: AtomicU64,
@@ -71,6 +108,22 @@ impl Metrics {
             .position(|r| *r == why)
             .expect("listed");
         inc(&self.rejected[i]);
+    }
+
+    pub fn not_admitted(&self, why: NotAdmitted) -> u64 {
+        let i = NotAdmitted::ALL
+            .iter()
+            .position(|r| *r == why)
+            .expect("listed");
+        self.not_admitted[i].load(Ordering::Relaxed)
+    }
+
+    pub fn refuse_mailbox_post(&self, why: NotAdmitted) {
+        let i = NotAdmitted::ALL
+            .iter()
+            .position(|r| *r == why)
+            .expect("listed");
+        inc(&self.not_admitted[i]);
     }
 
     pub fn rejected(&self, why: Rejection) -> u64 {
@@ -123,7 +176,7 @@ impl Metrics {
         );
         counter(
             "latchkey_mailbox_refused_total",
-            "Mailbox posts refused because a mailbox or the node was full.",
+            "Mailbox posts refused because a sender's, an address's or the node's share was full.",
             get(&self.mailbox_refused),
         );
         counter(
@@ -151,6 +204,11 @@ impl Metrics {
             "Requests refused because the node served its maximum at once.",
             get(&self.overloaded),
         );
+        counter(
+            "latchkey_too_many_at_once_total",
+            "Requests refused because their address had its maximum in flight.",
+            get(&self.too_many_at_once),
+        );
         let _ = writeln!(
             out,
             "# HELP latchkey_ops_rejected_total Op posts refused, by reason.\n\
@@ -164,6 +222,40 @@ impl Metrics {
                 self.rejected(r)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_mailbox_not_admitted_total Mailbox posts refused by the admission rules, by reason.\n\
+             # TYPE latchkey_mailbox_not_admitted_total counter"
+        );
+        for r in NotAdmitted::ALL {
+            let _ = writeln!(
+                out,
+                "latchkey_mailbox_not_admitted_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.not_admitted(r)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_long_polls_refused_total Long polls refused: the address held its maximum, or the pool was full.\n\
+             # TYPE latchkey_long_polls_refused_total counter\n\
+             latchkey_long_polls_refused_total{{reason=\"address\"}} {}\n\
+             latchkey_long_polls_refused_total{{reason=\"pool\"}} {}",
+            get(&self.long_polls_refused_address),
+            get(&self.long_polls_refused_pool)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_requests_in_flight Ordinary requests in flight now (long polls apart).\n\
+             # TYPE latchkey_requests_in_flight gauge\nlatchkey_requests_in_flight {}",
+            get(&self.requests)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_long_polls Long polls held now.\n\
+             # TYPE latchkey_long_polls gauge\nlatchkey_long_polls {}",
+            get(&self.long_polls)
+        );
         let _ = writeln!(
             out,
             "# HELP latchkey_devices Devices with a stored chain.\n\

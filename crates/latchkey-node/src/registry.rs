@@ -186,6 +186,22 @@ impl Registry {
         self.known.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// Every device the node holds a chain for.
+    pub fn devices(&self) -> Vec<DeviceId> {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.iter().copied().collect()
+    }
+
+    /// Runs `f` on a device's verified chain, read only (the mailboxes' admission rules ask
+    /// who owns what); `None` if the node holds none.
+    pub async fn inspect<R>(
+        &self,
+        device: DeviceId,
+        f: impl FnOnce(&Chain) -> R,
+    ) -> Result<Option<R>> {
+        self.with_chain(device, |chain, _| f(chain)).await
+    }
+
     fn slot(&self, device: DeviceId) -> Arc<Slot> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.tick += 1;

@@ -45,6 +45,8 @@ struct FeedEntry {
 pub struct Replicator {
     pub peer: Url,
     pub registry: Arc<Registry>,
+    /// Kept current as chains grow (owner mailboxes follow the owners).
+    pub owner_index: Arc<crate::admission::OwnerIndex>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub client: reqwest::Client,
@@ -162,7 +164,11 @@ impl Replicator {
     async fn take(&self, key: &str, device: DeviceId, ops: Vec<Op>) -> Result<()> {
         let mut ops = ops;
         for attempt in 0..2 {
-            match self.registry.ingest(device, ops).await {
+            let result = self.registry.ingest(device, ops).await;
+            if crate::api::chain_may_have_changed(&result) {
+                self.owner_index.refresh(&self.registry, device).await?;
+            }
+            match result {
                 Ok(accepted) => {
                     metrics::add(&self.metrics.replication_ops, accepted.added as u64);
                     return Ok(());

@@ -48,10 +48,20 @@ CREATE TABLE IF NOT EXISTS mailbox_messages (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     mailbox    BLOB NOT NULL,
     body       BLOB NOT NULL,
-    expires_ms INTEGER NOT NULL
+    expires_ms INTEGER NOT NULL,
+    sender     BLOB NOT NULL DEFAULT x'',
+    address    BLOB NOT NULL DEFAULT x''
 );
 CREATE INDEX IF NOT EXISTS mailbox_by_box ON mailbox_messages (mailbox, id);
 CREATE INDEX IF NOT EXISTS mailbox_by_expiry ON mailbox_messages (expires_ms);
+";
+
+/// Who posted a mailbox message, for the per-sender caps. A database from before them gains
+/// the columns here (its messages count against nobody and expire within the hour); no schema
+/// version is spent on it.
+const MAILBOX_SENDERS: &str = "
+CREATE INDEX IF NOT EXISTS mailbox_by_sender ON mailbox_messages (mailbox, sender, expires_ms);
+CREATE INDEX IF NOT EXISTS mailbox_by_address ON mailbox_messages (address, expires_ms);
 ";
 
 /// The node's database.
@@ -103,10 +113,23 @@ pub struct MessageRow {
 /// Why a mailbox post was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MailboxRefusal {
-    /// This mailbox holds its maximum of live messages.
+    /// This sender holds its maximum of live messages in this mailbox.
     MailboxFull,
+    /// This client address holds its maximum of live messages across all mailboxes.
+    AddressFull,
     /// The node holds its maximum of live messages across all mailboxes.
     NodeFull,
+}
+
+/// Who a mailbox message counts against, and how much each may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostQuota {
+    /// The sender's key within the mailbox (docs/API.md, "Who may post what").
+    pub sender: Vec<u8>,
+    /// The client address (an IPv4 address or an IPv6 /64), across all mailboxes.
+    pub address: Vec<u8>,
+    pub per_sender: usize,
+    pub per_address: usize,
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -161,6 +184,7 @@ impl Store {
             });
         }
         writer.execute_batch(SCHEMA)?;
+        add_mailbox_senders(&writer)?;
         writer.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         let reader = open(path)?;
         Ok(Store {
@@ -188,6 +212,22 @@ impl Store {
         let conn = self.reader.clone().lock_owned().await;
         tokio::task::spawn_blocking(move || f(&conn)).await?
     }
+}
+
+fn add_mailbox_senders(conn: &Connection) -> Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('mailbox_messages')")?;
+    let columns: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for column in ["sender", "address"] {
+        if !columns.iter().any(|c| c == column) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE mailbox_messages ADD COLUMN {column} BLOB NOT NULL DEFAULT x''"
+            ))?;
+        }
+    }
+    conn.execute_batch(MAILBOX_SENDERS)?;
+    Ok(())
 }
 
 // --- chains ---
@@ -333,32 +373,44 @@ pub fn mailbox_live_total(conn: &Connection, now_ms: u64) -> Result<u64> {
     Ok(to_u64(n))
 }
 
-/// Stores a message durably unless its mailbox is full; returns its id.
+/// Stores a message durably unless its sender's share of the mailbox, or its address's share
+/// of the node, is full; returns its id. A refusal writes nothing.
 pub fn mailbox_post(
     conn: &mut Connection,
     mailbox: &[u8; 32],
     body: &[u8],
     expires_ms: u64,
     now_ms: u64,
-    capacity: usize,
+    quota: &PostQuota,
 ) -> Result<Result<u64, MailboxRefusal>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute(
-        "DELETE FROM mailbox_messages WHERE mailbox = ?1 AND expires_ms <= ?2",
-        params![&mailbox[..], to_i64(now_ms)],
-    )?;
-    let live: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM mailbox_messages WHERE mailbox = ?1",
-        [&mailbox[..]],
+    let now = to_i64(now_ms);
+    let by_sender: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM mailbox_messages WHERE mailbox = ?1 AND sender = ?2 AND expires_ms > ?3",
+        params![&mailbox[..], &quota.sender, now],
         |r| r.get(0),
     )?;
-    if to_u64(live) >= capacity as u64 {
-        tx.commit()?;
+    if to_u64(by_sender) >= quota.per_sender as u64 {
         return Ok(Err(MailboxRefusal::MailboxFull));
     }
+    let by_address: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM mailbox_messages WHERE address = ?1 AND expires_ms > ?2",
+        params![&quota.address, now],
+        |r| r.get(0),
+    )?;
+    if to_u64(by_address) >= quota.per_address as u64 {
+        return Ok(Err(MailboxRefusal::AddressFull));
+    }
     tx.execute(
-        "INSERT INTO mailbox_messages (mailbox, body, expires_ms) VALUES (?1, ?2, ?3)",
-        params![&mailbox[..], body, to_i64(expires_ms)],
+        "INSERT INTO mailbox_messages (mailbox, body, expires_ms, sender, address)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            &mailbox[..],
+            body,
+            to_i64(expires_ms),
+            &quota.sender,
+            &quota.address
+        ],
     )?;
     let id = tx.last_insert_rowid();
     tx.commit()?;

@@ -5,8 +5,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use latchkey_node::admission::SEALED_RESPONSE_SIZES;
 use latchkey_node::{Limits, Rate};
 use reqwest::StatusCode;
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn an_oversized_op_list_is_413_and_changes_nothing() {
@@ -83,11 +85,17 @@ async fn writes_over_the_rate_are_429_with_retry_after() {
     // Reads and other classes have their own allowance.
     assert_eq!(head(&c, &base, &id).await.0, StatusCode::OK);
     let mb = format!("{base}/v1/mailboxes/{}", hex::encode([1u8; 32]));
+    let reply = vec![1u8; SEALED_RESPONSE_SIZES[0]];
     assert_eq!(
-        c.post(&mb).body("a").send().await.unwrap().status(),
+        c.post(&mb)
+            .body(reply.clone())
+            .send()
+            .await
+            .unwrap()
+            .status(),
         StatusCode::CREATED
     );
-    let resp = c.post(&mb).body("b").send().await.unwrap();
+    let resp = c.post(&mb).body(reply).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
 
     // The allowance refills.
@@ -123,29 +131,48 @@ async fn requests_beyond_the_concurrency_cap_are_503() {
         .await
         .unwrap();
     let (c, base) = (client(), node.url());
-    // A long poll holds the only slot.
-    let poll = {
-        let (c, url) = (
-            c.clone(),
-            format!("{base}/v1/mailboxes/{}?wait_secs=2", hex::encode([2u8; 32])),
-        );
-        tokio::spawn(async move { c.get(url).send().await.unwrap().status() })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // An op post whose body never finishes holds the only place.
+    let mut slow = tokio::net::TcpStream::connect(node.addr()).await.unwrap();
+    let device = device_id(&claimed(22));
+    slow.write_all(
+        format!(
+            "POST /v1/devices/{device}/ops HTTP/1.1\r\nhost: node\r\ncontent-length: 100\r\n\r\n\0\0"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let metrics = node.metrics();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            metrics.requests.load(std::sync::atomic::Ordering::Relaxed) == 1
+        })
+        .await
+    );
     let resp = c.get(format!("{base}/v1/feed")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(resp.headers().contains_key("retry-after"));
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(code(&body), "overloaded");
-    assert_eq!(poll.await.unwrap(), StatusCode::OK);
-    // The slot is free again.
-    assert_eq!(
-        c.get(format!("{base}/v1/feed"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
+    // Long polls have places of their own.
+    let (status, _) = get_json(
+        &c,
+        &format!("{base}/v1/mailboxes/{}?wait_secs=1", hex::encode([2u8; 32])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // The place is free again once the slow request is gone.
+    drop(slow);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            c.get(format!("{base}/v1/feed"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == StatusCode::OK
+        })
+        .await
     );
     node.shutdown().await.unwrap();
 }

@@ -1,16 +1,26 @@
-//! Mailboxes over real HTTP: post, long-poll wake-up, expiry, capacity.
+//! Mailboxes over real HTTP: post, long-poll wake-up, expiry, a sender's share. These use
+//! reply mailboxes (ids the node knows nothing of), which take sealed responses only; what the
+//! other kinds take is in tests/abuse.rs.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
+use latchkey_node::admission::SEALED_RESPONSE_SIZES;
 use latchkey_node::Limits;
 use reqwest::StatusCode;
 use serde_json::Value;
 
 fn mailbox(n: u8) -> String {
     hex::encode([n; 32])
+}
+
+/// A body of a sealed response's size (the node only looks at the size), told apart by `tag`.
+fn reply(tag: u8, bucket: usize) -> Vec<u8> {
+    let mut body = vec![tag; SEALED_RESPONSE_SIZES[bucket]];
+    body[0] = 1;
+    body
 }
 
 async fn post(
@@ -51,20 +61,17 @@ async fn post_then_read_in_order() {
     let (c, base) = (client(), node.url());
     let mb = mailbox(1);
 
-    let (status, first) = post(&c, &base, &mb, b"sealed one", None).await;
+    let (status, first) = post(&c, &base, &mb, &reply(1, 0), None).await;
     assert_eq!(status, StatusCode::CREATED, "{first}");
-    let (status, second) = post(&c, &base, &mb, &[0u8; 20_000], Some("60")).await;
+    let (status, second) = post(&c, &base, &mb, &reply(2, 2), Some("60")).await;
     assert_eq!(status, StatusCode::CREATED, "{second}");
     assert!(second["id"].as_u64() > first["id"].as_u64());
     // Another mailbox sees none of it.
-    post(&c, &base, &mailbox(2), b"elsewhere", None).await;
+    post(&c, &base, &mailbox(2), &reply(3, 0), None).await;
 
     let (status, page) = get_json(&c, &format!("{base}/v1/mailboxes/{mb}")).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        bodies(&page),
-        vec![b"sealed one".to_vec(), vec![0u8; 20_000]]
-    );
+    assert_eq!(bodies(&page), vec![reply(1, 0), reply(2, 2)]);
     assert_eq!(page["next"], second["id"]);
     let expires = page["messages"][0]["expires_ms"].as_u64().unwrap();
     let now = latchkey_node::store::now_ms();
@@ -75,7 +82,7 @@ async fn post_then_read_in_order() {
 
     let after = first["id"].as_u64().unwrap();
     let (_, page) = get_json(&c, &format!("{base}/v1/mailboxes/{mb}?after={after}")).await;
-    assert_eq!(bodies(&page), vec![vec![0u8; 20_000]]);
+    assert_eq!(bodies(&page), vec![reply(2, 2)]);
     let next = page["next"].as_u64().unwrap();
     let (_, page) = get_json(&c, &format!("{base}/v1/mailboxes/{mb}?after={next}")).await;
     assert!(bodies(&page).is_empty());
@@ -97,11 +104,11 @@ async fn long_poll_wakes_when_a_message_arrives() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiter.is_finished(), "nothing to read yet: the poll waits");
-    let (status, _) = post(&c, &base, &mb, b"open front-door", None).await;
+    let (status, _) = post(&c, &base, &mb, &reply(7, 1), None).await;
     assert_eq!(status, StatusCode::CREATED);
     let (status, page) = waiter.await.unwrap();
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(bodies(&page), vec![b"open front-door".to_vec()]);
+    assert_eq!(bodies(&page), vec![reply(7, 1)]);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "woken by the post, not the timeout"
@@ -152,26 +159,26 @@ async fn messages_expire() {
     let (c, base) = (client(), node.url());
     let mb = mailbox(5);
     assert_eq!(
-        post(&c, &base, &mb, b"short", Some("1")).await.0,
+        post(&c, &base, &mb, &reply(1, 0), Some("1")).await.0,
         StatusCode::CREATED
     );
     assert_eq!(
-        post(&c, &base, &mb, b"long", Some("3600")).await.0,
+        post(&c, &base, &mb, &reply(2, 0), Some("3600")).await.0,
         StatusCode::CREATED
     );
     let (_, page) = get_json(&c, &format!("{base}/v1/mailboxes/{mb}")).await;
     assert_eq!(bodies(&page).len(), 2);
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let (_, page) = get_json(&c, &format!("{base}/v1/mailboxes/{mb}")).await;
-    assert_eq!(bodies(&page), vec![b"long".to_vec()]);
+    assert_eq!(bodies(&page), vec![reply(2, 0)]);
     node.shutdown().await.unwrap();
 }
 
 #[tokio::test]
-async fn a_full_mailbox_refuses_until_messages_expire() {
+async fn a_senders_full_share_refuses_until_messages_expire() {
     let dir = tempfile::tempdir().unwrap();
     let limits = Limits {
-        mailbox_capacity: 2,
+        reply_mailbox_per_sender: 2,
         ..Limits::without_rate_limits()
     };
     let node = latchkey_node::start(config(&dir.path().join("node.db"), limits))
@@ -180,26 +187,26 @@ async fn a_full_mailbox_refuses_until_messages_expire() {
     let (c, base) = (client(), node.url());
     let mb = mailbox(6);
     assert_eq!(
-        post(&c, &base, &mb, b"1", Some("1")).await.0,
+        post(&c, &base, &mb, &reply(1, 0), Some("1")).await.0,
         StatusCode::CREATED
     );
     assert_eq!(
-        post(&c, &base, &mb, b"2", None).await.0,
+        post(&c, &base, &mb, &reply(2, 0), None).await.0,
         StatusCode::CREATED
     );
-    let (status, body) = post(&c, &base, &mb, b"3", None).await;
+    let (status, body) = post(&c, &base, &mb, &reply(3, 0), None).await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::INSUFFICIENT_STORAGE, "mailbox_full")
     );
     // Other mailboxes are not affected.
     assert_eq!(
-        post(&c, &base, &mailbox(7), b"x", None).await.0,
+        post(&c, &base, &mailbox(7), &reply(4, 0), None).await.0,
         StatusCode::CREATED
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
-        post(&c, &base, &mb, b"3", None).await.0,
+        post(&c, &base, &mb, &reply(3, 0), None).await.0,
         StatusCode::CREATED
     );
     node.shutdown().await.unwrap();
@@ -213,7 +220,7 @@ async fn bad_mailbox_requests_get_stable_codes() {
     let mb = mailbox(8);
 
     for bad in ["abc", &"g".repeat(64), &"a".repeat(66)] {
-        let (status, body) = post(&c, &base, bad, b"x", None).await;
+        let (status, body) = post(&c, &base, bad, &reply(1, 0), None).await;
         assert_eq!(
             (status, code(&body)),
             (StatusCode::BAD_REQUEST, "invalid_mailbox"),
@@ -221,7 +228,7 @@ async fn bad_mailbox_requests_get_stable_codes() {
         );
     }
     for ttl in ["0", "3601", "soon", "-5"] {
-        let (status, body) = post(&c, &base, &mb, b"x", Some(ttl)).await;
+        let (status, body) = post(&c, &base, &mb, &reply(1, 0), Some(ttl)).await;
         assert_eq!(
             (status, code(&body)),
             (StatusCode::BAD_REQUEST, "invalid_ttl"),

@@ -114,22 +114,32 @@ async fn post_ops_inner(
             "{e}; the body must be one OpList (docs/PROTOCOL.md §3.1)"
         ))
     })?;
-    let accepted = st
-        .registry
-        .ingest(device, list.0)
-        .await
-        .map_err(|r: Refusal| {
-            if let Refusal::Invalid(e) = &r {
-                tracing::info!(%device, error = %e, "refused an invalid op");
-            }
-            ApiError::from(r)
-        })?;
+    let result = st.registry.ingest(device, list.0).await;
+    if chain_may_have_changed(&result) {
+        st.owner_index.refresh(&st.registry, device).await?;
+    }
+    let accepted = result.map_err(|r: Refusal| {
+        if let Refusal::Invalid(e) = &r {
+            tracing::info!(%device, error = %e, "refused an invalid op");
+        }
+        ApiError::from(r)
+    })?;
     Ok(Json(json!({
         "accepted": accepted.added,
         "seq": accepted.seq,
         "head": accepted.head.to_string(),
     }))
     .into_response())
+}
+
+/// Whether an ingest may have changed who owns the device (ops were added, or a post refused
+/// as a fork may still have merged ops before the fork), so the owner mailbox index must look.
+pub(crate) fn chain_may_have_changed(result: &Result<crate::registry::Accepted, Refusal>) -> bool {
+    match result {
+        Ok(accepted) => accepted.added > 0,
+        Err(Refusal::Fork { .. }) => true,
+        Err(_) => false,
+    }
 }
 
 pub async fn get_forks(

@@ -1,10 +1,11 @@
-//! Mailboxes: post an opaque message, long-poll for messages.
+//! Mailboxes: post a message (admitted by [`crate::admission`], counted against its sender),
+//! long-poll for messages.
 
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,9 +13,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::{query, AppState};
+use super::{query, AppState, ClientAddress};
+use crate::admission::{self, Admitted, Refused, SEALED_COMMAND_SIZES, SEALED_RESPONSE_SIZES};
 use crate::mailbox::MailboxId;
-use crate::store::MailboxRefusal;
+use crate::metrics::NotAdmitted;
+use crate::store::{MailboxRefusal, PostQuota};
 
 /// The header a sender names a message's lifetime in (seconds).
 pub const TTL_HEADER: &str = "x-latchkey-ttl-secs";
@@ -34,9 +37,53 @@ fn parse_mailbox(text: &str) -> Result<MailboxId, ApiError> {
     bytes.try_into().map_err(|_| bad())
 }
 
+fn address_bytes(address: std::net::IpAddr) -> Vec<u8> {
+    match address {
+        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+fn sizes(list: &[usize]) -> String {
+    let text: Vec<String> = list.iter().map(|n| n.to_string()).collect();
+    text.join(", ")
+}
+
+fn not_admitted(st: &AppState, refused: Refused) -> ApiError {
+    let (why, status, message) = match refused {
+        Refused::NotAnEnvelope { size } => (
+            NotAdmitted::NotAnEnvelope,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "a device's mailbox takes only sealed commands of {} bytes (docs/PROTOCOL.md \
+                 §5.4); this body is {size} bytes",
+                sizes(&SEALED_COMMAND_SIZES)
+            ),
+        ),
+        Refused::NotAnOwnerMessage(why) => (
+            NotAdmitted::NotAnOwnerMessage,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            why,
+        ),
+        Refused::UnknownMailbox { size } => (
+            NotAdmitted::UnknownMailbox,
+            StatusCode::NOT_FOUND,
+            format!(
+                "this node holds no device with this mailbox and knows no owner with it, and a \
+                 {size}-byte body is not a sealed response ({} bytes, the only thing a reply \
+                 mailbox takes); publish the device's chain to this node first, or check the id",
+                sizes(&SEALED_RESPONSE_SIZES)
+            ),
+        ),
+    };
+    st.metrics.refuse_mailbox_post(why);
+    ApiError::new(status, why.label(), message)
+}
+
 pub async fn post_message(
     State(st): State<AppState>,
     Path(mailbox): Path<String>,
+    Extension(ClientAddress(address)): Extension<ClientAddress>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -71,14 +118,48 @@ pub async fn post_message(
     if body.len() > limits.max_mailbox_body {
         return Err(ApiError::too_large(limits.max_mailbox_body));
     }
-    match st.mailboxes.post(mailbox, body.to_vec(), ttl).await? {
+    let admitted = admission::admit(&st.registry, &st.owner_index, &mailbox, &body)
+        .await?
+        .map_err(|refused| not_admitted(&st, refused))?;
+    let address = address_bytes(address);
+    let (sender, per_sender) = match admitted {
+        Admitted::Device => (address.clone(), limits.mailbox_per_sender),
+        // An owner's share is per signer and address: a stranger replaying ops an owner
+        // signed (they are public) fills only its own address's share.
+        Admitted::Owner { signer } => (
+            [&signer.to_bytes()[..], &address].concat(),
+            limits.mailbox_per_sender,
+        ),
+        Admitted::Reply => (address.clone(), limits.reply_mailbox_per_sender),
+    };
+    let quota = PostQuota {
+        sender,
+        address,
+        per_sender,
+        per_address: limits.mailbox_per_address,
+    };
+    match st
+        .mailboxes
+        .post(mailbox, body.to_vec(), ttl, quota)
+        .await?
+    {
         Ok(id) => Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response()),
         Err(MailboxRefusal::MailboxFull) => Err(ApiError::new(
             StatusCode::INSUFFICIENT_STORAGE,
             "mailbox_full",
             format!(
-                "this mailbox holds its maximum of {} live messages; retry once some expire",
-                limits.mailbox_capacity
+                "you hold your maximum of {per_sender} live messages in this mailbox (each \
+                 sender has its own share); retry once some expire"
+            ),
+        )
+        .retry_after(30)),
+        Err(MailboxRefusal::AddressFull) => Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "address_full",
+            format!(
+                "your address holds its maximum of {} live messages across this node's \
+                 mailboxes; retry once some expire",
+                limits.mailbox_per_address
             ),
         )
         .retry_after(30)),

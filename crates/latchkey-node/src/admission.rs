@@ -1,0 +1,350 @@
+//! What a mailbox may be sent (docs/API.md, "Who may post what"). Mailbox ids are hashes, so
+//! the node tells the kinds apart by what it knows:
+//!
+//! - a **device mailbox** is the id of a device whose chain the node holds, and takes only
+//!   sealed commands: bodies of the §5.4 sizes;
+//! - an **owner mailbox** is `H("latchkey/v1/owner-mailbox", key)` (§11) for a key named as an
+//!   owner in a held chain since its last claim ([`OwnerIndex`]), or named by the op posted to
+//!   it; it takes only one op of a held device that is signed by a current owner of that device
+//!   (a proposal) or is already in the device's chain (a notice of a change in effect);
+//! - anything else may only be a **reply mailbox** (a fresh random id per command, §8.4), which
+//!   takes only sealed responses: bodies of the §5.6 sizes. Everything else is refused.
+//!
+//! **Invariant: the node still never opens an envelope**; it looks at sizes, and decodes only
+//! ops, which are public.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use latchkey_proto::chain::{Chain, ChainState, Op, OpBody, MAX_OWNERS};
+use latchkey_proto::codec::Codec;
+use latchkey_proto::envelope::{MAX_SEALED_COMMAND, MAX_SEALED_RESPONSE};
+use latchkey_proto::hash;
+use latchkey_proto::keys::{DeviceId, PublicKey};
+use latchkey_proto::pad::BUCKETS;
+
+use crate::error::Result;
+use crate::mailbox::MailboxId;
+use crate::registry::Registry;
+
+/// The sizes of a sealed command (§5.4): one per padding bucket (§5.2).
+pub const SEALED_COMMAND_SIZES: [usize; BUCKETS.len()] = sealed_sizes(MAX_SEALED_COMMAND);
+/// The sizes of a sealed response (§5.6), padded to the same buckets.
+pub const SEALED_RESPONSE_SIZES: [usize; BUCKETS.len()] = sealed_sizes(MAX_SEALED_RESPONSE);
+
+/// A sealed message's size in each bucket: its header and tag around the padded content.
+const fn sealed_sizes(largest: usize) -> [usize; BUCKETS.len()] {
+    let overhead = largest - BUCKETS[BUCKETS.len() - 1];
+    let mut sizes = [0; BUCKETS.len()];
+    let mut i = 0;
+    while i < BUCKETS.len() {
+        sizes[i] = overhead + BUCKETS[i];
+        i += 1;
+    }
+    sizes
+}
+
+/// An owner's mailbox id: `H("latchkey/v1/owner-mailbox", key)` (§11).
+pub fn owner_mailbox(key: &PublicKey) -> MailboxId {
+    hash::owner_mailbox(key)
+}
+
+/// Which kind of mailbox a post was admitted to, and who it counts against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admitted {
+    Device,
+    /// `signer`: the current owner (or, for a notice, the first signer) the message speaks for.
+    Owner {
+        signer: PublicKey,
+    },
+    Reply,
+}
+
+/// Why a post was refused before anything was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// A device mailbox was sent something that is not a sealed command.
+    NotAnEnvelope { size: usize },
+    /// An owner mailbox was sent something that is not an admissible op; says why.
+    NotAnOwnerMessage(String),
+    /// The id is no mailbox the node knows, and the body is no sealed response.
+    UnknownMailbox { size: usize },
+}
+
+/// The owner mailbox ids of the devices the node holds: for each device, the mailbox of every
+/// key named as an owner since the chain's last claim (current owners, and owners removed
+/// since, who are still sent the notice of their removal). Updated whenever a chain grows.
+#[derive(Debug, Default)]
+pub struct OwnerIndex {
+    inner: Mutex<IndexInner>,
+}
+
+#[derive(Debug, Default)]
+struct IndexInner {
+    /// How many held devices name each owner mailbox.
+    mailboxes: HashMap<MailboxId, u32>,
+    by_device: HashMap<DeviceId, Vec<MailboxId>>,
+}
+
+/// Every key named as an owner since the chain's last claim (none after a factory reset).
+pub fn era_owners(chain: &Chain) -> Vec<PublicKey> {
+    let mut keys: Vec<PublicKey> = Vec::new();
+    for op in chain.ops() {
+        match &op.body {
+            OpBody::Claim(set) => keys = set.owners.clone(),
+            OpBody::AmendOwners(set) | OpBody::Transfer(set) => keys.extend(&set.owners),
+            OpBody::FactoryReset { .. } => keys.clear(),
+            _ => {}
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+impl OwnerIndex {
+    /// Indexes every chain the node holds (each is loaded and verified once).
+    pub async fn build(registry: &Registry) -> Result<OwnerIndex> {
+        let index = OwnerIndex::default();
+        for device in registry.devices() {
+            index.refresh(registry, device).await?;
+        }
+        Ok(index)
+    }
+
+    /// Re-reads one device's owners after its chain changed.
+    pub async fn refresh(&self, registry: &Registry, device: DeviceId) -> Result<()> {
+        let mailboxes = registry
+            .inspect(device, |chain| {
+                era_owners(chain)
+                    .iter()
+                    .map(owner_mailbox)
+                    .collect::<Vec<_>>()
+            })
+            .await?
+            .unwrap_or_default();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let IndexInner {
+            mailboxes: counts,
+            by_device,
+        } = &mut *inner;
+        for old in by_device.remove(&device).unwrap_or_default() {
+            if let Some(n) = counts.get_mut(&old) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&old);
+                }
+            }
+        }
+        for new in &mailboxes {
+            *counts.entry(*new).or_default() += 1;
+        }
+        if !mailboxes.is_empty() {
+            by_device.insert(device, mailboxes);
+        }
+        Ok(())
+    }
+
+    pub fn is_owner_mailbox(&self, mailbox: &MailboxId) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.mailboxes.contains_key(mailbox)
+    }
+
+    /// Owner mailboxes indexed (for tests and metrics).
+    pub fn len(&self) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.mailboxes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Decides whether `body` may go into `mailbox`.
+pub async fn admit(
+    registry: &Registry,
+    index: &OwnerIndex,
+    mailbox: &MailboxId,
+    body: &[u8],
+) -> Result<core::result::Result<Admitted, Refused>> {
+    let size = body.len();
+    if registry.is_known(&DeviceId(*mailbox)) {
+        return Ok(if SEALED_COMMAND_SIZES.contains(&size) {
+            Ok(Admitted::Device)
+        } else {
+            Err(Refused::NotAnEnvelope { size })
+        });
+    }
+    let op = Op::from_bytes(body);
+    if index.is_owner_mailbox(mailbox) || op.is_ok() {
+        return match op {
+            Ok(op) => admit_owner_message(registry, mailbox, op).await,
+            Err(e) => Ok(Err(Refused::NotAnOwnerMessage(format!(
+                "the body is not one op ({e}); an owner's mailbox takes only proposals and \
+                 notices (docs/PROTOCOL.md §11)"
+            )))),
+        };
+    }
+    Ok(if SEALED_RESPONSE_SIZES.contains(&size) {
+        Ok(Admitted::Reply)
+    } else {
+        Err(Refused::UnknownMailbox { size })
+    })
+}
+
+/// What an owner mailbox post is checked against, read from the device's verified chain.
+struct OwnerFacts {
+    /// The mailbox belongs to a key named as an owner since the last claim, or by this op.
+    mailbox_matches: bool,
+    held: bool,
+    head_seq: u64,
+    owners: Vec<PublicKey>,
+    /// The head's state, to check a proposal that would follow it as the owners' apps do.
+    state: Option<ChainState>,
+}
+
+/// Whether a check of a proposal failed only for signatures still to come (the other owners'
+/// approvals, the added keys' acceptance), as the owner core admits it (§11).
+fn only_unsigned(e: &latchkey_proto::Error) -> bool {
+    matches!(
+        e,
+        latchkey_proto::Error::NotEnoughSignatures { .. }
+            | latchkey_proto::Error::MissingSignature { .. }
+    )
+}
+
+async fn admit_owner_message(
+    registry: &Registry,
+    mailbox: &MailboxId,
+    op: Op,
+) -> Result<core::result::Result<Admitted, Refused>> {
+    let refuse = |why: String| Ok(Err(Refused::NotAnOwnerMessage(why)));
+    let device = op.device;
+    let id = op.id();
+    let named: Vec<PublicKey> = match &op.body {
+        OpBody::Claim(set) | OpBody::AmendOwners(set) | OpBody::Transfer(set) => set.owners.clone(),
+        _ => Vec::new(),
+    };
+    let facts = registry
+        .inspect(device, |chain| OwnerFacts {
+            mailbox_matches: era_owners(chain)
+                .iter()
+                .chain(&named)
+                .any(|k| owner_mailbox(k) == *mailbox),
+            held: chain
+                .ops()
+                .iter()
+                .filter(|o| o.seq == op.seq)
+                .any(|o| o.id() == id),
+            head_seq: chain.state().seq,
+            owners: chain.state().owners.clone(),
+            state: (op.seq == chain.state().seq + 1).then(|| chain.state().clone()),
+        })
+        .await?;
+    let Some(facts) = facts else {
+        return refuse(format!(
+            "the op is for {device}, whose chain this node does not hold; publish the device's \
+             chain to this node first"
+        ));
+    };
+    if !facts.mailbox_matches {
+        return refuse(format!(
+            "this mailbox is not the mailbox of an owner of {device}, nor of a key the op names; \
+             send proposals to the owners' mailboxes (docs/PROTOCOL.md §11)"
+        ));
+    }
+    if !facts.held {
+        let (OpBody::AmendOwners(set) | OpBody::Transfer(set)) = &op.body else {
+            return refuse(format!(
+                "a {} op that is not in {device}'s chain is no proposal: owners propose only \
+                 amend-owners and transfer ops (docs/PROTOCOL.md §11)",
+                op.body.kind()
+            ));
+        };
+        // The signature check below stops at the first missing approval, before the set's
+        // own rules; a proposal must name a set that could ever take effect.
+        if let Err(why) = check_owner_set(set) {
+            return refuse(format!("the proposal names an invalid owner set: {why}"));
+        }
+        if op.seq <= facts.head_seq {
+            return refuse(format!(
+                "the op is at seq {} but {device}'s chain is already at seq {}: a stale \
+                 proposal; propose again from the head",
+                op.seq, facts.head_seq
+            ));
+        }
+    }
+    // A proposal on this node's head is checked as the owners' apps check it; one further
+    // ahead (this node is behind) can only be checked for its signatures.
+    let state = facts.state.filter(|_| !facts.held);
+    let (signers, check) = tokio::task::spawn_blocking(move || {
+        let check = state.map(|s| match s.apply(&op) {
+            Ok(_) => Ok(()),
+            Err(e) if only_unsigned(&e) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        });
+        (verified_signers(&op), check)
+    })
+    .await?;
+    if let Some(Err(why)) = check {
+        return refuse(format!(
+            "the proposal would not be valid once signed: {why}; propose a valid change"
+        ));
+    }
+    let Some(signers) = signers else {
+        return refuse(
+            "a signature on the op does not verify; send the op as its signers made it".into(),
+        );
+    };
+    let by_owner = signers.iter().find(|s| facts.owners.contains(s));
+    match (by_owner, facts.held) {
+        (Some(owner), _) => Ok(Ok(Admitted::Owner { signer: *owner })),
+        (None, true) => Ok(Ok(Admitted::Owner { signer: signers[0] })),
+        (None, false) => refuse(format!(
+            "no current owner of {device} signed the op; a proposal must carry its proposer's \
+             signature"
+        )),
+    }
+}
+
+/// The owner-set rules of docs/PROTOCOL.md §3.2: 1 to 16 owners, sorted and distinct, a
+/// threshold from 1 to their number.
+fn check_owner_set(
+    set: &latchkey_proto::chain::OwnerSet,
+) -> core::result::Result<(), &'static str> {
+    if set.owners.is_empty() || set.owners.len() > MAX_OWNERS {
+        return Err("an owner set has 1 to 16 owners");
+    }
+    if !set.owners.windows(2).all(|w| w[0] < w[1]) {
+        return Err("owners must be sorted and distinct");
+    }
+    if set.threshold == 0 || usize::from(set.threshold) > set.owners.len() {
+        return Err("the threshold must be between 1 and the number of owners");
+    }
+    Ok(())
+}
+
+/// The op's signers if it has at least one signature and every signature verifies.
+fn verified_signers(op: &Op) -> Option<Vec<PublicKey>> {
+    if op.signatures.is_empty() {
+        return None;
+    }
+    // Merging into an unsigned copy verifies each signature with the protocol's own rule.
+    let mut bare = op.clone();
+    bare.signatures.clear();
+    bare.merge_signatures(op).ok()?;
+    Some(op.signatures.iter().map(|s| s.signer).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_sizes_follow_the_protocol() {
+        // docs/PROTOCOL.md §5.4 and §5.6 spell these out.
+        assert_eq!(SEALED_COMMAND_SIZES, [2137, 5209, 17497]);
+        assert_eq!(SEALED_RESPONSE_SIZES, [1066, 4138, 16426]);
+    }
+}
