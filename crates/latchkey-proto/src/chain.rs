@@ -519,22 +519,7 @@ impl ChainState {
     /// Every rule a spine op must pass to follow this state; returns its id.
     fn check(&self, op: &Op) -> Result<OpId> {
         let kind = op.body.kind();
-        if op.device != self.device {
-            return Err(Error::WrongDevice {
-                what: format!("op {}", op.seq),
-                expected: self.device.to_string(),
-                found: op.device.to_string(),
-            });
-        }
-        if op.seq != self.seq + 1 {
-            return Err(Error::WrongSequence {
-                expected: self.seq + 1,
-                found: op.seq,
-            });
-        }
-        if op.prev != self.head {
-            return Err(Error::BrokenLink { seq: op.seq });
-        }
+        check_place(op, &self.device, self.seq, self.head)?;
         let (signers, id) = op.verified_signers()?;
         let not_allowed = |why| Error::OpNotAllowed {
             seq: op.seq,
@@ -692,22 +677,7 @@ fn check_side(
     issuer_revocations: &BTreeMap<PublicKey, usize>,
 ) -> Result<SideChecked> {
     let kind = op.body.kind();
-    if op.device != anchor.device {
-        return Err(Error::WrongDevice {
-            what: format!("op {}", op.seq),
-            expected: anchor.device.to_string(),
-            found: op.device.to_string(),
-        });
-    }
-    if op.seq != anchor.seq + 1 {
-        return Err(Error::WrongSequence {
-            expected: anchor.seq + 1,
-            found: op.seq,
-        });
-    }
-    if op.prev != anchor.id {
-        return Err(Error::BrokenLink { seq: op.seq });
-    }
+    check_place(op, &anchor.device, anchor.seq, anchor.id)?;
     let (signers, id) = op.verified_signers()?;
     let not_allowed = |why| Error::OpNotAllowed {
         seq: op.seq,
@@ -764,6 +734,28 @@ fn check_side(
             "only revocations and endorsements are side ops",
         )),
     }
+}
+
+/// Where an op must sit: on this device, right after the op it names (a spine op's parent, a
+/// side op's anchor), checked before any signature.
+fn check_place(op: &Op, device: &DeviceId, before_seq: u64, before: OpId) -> Result<()> {
+    if op.device != *device {
+        return Err(Error::WrongDevice {
+            what: format!("op {}", op.seq),
+            expected: device.to_string(),
+            found: op.device.to_string(),
+        });
+    }
+    if op.seq != before_seq + 1 {
+        return Err(Error::WrongSequence {
+            expected: before_seq + 1,
+            found: op.seq,
+        });
+    }
+    if op.prev != before {
+        return Err(Error::BrokenLink { seq: op.seq });
+    }
+    Ok(())
 }
 
 fn require_exactly(

@@ -195,23 +195,7 @@ fn side_op_fail_vectors(
     claim_ab: &Op,
     rival: &Op,
 ) {
-    let fail = |v: &mut Vectors, name: &str, description: &str, prefix: &[Op], op: Op, e: &str| {
-        let result = Chain::verify(prefix.to_vec())
-            .unwrap()
-            .check_next(&op)
-            .map(|_| ());
-        v.fail(
-            name,
-            "chain_fail",
-            description,
-            result,
-            e,
-            json!({
-                "prefix": prefix.iter().map(|o| h(o.to_bytes())).collect::<Vec<_>>(),
-                "op": h(op.to_bytes()),
-            }),
-        );
-    };
+    let fail = super::ops::chain_fail;
     let prefix = [g.clone(), claim_ab.clone()];
     fail(
         v,

@@ -68,7 +68,7 @@ pub fn vectors(w: &World) -> Vectors {
     v
 }
 
-fn chain_fail(v: &mut Vectors, name: &str, description: &str, prefix: &[Op], op: Op, e: &str) {
+pub fn chain_fail(v: &mut Vectors, name: &str, description: &str, prefix: &[Op], op: Op, e: &str) {
     assert!(
         Op::from_bytes(&op.to_bytes()).unwrap() == op,
         "{name}: op must decode"
