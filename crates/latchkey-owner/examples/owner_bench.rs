@@ -16,47 +16,27 @@
 //!    seal → POST → open of the same command with no owner core around it.
 //! 3. Revoke: `Profile::revoke`, publishing and handing the op to the device on the LAN.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{start_nodes, MemorySeeds};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use latchkey_device::agent::RunningAgent;
 use latchkey_device::config::Driver;
 use latchkey_device::lifecycle::{init, InitOptions};
-use latchkey_node::{Limits, NodeConfig, RunningNode};
-use latchkey_owner::keychain::SeedStore;
 use latchkey_owner::{ClaimSource, Profile, SystemClock};
 use latchkey_proto::command::{Command, ReplyTo};
 use latchkey_proto::envelope::seal_command;
 use rand_core::{OsRng, RngCore};
-use zeroize::Zeroizing;
 
 const CLAIMS: usize = 20;
 const OPENS: usize = 200;
 const RELAYED: usize = 50;
 const REVOKES: usize = 20;
-
-/// The recovery phrase in memory, for a benchmark only.
-#[derive(Debug, Default)]
-struct MemorySeeds(Mutex<std::collections::HashMap<String, Zeroizing<String>>>);
-
-impl SeedStore for MemorySeeds {
-    fn load(&self, profile: &str) -> latchkey_owner::Result<Option<Zeroizing<String>>> {
-        Ok(self.0.lock().unwrap().get(profile).cloned())
-    }
-    fn save(&self, profile: &str, phrase: &str) -> latchkey_owner::Result<()> {
-        self.0
-            .lock()
-            .unwrap()
-            .insert(profile.to_owned(), Zeroizing::new(phrase.to_owned()));
-        Ok(())
-    }
-    fn delete(&self, profile: &str) -> latchkey_owner::Result<()> {
-        self.0.lock().unwrap().remove(profile);
-        Ok(())
-    }
-}
 
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -101,15 +81,7 @@ fn summary(label: &str, mut samples: Vec<Duration>) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<RunningNode> = Vec::new();
-    for i in 0..5 {
-        let mut config = NodeConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            tmp.path().join(format!("node{i}.db")),
-        );
-        config.limits = Limits::without_rate_limits();
-        nodes.push(latchkey_node::start(config).await.unwrap());
-    }
+    let nodes = start_nodes(tmp.path(), 5).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
     let profile = Profile::at(
         &tmp.path().join("owner"),

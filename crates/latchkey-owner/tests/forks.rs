@@ -3,39 +3,17 @@
 //! profile store with what to do. Real registry nodes on loopback; the door is a `TestDevice`
 //! so the test decides when it endorses.
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+mod common;
 
-use latchkey_node::{Limits, NodeConfig, RunningNode};
-use latchkey_owner::keychain::SeedStore;
+use common::{start_nodes, MemorySeeds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use latchkey_owner::{ClaimSource, Clock, ForkKind, Profile, SystemClock};
 use latchkey_proto::chain::{Op, OpBody, OpList, OwnerSet};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::keys::{DeviceId, SigningKey};
 use latchkey_testkit::{person, TestDevice};
-use zeroize::Zeroizing;
-
-#[derive(Debug, Default)]
-struct MemorySeeds(Mutex<HashMap<String, Zeroizing<String>>>);
-
-impl SeedStore for MemorySeeds {
-    fn load(&self, profile: &str) -> latchkey_owner::Result<Option<Zeroizing<String>>> {
-        Ok(self.0.lock().unwrap().get(profile).cloned())
-    }
-    fn save(&self, profile: &str, phrase: &str) -> latchkey_owner::Result<()> {
-        self.0
-            .lock()
-            .unwrap()
-            .insert(profile.to_owned(), Zeroizing::new(phrase.to_owned()));
-        Ok(())
-    }
-    fn delete(&self, profile: &str) -> latchkey_owner::Result<()> {
-        self.0.lock().unwrap().remove(profile);
-        Ok(())
-    }
-}
 
 /// The system clock, moved forward by the test.
 #[derive(Debug, Default)]
@@ -51,19 +29,6 @@ impl Clock for LaterClock {
     fn now_ms(&self) -> u64 {
         SystemClock.now_ms() + self.0.load(Ordering::SeqCst)
     }
-}
-
-async fn nodes(dir: &Path, n: usize) -> Vec<RunningNode> {
-    let mut nodes = Vec::new();
-    for i in 0..n {
-        let mut config = NodeConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            dir.join(format!("node{i}.db")),
-        );
-        config.limits = Limits::without_rate_limits();
-        nodes.push(latchkey_node::start(config).await.unwrap());
-    }
-    nodes
 }
 
 async fn post(node: &str, device: &DeviceId, ops: &[Op]) {
@@ -86,7 +51,7 @@ fn amend(owners: &[&SigningKey], threshold: u8) -> OpBody {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsettled_fork_keeps_the_owners_own_chain_and_raises_an_alarm_until_it_ends() {
     let tmp = tempfile::tempdir().unwrap();
-    let nodes = nodes(tmp.path(), 3).await;
+    let nodes = start_nodes(tmp.path(), 3).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
     let seeds: Arc<MemorySeeds> = Arc::new(MemorySeeds::default());
     let alice = Profile::at(
@@ -194,7 +159,7 @@ async fn an_unsettled_fork_keeps_the_owners_own_chain_and_raises_an_alarm_until_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_branch_the_door_endorsed_replaces_ours_with_a_notice() {
     let tmp = tempfile::tempdir().unwrap();
-    let nodes = nodes(tmp.path(), 3).await;
+    let nodes = start_nodes(tmp.path(), 3).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
     let seeds: Arc<MemorySeeds> = Arc::new(MemorySeeds::default());
     let clock = Arc::new(LaterClock::default());

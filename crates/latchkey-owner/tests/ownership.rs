@@ -8,6 +8,9 @@
 //! sees the proposal in its own mailbox with who proposed it, the owners' approvals complete it
 //! in either order, and nothing a stranger posts to an owner's mailbox is kept or shown.
 
+mod common;
+
+use common::start_nodes;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use std::sync::Arc;
 use latchkey_device::agent::RunningAgent;
 use latchkey_device::config::Driver;
 use latchkey_device::lifecycle::{init, InitOptions};
-use latchkey_node::{Limits, NodeConfig, RunningNode};
+use latchkey_node::RunningNode;
 use latchkey_owner::keychain::KeyringStore;
 use latchkey_owner::owners::owner_mailbox;
 use latchkey_owner::{ClaimSource, Error, MyPart, OwnerChange, Profile, SystemClock};
@@ -48,15 +51,7 @@ impl World {
     /// it. Everyone's phrase is in the OS keychain.
     async fn start() -> World {
         let tmp = tempfile::tempdir().unwrap();
-        let mut nodes = Vec::new();
-        for i in 0..5 {
-            let mut config = NodeConfig::new(
-                "127.0.0.1:0".parse().unwrap(),
-                tmp.path().join(format!("node{i}.db")),
-            );
-            config.limits = Limits::without_rate_limits();
-            nodes.push(latchkey_node::start(config).await.unwrap());
-        }
+        let nodes = start_nodes(tmp.path(), 5).await;
         let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
         let marker = tmp.path().join("opened");
         let script = tmp.path().join("open-door");

@@ -2,7 +2,9 @@
 //! proxy or a lying peer on the path: one envelope per command across routes, bounded reads of
 //! what a device or a node answers, and telling the door of a revocation on the LAN.
 
-use std::collections::HashMap;
+mod common;
+
+use common::{start_nodes, MemorySeeds};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,8 +14,7 @@ use std::time::Duration;
 use latchkey_device::agent::RunningAgent;
 use latchkey_device::config::Driver;
 use latchkey_device::lifecycle::{init, InitOptions};
-use latchkey_node::{Limits, NodeConfig, RunningNode};
-use latchkey_owner::keychain::SeedStore;
+use latchkey_node::RunningNode;
 use latchkey_owner::{ClaimSource, DoorSync, InviteRequest, Profile, Route, SystemClock};
 use latchkey_proto::claim::DeviceAddr;
 use latchkey_proto::command::{Outcome, RejectCode};
@@ -21,31 +22,9 @@ use latchkey_quorum::http::{MAILBOX_PAGE_CAP, SEALED_ANSWER_CAP};
 use latchkey_testkit::liar::{Liar, Lie};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use zeroize::Zeroizing;
 
 /// What socket buffers on loopback may hold beyond what the reader took.
 const SLACK: u64 = 16 * 1024 * 1024;
-
-/// The recovery phrase in memory: these tests are about the network, not the keychain.
-#[derive(Debug, Default)]
-struct MemorySeeds(Mutex<HashMap<String, Zeroizing<String>>>);
-
-impl SeedStore for MemorySeeds {
-    fn load(&self, profile: &str) -> latchkey_owner::Result<Option<Zeroizing<String>>> {
-        Ok(self.0.lock().unwrap().get(profile).cloned())
-    }
-    fn save(&self, profile: &str, phrase: &str) -> latchkey_owner::Result<()> {
-        self.0
-            .lock()
-            .unwrap()
-            .insert(profile.to_owned(), Zeroizing::new(phrase.to_owned()));
-        Ok(())
-    }
-    fn delete(&self, profile: &str) -> latchkey_owner::Result<()> {
-        self.0.lock().unwrap().remove(profile);
-        Ok(())
-    }
-}
 
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -71,15 +50,7 @@ impl World {
     /// Five nodes, a door whose `unlock` appends a line to a marker file, and its owner.
     async fn start() -> World {
         let tmp = tempfile::tempdir().unwrap();
-        let mut nodes = Vec::new();
-        for i in 0..5 {
-            let mut config = NodeConfig::new(
-                "127.0.0.1:0".parse().unwrap(),
-                tmp.path().join(format!("node{i}.db")),
-            );
-            config.limits = Limits::without_rate_limits();
-            nodes.push(latchkey_node::start(config).await.unwrap());
-        }
+        let nodes = start_nodes(tmp.path(), 5).await;
         let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
         let marker = tmp.path().join("opened");
         let script = tmp.path().join("open-door");
