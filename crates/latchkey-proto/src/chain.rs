@@ -893,18 +893,19 @@ impl Chain {
         &self.all
     }
 
-    /// The id of each op of [`Self::ops`], in the same order (spine ids are remembered; only
-    /// side ops are hashed).
+    /// The id of each op of [`Self::ops`], in the same order, without hashing: spine ids are
+    /// remembered, and side ops sit in `all` in the order of their `(seq, id)` keys.
     pub fn op_ids(&self) -> Vec<OpId> {
         let mut spine = self.spine.iter().peekable();
-        self.all
-            .iter()
-            .enumerate()
-            .map(|(at, op)| match spine.next_if(|e| e.at == at) {
+        let mut side = self.side.iter();
+        let ids: Vec<OpId> = (0..self.all.len())
+            .map(|at| match spine.next_if(|e| e.at == at) {
                 Some(entry) => entry.id,
-                None => op.id(),
+                None => side.next().expect("one key per side op").1,
             })
-            .collect()
+            .collect();
+        debug_assert!(self.all.iter().zip(&ids).all(|(op, id)| op.id() == *id));
+        ids
     }
 
     /// Spine ops from `seq` on, with every side op (side ops are few, and one anchored on an old

@@ -871,6 +871,8 @@ proptest! {
         let decoded = OpList::from_bytes(&list.to_bytes()).unwrap();
         let reverified = verified(&decoded.0);
         prop_assert_eq!(reverified.ops(), built.ops.as_slice());
+        let ids: Vec<_> = built.ops.iter().map(Op::id).collect();
+        prop_assert_eq!(reverified.op_ids(), ids);
         for op in &built.ops {
             let decoded = Op::from_bytes(&op.to_bytes());
             prop_assert_eq!(decoded.as_ref(), Ok(op));
