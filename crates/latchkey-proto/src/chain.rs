@@ -1142,8 +1142,8 @@ impl Chain {
             let at = self
                 .all
                 .partition_point(|o| canonical_key(o, || o.id()) < key);
+            self.side.insert((op.seq, id));
             self.all.insert(at, op);
-            self.side.insert((key.0, id));
             for entry in self.spine.iter_mut().filter(|e| e.at >= at) {
                 entry.at += 1;
             }

@@ -236,3 +236,22 @@ fn a_second_endorsement_of_one_op_is_not_kept() {
         Err(Error::OpNotAllowed { .. })
     ));
 }
+
+/// `op_ids` reads ids off the chain's bookkeeping instead of hashing: it must agree with the
+/// ops across an era change (which rebuilds that bookkeeping) and endorsements made after it,
+/// whichever way their ids compare.
+#[test]
+fn op_ids_match_the_ops_across_an_era_change() {
+    let (alice, bob) = (person(1), person(2));
+    for n in 0..16u64 {
+        let mut dev = TestDevice::new(47, "Door");
+        dev.claim(&[&alice], 1);
+        dev.chain.append(dev.endorsement(1)).unwrap();
+        dev.apply(OpBody::Transfer(owners(&[&bob], 1)), &[&alice, &bob]);
+        let mut endorse = dev.chain.endorsement(2, T0 + n).unwrap();
+        endorse.sign(&dev.keys.identity);
+        dev.chain.append(endorse).unwrap();
+        let ids: Vec<_> = dev.chain.ops().iter().map(|op| op.id()).collect();
+        assert_eq!(dev.chain.op_ids(), ids, "variant {n}");
+    }
+}
