@@ -165,9 +165,14 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     s.click(&s.wait("[data-testid=tab-devices]", long).await)
         .await;
 
-    // Claim it from the QR on screen.
-    s.click(&s.wait("[data-testid=demo-claim]", long).await)
-        .await;
+    // Claim it from the QR on screen. Anything the claim shows (progress on the disabled
+    // button, the owned device, an error) counts as started.
+    s.click_until_started(
+        "[data-testid=demo-claim]",
+        long,
+        "[data-testid=demo-claim]:disabled, [data-testid=ownership], [data-testid=demo-panel] [role=alert]",
+    )
+    .await;
     let ownership = s
         .wait_text("[data-testid=ownership]", "You own it", long)
         .await;

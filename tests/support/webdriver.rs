@@ -142,7 +142,8 @@ impl Session {
         value.get("error").is_some()
     }
 
-    async fn find_all(&self, css: &str) -> Vec<Element> {
+    /// Every element matching `css` now (possibly none), without waiting.
+    pub async fn find_all(&self, css: &str) -> Vec<Element> {
         let value = self
             .send(
                 reqwest::Method::POST,
@@ -205,6 +206,24 @@ impl Session {
                 );
             }
             tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// Clicks what `css` matches until `started` sees the page react, at most three times.
+    /// WebKit clicks where the element was when it was found; a page still settling after a
+    /// tab switch can move it, and the click then lands beside it (a clean-clone run once
+    /// waited a minute on a claim that never started). Only for buttons that are safe to press
+    /// again while nothing has happened.
+    pub async fn click_until_started(&self, css: &str, within: Duration, started: &str) {
+        for _ in 0..3 {
+            self.click(&self.wait(css, within).await).await;
+            let settle = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < settle {
+                if !self.find_all(started).await.is_empty() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
         }
     }
 
