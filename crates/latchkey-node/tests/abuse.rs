@@ -14,10 +14,9 @@ use latchkey_node::Limits;
 use latchkey_proto::chain::{Op, OpBody, OwnerSet};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::{Command, ReplyTo};
-use latchkey_proto::envelope::{seal_command, MAX_SEALED_RESPONSE};
+use latchkey_proto::envelope::seal_command;
 use latchkey_proto::hash;
-use latchkey_proto::keys::{PublicKey, SigningKey};
-use latchkey_proto::pad::BUCKETS;
+use latchkey_proto::keys::SigningKey;
 use latchkey_testkit::{person, rng, sorted, TestDevice};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -51,37 +50,6 @@ fn sealed_open(dev: &TestDevice, owner: &SigningKey, n: u8) -> Vec<u8> {
     seal_command(&signed, &dev.chain.state().kem, &mut rng(u64::from(n)))
         .unwrap()
         .0
-}
-
-/// A body of the smallest sealed response's size (what a device posts to a reply mailbox).
-fn reply_sized(tag: u8) -> Vec<u8> {
-    let size = MAX_SEALED_RESPONSE - BUCKETS[BUCKETS.len() - 1] + BUCKETS[0];
-    let mut body = vec![tag; size];
-    body[0] = 1;
-    body
-}
-
-fn owner_mailbox(key: &PublicKey) -> String {
-    hex::encode(hash::labeled(
-        "latchkey/v1/owner-mailbox",
-        &[&key.to_bytes()],
-    ))
-}
-
-async fn post_mailbox(
-    c: &reqwest::Client,
-    base: &str,
-    mailbox: &str,
-    body: &[u8],
-) -> (StatusCode, Value) {
-    let resp = c
-        .post(format!("{base}/v1/mailboxes/{mailbox}"))
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    (status, resp.json().await.unwrap())
 }
 
 async fn read_mailbox(c: &reqwest::Client, base: &str, mailbox: &str) -> Vec<Vec<u8>> {
@@ -184,7 +152,7 @@ async fn a_device_mailbox_takes_only_sealed_commands() {
         b"open sesame".to_vec(),
         vec![0u8; real.len() - 1],
         vec![0u8; real.len() + 1],
-        reply_sized(3),
+        reply_body(3, 0),
         vec![7u8; 20_000],
     ] {
         let (status, body) = post_mailbox(&abuser, &base, &device_box, &junk).await;
@@ -219,7 +187,7 @@ async fn a_mailbox_no_device_or_owner_has_takes_only_sealed_responses() {
         );
     }
     // A device answering a relayed command into a fresh reply mailbox is taken.
-    let answer = reply_sized(9);
+    let answer = reply_body(9, 0);
     let (status, body) = post_mailbox(&device, &base, &reply_box, &answer).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(read_mailbox(&device, &base, &reply_box).await, vec![answer]);
@@ -257,7 +225,7 @@ async fn an_owner_mailbox_takes_only_ops_a_current_owner_signed() {
     let base = node.url();
     let (honest, abuser) = (client_from(HONEST), client_from(ABUSER));
     let dev = co_owned(&base, &honest, 42).await;
-    let owner2_box = owner_mailbox(&person(2).public_key());
+    let owner2_box = hex::encode(hash::owner_mailbox(&person(2).public_key()));
 
     // Junk of every shape a stranger might send, including a sealed response's size.
     let stranger_op = proposal(&dev, 66, 66, 1);
@@ -288,7 +256,7 @@ async fn an_owner_mailbox_takes_only_ops_a_current_owner_signed() {
             "an owner-signed op of a kind nobody proposes",
             not_a_proposal.to_bytes(),
         ),
-        ("sealed-response size", reply_sized(4)),
+        ("sealed-response size", reply_body(4, 0)),
         ("an op only a stranger signed", stranger_op.to_bytes()),
         ("an op with a forged owner signature", forged.to_bytes()),
     ] {
@@ -315,7 +283,7 @@ async fn an_owner_mailbox_takes_only_ops_a_current_owner_signed() {
     let real = proposal(&dev, 1, 3, 5);
     let (status, body) = post_mailbox(&honest, &base, &owner2_box, &real.to_bytes()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let owner3_box = owner_mailbox(&person(3).public_key());
+    let owner3_box = hex::encode(hash::owner_mailbox(&person(3).public_key()));
     let (status, body) = post_mailbox(&honest, &base, &owner3_box, &real.to_bytes()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     // The notice of the claim (an op already in the chain) is taken as well.
@@ -383,7 +351,7 @@ async fn a_rogue_co_owner_cannot_fill_another_owners_mailbox() {
             .0,
         StatusCode::OK
     );
-    let owner1_box = owner_mailbox(&person(1).public_key());
+    let owner1_box = hex::encode(hash::owner_mailbox(&person(1).public_key()));
     let mut taken = 0;
     let mut last = (StatusCode::CREATED, Value::Null);
     for n in 0..260u64 {
@@ -423,8 +391,8 @@ async fn owner_mailboxes_follow_the_chain_on_this_node_and_its_replicas() {
     );
 
     // Before person(3) is an owner, its mailbox id means nothing to the node: a reply fits.
-    let owner3_box = owner_mailbox(&person(3).public_key());
-    let (status, body) = post_mailbox(&abuser, &base, &owner3_box, &reply_sized(1)).await;
+    let owner3_box = hex::encode(hash::owner_mailbox(&person(3).public_key()));
+    let (status, body) = post_mailbox(&abuser, &base, &owner3_box, &reply_body(1, 0)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
     // Person 1 removes person 2 and adds person 3 (who signs too: a new owner proves
@@ -447,7 +415,7 @@ async fn owner_mailboxes_follow_the_chain_on_this_node_and_its_replicas() {
     for (name, at) in [("node", base.clone()), ("replica", replica.url())] {
         assert!(
             eventually(Duration::from_secs(10), || async {
-                post_mailbox(&abuser, &at, &owner3_box, &reply_sized(2))
+                post_mailbox(&abuser, &at, &owner3_box, &reply_body(2, 0))
                     .await
                     .0
                     == StatusCode::UNPROCESSABLE_ENTITY
@@ -457,7 +425,7 @@ async fn owner_mailboxes_follow_the_chain_on_this_node_and_its_replicas() {
         );
     }
     // The removed owner's mailbox still takes the notice of its removal.
-    let owner2_box = owner_mailbox(&person(2).public_key());
+    let owner2_box = hex::encode(hash::owner_mailbox(&person(2).public_key()));
     let (status, body) = post_mailbox(&honest, &base, &owner2_box, &amend.to_bytes()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     // But the removed owner can no longer propose.
@@ -469,7 +437,7 @@ async fn owner_mailboxes_follow_the_chain_on_this_node_and_its_replicas() {
         }),
     );
     by_removed.sign(&person(2));
-    let owner1_box = owner_mailbox(&person(1).public_key());
+    let owner1_box = hex::encode(hash::owner_mailbox(&person(1).public_key()));
     let (status, body) = post_mailbox(&abuser, &base, &owner1_box, &by_removed.to_bytes()).await;
     assert_eq!(
         (status, code(&body)),

@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use latchkey_node::admission::SEALED_RESPONSE_SIZES;
 use latchkey_node::Limits;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -30,28 +29,6 @@ async fn start(dir: &tempfile::TempDir, limits: Limits) -> latchkey_node::Runnin
     latchkey_node::start(config(&dir.path().join("node.db"), limits))
         .await
         .unwrap()
-}
-
-fn reply(tag: u8) -> Vec<u8> {
-    let mut body = vec![tag; SEALED_RESPONSE_SIZES[0]];
-    body[0] = 1;
-    body
-}
-
-async fn post_mailbox(
-    c: &reqwest::Client,
-    base: &str,
-    mailbox: &str,
-    body: Vec<u8>,
-) -> (StatusCode, Value) {
-    let resp = c
-        .post(format!("{base}/v1/mailboxes/{mailbox}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    (status, resp.json().await.unwrap())
 }
 
 #[tokio::test]
@@ -112,7 +89,8 @@ async fn one_address_cannot_hold_every_long_poll() {
         })
         .await
     );
-    let (status, body) = post_mailbox(&honest, &base, &hex::encode([20u8; 32]), reply(20)).await;
+    let (status, body) =
+        post_mailbox(&honest, &base, &hex::encode([20u8; 32]), &reply_body(20, 0)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, page) = waiting.await.unwrap();
     assert_eq!(status, StatusCode::OK);
@@ -232,7 +210,7 @@ async fn one_address_cannot_fill_the_node() {
     let mut last = (StatusCode::CREATED, Value::Null);
     let mut taken = 0;
     for n in 0..20u8 {
-        last = post_mailbox(&abuser, &base, &hex::encode([n; 32]), reply(n)).await;
+        last = post_mailbox(&abuser, &base, &hex::encode([n; 32]), &reply_body(n, 0)).await;
         if last.0 != StatusCode::CREATED {
             break;
         }
@@ -243,7 +221,8 @@ async fn one_address_cannot_fill_the_node() {
         (last.0, code(&last.1)),
         (StatusCode::INSUFFICIENT_STORAGE, "address_full")
     );
-    let (status, body) = post_mailbox(&honest, &base, &hex::encode([0u8; 32]), reply(99)).await;
+    let (status, body) =
+        post_mailbox(&honest, &base, &hex::encode([0u8; 32]), &reply_body(99, 0)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     node.shutdown().await.unwrap();
 }

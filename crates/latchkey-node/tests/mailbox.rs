@@ -7,38 +7,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use latchkey_node::admission::SEALED_RESPONSE_SIZES;
 use latchkey_node::Limits;
 use reqwest::StatusCode;
 use serde_json::Value;
 
 fn mailbox(n: u8) -> String {
     hex::encode([n; 32])
-}
-
-/// A body of a sealed response's size (the node only looks at the size), told apart by `tag`.
-fn reply(tag: u8, bucket: usize) -> Vec<u8> {
-    let mut body = vec![tag; SEALED_RESPONSE_SIZES[bucket]];
-    body[0] = 1;
-    body
-}
-
-async fn post(
-    c: &reqwest::Client,
-    base: &str,
-    mb: &str,
-    body: &[u8],
-    ttl: Option<&str>,
-) -> (StatusCode, Value) {
-    let mut req = c
-        .post(format!("{base}/v1/mailboxes/{mb}"))
-        .body(body.to_vec());
-    if let Some(ttl) = ttl {
-        req = req.header("x-latchkey-ttl-secs", ttl);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    (status, resp.json().await.unwrap())
 }
 
 fn bodies(page: &Value) -> Vec<Vec<u8>> {
@@ -61,17 +35,17 @@ async fn post_then_read_in_order() {
     let (c, base) = (client(), node.url());
     let mb = mailbox(1);
 
-    let (status, first) = post(&c, &base, &mb, &reply(1, 0), None).await;
+    let (status, first) = post_mailbox_ttl(&c, &base, &mb, &reply_body(1, 0), None).await;
     assert_eq!(status, StatusCode::CREATED, "{first}");
-    let (status, second) = post(&c, &base, &mb, &reply(2, 2), Some("60")).await;
+    let (status, second) = post_mailbox_ttl(&c, &base, &mb, &reply_body(2, 2), Some("60")).await;
     assert_eq!(status, StatusCode::CREATED, "{second}");
     assert!(second["id"].as_u64() > first["id"].as_u64());
     // Another mailbox sees none of it.
-    post(&c, &base, &mailbox(2), &reply(3, 0), None).await;
+    post_mailbox_ttl(&c, &base, &mailbox(2), &reply_body(3, 0), None).await;
 
     let (status, page) = get_json(&c, &format!("{base}/v1/mailboxes/{mb}")).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(bodies(&page), vec![reply(1, 0), reply(2, 2)]);
+    assert_eq!(bodies(&page), vec![reply_body(1, 0), reply_body(2, 2)]);
     assert_eq!(page["next"], second["id"]);
     let expires = page["messages"][0]["expires_ms"].as_u64().unwrap();
     let now = latchkey_node::store::now_ms();
@@ -82,7 +56,7 @@ async fn post_then_read_in_order() {
 
     let after = first["id"].as_u64().unwrap();
     let (_, page) = get_json(&c, &format!("{base}/v1/mailboxes/{mb}?after={after}")).await;
-    assert_eq!(bodies(&page), vec![reply(2, 2)]);
+    assert_eq!(bodies(&page), vec![reply_body(2, 2)]);
     let next = page["next"].as_u64().unwrap();
     let (_, page) = get_json(&c, &format!("{base}/v1/mailboxes/{mb}?after={next}")).await;
     assert!(bodies(&page).is_empty());
@@ -104,11 +78,11 @@ async fn long_poll_wakes_when_a_message_arrives() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiter.is_finished(), "nothing to read yet: the poll waits");
-    let (status, _) = post(&c, &base, &mb, &reply(7, 1), None).await;
+    let (status, _) = post_mailbox_ttl(&c, &base, &mb, &reply_body(7, 1), None).await;
     assert_eq!(status, StatusCode::CREATED);
     let (status, page) = waiter.await.unwrap();
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(bodies(&page), vec![reply(7, 1)]);
+    assert_eq!(bodies(&page), vec![reply_body(7, 1)]);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "woken by the post, not the timeout"
@@ -159,18 +133,22 @@ async fn messages_expire() {
     let (c, base) = (client(), node.url());
     let mb = mailbox(5);
     assert_eq!(
-        post(&c, &base, &mb, &reply(1, 0), Some("1")).await.0,
+        post_mailbox_ttl(&c, &base, &mb, &reply_body(1, 0), Some("1"))
+            .await
+            .0,
         StatusCode::CREATED
     );
     assert_eq!(
-        post(&c, &base, &mb, &reply(2, 0), Some("3600")).await.0,
+        post_mailbox_ttl(&c, &base, &mb, &reply_body(2, 0), Some("3600"))
+            .await
+            .0,
         StatusCode::CREATED
     );
     let (_, page) = get_json(&c, &format!("{base}/v1/mailboxes/{mb}")).await;
     assert_eq!(bodies(&page).len(), 2);
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let (_, page) = get_json(&c, &format!("{base}/v1/mailboxes/{mb}")).await;
-    assert_eq!(bodies(&page), vec![reply(2, 0)]);
+    assert_eq!(bodies(&page), vec![reply_body(2, 0)]);
     node.shutdown().await.unwrap();
 }
 
@@ -187,26 +165,34 @@ async fn a_senders_full_share_refuses_until_messages_expire() {
     let (c, base) = (client(), node.url());
     let mb = mailbox(6);
     assert_eq!(
-        post(&c, &base, &mb, &reply(1, 0), Some("1")).await.0,
+        post_mailbox_ttl(&c, &base, &mb, &reply_body(1, 0), Some("1"))
+            .await
+            .0,
         StatusCode::CREATED
     );
     assert_eq!(
-        post(&c, &base, &mb, &reply(2, 0), None).await.0,
+        post_mailbox_ttl(&c, &base, &mb, &reply_body(2, 0), None)
+            .await
+            .0,
         StatusCode::CREATED
     );
-    let (status, body) = post(&c, &base, &mb, &reply(3, 0), None).await;
+    let (status, body) = post_mailbox_ttl(&c, &base, &mb, &reply_body(3, 0), None).await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::INSUFFICIENT_STORAGE, "mailbox_full")
     );
     // Other mailboxes are not affected.
     assert_eq!(
-        post(&c, &base, &mailbox(7), &reply(4, 0), None).await.0,
+        post_mailbox_ttl(&c, &base, &mailbox(7), &reply_body(4, 0), None)
+            .await
+            .0,
         StatusCode::CREATED
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
-        post(&c, &base, &mb, &reply(3, 0), None).await.0,
+        post_mailbox_ttl(&c, &base, &mb, &reply_body(3, 0), None)
+            .await
+            .0,
         StatusCode::CREATED
     );
     node.shutdown().await.unwrap();
@@ -220,7 +206,7 @@ async fn bad_mailbox_requests_get_stable_codes() {
     let mb = mailbox(8);
 
     for bad in ["abc", &"g".repeat(64), &"a".repeat(66)] {
-        let (status, body) = post(&c, &base, bad, &reply(1, 0), None).await;
+        let (status, body) = post_mailbox_ttl(&c, &base, bad, &reply_body(1, 0), None).await;
         assert_eq!(
             (status, code(&body)),
             (StatusCode::BAD_REQUEST, "invalid_mailbox"),
@@ -228,14 +214,14 @@ async fn bad_mailbox_requests_get_stable_codes() {
         );
     }
     for ttl in ["0", "3601", "soon", "-5"] {
-        let (status, body) = post(&c, &base, &mb, &reply(1, 0), Some(ttl)).await;
+        let (status, body) = post_mailbox_ttl(&c, &base, &mb, &reply_body(1, 0), Some(ttl)).await;
         assert_eq!(
             (status, code(&body)),
             (StatusCode::BAD_REQUEST, "invalid_ttl"),
             "{ttl}"
         );
     }
-    let (status, body) = post(&c, &base, &mb, &[1u8; 20_001], None).await;
+    let (status, body) = post_mailbox_ttl(&c, &base, &mb, &[1u8; 20_001], None).await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::PAYLOAD_TOO_LARGE, "too_large")

@@ -146,3 +146,39 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Posts `body` to a mailbox, with a lifetime header when `ttl` is given.
+pub async fn post_mailbox_ttl(
+    c: &reqwest::Client,
+    base: &str,
+    mailbox: &str,
+    body: &[u8],
+    ttl: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = c
+        .post(format!("{base}/v1/mailboxes/{mailbox}"))
+        .body(body.to_vec());
+    if let Some(ttl) = ttl {
+        req = req.header("x-latchkey-ttl-secs", ttl);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap())
+}
+
+pub async fn post_mailbox(
+    c: &reqwest::Client,
+    base: &str,
+    mailbox: &str,
+    body: &[u8],
+) -> (StatusCode, Value) {
+    post_mailbox_ttl(c, base, mailbox, body, None).await
+}
+
+/// A body of a sealed response's size in `bucket` (a node only looks at the size), told apart
+/// by `tag`.
+pub fn reply_body(tag: u8, bucket: usize) -> Vec<u8> {
+    let mut body = vec![tag; latchkey_node::admission::SEALED_RESPONSE_SIZES[bucket]];
+    body[0] = 1;
+    body
+}
