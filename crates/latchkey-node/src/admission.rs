@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use latchkey_proto::chain::{Chain, ChainState, Op, OpBody, MAX_OWNERS};
+use latchkey_proto::chain::{check_proposal, Chain, ChainState, Op, OpBody};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::envelope::{MAX_SEALED_COMMAND, MAX_SEALED_RESPONSE};
 use latchkey_proto::hash;
@@ -198,20 +198,8 @@ struct OwnerFacts {
     /// The mailbox belongs to a key named as an owner since the last claim, or by this op.
     mailbox_matches: bool,
     held: bool,
-    head_seq: u64,
-    owners: Vec<PublicKey>,
-    /// The head's state, to check a proposal that would follow it as the owners' apps do.
-    state: Option<ChainState>,
-}
-
-/// Whether a check of a proposal failed only for signatures still to come (the other owners'
-/// approvals, the added keys' acceptance), as the owner core admits it (§11).
-fn only_unsigned(e: &latchkey_proto::Error) -> bool {
-    matches!(
-        e,
-        latchkey_proto::Error::NotEnoughSignatures { .. }
-            | latchkey_proto::Error::MissingSignature { .. }
-    )
+    /// The head's state: a proposal is judged against the owners it would follow.
+    state: ChainState,
 }
 
 async fn admit_owner_message(
@@ -237,9 +225,7 @@ async fn admit_owner_message(
                 .iter()
                 .filter(|o| o.seq == op.seq)
                 .any(|o| o.id() == id),
-            head_seq: chain.state().seq,
-            owners: chain.state().owners.clone(),
-            state: (op.seq == chain.state().seq + 1).then(|| chain.state().clone()),
+            state: chain.state().clone(),
         })
         .await?;
     let Some(facts) = facts else {
@@ -254,87 +240,46 @@ async fn admit_owner_message(
              send proposals to the owners' mailboxes (docs/PROTOCOL.md §11)"
         ));
     }
-    if !facts.held {
-        let (OpBody::AmendOwners(set) | OpBody::Transfer(set)) = &op.body else {
-            return refuse(format!(
-                "a {} op that is not in {device}'s chain is no proposal: owners propose only \
-                 amend-owners and transfer ops (docs/PROTOCOL.md §11)",
-                op.body.kind()
-            ));
-        };
-        // The signature check below stops at the first missing approval, before the set's
-        // own rules; a proposal must name a set that could ever take effect.
-        if let Err(why) = check_owner_set(set) {
-            return refuse(format!("the proposal names an invalid owner set: {why}"));
-        }
-        if op.seq <= facts.head_seq {
-            return refuse(format!(
-                "the op is at seq {} but {device}'s chain is already at seq {}: a stale \
-                 proposal; propose again from the head",
-                op.seq, facts.head_seq
-            ));
-        }
-    }
-    // A proposal on this node's head is checked as the owners' apps check it; one further
-    // ahead (this node is behind) can only be checked for its signatures.
-    let state = facts.state.filter(|_| !facts.held);
-    let (signers, check) = tokio::task::spawn_blocking(move || {
-        let check = state.map(|s| match s.apply(&op) {
-            Ok(_) => Ok(()),
-            Err(e) if only_unsigned(&e) => Ok(()),
-            Err(e) => Err(e.to_string()),
+    let state = facts.state;
+    if facts.held {
+        // A notice of a change in effect: its copy must carry only valid signatures; it counts
+        // against a current owner who signed it, else against its first signer.
+        let signers = tokio::task::spawn_blocking(move || op.verified_signer_keys()).await?;
+        return Ok(match signers {
+            Ok(signers) if !signers.is_empty() => Ok(Admitted::Owner {
+                signer: signers
+                    .iter()
+                    .find(|k| state.is_owner(k))
+                    .copied()
+                    .unwrap_or(signers[0]),
+            }),
+            _ => Err(Refused::NotAnOwnerMessage(
+                "a signature on the op does not verify; send the op as its signers made it".into(),
+            )),
         });
-        (verified_signers(&op), check)
-    })
-    .await?;
-    if let Some(Err(why)) = check {
+    }
+    if op.seq <= state.seq {
         return refuse(format!(
-            "the proposal would not be valid once signed: {why}; propose a valid change"
+            "the op is at seq {} but {device}'s chain is already at seq {}: a stale \
+             proposal; propose again from the head",
+            op.seq, state.seq
         ));
     }
-    let Some(signers) = signers else {
-        return refuse(
-            "a signature on the op does not verify; send the op as its signers made it".into(),
-        );
-    };
-    let by_owner = signers.iter().find(|s| facts.owners.contains(s));
-    match (by_owner, facts.held) {
-        (Some(owner), _) => Ok(Ok(Admitted::Owner { signer: *owner })),
-        (None, true) => Ok(Ok(Admitted::Owner { signer: signers[0] })),
-        (None, false) => refuse(format!(
-            "no current owner of {device} signed the op; a proposal must carry its proposer's \
-             signature"
+    // On this node's head it must link to it; one further ahead (this node is behind) can only
+    // be judged by the rule itself.
+    if op.seq == state.seq + 1 && op.prev != state.head {
+        return refuse(format!(
+            "the proposal does not follow {device}'s head; propose again from the head"
+        ));
+    }
+    // The same rule the owners' apps apply (latchkey-proto's check_proposal); it verifies
+    // every signature once.
+    match tokio::task::spawn_blocking(move || check_proposal(&op, &state)).await? {
+        Ok(proposer) => Ok(Ok(Admitted::Owner { signer: proposer })),
+        Err(e) => refuse(format!(
+            "not a proposal an owner's app would take: {e} (docs/PROTOCOL.md §11)"
         )),
     }
-}
-
-/// The owner-set rules of docs/PROTOCOL.md §3.2: 1 to 16 owners, sorted and distinct, a
-/// threshold from 1 to their number.
-fn check_owner_set(
-    set: &latchkey_proto::chain::OwnerSet,
-) -> core::result::Result<(), &'static str> {
-    if set.owners.is_empty() || set.owners.len() > MAX_OWNERS {
-        return Err("an owner set has 1 to 16 owners");
-    }
-    if !set.owners.windows(2).all(|w| w[0] < w[1]) {
-        return Err("owners must be sorted and distinct");
-    }
-    if set.threshold == 0 || usize::from(set.threshold) > set.owners.len() {
-        return Err("the threshold must be between 1 and the number of owners");
-    }
-    Ok(())
-}
-
-/// The op's signers if it has at least one signature and every signature verifies.
-fn verified_signers(op: &Op) -> Option<Vec<PublicKey>> {
-    if op.signatures.is_empty() {
-        return None;
-    }
-    // Merging into an unsigned copy verifies each signature with the protocol's own rule.
-    let mut bare = op.clone();
-    bare.signatures.clear();
-    bare.merge_signatures(op).ok()?;
-    Some(op.signatures.iter().map(|s| s.signer).collect())
 }
 
 #[cfg(test)]

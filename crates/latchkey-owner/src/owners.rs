@@ -13,7 +13,7 @@
 //! adds), it names a valid owner set and it extends the device's verified head; anything else
 //! is dropped unseen.
 
-use latchkey_proto::chain::{ChainState, Op, OpBody, OpId, OwnerSet, MAX_OWNERS};
+use latchkey_proto::chain::{check_proposal, ChainState, Op, OpBody, OpId, OwnerSet, MAX_OWNERS};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::hash;
 use latchkey_proto::keys::{DeviceId, PublicKey};
@@ -160,47 +160,10 @@ fn proposal_of(
     })
 }
 
-/// The admission rule for a proposal (docs/PROTOCOL.md §11): every signature verifies, a
-/// current owner signed it, every signer is a current owner or a key it adds, and its owner set
-/// is valid. Says why not, for the log; the link to the head is `check_next`'s to judge.
-fn admit(op: &Op, state: &ChainState) -> std::result::Result<(), String> {
-    let set = match &op.body {
-        OpBody::AmendOwners(set) | OpBody::Transfer(set) => set,
-        other => return Err(format!("a {} op is not a proposal", other.kind())),
-    };
-    if op.device != state.device {
-        return Err("it is for another device".into());
-    }
-    // Before anything else: an invalid set must not reach anyone's screen, and the chain's own
-    // check reports a missing signature before it looks at the set.
-    match owner_set(set.owners.clone(), set.threshold) {
-        Ok(valid) if valid == *set => {}
-        Ok(_) => return Err("its owners are not sorted and distinct".into()),
-        Err(e) => return Err(e.to_string()),
-    }
-    let mut bare = op.clone();
-    bare.signatures.clear();
-    bare.merge_signatures(op).map_err(|e| e.to_string())?;
-    let signers: Vec<PublicKey> = op.signatures.iter().map(|s| s.signer).collect();
-    if !signers.iter().any(|k| state.is_owner(k)) {
-        return Err("no current owner signed it".into());
-    }
-    if signers
-        .iter()
-        .any(|k| !state.is_owner(k) && !set.owners.contains(k))
-    {
-        return Err("it carries a signature by a key with no say in it".into());
-    }
-    Ok(())
-}
-
-/// Whether `check_next`'s refusal only means "not enough signatures yet".
-fn only_unsigned(e: &latchkey_proto::Error) -> bool {
-    matches!(
-        e,
-        latchkey_proto::Error::NotEnoughSignatures { .. }
-            | latchkey_proto::Error::MissingSignature { .. }
-    )
+/// The admission rule for a proposal (docs/PROTOCOL.md §11, latchkey-proto's
+/// `check_proposal`); says why not, for the log. The link to the head is `check_next`'s to judge.
+fn admit(op: &Op, state: &ChainState) -> std::result::Result<PublicKey, String> {
+    check_proposal(op, state).map_err(|e| e.to_string())
 }
 
 impl Profile {
@@ -283,7 +246,7 @@ impl Profile {
         admit(&op, device.chain.state()).map_err(Error::BadOwners)?;
         match device.chain.check_next(&op) {
             Ok(_) => {}
-            Err(e) if only_unsigned(&e) => {}
+            Err(e) if e.awaits_signatures() => {}
             Err(e) => return Err(Error::BadOwners(e.to_string())),
         }
         self.advance(device, op, me.public_key()).await
@@ -412,7 +375,7 @@ impl Profile {
                     door: Some(door),
                 })
             }
-            Err(e) if only_unsigned(&e) => {
+            Err(e) if e.awaits_signatures() => {
                 self.store.put_proposal(&op, &proposer, self.now_ms())?;
                 if !device.chain.state().is_owner(&me) {
                     self.store.put_offered_device(&device)?;
@@ -561,10 +524,13 @@ impl Profile {
         if !state.is_owner(me) && !concerns_me {
             return Ok(false);
         }
-        if let Err(why) = admit(&op, state) {
-            tracing::warn!(device = %op.device, why, "dropped a proposal that is not admitted");
-            return Ok(false);
-        }
+        let first_proposer = match admit(&op, state) {
+            Ok(proposer) => proposer,
+            Err(why) => {
+                tracing::warn!(device = %op.device, why, "dropped a proposal that is not admitted");
+                return Ok(false);
+            }
+        };
         let stored = self
             .store
             .proposals()?
@@ -576,10 +542,7 @@ impl Profile {
             op.merge_signatures(&stored.op)?;
             proposer = stored.proposer;
         }
-        let proposer = match proposer.or_else(|| first_owner_signer(&op, state)) {
-            Some(p) => p,
-            None => return Ok(false),
-        };
+        let proposer = proposer.unwrap_or(first_proposer);
         match device.chain.check_next(&op) {
             // Copies signed by different people completed it here: publish it.
             Ok(_) => {
@@ -589,7 +552,7 @@ impl Profile {
                 }
                 Ok(true)
             }
-            Err(e) if only_unsigned(&e) => {
+            Err(e) if e.awaits_signatures() => {
                 self.store.put_proposal(&op, &proposer, self.now_ms())?;
                 if !state.is_owner(me) {
                     self.store.put_offered_device(&device)?;

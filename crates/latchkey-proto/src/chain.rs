@@ -66,19 +66,67 @@ pub struct OwnerSet {
 }
 
 impl OwnerSet {
-    fn check(&self, seq: u64, kind: &'static str) -> Result<()> {
-        let not_allowed = |why| Err(Error::OpNotAllowed { seq, kind, why });
+    /// What is wrong with this set under §3.2's rules (1 to 16 owners, sorted and distinct, a
+    /// threshold from 1 to their number), if anything.
+    pub fn problem(&self) -> Option<&'static str> {
         if self.owners.is_empty() || self.owners.len() > MAX_OWNERS {
-            return not_allowed("an owner set has 1 to 16 owners");
+            return Some("an owner set has 1 to 16 owners");
         }
         if !self.owners.windows(2).all(|w| w[0] < w[1]) {
-            return not_allowed("owners must be sorted and distinct");
+            return Some("owners must be sorted and distinct");
         }
         if self.threshold == 0 || self.threshold as usize > self.owners.len() {
-            return not_allowed("the threshold must be between 1 and the number of owners");
+            return Some("the threshold must be between 1 and the number of owners");
         }
-        Ok(())
+        None
     }
+
+    fn check(&self, seq: u64, kind: &'static str) -> Result<()> {
+        match self.problem() {
+            Some(why) => Err(Error::OpNotAllowed { seq, kind, why }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The proposal rule (docs/PROTOCOL.md §11), shared by the owners' apps and the nodes' owner
+/// mailboxes: what an amend-owners or transfer op must already satisfy while it still waits for
+/// approvals and acceptances, judged against the ownership `state` it would follow. It names a
+/// valid owner set, every signature it carries verifies, a current owner signed it, and every
+/// signer is a current owner or a key the set adds. Whether it links to the head is left to the
+/// caller (a node may lag behind the proposer). Returns the proposer: the first current owner
+/// among its signers.
+pub fn check_proposal(op: &Op, state: &ChainState) -> Result<PublicKey> {
+    let kind = op.body.kind();
+    let not_allowed = |why| Error::OpNotAllowed {
+        seq: op.seq,
+        kind,
+        why,
+    };
+    let (OpBody::AmendOwners(set) | OpBody::Transfer(set)) = &op.body else {
+        return Err(not_allowed(
+            "only amend-owners and transfer ops are proposals",
+        ));
+    };
+    if op.device != state.device {
+        return Err(Error::WrongDevice {
+            what: format!("op {}", op.seq),
+            expected: state.device.to_string(),
+            found: op.device.to_string(),
+        });
+    }
+    // Before the signatures: an invalid set must never reach anyone's screen.
+    set.check(op.seq, kind)?;
+    let (signers, _) = op.verified_signers()?;
+    let Some(proposer) = signers.iter().find(|k| state.is_owner(k)).copied() else {
+        return Err(Error::MissingSignature {
+            seq: op.seq,
+            who: "a current owner (the proposer)",
+        });
+    };
+    let allowed: Vec<PublicKey> = state.owners.iter().chain(&set.owners).copied().collect();
+    require_only(&signers, &allowed, op)?;
+    Ok(proposer)
 }
 
 /// The kinds of op. Tags are the wire values (docs/PROTOCOL.md).
@@ -287,6 +335,12 @@ impl Op {
             }
         }
         Ok(())
+    }
+
+    /// Every signature this op carries, verified (sorted by signer, one each, §3.1); returns
+    /// the signers in that order. Says nothing of whether they may sign it.
+    pub fn verified_signer_keys(&self) -> Result<Vec<PublicKey>> {
+        Ok(self.verified_signers()?.0.into_iter().collect())
     }
 
     /// Checks the op's encoded size and every signature it carries; returns the signers and

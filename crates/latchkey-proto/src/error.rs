@@ -143,6 +143,17 @@ pub enum Error {
     NotAuthorized,
 }
 
+impl Error {
+    /// The op is refused only for signatures still to come (approvals, new owners'
+    /// acceptances): what a proposal may lack while it waits (docs/PROTOCOL.md §11).
+    pub fn awaits_signatures(&self) -> bool {
+        matches!(
+            self,
+            Error::NotEnoughSignatures { .. } | Error::MissingSignature { .. }
+        )
+    }
+}
+
 /// What pasted text looks like, for [`Error::WrongKind`], without repeating any of it.
 pub(crate) fn looks_like(text: &str) -> String {
     let t = text.trim().to_ascii_lowercase();

@@ -343,3 +343,65 @@ fn merge_takes_extensions_reports_stale_views_and_forks() {
     assert!(matches!(report.invalid, Some(Error::BadSignature { .. })));
     assert_eq!(ours.len(), 3);
 }
+
+/// The proposal rule the owners' apps and the nodes' owner mailboxes share (§11).
+#[test]
+fn a_proposal_needs_a_current_owner_a_valid_set_and_no_outsider() {
+    use latchkey_proto::chain::check_proposal;
+    let (alice, bob, carol, mallory) = (person(1), person(2), person(3), person(6));
+    let mut dev = TestDevice::new(20, "Door");
+    dev.claim(&[&alice, &bob], 2);
+    let state = dev.chain.state().clone();
+    // Alice proposes adding Carol: it still awaits Bob's approval and Carol's acceptance.
+    let waiting = dev.op(
+        OpBody::AmendOwners(owners(&[&alice, &bob, &carol], 2)),
+        &[&alice],
+    );
+    assert_eq!(check_proposal(&waiting, &state), Ok(alice.public_key()));
+    assert!(dev
+        .chain
+        .check_next(&waiting)
+        .unwrap_err()
+        .awaits_signatures());
+    // Carol accepting first is fine too; the proposer is still the owner who signed.
+    let mut accepted = waiting.clone();
+    accepted.sign(&carol);
+    assert_eq!(check_proposal(&accepted, &state), Ok(alice.public_key()));
+    // A stranger's self-signed transfer is no proposal.
+    let grab = dev.op(OpBody::Transfer(owners(&[&mallory], 1)), &[&mallory]);
+    assert!(matches!(
+        check_proposal(&grab, &state),
+        Err(Error::MissingSignature { .. })
+    ));
+    // An owner's signature does not carry an outsider's along.
+    let mut padded = waiting.clone();
+    padded.sign(&mallory);
+    assert!(matches!(
+        check_proposal(&padded, &state),
+        Err(Error::OpNotAllowed { .. })
+    ));
+    // A set that could never take effect is refused before anyone sees it.
+    let invalid = dev.op(OpBody::AmendOwners(owners(&[&alice], 2)), &[&alice]);
+    assert!(matches!(
+        check_proposal(&invalid, &state),
+        Err(Error::OpNotAllowed { .. })
+    ));
+    // A forged signature is refused.
+    let mut forged = waiting.clone();
+    forged.signatures[0].signature.0[0] ^= 1;
+    assert!(matches!(
+        check_proposal(&forged, &state),
+        Err(Error::BadSignature { .. })
+    ));
+    // Only owner changes are proposals.
+    let reset = dev.op(
+        OpBody::FactoryReset {
+            setup: mallory.public_key(),
+        },
+        &[&alice],
+    );
+    assert!(matches!(
+        check_proposal(&reset, &state),
+        Err(Error::OpNotAllowed { .. })
+    ));
+}
