@@ -30,7 +30,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use crate::error::{Error, Result};
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS ops (seq INTEGER PRIMARY KEY, op BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS ops (seq INTEGER PRIMARY KEY, op BLOB NOT NULL, id BLOB);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nonces (nonce BLOB PRIMARY KEY, ts_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS nonces_ts ON nonces (ts_ms);
@@ -70,6 +70,13 @@ impl Store {
         };
         let durable = open("FULL")?;
         durable.execute_batch(SCHEMA)?;
+        // Stores from before op ids were kept: the ids are filled in by the next save.
+        let has_id: bool = durable
+            .prepare("SELECT 1 FROM pragma_table_info('ops') WHERE name = 'id'")?
+            .exists([])?;
+        if !has_id {
+            durable.execute_batch("ALTER TABLE ops ADD COLUMN id BLOB")?;
+        }
         let lazy = open("NORMAL")?;
         #[cfg(unix)]
         {
@@ -117,27 +124,31 @@ impl Store {
     pub fn save_chain(&self, chain: &Chain) -> Result<usize> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let held: Vec<Vec<u8>> = {
-            let mut stmt = tx.prepare("SELECT op FROM ops ORDER BY seq")?;
-            let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        // Compared by op id, which the chain remembers: a save (about once a minute) neither
+        // reads the stored ops back nor encodes the chain again. A row without an id (an older
+        // store) never matches, so the list is rewritten once with ids.
+        let held: Vec<Option<Vec<u8>>> = {
+            let mut stmt = tx.prepare("SELECT id FROM ops ORDER BY seq")?;
+            let rows = stmt.query_map([], |r| r.get::<_, Option<Vec<u8>>>(0))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         let ops = chain.ops();
+        let ids = chain.op_ids();
         let extends = held.len() <= ops.len()
             && held
                 .iter()
-                .zip(ops)
-                .all(|(stored, op)| *stored == op.to_bytes());
+                .zip(&ids)
+                .all(|(stored, id)| stored.as_deref() == Some(&id.0[..]));
         let from = if extends {
             held.len()
         } else {
             tx.execute("DELETE FROM ops", [])?;
             0
         };
-        for (pos, op) in ops.iter().enumerate().skip(from) {
+        for (pos, (op, id)) in ops.iter().zip(&ids).enumerate().skip(from) {
             tx.execute(
-                "INSERT INTO ops (seq, op) VALUES (?1, ?2)",
-                params![pos as i64, op.to_bytes()],
+                "INSERT INTO ops (seq, op, id) VALUES (?1, ?2, ?3)",
+                params![pos as i64, op.to_bytes(), &id.0[..]],
             )?;
         }
         tx.commit()?;
@@ -552,6 +563,34 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(s.load_chain(), Err(Error::CorruptChain(_))));
+    }
+
+    #[test]
+    fn a_store_from_before_op_ids_loads_and_gains_them_on_the_next_save() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("s.db");
+        let mut d = TestDevice::new(4, "door");
+        d.claim(&[&person(1)], 1);
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch("CREATE TABLE ops (seq INTEGER PRIMARY KEY, op BLOB NOT NULL)")
+                .unwrap();
+            for (pos, op) in d.chain.ops().iter().enumerate() {
+                old.execute(
+                    "INSERT INTO ops (seq, op) VALUES (?1, ?2)",
+                    params![pos as i64, op.to_bytes()],
+                )
+                .unwrap();
+            }
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.load_chain().unwrap().unwrap().head(), d.chain.head());
+        // Rows without ids are rewritten once, then a save of the same chain writes nothing.
+        assert_eq!(s.save_chain(&d.chain).unwrap(), 2);
+        assert_eq!(s.save_chain(&d.chain).unwrap(), 0);
+        d.chain.append(d.endorsement(1)).unwrap();
+        assert_eq!(s.save_chain(&d.chain).unwrap(), 1);
+        assert_eq!(s.load_chain().unwrap().unwrap().ops(), d.chain.ops());
     }
 
     #[test]

@@ -273,7 +273,7 @@ impl Registry {
     /// The `OpList` encoding of the spine ops with seq ≥ `from` and every side op (at most what
     /// one list may hold; a client asks again from where it ended).
     pub async fn ops_from(&self, device: DeviceId, from: u64) -> Result<Option<Vec<u8>>> {
-        self.with_chain(device, |chain, _| encode_ops(&chain.ops_from(from)))
+        self.with_chain(device, |chain, _| encode_ops(chain.iter_from(from)))
             .await
     }
 
@@ -557,7 +557,7 @@ fn merge_into(loaded: Option<Loaded>, ops: Vec<Op>) -> (Option<Loaded>, Step) {
 }
 
 /// `u32 count || op*` for `ops`, within what one `OpList` may hold.
-fn encode_ops(ops: &[Op]) -> Vec<u8> {
+fn encode_ops<'a>(ops: impl Iterator<Item = &'a Op>) -> Vec<u8> {
     let mut body = Writer::new();
     let mut count = 0u32;
     for op in ops {

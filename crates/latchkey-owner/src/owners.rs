@@ -514,7 +514,7 @@ impl Profile {
             },
         };
         // Already in effect (a notice): learning the device was the point.
-        if device.chain.ops().iter().any(|o| o.id() == op.id()) {
+        if device.chain.op_ids().contains(&op.id()) {
             return Ok(true);
         }
         let state = device.chain.state();

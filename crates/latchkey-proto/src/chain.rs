@@ -965,16 +965,29 @@ impl Chain {
     /// Spine ops from `seq` on, with every side op (side ops are few, and one anchored on an old
     /// op may arrive late: a reader asking for what is new must not miss it).
     pub fn ops_from(&self, seq: u64) -> Vec<Op> {
+        self.iter_from(seq).cloned().collect()
+    }
+
+    /// [`Self::ops_from`] without copying the ops (a node encodes them straight off the chain).
+    pub fn iter_from(&self, seq: u64) -> impl Iterator<Item = &Op> {
         self.all
             .iter()
-            .filter(|op| op.seq >= seq || op.body.is_side())
-            .cloned()
-            .collect()
+            .filter(move |op| op.seq >= seq || op.body.is_side())
     }
 
     /// The spine, genesis first: op `seq` is at index `seq`.
     pub fn spine(&self) -> impl DoubleEndedIterator<Item = &Op> + ExactSizeIterator {
         self.spine.iter().map(|e| &self.all[e.at])
+    }
+
+    /// The ids of the spine ops, genesis first (remembered, not hashed).
+    pub fn spine_ids(&self) -> impl ExactSizeIterator<Item = OpId> + '_ {
+        self.spine.iter().map(|e| e.id)
+    }
+
+    /// The ids of the side ops held (remembered, not hashed).
+    pub fn side_ids(&self) -> impl Iterator<Item = OpId> + '_ {
+        self.side.iter().map(|&(_, id)| id)
     }
 
     /// The spine op at `seq`.

@@ -177,14 +177,14 @@ pub fn assess(
 
     if let Some(best) = &best {
         let best_seq = best.state().seq;
-        let best_side: Vec<latchkey_proto::chain::OpId> =
-            best.side_ops().map(|op| op.id()).collect();
+        let best_side: Vec<latchkey_proto::chain::OpId> = best.side_ids().collect();
         for c in &candidates {
+            // Op ids are remembered by each verified chain: comparing them hashes nothing.
             let diverge = c
                 .chain
-                .spine()
-                .zip(best.spine())
-                .position(|(a, b)| a.id() != b.id());
+                .spine_ids()
+                .zip(best.spine_ids())
+                .position(|(a, b)| a != b);
             let report = &mut reports[c.node_index];
             match diverge {
                 Some(at) => {
@@ -211,7 +211,7 @@ pub fn assess(
                     // Same spine: it is fresh only if it also served every side op the others
                     // did (a node withholding a revocation is stale, not fresh).
                     let theirs: std::collections::HashSet<latchkey_proto::chain::OpId> =
-                        c.chain.side_ops().map(|op| op.id()).collect();
+                        c.chain.side_ids().collect();
                     report.outcome = if best_side.iter().all(|id| theirs.contains(id)) {
                         NodeOutcome::Fresh
                     } else {
@@ -247,15 +247,15 @@ fn is_settled(view: &Chain, fork: &ForkEvidence) -> bool {
 
 /// Where `view`'s spine left `known`'s: the op `known` held there and the one `view` holds now.
 fn first_difference(known: &Chain, view: &Chain) -> Option<ForkEvidence> {
-    known
-        .spine()
-        .zip(view.spine())
-        .find(|(a, b)| a.id() != b.id())
-        .map(|(ours, theirs)| ForkEvidence {
-            seq: ours.seq,
-            ours: ours.clone(),
-            theirs: theirs.clone(),
-        })
+    let at = known
+        .spine_ids()
+        .zip(view.spine_ids())
+        .position(|(a, b)| a != b)? as u64;
+    Some(ForkEvidence {
+        seq: at,
+        ours: known.spine_op(at)?.clone(),
+        theirs: view.spine_op(at)?.clone(),
+    })
 }
 
 /// One answer's verification: the chain it leads to and what merging it found, or why it lied.
