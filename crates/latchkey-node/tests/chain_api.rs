@@ -416,3 +416,60 @@ async fn chains_dropped_from_the_cache_reload_from_disk() {
     }
     node.shutdown().await.unwrap();
 }
+
+/// Bloat through a node: a delegating guest revokes sub-grants it minted until the cap, and an
+/// owner revokes a grant for another device. The node refuses what would only grow the chain.
+#[tokio::test]
+async fn a_node_refuses_revocations_that_only_bloat_the_chain() {
+    use latchkey_proto::chain::MAX_ISSUER_REVOCATIONS;
+    use latchkey_testkit::T0;
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(&dir.path().join("node.db")).await;
+    let (c, base) = (client(), node.url());
+    let mut dev = claimed(30);
+    let id = device_id(&dev);
+    assert_eq!(post_ops(&c, &base, &id, dev.chain.ops()).await.0, 200);
+    let (alice, host) = (person(1), person(5));
+    let day = 86_400_000;
+    let root = dev.grant(&alice, &host.public_key(), &["open"], T0, T0 + day, 1);
+    let revocation = |dev: &latchkey_testkit::TestDevice, n: u8| {
+        let mut sub = dev.grant(&host, &person(100).public_key(), &["open"], T0, T0 + day, 0);
+        sub.body.salt = [n; 16];
+        let sub = sub.body.clone().sign(&host).unwrap();
+        dev.op(
+            OpBody::RevokeGrant {
+                chain: vec![root.clone(), sub],
+            },
+            &[&host],
+        )
+    };
+    for n in 0..MAX_ISSUER_REVOCATIONS as u8 {
+        let op = revocation(&dev, n);
+        dev.chain.append(op.clone()).unwrap();
+        let (status, body) = post_ops(&c, &base, &id, &[op]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = post_ops(&c, &base, &id, &[revocation(&dev, 200)]).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_op")
+    );
+
+    // A grant for another door, revoked on this one's chain.
+    let other = claimed(31);
+    let garage = other.grant(&alice, &host.public_key(), &["open"], T0, T0 + day, 0);
+    let op = dev.op(
+        OpBody::RevokeGrant {
+            chain: vec![garage],
+        },
+        &[&alice],
+    );
+    let (status, body) = post_ops(&c, &base, &id, &[op]).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_op")
+    );
+    // Nothing of either was stored.
+    assert_eq!(get_ops(&c, &base, &id, 0).await.unwrap(), dev.chain.ops());
+    node.shutdown().await.unwrap();
+}
