@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -21,17 +20,7 @@ use latchkey_testkit::{person, rng, sorted, TestDevice};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-const HONEST: &str = "127.0.0.2";
-const ABUSER: &str = "127.0.0.3";
 const DEVICE: &str = "127.0.0.4";
-
-fn client_from(ip: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(ip.parse::<IpAddr>().unwrap())
-        .timeout(Duration::from_secs(40))
-        .build()
-        .unwrap()
-}
 
 /// A real sealed command from `owner` to the device (what an owner posts to its mailbox).
 fn sealed_open(dev: &TestDevice, owner: &SigningKey, n: u8) -> Vec<u8> {
@@ -67,16 +56,10 @@ async fn read_mailbox(c: &reqwest::Client, base: &str, mailbox: &str) -> Vec<Vec
         .collect()
 }
 
-async fn start(dir: &tempfile::TempDir, limits: Limits) -> latchkey_node::RunningNode {
-    latchkey_node::start(config(&dir.path().join("node.db"), limits))
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn long_polls_from_one_address_cannot_starve_ordinary_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(
+    let node = start_with(
         &dir,
         Limits {
             max_concurrent_requests: 8,
@@ -135,7 +118,7 @@ async fn long_polls_from_one_address_cannot_starve_ordinary_requests() {
 #[tokio::test]
 async fn a_device_mailbox_takes_only_sealed_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(&dir, Limits::without_rate_limits()).await;
+    let node = start_with(&dir, Limits::without_rate_limits()).await;
     let base = node.url();
     let (honest, abuser) = (client_from(HONEST), client_from(ABUSER));
     let mut dev = TestDevice::new(41, "front door");
@@ -173,7 +156,7 @@ async fn a_device_mailbox_takes_only_sealed_commands() {
 #[tokio::test]
 async fn a_mailbox_no_device_or_owner_has_takes_only_sealed_responses() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(&dir, Limits::without_rate_limits()).await;
+    let node = start_with(&dir, Limits::without_rate_limits()).await;
     let base = node.url();
     let (device, abuser) = (client_from(DEVICE), client_from(ABUSER));
     let reply_box = hex::encode([0x5au8; 32]);
@@ -221,7 +204,7 @@ fn proposal(dev: &TestDevice, by: u64, add: u64, issued: u64) -> Op {
 #[tokio::test]
 async fn an_owner_mailbox_takes_only_ops_a_current_owner_signed() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(&dir, Limits::without_rate_limits()).await;
+    let node = start_with(&dir, Limits::without_rate_limits()).await;
     let base = node.url();
     let (honest, abuser) = (client_from(HONEST), client_from(ABUSER));
     let dev = co_owned(&base, &honest, 42).await;
@@ -300,7 +283,7 @@ async fn an_owner_mailbox_takes_only_ops_a_current_owner_signed() {
 #[tokio::test]
 async fn one_address_cannot_fill_a_device_mailbox() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(&dir, Limits::without_rate_limits()).await;
+    let node = start_with(&dir, Limits::without_rate_limits()).await;
     let base = node.url();
     let (honest, abuser) = (client_from(HONEST), client_from(ABUSER));
     let mut dev = TestDevice::new(43, "front door");
@@ -339,7 +322,7 @@ async fn one_address_cannot_fill_a_device_mailbox() {
 #[tokio::test]
 async fn a_rogue_co_owner_cannot_fill_another_owners_mailbox() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(&dir, Limits::without_rate_limits()).await;
+    let node = start_with(&dir, Limits::without_rate_limits()).await;
     let base = node.url();
     let (honest, abuser) = (client_from(HONEST), client_from(ABUSER));
     // Owners 1, 2 and 3; owner 2 turns rogue and floods owner 1 with proposals.
@@ -378,7 +361,7 @@ async fn a_rogue_co_owner_cannot_fill_another_owners_mailbox() {
 #[tokio::test]
 async fn owner_mailboxes_follow_the_chain_on_this_node_and_its_replicas() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(&dir, Limits::without_rate_limits()).await;
+    let node = start_with(&dir, Limits::without_rate_limits()).await;
     let replica = node_with_peers(&dir.path().join("replica.db"), &[&node]).await;
     let base = node.url();
     let (honest, abuser) = (client_from(HONEST), client_from(ABUSER));

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -14,27 +14,10 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const HONEST: &str = "127.0.0.2";
-const ABUSER: &str = "127.0.0.3";
-
-fn client_from(ip: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(ip.parse::<IpAddr>().unwrap())
-        .timeout(Duration::from_secs(40))
-        .build()
-        .unwrap()
-}
-
-async fn start(dir: &tempfile::TempDir, limits: Limits) -> latchkey_node::RunningNode {
-    latchkey_node::start(config(&dir.path().join("node.db"), limits))
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn one_address_cannot_hold_every_long_poll() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(
+    let node = start_with(
         &dir,
         Limits {
             max_long_polls: 6,
@@ -146,7 +129,7 @@ async fn slow_post(ip: &str, node: SocketAddr) -> tokio::net::TcpStream {
 #[tokio::test]
 async fn slow_bodies_from_one_address_cannot_take_every_place() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(
+    let node = start_with(
         &dir,
         Limits {
             max_concurrent_requests: 4,
@@ -196,7 +179,7 @@ async fn slow_bodies_from_one_address_cannot_take_every_place() {
 #[tokio::test]
 async fn one_address_cannot_fill_the_node() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(
+    let node = start_with(
         &dir,
         Limits {
             mailbox_per_address: 10,

@@ -182,3 +182,23 @@ pub fn reply_body(tag: u8, bucket: usize) -> Vec<u8> {
     body[0] = 1;
     body
 }
+
+/// Loopback addresses the abuse tests bind their clients to, so each is its own client address.
+pub const HONEST: &str = "127.0.0.2";
+pub const ABUSER: &str = "127.0.0.3";
+
+/// A client whose requests come from `ip` (a real socket bound to that loopback address).
+pub fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(40))
+        .build()
+        .unwrap()
+}
+
+/// A node over `dir/node.db` with `limits`.
+pub async fn start_with(dir: &tempfile::TempDir, limits: Limits) -> RunningNode {
+    latchkey_node::start(config(&dir.path().join("node.db"), limits))
+        .await
+        .unwrap()
+}
