@@ -200,7 +200,11 @@ mod tests {
             "the invitation does not allow opening at this time of the week; it opens in 17h 59min",
         );
         assert_eq!(r.name, "OutsideSchedule");
-        assert!(r.meaning.contains("at this time of the week"), "{}", r.meaning);
+        assert!(
+            r.meaning.contains("at this time of the week"),
+            "{}",
+            r.meaning
+        );
         assert!(r.meaning.contains("opens in 17h 59min"), "{}", r.meaning);
     }
 
