@@ -601,7 +601,9 @@ fn chains(w: &World, v: &mut Vectors) {
          opens on Wednesday 10 June 2026 at 10:00 local.",
         ok,
     );
-    let fails: Vec<(&str, &str, Vec<Grant>, &SigningKey, u64, Option<u64>)> = vec![
+    // (name, description, chain, sender, now, seconds until it opens)
+    type Fail<'a> = (&'a str, &'a str, Vec<Grant>, &'a SigningKey, u64, Option<u64>);
+    let fails: Vec<Fail<'_>> = vec![
         (
             "fail_grant_chain_scheduled_cleaner_afternoon",
             "The same chain on Wednesday at 14:00 local: the cleaner's window is over; both \
