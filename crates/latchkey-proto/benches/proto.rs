@@ -39,6 +39,7 @@ use latchkey_proto::envelope;
 use latchkey_proto::grant::{self, Grant, GrantBody, GrantRequest, GrantScope};
 use latchkey_proto::keys::{PublicKey, Signature, SigningKey};
 use latchkey_proto::pad;
+use latchkey_proto::schedule::WeeklySchedule;
 
 /// The signing labels the protocol prefixes (docs/PROTOCOL.md). The raw benchmarks sign and
 /// verify the very messages the protocol does, so their lengths match; setup checks that each
@@ -846,6 +847,111 @@ fn chain_and_grants(r: &mut Runner) {
     );
 }
 
+/// Weekly schedules (grant extension 0x81): the check on its own against jiff's own offset
+/// lookup, and what it adds to a guest's whole open + verify + authorize on the device, with
+/// and without schedules on both grants of a host → cleaner chain, each against the raw
+/// primitives of that same open (X25519, sntrup761, AEAD, three Ed25519 verifications).
+fn schedules(r: &mut Runner) {
+    let mut w = World::new();
+    let weekdays = WeeklySchedule::parse_spec(&["mon-fri 08:00-12:00"], "Europe/Amsterdam")
+        .expect("valid schedule");
+    let value = weekdays.encode();
+    // Wednesday 2026-06-10 10:00 CEST, inside both windows below.
+    let wednesday = 1_781_078_400_000;
+    assert!(weekdays.allows(wednesday));
+    let zone = jiff::tz::TimeZoneDatabase::bundled()
+        .get("Europe/Amsterdam")
+        .expect("bundled zone");
+    let ts = jiff::Timestamp::from_millisecond(wednesday as i64).expect("in range");
+    // Ours: what step 4 does per grant, decoding the extension value (name lookup in the
+    // embedded database included) and checking the instant. Primitives: one jiff offset
+    // lookup and civil conversion on a zone already in hand.
+    r.compare_simple(
+        "schedule_check",
+        QUICK,
+        || {
+            WeeklySchedule::decode(black_box(&value))
+                .expect("decodes")
+                .allows(black_box(wednesday))
+        },
+        || zone.to_datetime(black_box(ts)),
+    );
+
+    let host = SigningKey::generate(&mut w.rng);
+    let cleaner = SigningKey::generate(&mut w.rng);
+    let owner = SigningKey::from_bytes(&w.owner.to_bytes());
+    let window = (T0, T0 + 365 * 24 * HOUR);
+    let plain = vec![
+        w.grant(&owner, host.public_key(), &["unlock", "lock"], window, 1),
+        w.grant(&host, cleaner.public_key(), &["unlock"], window, 0),
+    ];
+    let schedule = |g: &Grant, issuer: &SigningKey, spec: &str| {
+        GrantBody {
+            extensions: vec![WeeklySchedule::parse_spec(&[spec], "Europe/Amsterdam")
+                .expect("valid schedule")
+                .to_extension()],
+            ..g.body.clone()
+        }
+        .sign(issuer)
+        .expect("issuer signs")
+    };
+    let scheduled = vec![
+        schedule(&plain[0], &owner, "mon-fri 08:00-12:00"),
+        schedule(&plain[1], &host, "wed 09:00-12:00"),
+    ];
+    let state = w.state().clone();
+    let device_kem = state.kem.clone();
+    let mut raw_rng = rng(7);
+    let kem = RawKem::new(&mut raw_rng);
+    let mut buf = vec![0u8; pad::BUCKETS[1] + 16];
+    for (name, grants) in [
+        ("guest_open_authorize", &plain),
+        ("guest_open_authorize_scheduled", &scheduled),
+    ] {
+        let mut command = w.unlock();
+        command.sender = cleaner.public_key();
+        command.timestamp_ms = wednesday;
+        command.grants = grants.clone();
+        let signed = command.clone().sign(&cleaner).expect("sign");
+        let (envelope, _) =
+            envelope::seal_command(&signed, &device_kem, &mut w.rng).expect("seal");
+        let bucket = pad::bucket_for(signed.to_bytes().len()).expect("fits");
+        let mut sealed = vec![0u8; bucket + 16];
+        raw_aead_seal(&vec![0x5a; bucket], &[], &mut sealed);
+        let mut checks = vec![RawCheck::new(
+            &cleaner.public_key(),
+            &signed.signature,
+            COMMAND_LABEL,
+            &command.content_bytes(),
+        )];
+        checks.extend(grants.iter().map(grant_check));
+        eprintln!(
+            "{name}: command {} bytes in a {bucket}-byte bucket",
+            signed.to_bytes().len()
+        );
+        r.compare_simple(
+            name,
+            QUICK,
+            || {
+                let opened =
+                    envelope::open_command(black_box(&envelope), &w.device.kem).expect("opens");
+                opened.command.verify_signature().expect("valid");
+                latchkey_proto::command::authorize(&opened.command.command, &state, wednesday)
+                    .expect("allowed")
+            },
+            || {
+                let ss_x = kem.x_secret.diffie_hellman(black_box(&kem.x_public));
+                let ss_pq = sntrup761::decapsulate(black_box(&kem.pq_ct), &kem.pq_secret);
+                raw_aead_open(black_box(&sealed), &[], &mut buf);
+                for check in black_box(&checks) {
+                    assert!(check.run());
+                }
+                (ss_x.to_bytes(), ss_pq)
+            },
+        );
+    }
+}
+
 /// The bytes of every Ed25519 public key an op encoding carries (each is checked on decode).
 fn keys_in(ops: &[Op]) -> Vec<[u8; 32]> {
     let mut keys = Vec::new();
@@ -953,6 +1059,7 @@ fn main() {
     };
     commands(&mut r);
     chain_and_grants(&mut r);
+    schedules(&mut r);
     parts(&mut r.c);
     if let Some(p) = &r.paired {
         p.report();
