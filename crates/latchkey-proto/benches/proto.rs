@@ -913,8 +913,7 @@ fn schedules(r: &mut Runner) {
         command.timestamp_ms = wednesday;
         command.grants = grants.clone();
         let signed = command.clone().sign(&cleaner).expect("sign");
-        let (envelope, _) =
-            envelope::seal_command(&signed, &device_kem, &mut w.rng).expect("seal");
+        let (envelope, _) = envelope::seal_command(&signed, &device_kem, &mut w.rng).expect("seal");
         let bucket = pad::bucket_for(signed.to_bytes().len()).expect("fits");
         let mut sealed = vec![0u8; bucket + 16];
         raw_aead_seal(&vec![0x5a; bucket], &[], &mut sealed);

@@ -538,6 +538,19 @@ impl WeeklySchedule {
     }
 }
 
+/// Every zone name a schedule may use (the embedded database's canonical names, sorted), for a
+/// zone picker; `WeeklySchedule::new` also takes other spellings and old link names.
+pub fn time_zone_names() -> Vec<String> {
+    let mut names: Vec<String> = TimeZoneDatabase::bundled()
+        .available()
+        .map(|n| n.as_str().to_owned())
+        .filter(|n| lookup_zone(n).is_ok_and(|tz| tz.iana_name() == Some(n.as_str())))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// When every schedule allows `t_ms`: the earliest instant `≥ t_ms` all of them allow, searched
 /// within [`LOOKAHEAD_MS`] (a delegated grant's schedule and its parent's must both allow).
 pub fn next_open_all(schedules: &[WeeklySchedule], t_ms: u64) -> Option<u64> {
@@ -746,6 +759,24 @@ mod tests {
         let day_start = ms("2026-10-03T12:00:00Z");
         for m in 0..(24 * 60) {
             assert!(!s.allows(day_start + m * 60_000), "minute {m}");
+        }
+    }
+
+    #[test]
+    fn the_zone_list_is_what_decodes() {
+        let names = time_zone_names();
+        assert!(names.len() > 300, "{}", names.len());
+        for tz in [
+            "Europe/Amsterdam",
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "UTC",
+        ] {
+            assert!(names.iter().any(|n| n == tz), "{tz}");
+        }
+        for n in &names {
+            let s = WeeklySchedule::parse_spec(&["mon 08:00-09:00"], n).unwrap();
+            assert_eq!(WeeklySchedule::decode(&s.encode()).unwrap().tz_name(), n);
         }
     }
 

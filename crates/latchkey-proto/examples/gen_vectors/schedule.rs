@@ -602,7 +602,14 @@ fn chains(w: &World, v: &mut Vectors) {
         ok,
     );
     // (name, description, chain, sender, now, seconds until it opens)
-    type Fail<'a> = (&'a str, &'a str, Vec<Grant>, &'a SigningKey, u64, Option<u64>);
+    type Fail<'a> = (
+        &'a str,
+        &'a str,
+        Vec<Grant>,
+        &'a SigningKey,
+        u64,
+        Option<u64>,
+    );
     let fails: Vec<Fail<'_>> = vec![
         (
             "fail_grant_chain_scheduled_cleaner_afternoon",
