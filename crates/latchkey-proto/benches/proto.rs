@@ -850,7 +850,8 @@ fn chain_and_grants(r: &mut Runner) {
 /// Weekly schedules (grant extension 0x81): the check on its own against jiff's own offset
 /// lookup, and what it adds to a guest's whole open + verify + authorize on the device, with
 /// and without schedules on both grants of a host → cleaner chain, each against the raw
-/// primitives of that same open (X25519, sntrup761, AEAD, three Ed25519 verifications).
+/// primitives of that same open (X25519, sntrup761, AEAD, decompressing the five public keys
+/// the command carries, three Ed25519 verifications).
 fn schedules(r: &mut Runner) {
     let mut w = World::new();
     let weekdays = WeeklySchedule::parse_spec(&["mon-fri 08:00-12:00"], "Europe/Amsterdam")
@@ -904,6 +905,7 @@ fn schedules(r: &mut Runner) {
     let mut raw_rng = rng(7);
     let kem = RawKem::new(&mut raw_rng);
     let mut buf = vec![0u8; pad::BUCKETS[1] + 16];
+    let mut envelopes = Vec::new();
     for (name, grants) in [
         ("guest_open_authorize", &plain),
         ("guest_open_authorize_scheduled", &scheduled),
@@ -914,6 +916,7 @@ fn schedules(r: &mut Runner) {
         command.grants = grants.clone();
         let signed = command.clone().sign(&cleaner).expect("sign");
         let (envelope, _) = envelope::seal_command(&signed, &device_kem, &mut w.rng).expect("seal");
+        envelopes.push(envelope.clone());
         let bucket = pad::bucket_for(signed.to_bytes().len()).expect("fits");
         let mut sealed = vec![0u8; bucket + 16];
         raw_aead_seal(&vec![0x5a; bucket], &[], &mut sealed);
@@ -924,6 +927,12 @@ fn schedules(r: &mut Runner) {
             &command.content_bytes(),
         )];
         checks.extend(grants.iter().map(grant_check));
+        // Every public key the command carries arrives as 32 bytes; verifying from bytes needs
+        // each decompressed, so the primitives decode them too (ours also checks them strictly).
+        let keys: Vec<[u8; 32]> = std::iter::once(cleaner.public_key())
+            .chain(grants.iter().flat_map(|g| [g.body.issuer, g.body.subject]))
+            .map(|k| k.to_bytes())
+            .collect();
         eprintln!(
             "{name}: command {} bytes in a {bucket}-byte bucket",
             signed.to_bytes().len()
@@ -942,6 +951,7 @@ fn schedules(r: &mut Runner) {
                 let ss_x = kem.x_secret.diffie_hellman(black_box(&kem.x_public));
                 let ss_pq = sntrup761::decapsulate(black_box(&kem.pq_ct), &kem.pq_secret);
                 raw_aead_open(black_box(&sealed), &[], &mut buf);
+                decode_keys(black_box(&keys));
                 for check in black_box(&checks) {
                     assert!(check.run());
                 }
@@ -949,6 +959,20 @@ fn schedules(r: &mut Runner) {
             },
         );
     }
+    // What the schedules themselves add: the same guest open with them ("latchkey") against
+    // without them (in the "primitives" slot), paired so both see the same load.
+    let open_authorize = |env: &[u8]| {
+        let opened = envelope::open_command(black_box(env), &w.device.kem).expect("opens");
+        opened.command.verify_signature().expect("valid");
+        latchkey_proto::command::authorize(&opened.command.command, &state, wednesday)
+            .expect("allowed")
+    };
+    r.compare_simple(
+        "guest_open_schedule_vs_none",
+        QUICK,
+        || open_authorize(&envelopes[1]),
+        || open_authorize(&envelopes[0]),
+    );
 }
 
 /// The bytes of every Ed25519 public key an op encoding carries (each is checked on decode).
