@@ -15,7 +15,7 @@
 //! from one export to the next; periods the host closed are events too ("Airbnb (Not
 //! available)", "CLOSED - Not available", Vrbo's "Blocked"), and are not stays.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use icalendar::parser::{Component, Property};
@@ -212,6 +212,9 @@ impl Unfolded {
     /// The file line of a slice of `text` (the parser's error position or a value it
     /// borrowed), if it points into it.
     fn line_of(&self, s: &str) -> Option<usize> {
+        if self.starts.is_empty() {
+            return None;
+        }
         let base = self.text.as_ptr() as usize;
         let at = (s.as_ptr() as usize).checked_sub(base)?;
         if at > self.text.len() {
@@ -324,8 +327,10 @@ fn read_event(
     if uid.len() > 255 {
         return Err(bad(line, "its UID is longer than 255 bytes".into()));
     }
+    // The parser has already unescaped TEXT values (`\,` `\;` `\n`); line breaks are shown
+    // as spaces.
     let summary = find("SUMMARY")
-        .map(|p| unescape(p.val.as_str()))
+        .map(|p| p.val.as_str().replace(['\r', '\n'], " ").trim().to_owned())
         .unwrap_or_default();
     let start_prop =
         find("DTSTART").ok_or_else(|| bad(line, "this event has no DTSTART".into()))?;
@@ -415,24 +420,6 @@ fn day_of(p: &Property<'_>, tz: &TimeZone) -> std::result::Result<Date, String> 
         .map_err(|e| format!("\"{v}\": {e}"))?
         .timestamp();
     Ok(instant.to_zoned(tz.clone()).date())
-}
-
-/// RFC 5545 §3.3.11 TEXT unescaping (`\,` `\;` `\\` `\n`).
-fn unescape(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    let mut chars = v.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n' | 'N') => out.push(' '),
-            Some(other) => out.push(other),
-            None => {}
-        }
-    }
-    out.trim().to_owned()
 }
 
 /// The name an invitation for a stay carries: the guest's name when the export gives it
@@ -940,11 +927,13 @@ impl Profile {
                 let Some(grant) = issued.iter().find(|i| i.grant.id() == l.grant) else {
                     continue;
                 };
-                if !first_use.contains_key(&l.device) {
-                    let uses = self.first_uses(&l.device)?;
-                    first_use.insert(l.device, uses);
-                }
-                if let Some(at) = first_use[&l.device].get(&grant.grant.body.subject.to_bytes()) {
+                let uses = match first_use.entry(l.device) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(self.first_uses(&l.device)?)
+                    }
+                };
+                if let Some(at) = uses.get(&grant.grant.body.subject.to_bytes()) {
                     opened = Some(opened.map_or(*at, |o| o.min(*at)));
                 }
             }
@@ -1005,11 +994,6 @@ impl Profile {
         }
         Ok(out)
     }
-}
-
-/// The days of the stays a report names, for tests and front ends.
-pub fn stay_days(lines: &[StaySyncLine]) -> BTreeSet<(Date, Date)> {
-    lines.iter().map(|l| (l.check_in, l.check_out)).collect()
 }
 
 /// A timestamp in the stay's zone, for people (`2026-12-01 15:00 CET`).
