@@ -208,6 +208,7 @@ async fn main() {
                     actions: vec!["unlock".into()],
                     arguments: vec![],
                     use_limit: None,
+                    ..Default::default()
                 },
             )
             .await
