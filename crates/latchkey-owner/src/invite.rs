@@ -8,7 +8,7 @@ use latchkey_proto::grant::{
     self, is_action_name, AllowedArguments, Grant, GrantBody, GrantId, GrantScope,
     MAX_ALLOWED_ARGUMENTS, MAX_ALLOWED_ARGUMENT_LEN,
 };
-use latchkey_proto::invite::{Invitation, MAX_INVITE_LABEL, MAX_INVITE_NODES};
+use latchkey_proto::invite::{Invitation, InviteDoor, MAX_INVITE_LABEL, MAX_INVITE_NODES};
 use latchkey_proto::keys::{DeviceId, SigningKey};
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
@@ -209,12 +209,14 @@ impl Profile {
         let mut nodes = self.nodes()?;
         nodes.truncate(MAX_INVITE_NODES);
         let invitation = Invitation {
-            device: device.id,
             guest_secret: guest.to_bytes(),
             grants: vec![grant.clone()],
-            device_name: truncate(&device.name, MAX_INVITE_LABEL),
             guest_name: guest_name.to_owned(),
-            addrs: device.addrs.iter().take(4).cloned().collect(),
+            doors: vec![InviteDoor {
+                device: device.id,
+                name: truncate(&device.name, MAX_INVITE_LABEL),
+                addrs: device.addrs.iter().take(4).cloned().collect(),
+            }],
             nodes,
         };
         let link = invitation.to_link()?;
@@ -363,6 +365,7 @@ impl Profile {
     /// quorum of nodes, keeps the guest key in the OS keychain and the grant in the store.
     pub async fn accept(&self, link: &str) -> Result<HeldInvitation> {
         let invitation = Invitation::parse_link(link).map_err(Error::BadInvitation)?;
+        let door = invitation.door().clone();
         // A guest profile with no nodes of its own learns them from the link; a profile that has
         // nodes keeps asking its own, so a link cannot steer an owner to nodes it did not choose.
         if self.nodes()?.is_empty() {
@@ -370,36 +373,33 @@ impl Profile {
         }
         let quorum = self.quorum()?;
         let view = quorum
-            .check(&invitation.device, None, self.now_ms(), &mut OsRng)
+            .check(&door.device, None, self.now_ms(), &mut OsRng)
             .await?;
         if !view.forks.is_empty() {
             return Err(Error::Fork {
-                device: invitation.device.to_string(),
+                device: door.device.to_string(),
             });
         }
         let chain = view.chain;
         grant::verify_chain_structure(&invitation.grants, chain.state()).map_err(|_| {
             Error::InviterNotOwner {
-                device: invitation.device.to_string(),
+                device: door.device.to_string(),
             }
         })?;
         let leaf = invitation.leaf().clone();
         let id = leaf.id();
-        let existing = self
-            .devices()?
-            .into_iter()
-            .find(|d| d.id == invitation.device);
+        let existing = self.devices()?.into_iter().find(|d| d.id == door.device);
         let record = DeviceRecord {
-            id: invitation.device,
+            id: door.device,
             name: existing
                 .as_ref()
                 .map(|d| d.name.clone())
-                .unwrap_or_else(|| invitation.device_name.clone()),
+                .unwrap_or_else(|| door.name.clone()),
             addrs: existing
                 .as_ref()
                 .filter(|d| !d.addrs.is_empty())
                 .map(|d| d.addrs.clone())
-                .unwrap_or_else(|| invitation.addrs.clone()),
+                .unwrap_or_else(|| door.addrs.clone()),
             chain,
             verified_at_ms: view.checked_at_ms,
         };
@@ -412,14 +412,14 @@ impl Profile {
         self.store.put_device(&record)?;
         self.store.put_invitation(&InvitationRow {
             id,
-            device: invitation.device,
+            device: door.device,
             guest_name: invitation.guest_name.clone(),
             grants: invitation.grants.clone(),
             accepted_ms: self.now_ms(),
         })?;
         Ok(HeldInvitation {
             id,
-            device: invitation.device,
+            device: door.device,
             device_name: record.name.clone(),
             guest_name: invitation.guest_name.clone(),
             actions: leaf.body.actions.clone(),
