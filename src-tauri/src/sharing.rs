@@ -135,8 +135,7 @@ pub async fn invite(
             .into_iter()
             .map(String::into_bytes)
             .collect(),
-        may_delegate: false,
-        from_grant: None,
+        ..InviteRequest::default()
     };
     state
         .with_profile(move |p| async move {

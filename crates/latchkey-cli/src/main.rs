@@ -13,8 +13,9 @@ use clap::{Parser, Subcommand};
 use latchkey_owner::keychain::KeyringStore;
 use latchkey_owner::store::DeviceRecord;
 use latchkey_owner::{
-    ClaimSource, ClaimStage, InviteRequest, IssuedGrant, MyPart, OwnerChange, Profile, Proposal,
-    ProposalReport, Route, StayChange, StayStatus, StaySyncReport, StayTimes, SystemClock,
+    ClaimSource, ClaimStage, InviteRequest, IssuedGrant, IssuedInvitation, MyPart, OwnerChange,
+    Profile, Proposal, ProposalReport, Redemption, RevokeReport, Route, StayChange, StayStatus,
+    StaySyncReport, StayTimes, SystemClock,
 };
 use latchkey_proto::command::{Outcome, RejectCode};
 use latchkey_proto::keys::PublicKey;
@@ -114,9 +115,13 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         threshold: u8,
     },
-    /// Invite a guest: prints a latchkey://invite/ link valid from --from until --until.
+    /// Invite a guest: prints a short LATCHKEY://I/ link (its invitation sealed on the nodes),
+    /// valid from --from until --until, bound to the first phone that redeems it.
     Invite {
         device: String,
+        /// Another door the same grant covers (repeat for up to 7 more).
+        #[arg(long = "door")]
+        doors: Vec<String>,
         /// Who the invitation is for.
         #[arg(long)]
         name: String,
@@ -152,10 +157,26 @@ enum Cmd {
         /// Also write the link as a QR code PNG here.
         #[arg(long)]
         qr: Option<PathBuf>,
+        /// Print the old self-contained latchkey://invite/ link (about 2,700 characters; no
+        /// node needed to fetch it) instead of a short one.
+        #[arg(long)]
+        long: bool,
         #[arg(long)]
         json: bool,
     },
-    /// Accept an invitation link (as a guest); then `latchkey open DEVICE`.
+    /// Revoke a grant and issue a fresh link with the same terms in one step (for a link that
+    /// reached the wrong phone: `latchkey grants` shows it redeemed by another phone).
+    Reissue {
+        /// Grant id or its first 8+ hex characters.
+        grant: String,
+        /// Also write the new link as a QR code PNG here.
+        #[arg(long)]
+        qr: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept an invitation link (as a guest), short LATCHKEY://I/… or long
+    /// latchkey://invite/…; redeems it for this profile's own key. Then `latchkey open DEVICE`.
     Accept { link: String },
     /// Invitations this profile holds as a guest.
     Invitations {
@@ -201,6 +222,9 @@ enum StaysCmd {
         /// The property's time zone (IANA name; default the system's).
         #[arg(long)]
         tz: Option<String>,
+        /// Hand out self-contained latchkey://invite/ links instead of short ones.
+        #[arg(long)]
+        long: bool,
         #[arg(long)]
         json: bool,
     },
@@ -393,7 +417,123 @@ fn grant_json(g: &IssuedGrant) -> serde_json::Value {
         "created_ms": g.created_ms,
         "may_delegate": b.delegation_depth > 0,
         "parent": g.parent.map(|p| p.to_string()),
+        "doors": g.doors.iter().map(|(id, name)| serde_json::json!({"id": id.to_string(), "name": name})).collect::<Vec<_>>(),
+        "redemption": redemption_json(&g.redemption),
+        "reissued_as": g.reissued_as.map(|id| id.to_string()),
     })
+}
+
+fn redemption_json(r: &Redemption) -> serde_json::Value {
+    let (phone, at_ms, others) = match r {
+        Redemption::Redeemed {
+            phone,
+            at_ms,
+            other_phones,
+        } => (phone.map(|k| k.to_string()), *at_ms, *other_phones),
+        _ => (None, None, 0),
+    };
+    serde_json::json!({
+        "state": r.as_str(),
+        "phone": phone,
+        "at_ms": at_ms,
+        "other_phones": others,
+    })
+}
+
+/// "redeemed by phone lkpk1abc… at …; 1 other phone refused since", for the grants list.
+fn redemption_words(r: &Redemption) -> String {
+    match r {
+        Redemption::NotNeeded => "link key opens (issued before binding)".into(),
+        Redemption::NotRedeemed => "not redeemed".into(),
+        Redemption::Redeemed {
+            phone,
+            at_ms,
+            other_phones,
+        } => {
+            let mut words = "redeemed".to_owned();
+            if let Some(k) = phone {
+                words.push_str(&format!(" by phone {}…", k.short()));
+            }
+            if let Some(at) = at_ms {
+                words.push_str(&format!(" at {}", when::show(*at)));
+            }
+            if *other_phones > 0 {
+                words.push_str(&format!(
+                    "; REDEEMED BY ANOTHER PHONE? {other_phones} later try by a different phone refused: if your guest says it does not work, `latchkey reissue` it"
+                ));
+            }
+            words
+        }
+    }
+}
+
+/// Prints an invitation just issued: the link, its length and QR version, where it went.
+fn print_issued(issued: &IssuedInvitation, qr: Option<&PathBuf>) {
+    let g = &issued.grant;
+    let doors: Vec<&str> = g.doors.iter().map(|(_, n)| n.as_str()).collect();
+    println!(
+        "invitation for {} to {} ({}), {} to {}:",
+        g.guest_name,
+        doors.join(" + "),
+        g.grant.body.actions.join(", "),
+        when::show(g.grant.body.not_before_ms),
+        when::show(g.grant.body.not_after_ms)
+    );
+    let pinned = latchkey_owner::pinned_by(&g.grant);
+    if pinned.is_empty() {
+        println!("the guest may send these actions only without arguments");
+    } else {
+        let shown: Vec<String> = pinned.iter().map(|a| show_argument(a)).collect();
+        println!(
+            "the guest may send no arguments or exactly: {}",
+            shown.join(", ")
+        );
+    }
+    println!("{}", issued.link.as_str());
+    if issued.nodes_stored > 0 {
+        println!(
+            "{} characters, QR version {}; the invitation is sealed on {} node(s)",
+            issued.link.len(),
+            issued.qr_version,
+            issued.nodes_stored
+        );
+    } else {
+        println!(
+            "{} characters, QR version {} (self-contained)",
+            issued.link.len(),
+            issued.qr_version
+        );
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        if let Ok(code) = latchkey_owner::invitation_qr_text(&issued.link) {
+            println!("{code}");
+        }
+    }
+    println!(
+        "The first phone that redeems this link is the only one it works for; send it privately. Revoke with: latchkey revoke {id}; if it reached the wrong phone: latchkey reissue {id}",
+        id = &g.id.to_string()[..16]
+    );
+    if let Some(path) = qr {
+        println!("QR code written to {}", path.display());
+    }
+}
+
+fn issued_json(issued: &IssuedInvitation) -> serde_json::Value {
+    let mut out = grant_json(&issued.grant);
+    out["link"] = serde_json::Value::from(issued.link.as_str());
+    out["link_len"] = serde_json::Value::from(issued.link.len());
+    out["qr_version"] = serde_json::Value::from(issued.qr_version);
+    out["nodes_stored"] = serde_json::Value::from(issued.nodes_stored);
+    out
+}
+
+fn write_qr(issued: &IssuedInvitation, qr: Option<&PathBuf>) -> anyhow::Result<()> {
+    if let Some(path) = qr {
+        let png = latchkey_owner::invitation_qr_png(&issued.link)?;
+        std::fs::write(path, png)
+            .with_context(|| format!("writing the QR code to {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn stay_links_json(links: &[latchkey_owner::StayLink]) -> serde_json::Value {
@@ -443,6 +583,33 @@ fn warn_alarm(profile: &Profile, device: &DeviceRecord) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn print_revoked(report: &RevokeReport, query: &str) {
+    for r in std::iter::once(report).chain(&report.more) {
+        if r.already_revoked {
+            println!(
+                "grant {} was already revoked at {} (published again to {} node(s))",
+                &r.grant.to_string()[..16],
+                r.device.short(),
+                r.nodes_stored
+            );
+        } else {
+            println!(
+                "revoked grant {} at {} (made against op {}, stored on {} node(s))",
+                &r.grant.to_string()[..16],
+                r.device.short(),
+                r.seq,
+                r.nodes_stored
+            );
+        }
+        println!("{}", r.door.describe());
+        if let Some(why) = &r.nodes_error {
+            eprintln!(
+                "warning: the registry nodes did not store it ({why}); run `latchkey revoke {query}` again once they are reachable"
+            );
+        }
+    }
 }
 
 fn hex_arg(text: &str, option: &str) -> anyhow::Result<Vec<u8>> {
@@ -981,17 +1148,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Invite {
             device,
+            doors,
             name,
             from,
             until,
-            may_delegate,
-            from_grant,
             actions,
             uses,
             args,
             args_hex,
             qr,
+            long,
             json,
+            may_delegate,
+            from_grant,
         } => {
             let now = profile.now_ms();
             let mut arguments: Vec<Vec<u8>> = args.into_iter().map(String::into_bytes).collect();
@@ -1024,47 +1193,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 use_limit: uses,
                 arguments,
+                long_link: long,
                 may_delegate,
                 from_grant,
             };
-            let issued = profile.invite(&device, &request).await?;
-            if let Some(path) = &qr {
-                let png = latchkey_owner::invitation_qr_png(&issued.link)?;
-                std::fs::write(path, png)
-                    .with_context(|| format!("writing the QR code to {}", path.display()))?;
-            }
+            let mut queries = vec![device.as_str()];
+            queries.extend(doors.iter().map(String::as_str));
+            let issued = profile.invite_doors(&queries, &request).await?;
+            write_qr(&issued, qr.as_ref())?;
             if json {
-                let mut out = grant_json(&issued.grant);
-                out["link"] = serde_json::Value::from(issued.link.as_str());
+                println!("{}", issued_json(&issued));
+            } else {
+                print_issued(&issued, qr.as_ref());
+            }
+        }
+        Cmd::Reissue { grant, qr, json } => {
+            let report = profile.reissue(&grant).await?;
+            write_qr(&report.issued, qr.as_ref())?;
+            if json {
+                let mut out = issued_json(&report.issued);
+                out["revoked"] = serde_json::Value::from(report.revoked.grant.to_string());
                 println!("{out}");
             } else {
-                let g = &issued.grant;
-                println!(
-                    "invitation for {} to {} ({}), {} to {}:",
-                    g.guest_name,
-                    g.device_name,
-                    g.grant.body.actions.join(", "),
-                    when::show(g.grant.body.not_before_ms),
-                    when::show(g.grant.body.not_after_ms)
-                );
-                let pinned = latchkey_owner::pinned_by(&g.grant);
-                if pinned.is_empty() {
-                    println!("the guest may send these actions only without arguments");
-                } else {
-                    let shown: Vec<String> = pinned.iter().map(|a| show_argument(a)).collect();
-                    println!(
-                        "the guest may send no arguments or exactly: {}",
-                        shown.join(", ")
-                    );
-                }
-                println!("{}", issued.link.as_str());
-                println!(
-                    "Anyone with this link can use it until it ends; send it privately. Revoke with: latchkey revoke {}",
-                    &g.id.to_string()[..16]
-                );
-                if let Some(path) = &qr {
-                    println!("QR code written to {}", path.display());
-                }
+                print_revoked(&report.revoked, &grant);
+                print_issued(&report.issued, qr.as_ref());
             }
         }
         Cmd::Accept { link } => {
@@ -1088,6 +1240,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "you may send no arguments, or exactly one of: {}",
                     shown.join(", ")
                 );
+            }
+            if held.binds {
+                for d in &held.doors {
+                    if d.redeemed {
+                        println!("{}: redeemed for this profile's own key", d.name);
+                    } else {
+                        println!(
+                            "{}: not reached now; redeemed automatically at the first open",
+                            d.name
+                        );
+                    }
+                }
             }
             println!("open it with: latchkey open {}", held.device.short());
         }
@@ -1121,6 +1285,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             "not_after_ms": h.not_after_ms,
                             "arguments_hex": h.arguments.iter().map(hex::encode).collect::<Vec<_>>(),
                             "status": h.status.as_str(),
+                            "binds": h.binds,
+                            "doors": h.doors.iter().map(|d| serde_json::json!({
+                                "id": d.device.to_string(),
+                                "name": d.name,
+                                "redeemed": d.redeemed,
+                            })).collect::<Vec<_>>(),
                         })
                     })
                     .collect();
@@ -1129,8 +1299,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("no invitations; accept one with `latchkey accept LINK`");
             } else {
                 for h in held {
+                    let binding = if !h.binds {
+                        "link key".to_owned()
+                    } else if h.doors.iter().all(|d| d.redeemed) {
+                        "redeemed".to_owned()
+                    } else {
+                        let pending: Vec<&str> = h
+                            .doors
+                            .iter()
+                            .filter(|d| !d.redeemed)
+                            .map(|d| d.name.as_str())
+                            .collect();
+                        format!("to redeem at first open: {}", pending.join(", "))
+                    };
                     println!(
-                        "{}  {}  {:<20} {:<8} {} to {}  {}{}",
+                        "{}  {}  {:<20} {:<8} {} to {}  {}  {binding}{}",
                         &h.id.to_string()[..16],
                         h.device.short(),
                         h.device_name,
@@ -1163,6 +1346,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let record = profile.find_device(d)?;
                 profile.refresh_device(record).await?;
             }
+            // Redemptions are read from the doors' audit logs; a door not reached leaves what
+            // was read before.
+            for unread in profile.check_redemptions(device.as_deref()).await? {
+                eprintln!("warning: could not read the audit log of {unread}");
+            }
             let grants = profile.grants(device.as_deref())?;
             if json {
                 let list: Vec<_> = grants.iter().map(grant_json).collect();
@@ -1175,11 +1363,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .iter()
                         .map(|a| show_argument(a))
                         .collect();
+                    let doors: Vec<&str> = g.doors.iter().map(|(_, n)| n.as_str()).collect();
                     println!(
-                        "{}  {:<16} {:<20} {:<8} {} to {}  {}{}",
+                        "{}  {:<16} {:<20} {:<8} {} to {}  {}{}  {}{}",
                         &g.id.to_string()[..16],
                         g.guest_name,
-                        g.device_name,
+                        doors.join("+"),
                         g.status.as_str(),
                         when::show(g.grant.body.not_before_ms),
                         when::show(g.grant.body.not_after_ms),
@@ -1188,33 +1377,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             String::new()
                         } else {
                             format!("  args {}", pinned.join(" "))
-                        }
+                        },
+                        redemption_words(&g.redemption),
+                        g.reissued_as
+                            .map(|id| format!("  (reissued as {})", &id.to_string()[..16]))
+                            .unwrap_or_default()
                     );
                 }
             }
         }
         Cmd::Revoke { grant } => {
             let report = profile.revoke(&grant).await?;
-            if report.already_revoked {
-                println!(
-                    "grant {} was already revoked (published again to {} node(s))",
-                    &report.grant.to_string()[..16],
-                    report.nodes_stored
-                );
-            } else {
-                println!(
-                    "revoked grant {} (made against op {}, stored on {} node(s))",
-                    &report.grant.to_string()[..16],
-                    report.seq,
-                    report.nodes_stored
-                );
-            }
-            println!("{}", report.door.describe());
-            if let Some(why) = &report.nodes_error {
-                eprintln!(
-                    "warning: the registry nodes did not store it ({why}); run `latchkey revoke {grant}` again once they are reachable"
-                );
-            }
+            print_revoked(&report, &grant);
         }
         Cmd::Stays { command, json } => match command {
             Some(StaysCmd::Sync {
@@ -1223,9 +1397,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 check_in,
                 check_out,
                 tz,
+                long,
                 json,
             }) => {
-                let times = StayTimes::parse(&check_in, &check_out, tz.as_deref())?;
+                let mut times = StayTimes::parse(&check_in, &check_out, tz.as_deref())?;
+                times.long_links = long;
                 let doors: Vec<&str> = devices.iter().map(String::as_str).collect();
                 let report = profile.sync_stays(&doors, &ics, &times).await?;
                 print_stay_sync(&report, &times, json);

@@ -67,6 +67,12 @@ pub enum Error {
     AmbiguousGrant(String),
     #[error("grant {grant} no longer applies (the device was transferred or reset since), so there is nothing to revoke")]
     GrantVoid { grant: String },
+    #[error("this invitation was already redeemed by another phone; ask your host for a new link")]
+    AlreadyRedeemed,
+    #[error("no registry node stored the invitation ({why}); check the nodes with `latchkey nodes list`, or hand out a self-contained link with `--long`")]
+    InviteNotPublished { why: String },
+    #[error("this invitation could not be fetched: no node holds it or what they served does not open ({tried}); it may have ended, or the nodes are unreachable. Retry later or ask your host for a new link")]
+    InvitationNotFound { tried: String },
     #[error("invalid owner change: {0}")]
     BadOwners(String),
     #[error("no proposal matches \"{0}\"; list them with `latchkey owners proposals`")]
@@ -130,6 +136,9 @@ impl Error {
             Error::UnknownGrant(_) => "unknown_grant",
             Error::AmbiguousGrant(_) => "ambiguous_grant",
             Error::GrantVoid { .. } => "grant_void",
+            Error::AlreadyRedeemed => "already_redeemed",
+            Error::InviteNotPublished { .. } => "invite_not_published",
+            Error::InvitationNotFound { .. } => "invitation_not_found",
             Error::BadOwners(_) => "bad_owners",
             Error::UnknownProposal(_) => "unknown_proposal",
             Error::ProposalStale { .. } => "proposal_stale",

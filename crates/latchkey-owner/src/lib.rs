@@ -18,6 +18,7 @@ pub mod error;
 pub mod fork;
 pub mod invite;
 pub mod keychain;
+pub mod link;
 mod mailbox;
 pub mod open;
 pub mod owners;
@@ -34,9 +35,10 @@ pub use door::DoorSync;
 pub use error::{Error, Result};
 pub use fork::{ForkAlarm, ForkKind, ForkWords};
 pub use invite::{
-    invitation_qr_png, pinned_by, GrantStatus, HeldInvitation, InviteRequest, IssuedGrant,
-    IssuedInvitation, RevokeReport,
+    invitation_qr_png, invitation_qr_text, pinned_by, GrantStatus, HeldDoor, HeldInvitation,
+    InviteRequest, IssuedGrant, IssuedInvitation, ReissueReport, RevokeReport,
 };
+pub use link::{qr_version, Redemption};
 pub use open::{OpenReport, Route};
 pub use owners::{MyPart, OwnerChange, OwnersView, Proposal, ProposalReport};
 pub use profile::{Clock, Profile, SystemClock};

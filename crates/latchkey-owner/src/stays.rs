@@ -23,13 +23,13 @@ use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use latchkey_proto::audit::{AuditBody, SignedEntry};
-use latchkey_proto::codec::Codec;
-use latchkey_proto::grant::GrantId;
-use latchkey_proto::keys::DeviceId;
+use latchkey_proto::grant::{GrantId, REDEEM_ACTION};
+use latchkey_proto::keys::{DeviceId, PublicKey};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::invite::{GrantStatus, InviteRequest};
+use crate::link::Redemption;
 use crate::profile::Profile;
 use crate::store::StayRow;
 
@@ -63,6 +63,9 @@ pub struct StayTimes {
     pub tz: TimeZone,
     /// The zone's IANA name as given (or the system's).
     pub tz_name: String,
+    /// Hand out self-contained long links (no node holds the invitation) instead of short
+    /// ones; either binds to the first phone that redeems it.
+    pub long_links: bool,
 }
 
 impl StayTimes {
@@ -95,6 +98,7 @@ impl StayTimes {
             check_out: time(check_out, "check-out")?,
             tz,
             tz_name,
+            long_links: false,
         })
     }
 
@@ -477,11 +481,14 @@ impl StayChange {
     }
 }
 
-/// One invitation of a stay (one per door until invitations cover several doors).
+/// A stay's invitation: one grant, one link, for every door of the stay.
 #[derive(Debug, Clone)]
 pub struct StayLink {
+    /// The first door it covers.
     pub device: DeviceId,
+    /// Every door's name, comma-separated.
     pub device_name: String,
+    pub doors: Vec<(DeviceId, String)>,
     pub grant: GrantId,
     /// The invitation link (a bearer credential), from the OS keychain; `None` when it is no
     /// longer kept (revoked) or the keychain lost it.
@@ -543,6 +550,8 @@ pub enum StayStatus {
     NotSent,
     /// The host shared the link (see [`Profile::mark_stay_shared`]) at this time.
     Sent { at_ms: u64 },
+    /// A phone redeemed the link (bound it to itself), at this time when the door's log says.
+    Redeemed { at_ms: Option<u64> },
     /// The guest opened a door with it, first at this time (from the device's signed audit
     /// log as this profile last read it).
     Opened { at_ms: u64 },
@@ -555,6 +564,7 @@ impl StayStatus {
         match self {
             StayStatus::NotSent => "not sent",
             StayStatus::Sent { .. } => "sent",
+            StayStatus::Redeemed { .. } => "redeemed",
             StayStatus::Opened { .. } => "opened",
             StayStatus::Revoked => "revoked",
         }
@@ -705,6 +715,13 @@ impl Profile {
         }
         devices.sort_by_key(|d| d.id.to_string());
         let device_ids: Vec<DeviceId> = devices.iter().map(|d| d.id).collect();
+        let device_texts: Vec<String> = device_ids.iter().map(|d| d.to_string()).collect();
+        let device_queries: Vec<&str> = device_texts.iter().map(String::as_str).collect();
+        let door_names = devices
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut windows = Vec::with_capacity(events.len());
         for e in &events {
             windows.push(if e.blocked { (0, 0) } else { times.window(e)? });
@@ -779,34 +796,33 @@ impl Profile {
                         shared_ms: None,
                         synced_ms: now,
                     };
-                    for device in &devices {
-                        let issued = self
-                            .invite(
-                                &device.id.to_string(),
-                                &InviteRequest {
-                                    guest_name: row.guest_name.clone(),
-                                    from_ms,
-                                    until_ms,
-                                    actions: vec!["unlock".into()],
-                                    use_limit: None,
-                                    arguments: Vec::new(),
-                                    may_delegate: false,
-                                    from_grant: None,
-                                },
-                            )
-                            .await?;
-                        self.seeds.save(
-                            &link_account(self.id(), &issued.grant.id),
-                            issued.link.as_str(),
-                        )?;
-                        row.grants.push(issued.grant.id);
-                        line.links.push(StayLink {
-                            device: device.id,
-                            device_name: device.name.clone(),
-                            grant: issued.grant.id,
-                            link: Some(issued.link),
-                        });
-                    }
+                    // One grant for every door of the stay, as one link.
+                    let issued = self
+                        .invite_doors(
+                            &device_queries,
+                            &InviteRequest {
+                                guest_name: row.guest_name.clone(),
+                                from_ms,
+                                until_ms,
+                                actions: vec!["unlock".into()],
+                                long_link: times.long_links,
+                                ..InviteRequest::default()
+                            },
+                        )
+                        .await?;
+                    report.node_writes += issued.nodes_stored;
+                    self.seeds.save(
+                        &link_account(self.id(), &issued.grant.id),
+                        issued.link.as_str(),
+                    )?;
+                    row.grants.push(issued.grant.id);
+                    line.links.push(StayLink {
+                        device: issued.grant.device,
+                        device_name: door_names.clone(),
+                        doors: issued.grant.doors.clone(),
+                        grant: issued.grant.id,
+                        link: Some(issued.link),
+                    });
                     // Kept stay by stay: a sync cut short by a failure resumes where it
                     // stopped when run again.
                     self.store.put_stay(&row)?;
@@ -851,7 +867,8 @@ impl Profile {
         let mut writes = 0;
         for grant in &row.grants {
             let report = self.revoke(&grant.to_string()).await?;
-            writes += report.nodes_stored;
+            writes +=
+                report.nodes_stored + report.more.iter().map(|m| m.nodes_stored).sum::<usize>();
             self.seeds.delete(&link_account(self.id(), grant))?;
         }
         Ok(writes)
@@ -863,19 +880,30 @@ impl Profile {
         row.grants
             .iter()
             .map(|g| {
-                let device = issued
+                let scope: Vec<DeviceId> = issued
                     .iter()
                     .find(|i| i.grant.id() == *g)
-                    .map(|i| i.device)
-                    .or_else(|| row.devices.first().copied())
-                    .unwrap_or(DeviceId([0; 32]));
+                    .map(|i| i.grant.body.scope.iter().map(|s| s.device).collect())
+                    .unwrap_or_else(|| row.devices.clone());
+                let doors: Vec<(DeviceId, String)> = scope
+                    .iter()
+                    .map(|id| {
+                        let name = devices
+                            .iter()
+                            .find(|d| d.id == *id)
+                            .map(|d| d.name.clone())
+                            .unwrap_or_else(|| id.short());
+                        (*id, name)
+                    })
+                    .collect();
                 Ok(StayLink {
-                    device,
-                    device_name: devices
+                    device: scope.first().copied().unwrap_or(DeviceId([0; 32])),
+                    device_name: doors
                         .iter()
-                        .find(|d| d.id == device)
-                        .map(|d| d.name.clone())
-                        .unwrap_or_default(),
+                        .map(|(_, n)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    doors,
                     grant: *g,
                     link: self.seeds.load(&link_account(self.id(), g))?,
                 })
@@ -898,49 +926,59 @@ impl Profile {
         Ok(())
     }
 
-    /// Every stay this profile keeps, by check-in day, with where it stands.
+    /// Every stay this profile keeps, by check-in day, with where it stands: its guest's
+    /// status comes from the doors' signed audit logs as this profile last read them
+    /// (`latchkey audit`, or the app's activity), so "redeemed" and "opened" appear once read.
     pub fn stays(&self) -> Result<Vec<StayView>> {
         let now = self.now_ms();
         let rows = self.store.stays(None)?;
         let devices = self.devices()?;
         let issued = self.store.issued(None)?;
-        let mut first_use: HashMap<DeviceId, HashMap<[u8; 32], u64>> = HashMap::new();
+        let mut kept: HashMap<DeviceId, Vec<SignedEntry>> = HashMap::new();
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let links = self.stay_links(&row)?;
-            let revoked_on_chain = links.iter().any(|l| {
-                devices.iter().any(|d| {
-                    d.id == l.device
-                        && crate::invite::status_of(
-                            &issued
-                                .iter()
-                                .filter(|i| i.grant.id() == l.grant)
-                                .map(|i| i.grant.clone())
-                                .collect::<Vec<_>>(),
-                            &d.chain,
-                            now,
-                        ) == GrantStatus::Revoked
-                })
-            });
+            let mut revoked = row.cancelled_ms.is_some();
             let mut opened: Option<u64> = None;
+            let mut redeemed: Option<Option<u64>> = None;
             for l in &links {
                 let Some(grant) = issued.iter().find(|i| i.grant.id() == l.grant) else {
                     continue;
                 };
-                let uses = match first_use.entry(l.device) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(self.first_uses(&l.device)?)
+                let mut entries = Vec::new();
+                for (door, _) in &l.doors {
+                    if let Some(d) = devices.iter().find(|d| d.id == *door) {
+                        let chain = std::slice::from_ref(&grant.grant);
+                        if crate::invite::status_of(chain, &d.chain, now) == GrantStatus::Revoked {
+                            revoked = true;
+                        }
                     }
-                };
-                if let Some(at) = uses.get(&grant.grant.body.subject.to_bytes()) {
-                    opened = Some(opened.map_or(*at, |o| o.min(*at)));
+                    let list = match kept.entry(*door) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                            crate::link::decode_entries(&self.store.kept_audit_entries(door)?),
+                        ),
+                    };
+                    entries.extend(list.iter().cloned());
+                }
+                // Commands come from the link's key, or once redeemed from the phone's own.
+                let mut senders = vec![grant.grant.body.subject];
+                if let Redemption::Redeemed { phone, at_ms, .. } =
+                    crate::link::redemption_from(&grant.grant, &entries)
+                {
+                    senders.extend(phone);
+                    redeemed = Some(at_ms);
+                }
+                if let Some(at) = first_use(&entries, &senders) {
+                    opened = Some(opened.map_or(at, |o| o.min(at)));
                 }
             }
-            let status = if row.cancelled_ms.is_some() || revoked_on_chain {
+            let status = if revoked {
                 StayStatus::Revoked
             } else if let Some(at_ms) = opened {
                 StayStatus::Opened { at_ms }
+            } else if let Some(at_ms) = redeemed {
+                StayStatus::Redeemed { at_ms }
             } else if let Some(at_ms) = row.shared_ms {
                 StayStatus::Sent { at_ms }
             } else {
@@ -971,29 +1009,24 @@ impl Profile {
         }
         Ok(out)
     }
+}
 
-    /// The first accepted command of each sender in the audit entries this profile kept for
-    /// `device` (as `latchkey audit` last read them).
-    fn first_uses(&self, device: &DeviceId) -> Result<HashMap<[u8; 32], u64>> {
-        let mut out: HashMap<[u8; 32], u64> = HashMap::new();
-        for bytes in self.store.audit_copies(device)? {
-            let Ok(entry) = SignedEntry::from_bytes(&bytes) else {
-                continue;
-            };
-            let (AuditBody::Decision(r), Some(at)) = (&entry.entry.body, entry.entry.time_ms)
-            else {
-                continue;
-            };
-            if r.code != 0 {
-                continue;
+/// The first command one of `senders` had accepted (the redemption itself aside), by the
+/// device's clock, in the kept audit entries.
+fn first_use(entries: &[SignedEntry], senders: &[PublicKey]) -> Option<u64> {
+    entries
+        .iter()
+        .filter_map(|e| match (&e.entry.body, e.entry.time_ms) {
+            (AuditBody::Decision(r), Some(at))
+                if r.code == 0
+                    && r.action != REDEEM_ACTION
+                    && r.sender.is_some_and(|s| senders.contains(&s)) =>
+            {
+                Some(at)
             }
-            if let Some(sender) = r.sender {
-                let t = out.entry(sender.to_bytes()).or_insert(at);
-                *t = (*t).min(at);
-            }
-        }
-        Ok(out)
-    }
+            _ => None,
+        })
+        .min()
 }
 
 /// A timestamp in the stay's zone, for people (`2026-12-01 15:00 CET`).

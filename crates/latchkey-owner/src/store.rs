@@ -77,6 +77,24 @@ CREATE TABLE IF NOT EXISTS fork_alarms (
     first_seen_ms INTEGER NOT NULL,
     last_seen_ms INTEGER NOT NULL
 );
+-- How each invitation was handed out (short link or self-contained) and where its sealed blob
+-- went, by grant id; absent for grants issued before short links.
+CREATE TABLE IF NOT EXISTS issued_links (
+    grant_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    nodes_stored INTEGER NOT NULL,
+    reissued_as TEXT
+);
+-- The doors of each held invitation and whether this profile's own key is bound there yet (a
+-- bind-on-first-use grant is redeemed door by door; a door not reached at accept time is
+-- redeemed on the first open).
+CREATE TABLE IF NOT EXISTS held_doors (
+    grant_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    name TEXT NOT NULL,
+    redeemed_ms INTEGER,
+    PRIMARY KEY (grant_id, device)
+);
 -- Devices a waiting proposal would make this profile an owner of, with their verified chain:
 -- the recipient of a transfer must see what it accepts before it owns anything.
 CREATE TABLE IF NOT EXISTS offered_devices (
@@ -124,7 +142,6 @@ pub struct IssuedRow {
     /// For a delegated grant: the held invitation (grant id) it was issued from.
     pub parent: Option<GrantId>,
 }
-
 /// A stay from a booking calendar (see `stays`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StayRow {
@@ -156,6 +173,29 @@ pub struct InvitationRow {
     pub guest_name: String,
     pub grants: Vec<Grant>,
     pub accepted_ms: u64,
+}
+
+/// How an issued invitation was handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedLinkRow {
+    pub grant: GrantId,
+    /// `short` (`LATCHKEY://I/…`, the invitation sealed on the nodes) or `long` (the
+    /// self-contained `latchkey://invite/…`).
+    pub kind: String,
+    /// How many nodes stored the sealed invitation (0 for a long link).
+    pub nodes_stored: usize,
+    /// The grant issued in its place by a reissue.
+    pub reissued_as: Option<GrantId>,
+}
+
+/// One door of a held invitation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldDoorRow {
+    pub grant: GrantId,
+    pub device: DeviceId,
+    pub name: String,
+    /// When this profile's own key was bound at the door (`None`: not yet).
+    pub redeemed_ms: Option<u64>,
 }
 
 /// A proposal waiting for signatures.
@@ -486,6 +526,106 @@ impl Store {
             .collect()
     }
 
+    pub fn put_issued_link(&self, row: &IssuedLinkRow) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO issued_links (grant_id, kind, nodes_stored, reissued_as)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(grant_id) DO UPDATE SET kind = excluded.kind,
+                     nodes_stored = excluded.nodes_stored, reissued_as = excluded.reissued_as",
+                params![
+                    row.grant.to_string(),
+                    row.kind,
+                    row.nodes_stored as i64,
+                    row.reissued_as.map(|g| g.to_string())
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
+    pub fn issued_link(&self, grant: &GrantId) -> Result<Option<IssuedLinkRow>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT kind, nodes_stored, reissued_as FROM issued_links WHERE grant_id = ?1",
+                params![grant.to_string()],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))?;
+        Ok(row.map(|(kind, nodes_stored, reissued_as)| IssuedLinkRow {
+            grant: *grant,
+            kind,
+            nodes_stored: nodes_stored as usize,
+            reissued_as: reissued_as.as_deref().and_then(parse_grant_id),
+        }))
+    }
+
+    /// Records a held invitation's door; an existing row keeps its redemption time.
+    pub fn put_held_door(&self, row: &HeldDoorRow) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO held_doors (grant_id, device, name, redeemed_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(grant_id, device) DO UPDATE SET name = excluded.name,
+                     redeemed_ms = COALESCE(held_doors.redeemed_ms, excluded.redeemed_ms)",
+                params![
+                    row.grant.to_string(),
+                    row.device.to_string(),
+                    row.name,
+                    row.redeemed_ms.map(|t| t as i64)
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// The doors of held invitations: of one grant, or (with `None`) of every grant.
+    pub fn held_doors(&self, grant: Option<&GrantId>) -> Result<Vec<HeldDoorRow>> {
+        let rows = self.rows(
+            "SELECT grant_id, device, name, redeemed_ms FROM held_doors
+                 WHERE ?1 IS NULL OR grant_id = ?1 ORDER BY rowid",
+            params![grant.map(|g| g.to_string())],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                ))
+            },
+        )?;
+        rows.into_iter()
+            .map(|(grant, device, name, at)| {
+                let bad = |why: String| Error::Store {
+                    path: self.path.display().to_string(),
+                    why: format!("held door {grant}/{device}: {why}"),
+                };
+                Ok(HeldDoorRow {
+                    grant: parse_grant_id(&grant).ok_or_else(|| bad("not a grant id".into()))?,
+                    device: DeviceId::parse(&device).map_err(|e| bad(e.to_string()))?,
+                    name,
+                    redeemed_ms: at.map(|t| t as u64),
+                })
+            })
+            .collect()
+    }
+
+    /// Every audit entry kept for `device` (all eras), as stored, oldest first per era.
+    pub fn kept_audit_entries(&self, device: &DeviceId) -> Result<Vec<Vec<u8>>> {
+        self.rows(
+            "SELECT entry FROM audit_copies_v2 WHERE device = ?1 ORDER BY era, seq",
+            params![device.to_string()],
+            |r| r.get(0),
+        )
+    }
+
     /// Inserts or replaces a stay.
     pub fn put_stay(&self, row: &StayRow) -> Result<()> {
         let ids = |v: Vec<String>| serde_json::to_string(&v).expect("strings serialize");
@@ -586,15 +726,6 @@ impl Store {
                 },
             )
             .collect()
-    }
-
-    /// Every audit entry kept for `device` (all eras), encoded.
-    pub fn audit_copies(&self, device: &DeviceId) -> Result<Vec<Vec<u8>>> {
-        self.rows(
-            "SELECT entry FROM audit_copies_v2 WHERE device = ?1 ORDER BY era, seq",
-            params![device.to_string()],
-            |r| r.get(0),
-        )
     }
 
     /// Keeps a copy of an audit entry; false when a different entry was seen at that era and
@@ -767,10 +898,10 @@ fn record_columns(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordColumns> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
-/// A grant id from its 64 hex digits.
-pub fn parse_grant_id(text: &str) -> Option<GrantId> {
+/// A grant id as the store writes it (64 lower-case hex digits).
+fn parse_grant_id(text: &str) -> Option<GrantId> {
     let mut id = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut id).ok()?;
+    hex::decode_to_slice(text, &mut id).ok()?;
     Some(GrantId(id))
 }
 

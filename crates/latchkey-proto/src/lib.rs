@@ -21,7 +21,9 @@ pub mod invite;
 pub mod kem;
 pub mod keys;
 pub mod pad;
+pub mod redeem;
 pub mod replay;
+pub mod shortlink;
 
 pub use error::{Error, Result};
 
