@@ -287,7 +287,10 @@ async fn main() {
         "accept: whole `Profile::accept` (fetch + decrypt + quorum check + redeem at the door)",
         accepts,
     );
-    summary("accept part: GET the sealed invitation + decrypt + check", fetches);
+    summary(
+        "accept part: GET the sealed invitation + decrypt + check",
+        fetches,
+    );
 
     // Through the mailboxes: forget the device's address.
     profile.set_device_addresses(&query, Vec::new()).unwrap();
