@@ -469,3 +469,42 @@ async fn a_door_down_at_accept_is_redeemed_at_the_first_open_and_nodes_must_stor
     assert_eq!(w.owner.grants(None).unwrap().len(), before + 1);
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_link_binds_to_its_first_phone_too() {
+    let w = World::start().await;
+    let issued = w
+        .owner
+        .invite(
+            &w.device,
+            &InviteRequest {
+                long_link: true,
+                ..w.request("Eve")
+            },
+        )
+        .await
+        .unwrap();
+    assert!(issued.link.starts_with("latchkey://invite/"));
+    let invitation = Invitation::parse_link(&issued.link).unwrap();
+    // Before any phone redeemed it, the link's key opens nothing.
+    let outcome = send_with_link_key(&w, &invitation).await;
+    assert!(
+        refused_with(&outcome, RejectCode::NotRedeemed),
+        "{outcome:?}"
+    );
+    let eve = w.guest("eve");
+    let held = eve.accept(&issued.link).await.unwrap();
+    assert!(held.binds && held.doors.iter().all(|d| d.redeemed));
+    // Accepting again on the same phone changes nothing and still works.
+    assert!(eve.accept(&issued.link).await.unwrap().already_held);
+    assert!(eve.open(&w.device, "unlock", b"").await.unwrap().accepted());
+    let err = w.guest("fay").accept(&issued.link).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyRedeemed), "{err}");
+    let outcome = send_with_link_key(&w, &invitation).await;
+    assert!(
+        refused_with(&outcome, RejectCode::AlreadyRedeemed),
+        "{outcome:?}"
+    );
+    assert_eq!(w.opened(), 1);
+    w.stop().await;
+}
