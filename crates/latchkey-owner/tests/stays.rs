@@ -293,14 +293,22 @@ async fn stays_sync_from_a_calendar_url_and_resync_is_idempotent() {
     );
     let next_stay = stays.iter().find(|s| s.uid == "fut@airbnb.com").unwrap();
     assert_eq!(next_stay.phase, StayPhase::Upcoming);
-    assert_eq!(next_stay.status, StayStatus::NotSent);
+    // Its guest accepted: the door recorded the redemption (binding the link to that phone)
+    // even before check-in.
+    assert!(
+        matches!(next_stay.status, StayStatus::Redeemed { at_ms: Some(_) }),
+        "{:?}",
+        next_stay.status
+    );
+    // Sharing is recorded, but what the door saw ranks above it.
     w.host
         .mark_stay_shared(&next_stay.source, &next_stay.uid)
         .unwrap();
     assert!(matches!(
         w.host.stays().unwrap()[1].status,
-        StayStatus::Sent { .. }
+        StayStatus::Redeemed { .. }
     ));
+    assert!(w.host.mark_stay_shared(&next_stay.source, "nope").is_err());
 
     // The same export again: nothing changes, nothing is written to the nodes.
     let again = w.host.sync_stays(&doors, &site.url, &times).await.unwrap();
