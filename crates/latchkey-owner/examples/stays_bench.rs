@@ -2,8 +2,12 @@
 //! blocked weeks) synced through `Profile::sync_stays_text`, as `latchkey stays sync` does:
 //!
 //! ```text
-//! cargo run --release -p latchkey-owner --example stays_bench [-- DOORS]
+//! cargo run --release -p latchkey-owner --example stays_bench [-- DOORS [short]]
 //! ```
+//!
+//! Links are the self-contained long ones unless `short` is given: short links need nodes
+//! that keep sealed invitations (`PUT /v1/invites`); each new stay then adds one blob write
+//! per node that stores it.
 //!
 //! Three registry nodes and the device agents run in this process on loopback (real HTTP, real
 //! SQLite files); keys and links are held in memory here (the CLI keeps them in the OS
@@ -130,7 +134,8 @@ async fn main() {
         ids.push(report.device.to_string());
     }
     let doors_q: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let times = StayTimes::parse("15:00", "11:00", Some("Europe/Amsterdam")).unwrap();
+    let mut times = StayTimes::parse("15:00", "11:00", Some("Europe/Amsterdam")).unwrap();
+    times.long_links = std::env::args().nth(2).as_deref() != Some("short");
     let cancelled: Vec<i64> = (0..10).map(|i| 20 + i * 12).collect();
     let moved: Vec<i64> = (0..10).map(|i| 26 + i * 12).collect();
     let runs = [
@@ -139,9 +144,10 @@ async fn main() {
         ("10 cancelled, 10 moved", calendar(&cancelled, &moved)),
     ];
     println!(
-        "{} stays over 365 days, {} door(s), 3 nodes; calendar {} bytes",
+        "{} stays over 365 days, {} door(s), 3 nodes, {} links; calendar {} bytes",
         STAYS,
         doors,
+        if times.long_links { "long" } else { "short" },
         runs[0].1.len()
     );
     println!("| run | added | unchanged | reissued | revoked | time | node writes (acked) | node writes (counted by nodes) |");
