@@ -1416,6 +1416,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                 StayStatus::Opened { at_ms } | StayStatus::Sent { at_ms } => {
                                     (s.status.as_str(), Some(at_ms))
                                 }
+                                StayStatus::Redeemed { at_ms } => (s.status.as_str(), at_ms),
                                 _ => (s.status.as_str(), None),
                             };
                             serde_json::json!({
@@ -1445,6 +1446,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                 format!("opened at {}", when::show(at_ms))
                             }
                             StayStatus::Sent { at_ms } => format!("sent at {}", when::show(at_ms)),
+                            StayStatus::Redeemed { at_ms: Some(at_ms) } => {
+                                format!("redeemed at {}", when::show(at_ms))
+                            }
                             other => other.as_str().to_owned(),
                         };
                         println!(
