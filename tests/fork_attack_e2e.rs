@@ -239,7 +239,15 @@ async fn a_stranger_with_an_old_photo_and_a_rogue_co_owner_cannot_jam_the_door()
     // made against the same head, each posted to different nodes.
     let mut grants = Vec::new();
     for name in ["Ann", "Bo"] {
-        let v = mallory.json(&["invite", &device_arg, "--name", name, "--until", "+1h"]);
+        let v = mallory.json(&[
+            "invite",
+            &device_arg,
+            "--name",
+            name,
+            "--until",
+            "+1h",
+            "--long",
+        ]);
         let link = Invitation::parse_link(v["link"].as_str().unwrap()).unwrap();
         grants.push(link.leaf().clone());
     }

@@ -371,10 +371,11 @@ async fn second_owner_transfer_and_guest_invitations() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an owner"));
 
-    // Guests. Carol invites Ana for a short window and Ben for a long one.
+    // Guests. Carol invites Ana for a short window and Ben for a long one, with long
+    // (self-contained) links: the check below looks for their keys on disk.
     let ana_link = {
         let v = carol.json(&[
-            "invite", &device, "--name", "Ana", "--from", "now", "--until", "+12s",
+            "invite", &device, "--name", "Ana", "--from", "now", "--until", "+12s", "--long",
         ]);
         v["link"].as_str().unwrap().to_owned()
     };
@@ -388,6 +389,7 @@ async fn second_owner_transfer_and_guest_invitations() {
         "+2h",
         "--qr",
         qr.to_str().unwrap(),
+        "--long",
     ]);
     let ben_link = ben["link"].as_str().unwrap().to_owned();
     let ben_grant = ben["id"].as_str().unwrap().to_owned();

@@ -17,9 +17,11 @@ use latchkey_proto::device::DeviceKeys;
 use latchkey_proto::envelope::{self, PendingReply};
 use latchkey_proto::grant::{AllowedArguments, Grant};
 use latchkey_proto::invite::Invitation;
+use latchkey_proto::kem;
 use latchkey_proto::keys::{DeviceId, PublicKey, RecoveryPhrase};
 use latchkey_proto::pad;
 use latchkey_proto::schedule::WeeklySchedule;
+use latchkey_proto::shortlink::{SealedInvitation, ShortLink};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -39,6 +41,9 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("claim_bytes", claim_bytes),
     ("invite_bytes", invite_bytes),
     ("invite_link", invite_link),
+    ("invitation_v2", invitation_v2),
+    ("short_link_text", short_link_text),
+    ("sealed_invitation", sealed_invitation),
     ("public_key_text", public_key_text),
     ("device_id_text", device_id_text),
     ("recovery_phrase", recovery_phrase),
@@ -199,6 +204,21 @@ pub fn claim_text(data: &[u8]) {
 }
 
 pub fn invite_bytes(data: &[u8]) {
+    // A version 1 invitation decodes into the version 2 shape (one door); its own layout is
+    // `to_v1_bytes`.
+    if data.first() == Some(&1) {
+        if let Ok(invitation) = Invitation::from_bytes(data) {
+            let v1 = invitation
+                .to_v1_bytes()
+                .expect("a version 1 invitation has one door");
+            assert_eq!(v1.as_slice(), data, "invitation v1 re-encodes differently");
+            assert_eq!(
+                Invitation::from_bytes(&invitation.to_bytes()).as_ref(),
+                Ok(&invitation)
+            );
+        }
+        return;
+    }
     if let Some(invitation) = decoded::<Invitation>(data) {
         // Decoding does not check signatures; a link is made only from one that checks.
         if let Ok(link) = invitation.to_link() {
@@ -276,5 +296,60 @@ pub fn device_key_file(data: &[u8]) {
     if let Ok(keys) = DeviceKeys::from_secret_bytes(data) {
         assert_eq!(keys.to_secret_bytes().as_slice(), data);
         let _ = keys.device_id();
+    }
+}
+
+/// The version 2 invitation layout (several doors), whatever the first byte: the fuzzer spends
+/// its time past the version.
+pub fn invitation_v2(data: &[u8]) {
+    let mut input = Vec::with_capacity(data.len() + 1);
+    input.push(2);
+    input.extend_from_slice(data);
+    if let Some(invitation) = decoded::<Invitation>(&input) {
+        let _ = invitation.check();
+    }
+}
+
+pub fn short_link_text(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(link) = ShortLink::parse(text) {
+        let canonical = link.to_text().expect("a parsed short link prints");
+        assert_eq!(*canonical, text.trim().to_ascii_uppercase());
+        assert_eq!(ShortLink::parse(&canonical).as_ref(), Ok(&link));
+        decoded::<ShortLink>(&link.to_bytes()).expect("its bytes decode");
+    }
+}
+
+/// The link the sealed-invitation target opens blobs with.
+pub fn fixed_short_link() -> ShortLink {
+    ShortLink {
+        secret: [9u8; 16].into(),
+        nodes: vec!["http://127.0.0.1:7001".into()],
+    }
+}
+
+/// A blob as fetched from a node, opened with a fixed link; and the input as a padded
+/// plaintext sealed correctly for that link, so the fuzzer reaches unpadding and decoding.
+pub fn sealed_invitation(data: &[u8]) {
+    let link = fixed_short_link();
+    let mut rng = ChaCha20Rng::seed_from_u64(0);
+    if let Ok(invitation) = SealedInvitation::open(&link, data) {
+        let again = SealedInvitation::seal(&link, &invitation, &mut rng).expect("it seals again");
+        assert_eq!(
+            SealedInvitation::open(&link, &again).as_ref(),
+            Ok(&invitation)
+        );
+    }
+    let nonce = [3u8; 24];
+    let sealed = kem::aead_seal(&link.key(), &nonce, &link.blob_id(), data);
+    let blob = [&[1u8][..], &nonce, &sealed].concat();
+    if let Ok(invitation) = SealedInvitation::open(&link, &blob) {
+        let again = SealedInvitation::seal(&link, &invitation, &mut rng).expect("it seals again");
+        assert_eq!(
+            SealedInvitation::open(&link, &again).as_ref(),
+            Ok(&invitation)
+        );
     }
 }

@@ -135,7 +135,7 @@ pub async fn invite(
             .into_iter()
             .map(String::into_bytes)
             .collect(),
-        schedule: None,
+        ..InviteRequest::default()
     };
     state
         .with_profile(move |p| async move {

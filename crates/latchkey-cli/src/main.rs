@@ -13,8 +13,9 @@ use clap::{Parser, Subcommand};
 use latchkey_owner::keychain::KeyringStore;
 use latchkey_owner::store::DeviceRecord;
 use latchkey_owner::{
-    ClaimSource, ClaimStage, InviteRequest, IssuedGrant, MyPart, OwnerChange, Profile, Proposal,
-    ProposalReport, Route, SystemClock,
+    ClaimSource, ClaimStage, InviteRequest, IssuedGrant, IssuedInvitation, MyPart, OwnerChange,
+    Profile, Proposal, ProposalReport, Redemption, RevokeReport, Route, StayChange, StayStatus,
+    StaySyncReport, StayTimes, SystemClock,
 };
 use latchkey_proto::command::{Outcome, RejectCode};
 use latchkey_proto::keys::PublicKey;
@@ -115,17 +116,32 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         threshold: u8,
     },
-    /// Invite a guest: prints a latchkey://invite/ link valid from --from until --until.
+    /// Invite a guest: prints a short LATCHKEY://I/ link (its invitation sealed on the nodes),
+    /// valid from --from until --until, bound to the first phone that redeems it.
     Invite {
         device: String,
+        /// Another door the same grant covers (repeat for up to 7 more).
+        #[arg(long = "door")]
+        doors: Vec<String>,
         /// Who the invitation is for.
         #[arg(long)]
         name: String,
-        /// now, +2h, 2026-12-24 15:00 (local) or RFC 3339.
-        #[arg(long, default_value = "now")]
-        from: String,
+        /// now, +2h, 2026-12-24 15:00 (local) or RFC 3339 (default now; with --from-grant,
+        /// the held invitation's start or now, whichever is later).
         #[arg(long)]
-        until: String,
+        from: Option<String>,
+        /// When it ends (required, except with --from-grant: then the held invitation's end).
+        #[arg(long)]
+        until: Option<String>,
+        /// Let the guest invite others with narrower invitations from this one (depth 1),
+        /// e.g. a property manager who invites the cleaner.
+        #[arg(long)]
+        may_delegate: bool,
+        /// Issue from an invitation this profile holds as a guest (its id or first 8+ hex
+        /// characters, see `latchkey invitations`) instead of as an owner; doors, actions,
+        /// time, uses and arguments may only narrow it (defaults: the held invitation's).
+        #[arg(long)]
+        from_grant: Option<String>,
         /// Action the guest may send; repeat for several (default unlock).
         #[arg(long = "action")]
         actions: Vec<String>,
@@ -150,10 +166,26 @@ enum Cmd {
         /// Also write the link as a QR code PNG here.
         #[arg(long)]
         qr: Option<PathBuf>,
+        /// Print the old self-contained latchkey://invite/ link (about 2,700 characters; no
+        /// node needed to fetch it) instead of a short one.
+        #[arg(long)]
+        long: bool,
         #[arg(long)]
         json: bool,
     },
-    /// Accept an invitation link (as a guest); then `latchkey open DEVICE`.
+    /// Revoke a grant and issue a fresh link with the same terms in one step (for a link that
+    /// reached the wrong phone: `latchkey grants` shows it redeemed by another phone).
+    Reissue {
+        /// Grant id or its first 8+ hex characters.
+        grant: String,
+        /// Also write the new link as a QR code PNG here.
+        #[arg(long)]
+        qr: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept an invitation link (as a guest), short LATCHKEY://I/… or long
+    /// latchkey://invite/…; redeems it for this profile's own key. Then `latchkey open DEVICE`.
     Accept { link: String },
     /// Invitations this profile holds as a guest.
     Invitations {
@@ -168,6 +200,43 @@ enum Cmd {
     },
     /// Revoke a grant (by id or its first 8+ hex characters); the device learns it from the nodes.
     Revoke { grant: String },
+    /// Stays from a booking calendar: list them (with links and status), or `sync`.
+    #[command(args_conflicts_with_subcommands = true)]
+    Stays {
+        #[command(subcommand)]
+        command: Option<StaysCmd>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StaysCmd {
+    /// Read an Airbnb/Booking.com/Vrbo calendar export and issue one invitation per stay for
+    /// these doors; again later: unchanged stays keep theirs, changed dates re-issue,
+    /// cancelled stays are revoked. Prints what changed.
+    Sync {
+        /// The doors each guest may open.
+        #[arg(required = true, num_args = 1..)]
+        devices: Vec<String>,
+        /// The calendar: an .ics file or its http(s):// export URL.
+        #[arg(long)]
+        ics: String,
+        /// Check-in time on the arrival day (HH:MM).
+        #[arg(long, default_value = "15:00")]
+        check_in: String,
+        /// Check-out time on the departure day (HH:MM).
+        #[arg(long, default_value = "11:00")]
+        check_out: String,
+        /// The property's time zone (IANA name; default the system's).
+        #[arg(long)]
+        tz: Option<String>,
+        /// Hand out self-contained latchkey://invite/ links instead of short ones.
+        #[arg(long)]
+        long: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -356,6 +425,11 @@ fn grant_json(g: &IssuedGrant) -> serde_json::Value {
         "schedule": g.grant.schedule().as_ref().map(schedule_json),
         "status": g.status.as_str(),
         "created_ms": g.created_ms,
+        "may_delegate": b.delegation_depth > 0,
+        "parent": g.parent.map(|p| p.to_string()),
+        "doors": g.doors.iter().map(|(id, name)| serde_json::json!({"id": id.to_string(), "name": name})).collect::<Vec<_>>(),
+        "redemption": redemption_json(&g.redemption),
+        "reissued_as": g.reissued_as.map(|id| id.to_string()),
     })
 }
 
@@ -397,6 +471,136 @@ fn weekly_schedule(
         .map_err(|e| anyhow::anyhow!("--weekly: {e}"))
 }
 
+fn redemption_json(r: &Redemption) -> serde_json::Value {
+    let (phone, at_ms, others) = match r {
+        Redemption::Redeemed {
+            phone,
+            at_ms,
+            other_phones,
+        } => (phone.map(|k| k.to_string()), *at_ms, *other_phones),
+        _ => (None, None, 0),
+    };
+    serde_json::json!({
+        "state": r.as_str(),
+        "phone": phone,
+        "at_ms": at_ms,
+        "other_phones": others,
+    })
+}
+
+/// "redeemed by phone lkpk1abc… at …; 1 other phone refused since", for the grants list.
+fn redemption_words(r: &Redemption) -> String {
+    match r {
+        Redemption::NotNeeded => "link key opens (issued before binding)".into(),
+        Redemption::NotRedeemed => "not redeemed".into(),
+        Redemption::Redeemed {
+            phone,
+            at_ms,
+            other_phones,
+        } => {
+            let mut words = "redeemed".to_owned();
+            if let Some(k) = phone {
+                words.push_str(&format!(" by phone {}…", k.short()));
+            }
+            if let Some(at) = at_ms {
+                words.push_str(&format!(" at {}", when::show(*at)));
+            }
+            if *other_phones > 0 {
+                words.push_str(&format!(
+                    "; REDEEMED BY ANOTHER PHONE? {other_phones} later try by a different phone refused: if your guest says it does not work, `latchkey reissue` it"
+                ));
+            }
+            words
+        }
+    }
+}
+
+/// Prints an invitation just issued: the link, its length and QR version, where it went.
+fn print_issued(issued: &IssuedInvitation, qr: Option<&PathBuf>) {
+    let g = &issued.grant;
+    let doors: Vec<&str> = g.doors.iter().map(|(_, n)| n.as_str()).collect();
+    println!(
+        "invitation for {} to {} ({}), {} to {}:",
+        g.guest_name,
+        doors.join(" + "),
+        g.grant.body.actions.join(", "),
+        when::show(g.grant.body.not_before_ms),
+        when::show(g.grant.body.not_after_ms)
+    );
+    let pinned = latchkey_owner::pinned_by(&g.grant);
+    if pinned.is_empty() {
+        println!("the guest may send these actions only without arguments");
+    } else {
+        let shown: Vec<String> = pinned.iter().map(|a| show_argument(a)).collect();
+        println!(
+            "the guest may send no arguments or exactly: {}",
+            shown.join(", ")
+        );
+    }
+    if let Some(schedule) = g.grant.schedule() {
+        println!("only: {}", schedule.describe());
+    }
+    println!("{}", issued.link.as_str());
+    if issued.nodes_stored > 0 {
+        println!(
+            "{} characters, QR version {}; the invitation is sealed on {} node(s)",
+            issued.link.len(),
+            issued.qr_version,
+            issued.nodes_stored
+        );
+    } else {
+        println!(
+            "{} characters, QR version {} (self-contained)",
+            issued.link.len(),
+            issued.qr_version
+        );
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        if let Ok(code) = latchkey_owner::invitation_qr_text(&issued.link) {
+            println!("{code}");
+        }
+    }
+    println!(
+        "The first phone that redeems this link is the only one it works for; send it privately. Revoke with: latchkey revoke {id}; if it reached the wrong phone: latchkey reissue {id}",
+        id = &g.id.to_string()[..16]
+    );
+    if let Some(path) = qr {
+        println!("QR code written to {}", path.display());
+    }
+}
+
+fn issued_json(issued: &IssuedInvitation) -> serde_json::Value {
+    let mut out = grant_json(&issued.grant);
+    out["link"] = serde_json::Value::from(issued.link.as_str());
+    out["link_len"] = serde_json::Value::from(issued.link.len());
+    out["qr_version"] = serde_json::Value::from(issued.qr_version);
+    out["nodes_stored"] = serde_json::Value::from(issued.nodes_stored);
+    out
+}
+
+fn write_qr(issued: &IssuedInvitation, qr: Option<&PathBuf>) -> anyhow::Result<()> {
+    if let Some(path) = qr {
+        let png = latchkey_owner::invitation_qr_png(&issued.link)?;
+        std::fs::write(path, png)
+            .with_context(|| format!("writing the QR code to {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn stay_links_json(links: &[latchkey_owner::StayLink]) -> serde_json::Value {
+    links
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "device": l.device.to_string(),
+                "device_name": l.device_name,
+                "grant": l.grant.to_string(),
+                "link": l.link.as_ref().map(|k| k.as_str().to_owned()),
+            })
+        })
+        .collect()
+}
+
 /// A device's fork alarm as JSON (`null` when none stands).
 fn alarm_json(profile: &Profile, device: &DeviceRecord) -> anyhow::Result<serde_json::Value> {
     let Some(alarm) = profile.fork_alarm(&device.id)? else {
@@ -432,6 +636,33 @@ fn warn_alarm(profile: &Profile, device: &DeviceRecord) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn print_revoked(report: &RevokeReport, query: &str) {
+    for r in std::iter::once(report).chain(&report.more) {
+        if r.already_revoked {
+            println!(
+                "grant {} was already revoked at {} (published again to {} node(s))",
+                &r.grant.to_string()[..16],
+                r.device.short(),
+                r.nodes_stored
+            );
+        } else {
+            println!(
+                "revoked grant {} at {} (made against op {}, stored on {} node(s))",
+                &r.grant.to_string()[..16],
+                r.device.short(),
+                r.seq,
+                r.nodes_stored
+            );
+        }
+        println!("{}", r.door.describe());
+        if let Some(why) = &r.nodes_error {
+            eprintln!(
+                "warning: the registry nodes did not store it ({why}); run `latchkey revoke {query}` again once they are reachable"
+            );
+        }
+    }
+}
+
 fn hex_arg(text: &str, option: &str) -> anyhow::Result<Vec<u8>> {
     hex::decode(text.trim())
         .with_context(|| format!("{option} \"{text}\" is not hex (two digits per byte)"))
@@ -443,6 +674,93 @@ fn show_argument(a: &[u8]) -> String {
         Ok(t) if !t.chars().any(char::is_control) => format!("'{t}'"),
         _ => format!("hex:{}", hex::encode(a)),
     }
+}
+
+/// The table of what a stays sync changed (or its JSON).
+fn print_stay_sync(report: &StaySyncReport, times: &StayTimes, json: bool) {
+    let show = |ms: u64| latchkey_owner::stays::show_in(ms, &times.tz_name);
+    if json {
+        let lines: Vec<_> = report
+            .lines
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "uid": l.uid,
+                    "summary": l.summary,
+                    "guest_name": l.guest_name,
+                    "check_in": l.check_in.to_string(),
+                    "check_out": l.check_out.to_string(),
+                    "from_ms": l.from_ms,
+                    "until_ms": l.until_ms,
+                    "change": l.change.as_str(),
+                    "links": stay_links_json(&l.links),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "source": report.source,
+                "stays": lines,
+                "node_writes": report.node_writes,
+                "elapsed_ms": report.elapsed_ms,
+            })
+        );
+        return;
+    }
+    println!(
+        "{:<16} {:<10} {:<10} {:<24} LINK",
+        "CHANGE", "CHECK-IN", "CHECK-OUT", "GUEST"
+    );
+    for l in &report.lines {
+        let link = l
+            .links
+            .iter()
+            .filter_map(|k| k.link.as_ref().map(|t| t.as_str().to_owned()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let guest = if l.change == StayChange::SkippedBlocked {
+            l.summary.clone()
+        } else {
+            l.guest_name.clone()
+        };
+        println!(
+            "{:<16} {:<10} {:<10} {:<24} {}",
+            l.change.as_str(),
+            l.check_in,
+            l.check_out,
+            guest,
+            if matches!(l.change, StayChange::Added | StayChange::Reissued) {
+                link
+            } else {
+                String::new()
+            }
+        );
+    }
+    let n = |c| report.count(c);
+    println!(
+        "{} added, {} unchanged, {} reissued, {} revoked, {} blocked periods skipped, {} past; \
+         {} node write(s) in {} ms",
+        n(StayChange::Added),
+        n(StayChange::Unchanged),
+        n(StayChange::Reissued),
+        n(StayChange::Revoked),
+        n(StayChange::SkippedBlocked),
+        n(StayChange::Past),
+        report.node_writes,
+        report.elapsed_ms
+    );
+    if let Some(first) = report.lines.iter().find(|l| l.from_ms > 0) {
+        println!(
+            "windows: check-in {} to check-out {} ({}); e.g. {} to {}",
+            times.check_in,
+            times.check_out,
+            times.tz_name,
+            show(first.from_ms),
+            show(first.until_ms)
+        );
+    }
+    println!("links are kept in the OS keychain; list them with `latchkey stays`");
 }
 
 fn reject_name(code: u16) -> String {
@@ -881,6 +1199,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Invite {
             device,
+            doors,
             name,
             from,
             until,
@@ -891,7 +1210,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             weekly,
             tz,
             qr,
+            long,
             json,
+            may_delegate,
+            from_grant,
         } => {
             // Checked before anything is looked up or signed: a typo changes nothing.
             let schedule = weekly_schedule(&weekly, tz.as_deref(), system_zone_name())?;
@@ -900,60 +1222,57 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for h in &args_hex {
                 arguments.push(hex_arg(h, "--args-hex")?);
             }
+            // Delegating: what is not given is the held invitation's own.
+            let held = match &from_grant {
+                Some(q) => Some(profile.held_invitation(q)?),
+                None => None,
+            };
+            let from_ms = match (&from, &held) {
+                (Some(t), _) => when::parse(t, now).context("--from")?,
+                (None, Some(h)) => h.not_before_ms.max(now),
+                (None, None) => now,
+            };
+            let until_ms = match (&until, &held) {
+                (Some(t), _) => when::parse(t, now).context("--until")?,
+                (None, Some(h)) => h.not_after_ms,
+                (None, None) => anyhow::bail!("give --until: when the invitation ends"),
+            };
             let request = InviteRequest {
                 guest_name: name,
-                from_ms: when::parse(&from, now).context("--from")?,
-                until_ms: when::parse(&until, now).context("--until")?,
-                actions: if actions.is_empty() {
-                    vec!["unlock".to_owned()]
-                } else {
-                    actions
+                from_ms,
+                until_ms,
+                actions: match (actions.is_empty(), &held) {
+                    (false, _) => actions,
+                    (true, Some(_)) => Vec::new(),
+                    (true, None) => vec!["unlock".to_owned()],
                 },
                 use_limit: uses,
                 arguments,
                 schedule,
+                long_link: long,
+                may_delegate,
+                from_grant,
             };
-            let issued = profile.invite(&device, &request).await?;
-            if let Some(path) = &qr {
-                let png = latchkey_owner::invitation_qr_png(&issued.link)?;
-                std::fs::write(path, png)
-                    .with_context(|| format!("writing the QR code to {}", path.display()))?;
-            }
+            let mut queries = vec![device.as_str()];
+            queries.extend(doors.iter().map(String::as_str));
+            let issued = profile.invite_doors(&queries, &request).await?;
+            write_qr(&issued, qr.as_ref())?;
             if json {
-                let mut out = grant_json(&issued.grant);
-                out["link"] = serde_json::Value::from(issued.link.as_str());
+                println!("{}", issued_json(&issued));
+            } else {
+                print_issued(&issued, qr.as_ref());
+            }
+        }
+        Cmd::Reissue { grant, qr, json } => {
+            let report = profile.reissue(&grant).await?;
+            write_qr(&report.issued, qr.as_ref())?;
+            if json {
+                let mut out = issued_json(&report.issued);
+                out["revoked"] = serde_json::Value::from(report.revoked.grant.to_string());
                 println!("{out}");
             } else {
-                let g = &issued.grant;
-                println!(
-                    "invitation for {} to {} ({}), {} to {}:",
-                    g.guest_name,
-                    g.device_name,
-                    g.grant.body.actions.join(", "),
-                    when::show(g.grant.body.not_before_ms),
-                    when::show(g.grant.body.not_after_ms)
-                );
-                let pinned = latchkey_owner::pinned_by(&g.grant);
-                if pinned.is_empty() {
-                    println!("the guest may send these actions only without arguments");
-                } else {
-                    let shown: Vec<String> = pinned.iter().map(|a| show_argument(a)).collect();
-                    println!(
-                        "the guest may send no arguments or exactly: {}",
-                        shown.join(", ")
-                    );
-                }
-                if let Some(schedule) = g.grant.schedule() {
-                    println!("only: {}", schedule.describe());
-                }
-                println!("{}", issued.link.as_str());
-                println!(
-                    "Anyone with this link can use it until it ends; send it privately. Revoke with: latchkey revoke {}",
-                    &g.id.to_string()[..16]
-                );
-                if let Some(path) = &qr {
-                    println!("QR code written to {}", path.display());
-                }
+                print_revoked(&report.revoked, &grant);
+                print_issued(&report.issued, qr.as_ref());
             }
         }
         Cmd::Accept { link } => {
@@ -981,15 +1300,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for schedule in &held.schedules {
                 println!("only: {}", schedule.describe());
             }
+            if held.binds {
+                for d in &held.doors {
+                    if d.redeemed {
+                        println!("{}: redeemed for this profile's own key", d.name);
+                    } else {
+                        println!(
+                            "{}: not reached now; redeemed automatically at the first open",
+                            d.name
+                        );
+                    }
+                }
+            }
             println!("open it with: latchkey open {}", held.device.short());
         }
         Cmd::Invitations { json } => {
             let held = profile.invitations()?;
+            // Invitations this profile issued from one it holds, shown under it.
+            let delegated: Vec<IssuedGrant> = profile
+                .grants(None)?
+                .into_iter()
+                .filter(|g| g.parent.is_some())
+                .collect();
+            let under = |id: latchkey_proto::grant::GrantId| {
+                delegated
+                    .iter()
+                    .filter(move |g| g.parent == Some(id))
+                    .collect::<Vec<_>>()
+            };
             if json {
                 let list: Vec<_> = held
                     .iter()
                     .map(|h| {
                         serde_json::json!({
+                            "may_delegate": h.may_delegate,
+                            "delegated": under(h.id).into_iter().map(grant_json).collect::<Vec<_>>(),
                             "id": h.id.to_string(),
                             "device": h.device.to_string(),
                             "device_name": h.device_name,
@@ -1000,6 +1345,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             "arguments_hex": h.arguments.iter().map(hex::encode).collect::<Vec<_>>(),
                             "schedules": h.schedules.iter().map(schedule_json).collect::<Vec<_>>(),
                             "status": h.status.as_str(),
+                            "binds": h.binds,
+                            "doors": h.doors.iter().map(|d| serde_json::json!({
+                                "id": d.device.to_string(),
+                                "name": d.name,
+                                "redeemed": d.redeemed,
+                            })).collect::<Vec<_>>(),
                         })
                     })
                     .collect();
@@ -1008,19 +1359,49 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("no invitations; accept one with `latchkey accept LINK`");
             } else {
                 for h in held {
+                    let binding = if !h.binds {
+                        "link key".to_owned()
+                    } else if h.doors.iter().all(|d| d.redeemed) {
+                        "redeemed".to_owned()
+                    } else {
+                        let pending: Vec<&str> = h
+                            .doors
+                            .iter()
+                            .filter(|d| !d.redeemed)
+                            .map(|d| d.name.as_str())
+                            .collect();
+                        format!("to redeem at first open: {}", pending.join(", "))
+                    };
                     println!(
-                        "{}  {:<20} {:<8} {} to {}  {}{}",
+                        "{}  {}  {:<20} {:<8} {} to {}  {}  {binding}{}{}",
+                        &h.id.to_string()[..16],
                         h.device.short(),
                         h.device_name,
                         h.status.as_str(),
                         when::show(h.not_before_ms),
                         when::show(h.not_after_ms),
                         h.actions.join(","),
+                        if h.may_delegate {
+                            "  (may delegate)"
+                        } else {
+                            ""
+                        },
                         h.schedules
                             .iter()
                             .map(|s| format!("  only {}", s.describe()))
                             .collect::<String>()
                     );
+                    for g in under(h.id) {
+                        println!(
+                            "    └ {}  {:<16} {:<8} {} to {}  {}",
+                            &g.id.to_string()[..16],
+                            g.guest_name,
+                            g.status.as_str(),
+                            when::show(g.grant.body.not_before_ms),
+                            when::show(g.grant.body.not_after_ms),
+                            g.grant.body.actions.join(",")
+                        );
+                    }
                 }
             }
         }
@@ -1028,6 +1409,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(d) = &device {
                 let record = profile.find_device(d)?;
                 profile.refresh_device(record).await?;
+            }
+            // Redemptions are read from the doors' audit logs; a door not reached leaves what
+            // was read before.
+            for unread in profile.check_redemptions(device.as_deref()).await? {
+                eprintln!("warning: could not read the audit log of {unread}");
             }
             let grants = profile.grants(device.as_deref())?;
             if json {
@@ -1046,11 +1432,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .schedule()
                         .map(|s| format!("  only {}", s.describe()))
                         .unwrap_or_default();
+                    let doors: Vec<&str> = g.doors.iter().map(|(_, n)| n.as_str()).collect();
                     println!(
-                        "{}  {:<16} {:<20} {:<8} {} to {}  {}{}{only}",
+                        "{}  {:<16} {:<20} {:<8} {} to {}  {}{}  {}{}{only}",
                         &g.id.to_string()[..16],
                         g.guest_name,
-                        g.device_name,
+                        doors.join("+"),
                         g.status.as_str(),
                         when::show(g.grant.body.not_before_ms),
                         when::show(g.grant.body.not_after_ms),
@@ -1059,34 +1446,97 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             String::new()
                         } else {
                             format!("  args {}", pinned.join(" "))
-                        }
+                        },
+                        redemption_words(&g.redemption),
+                        g.reissued_as
+                            .map(|id| format!("  (reissued as {})", &id.to_string()[..16]))
+                            .unwrap_or_default()
                     );
                 }
             }
         }
         Cmd::Revoke { grant } => {
             let report = profile.revoke(&grant).await?;
-            if report.already_revoked {
-                println!(
-                    "grant {} was already revoked (published again to {} node(s))",
-                    &report.grant.to_string()[..16],
-                    report.nodes_stored
-                );
-            } else {
-                println!(
-                    "revoked grant {} (made against op {}, stored on {} node(s))",
-                    &report.grant.to_string()[..16],
-                    report.seq,
-                    report.nodes_stored
-                );
-            }
-            println!("{}", report.door.describe());
-            if let Some(why) = &report.nodes_error {
-                eprintln!(
-                    "warning: the registry nodes did not store it ({why}); run `latchkey revoke {grant}` again once they are reachable"
-                );
-            }
+            print_revoked(&report, &grant);
         }
+        Cmd::Stays { command, json } => match command {
+            Some(StaysCmd::Sync {
+                devices,
+                ics,
+                check_in,
+                check_out,
+                tz,
+                long,
+                json,
+            }) => {
+                let mut times = StayTimes::parse(&check_in, &check_out, tz.as_deref())?;
+                times.long_links = long;
+                let doors: Vec<&str> = devices.iter().map(String::as_str).collect();
+                let report = profile.sync_stays(&doors, &ics, &times).await?;
+                print_stay_sync(&report, &times, json);
+            }
+            None => {
+                let stays = profile.stays()?;
+                if json {
+                    let list: Vec<_> = stays
+                        .iter()
+                        .map(|s| {
+                            let (status, at) = match s.status {
+                                StayStatus::Opened { at_ms } | StayStatus::Sent { at_ms } => {
+                                    (s.status.as_str(), Some(at_ms))
+                                }
+                                StayStatus::Redeemed { at_ms } => (s.status.as_str(), at_ms),
+                                _ => (s.status.as_str(), None),
+                            };
+                            serde_json::json!({
+                                "source": s.source,
+                                "uid": s.uid,
+                                "summary": s.summary,
+                                "guest_name": s.guest_name,
+                                "check_in": s.check_in.to_string(),
+                                "check_out": s.check_out.to_string(),
+                                "from_ms": s.from_ms,
+                                "until_ms": s.until_ms,
+                                "tz": s.tz,
+                                "phase": s.phase.as_str(),
+                                "status": status,
+                                "status_at_ms": at,
+                                "links": stay_links_json(&s.links),
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::json!({ "stays": list }));
+                } else if stays.is_empty() {
+                    println!("no stays; import a calendar with `latchkey stays sync DEVICE --ics FILE|URL`");
+                } else {
+                    for s in &stays {
+                        let status = match s.status {
+                            StayStatus::Opened { at_ms } => {
+                                format!("opened at {}", when::show(at_ms))
+                            }
+                            StayStatus::Sent { at_ms } => format!("sent at {}", when::show(at_ms)),
+                            StayStatus::Redeemed { at_ms: Some(at_ms) } => {
+                                format!("redeemed at {}", when::show(at_ms))
+                            }
+                            other => other.as_str().to_owned(),
+                        };
+                        println!(
+                            "{} to {}  {:<8} {:<28} {}",
+                            s.check_in,
+                            s.check_out,
+                            s.phase.as_str(),
+                            s.guest_name,
+                            status
+                        );
+                        for l in &s.links {
+                            if let Some(link) = &l.link {
+                                println!("    {}: {}", l.device_name, link.as_str());
+                            }
+                        }
+                    }
+                }
+            }
+        },
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -137,7 +137,10 @@ impl Agent {
             Ok(Err(answer)) => return Handled::Answered(answer),
             Err(r) => return Handled::Refused(r),
         };
-        let result = if auth.is_audit() {
+        let result = if auth.redeemed().is_some() {
+            // Bound with the nonce in `authorize`; a redemption runs no actuator.
+            Ok(Vec::new())
+        } else if auth.is_audit() {
             let p = self.pipeline.clone();
             let args = auth.args().to_vec();
             blocking(move || p.audit_page(&args))

@@ -25,7 +25,7 @@
 //! challenge, nonce, use limits), then runs the action and hands its result to
 //! [`Pipeline::complete`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
@@ -190,6 +190,8 @@ impl Fresh {
 pub struct Authorized {
     fresh: Fresh,
     owner: bool,
+    /// A redemption, already stored with the nonce: the grant and the key it is bound to.
+    redeemed: Option<(GrantId, PublicKey)>,
 }
 
 impl Authorized {
@@ -211,6 +213,11 @@ impl Authorized {
     /// The built-in `audit` action (answered by [`Pipeline::audit_page`]).
     pub fn is_audit(&self) -> bool {
         self.fresh.command.action == AUDIT_ACTION
+    }
+    /// A redemption of a bind-on-first-use grant: the binding is already on disk and there is
+    /// no action to run; [`Pipeline::complete`] it with `Ok(vec![])`.
+    pub fn redeemed(&self) -> Option<(GrantId, PublicKey)> {
+        self.redeemed
     }
 }
 
@@ -236,6 +243,9 @@ pub struct Pipeline<C, R> {
     tally: Mutex<RefusalTally>,
     /// The ownership era of `view`, which every audit entry names.
     era: RwLock<EraInfo>,
+    /// Bind-on-first-use grants redeemed here (grant → phone key), as in the store: read by
+    /// authority in memory, written after the store committed.
+    bindings: RwLock<HashMap<GrantId, PublicKey>>,
 }
 
 impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
@@ -253,6 +263,11 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         });
         let keys = keys.into().without_setup();
         let era = EraInfo::of(&view.chain);
+        let bindings = store.bindings().unwrap_or_else(|e| {
+            // Unreadable bindings make every bound phone NotRedeemed until fixed: safe, and said.
+            tracing::error!(error = %e, "reading the invitation bindings failed; bound phones are refused");
+            Vec::new()
+        });
         let pipeline = Pipeline {
             device: keys.device_id(),
             keys,
@@ -267,6 +282,7 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             mark: AtomicU64::new(mark),
             tally: Mutex::new(RefusalTally::default()),
             era: RwLock::new(era),
+            bindings: RwLock::new(bindings.into_iter().collect()),
         };
         pipeline.start_era_if_new();
         pipeline
@@ -553,8 +569,15 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
                     ),
                 )),
                 effective => {
-                    command::authorize(&fresh.command, view.chain.state(), effective.unwrap_or(0))
-                        .map_err(|e| (RejectCode::for_error(&e), e.to_string()))
+                    let bindings = self.bindings.read().unwrap_or_else(|p| p.into_inner());
+                    let lookup = |id: &GrantId| bindings.get(id).copied();
+                    command::authorize_bound(
+                        &fresh.command,
+                        view.chain.state(),
+                        effective.unwrap_or(0),
+                        &lookup,
+                    )
+                    .map_err(|e| (RejectCode::for_error(&e), e.to_string()))
                 }
             }
         };
@@ -566,8 +589,14 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         if let Some(reason) = self.staleness(owner) {
             return Err(self.reject(&fresh, Stage::Authority, RejectCode::StaleView, reason));
         }
+        let redeemed = match auth {
+            Authorization::Redeem { grant, key } => Some((grant, key)),
+            _ => None,
+        };
         let action = fresh.command.action.as_str();
-        if action == AUDIT_ACTION {
+        if redeemed.is_some() {
+            // The reserved action: nothing to configure, nothing to run.
+        } else if action == AUDIT_ACTION {
             if !owner {
                 return Err(self.reject(
                     &fresh,
@@ -591,8 +620,18 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             Authorization::Guest(approval) => approval.use_limits.as_slice(),
             _ => &[],
         };
-        self.accept(&fresh, &clock, owner, limits)?;
-        Ok(Authorized { fresh, owner })
+        self.accept(&fresh, &clock, owner, limits, redeemed)?;
+        if let Some((grant, key)) = redeemed {
+            self.bindings
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(grant, key);
+        }
+        Ok(Authorized {
+            fresh,
+            owner,
+            redeemed,
+        })
     }
 
     /// Step action: records the outcome and seals the signed response.
@@ -600,7 +639,14 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         match result {
             Ok(mut output) => {
                 output.truncate(MAX_RESPONSE_BODY);
-                let detail = format!("ran; {} bytes of output", output.len());
+                let detail = match auth.redeemed {
+                    // The owner's "redeemed by phone …": the grant (its id's first 16 hex
+                    // digits) and the whole phone key, within the entry's 120-byte detail.
+                    Some((grant, key)) => {
+                        format!("bound grant {} to {key}", &grant.to_string()[..16])
+                    }
+                    None => format!("ran; {} bytes of output", output.len()),
+                };
                 self.answer(
                     &auth.fresh,
                     Stage::Action,
@@ -707,6 +753,7 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         clock: &WallClock,
         owner: bool,
         limits: &[(GrantId, u32)],
+        redeemed: Option<(GrantId, PublicKey)>,
     ) -> Result<(), Answer> {
         self.prune_nonces(clock);
         let command = &fresh.command;
@@ -727,11 +774,13 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             identity: &self.keys.identity,
         });
         let wrote_running = running.is_some();
-        let accepted = self.store.accept(
+        let binding = redeemed.map(|(grant, key)| (grant, key, clock.effective().unwrap_or(0)));
+        let accepted = self.store.accept_binding(
             &command.nonce,
             command.timestamp_ms,
             clock.trusted_now(),
             limits,
+            binding,
             running,
         );
         match accepted {
@@ -756,6 +805,12 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
                 Stage::Nonce,
                 RejectCode::Replayed,
                 ProtoError::Replayed.to_string(),
+            )),
+            Ok(Accepted::AlreadyBound) => Err(self.reject(
+                fresh,
+                Stage::Authority,
+                RejectCode::AlreadyRedeemed,
+                ProtoError::AlreadyRedeemed.to_string(),
             )),
             Ok(Accepted::LimitReached(spent)) => Err(self.reject(
                 fresh,
@@ -938,11 +993,18 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         if state.is_owner(&command.sender) {
             return true;
         }
-        command
-            .grants
-            .last()
-            .is_some_and(|g| g.body.subject == command.sender)
-            && latchkey_proto::grant::verify_chain_structure(&command.grants, state).is_ok()
+        // The leaf's subject, or for a redeemed bind-on-first-use leaf the phone bound to it.
+        let holder = command.grants.last().is_some_and(|g| {
+            g.body.subject == command.sender
+                || (g.body.binds_on_first_use()
+                    && self
+                        .bindings
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&g.id())
+                        == Some(&command.sender))
+        });
+        holder && latchkey_proto::grant::verify_chain_structure(&command.grants, state).is_ok()
     }
 
     fn tally(&self) -> std::sync::MutexGuard<'_, RefusalTally> {

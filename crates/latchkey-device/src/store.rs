@@ -1,5 +1,6 @@
 //! `state.db`: the device's durable state in SQLite (WAL, `synchronous=FULL`): the verified
-//! ownership chain, the strike register, use counts per grant, the audit log, relay cursors.
+//! ownership chain, the strike register, use counts per grant, bindings of redeemed
+//! invitations, the audit log, relay cursors.
 //!
 //! **Invariant: a nonce is durable before its command's action runs** (it is committed by
 //! [`Store::record_nonce`], which the pipeline calls after authority and before the action), so
@@ -25,6 +26,7 @@ use latchkey_proto::chain::{Chain, Op};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::NONCE_LEN;
 use latchkey_proto::grant::GrantId;
+use latchkey_proto::keys::PublicKey;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::{Error, Result};
@@ -43,6 +45,9 @@ CREATE TABLE IF NOT EXISTS relay_cursors (node TEXT PRIMARY KEY, after INTEGER N
 CREATE TABLE IF NOT EXISTS relay_seen (hash BLOB PRIMARY KEY, at_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS relay_seen_at ON relay_seen (at_ms);
 CREATE TABLE IF NOT EXISTS clock (key TEXT PRIMARY KEY, ms INTEGER NOT NULL);
+-- Bind-on-first-use grants redeemed here: the phone key each is bound to (docs/PROTOCOL.md §10).
+CREATE TABLE IF NOT EXISTS bindings (
+    grant_id BLOB PRIMARY KEY, key BLOB NOT NULL, bound_ms INTEGER NOT NULL);
 ";
 
 /// The SQLite state; one connection behind a mutex (every statement is short).
@@ -199,7 +204,9 @@ impl Store {
         match self.accept(nonce, ts_ms, trusted_now, &[], None)? {
             Accepted::Recorded { mark } => Ok(Strike::Recorded { mark }),
             Accepted::Refused(strike) => Ok(strike),
-            Accepted::LimitReached(_) => unreachable!("no use limit was given"),
+            Accepted::LimitReached(_) | Accepted::AlreadyBound => {
+                unreachable!("no use limit or binding was given")
+            }
         }
     }
 
@@ -213,6 +220,23 @@ impl Store {
         ts_ms: u64,
         trusted_now: Option<u64>,
         limits: &[(GrantId, u32)],
+        running: Option<RunningEntry<'_>>,
+    ) -> Result<Accepted> {
+        self.accept_binding(nonce, ts_ms, trusted_now, limits, None, running)
+    }
+
+    /// [`Store::accept`] for a redemption: in the same transaction, binds `binding.0` (a
+    /// bind-on-first-use grant) to the key `binding.1` at `bound_ms`, unless it is already
+    /// bound — to the same key (a repeat: nothing changes) or to another
+    /// ([`Accepted::AlreadyBound`], and nothing is written, the nonce included). The check is
+    /// inside the transaction, so two phones redeeming at once cannot both win.
+    pub fn accept_binding(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        ts_ms: u64,
+        trusted_now: Option<u64>,
+        limits: &[(GrantId, u32)],
+        binding: Option<(GrantId, PublicKey, u64)>,
         running: Option<RunningEntry<'_>>,
     ) -> Result<Accepted> {
         let mut conn = self.conn();
@@ -238,6 +262,20 @@ impl Store {
         }
         if let Err(spent) = take_uses_in(&tx, limits)? {
             return Ok(Accepted::LimitReached(spent));
+        }
+        if let Some((grant, key, bound_ms)) = binding {
+            tx.execute(
+                "INSERT OR IGNORE INTO bindings (grant_id, key, bound_ms) VALUES (?1, ?2, ?3)",
+                params![&grant.0[..], key.as_bytes(), clamp(bound_ms)],
+            )?;
+            let stored: Vec<u8> = tx.query_row(
+                "SELECT key FROM bindings WHERE grant_id = ?1",
+                [&grant.0[..]],
+                |r| r.get(0),
+            )?;
+            if stored != key.as_bytes() {
+                return Ok(Accepted::AlreadyBound);
+            }
         }
         if let Some(entry) = running {
             crate::audit_log::append_in(
@@ -312,6 +350,29 @@ impl Store {
             tx.commit()?;
         }
         Ok(taken)
+    }
+
+    /// Every stored binding: grant id and the phone key it is bound to.
+    pub fn bindings(&self) -> Result<Vec<(GrantId, PublicKey)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT grant_id, key FROM bindings")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (grant, key) = row?;
+            let (Ok(grant), Ok(key)) = (<[u8; 32]>::try_from(grant), <[u8; 32]>::try_from(key))
+            else {
+                return Err(Error::Internal(
+                    "a row of the bindings table is not a 32-byte grant id and key; the database was altered".into(),
+                ));
+            };
+            let key = PublicKey::from_bytes(key)
+                .map_err(|e| Error::Internal(format!("a binding's key in the database: {e}")))?;
+            out.push((GrantId(grant), key));
+        }
+        Ok(out)
     }
 
     pub fn uses(&self, grant: &GrantId) -> Result<u32> {
@@ -403,6 +464,8 @@ pub enum Accepted {
     Refused(Strike),
     /// A use limit is spent; nothing was written, the nonce included.
     LimitReached(LimitReached),
+    /// The grant being redeemed is bound to another key; nothing was written.
+    AlreadyBound,
 }
 
 /// The "about to run" entry [`Store::accept`] writes with the nonce.

@@ -15,6 +15,9 @@
 //!    ownership refresh from a quorum of nodes) and send-to-verified-answer, against a raw
 //!    seal → POST → open of the same command with no owner core around it.
 //! 3. Revoke: `Profile::revoke`, publishing and handing the op to the device on the LAN.
+//! 4. Short links: `Profile::invite` (sign, seal, publish to every node), the link's length
+//!    and QR version, and a fresh guest's `Profile::accept` (fetch + decrypt + verify against a
+//!    quorum + make its key + redeem at the door), against the fetch and decrypt alone.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -37,6 +40,7 @@ const CLAIMS: usize = 20;
 const OPENS: usize = 200;
 const RELAYED: usize = 50;
 const REVOKES: usize = 20;
+const LINKS: usize = 20;
 
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -207,8 +211,10 @@ async fn main() {
                     until_ms: profile.now_ms() + 3_600_000,
                     actions: vec!["unlock".into()],
                     arguments: vec![],
+                    may_delegate: false,
+                    from_grant: None,
                     use_limit: None,
-                    schedule: None,
+                    ..Default::default()
                 },
             )
             .await
@@ -223,6 +229,69 @@ async fn main() {
     summary(
         &format!("revoke: whole `Profile::revoke` (publish to 5, hand to the door; it knew {knew} of {REVOKES} times)"),
         revokes,
+    );
+
+    // Short links: issued, then accepted (and redeemed) by a fresh guest profile each.
+    let (mut issues, mut accepts, mut fetches) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut lengths, mut versions) = (Vec::new(), Vec::new());
+    for i in 0..LINKS {
+        let request = latchkey_owner::InviteRequest {
+            guest_name: format!("Link guest {i}"),
+            from_ms: profile.now_ms(),
+            until_ms: profile.now_ms() + 3_600_000,
+            actions: vec!["unlock".into()],
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let issued = profile.invite(&query, &request).await.unwrap();
+        issues.push(started.elapsed());
+        lengths.push(issued.link.len());
+        versions.push(issued.qr_version);
+        let link = latchkey_proto::shortlink::ShortLink::parse(&issued.link).unwrap();
+        let started = Instant::now();
+        let blob = http
+            .get(format!(
+                "{}/v1/invites/{}",
+                link.nodes[0],
+                hex::encode(link.blob_id())
+            ))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        latchkey_proto::shortlink::SealedInvitation::open(&link, &blob).unwrap();
+        fetches.push(started.elapsed());
+        let guest = Profile::at(
+            &tmp.path().join(format!("link-guest-{i}")),
+            Arc::new(MemorySeeds::default()),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        let started = Instant::now();
+        let held = guest.accept(&issued.link).await.unwrap();
+        accepts.push(started.elapsed());
+        assert!(held.doors.iter().all(|d| d.redeemed));
+    }
+    println!(
+        "short link: {}-{} characters, QR version {}-{} (level M)",
+        lengths.iter().min().unwrap(),
+        lengths.iter().max().unwrap(),
+        versions.iter().min().unwrap(),
+        versions.iter().max().unwrap()
+    );
+    summary(
+        "invite: whole `Profile::invite` (sign, seal, publish to 5 nodes)",
+        issues,
+    );
+    summary(
+        "accept: whole `Profile::accept` (fetch + decrypt + quorum check + redeem at the door)",
+        accepts,
+    );
+    summary(
+        "accept part: GET the sealed invitation + decrypt + check",
+        fetches,
     );
 
     // Through the mailboxes: forget the device's address.

@@ -67,6 +67,12 @@ pub enum Error {
     AmbiguousGrant(String),
     #[error("grant {grant} no longer applies (the device was transferred or reset since), so there is nothing to revoke")]
     GrantVoid { grant: String },
+    #[error("this invitation was already redeemed by another phone; ask your host for a new link")]
+    AlreadyRedeemed,
+    #[error("no registry node stored the invitation ({why}); check the nodes with `latchkey nodes list`, or hand out a self-contained link with `--long`")]
+    InviteNotPublished { why: String },
+    #[error("this invitation could not be fetched: no node holds it or what they served does not open ({tried}); it may have ended, or the nodes are unreachable. Retry later or ask your host for a new link")]
+    InvitationNotFound { tried: String },
     #[error("invalid owner change: {0}")]
     BadOwners(String),
     #[error("no proposal matches \"{0}\"; list them with `latchkey owners proposals`")]
@@ -85,6 +91,14 @@ pub enum Error {
     BadSetting(String),
     #[error("protocol error: {0}")]
     Protocol(latchkey_proto::Error),
+    #[error("the calendar is not valid at line {line}: {why}; nothing was changed. Export it again from the booking site, or fix that line")]
+    BadCalendar { line: usize, why: String },
+    #[error("cannot read the calendar {place}: {why}; check the path or URL (the booking site's export link) and retry")]
+    CalendarSource { place: String, why: String },
+    #[error("cannot sync stays: {0}")]
+    BadStay(String),
+    #[error("cannot delegate: {0}")]
+    BadDelegation(String),
 }
 
 impl Error {
@@ -122,6 +136,9 @@ impl Error {
             Error::UnknownGrant(_) => "unknown_grant",
             Error::AmbiguousGrant(_) => "ambiguous_grant",
             Error::GrantVoid { .. } => "grant_void",
+            Error::AlreadyRedeemed => "already_redeemed",
+            Error::InviteNotPublished { .. } => "invite_not_published",
+            Error::InvitationNotFound { .. } => "invitation_not_found",
             Error::BadOwners(_) => "bad_owners",
             Error::UnknownProposal(_) => "unknown_proposal",
             Error::ProposalStale { .. } => "proposal_stale",
@@ -130,6 +147,10 @@ impl Error {
             Error::BackupMismatch { .. } => "backup_mismatch",
             Error::BadSetting(_) => "bad_setting",
             Error::Protocol(_) => "protocol",
+            Error::BadCalendar { .. } => "bad_calendar",
+            Error::CalendarSource { .. } => "calendar_source",
+            Error::BadStay(_) => "bad_stay",
+            Error::BadDelegation(_) => "bad_delegation",
         }
     }
 

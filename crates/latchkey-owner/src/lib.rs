@@ -18,12 +18,14 @@ pub mod error;
 pub mod fork;
 pub mod invite;
 pub mod keychain;
+pub mod link;
 mod mailbox;
 pub mod open;
 pub mod owners;
 pub mod profile;
 pub mod qr;
 pub mod refusal;
+pub mod stays;
 pub mod store;
 
 pub use audit::AuditReport;
@@ -33,10 +35,14 @@ pub use door::DoorSync;
 pub use error::{Error, Result};
 pub use fork::{ForkAlarm, ForkKind, ForkWords};
 pub use invite::{
-    invitation_qr_png, pinned_by, GrantStatus, HeldInvitation, InviteRequest, IssuedGrant,
-    IssuedInvitation, RevokeReport,
+    invitation_qr_png, invitation_qr_text, pinned_by, GrantStatus, HeldDoor, HeldInvitation,
+    InviteRequest, IssuedGrant, IssuedInvitation, ReissueReport, RevokeReport,
 };
+pub use link::{qr_version, Redemption};
 pub use open::{OpenReport, Route};
 pub use owners::{MyPart, OwnerChange, OwnersView, Proposal, ProposalReport};
 pub use profile::{Clock, Profile, SystemClock};
 pub use refusal::{explain, Refusal};
+pub use stays::{
+    StayChange, StayLink, StayPhase, StayStatus, StaySyncLine, StaySyncReport, StayTimes, StayView,
+};

@@ -150,7 +150,20 @@ impl Profile {
         let (key, grants) = match self.identity() {
             Ok(me) if device.chain.state().is_owner(&me.public_key()) => (me, Vec::new()),
             identity => match self.guest_credentials(&device)? {
-                Some((grants, key)) => (key, grants),
+                Some(guest) => {
+                    // A bind-on-first-use invitation not yet redeemed at this door (it was
+                    // not reachable when the link was accepted) is redeemed first, with the
+                    // link's key, so this and every later command signs with our own key.
+                    if let Some(link_key) = &guest.link_key {
+                        if let Some(mut refused) = self.redeem_at(&device, &guest, link_key).await?
+                        {
+                            // Shown as the refusal of what was asked: the words say why.
+                            refused.action = action.to_owned();
+                            return Ok(refused);
+                        }
+                    }
+                    (guest.key, guest.grants)
+                }
                 None => {
                     return Err(match identity {
                         Ok(_) => Error::NotOwner {
@@ -164,17 +177,36 @@ impl Profile {
                 }
             },
         };
+        let nodes = self.nodes()?;
+        self.send_as(device, &key, &grants, action, args, &nodes)
+            .await
+    }
+
+    /// Sends `action` signed by `key` with `grants` (none for an owner), relaying through
+    /// `nodes` when no LAN address answers; answers a challenge with a fresh command.
+    pub(crate) async fn send_as(
+        &self,
+        device: DeviceRecord,
+        key: &SigningKey,
+        grants: &[Grant],
+        action: &str,
+        args: &[u8],
+        nodes: &[String],
+    ) -> Result<OpenReport> {
         let mut challenge = None;
         for _ in 0..=MAX_CHALLENGES {
             let sent = self
-                .send_once(&Request {
-                    device: &device,
-                    key: &key,
-                    grants: &grants,
-                    action,
-                    args,
-                    challenge,
-                })
+                .send_once(
+                    &Request {
+                        device: &device,
+                        key,
+                        grants,
+                        action,
+                        args,
+                        challenge,
+                    },
+                    nodes,
+                )
                 .await?;
             // A challenge is answered with a new command by necessity: the challenge is part
             // of what is signed. The first one did not run (the device ran nothing without it).
@@ -218,7 +250,7 @@ impl Profile {
     /// left (a reply lost on the way back) is remembered: the device's strike register refuses
     /// any later copy as a replay, so the action runs at most once, and a `Replayed` answer to
     /// our own copy means the first one got through (see [`OpenReport::outcome_unknown`]).
-    async fn send_once(&self, request: &Request<'_>) -> Result<Sent> {
+    async fn send_once(&self, request: &Request<'_>, nodes: &[String]) -> Result<Sent> {
         let (device, key) = (request.device, request.key);
         let state = device.chain.state();
         let bad = |why: String| Error::BadAnswer {
@@ -295,7 +327,6 @@ impl Profile {
             }
         }
         // Through the nodes' mailboxes.
-        let nodes = self.nodes()?;
         if nodes.is_empty() {
             return Err(match unverified {
                 Some(why) => bad(why),
@@ -304,7 +335,7 @@ impl Profile {
         }
         let posted = mailbox::post_all(
             &self.http,
-            &nodes,
+            nodes,
             &hex::encode(device.id.0),
             &envelope,
             RELAYED_COMMAND_TTL_SECS,

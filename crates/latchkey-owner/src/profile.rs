@@ -162,7 +162,11 @@ impl Profile {
     /// A quorum client over the configured nodes: ask [`Self::nodes_to_ask`] of them, need a
     /// majority of those; publish to all, need a majority to store.
     pub fn quorum(&self) -> Result<QuorumClient> {
-        let nodes = self.nodes()?;
+        self.quorum_over(self.nodes()?)
+    }
+
+    /// A quorum client over `nodes` (e.g. a guest's invitation's, before they are kept).
+    pub(crate) fn quorum_over(&self, nodes: Vec<String>) -> Result<QuorumClient> {
         if nodes.is_empty() {
             return Err(Error::NoNodes);
         }

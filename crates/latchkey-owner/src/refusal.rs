@@ -126,6 +126,14 @@ pub fn explain(code: u16, reason: &str) -> Refusal {
             said("Your invitation does not allow opening at this time of the week."),
             "Try again during the hours your invitation shows; the door's reason says when it opens next.",
         ),
+        NotRedeemed => (
+            said("This phone has not redeemed the invitation at this door yet, so the door does not know it."),
+            "Accept the link again (`latchkey accept LINK` or the app's Invitations): it redeems the invitation for this phone.",
+        ),
+        AlreadyRedeemed => (
+            said("This invitation was already redeemed by another phone, so it no longer works from this one."),
+            "Ask your host for a new link; they can revoke this one and send a fresh one in one step.",
+        ),
         // A code added to the protocol after this wording: still plain, with the door's reason.
         _ => (
             said("The door refused the command."),
@@ -206,6 +214,25 @@ mod tests {
             r.meaning
         );
         assert!(r.meaning.contains("opens in 17h 59min"), "{}", r.meaning);
+    }
+
+    #[test]
+    fn redemption_refusals_are_worded() {
+        let r = explain(RejectCode::AlreadyRedeemed as u16, "");
+        assert_eq!(r.name, "AlreadyRedeemed");
+        assert!(
+            r.meaning.contains("already redeemed by another phone"),
+            "{}",
+            r.meaning
+        );
+        assert!(r.what_to_do.contains("new link"), "{}", r.what_to_do);
+        let r = explain(RejectCode::NotRedeemed as u16, "");
+        assert_eq!(r.name, "NotRedeemed");
+        assert!(
+            r.what_to_do.contains("Accept the link again"),
+            "{}",
+            r.what_to_do
+        );
     }
 
     #[test]

@@ -77,6 +77,24 @@ CREATE TABLE IF NOT EXISTS fork_alarms (
     first_seen_ms INTEGER NOT NULL,
     last_seen_ms INTEGER NOT NULL
 );
+-- How each invitation was handed out (short link or self-contained) and where its sealed blob
+-- went, by grant id; absent for grants issued before short links.
+CREATE TABLE IF NOT EXISTS issued_links (
+    grant_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    nodes_stored INTEGER NOT NULL,
+    reissued_as TEXT
+);
+-- The doors of each held invitation and whether this profile's own key is bound there yet (a
+-- bind-on-first-use grant is redeemed door by door; a door not reached at accept time is
+-- redeemed on the first open).
+CREATE TABLE IF NOT EXISTS held_doors (
+    grant_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    name TEXT NOT NULL,
+    redeemed_ms INTEGER,
+    PRIMARY KEY (grant_id, device)
+);
 -- Devices a waiting proposal would make this profile an owner of, with their verified chain:
 -- the recipient of a transfer must see what it accepts before it owns anything.
 CREATE TABLE IF NOT EXISTS offered_devices (
@@ -86,10 +104,33 @@ CREATE TABLE IF NOT EXISTS offered_devices (
     chain BLOB NOT NULL,
     verified_at_ms INTEGER NOT NULL
 );
+-- Stays synced from a booking calendar (`source`: its URL or file path), one row per UID.
+-- `devices` and `grants` are JSON lists of ids; the links themselves are in the OS keychain.
+CREATE TABLE IF NOT EXISTS stays (
+    source TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    guest_name TEXT NOT NULL,
+    check_in TEXT NOT NULL,
+    check_out TEXT NOT NULL,
+    from_ms INTEGER NOT NULL,
+    until_ms INTEGER NOT NULL,
+    tz TEXT NOT NULL,
+    devices TEXT NOT NULL,
+    grants TEXT NOT NULL,
+    cancelled_ms INTEGER,
+    shared_ms INTEGER,
+    synced_ms INTEGER NOT NULL,
+    PRIMARY KEY (source, uid)
+);
 ";
 
 /// Columns added to tables that older profiles already have: (table, column, declaration).
-const MIGRATIONS: [(&str, &str, &str); 1] = [("proposals", "proposer", "TEXT")];
+const MIGRATIONS: [(&str, &str, &str); 2] = [
+    ("proposals", "proposer", "TEXT"),
+    // The held invitation a delegated grant was issued from (`--from-grant`).
+    ("grants_issued", "parent", "TEXT"),
+];
 
 /// A grant this profile issued.
 #[derive(Debug, Clone)]
@@ -98,6 +139,30 @@ pub struct IssuedRow {
     pub guest_name: String,
     pub grant: Grant,
     pub created_ms: u64,
+    /// For a delegated grant: the held invitation (grant id) it was issued from.
+    pub parent: Option<GrantId>,
+}
+/// A stay from a booking calendar (see `stays`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StayRow {
+    pub source: String,
+    pub uid: String,
+    pub summary: String,
+    pub guest_name: String,
+    /// `YYYY-MM-DD`.
+    pub check_in: String,
+    pub check_out: String,
+    pub from_ms: u64,
+    pub until_ms: u64,
+    pub tz: String,
+    /// The doors, sorted.
+    pub devices: Vec<DeviceId>,
+    /// The grants issued for it now (one per door).
+    pub grants: Vec<GrantId>,
+    /// Gone from the export and revoked at this time.
+    pub cancelled_ms: Option<u64>,
+    pub shared_ms: Option<u64>,
+    pub synced_ms: u64,
 }
 
 /// An invitation this profile accepted (the key stays in the keychain).
@@ -108,6 +173,29 @@ pub struct InvitationRow {
     pub guest_name: String,
     pub grants: Vec<Grant>,
     pub accepted_ms: u64,
+}
+
+/// How an issued invitation was handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedLinkRow {
+    pub grant: GrantId,
+    /// `short` (`LATCHKEY://I/…`, the invitation sealed on the nodes) or `long` (the
+    /// self-contained `latchkey://invite/…`).
+    pub kind: String,
+    /// How many nodes stored the sealed invitation (0 for a long link).
+    pub nodes_stored: usize,
+    /// The grant issued in its place by a reissue.
+    pub reissued_as: Option<GrantId>,
+}
+
+/// One door of a held invitation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldDoorRow {
+    pub grant: GrantId,
+    pub device: DeviceId,
+    pub name: String,
+    /// When this profile's own key was bound at the door (`None`: not yet).
+    pub redeemed_ms: Option<u64>,
 }
 
 /// A proposal waiting for signatures.
@@ -345,14 +433,16 @@ impl Store {
     pub fn put_issued(&self, row: &IssuedRow) -> Result<()> {
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO grants_issued (id, device, guest_name, grant_bytes, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO grants_issued
+                     (id, device, guest_name, grant_bytes, created_ms, parent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     row.grant.id().to_string(),
                     row.device.to_string(),
                     row.guest_name,
                     row.grant.to_bytes(),
-                    row.created_ms as i64
+                    row.created_ms as i64,
+                    row.parent.map(|p| p.to_string())
                 ],
             )
             .map(|_| ())
@@ -362,15 +452,24 @@ impl Store {
     /// Grants issued, newest first; for one device when given.
     pub fn issued(&self, device: Option<&DeviceId>) -> Result<Vec<IssuedRow>> {
         let rows = self.rows(
-            "SELECT id, device, guest_name, grant_bytes, created_ms FROM grants_issued
+            "SELECT id, device, guest_name, grant_bytes, created_ms, parent FROM grants_issued
                  WHERE ?1 IS NULL OR device = ?1 ORDER BY created_ms DESC, id",
             params![device.map(|d| d.to_string())],
-            record_columns,
+            |r| Ok((record_columns(r)?, r.get::<_, Option<String>>(5)?)),
         )?;
         rows.into_iter()
-            .map(|(id, device, guest_name, grant, created)| {
+            .map(|((id, device, guest_name, grant, created), parent)| {
                 let grant: Grant = self.decode(&format!("grant {id}"), &grant)?;
+                let parent = parent
+                    .map(|p| {
+                        parse_grant_id(&p).ok_or_else(|| Error::Store {
+                            path: self.path.display().to_string(),
+                            why: format!("grant {id}: parent {p} is not a grant id"),
+                        })
+                    })
+                    .transpose()?;
                 Ok(IssuedRow {
+                    parent,
                     device: DeviceId::parse(&device).map_err(|e| Error::Store {
                         path: self.path.display().to_string(),
                         why: format!("grant {id}: {e}"),
@@ -424,6 +523,208 @@ impl Store {
                     accepted_ms: at as u64,
                 })
             })
+            .collect()
+    }
+
+    pub fn put_issued_link(&self, row: &IssuedLinkRow) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO issued_links (grant_id, kind, nodes_stored, reissued_as)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(grant_id) DO UPDATE SET kind = excluded.kind,
+                     nodes_stored = excluded.nodes_stored, reissued_as = excluded.reissued_as",
+                params![
+                    row.grant.to_string(),
+                    row.kind,
+                    row.nodes_stored as i64,
+                    row.reissued_as.map(|g| g.to_string())
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
+    pub fn issued_link(&self, grant: &GrantId) -> Result<Option<IssuedLinkRow>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT kind, nodes_stored, reissued_as FROM issued_links WHERE grant_id = ?1",
+                params![grant.to_string()],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))?;
+        Ok(row.map(|(kind, nodes_stored, reissued_as)| IssuedLinkRow {
+            grant: *grant,
+            kind,
+            nodes_stored: nodes_stored as usize,
+            reissued_as: reissued_as.as_deref().and_then(parse_grant_id),
+        }))
+    }
+
+    /// Records a held invitation's door; an existing row keeps its redemption time.
+    pub fn put_held_door(&self, row: &HeldDoorRow) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO held_doors (grant_id, device, name, redeemed_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(grant_id, device) DO UPDATE SET name = excluded.name,
+                     redeemed_ms = COALESCE(held_doors.redeemed_ms, excluded.redeemed_ms)",
+                params![
+                    row.grant.to_string(),
+                    row.device.to_string(),
+                    row.name,
+                    row.redeemed_ms.map(|t| t as i64)
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// The doors of held invitations: of one grant, or (with `None`) of every grant.
+    pub fn held_doors(&self, grant: Option<&GrantId>) -> Result<Vec<HeldDoorRow>> {
+        let rows = self.rows(
+            "SELECT grant_id, device, name, redeemed_ms FROM held_doors
+                 WHERE ?1 IS NULL OR grant_id = ?1 ORDER BY rowid",
+            params![grant.map(|g| g.to_string())],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                ))
+            },
+        )?;
+        rows.into_iter()
+            .map(|(grant, device, name, at)| {
+                let bad = |why: String| Error::Store {
+                    path: self.path.display().to_string(),
+                    why: format!("held door {grant}/{device}: {why}"),
+                };
+                Ok(HeldDoorRow {
+                    grant: parse_grant_id(&grant).ok_or_else(|| bad("not a grant id".into()))?,
+                    device: DeviceId::parse(&device).map_err(|e| bad(e.to_string()))?,
+                    name,
+                    redeemed_ms: at.map(|t| t as u64),
+                })
+            })
+            .collect()
+    }
+
+    /// Every audit entry kept for `device` (all eras), as stored, oldest first per era.
+    pub fn kept_audit_entries(&self, device: &DeviceId) -> Result<Vec<Vec<u8>>> {
+        self.rows(
+            "SELECT entry FROM audit_copies_v2 WHERE device = ?1 ORDER BY era, seq",
+            params![device.to_string()],
+            |r| r.get(0),
+        )
+    }
+
+    /// Inserts or replaces a stay.
+    pub fn put_stay(&self, row: &StayRow) -> Result<()> {
+        let ids = |v: Vec<String>| serde_json::to_string(&v).expect("strings serialize");
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO stays (source, uid, summary, guest_name, check_in,
+                     check_out, from_ms, until_ms, tz, devices, grants, cancelled_ms, shared_ms,
+                     synced_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![
+                    row.source,
+                    row.uid,
+                    row.summary,
+                    row.guest_name,
+                    row.check_in,
+                    row.check_out,
+                    row.from_ms as i64,
+                    row.until_ms as i64,
+                    row.tz,
+                    ids(row.devices.iter().map(|d| d.to_string()).collect()),
+                    ids(row.grants.iter().map(|g| g.to_string()).collect()),
+                    row.cancelled_ms.map(|t| t as i64),
+                    row.shared_ms.map(|t| t as i64),
+                    row.synced_ms as i64
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Stays (of one calendar source when given), by check-in day.
+    pub fn stays(&self, source: Option<&str>) -> Result<Vec<StayRow>> {
+        type Columns = (
+            (String, String, String, String, String, String),
+            (i64, i64, String, String, String),
+            (Option<i64>, Option<i64>, i64),
+        );
+        let rows: Vec<Columns> = self.rows(
+            "SELECT source, uid, summary, guest_name, check_in, check_out, from_ms, until_ms, tz,
+                    devices, grants, cancelled_ms, shared_ms, synced_ms
+                 FROM stays WHERE ?1 IS NULL OR source = ?1 ORDER BY check_in, source, uid",
+            params![source],
+            |r| {
+                Ok((
+                    (
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ),
+                    (r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?),
+                    (r.get(11)?, r.get(12)?, r.get(13)?),
+                ))
+            },
+        )?;
+        rows.into_iter()
+            .map(
+                |(
+                    (source, uid, summary, guest_name, check_in, check_out),
+                    (from_ms, until_ms, tz, devices, grants),
+                    (cancelled_ms, shared_ms, synced_ms),
+                )| {
+                    let bad = |why: String| Error::Store {
+                        path: self.path.display().to_string(),
+                        why: format!("stay {uid}: {why}"),
+                    };
+                    let list = |text: &str| -> Result<Vec<String>> {
+                        serde_json::from_str(text).map_err(|e| bad(e.to_string()))
+                    };
+                    let devices = list(&devices)?
+                        .iter()
+                        .map(|d| DeviceId::parse(d).map_err(|e| bad(e.to_string())))
+                        .collect::<Result<Vec<_>>>()?;
+                    let grants = list(&grants)?
+                        .iter()
+                        .map(|g| {
+                            parse_grant_id(g).ok_or_else(|| bad(format!("{g} is not a grant id")))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(StayRow {
+                        source,
+                        uid,
+                        summary,
+                        guest_name,
+                        check_in,
+                        check_out,
+                        from_ms: from_ms as u64,
+                        until_ms: until_ms as u64,
+                        tz,
+                        devices,
+                        grants,
+                        cancelled_ms: cancelled_ms.map(|t| t as u64),
+                        shared_ms: shared_ms.map(|t| t as u64),
+                        synced_ms: synced_ms as u64,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -595,6 +896,13 @@ type RecordColumns = (String, String, String, Vec<u8>, i64);
 
 fn record_columns(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordColumns> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+/// A grant id as the store writes it (64 lower-case hex digits).
+fn parse_grant_id(text: &str) -> Option<GrantId> {
+    let mut id = [0u8; 32];
+    hex::decode_to_slice(text, &mut id).ok()?;
+    Some(GrantId(id))
 }
 
 /// A grant chain as stored: the protocol's own list encoding (`u8 count`, then each grant).

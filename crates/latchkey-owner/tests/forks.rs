@@ -120,7 +120,7 @@ async fn an_unsettled_fork_keeps_the_owners_own_chain_and_raises_an_alarm_until_
                 actions: vec!["unlock".into()],
                 use_limit: None,
                 arguments: Vec::new(),
-                schedule: None,
+                ..Default::default()
             },
         )
         .await

@@ -70,6 +70,7 @@ mod files {
     pub mod precedence;
     pub mod response;
     pub mod schedule;
+    pub mod shortlink;
     pub mod weak_keys;
 }
 
@@ -146,6 +147,14 @@ fn main() {
              it decodes to (device, guest secret and key, grant chain, names, addresses, \
              registry nodes), and links or encodings that must be refused.",
             files::invite::vectors(&w),
+        ),
+        (
+            "short_link.json",
+            "Short invitation links (LATCHKEY://I/, docs/PROTOCOL.md §10): text, bytes, secret, \
+             nodes, the blob id and key derived from the secret; a sealed invitation as the \
+             nodes store it and the invitation it opens to; links and blobs that must be \
+             refused.",
+            files::shortlink::vectors(&w),
         ),
         (
             "ops.json",

@@ -209,6 +209,10 @@ pub enum RejectCode {
     ArgumentsNotGranted = 19,
     /// A guest command at a time of the week its grant chain's schedule excludes.
     OutsideSchedule = 20,
+    /// A bind-on-first-use grant used before its redemption (docs/PROTOCOL.md §10).
+    NotRedeemed = 21,
+    /// A bind-on-first-use grant bound to another phone, or its link key used after binding.
+    AlreadyRedeemed = 22,
 }
 
 impl RejectCode {
@@ -235,6 +239,8 @@ impl RejectCode {
             18 => StaleView,
             19 => ArgumentsNotGranted,
             20 => OutsideSchedule,
+            21 => NotRedeemed,
+            22 => AlreadyRedeemed,
             _ => return None,
         })
     }
@@ -256,6 +262,8 @@ impl RejectCode {
             Error::ActionNotGranted(_) => RejectCode::ActionNotGranted,
             Error::ArgumentsNotGranted(_) => RejectCode::ArgumentsNotGranted,
             Error::OutsideSchedule { .. } => RejectCode::OutsideSchedule,
+            Error::NotRedeemed => RejectCode::NotRedeemed,
+            Error::AlreadyRedeemed => RejectCode::AlreadyRedeemed,
             Error::Store(_) => RejectCode::Internal,
             _ => RejectCode::Malformed,
         }
@@ -431,16 +439,38 @@ pub enum Authorization {
     Owner,
     /// The sender holds a valid grant chain; the device must still count these use limits.
     Guest(grant::GrantApproval),
+    /// A valid redemption of the bind-on-first-use leaf `grant` by the phone key `key`: the
+    /// device stores the binding (or finds it already stored for `key`) and runs nothing.
+    Redeem {
+        grant: grant::GrantId,
+        key: PublicKey,
+    },
 }
 
 /// Decides whether `command`'s sender may run its action, with its arguments, on the device
-/// whose verified state is `state`, at device time `now_ms`. The signature, device id and
+/// whose verified state is `state`, at device time `now_ms`, for a verifier that keeps no
+/// binding of bind-on-first-use grants (see [`authorize_bound`]). The signature, device id and
 /// freshness are checked before this, in the device's pipeline. Owners may pass any arguments;
 /// a guest only none, or a string every grant of its chain pins (docs/PROTOCOL.md §4).
 pub fn authorize(
     command: &Command,
     state: &crate::chain::ChainState,
     now_ms: u64,
+) -> Result<Authorization> {
+    authorize_bound(command, state, now_ms, &grant::no_bindings)
+}
+
+/// [`authorize`] with the device's bindings (grant id → the phone key it was bound to). A
+/// [`grant::REDEEM_ACTION`] command with a grant chain is a redemption: after the chain's own
+/// checks (docs/PROTOCOL.md §4, steps 1–5 as for a redemption) its arguments must be a
+/// [`RedeemRequest`](crate::redeem::RedeemRequest) signed by the key to bind, for this device
+/// and the leaf grant; then the leaf must be unbound or bound to that same key (a repeat is
+/// idempotent), else `AlreadyRedeemed`.
+pub fn authorize_bound(
+    command: &Command,
+    state: &crate::chain::ChainState,
+    now_ms: u64,
+    bindings: grant::Bindings<'_>,
 ) -> Result<Authorization> {
     if command.device != state.device {
         return Err(Error::WrongDevice {
@@ -463,5 +493,18 @@ pub fn authorize(
         args: &command.args,
         now_ms,
     };
-    grant::verify_grant_chain(&command.grants, state, &request).map(Authorization::Guest)
+    let approval = grant::verify_grant_chain_bound(&command.grants, state, &request, bindings)?;
+    if command.action != grant::REDEEM_ACTION {
+        return Ok(Authorization::Guest(approval));
+    }
+    let leaf = command.grants[command.grants.len() - 1].id();
+    let redeem = crate::redeem::RedeemRequest::from_args(&command.args)?;
+    redeem.verify(&command.device, &leaf)?;
+    match bindings(&leaf) {
+        Some(bound) if bound != redeem.key => Err(Error::AlreadyRedeemed),
+        _ => Ok(Authorization::Redeem {
+            grant: leaf,
+            key: redeem.key,
+        }),
+    }
 }

@@ -154,6 +154,14 @@ pub enum Error {
     DeviceNotGranted,
     #[error("the sender is neither an owner nor holds a grant")]
     NotAuthorized,
+    /// A bind-on-first-use grant (extension 0x83) used before a phone redeemed it
+    /// (docs/PROTOCOL.md §10).
+    #[error("the invitation has not been redeemed on this device yet; accept the link again so the app redeems it")]
+    NotRedeemed,
+    /// The bind-on-first-use grant is bound to another phone's key, or the one-time link key
+    /// was used after the binding (docs/PROTOCOL.md §10).
+    #[error("this invitation was already redeemed by another phone; ask your host for a new link")]
+    AlreadyRedeemed,
 }
 
 impl Error {
@@ -170,7 +178,7 @@ impl Error {
 /// What pasted text looks like, for [`Error::WrongKind`], without repeating any of it.
 pub(crate) fn looks_like(text: &str) -> String {
     let t = text.trim().to_ascii_lowercase();
-    let kind = if t.starts_with("latchkey://invite/") {
+    let kind = if t.starts_with("latchkey://invite/") || t.starts_with("latchkey://i/") {
         "an invitation link"
     } else if t.starts_with("latchkey:c1:") {
         "a claim code"

@@ -30,15 +30,28 @@ pub const EXT_WEEKLY_SCHEDULE: u8 = 0x81;
 /// Critical, so a verifier that predates it refuses the grant instead of letting its holder pass
 /// any argument.
 pub const EXT_ALLOWED_ARGUMENTS: u8 = 0x82;
+/// Critical extension binding the grant to the first phone that redeems it (docs/PROTOCOL.md
+/// §10): empty value. Until a device stores a binding for the grant, its subject (a one-time
+/// link key) may only send [`REDEEM_ACTION`]; afterwards the bound key is the grant's effective
+/// subject. Critical, so a device that predates it refuses the grant instead of letting
+/// whoever holds the link use it.
+pub const EXT_BIND_ON_FIRST_USE: u8 = 0x83;
+/// The reserved action a bind-on-first-use grant's link key sends to bind the grant to the
+/// guest's own key (args: [`crate::redeem::RedeemRequest`]). Allowed whatever the grant's
+/// actions; it runs no actuator and counts no use.
+pub const REDEEM_ACTION: &str = "latchkey.redeem";
 /// At most this many allowed argument strings per grant.
 pub const MAX_ALLOWED_ARGUMENTS: usize = 8;
 /// Longest allowed argument string, in bytes.
 pub const MAX_ALLOWED_ARGUMENT_LEN: usize = 256;
 
-/// The critical extensions this version enforces.
-const KNOWN_CRITICAL: [u8; 2] = [EXT_WEEKLY_SCHEDULE, EXT_ALLOWED_ARGUMENTS];
-
 const SIGNING_LABEL: &[u8] = b"latchkey/v1/grant\0";
+/// The critical extensions this version enforces.
+const KNOWN_CRITICAL: &[u8] = &[
+    EXT_WEEKLY_SCHEDULE,
+    EXT_ALLOWED_ARGUMENTS,
+    EXT_BIND_ON_FIRST_USE,
+];
 
 /// A grant's id: the hash of its signed content (never of the signature).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -186,6 +199,15 @@ impl GrantBody {
         }
         self.allowed_arguments()?;
         self.schedule()?;
+        let mut binds = self
+            .extensions
+            .iter()
+            .filter(|e| e.tag == EXT_BIND_ON_FIRST_USE);
+        if let Some(first) = binds.next() {
+            if !first.value.is_empty() || binds.next().is_some() {
+                return bad("its bind-on-first-use extension must be one, with an empty value");
+            }
+        }
         Ok(())
     }
 
@@ -207,6 +229,14 @@ impl GrantBody {
             });
         }
         WeeklySchedule::decode(&first.value).map(Some)
+    }
+
+    /// Whether the grant carries extension 0x83: its subject is a one-time link key that the
+    /// first redemption replaces by the redeeming phone's key.
+    pub fn binds_on_first_use(&self) -> bool {
+        self.extensions
+            .iter()
+            .any(|e| e.tag == EXT_BIND_ON_FIRST_USE)
     }
 
     /// The argument strings this grant pins (extension 0x82), or `None`: then its holder may
@@ -477,7 +507,9 @@ pub fn verify_chain_structure_for(chain: &[Grant], owners: &[PublicKey]) -> Resu
         }
         let parent = &chain[index - 1].body;
         let child = &grant.body;
-        if child.issuer != parent.subject {
+        // Below a bind-on-first-use grant the issuer is the key the parent was bound to, which
+        // only the device knows: [`verify_grant_chain_bound`] checks that link.
+        if !parent.binds_on_first_use() && child.issuer != parent.subject {
             return Err(invalid("not issued by the holder of the grant before it"));
         }
         if parent.delegation_depth == 0 || child.delegation_depth >= parent.delegation_depth {
@@ -523,14 +555,40 @@ fn outside_schedule(chain: &[Grant], now_ms: u64) -> Error {
     }
 }
 
+/// The bindings a device has stored for bind-on-first-use grants: the key a grant was bound to
+/// by its redemption, if any.
+pub type Bindings<'a> = &'a dyn Fn(&GrantId) -> Option<PublicKey>;
+
+/// A lookup with no binding, for verifiers that keep none (every 0x83 grant is unredeemed).
+pub fn no_bindings(_: &GrantId) -> Option<PublicKey> {
+    None
+}
+
 /// Decides whether `chain` lets `request.sender` run `request.action` on `request.device` now,
-/// given the device's verified ownership state. Use limits are returned for the device to count.
+/// given the device's verified ownership state, for a verifier that knows no binding. Use
+/// limits are returned for the device to count.
 pub fn verify_grant_chain(
     chain: &[Grant],
     state: &ChainState,
     request: &GrantRequest<'_>,
 ) -> Result<GrantApproval> {
+    verify_grant_chain_bound(chain, state, request, &no_bindings)
+}
+
+/// [`verify_grant_chain`] with the device's bindings of bind-on-first-use grants
+/// (docs/PROTOCOL.md §4 and §10). For [`REDEEM_ACTION`] it checks what a redemption needs of
+/// the chain (the leaf binds on first use, the sender is its link key, the chain is not
+/// expired or revoked; it may come before `not_before`) and returns no use limit: the caller
+/// checks the redeem request itself and the binding ([`crate::command::authorize_bound`]).
+pub fn verify_grant_chain_bound(
+    chain: &[Grant],
+    state: &ChainState,
+    request: &GrantRequest<'_>,
+    bindings: Bindings<'_>,
+) -> Result<GrantApproval> {
     verify_chain_structure(chain, state)?;
+    let redeem = request.action == REDEEM_ACTION;
+    let leaf = &chain[chain.len() - 1].body;
     let mut use_limits = Vec::new();
     for (index, grant) in chain.iter().enumerate() {
         let body = &grant.body;
@@ -544,10 +602,18 @@ pub fn verify_grant_chain(
                 Error::DeviceNotGranted
             });
         }
-        if !body.allows(request.action) {
+        // A redemption is allowed whatever the actions, but only for a leaf that binds.
+        let allowed = if redeem {
+            leaf.binds_on_first_use()
+        } else {
+            body.allows(request.action)
+        };
+        if !allowed {
             return Err(Error::ActionNotGranted(request.action.to_owned()));
         }
-        if request.now_ms < body.not_before_ms {
+        // A guest accepts a link for next month's stay today: redeeming before the window
+        // opens binds the phone without letting it open anything yet.
+        if !redeem && request.now_ms < body.not_before_ms {
             return Err(Error::GrantNotYetValid(
                 (body.not_before_ms - request.now_ms).div_ceil(1000),
             ));
@@ -572,11 +638,49 @@ pub fn verify_grant_chain(
             use_limits.push((id, limit));
         }
     }
-    if chain.last().map(|g| &g.body.subject) != Some(request.sender) {
-        return Err(Error::GrantInvalid {
-            index: chain.len() - 1,
-            why: "it was issued to a different key than the sender's",
+    // Step 5: subjects through bindings. First the links below bound grants, in chain order,
+    // then the sender against the leaf's effective subject.
+    for (index, pair) in chain.windows(2).enumerate() {
+        let (parent, child) = (&pair[0], &pair[1]);
+        if !parent.body.binds_on_first_use() {
+            continue;
+        }
+        match bindings(&parent.id()) {
+            None => return Err(Error::NotRedeemed),
+            Some(key) if key == child.body.issuer => {}
+            Some(_) if child.body.issuer == parent.body.subject => {
+                return Err(Error::AlreadyRedeemed)
+            }
+            Some(_) => {
+                return Err(Error::GrantInvalid {
+                    index: index + 1,
+                    why: "not issued by the holder of the grant before it",
+                })
+            }
+        }
+    }
+    let wrong_sender = Error::GrantInvalid {
+        index: chain.len() - 1,
+        why: "it was issued to a different key than the sender's",
+    };
+    if redeem {
+        // Only the link key redeems; the bound key has nothing left to redeem.
+        if leaf.subject != *request.sender {
+            return Err(wrong_sender);
+        }
+        return Ok(GrantApproval {
+            use_limits: Vec::new(),
         });
+    }
+    if leaf.binds_on_first_use() {
+        match bindings(&chain[chain.len() - 1].id()) {
+            None => return Err(Error::NotRedeemed),
+            Some(key) if key == *request.sender => {}
+            Some(_) if leaf.subject == *request.sender => return Err(Error::AlreadyRedeemed),
+            Some(_) => return Err(wrong_sender),
+        }
+    } else if leaf.subject != *request.sender {
+        return Err(wrong_sender);
     }
     // Last, so a guest whose grant is void, expired or revoked is told that rather than about
     // its arguments. Every grant, not just the leaf: the subset rule makes that the same, and

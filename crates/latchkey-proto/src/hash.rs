@@ -21,6 +21,10 @@ pub const OP_ID: &str = "latchkey/v1/op-id";
 pub const GRANT_ID: &str = "latchkey/v1/grant-id";
 pub const COMMAND_ID: &str = "latchkey/v1/command-id";
 pub const OWNER_MAILBOX: &str = "latchkey/v1/owner-mailbox";
+/// A short link's blob id on the nodes, from its secret (docs/PROTOCOL.md §10).
+pub const INVITE_ID: &str = "latchkey/v1/invite-id";
+/// A short link's blob key, from its secret (docs/PROTOCOL.md §10).
+pub const INVITE_KEY: &str = "latchkey/v1/invite-key";
 
 /// An owner's mailbox id on the registry nodes: `H("latchkey/v1/owner-mailbox", owner key)`
 /// (docs/PROTOCOL.md §11). Proposals and notices for that owner are posted there.

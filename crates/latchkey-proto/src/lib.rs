@@ -21,8 +21,10 @@ pub mod invite;
 pub mod kem;
 pub mod keys;
 pub mod pad;
+pub mod redeem;
 pub mod replay;
 pub mod schedule;
+pub mod shortlink;
 
 pub use error::{Error, Result};
 

@@ -23,10 +23,11 @@ use latchkey_proto::command::{
 };
 use latchkey_proto::envelope;
 use latchkey_proto::grant::{AllowedArguments, Extension, Grant, GrantBody, GrantScope};
-use latchkey_proto::invite::Invitation;
+use latchkey_proto::invite::{Invitation, InviteDoor};
 use latchkey_proto::keys::{PublicKey, RecoveryPhrase, SigningKey};
 use latchkey_proto::pad;
 use latchkey_proto::schedule::WeeklySchedule;
+use latchkey_proto::shortlink::{SealedInvitation, ShortLink};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -127,15 +128,35 @@ fn invitation_seeds(seeds: &Seeds) {
     ];
     for (name, secret, grants) in invitations {
         let invitation = Invitation {
-            device,
             guest_secret: secret,
             grants,
-            device_name: "Front door".into(),
             guest_name: name.into(),
-            addrs: vec![DeviceAddr::parse("door.local:7420").unwrap()],
+            doors: vec![InviteDoor {
+                device,
+                name: "Front door".into(),
+                addrs: vec![DeviceAddr::parse("door.local:7420").unwrap()],
+            }],
             nodes: vec!["http://127.0.0.1:7001".into()],
         };
         seeds.put("invite_bytes", name, &invitation.to_bytes());
+        seeds.put(
+            "invite_bytes",
+            &format!("{name}-v1"),
+            &invitation.to_v1_bytes().unwrap(),
+        );
+        seeds.put("invitation_v2", name, &invitation.to_bytes()[1..]);
+        let link = fuzz_entries::fixed_short_link();
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        seeds.put(
+            "sealed_invitation",
+            name,
+            &SealedInvitation::seal(&link, &invitation, &mut rng).unwrap(),
+        );
+        seeds.put(
+            "sealed_invitation",
+            &format!("{name}-padded"),
+            &pad::pad(&invitation.to_bytes(), &mut rng).unwrap(),
+        );
         seeds.put(
             "invite_link",
             name,
@@ -144,12 +165,24 @@ fn invitation_seeds(seeds: &Seeds) {
     }
 }
 
+/// Short links: one, three and four nodes.
+fn short_link_seeds(seeds: &Seeds) {
+    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    for (name, n) in [("one", 1), ("three", 3), ("four", 4)] {
+        let nodes = (1..=n).map(|i| format!("https://n{i}.example")).collect();
+        let link = ShortLink::generate(nodes, &mut rng).unwrap();
+        seeds.put("short_link_text", name, link.to_text().unwrap().as_bytes());
+    }
+}
+
 #[test]
-#[ignore = "writes fuzz/corpus/invite_*; run by hand to regenerate those seeds alone"]
+#[ignore = "writes fuzz/corpus/invite_*, invitation_v2, sealed_invitation and short_link_text; run by hand to regenerate those seeds alone"]
 fn write_invitation_seed_corpus() {
-    invitation_seeds(&Seeds {
+    let seeds = Seeds {
         root: corpus_root(),
-    });
+    };
+    invitation_seeds(&seeds);
+    short_link_seeds(&seeds);
 }
 
 /// Weekly-schedule values (extension 0x81) and a grant carrying one.
@@ -426,6 +459,7 @@ fn write_seed_corpus() {
     );
     seeds.put("claim_text", "pasted-lower-case", pasted.as_bytes());
     invitation_seeds(&seeds);
+    short_link_seeds(&seeds);
 
     seeds.put(
         "public_key_text",

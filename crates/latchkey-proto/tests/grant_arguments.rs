@@ -157,7 +157,7 @@ fn a_verifier_that_predates_the_extension_refuses_the_grant() {
     let base = dev.grant(&owner, &person(2).public_key(), &["call"], T0, T0 + DAY, 0);
     let unknown = GrantBody {
         extensions: vec![Extension {
-            tag: 0x83,
+            tag: 0xfe,
             value: vec![0],
         }],
         ..base.body.clone()

@@ -18,11 +18,16 @@ use latchkey_proto::command::{
     Command, CommandId, Outcome, ReplyTo, Response, SignedCommand, SignedResponse,
 };
 use latchkey_proto::grant::{
-    Extension, Grant, GrantBody, GrantScope, EXT_ALLOWED_ARGUMENTS, EXT_WEEKLY_SCHEDULE,
+    Extension, Grant, GrantBody, GrantScope, EXT_ALLOWED_ARGUMENTS, EXT_BIND_ON_FIRST_USE,
+    EXT_WEEKLY_SCHEDULE,
 };
 use latchkey_proto::invite::Invitation;
 use latchkey_proto::kem::{KemPublicKey, SNTRUP_PUBLIC_LEN};
 use latchkey_proto::keys::{DeviceId, PublicKey, Signature, SigningKey};
+use latchkey_proto::shortlink::{
+    SealedInvitation, ShortLink, MAX_SEALED_INVITATION, MAX_SHORT_LINK_TEXT, MIN_SEALED_INVITATION,
+    SHORT_LINK_PREFIX,
+};
 use latchkey_proto::{pad, Error};
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -63,11 +68,12 @@ fn kem_from_seed(seed: u64) -> KemPublicKey {
     KemPublicKey { x25519, sntrup }
 }
 
-/// Any tag but the allowed-arguments and weekly-schedule extensions', whose values have formats
-/// of their own (tests/grant_arguments.rs and tests/schedule.rs draw those).
+/// Any tag but the allowed-arguments, weekly-schedule and bind-on-first-use extensions', whose
+/// values have formats of their own (tests/grant_arguments.rs and tests/schedule.rs draw those;
+/// 0x83 is empty, drawn below).
 fn extension_tag() -> impl Strategy<Value = u8> {
-    any::<u8>().prop_filter("0x81 and 0x82 values have their own format", |t| {
-        *t != EXT_ALLOWED_ARGUMENTS && *t != EXT_WEEKLY_SCHEDULE
+    any::<u8>().prop_filter("0x81, 0x82 and 0x83 values have their own format", |t| {
+        *t != EXT_ALLOWED_ARGUMENTS && *t != EXT_WEEKLY_SCHEDULE && *t != EXT_BIND_ON_FIRST_USE
     })
 }
 
@@ -338,12 +344,14 @@ fn invitation() -> impl Strategy<Value = Invitation> {
                     vec![grant(&owner, &guest)]
                 };
                 Invitation {
-                    device,
                     guest_secret: guest.to_bytes(),
                     grants,
-                    device_name,
                     guest_name,
-                    addrs,
+                    doors: vec![latchkey_proto::invite::InviteDoor {
+                        device,
+                        name: device_name,
+                        addrs,
+                    }],
                     nodes,
                 }
             },
@@ -604,6 +612,65 @@ proptest! {
         check_codec(&invitation, &pick, extra)?;
         let link = invitation.to_link().expect("a checked invitation makes a link");
         check_text(&invitation, &link, Invitation::parse_link, &pick)?;
+        // The version 1 layout reads as the same one-door invitation.
+        let v1 = invitation.to_v1_bytes().expect("one door");
+        prop_assert_eq!(Invitation::from_bytes(&v1), Ok(invitation.clone()));
+    }
+
+    #[test]
+    fn short_link_text_round_trips_in_any_case(
+        secret in any::<[u8; 16]>(),
+        nodes in prop::collection::vec("https?://[a-z0-9.-]{1,60}(:[0-9]{2,5})?", 1..=4),
+        pick in any::<Index>(),
+        extra in any::<u8>(),
+    ) {
+        let link = ShortLink { secret: Zeroizing::new(secret), nodes };
+        // Only what fits 300 characters is a short link; the rest must not print.
+        if link.to_bytes().len() <= ShortLink::MAX_LEN {
+            check_codec(&link, &pick, extra)?;
+        }
+        let b32_len = (link.to_bytes().len() * 8).div_ceil(5);
+        match link.to_text() {
+            Ok(text) => {
+                prop_assert!(text.len() <= MAX_SHORT_LINK_TEXT);
+                prop_assert!(text.bytes().all(|b| b.is_ascii_uppercase()
+                    || b.is_ascii_digit() || b":/".contains(&b)));
+                check_text(&link, &text, ShortLink::parse, &pick)?;
+                let pasted = format!(" {}\n", text.to_lowercase());
+                prop_assert_eq!(ShortLink::parse(&pasted), Ok(link.clone()));
+            }
+            Err(Error::TooLarge { .. }) => {
+                prop_assert!(SHORT_LINK_PREFIX.len() + b32_len > MAX_SHORT_LINK_TEXT);
+            }
+            Err(e) => return Err(TestCaseError::fail(format!("unexpected {e}"))),
+        }
+    }
+
+    #[test]
+    fn a_sealed_invitation_opens_only_with_its_link_and_unchanged(
+        invitation in invitation(),
+        secret in any::<[u8; 16]>(),
+        other in any::<[u8; 16]>(),
+        seed in any::<u64>(),
+        pick in any::<Index>(),
+    ) {
+        let link = ShortLink {
+            secret: Zeroizing::new(secret),
+            nodes: vec!["https://n1.example".into()],
+        };
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let blob = SealedInvitation::seal(&link, &invitation, &mut rng).unwrap();
+        prop_assert!((MIN_SEALED_INVITATION..=MAX_SEALED_INVITATION).contains(&blob.len()));
+        prop_assert!([1024, 4096, 16384].contains(&(blob.len() - 41)));
+        prop_assert_eq!(SealedInvitation::open(&link, &blob), Ok(invitation.clone()));
+        let mut flipped = blob.clone();
+        let at = pick.index(blob.len());
+        flipped[at] ^= 1;
+        prop_assert!(SealedInvitation::open(&link, &flipped).is_err());
+        if other != secret {
+            let wrong = ShortLink { secret: Zeroizing::new(other), ..link.clone() };
+            prop_assert_eq!(SealedInvitation::open(&wrong, &blob), Err(Error::DecryptFailed));
+        }
     }
 
     /// Device addresses of every kind travel inside the claim code.

@@ -17,23 +17,25 @@ use latchkey_proto::codec::Codec;
 use latchkey_proto::command::{self, Authorization, CommandId, SignedCommand, SignedResponse};
 use latchkey_proto::device::DeviceKeys;
 use latchkey_proto::envelope;
-use latchkey_proto::grant::{self, AllowedArguments, Grant, GrantRequest};
+use latchkey_proto::grant::{self, AllowedArguments, Grant, GrantId, GrantRequest};
 use latchkey_proto::invite::Invitation;
 use latchkey_proto::kem::{self, KemCiphertext, KemPublicKey};
 use latchkey_proto::keys::{self, DeviceId, KeyPurpose, PublicKey, RecoveryPhrase, Signature};
 use latchkey_proto::replay::{ChallengeBook, MemoryNonceStore, NonceStore, ReplayWindow};
 use latchkey_proto::schedule::WeeklySchedule;
+use latchkey_proto::shortlink::{SealedInvitation, ShortLink};
 use latchkey_proto::{pad, Error};
 use rand_chacha::rand_core::SeedableRng;
 use serde_json::{json, Value};
 
 /// Every file the directory must hold, each with at least one vector.
-const FILES: [&str; 16] = [
+const FILES: [&str; 17] = [
     "keys.json",
     "bip39_english.json",
     "slip10_ed25519.json",
     "claim_payload.json",
     "invitation.json",
+    "short_link.json",
     "ops.json",
     "merge.json",
     "grant.json",
@@ -163,6 +165,17 @@ fn check(v: &Value) {
         }
         "invitation" => check_invitation(v),
         "invitation_link_fail" => expect_error(v, Invitation::parse_link(s(v, "text"))),
+        "short_link" => check_short_link(v),
+        "short_link_fail" => expect_error(v, ShortLink::parse(s(v, "text"))),
+        "sealed_invitation" => {
+            let link = ShortLink::parse(s(v, "link")).unwrap();
+            let opened = SealedInvitation::open(&link, &bytes(v, "blob")).unwrap();
+            assert_eq!(h(opened.to_bytes()), s(v, "invitation"));
+        }
+        "sealed_invitation_fail" => {
+            let link = ShortLink::parse(s(v, "link")).unwrap();
+            expect_error(v, SealedInvitation::open(&link, &bytes(v, "blob")));
+        }
         "chain" => check_chain(v),
         "op" => check_op(v),
         "chain_fail" => check_chain_fail(v),
@@ -216,6 +229,9 @@ fn check(v: &Value) {
                         .iter()
                         .map(|(id, limit)| json!({"grant_id": h(id.0), "limit": limit}))
                         .collect::<Vec<_>>(),
+                }),
+                Authorization::Redeem { grant, key } => json!({
+                    "redeem": {"grant_id": h(grant.0), "key": pk_hex(&key)},
                 }),
             };
             assert_eq!(result, v["authorization"]);
@@ -719,6 +735,25 @@ fn check_invitation(v: &Value) {
         let i = Invitation::parse_link(variant.as_str().unwrap()).unwrap();
         assert_eq!(h(i.to_bytes()), s(expected, "bytes"), "variant {variant}");
     }
+    // The version 1 layout (a one-door long link) reads as the same invitation.
+    if expected.get("v1_bytes").is_some() {
+        let old = Invitation::from_bytes(&bytes(expected, "v1_bytes")).unwrap();
+        assert_eq!(invitation_json(&old), *expected);
+    }
+}
+
+fn check_short_link(v: &Value) {
+    let expected = &v["link"];
+    let link = ShortLink::parse(s(expected, "text")).unwrap();
+    assert_eq!(h(link.to_bytes()), s(expected, "bytes"));
+    assert_eq!(h(link.secret.as_slice()), s(expected, "secret"));
+    assert_eq!(json!(link.nodes), expected["nodes"]);
+    assert_eq!(h(link.blob_id()), s(expected, "blob_id"));
+    assert_eq!(h(link.key().as_slice()), s(expected, "key"));
+    assert_eq!(link.to_text().unwrap().as_str(), s(expected, "text"));
+    for variant in v["text_variants"].as_array().unwrap() {
+        assert!(ShortLink::parse(variant.as_str().unwrap()).unwrap() == link);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -876,7 +911,23 @@ fn run_authorize(v: &Value) -> Result<Authorization, Error> {
     let chain = Chain::verify(ops(v, "chain_ops")).unwrap();
     let cmd = SignedCommand::from_bytes(&bytes(v, "command")).unwrap();
     cmd.verify_signature().unwrap();
-    command::authorize(&cmd.command, chain.state(), u(v, "now_ms"))
+    // `bindings`, where present: the device's stored redemptions (grant id -> bound key).
+    let bindings: Vec<(GrantId, PublicKey)> = v
+        .get("bindings")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .map(|b| {
+                    (
+                        GrantId(bytes(b, "grant_id").try_into().unwrap()),
+                        PublicKey::from_bytes(bytes(b, "key").try_into().unwrap()).unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let lookup = |id: &GrantId| bindings.iter().find(|(g, _)| g == id).map(|(_, k)| *k);
+    command::authorize_bound(&cmd.command, chain.state(), u(v, "now_ms"), &lookup)
 }
 
 fn check_sealed_command(v: &Value) {

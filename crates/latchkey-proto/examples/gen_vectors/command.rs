@@ -300,7 +300,7 @@ pub fn vectors(w: &World) -> Vectors {
 /// claim (owner A).
 fn authorize_vectors(w: &World, c: &Commands, v: &mut Vectors) {
     use crate::files::grant::{pinned_direct, ARG_FRONT, ARG_GARAGE};
-    use latchkey_proto::command::{authorize, Authorization};
+    use latchkey_proto::command::authorize;
     let s = grant_setup(w);
     let state = Chain::verify(s.front_ops.clone()).unwrap().state().clone();
     let fields = |cmd: &SignedCommand, now_ms: u64| {
@@ -355,20 +355,11 @@ fn authorize_vectors(w: &World, c: &Commands, v: &mut Vectors) {
         ),
     ];
     for (name, description, cmd) in ok {
-        let result = match authorize(&cmd.command, &state, at).unwrap() {
-            Authorization::Owner => json!("owner"),
-            Authorization::Guest(a) => json!({
-                "guest_use_limits": a
-                    .use_limits
-                    .iter()
-                    .map(|(id, limit)| json!({"grant_id": h(id.0), "limit": limit}))
-                    .collect::<Vec<_>>(),
-            }),
-        };
         let mut f = fields(&cmd, at);
-        f["authorization"] = result;
+        f["authorization"] = authorization_json(authorize(&cmd.command, &state, at).unwrap());
         v.ok(name, "authorize", description, f);
     }
+    redeem_vectors(w, &state, &fields, v);
     let fail = [
         (
             "fail_authorize_guest_http_body",
@@ -433,6 +424,230 @@ fn authorize_vectors(w: &World, c: &Commands, v: &mut Vectors) {
             authorize(&cmd.command, &state, now_ms),
             e,
             fields(&cmd, now_ms),
+        );
+    }
+}
+
+fn authorization_json(a: latchkey_proto::command::Authorization) -> Value {
+    use latchkey_proto::command::Authorization;
+    match a {
+        Authorization::Owner => json!("owner"),
+        Authorization::Guest(a) => json!({
+            "guest_use_limits": a
+                .use_limits
+                .iter()
+                .map(|(id, limit)| json!({"grant_id": h(id.0), "limit": limit}))
+                .collect::<Vec<_>>(),
+        }),
+        Authorization::Redeem { grant, key } => json!({
+            "redeem": {"grant_id": h(grant.0), "key": pk_hex(&key)},
+        }),
+    }
+}
+
+/// Bind-on-first-use (grant extension 0x83, docs/PROTOCOL.md §10): owner A's grant to a
+/// one-time link key, redeemed by the guest's phone key K. `bindings` is what the device has
+/// stored (grant id → bound key).
+fn redeem_vectors(
+    w: &World,
+    state: &latchkey_proto::chain::ChainState,
+    fields: &dyn Fn(&SignedCommand, u64) -> Value,
+    v: &mut Vectors,
+) {
+    use latchkey_proto::command::authorize_bound;
+    use latchkey_proto::grant::{GrantId, EXT_BIND_ON_FIRST_USE, REDEEM_ACTION};
+    use latchkey_proto::redeem::RedeemRequest;
+    let mut r = rng(530);
+    let link_key = SigningKey::generate(&mut r);
+    let phone = SigningKey::generate(&mut r);
+    let other_phone = SigningKey::generate(&mut r);
+    let bound_grant = GrantBody {
+        issuer: w.a.public_key(),
+        subject: link_key.public_key(),
+        scope: vec![GrantScope {
+            device: w.front_id(),
+            epoch: state.epoch,
+        }],
+        actions: vec!["unlock".into()],
+        not_before_ms: T0 + 2 * HOUR,
+        not_after_ms: T0 + 24 * HOUR,
+        use_limit: Some(3),
+        delegation_depth: 0,
+        extensions: vec![Extension {
+            tag: EXT_BIND_ON_FIRST_USE,
+            value: vec![],
+        }],
+        salt: random(&mut r),
+    }
+    .sign(&w.a)
+    .unwrap();
+    let leaf = bound_grant.id();
+    let at = T0 + 3 * HOUR;
+    let cmd = |key: &SigningKey, action: &str, args: Vec<u8>, ts: u64, r: &mut ChaCha20Rng| {
+        Command {
+            device: w.front_id(),
+            sender: key.public_key(),
+            action: action.into(),
+            args,
+            timestamp_ms: ts,
+            nonce: random(r),
+            challenge: None,
+            grants: vec![bound_grant.clone()],
+            reply_to: ReplyTo::Direct,
+        }
+        .sign(key)
+        .unwrap()
+    };
+    let redeem_args = |k: &SigningKey| RedeemRequest::sign(k, &w.front_id(), &leaf).to_args();
+    let bound_to_phone = vec![(leaf, phone.public_key())];
+    let none: Vec<(GrantId, PublicKey)> = vec![];
+    let run = |cmd: &SignedCommand, now: u64, bindings: &[(GrantId, PublicKey)]| {
+        let lookup = |id: &GrantId| bindings.iter().find(|(g, _)| g == id).map(|(_, k)| *k);
+        authorize_bound(&cmd.command, state, now, &lookup)
+    };
+    let with_bindings = |cmd: &SignedCommand, now: u64, bindings: &[(GrantId, PublicKey)]| {
+        let mut f = fields(cmd, now);
+        f["bindings"] = json!(bindings
+            .iter()
+            .map(|(g, k)| json!({"grant_id": h(g.0), "key": pk_hex(k)}))
+            .collect::<Vec<_>>());
+        f
+    };
+    let ok = [
+        (
+            "authorize_redeem_unbound",
+            "The link key of owner A's bind-on-first-use grant (0x83, unlock, 3 uses) redeems it              for the phone key K: args are K and K's signature over              \"latchkey/v1/redeem\\0\" || device id || grant id. No binding yet: Redeem.",
+            cmd(&link_key, REDEEM_ACTION, redeem_args(&phone), at, &mut r),
+            at,
+            none.clone(),
+        ),
+        (
+            "authorize_redeem_before_window",
+            "The same redemption an hour before the grant's window opens: a guest redeems when              accepting the link, which may be days before the stay.",
+            cmd(&link_key, REDEEM_ACTION, redeem_args(&phone), at - 2 * HOUR, &mut r),
+            at - 2 * HOUR,
+            none.clone(),
+        ),
+        (
+            "authorize_redeem_again_same_key",
+            "The redemption repeated after the device bound the grant to K: idempotent, Redeem              again (the device keeps the binding it has).",
+            cmd(&link_key, REDEEM_ACTION, redeem_args(&phone), at, &mut r),
+            at,
+            bound_to_phone.clone(),
+        ),
+        (
+            "authorize_bound_phone_unlocks",
+            "K unlocks with the bound grant's chain: K is the grant's effective subject, so it              is a guest with the grant's use limit.",
+            cmd(&phone, "unlock", vec![], at, &mut r),
+            at,
+            bound_to_phone.clone(),
+        ),
+    ];
+    for (name, description, cmd, now, bindings) in ok {
+        let mut f = with_bindings(&cmd, now, &bindings);
+        f["authorization"] = authorization_json(run(&cmd, now, &bindings).unwrap());
+        v.ok(name, "authorize", description, f);
+    }
+    let fail = [
+        (
+            "fail_authorize_not_redeemed",
+            "The link key unlocks before any redemption: NotRedeemed (reject code 21).",
+            cmd(&link_key, "unlock", vec![], at, &mut r),
+            at,
+            none.clone(),
+            "NotRedeemed",
+        ),
+        (
+            "fail_authorize_link_key_after_redeem",
+            "The link key unlocks after the grant was bound to K (a link leaked after              redemption): AlreadyRedeemed (reject code 22).",
+            cmd(&link_key, "unlock", vec![], at, &mut r),
+            at,
+            bound_to_phone.clone(),
+            "AlreadyRedeemed",
+        ),
+        (
+            "fail_authorize_redeem_by_another_phone",
+            "The link key redeems for another phone key after the grant was bound to K:              AlreadyRedeemed.",
+            cmd(&link_key, REDEEM_ACTION, redeem_args(&other_phone), at, &mut r),
+            at,
+            bound_to_phone.clone(),
+            "AlreadyRedeemed",
+        ),
+        (
+            "fail_authorize_other_phone_unlocks",
+            "Another phone key unlocks with the bound grant's chain: not the grant's effective              subject (GrantInvalid, as a grant issued to another key).",
+            cmd(&other_phone, "unlock", vec![], at, &mut r),
+            at,
+            bound_to_phone.clone(),
+            "GrantInvalid",
+        ),
+        (
+            "fail_authorize_bound_phone_redeems",
+            "K itself sends the redemption: only the link key (the grant's subject) redeems.",
+            cmd(&phone, REDEEM_ACTION, redeem_args(&phone), at, &mut r),
+            at,
+            bound_to_phone.clone(),
+            "GrantInvalid",
+        ),
+        (
+            "fail_authorize_redeem_signed_for_another_grant",
+            "A redemption whose K signature covers another grant id: BadSignature.",
+            cmd(
+                &link_key,
+                REDEEM_ACTION,
+                RedeemRequest::sign(&phone, &w.front_id(), &GrantId([7; 32])).to_args(),
+                at,
+                &mut r,
+            ),
+            at,
+            none.clone(),
+            "BadSignature",
+        ),
+        (
+            "fail_authorize_redeem_short_args",
+            "A redemption with 95 bytes of arguments: Invalid.",
+            cmd(
+                &link_key,
+                REDEEM_ACTION,
+                redeem_args(&phone)[..95].to_vec(),
+                at,
+                &mut r,
+            ),
+            at,
+            none.clone(),
+            "Invalid",
+        ),
+        (
+            "fail_authorize_redeem_expired",
+            "A redemption after the grant ended, the grant bound to another phone: the grant's              own checks come first (GrantExpired, not AlreadyRedeemed).",
+            cmd(
+                &link_key,
+                REDEEM_ACTION,
+                redeem_args(&other_phone),
+                T0 + 25 * HOUR,
+                &mut r,
+            ),
+            T0 + 25 * HOUR,
+            bound_to_phone.clone(),
+            "GrantExpired",
+        ),
+        (
+            "fail_authorize_not_redeemed_not_yet_valid",
+            "The link key unlocks before the window, unredeemed: GrantNotYetValid before              NotRedeemed.",
+            cmd(&link_key, "unlock", vec![], at - 2 * HOUR, &mut r),
+            at - 2 * HOUR,
+            none.clone(),
+            "GrantNotYetValid",
+        ),
+    ];
+    for (name, description, cmd, now, bindings, e) in fail {
+        v.fail(
+            name,
+            "authorize_fail",
+            description,
+            run(&cmd, now, &bindings),
+            e,
+            with_bindings(&cmd, now, &bindings),
         );
     }
 }

@@ -1,7 +1,9 @@
 //! invitation.json: guest invitations (`latchkey://invite/…` links), their fields, and links or
 //! encodings that must be refused.
 
-use latchkey_proto::invite::{Invitation, INVITE_PREFIX, MAX_INVITE_LEN, MAX_INVITE_TEXT};
+use latchkey_proto::invite::{
+    Invitation, InviteDoor, INVITE_PREFIX, MAX_INVITATION, MAX_INVITE_LEN, MAX_INVITE_TEXT,
+};
 
 use crate::*;
 
@@ -32,15 +34,24 @@ pub fn vectors(w: &World) -> Vectors {
 
     // Owner A invites the host to both doors (the host may delegate one level).
     let host = Invitation {
-        device: w.front_id(),
         guest_secret: w.host.to_bytes(),
         grants: vec![s.root.clone()],
-        device_name: "Front door".into(),
         guest_name: "Holiday host".into(),
-        addrs: vec![
-            DeviceAddr::parse("192.168.1.20:7443").unwrap(),
-            DeviceAddr::parse("[fd00::20]:7443").unwrap(),
-            DeviceAddr::parse("front-door.local:7443").unwrap(),
+        doors: vec![
+            InviteDoor {
+                device: w.front_id(),
+                name: "Front door".into(),
+                addrs: vec![
+                    DeviceAddr::parse("192.168.1.20:7443").unwrap(),
+                    DeviceAddr::parse("[fd00::20]:7443").unwrap(),
+                    DeviceAddr::parse("front-door.local:7443").unwrap(),
+                ],
+            },
+            InviteDoor {
+                device: w.back_id(),
+                name: "Back door".into(),
+                addrs: vec![DeviceAddr::parse("192.168.1.21:7443").unwrap()],
+            },
         ],
         nodes: vec![
             "https://n1.latchkey.example".into(),
@@ -50,30 +61,35 @@ pub fn vectors(w: &World) -> Vectors {
     };
     // The host passes the front door on to the cleaner: owner -> host -> cleaner.
     let cleaner = Invitation {
-        device: w.front_id(),
         guest_secret: w.cleaner.to_bytes(),
         grants: vec![s.root.clone(), s.child.clone()],
-        device_name: "Front door".into(),
         guest_name: "Cleaner (Tuesdays)".into(),
-        addrs: vec![DeviceAddr::parse("192.168.1.20:7443").unwrap()],
+        doors: vec![InviteDoor {
+            device: w.front_id(),
+            name: "Front door".into(),
+            addrs: vec![DeviceAddr::parse("192.168.1.20:7443").unwrap()],
+        }],
         nodes: vec!["https://n1.latchkey.example".into()],
     };
     // Owner A's direct grant to the cleaner, with nothing else: the smallest invitation.
     let minimal = Invitation {
-        device: w.front_id(),
         guest_secret: w.cleaner.to_bytes(),
         grants: vec![s.direct.clone()],
-        device_name: String::new(),
         guest_name: String::new(),
-        addrs: vec![],
+        doors: vec![InviteDoor {
+            device: w.front_id(),
+            name: String::new(),
+            addrs: vec![],
+        }],
         nodes: vec![],
     };
     for (name, inv, description) in [
         (
             "invitation_host_both_doors",
             &host,
-            "Owner A invites the host to the front door with A's root grant (which covers both \
-             doors), three addresses and three registry nodes.",
+            "Owner A invites the host to both doors (version 2 layout) with A's root grant, \
+             which covers both; three addresses for the front door, one for the back, three \
+             registry nodes.",
         ),
         (
             "invitation_cleaner_delegated",
@@ -100,11 +116,13 @@ pub fn vectors(w: &World) -> Vectors {
             name,
             "invitation",
             &format!(
-                "{description} `link` is `latchkey://invite/` and unpadded base64url of \
-                 `bytes`; `text_variants` are other spellings (upper-case scheme and path, \
-                 surrounding white space) that must parse to the same invitation; \
-                 `guest_public_key` is the guest secret's Ed25519 public key and the last \
-                 grant's subject."
+                "{description} `bytes` is the version 2 layout (what a short link's sealed \
+                 blob holds). A one-door invitation also has `v1_bytes`, the version 1 layout, \
+                 which must decode to the same invitation; `link` is `latchkey://invite/` and \
+                 unpadded base64url of `v1_bytes` for one door, of `bytes` for several. \
+                 `text_variants` are other spellings (upper-case scheme and path, surrounding \
+                 white space) that must parse to the same invitation; `guest_public_key` is the \
+                 guest secret's Ed25519 public key and the last grant's subject."
             ),
             json!({
                 "invitation": invitation_json(inv),
@@ -280,8 +298,8 @@ pub fn vectors(w: &World) -> Vectors {
     link_fail(
         &mut v,
         "fail_invite_link_version",
-        "invitation_host_both_doors's link with version byte 2.",
-        link_of(&patch(&bytes, 0, &[1], &[2])),
+        "invitation_host_both_doors's link with version byte 3.",
+        link_of(&patch(&bytes, 0, &[2], &[3])),
         "UnsupportedVersion",
     );
     link_fail(
@@ -300,7 +318,10 @@ pub fn vectors(w: &World) -> Vectors {
          (DeviceNotGranted, as in a device's grant check).",
         link_of(
             &Invitation {
-                device: w.back_id(),
+                doors: vec![InviteDoor {
+                    device: w.back_id(),
+                    ..minimal.doors[0].clone()
+                }],
                 ..minimal.clone()
             }
             .to_bytes(),
@@ -357,8 +378,8 @@ pub fn vectors(w: &World) -> Vectors {
     v.fail_decode(
         "fail_invitation_version",
         "Invitation",
-        "invitation_host_both_doors's bytes with version byte 2.",
-        &patch(&bytes, 0, &[1], &[2]),
+        "invitation_host_both_doors's bytes with version byte 3 (1 and 2 are known).",
+        &patch(&bytes, 0, &[2], &[3]),
         "UnsupportedVersion",
     );
     let at = find_once(&bytes, b"Holiday host");
@@ -378,7 +399,7 @@ pub fn vectors(w: &World) -> Vectors {
         "fail_invitation_device_name_too_long",
         "Invitation",
         "An invitation with a 65-byte device name (the limit is 64).",
-        &with(&|i| i.device_name = "x".repeat(65)),
+        &with(&|i| i.doors[0].name = "x".repeat(65)),
         "TooLarge",
     );
     v.fail_decode(
@@ -400,7 +421,7 @@ pub fn vectors(w: &World) -> Vectors {
         "Invitation",
         "An invitation with five addresses (the limit is 4).",
         &with(&|i| {
-            i.addrs = (1..=5)
+            i.doors[0].addrs = (1..=5)
                 .map(|n| DeviceAddr::parse(&format!("10.0.0.{n}:443")).unwrap())
                 .collect()
         }),
@@ -433,14 +454,23 @@ pub fn vectors(w: &World) -> Vectors {
         "UnknownTag",
     );
     v.fail_decode(
+        "fail_invitation_nine_doors",
+        "Invitation",
+        "An invitation naming nine doors (the limit is 8).",
+        &with(&|i| i.doors = vec![i.doors[1].clone(); 9]),
+        "TooLarge",
+    );
+    let mut huge_blob = bytes.clone();
+    huge_blob.resize(MAX_INVITATION + 1, 0);
+    v.fail_decode(
         "fail_invitation_too_large",
         "Invitation",
         &format!(
             "invitation_host_both_doors's bytes padded with zeros to {} bytes: over the \
-             {MAX_INVITE_LEN}-byte limit.",
-            MAX_INVITE_LEN + 1
+             {MAX_INVITATION}-byte limit of an encoded invitation.",
+            MAX_INVITATION + 1
         ),
-        &huge,
+        &huge_blob,
         "TooLarge",
     );
     v

@@ -545,12 +545,14 @@ fn envelope_order(w: &World, v: &mut Vectors) {
 fn invitation_order(w: &World, v: &mut Vectors) {
     let s = grant_setup(w);
     let base = Invitation {
-        device: w.front_id(),
         guest_secret: w.cleaner.to_bytes(),
         grants: vec![s.direct.clone()],
-        device_name: "Front door".into(),
         guest_name: "Cleaner".into(),
-        addrs: vec![],
+        doors: vec![latchkey_proto::invite::InviteDoor {
+            device: w.front_id(),
+            name: "Front door".into(),
+            addrs: vec![],
+        }],
         nodes: vec!["https://n1.latchkey.example".into()],
     };
     base.check().unwrap();
@@ -572,7 +574,7 @@ fn invitation_order(w: &World, v: &mut Vectors) {
     };
     let mut tampered = base.clone();
     tampered.grants[0].body.not_after_ms += 1;
-    tampered.device = w.back_id();
+    tampered.doors[0].device = w.back_id();
     tampered.guest_secret = w.host.to_bytes();
     fail(
         "fail_precedence_invite_signature_before_device",
@@ -583,7 +585,7 @@ fn invitation_order(w: &World, v: &mut Vectors) {
         "GrantInvalid",
     );
     let mut elsewhere = base.clone();
-    elsewhere.device = w.back_id();
+    elsewhere.doors[0].device = w.back_id();
     elsewhere.guest_secret = w.host.to_bytes();
     fail(
         "fail_precedence_invite_device_before_subject",

@@ -166,19 +166,26 @@ pub fn claim_json(p: &ClaimPayload) -> Value {
 }
 
 pub fn invitation_json(i: &Invitation) -> Value {
-    json!({
+    let mut v = json!({
         "bytes": h(i.to_bytes()),
         "link": i.to_link().unwrap().as_str(),
-        "device": h(i.device.0),
-        "device_text": i.device.to_string(),
         "guest_secret": h(i.guest_secret.as_slice()),
         "guest_public_key": pk_hex(&i.guest_key().public_key()),
         "grants": i.grants.iter().map(grant_json).collect::<Vec<_>>(),
-        "device_name": i.device_name,
         "guest_name": i.guest_name,
-        "addrs": i.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "doors": i.doors.iter().map(|d| json!({
+            "device": h(d.device.0),
+            "device_text": d.device.to_string(),
+            "name": d.name,
+            "addrs": d.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
         "nodes": i.nodes,
-    })
+    });
+    // A one-door invitation's long link is in the version 1 layout.
+    if i.doors.len() == 1 {
+        v["v1_bytes"] = json!(h(i.to_v1_bytes().unwrap().as_slice()));
+    }
+    v
 }
 
 /// Whether a strict, cofactorless Ed25519 verifier (libsodium's `crypto_sign_verify_detached`,
