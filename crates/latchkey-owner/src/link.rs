@@ -16,9 +16,9 @@ use latchkey_proto::invite::Invitation;
 use latchkey_proto::keys::{DeviceId, PublicKey, SigningKey};
 use latchkey_proto::redeem::RedeemRequest;
 use latchkey_proto::shortlink::{
-    SealedInvitation, ShortLink, MAX_SEALED_INVITATION, SHORT_LINK_PREFIX, SHORT_LINK_SECRET_LEN,
+    SealedInvitation, ShortLink, SHORT_LINK_PREFIX, SHORT_LINK_SECRET_LEN,
 };
-use latchkey_quorum::http::read_capped;
+use latchkey_quorum::invites;
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
@@ -123,8 +123,9 @@ pub fn qr_version(link: &str) -> Result<u8> {
 }
 
 impl Profile {
-    /// Stores `blob` at `id` on every node in parallel until `expires_ms`; returns the nodes
-    /// that stored it (or already held these same bytes), in the order given.
+    /// Stores `blob` under the link's id on every node in parallel until `expires_ms`; returns
+    /// the nodes that hold it (stored, or already held these same bytes), in the order given,
+    /// and why each other one did not.
     pub(crate) async fn publish_blob(
         &self,
         nodes: &[String],
@@ -132,22 +133,19 @@ impl Profile {
         blob: &[u8],
         expires_ms: u64,
     ) -> (Vec<String>, Vec<String>) {
-        let id = hex::encode(link.blob_id());
+        let id = link.blob_id();
         let puts = nodes.iter().map(|node| {
-            let url = format!("{node}/v1/invites/{id}?expires={expires_ms}");
+            let id = &id;
             async move {
-                let sent = self
-                    .http
-                    .put(&url)
-                    .timeout(BLOB_TIMEOUT)
-                    .header("content-type", "application/octet-stream")
-                    .body(blob.to_vec())
-                    .send()
-                    .await;
-                match sent {
-                    Ok(r) if r.status().is_success() => Ok(node.clone()),
-                    Ok(r) => Err(format!("{node}: HTTP {}", r.status())),
-                    Err(e) => Err(format!("{node}: {}", e.without_url())),
+                let put = tokio::time::timeout(
+                    BLOB_TIMEOUT,
+                    invites::put_invite(&self.http, node, id, blob, expires_ms),
+                )
+                .await;
+                match put {
+                    Ok(Ok(_)) => Ok(node.clone()),
+                    Ok(Err(e)) => Err(format!("{node}: {e}")),
+                    Err(_) => Err(format!("{node}: timed out")),
                 }
             }
         });
@@ -172,36 +170,24 @@ impl Profile {
                 nodes.push(n);
             }
         }
-        let id = hex::encode(link.blob_id());
+        let id = link.blob_id();
         let mut tried = Vec::new();
         for node in &nodes {
-            let url = format!("{node}/v1/invites/{id}");
-            let got = async {
-                let resp = self
-                    .http
-                    .get(&url)
-                    .timeout(BLOB_TIMEOUT)
-                    .send()
-                    .await
-                    .map_err(|e| e.without_url().to_string())?;
-                if !resp.status().is_success() {
-                    return Err(format!("HTTP {}", resp.status()));
-                }
-                read_capped(resp, MAX_SEALED_INVITATION)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            .await;
+            let got =
+                tokio::time::timeout(BLOB_TIMEOUT, invites::get_invite(&self.http, node, &id))
+                    .await;
             let why = match got {
                 // Opening checks the invitation too (signatures, links, doors).
-                Ok(blob) => match SealedInvitation::open(link, &blob) {
+                Ok(Ok(Some(blob))) => match SealedInvitation::open(link, &blob) {
                     Ok(invitation) => return Ok(invitation),
                     Err(e) => format!("what it served does not open: {e}"),
                 },
-                Err(why) => why,
+                Ok(Ok(None)) => "it does not hold it".to_owned(),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_owned(),
             };
             tracing::warn!(node, %why, "skipping a node for this invitation");
-            tried.push(format!("{node} ({why})"));
+            tried.push(format!("{node}: {why}"));
         }
         Err(Error::InvitationNotFound {
             tried: tried.join("; "),
