@@ -41,7 +41,7 @@ pub struct InviteRequest {
     /// The exact argument strings the guest may send (at most 8, each 1-256 bytes); empty: the
     /// guest may send its actions only without arguments.
     pub arguments: Vec<Vec<u8>>,
-    /// Hand out the old self-contained `latchkey://invite/…` link (about 2,700 characters)
+    /// Hand out the old self-contained `latchkey://invite/…` link (500 characters and more)
     /// instead of a short one whose invitation is sealed on the nodes. Either binds to the
     /// first phone that redeems it.
     pub long_link: bool,
