@@ -352,10 +352,18 @@ async fn a_short_link_binds_to_the_first_phone_and_a_leaked_copy_is_refused_then
     let ana_grant = grants.iter().find(|g| g.id == issued.grant.id).unwrap();
     match &ana_grant.redemption {
         Redemption::Redeemed {
+            phone,
             at_ms,
             other_phones,
-            ..
         } => {
+            let mut raw = [0u8; 32];
+            hex::decode_to_slice(kept.as_bytes(), &mut raw).unwrap();
+            let ana_phone = latchkey_proto::keys::SigningKey::from_bytes(&raw).public_key();
+            assert_eq!(
+                *phone,
+                Some(ana_phone),
+                "the door's entry names Ana's phone"
+            );
             assert!(at_ms.is_some());
             assert!(*other_phones >= 2, "{other_phones}");
         }
