@@ -693,7 +693,14 @@ impl Profile {
             let link_key = invitation.guest_key();
             for (record, at) in records.iter().zip(redeemed_at.iter_mut()) {
                 match self
-                    .redeem(record, &invitation.grants, &link_key, &key, &nodes)
+                    .redeem(
+                        record,
+                        &invitation.grants,
+                        &link_key,
+                        &key,
+                        &nodes,
+                        link::ACCEPT_RELAY_WAIT,
+                    )
                     .await
                 {
                     Ok(report) if report.accepted() => *at = Some(self.now_ms()),
@@ -878,7 +885,14 @@ impl Profile {
         link_key: &SigningKey,
     ) -> Result<Option<OpenReport>> {
         let report = self
-            .redeem(device, &guest.grants, link_key, &guest.key, &self.nodes()?)
+            .redeem(
+                device,
+                &guest.grants,
+                link_key,
+                &guest.key,
+                &self.nodes()?,
+                crate::open::RELAY_TIMEOUT,
+            )
             .await?;
         if link::already_redeemed(&report) {
             return Err(Error::AlreadyRedeemed);

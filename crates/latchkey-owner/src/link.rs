@@ -34,6 +34,10 @@ const MAX_BLOB_LIFETIME_MS: u64 = 400 * 24 * 3600 * 1000;
 /// A sealed invitation stays on the nodes this long after the grant ends, so a guest who opens
 /// the link late is told the invitation ended rather than that it cannot be found.
 const BLOB_GRACE_MS: u64 = 7 * 24 * 3600 * 1000;
+/// How long accepting a link waits for a door's answer through the mailboxes: a door that is
+/// offline now is redeemed at the first open (and may still take the redemption waiting in its
+/// mailbox when it comes back), so the guest is not kept waiting for it.
+pub(crate) const ACCEPT_RELAY_WAIT: Duration = Duration::from_secs(8);
 /// At most this many pages of a door's audit log are read back when looking for redemptions.
 const MAX_AUDIT_PAGES: usize = 16;
 
@@ -195,8 +199,9 @@ impl Profile {
     }
 
     /// Redeems the bind-on-first-use leaf of `grants` at `device`: signed by the link's
-    /// one-time `link_key`, binding the grant to `phone`. A redemption is idempotent for the
-    /// same phone key, so an answer lost on the way back is retried with a fresh nonce.
+    /// one-time `link_key`, binding the grant to `phone`, waiting at most `relay_wait` for an
+    /// answer through the mailboxes. A redemption is idempotent for the same phone key, so an
+    /// answer lost on the way back is retried with a fresh nonce.
     pub(crate) async fn redeem(
         &self,
         device: &DeviceRecord,
@@ -204,6 +209,7 @@ impl Profile {
         link_key: &SigningKey,
         phone: &SigningKey,
         nodes: &[String],
+        relay_wait: Duration,
     ) -> Result<OpenReport> {
         let leaf = grants
             .last()
@@ -211,24 +217,26 @@ impl Profile {
             .id();
         let args = RedeemRequest::sign(phone, &device.id, &leaf).to_args();
         let mut report = self
-            .send_as(
+            .send_within(
                 device.clone(),
                 link_key,
                 grants,
                 REDEEM_ACTION,
                 &args,
                 nodes,
+                relay_wait,
             )
             .await?;
         if report.outcome_unknown() {
             report = self
-                .send_as(
+                .send_within(
                     device.clone(),
                     link_key,
                     grants,
                     REDEEM_ACTION,
                     &args,
                     nodes,
+                    relay_wait,
                 )
                 .await?;
         }
