@@ -7,6 +7,9 @@
 //! invitation is sealed on the nodes (see [`crate::link`]); accepting one makes the guest's own
 //! key, redeems it at every door, and opens with that key from then on.
 
+use std::collections::HashMap;
+
+use latchkey_proto::audit::SignedEntry;
 use latchkey_proto::chain::{Chain, OpBody};
 use latchkey_proto::command::Outcome;
 use latchkey_proto::grant::{
@@ -472,6 +475,8 @@ impl Profile {
         let rows = self.store.issued(None)?;
         let now = self.now_ms();
         let mut out = Vec::new();
+        // Each door's kept log is decoded once, however many grants it has.
+        let mut logs: HashMap<DeviceId, Vec<SignedEntry>> = HashMap::new();
         for row in rows {
             let covers = |d: &DeviceId| row.grant.body.scope.iter().any(|s| s.device == *d);
             if only.as_ref().is_some_and(|o| !covers(&o.id)) {
@@ -484,7 +489,13 @@ impl Profile {
             let mut entries = Vec::new();
             if row.grant.body.binds_on_first_use() {
                 for d in &doors {
-                    entries.extend(link::decode_entries(&self.store.kept_audit_entries(&d.id)?));
+                    let log = match logs.entry(d.id) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(link::decode_entries(&self.store.kept_audit_entries(&d.id)?))
+                        }
+                    };
+                    entries.extend(log.iter().cloned());
                 }
             }
             let link_row = self.store.issued_link(&row.grant.id())?;
