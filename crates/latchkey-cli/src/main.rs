@@ -166,7 +166,7 @@ enum Cmd {
         /// Also write the link as a QR code PNG here.
         #[arg(long)]
         qr: Option<PathBuf>,
-        /// Print the old self-contained latchkey://invite/ link (about 2,700 characters; no
+        /// Print the old self-contained latchkey://invite/ link (500 characters and more; no
         /// node needed to fetch it) instead of a short one.
         #[arg(long)]
         long: bool,

@@ -14,6 +14,11 @@
 //!   check alone (hybrid KEM decapsulation, AEAD, unpad, decode, Ed25519).
 //! - `primitives/sign+seal_response`: signing and sealing one response.
 //! - `primitives/strike_register_insert`: one durable nonce insert.
+//! - `short_link/redeem_then_open`: a short link's first use — the link key redeems a fresh
+//!   bind-on-first-use grant for the phone key (binding stored with the nonce), then the phone
+//!   opens — next to `short_link/primitives`: what those two commands cannot avoid (two
+//!   `open_command`+verify, the grant's signature twice, the redemption's signature, two
+//!   signed and sealed responses, two durable nonce inserts).
 //!
 //! Run: `cargo bench -p latchkey-device --bench pipeline`. Figures: docs/BENCHMARKS.md.
 
@@ -32,7 +37,9 @@ use latchkey_device::view::View;
 use latchkey_proto::command::{Command, Outcome, ReplyTo, Response};
 use latchkey_proto::device::DeviceKeys;
 use latchkey_proto::envelope::{open_command, seal_command};
+use latchkey_proto::grant::{Extension, Grant, EXT_BIND_ON_FIRST_USE, REDEEM_ACTION};
 use latchkey_proto::keys::SigningKey;
+use latchkey_proto::redeem::RedeemRequest;
 use latchkey_testkit::{flip_bit, person, rng, ChaCha20Rng, TestDevice, T0};
 use rand_core::RngCore;
 
@@ -81,18 +88,60 @@ impl Bench {
     }
 
     fn envelope_from(&self, sender: &SigningKey) -> Vec<u8> {
+        self.guest_envelope(sender, "unlock", vec![], vec![])
+    }
+
+    /// The owner's bind-on-first-use grant to `link` (unlock, all day).
+    fn short_link_grant(&self, link: &SigningKey) -> Grant {
+        let mut body = self
+            .device
+            .grant(
+                &self.owner,
+                &link.public_key(),
+                &["unlock"],
+                T0 - 1,
+                T0 + 86_400_000,
+                0,
+            )
+            .body;
+        body.extensions.push(Extension {
+            tag: EXT_BIND_ON_FIRST_USE,
+            value: vec![],
+        });
+        body.sign(&self.owner).unwrap()
+    }
+
+    /// A short link's first use: the redemption by `link` for `phone`, and `phone`'s open.
+    fn first_use(&self, n: u64) -> (Vec<u8>, Vec<u8>) {
+        let (link, phone) = (person(1000 + 2 * n), person(1001 + 2 * n));
+        let grant = self.short_link_grant(&link);
+        let args =
+            RedeemRequest::sign(&phone, &self.device.keys.device_id(), &grant.id()).to_args();
+        (
+            self.guest_envelope(&link, REDEEM_ACTION, args, vec![grant.clone()]),
+            self.guest_envelope(&phone, "unlock", vec![], vec![grant]),
+        )
+    }
+
+    fn guest_envelope(
+        &self,
+        sender: &SigningKey,
+        action: &str,
+        args: Vec<u8>,
+        grants: Vec<Grant>,
+    ) -> Vec<u8> {
         let mut rng = self.rng.borrow_mut();
         let mut nonce = [0u8; 16];
         rng.fill_bytes(&mut nonce);
         let command = Command {
             device: self.device.keys.device_id(),
             sender: sender.public_key(),
-            action: "unlock".into(),
-            args: vec![],
+            action: action.into(),
+            args,
             timestamp_ms: T0,
             nonce,
             challenge: None,
-            grants: vec![],
+            grants,
             reply_to: ReplyTo::Direct,
         }
         .sign(sender)
@@ -244,5 +293,62 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(pipeline, benches);
+fn short_links(c: &mut Criterion) {
+    let b = Bench::new();
+    let mut g = c.benchmark_group("short_link");
+    g.sample_size(20).measurement_time(Duration::from_secs(8));
+    let mut n = 0u64;
+    g.bench_function("redeem_then_open", |bench| {
+        bench.iter_batched(
+            || {
+                n += 1;
+                b.first_use(n)
+            },
+            |(redeem, open)| black_box((b.full(&redeem), b.full(&open))),
+            BatchSize::SmallInput,
+        )
+    });
+    let (redeem, open) = b.first_use(0);
+    let grant = open_command(&open, &b.device.keys.kem)
+        .unwrap()
+        .command
+        .command
+        .grants[0]
+        .clone();
+    let mut seal_rng = rng(4);
+    let mut m = 0u64;
+    g.bench_function("primitives", |bench| {
+        bench.iter(|| {
+            for env in [&redeem, &open] {
+                let opened = open_command(black_box(env), &b.device.keys.kem).unwrap();
+                opened.command.verify_signature().unwrap();
+                grant.verify_signature().unwrap();
+                if opened.command.command.action == REDEEM_ACTION {
+                    RedeemRequest::from_args(&opened.command.command.args)
+                        .unwrap()
+                        .verify(&b.device.keys.device_id(), &grant.id())
+                        .unwrap();
+                }
+                let response = Response {
+                    device: b.device.keys.device_id(),
+                    command: opened.command.command.id(),
+                    timestamp_ms: Some(T0),
+                    outcome: Outcome::Accepted,
+                    body: Vec::new(),
+                }
+                .sign(&b.device.keys.identity)
+                .unwrap();
+                black_box(opened.reply.seal(&response, &mut seal_rng).unwrap());
+                m += 1;
+                let mut nonce = [0u8; 16];
+                nonce[..8].copy_from_slice(&m.to_be_bytes());
+                nonce[8] = 0x5e;
+                black_box(b.pipeline.store().insert_nonce(&nonce, T0).unwrap());
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(pipeline, benches, short_links);
 criterion_main!(pipeline);

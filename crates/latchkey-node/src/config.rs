@@ -100,8 +100,16 @@ pub struct Limits {
     pub max_long_polls_per_address: usize,
     /// Verified chains kept in memory (least recently used are dropped and reloaded on use).
     pub max_cached_chains: usize,
-    /// How often expired mailbox messages are purged.
+    /// How often expired mailbox messages and invitation blobs are purged.
     pub purge_interval: Duration,
+    /// Largest sealed invitation (`PUT /v1/invites/{id}` body).
+    pub max_invite_body: usize,
+    /// Live invitation blobs one client address may hold.
+    pub invites_per_address: usize,
+    /// Live invitation blobs the node holds at most.
+    pub invite_capacity: usize,
+    /// Invitation stores (`PUT /v1/invites/…`) per client IP.
+    pub invite_rate: Option<Rate>,
 }
 
 impl Default for Limits {
@@ -129,6 +137,10 @@ impl Default for Limits {
             max_long_polls_per_address: 32,
             max_cached_chains: 10_000,
             purge_interval: Duration::from_secs(10),
+            max_invite_body: crate::invites::MAX_INVITE_BODY,
+            invites_per_address: 1000,
+            invite_capacity: 50_000,
+            invite_rate: Some(Rate::new(5, 50)),
         }
     }
 }
@@ -141,6 +153,7 @@ impl Limits {
             ops_rate: None,
             mailbox_rate: None,
             read_rate: None,
+            invite_rate: None,
             ..Limits::default()
         }
     }

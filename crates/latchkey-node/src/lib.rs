@@ -17,6 +17,7 @@ pub mod admission;
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod invites;
 pub mod mailbox;
 pub mod metrics;
 pub mod registry;
@@ -212,6 +213,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     }
     tasks.push(tokio::spawn(housekeeping(
         mailboxes,
+        peers.store.clone(),
         limiters,
         limits.purge_interval,
         shutdown_rx,
@@ -227,9 +229,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     })
 }
 
-/// Purges expired mailbox messages and idle rate-limit entries now and then.
+/// Purges expired mailbox messages, expired invitation blobs and idle rate-limit entries now
+/// and then.
 async fn housekeeping(
     mailboxes: Arc<mailbox::Mailboxes>,
+    store: store::Store,
     limiters: Arc<api::Limiters>,
     every: std::time::Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -243,6 +247,14 @@ async fn housekeeping(
             Ok(0) => {}
             Ok(n) => tracing::debug!(purged = n, "expired mailbox messages purged"),
             Err(e) => tracing::warn!(error = %e, "purging mailboxes failed"),
+        }
+        match store
+            .write(|conn| invites::purge(conn, store::now_ms()))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "expired invitation blobs purged"),
+            Err(e) => tracing::warn!(error = %e, "purging invitation blobs failed"),
         }
         limiters.forget_idle();
     }

@@ -91,6 +91,11 @@ pub struct Metrics {
     pub rate_limited: AtomicU64,
     pub overloaded: AtomicU64,
     pub devices: AtomicU64,
+    /// Invitation blobs stored (a repeat of the same bytes not counted).
+    pub invites_stored: AtomicU64,
+    pub invite_reads: AtomicU64,
+    /// Invitation stores refused: other bytes under the id, or a cap reached.
+    pub invites_refused: AtomicU64,
 }
 
 pub fn inc(counter: &AtomicU64) {
@@ -208,6 +213,21 @@ impl Metrics {
             "latchkey_too_many_at_once_total",
             "Requests refused because their address had its maximum in flight.",
             get(&self.too_many_at_once),
+        );
+        counter(
+            "latchkey_invites_stored_total",
+            "Sealed invitation blobs stored.",
+            get(&self.invites_stored),
+        );
+        counter(
+            "latchkey_invite_reads_total",
+            "Reads of a sealed invitation blob (found or not).",
+            get(&self.invite_reads),
+        );
+        counter(
+            "latchkey_invites_refused_total",
+            "Invitation stores refused: other bytes under the id, or an address's or the node's share full.",
+            get(&self.invites_refused),
         );
         let _ = writeln!(
             out,

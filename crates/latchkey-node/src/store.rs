@@ -185,6 +185,7 @@ impl Store {
         }
         writer.execute_batch(SCHEMA)?;
         add_mailbox_senders(&writer)?;
+        crate::invites::create(&writer)?;
         writer.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         let reader = open(path)?;
         Ok(Store {

@@ -7,6 +7,9 @@
 //! invitation is sealed on the nodes (see [`crate::link`]); accepting one makes the guest's own
 //! key, redeems it at every door, and opens with that key from then on.
 
+use std::collections::HashMap;
+
+use latchkey_proto::audit::SignedEntry;
 use latchkey_proto::chain::{Chain, OpBody};
 use latchkey_proto::command::Outcome;
 use latchkey_proto::grant::{
@@ -45,7 +48,7 @@ pub struct InviteRequest {
     /// Weekly windows the guest may open in (grant extension 0x81), checked by the device in
     /// the schedule's own time zone; `None`: any time between `from_ms` and `until_ms`.
     pub schedule: Option<WeeklySchedule>,
-    /// Hand out the old self-contained `latchkey://invite/…` link (about 2,700 characters)
+    /// Hand out the old self-contained `latchkey://invite/…` link (500 characters and more)
     /// instead of a short one whose invitation is sealed on the nodes. Either binds to the
     /// first phone that redeems it.
     pub long_link: bool,
@@ -515,6 +518,8 @@ impl Profile {
         let held = self.store.invitations()?;
         let now = self.now_ms();
         let mut out = Vec::new();
+        // Each door's kept log is decoded once, however many grants it has.
+        let mut logs: HashMap<DeviceId, Vec<SignedEntry>> = HashMap::new();
         for row in rows {
             // A delegated grant stands or falls with the chain above it.
             let mut chain: Vec<Grant> = row
@@ -534,7 +539,13 @@ impl Profile {
             let mut entries = Vec::new();
             if row.grant.body.binds_on_first_use() {
                 for d in &doors {
-                    entries.extend(link::decode_entries(&self.store.kept_audit_entries(&d.id)?));
+                    let log = match logs.entry(d.id) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(link::decode_entries(&self.store.kept_audit_entries(&d.id)?))
+                        }
+                    };
+                    entries.extend(log.iter().cloned());
                 }
             }
             let link_row = self.store.issued_link(&row.grant.id())?;
@@ -744,7 +755,14 @@ impl Profile {
             let link_key = invitation.guest_key();
             for (record, at) in records.iter().zip(redeemed_at.iter_mut()) {
                 match self
-                    .redeem(record, &invitation.grants, &link_key, &key, &nodes)
+                    .redeem(
+                        record,
+                        &invitation.grants,
+                        &link_key,
+                        &key,
+                        &nodes,
+                        link::ACCEPT_RELAY_WAIT,
+                    )
                     .await
                 {
                     Ok(report) if report.accepted() => *at = Some(self.now_ms()),
@@ -1142,7 +1160,14 @@ impl Profile {
         link_key: &SigningKey,
     ) -> Result<Option<OpenReport>> {
         let report = self
-            .redeem(device, &guest.grants, link_key, &guest.key, &self.nodes()?)
+            .redeem(
+                device,
+                &guest.grants,
+                link_key,
+                &guest.key,
+                &self.nodes()?,
+                crate::open::RELAY_TIMEOUT,
+            )
             .await?;
         if link::already_redeemed(&report) {
             return Err(Error::AlreadyRedeemed);

@@ -16,9 +16,9 @@ use latchkey_proto::invite::Invitation;
 use latchkey_proto::keys::{DeviceId, PublicKey, SigningKey};
 use latchkey_proto::redeem::RedeemRequest;
 use latchkey_proto::shortlink::{
-    SealedInvitation, ShortLink, MAX_SEALED_INVITATION, SHORT_LINK_PREFIX, SHORT_LINK_SECRET_LEN,
+    SealedInvitation, ShortLink, SHORT_LINK_PREFIX, SHORT_LINK_SECRET_LEN,
 };
-use latchkey_quorum::http::read_capped;
+use latchkey_quorum::invites;
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
@@ -34,6 +34,10 @@ const MAX_BLOB_LIFETIME_MS: u64 = 400 * 24 * 3600 * 1000;
 /// A sealed invitation stays on the nodes this long after the grant ends, so a guest who opens
 /// the link late is told the invitation ended rather than that it cannot be found.
 const BLOB_GRACE_MS: u64 = 7 * 24 * 3600 * 1000;
+/// How long accepting a link waits for a door's answer through the mailboxes: a door that is
+/// offline now is redeemed at the first open (and may still take the redemption waiting in its
+/// mailbox when it comes back), so the guest is not kept waiting for it.
+pub(crate) const ACCEPT_RELAY_WAIT: Duration = Duration::from_secs(8);
 /// At most this many pages of a door's audit log are read back when looking for redemptions.
 const MAX_AUDIT_PAGES: usize = 16;
 
@@ -123,8 +127,9 @@ pub fn qr_version(link: &str) -> Result<u8> {
 }
 
 impl Profile {
-    /// Stores `blob` at `id` on every node in parallel until `expires_ms`; returns the nodes
-    /// that stored it (or already held these same bytes), in the order given.
+    /// Stores `blob` under the link's id on every node in parallel until `expires_ms`; returns
+    /// the nodes that hold it (stored, or already held these same bytes), in the order given,
+    /// and why each other one did not.
     pub(crate) async fn publish_blob(
         &self,
         nodes: &[String],
@@ -132,22 +137,19 @@ impl Profile {
         blob: &[u8],
         expires_ms: u64,
     ) -> (Vec<String>, Vec<String>) {
-        let id = hex::encode(link.blob_id());
+        let id = link.blob_id();
         let puts = nodes.iter().map(|node| {
-            let url = format!("{node}/v1/invites/{id}?expires={expires_ms}");
+            let id = &id;
             async move {
-                let sent = self
-                    .http
-                    .put(&url)
-                    .timeout(BLOB_TIMEOUT)
-                    .header("content-type", "application/octet-stream")
-                    .body(blob.to_vec())
-                    .send()
-                    .await;
-                match sent {
-                    Ok(r) if r.status().is_success() => Ok(node.clone()),
-                    Ok(r) => Err(format!("{node}: HTTP {}", r.status())),
-                    Err(e) => Err(format!("{node}: {}", e.without_url())),
+                let put = tokio::time::timeout(
+                    BLOB_TIMEOUT,
+                    invites::put_invite(&self.http, node, id, blob, expires_ms),
+                )
+                .await;
+                match put {
+                    Ok(Ok(_)) => Ok(node.clone()),
+                    Ok(Err(e)) => Err(format!("{node}: {e}")),
+                    Err(_) => Err(format!("{node}: timed out")),
                 }
             }
         });
@@ -172,36 +174,24 @@ impl Profile {
                 nodes.push(n);
             }
         }
-        let id = hex::encode(link.blob_id());
+        let id = link.blob_id();
         let mut tried = Vec::new();
         for node in &nodes {
-            let url = format!("{node}/v1/invites/{id}");
-            let got = async {
-                let resp = self
-                    .http
-                    .get(&url)
-                    .timeout(BLOB_TIMEOUT)
-                    .send()
-                    .await
-                    .map_err(|e| e.without_url().to_string())?;
-                if !resp.status().is_success() {
-                    return Err(format!("HTTP {}", resp.status()));
-                }
-                read_capped(resp, MAX_SEALED_INVITATION)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            .await;
+            let got =
+                tokio::time::timeout(BLOB_TIMEOUT, invites::get_invite(&self.http, node, &id))
+                    .await;
             let why = match got {
                 // Opening checks the invitation too (signatures, links, doors).
-                Ok(blob) => match SealedInvitation::open(link, &blob) {
+                Ok(Ok(Some(blob))) => match SealedInvitation::open(link, &blob) {
                     Ok(invitation) => return Ok(invitation),
                     Err(e) => format!("what it served does not open: {e}"),
                 },
-                Err(why) => why,
+                Ok(Ok(None)) => "it does not hold it".to_owned(),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_owned(),
             };
             tracing::warn!(node, %why, "skipping a node for this invitation");
-            tried.push(format!("{node} ({why})"));
+            tried.push(format!("{node}: {why}"));
         }
         Err(Error::InvitationNotFound {
             tried: tried.join("; "),
@@ -209,8 +199,9 @@ impl Profile {
     }
 
     /// Redeems the bind-on-first-use leaf of `grants` at `device`: signed by the link's
-    /// one-time `link_key`, binding the grant to `phone`. A redemption is idempotent for the
-    /// same phone key, so an answer lost on the way back is retried with a fresh nonce.
+    /// one-time `link_key`, binding the grant to `phone`, waiting at most `relay_wait` for an
+    /// answer through the mailboxes. A redemption is idempotent for the same phone key, so an
+    /// answer lost on the way back is retried with a fresh nonce.
     pub(crate) async fn redeem(
         &self,
         device: &DeviceRecord,
@@ -218,6 +209,7 @@ impl Profile {
         link_key: &SigningKey,
         phone: &SigningKey,
         nodes: &[String],
+        relay_wait: Duration,
     ) -> Result<OpenReport> {
         let leaf = grants
             .last()
@@ -225,24 +217,26 @@ impl Profile {
             .id();
         let args = RedeemRequest::sign(phone, &device.id, &leaf).to_args();
         let mut report = self
-            .send_as(
+            .send_within(
                 device.clone(),
                 link_key,
                 grants,
                 REDEEM_ACTION,
                 &args,
                 nodes,
+                relay_wait,
             )
             .await?;
         if report.outcome_unknown() {
             report = self
-                .send_as(
+                .send_within(
                     device.clone(),
                     link_key,
                     grants,
                     REDEEM_ACTION,
                     &args,
                     nodes,
+                    relay_wait,
                 )
                 .await?;
         }
@@ -339,7 +333,12 @@ impl Profile {
             .transpose()?
             .map(|d| d.id);
         let now = self.now_ms();
-        let me = self.identity()?.public_key();
+        // A guest's profile issued nothing and reads no log.
+        let me = match self.identity() {
+            Ok(me) => me.public_key(),
+            Err(Error::NoSeed) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
         let mut since: BTreeMap<DeviceId, u64> = BTreeMap::new();
         for row in self.store.issued(None)? {
             let body = &row.grant.body;

@@ -24,7 +24,7 @@ use crate::store::DeviceRecord;
 /// Time for one direct request (the actuator runs before the device answers).
 const DIRECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time to wait for an answer through the mailboxes.
-const RELAY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const RELAY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How old the stored check time may grow before an unchanged chain is written again.
 const STORED_VIEW_REFRESH_MS: u64 = 5 * 60 * 1000;
 /// How long a relayed command waits in the device's mailbox (its timestamp expires sooner).
@@ -40,6 +40,8 @@ struct Request<'a> {
     action: &'a str,
     args: &'a [u8],
     challenge: Option<[u8; NONCE_LEN]>,
+    /// How long to wait for an answer through the mailboxes.
+    relay_wait: Duration,
 }
 
 /// How the answer came back.
@@ -193,6 +195,22 @@ impl Profile {
         args: &[u8],
         nodes: &[String],
     ) -> Result<OpenReport> {
+        self.send_within(device, key, grants, action, args, nodes, RELAY_TIMEOUT)
+            .await
+    }
+
+    /// [`Self::send_as`], waiting at most `relay_wait` for an answer through the mailboxes.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn send_within(
+        &self,
+        device: DeviceRecord,
+        key: &SigningKey,
+        grants: &[Grant],
+        action: &str,
+        args: &[u8],
+        nodes: &[String],
+        relay_wait: Duration,
+    ) -> Result<OpenReport> {
         let mut challenge = None;
         for _ in 0..=MAX_CHALLENGES {
             let sent = self
@@ -204,6 +222,7 @@ impl Profile {
                         action,
                         args,
                         challenge,
+                        relay_wait,
                     },
                     nodes,
                 )
@@ -357,7 +376,14 @@ impl Profile {
             let reply_box = &reply_box;
             Box::pin(async move {
                 let response = self
-                    .poll_reply(node, reply_box, pending, &state.identity, started)
+                    .poll_reply(
+                        node,
+                        reply_box,
+                        pending,
+                        &state.identity,
+                        started,
+                        request.relay_wait,
+                    )
                     .await
                     .ok_or(())?;
                 Ok::<_, ()>((response, node.clone()))
@@ -382,10 +408,11 @@ impl Profile {
         pending: &PendingReply,
         identity: &PublicKey,
         started: Instant,
+        wait: Duration,
     ) -> Option<Response> {
         let mut after = 0;
         loop {
-            let left = RELAY_TIMEOUT.checked_sub(started.elapsed())?;
+            let left = wait.checked_sub(started.elapsed())?;
             let wait = left.as_secs().clamp(1, 25);
             let page = mailbox::read(&self.http, node, mailbox, after, wait).await?;
             for message in &page.messages {

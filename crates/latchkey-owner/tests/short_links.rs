@@ -134,9 +134,6 @@ impl World {
         for node in std::mem::take(&mut self.nodes) {
             node.shutdown().await.unwrap();
         }
-        for p in ["owner", "ana", "ben", "cleo"] {
-            let _ = self.seeds.delete(&format!("{p}-cleanup"));
-        }
     }
 }
 
@@ -297,7 +294,7 @@ async fn a_short_link_binds_to_the_first_phone_and_a_leaked_copy_is_refused_then
     assert!(report.accepted(), "{:?}", report.response.outcome);
     assert_eq!(w.opened(), 1);
     // Her own key, not the link's, is in the keychain; nothing of either in her profile.
-    let ana_key = ana
+    let ana_grant = ana
         .invitations()
         .unwrap()
         .first()
@@ -305,13 +302,13 @@ async fn a_short_link_binds_to_the_first_phone_and_a_leaked_copy_is_refused_then
         .expect("held");
     let kept = w
         .seeds
-        .load(&format!("{}/guest/{ana_key}", ana.id()))
+        .load(&format!("{}/guest/{ana_grant}", ana.id()))
         .unwrap()
         .unwrap();
     assert_ne!(kept.as_str(), hex::encode(*invitation.guest_secret));
     assert!(w
         .seeds
-        .load(&format!("{}/link/{ana_key}", ana.id()))
+        .load(&format!("{}/link/{ana_grant}", ana.id()))
         .unwrap()
         .is_none());
     for file in std::fs::read_dir(ana.dir()).unwrap() {
@@ -355,10 +352,18 @@ async fn a_short_link_binds_to_the_first_phone_and_a_leaked_copy_is_refused_then
     let ana_grant = grants.iter().find(|g| g.id == issued.grant.id).unwrap();
     match &ana_grant.redemption {
         Redemption::Redeemed {
+            phone,
             at_ms,
             other_phones,
-            ..
         } => {
+            let mut raw = [0u8; 32];
+            hex::decode_to_slice(kept.as_bytes(), &mut raw).unwrap();
+            let ana_phone = latchkey_proto::keys::SigningKey::from_bytes(&raw).public_key();
+            assert_eq!(
+                *phone,
+                Some(ana_phone),
+                "the door's entry names Ana's phone"
+            );
             assert!(at_ms.is_some());
             assert!(*other_phones >= 2, "{other_phones}");
         }
@@ -467,6 +472,89 @@ async fn a_door_down_at_accept_is_redeemed_at_the_first_open_and_nodes_must_stor
         .body
         .binds_on_first_use());
     assert_eq!(w.owner.grants(None).unwrap().len(), before + 1);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_link_for_two_doors_is_redeemed_and_opens_at_both_and_is_revoked_at_both() {
+    let w = World::start().await;
+    // A second door of the same owner, its `unlock` writing to the same marker file.
+    let script = w.tmp.path().join("open-gate");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho gate >> '{}'\n", w.marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let gate_dir = w.tmp.path().join("gate");
+    let claim = init(&InitOptions {
+        dir: gate_dir.clone(),
+        name: "Gate".into(),
+        listen: free_addr(),
+        nodes: w.urls.clone(),
+        actions: vec![("unlock".into(), Driver::Exec { program: script })],
+        advertise: vec![],
+        mdns: false,
+        refresh_secs: Some(1),
+        max_view_age_secs: None,
+        max_guest_staleness_secs: None,
+        max_owner_staleness_secs: None,
+        trust_clock: true,
+    })
+    .unwrap();
+    let gate_agent = latchkey_device::agent::start(&gate_dir).await.unwrap();
+    let gate = w
+        .owner
+        .claim(ClaimSource::Text(&claim.claim_text), None)
+        .await
+        .unwrap()
+        .device
+        .to_string();
+
+    let issued = w
+        .owner
+        .invite_doors(&[&w.device, &gate], &w.request("Gus"))
+        .await
+        .unwrap();
+    assert_eq!(
+        issued.grant.grant.body.scope.len(),
+        2,
+        "one grant, two doors"
+    );
+    assert_eq!(issued.grant.doors.len(), 2);
+    assert!(issued.link.len() <= 300);
+    let gus = w.guest("gus");
+    let held = gus.accept(&issued.link).await.unwrap();
+    assert_eq!(held.doors.len(), 2);
+    assert!(held.doors.iter().all(|d| d.redeemed), "{:?}", held.doors);
+    assert!(gus.open(&w.device, "unlock", b"").await.unwrap().accepted());
+    assert!(gus.open(&gate, "unlock", b"").await.unwrap().accepted());
+    assert_eq!(w.opened(), 2);
+    // The owner lists it under either door.
+    for door in [&w.device, &gate] {
+        let grants = w.owner.grants(Some(door)).unwrap();
+        assert!(grants.iter().any(|g| g.id == issued.grant.id), "{door}");
+    }
+
+    let report = w.owner.revoke(&issued.grant.id.to_string()).await.unwrap();
+    assert_eq!(report.more.len(), 1, "revoked in both doors' chains");
+    for door in [&w.device, &gate] {
+        let mut refused = None;
+        for _ in 0..100 {
+            let r = gus.open(door, "unlock", b"").await.unwrap();
+            if !r.accepted() {
+                refused = Some(r.response.outcome);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let refused = refused.expect("each door learns the revocation");
+        assert!(
+            refused_with(&refused, RejectCode::GrantRevoked),
+            "{refused:?}"
+        );
+    }
+    gate_agent.shutdown().await.unwrap();
     w.stop().await;
 }
 

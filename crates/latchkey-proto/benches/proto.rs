@@ -975,6 +975,84 @@ fn schedules(r: &mut Runner) {
     );
 }
 
+/// A short link's sealed invitation (docs/PROTOCOL.md §10.3): sealing checks the invitation
+/// (the grant's signature), pads it and runs the AEAD; opening runs the AEAD, unpads, decodes
+/// and checks. `primitives`: the same AEAD over the same bucket, the grant's Ed25519
+/// verification and the two BLAKE2b derivations (id and key), called directly.
+fn short_links(r: &mut Runner) {
+    use latchkey_proto::invite::{Invitation, InviteDoor};
+    use latchkey_proto::shortlink::{SealedInvitation, ShortLink};
+    let mut w = World::new();
+    let link_key = SigningKey::generate(&mut w.rng);
+    let owner = SigningKey::from_bytes(&w.owner.to_bytes());
+    let grant = w.grant(
+        &owner,
+        link_key.public_key(),
+        &["unlock"],
+        (T0, T0 + HOUR),
+        0,
+    );
+    let invitation = Invitation {
+        guest_secret: link_key.to_bytes(),
+        grants: vec![grant.clone()],
+        guest_name: "Guest".into(),
+        doors: vec![InviteDoor {
+            device: w.state().device,
+            name: "Front door".into(),
+            addrs: Vec::new(),
+        }],
+        nodes: vec!["https://n1.latchkey.example".into()],
+    };
+    let link = ShortLink::generate(
+        vec![
+            "https://n1.latchkey.example".into(),
+            "https://n2.latchkey.example".into(),
+        ],
+        &mut w.rng,
+    )
+    .expect("fits");
+    let mut seal_rng = rng(77);
+    let blob = SealedInvitation::seal(&link, &invitation, &mut seal_rng).expect("seals");
+    let bucket = blob.len() - 1 - 24 - 16;
+    eprintln!("sealed invitation: {} bytes (bucket {bucket})", blob.len());
+    let check = grant_check(&grant);
+    let secret = *link.secret;
+    let derive = move || {
+        let mut id = Blake2b256::new();
+        id.update(b"latchkey/v1/invite-id\0");
+        id.update(secret);
+        let mut key = Blake2b256::new();
+        key.update(b"latchkey/v1/invite-key\0");
+        key.update(secret);
+        (id.finalize(), key.finalize())
+    };
+    let plain = vec![0x5a; bucket];
+    let mut out = vec![0u8; bucket + 16];
+    r.compare_simple(
+        "sealed_invitation_seal",
+        QUICK,
+        || SealedInvitation::seal(&link, black_box(&invitation), &mut seal_rng).expect("seals"),
+        || {
+            black_box(derive());
+            assert!(check.run());
+            raw_aead_seal(black_box(&plain), &[0; 32], &mut out);
+        },
+    );
+    let mut sealed_raw = vec![0u8; bucket + 16];
+    raw_aead_seal(&plain, &[0; 32], &mut sealed_raw);
+    let mut opened = vec![0u8; bucket];
+    r.compare_simple(
+        "sealed_invitation_open",
+        QUICK,
+        || SealedInvitation::open(&link, black_box(&blob)).expect("opens"),
+        || {
+            black_box(derive());
+            raw_aead_open(black_box(&sealed_raw), &[0; 32], &mut opened);
+            assert!(check.run());
+        },
+    );
+}
+
 /// The bytes of every Ed25519 public key an op encoding carries (each is checked on decode).
 fn keys_in(ops: &[Op]) -> Vec<[u8; 32]> {
     let mut keys = Vec::new();
@@ -1083,6 +1161,7 @@ fn main() {
     commands(&mut r);
     chain_and_grants(&mut r);
     schedules(&mut r);
+    short_links(&mut r);
     parts(&mut r.c);
     if let Some(p) = &r.paired {
         p.report();

@@ -115,6 +115,11 @@ impl QuorumClient {
         &self.config
     }
 
+    /// The HTTP client (for [`crate::invites`]).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// `n` distinct nodes chosen uniformly at random.
     pub fn sample(&self, n: usize, rng: &mut (impl Rng + ?Sized)) -> Vec<String> {
         self.nodes

@@ -20,6 +20,11 @@ pub enum Error {
     TooLarge { cap: usize, seen: u64 },
     #[error("reading the answer failed: {0}")]
     Read(String),
+    /// Other bytes are stored under the invitation id on this node (blobs are write-once).
+    #[error("node {node} holds a different invitation under this id; make a new link")]
+    InviteExists { node: String },
+    #[error("node {node} refused: {why}")]
+    NodeRefused { node: String, why: String },
     #[error("invalid node URL {url}: {why}")]
     BadUrl { url: String, why: String },
 }

@@ -12,9 +12,11 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod invites;
 
 pub use assess::{assess, Answer, Assessment, NodeOutcome, NodeReport};
 pub use client::{CachedView, Freshness, OwnershipView, PublishReport, QuorumClient};
 pub use config::QuorumConfig;
 pub use error::{Error, Result};
 pub use http::read_capped;
+pub use invites::{get_invite, put_invite, InvitePublishReport, Put};

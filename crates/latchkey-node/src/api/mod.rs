@@ -4,6 +4,7 @@
 
 mod chain;
 mod error;
+mod invites;
 mod mailbox;
 pub mod places;
 
@@ -25,6 +26,7 @@ use tower_http::timeout::TimeoutLayer;
 
 pub(crate) use chain::chain_may_have_changed;
 pub use error::ApiError;
+pub use invites::EXPIRES_HEADER;
 pub use mailbox::TTL_HEADER;
 pub use places::Places;
 
@@ -75,6 +77,7 @@ pub struct Limiters {
     ops: Option<Limiter>,
     mailbox: Option<Limiter>,
     read: Option<Limiter>,
+    invite: Option<Limiter>,
 }
 
 fn limiter(rate: Option<Rate>) -> Option<Limiter> {
@@ -92,12 +95,16 @@ impl Limiters {
             ops: limiter(limits.ops_rate),
             mailbox: limiter(limits.mailbox_rate),
             read: limiter(limits.read_rate),
+            invite: limiter(limits.invite_rate),
         }
     }
 
     /// Forgets clients whose allowance is full again (keeps memory bounded).
     pub fn forget_idle(&self) {
-        for l in [&self.ops, &self.mailbox, &self.read].into_iter().flatten() {
+        for l in [&self.ops, &self.mailbox, &self.read, &self.invite]
+            .into_iter()
+            .flatten()
+        {
             l.retain_recent();
             l.shrink_to_fit();
         }
@@ -132,6 +139,13 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(DefaultBodyLimit::max(limits.max_mailbox_body))
         .layer(timeout(limits.request_timeout + limits.mailbox_max_wait));
+    let invites = Router::new()
+        .route(
+            "/v1/invites/{id}",
+            get(invites::get_invite).put(invites::put_invite),
+        )
+        .layer(DefaultBodyLimit::max(limits.max_invite_body))
+        .layer(timeout(limits.request_timeout));
     let rest = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
@@ -146,6 +160,7 @@ pub fn router(state: AppState) -> Router {
         .layer(timeout(limits.request_timeout));
     Router::new()
         .merge(mailboxes)
+        .merge(invites)
         .merge(rest)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -206,6 +221,8 @@ async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> Resp
         st.limiters.ops.as_ref()
     } else if req.method() == Method::POST && path.starts_with("/v1/mailboxes/") {
         st.limiters.mailbox.as_ref()
+    } else if req.method() == Method::PUT && path.starts_with("/v1/invites/") {
+        st.limiters.invite.as_ref()
     } else {
         st.limiters.read.as_ref()
     };
