@@ -5,6 +5,7 @@
 //! end and [`Reader::finish`] refuses trailing bytes, so every encoding has exactly one parse.
 
 use crate::error::{Error, Result};
+use crate::keys::PublicKey;
 
 /// A type with one canonical byte encoding.
 pub trait Codec: Sized {
@@ -117,11 +118,42 @@ pub struct Reader<'a> {
     what: &'static str,
     buf: &'a [u8],
     pos: usize,
+    /// Public keys this decode has already validated. A command repeats its keys (each grant's
+    /// subject is the next grant's issuer, the last subject is the sender) and the strict check
+    /// costs two field exponentiations per key, so a repeat is taken from here instead. Exact:
+    /// a key is a pure function of its 32 bytes, and only keys that passed are kept.
+    keys: [Option<PublicKey>; KEY_MEMO],
+    next_key: usize,
 }
+
+/// How many validated keys a [`Reader`] remembers (round-robin): enough for a full grant chain's
+/// distinct neighbours, small enough to scan in a few nanoseconds.
+const KEY_MEMO: usize = 4;
 
 impl<'a> Reader<'a> {
     pub fn new(what: &'static str, buf: &'a [u8]) -> Self {
-        Self { what, buf, pos: 0 }
+        Self {
+            what,
+            buf,
+            pos: 0,
+            keys: [None; KEY_MEMO],
+            next_key: 0,
+        }
+    }
+
+    /// A key with exactly these bytes that this decode already validated.
+    pub(crate) fn known_key(&self, bytes: &[u8; 32]) -> Option<PublicKey> {
+        self.keys
+            .iter()
+            .flatten()
+            .find(|k| k.as_bytes() == bytes.as_slice())
+            .copied()
+    }
+
+    /// Remembers a key that passed validation, replacing the oldest when full.
+    pub(crate) fn remember_key(&mut self, key: PublicKey) {
+        self.keys[self.next_key] = Some(key);
+        self.next_key = (self.next_key + 1) % KEY_MEMO;
     }
 
     pub fn remaining(&self) -> usize {

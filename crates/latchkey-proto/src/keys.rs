@@ -332,7 +332,13 @@ impl Codec for PublicKey {
         w.raw(self.as_bytes());
     }
     fn read(r: &mut Reader<'_>) -> Result<Self> {
-        Self::from_bytes(r.array()?)
+        let bytes = r.array()?;
+        if let Some(key) = r.known_key(&bytes) {
+            return Ok(key);
+        }
+        let key = Self::from_bytes(bytes)?;
+        r.remember_key(key);
+        Ok(key)
     }
 }
 
@@ -342,19 +348,32 @@ impl Codec for PublicKey {
 /// torsion component that is not of small order is left alone: forging for it still takes its
 /// prime-order part's discrete log, and the cofactored equation ignores the torsion.
 fn refuse_weak(bytes: &[u8; 32]) -> Result<()> {
-    let encoded = CompressedEdwardsY(*bytes);
-    let point = encoded.decompress().ok_or(Error::BadPublicKey)?;
+    let point = CompressedEdwardsY(*bytes)
+        .decompress()
+        .ok_or(Error::BadPublicKey)?;
     if point.is_small_order() {
         return Err(Error::WeakKey {
             why: "a point of small order, under which anyone can forge signatures",
         });
     }
-    if point.compress() != encoded {
+    if !y_is_canonical(bytes) {
         return Err(Error::WeakKey {
             why: "a non-canonical encoding of a point",
         });
     }
     Ok(())
+}
+
+/// Whether the encoding is the one `compress()` gives for its decompressed point, without the
+/// field inversion a re-compression costs. Decompression takes x's sign from bit 255, so the
+/// round trip changes only an encoding whose 255-bit y is not reduced (y ≥ p = 2^255 − 19), or
+/// one with the sign bit set on x = 0. x = 0 only for y = ±1, the identity and the point of
+/// order 2, which [`refuse_weak`] has already refused as small-order. So for the points that
+/// get here the test is y < p; the y ≥ p encodings are bytes 1..=30 all 0xff, bit 0..=6 of
+/// byte 31 all set and byte 0 ≥ 0xed (the test `strict_decode_matches_recompression` checks
+/// every one of them, and the proptest random bytes, against dalek's re-compression).
+fn y_is_canonical(bytes: &[u8; 32]) -> bool {
+    !(bytes[0] >= 0xed && bytes[1..31].iter().all(|&b| b == 0xff) && bytes[31] & 0x7f == 0x7f)
 }
 
 /// An Ed25519 signature as it travels: 64 bytes, checked only by [`PublicKey::verify`].
@@ -580,6 +599,100 @@ mod tests {
         let text = bech32_encode(PublicKey::HRP, &identity);
         assert!(matches!(
             PublicKey::parse(&text),
+            Err(Error::WeakKey { .. })
+        ));
+    }
+
+    /// The strict decode before the re-compression was replaced by [`y_is_canonical`].
+    fn strict_by_recompression(bytes: [u8; 32]) -> Result<PublicKey> {
+        let encoded = CompressedEdwardsY(bytes);
+        let point = encoded.decompress().ok_or(Error::BadPublicKey)?;
+        if point.is_small_order() {
+            return Err(Error::WeakKey {
+                why: "a point of small order, under which anyone can forge signatures",
+            });
+        }
+        if point.compress() != encoded {
+            return Err(Error::WeakKey {
+                why: "a non-canonical encoding of a point",
+            });
+        }
+        ed25519::PublicKey::try_from_bytes(bytes)
+            .map(PublicKey)
+            .map_err(|_| Error::BadPublicKey)
+    }
+
+    #[test]
+    fn strict_decode_matches_recompression() {
+        // Every encoding whose y is not reduced (y = p + k, 0 <= k < 19), both sign bits, and
+        // their canonical twins and the points of small order: the only places the byte test
+        // could differ from dalek's round trip.
+        let mut cases = Vec::new();
+        for k in 0u8..19 {
+            for sign in [0u8, 0x80] {
+                let mut high = [0xffu8; 32];
+                high[0] = 0xed + k;
+                high[31] = 0x7f | sign;
+                let mut low = [0u8; 32];
+                low[0] = k;
+                low[31] = sign;
+                cases.extend([high, low]);
+            }
+        }
+        for t in curve25519_dalek::constants::EIGHT_TORSION {
+            let mut b = t.compress().to_bytes();
+            cases.push(b);
+            b[31] ^= 0x80;
+            cases.push(b);
+        }
+        let mut r = rng();
+        for _ in 0..64 {
+            let key = SigningKey::generate(&mut r).public_key().to_bytes();
+            let mut flipped = key;
+            flipped[31] ^= 0x80;
+            cases.extend([key, flipped]);
+        }
+        let mut canonical_refused = 0;
+        for bytes in cases {
+            let ours = PublicKey::from_bytes(bytes);
+            assert_eq!(ours, strict_by_recompression(bytes), "{bytes:02x?}");
+            canonical_refused += usize::from(matches!(
+                ours,
+                Err(Error::WeakKey { why }) if why.contains("non-canonical")
+            ));
+        }
+        // The non-canonical branch is actually exercised (y = p + k for some decodable k).
+        assert!(canonical_refused > 0);
+    }
+
+    #[test]
+    fn a_repeated_key_in_one_decode_is_the_same_key() {
+        let mut r = rng();
+        let keys: Vec<PublicKey> = (0..6)
+            .map(|_| SigningKey::generate(&mut r).public_key())
+            .collect();
+        // More distinct keys than the memo holds, repeated out of order.
+        let order = [0, 1, 2, 3, 4, 5, 0, 5, 1, 1, 4, 2, 3, 0];
+        let mut w = Writer::new();
+        for &i in &order {
+            w.nested(&keys[i]);
+        }
+        let bytes = w.into_inner();
+        let mut rd = Reader::new("keys", &bytes);
+        for &i in &order {
+            let read: PublicKey = rd.nested().unwrap();
+            assert_eq!(read, keys[i]);
+            assert_eq!(read.to_bytes(), keys[i].to_bytes());
+        }
+        rd.finish().unwrap();
+        // A weak key after a good one is still refused, repeated or not.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let twice = [keys[0].to_bytes(), identity, keys[0].to_bytes(), identity].concat();
+        let mut rd = Reader::new("keys", &twice);
+        assert_eq!(rd.nested::<PublicKey>().unwrap(), keys[0]);
+        assert!(matches!(
+            rd.nested::<PublicKey>(),
             Err(Error::WeakKey { .. })
         ));
     }
