@@ -628,8 +628,15 @@ pub fn verify_grant_chain_bound(
             return Err(Error::GrantRevoked);
         }
         // Decoded in check_shape above. Every grant of the chain must allow the time, so a
-        // delegated grant can only narrow its parent's schedule, whatever it says itself.
-        if let Ok(Some(s)) = body.schedule() {
+        // delegated grant can only narrow its parent's schedule, whatever it says itself. A
+        // redemption runs nothing, so like `not_before` the schedule does not hold it back: a
+        // cleaner accepts Sunday evening a link for Wednesday mornings.
+        let schedule = if redeem {
+            None
+        } else {
+            body.schedule().ok().flatten()
+        };
+        if let Some(s) = schedule {
             if !s.allows(request.now_ms) {
                 return Err(outside_schedule(chain, request.now_ms));
             }

@@ -183,3 +183,37 @@ fn a_bind_on_first_use_extension_must_be_empty_and_single() {
     body.extensions.push(body.extensions[0].clone());
     assert!(matches!(body.sign(&alice), Err(Error::Invalid { .. })));
 }
+
+#[test]
+fn a_scheduled_link_is_redeemed_outside_its_hours_but_opens_only_inside_them() {
+    use latchkey_proto::schedule::WeeklySchedule;
+    let (alice, link, phone) = (person(1), person(2), person(3));
+    let mut dev = TestDevice::new(42, "Door");
+    dev.claim(&[&alice], 1);
+    let mut body = bind_on_first_use(&dev, &alice, &link, 0).body;
+    // A one-minute window each midnight: the redemption time is outside it.
+    let at = T0 + HOUR;
+    let schedule = WeeklySchedule::parse_spec(&["mon-sun 00:00-00:01"], "UTC").unwrap();
+    assert!(
+        !schedule.allows(at),
+        "the test needs a time outside the window"
+    );
+    body.extensions.push(schedule.to_extension());
+    let bound = body.sign(&alice).unwrap();
+    let state = dev.chain.state();
+    let args = RedeemRequest::sign(&phone, &dev.chain.device(), &bound.id()).to_args();
+    let redeem = command(&dev, &link, REDEEM_ACTION, args, vec![bound.clone()]);
+    assert_eq!(
+        authorize(&redeem, state, at),
+        Ok(Authorization::Redeem {
+            grant: bound.id(),
+            key: phone.public_key()
+        })
+    );
+    let bindings = [(bound.id(), phone.public_key())];
+    let open = command(&dev, &phone, "unlock", vec![], vec![bound]);
+    assert!(matches!(
+        authorize_bound(&open, state, at, &lookup(&bindings)),
+        Err(Error::OutsideSchedule { .. })
+    ));
+}
