@@ -559,3 +559,48 @@ mod tests {
         assert_eq!(max_args("unlock"), 1024);
     }
 }
+
+#[cfg(test)]
+mod subscribe_tests {
+    use super::*;
+    use crate::command::{Command, ReplyTo, SignedCommand};
+    use rand_chacha::rand_core::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    fn command(action: &str, args: Vec<u8>, key: &SigningKey) -> Command {
+        Command {
+            device: DeviceId([1; 32]),
+            sender: key.public_key(),
+            action: action.into(),
+            args,
+            timestamp_ms: 1,
+            nonce: [2; 16],
+            challenge: None,
+            grants: Vec::new(),
+            reply_to: ReplyTo::Direct,
+        }
+    }
+
+    /// Only the subscribe action may carry a whole KEM key; any other action over 1,024 bytes
+    /// of arguments is refused by the signer and by the decoder.
+    #[test]
+    fn only_subscribe_carries_more_than_1024_bytes() {
+        let mut rng = ChaCha20Rng::seed_from_u64(15);
+        let key = SigningKey::generate(&mut rng);
+        let kem = KemSecretKey::generate(&mut rng);
+        let signed = command(SUBSCRIBE_ACTION, subscribe_args(kem.public()), &key)
+            .sign(&key)
+            .unwrap();
+        let bytes = signed.to_bytes();
+        assert_eq!(SignedCommand::from_bytes(&bytes).unwrap(), signed);
+        assert!(command("unlock", vec![0; 1190], &key).sign(&key).is_err());
+        // The same bytes with the action renamed (same length): the decoder's cap refuses.
+        let mut other = bytes.clone();
+        let at = 1 + 32 + 32 + 1;
+        other[at..at + SUBSCRIBE_ACTION.len()].copy_from_slice(b"latchkey.subscribx");
+        assert!(matches!(
+            SignedCommand::from_bytes(&other),
+            Err(Error::TooLarge { .. })
+        ));
+    }
+}
