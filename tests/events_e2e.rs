@@ -74,7 +74,10 @@ async fn the_owner_is_told_of_a_guests_first_open_and_of_a_refused_guest() {
     assert_eq!(first["grant"], grant.as_str());
     assert_eq!(first["action"], "unlock");
     assert!(first["time_ms"].as_u64().is_some());
-    assert!(first["what"].as_str().unwrap().contains("Sam used the invitation"));
+    assert!(first["what"]
+        .as_str()
+        .unwrap()
+        .contains("Sam used the invitation"));
 
     // Follow from here on; it prints only what arrives after it started.
     let mut follow = Command::new(support::workspace_bin("latchkey"))
@@ -125,14 +128,27 @@ async fn the_owner_is_told_of_a_guests_first_open_and_of_a_refused_guest() {
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = follow.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = follow.try_wait().unwrap() {
+            break exit;
+        }
+        if Instant::now() > deadline {
+            let _ = follow.kill();
+            panic!("latchkey events --follow did not stop on SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(exit.success(), "{exit:?}");
 
     let refused = wait_for_event(&mut owner, Duration::from_secs(5), |e| {
         e["kind"] == "refused"
     });
     assert!(
-        refused["what"].as_str().unwrap().contains("Sam was refused"),
+        refused["what"]
+            .as_str()
+            .unwrap()
+            .contains("Sam was refused"),
         "{refused}"
     );
     // Each event once, however often it was read: one first open (of two opens), refusals.
@@ -145,7 +161,10 @@ async fn the_owner_is_told_of_a_guests_first_open_and_of_a_refused_guest() {
     );
     // The plain listing says the same in words.
     let words = owner.ok(&["events", "Front door"]);
-    assert!(words.contains("Sam used the invitation for the first time"), "{words}");
+    assert!(
+        words.contains("Sam used the invitation for the first time"),
+        "{words}"
+    );
     assert!(words.contains("Sam was refused"), "{words}");
     for node in nodes {
         node.shutdown().await.unwrap();

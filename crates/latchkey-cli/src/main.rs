@@ -442,13 +442,18 @@ async fn events(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     use latchkey_owner::events::{self, EventFilter};
+    // One Ctrl-C listener for the whole run: a signal that arrives between two waits is kept
+    // for the next one, not lost (a listener made after the signal would never see it).
+    let mut stop = Box::pin(tokio::signal::ctrl_c());
     match events::subscribe(profile).await {
         Ok(report) => {
             for name in &report.subscribed {
                 eprintln!("subscribed to the events of {name}");
             }
             for (name, why) in &report.failed {
-                eprintln!("could not subscribe to the events of {name} yet ({why}); retried next time");
+                eprintln!(
+                    "could not subscribe to the events of {name} yet ({why}); retried next time"
+                );
             }
         }
         Err(e) => eprintln!("could not subscribe to events: {e}"),
@@ -478,14 +483,14 @@ async fn events(
     loop {
         let fetched = tokio::select! {
             r = events::fetch(profile, 25) => r,
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            _ = &mut stop => return Ok(ExitCode::SUCCESS),
         };
         if let Err(e) = fetched {
             // A node down is not the end of following: say so and try again shortly.
             eprintln!("reading events failed ({e}); retrying");
             tokio::select! {
                 _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
-                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                _ = &mut stop => return Ok(ExitCode::SUCCESS),
             }
             continue;
         }
