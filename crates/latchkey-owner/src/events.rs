@@ -353,6 +353,19 @@ pub async fn fetch(profile: &Profile, wait_secs: u64) -> Result<Vec<Event>> {
     Ok(new)
 }
 
+/// One stored event's columns: device, seq, time, kind, code, grant, guest, action, received.
+type Row = (
+    String,
+    i64,
+    Option<i64>,
+    u8,
+    Option<u16>,
+    String,
+    String,
+    String,
+    i64,
+);
+
 /// Stored events, newest first, in plain words.
 pub fn list(profile: &Profile, filter: &EventFilter) -> Result<Vec<EventView>> {
     ensure_schema(profile)?;
@@ -361,17 +374,7 @@ pub fn list(profile: &Profile, filter: &EventFilter) -> Result<Vec<EventView>> {
         None => None,
     };
     let limit = filter.limit.map_or(-1, |l| l as i64);
-    let rows: Vec<(
-        String,
-        i64,
-        Option<i64>,
-        u8,
-        Option<u16>,
-        String,
-        String,
-        String,
-        i64,
-    )> = {
+    let rows: Vec<Row> = {
         let conn = profile.store.conn();
         let mut stmt = conn
             .prepare(
