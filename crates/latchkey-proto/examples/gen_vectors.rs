@@ -15,7 +15,8 @@
 //!   files back from `keys.json` (vectors `device_*`), so device ids, genesis ops, chains and
 //!   claim codes stay byte-identical. `--fresh-device-keys` makes new ones, which changes every
 //!   vector that carries a KEM key.
-//! - Sealed envelopes (`command.json`, `response.json`) are sealed anew on every run. Those
+//! - Sealed envelopes (`command.json`, `response.json`, and the sealed event message in
+//!   `event.json`) are sealed anew on every run. Those
 //!   vectors carry the device's secret key file, and the test checks that each envelope opens to
 //!   the expected command or response rather than comparing envelope bytes.
 //!
