@@ -176,8 +176,7 @@ impl Event {
         })
     }
 
-    /// The refusal's reject code in words a host reads (codes other crates add are named by
-    /// their number).
+    /// The reject code of a refusal event (§5.5), `None` for the other kinds.
     pub fn refusal_code(&self) -> Option<u16> {
         match self.kind {
             EventKind::Refused { code } => Some(code),
