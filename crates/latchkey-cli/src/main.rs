@@ -208,6 +208,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Who opened what, when: the events your devices post (first opens, redemptions, refused
+    /// guests), newest last. Subscribes to your devices' events first if needed.
+    Events {
+        /// Only this device (name, short id or lkdev1…).
+        device: Option<String>,
+        /// Keep waiting and print events as they arrive (Ctrl-C stops).
+        #[arg(long)]
+        follow: bool,
+        /// JSON: one object {"events": […]}; with --follow, one event object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -769,6 +781,97 @@ fn reject_name(code: u16) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+fn print_event(view: &latchkey_owner::events::EventView, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(view)?);
+    } else {
+        let at = view
+            .time_ms
+            .map_or_else(|| "(device clock unset)".to_owned(), when::show);
+        println!(
+            "{at}  {:<16} {:<11} {}  [grant {}…, key {}]",
+            view.door,
+            view.kind,
+            view.what,
+            &view.grant[..view.grant.len().min(8)],
+            view.guest_key
+        );
+    }
+    Ok(())
+}
+
+/// `latchkey events`: subscribe where needed, take in what the nodes hold, print.
+async fn events(
+    profile: &Profile,
+    device: Option<String>,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use latchkey_owner::events::{self, EventFilter};
+    // One Ctrl-C listener for the whole run: a signal that arrives between two waits is kept
+    // for the next one, not lost (a listener made after the signal would never see it).
+    let mut stop = Box::pin(tokio::signal::ctrl_c());
+    match events::subscribe(profile).await {
+        Ok(report) => {
+            for name in &report.subscribed {
+                eprintln!("subscribed to the events of {name}");
+            }
+            for (name, why) in &report.failed {
+                eprintln!(
+                    "could not subscribe to the events of {name} yet ({why}); retried next time"
+                );
+            }
+        }
+        Err(e) => eprintln!("could not subscribe to events: {e}"),
+    }
+    events::fetch(profile, 0).await?;
+    let filter = EventFilter {
+        device,
+        ..EventFilter::default()
+    };
+    let mut shown: std::collections::HashSet<(String, u64)> = std::collections::HashSet::new();
+    let mut views = events::list(profile, &filter)?;
+    views.reverse();
+    if json && !follow {
+        println!("{}", serde_json::json!({ "events": views }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if views.is_empty() && !follow && !json {
+        println!("no events yet");
+    }
+    for view in &views {
+        shown.insert((view.device.clone(), view.seq));
+        print_event(view, json)?;
+    }
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        let fetched = tokio::select! {
+            r = events::fetch(profile, 25) => r,
+            _ = &mut stop => return Ok(ExitCode::SUCCESS),
+        };
+        if let Err(e) = fetched {
+            // A node down is not the end of following: say so and try again shortly.
+            eprintln!("reading events failed ({e}); retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                _ = &mut stop => return Ok(ExitCode::SUCCESS),
+            }
+            continue;
+        }
+        let mut views = events::list(profile, &filter)?;
+        views.reverse();
+        for view in views {
+            if shown.insert((view.device.clone(), view.seq)) {
+                print_event(&view, json)?;
+            }
+        }
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let profile = open_profile(&cli)?;
     match cli.command {
@@ -868,6 +971,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 if report.device_confirmed {
                     println!("the device confirmed it is yours");
+                    // Events about its guests from now on; `latchkey events` retries if not.
+                    match latchkey_owner::events::subscribe(&profile).await {
+                        Ok(r) if r.subscribed.contains(&report.name) => {
+                            println!("subscribed to its events (see `latchkey events`)")
+                        }
+                        _ => eprintln!("not subscribed to its events yet; `latchkey events` will"),
+                    }
                 } else {
                     println!("the device will learn it from the nodes within its refresh interval");
                 }
@@ -1455,6 +1565,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Cmd::Events {
+            device,
+            follow,
+            json,
+        } => return events(&profile, device, follow, json).await,
         Cmd::Revoke { grant } => {
             let report = profile.revoke(&grant).await?;
             print_revoked(&report, &grant);

@@ -48,6 +48,11 @@ CREATE TABLE IF NOT EXISTS clock (key TEXT PRIMARY KEY, ms INTEGER NOT NULL);
 -- Bind-on-first-use grants redeemed here: the phone key each is bound to (docs/PROTOCOL.md §10).
 CREATE TABLE IF NOT EXISTS bindings (
     grant_id BLOB PRIMARY KEY, key BLOB NOT NULL, bound_ms INTEGER NOT NULL);
+-- Events for owners (src/events.rs, docs/PROTOCOL.md §13).
+CREATE TABLE IF NOT EXISTS event_subscriptions (owner BLOB PRIMARY KEY, kem BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS event_opened (grant_id BLOB PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS event_outbox (
+    id INTEGER PRIMARY KEY, owner BLOB NOT NULL, message BLOB NOT NULL, created_ms INTEGER NOT NULL);
 ";
 
 /// The SQLite state; one connection behind a mutex (every statement is short).
