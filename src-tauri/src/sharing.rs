@@ -12,7 +12,7 @@ use crate::error::CommandError;
 use crate::state::AppState;
 use crate::views::{
     AuditView, GrantView, HeldInvitationView, InvitationView, OwnersDetail, ProposalResult,
-    ProposalView, RevokeResult,
+    ProposalView, RevokeResult, ShareView,
 };
 
 /// A device's owners, threshold and waiting proposals (asks the nodes and the mailbox).
@@ -139,10 +139,11 @@ pub async fn invite(
     state
         .with_profile(move |p| async move {
             let issued = p.invite(&device, &request).await?;
-            let png = latchkey_owner::invitation_qr_png(&issued.link)?;
+            let share = share_view(issued.link.as_str())?;
             Ok(InvitationView {
-                link: issued.link.as_str().to_owned(),
-                qr: format!("data:image/png;base64,{}", BASE64.encode(&png)),
+                link: share.link,
+                qr: share.qr,
+                qr_version: share.qr_version,
                 grant: GrantView::from(&issued.grant),
             })
         })
@@ -195,4 +196,14 @@ pub async fn audit(state: State<'_, AppState>, device: String) -> Result<AuditVi
     state
         .with_profile(move |p| async move { Ok(AuditView::from(&p.audit(&device, None).await?)) })
         .await
+}
+
+/// A link with its QR code as a data URL, for the UI to show and copy.
+fn share_view(link: &str) -> latchkey_owner::Result<ShareView> {
+    let png = latchkey_owner::invitation_qr_png(link)?;
+    Ok(ShareView {
+        link: link.to_owned(),
+        qr: format!("data:image/png;base64,{}", BASE64.encode(&png)),
+        qr_version: 0,
+    })
 }

@@ -273,6 +273,8 @@ pub struct DemoView {
     /// The device's claim QR as a `data:image/png;base64,…` URL, for the panel to show.
     pub claim_qr: String,
     pub door: DoorView,
+    /// A sample booking calendar (an .ics file with stays around today), for the Stays screen.
+    pub sample_calendar: String,
 }
 
 /// What the simulated door's actuator has done.
@@ -286,6 +288,14 @@ pub struct DoorView {
     /// How long the simulated latch stays open after an unlock.
     #[ts(type = "number")]
     pub open_for_ms: u64,
+}
+
+/// A door named in a grant or an invitation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+pub struct DoorRef {
+    /// `lkdev1…`
+    pub id: String,
+    pub name: String,
 }
 
 /// A grant this profile issued to a guest.
@@ -310,6 +320,20 @@ pub struct GrantView {
     pub guest_key: String,
     /// The exact arguments the guest may send besides none (text; empty: none at all).
     pub arguments: Vec<String>,
+    /// Every door the grant opens (one grant may cover several).
+    pub doors: Vec<DoorRef>,
+    /// Weekly windows as `mon-fri 08:00-12:00`; empty: any time in the grant's span.
+    pub weekly: Vec<String>,
+    /// The IANA zone the weekly windows are in.
+    pub tz: Option<String>,
+    /// The guest may invite others below this grant (a property manager).
+    pub may_delegate: bool,
+    /// The held invitation this grant was issued from (delegation), by grant id.
+    pub from_grant: Option<String>,
+    /// `not_redeemed`, `redeemed` or `none` (an old link, bound to no phone).
+    pub redemption: String,
+    #[ts(type = "number | null")]
+    pub redeemed_at_ms: Option<u64>,
 }
 
 impl From<&IssuedGrant> for GrantView {
@@ -331,6 +355,16 @@ impl From<&IssuedGrant> for GrantView {
                 .iter()
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect(),
+            doors: vec![DoorRef {
+                id: g.device.to_string(),
+                name: g.device_name.clone(),
+            }],
+            weekly: Vec::new(),
+            tz: None,
+            may_delegate: false,
+            from_grant: None,
+            redemption: "none".into(),
+            redeemed_at_ms: None,
         }
     }
 }
@@ -338,11 +372,86 @@ impl From<&IssuedGrant> for GrantView {
 /// An invitation just issued: the link to share and its QR code.
 #[derive(Debug, Clone, Serialize, TS)]
 pub struct InvitationView {
-    /// `latchkey://invite/…`: whoever holds it can open until it ends or is revoked.
+    /// `LATCHKEY://I/…` (short, bound to the first phone that redeems it) or the old
+    /// self-contained `latchkey://invite/…`.
     pub link: String,
     /// The link as a QR code, a `data:image/png;base64,…` URL.
     pub qr: String,
+    /// The QR code's version (1–40; 10 or less scans from a phone screen at arm's length).
+    pub qr_version: u8,
     pub grant: GrantView,
+}
+
+/// A link ready to share: the text and its QR code, large enough to scan.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct ShareView {
+    pub link: String,
+    /// A `data:image/png;base64,…` URL.
+    pub qr: String,
+    pub qr_version: u8,
+}
+
+/// One stay from the booking calendar, with its guest's invitation.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct StayView {
+    /// The calendar event's UID (stable across exports).
+    pub uid: String,
+    /// The event's summary (the guest's name, as the platform exports it).
+    pub guest_name: String,
+    #[ts(type = "number")]
+    pub check_in_ms: u64,
+    #[ts(type = "number")]
+    pub check_out_ms: u64,
+    /// The doors the invitation opens, by name.
+    pub doors: Vec<String>,
+    /// Hex id of the stay's grant, when one is issued (revoke takes it).
+    pub grant_id: Option<String>,
+    /// The link to hand the guest, while the stay has a live invitation.
+    pub link: Option<String>,
+    /// `not_sent`, `sent`, `redeemed`, `opened` or `revoked`.
+    pub guest_status: String,
+    #[ts(type = "number | null")]
+    pub redeemed_at_ms: Option<u64>,
+    /// The guest's first open, as the door reported it.
+    #[ts(type = "number | null")]
+    pub opened_at_ms: Option<u64>,
+}
+
+/// What one calendar sync did to one stay.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct StayChangeView {
+    /// `added`, `unchanged`, `reissued` (the dates changed) or `revoked` (gone from the calendar).
+    pub change: String,
+    pub uid: String,
+    pub guest_name: String,
+    #[ts(type = "number")]
+    pub check_in_ms: u64,
+    #[ts(type = "number")]
+    pub check_out_ms: u64,
+}
+
+/// What a calendar sync did, and every stay after it.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct StaysSyncResult {
+    pub changes: Vec<StayChangeView>,
+    pub stays: Vec<StayView>,
+}
+
+/// One thing a door reported about a guest (signed by the door, delivered to the owners).
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct ActivityView {
+    pub id: String,
+    pub device_id: String,
+    pub device_name: String,
+    /// The door's clock when it happened.
+    #[ts(type = "number")]
+    pub time_ms: u64,
+    pub guest_name: Option<String>,
+    pub grant_id: Option<String>,
+    /// `opened` (a guest's first open), `redeemed` or `refused`.
+    pub kind: String,
+    /// The whole event in plain words, as the owner core words it.
+    pub text: String,
 }
 
 /// An invitation this profile holds as a guest.
@@ -359,6 +468,10 @@ pub struct HeldInvitationView {
     pub not_after_ms: u64,
     pub status: String,
     pub already_held: bool,
+    /// Every door the invitation opens.
+    pub doors: Vec<DoorRef>,
+    /// The host let this guest invite others below it (a property manager).
+    pub may_delegate: bool,
     /// The last answer this app received from the device since it started.
     pub last: Option<OpenResult>,
 }
@@ -375,6 +488,11 @@ impl HeldInvitationView {
             not_after_ms: h.not_after_ms,
             status: h.status.as_str().to_owned(),
             already_held: h.already_held,
+            doors: vec![DoorRef {
+                id: h.device.to_string(),
+                name: h.device_name.clone(),
+            }],
+            may_delegate: false,
             last,
         }
     }
@@ -649,6 +767,7 @@ mod tests {
             ClaimResult::decl(&cfg),
             DemoView::decl(&cfg),
             DoorView::decl(&cfg),
+            DoorRef::decl(&cfg),
             GrantView::decl(&cfg),
             InvitationView::decl(&cfg),
             HeldInvitationView::decl(&cfg),
@@ -659,6 +778,11 @@ mod tests {
             ProposalView::decl(&cfg),
             OwnersDetail::decl(&cfg),
             ProposalResult::decl(&cfg),
+            ShareView::decl(&cfg),
+            StayView::decl(&cfg),
+            StayChangeView::decl(&cfg),
+            StaysSyncResult::decl(&cfg),
+            ActivityView::decl(&cfg),
             crate::camera::CameraFrame::decl(&cfg),
             ClaimStageKind::decl(&cfg),
             ClaimProgress::decl(&cfg),
