@@ -110,20 +110,40 @@ pub async fn grants(
         .await
 }
 
-/// Invites a guest: a grant for `actions` between `from_ms` and `until_ms`, as a link and QR;
-/// `pinned_args` are the exact argument strings the guest may send (none: no arguments).
+/// Invites a guest: one grant for `actions` at every door in `doors` between `from_ms` and
+/// `until_ms` (within the `weekly` windows in `tz`, when given), as a short link and QR;
+/// `pinned_args` are the exact argument strings the guest may send (none: no arguments);
+/// `from_grant` issues below a held invitation that allows it instead of as an owner.
 #[tauri::command]
 #[allow(clippy::too_many_arguments)]
 pub async fn invite(
     state: State<'_, AppState>,
-    device: String,
+    doors: Vec<String>,
     guest_name: String,
     from_ms: u64,
     until_ms: u64,
     actions: Vec<String>,
     use_limit: Option<u32>,
     pinned_args: Option<Vec<String>>,
+    weekly: Vec<String>,
+    tz: Option<String>,
+    may_delegate: bool,
+    from_grant: Option<String>,
 ) -> Result<InvitationView, CommandError> {
+    // The owner core of this build issues one door's grant at any time of its span, as an
+    // owner; asking for more must fail plainly rather than issue less than was asked for.
+    if doors.len() != 1
+        || !weekly.is_empty()
+        || tz.is_some()
+        || may_delegate
+        || from_grant.is_some()
+    {
+        return Err(CommandError::new(
+            "not_supported",
+            "this build issues an invitation for one door at any time of its span, as an owner; \
+             leave out other doors, weekly hours and delegation",
+        ));
+    }
     let request = InviteRequest {
         guest_name,
         from_ms,
@@ -138,7 +158,7 @@ pub async fn invite(
     };
     state
         .with_profile(move |p| async move {
-            let issued = p.invite(&device, &request).await?;
+            let issued = p.invite(&doors[0], &request).await?;
             let share = share_view(issued.link.as_str())?;
             Ok(InvitationView {
                 link: share.link,
