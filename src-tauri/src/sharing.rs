@@ -155,6 +155,8 @@ pub async fn invite(
             .into_iter()
             .map(String::into_bytes)
             .collect(),
+        may_delegate: false,
+        from_grant: None,
     };
     state
         .with_profile(move |p| async move {

@@ -14,7 +14,7 @@ use latchkey_owner::keychain::KeyringStore;
 use latchkey_owner::store::DeviceRecord;
 use latchkey_owner::{
     ClaimSource, ClaimStage, InviteRequest, IssuedGrant, MyPart, OwnerChange, Profile, Proposal,
-    ProposalReport, Route, SystemClock,
+    ProposalReport, Route, StayChange, StayStatus, StaySyncReport, StayTimes, SystemClock,
 };
 use latchkey_proto::command::{Outcome, RejectCode};
 use latchkey_proto::keys::PublicKey;
@@ -120,11 +120,22 @@ enum Cmd {
         /// Who the invitation is for.
         #[arg(long)]
         name: String,
-        /// now, +2h, 2026-12-24 15:00 (local) or RFC 3339.
-        #[arg(long, default_value = "now")]
-        from: String,
+        /// now, +2h, 2026-12-24 15:00 (local) or RFC 3339 (default now; with --from-grant,
+        /// the held invitation's start or now, whichever is later).
         #[arg(long)]
-        until: String,
+        from: Option<String>,
+        /// When it ends (required, except with --from-grant: then the held invitation's end).
+        #[arg(long)]
+        until: Option<String>,
+        /// Let the guest invite others with narrower invitations from this one (depth 1),
+        /// e.g. a property manager who invites the cleaner.
+        #[arg(long)]
+        may_delegate: bool,
+        /// Issue from an invitation this profile holds as a guest (its id or first 8+ hex
+        /// characters, see `latchkey invitations`) instead of as an owner; doors, actions,
+        /// time, uses and arguments may only narrow it (defaults: the held invitation's).
+        #[arg(long)]
+        from_grant: Option<String>,
         /// Action the guest may send; repeat for several (default unlock).
         #[arg(long = "action")]
         actions: Vec<String>,
@@ -159,6 +170,40 @@ enum Cmd {
     },
     /// Revoke a grant (by id or its first 8+ hex characters); the device learns it from the nodes.
     Revoke { grant: String },
+    /// Stays from a booking calendar: list them (with links and status), or `sync`.
+    #[command(args_conflicts_with_subcommands = true)]
+    Stays {
+        #[command(subcommand)]
+        command: Option<StaysCmd>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StaysCmd {
+    /// Read an Airbnb/Booking.com/Vrbo calendar export and issue one invitation per stay for
+    /// these doors; again later: unchanged stays keep theirs, changed dates re-issue,
+    /// cancelled stays are revoked. Prints what changed.
+    Sync {
+        /// The doors each guest may open.
+        #[arg(required = true, num_args = 1..)]
+        devices: Vec<String>,
+        /// The calendar: an .ics file or its http(s):// export URL.
+        #[arg(long)]
+        ics: String,
+        /// Check-in time on the arrival day (HH:MM).
+        #[arg(long, default_value = "15:00")]
+        check_in: String,
+        /// Check-out time on the departure day (HH:MM).
+        #[arg(long, default_value = "11:00")]
+        check_out: String,
+        /// The property's time zone (IANA name; default the system's).
+        #[arg(long)]
+        tz: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,7 +391,23 @@ fn grant_json(g: &IssuedGrant) -> serde_json::Value {
             .collect::<Vec<_>>(),
         "status": g.status.as_str(),
         "created_ms": g.created_ms,
+        "may_delegate": b.delegation_depth > 0,
+        "parent": g.parent.map(|p| p.to_string()),
     })
+}
+
+fn stay_links_json(links: &[latchkey_owner::StayLink]) -> serde_json::Value {
+    links
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "device": l.device.to_string(),
+                "device_name": l.device_name,
+                "grant": l.grant.to_string(),
+                "link": l.link.as_ref().map(|k| k.as_str().to_owned()),
+            })
+        })
+        .collect()
 }
 
 /// A device's fork alarm as JSON (`null` when none stands).
@@ -395,6 +456,93 @@ fn show_argument(a: &[u8]) -> String {
         Ok(t) if !t.chars().any(char::is_control) => format!("'{t}'"),
         _ => format!("hex:{}", hex::encode(a)),
     }
+}
+
+/// The table of what a stays sync changed (or its JSON).
+fn print_stay_sync(report: &StaySyncReport, times: &StayTimes, json: bool) {
+    let show = |ms: u64| latchkey_owner::stays::show_in(ms, &times.tz_name);
+    if json {
+        let lines: Vec<_> = report
+            .lines
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "uid": l.uid,
+                    "summary": l.summary,
+                    "guest_name": l.guest_name,
+                    "check_in": l.check_in.to_string(),
+                    "check_out": l.check_out.to_string(),
+                    "from_ms": l.from_ms,
+                    "until_ms": l.until_ms,
+                    "change": l.change.as_str(),
+                    "links": stay_links_json(&l.links),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "source": report.source,
+                "stays": lines,
+                "node_writes": report.node_writes,
+                "elapsed_ms": report.elapsed_ms,
+            })
+        );
+        return;
+    }
+    println!(
+        "{:<16} {:<10} {:<10} {:<24} LINK",
+        "CHANGE", "CHECK-IN", "CHECK-OUT", "GUEST"
+    );
+    for l in &report.lines {
+        let link = l
+            .links
+            .iter()
+            .filter_map(|k| k.link.as_ref().map(|t| t.as_str().to_owned()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let guest = if l.change == StayChange::SkippedBlocked {
+            l.summary.clone()
+        } else {
+            l.guest_name.clone()
+        };
+        println!(
+            "{:<16} {:<10} {:<10} {:<24} {}",
+            l.change.as_str(),
+            l.check_in,
+            l.check_out,
+            guest,
+            if matches!(l.change, StayChange::Added | StayChange::Reissued) {
+                link
+            } else {
+                String::new()
+            }
+        );
+    }
+    let n = |c| report.count(c);
+    println!(
+        "{} added, {} unchanged, {} reissued, {} revoked, {} blocked periods skipped, {} past; \
+         {} node write(s) in {} ms",
+        n(StayChange::Added),
+        n(StayChange::Unchanged),
+        n(StayChange::Reissued),
+        n(StayChange::Revoked),
+        n(StayChange::SkippedBlocked),
+        n(StayChange::Past),
+        report.node_writes,
+        report.elapsed_ms
+    );
+    if let Some(first) = report.lines.iter().find(|l| l.from_ms > 0) {
+        println!(
+            "windows: check-in {} to check-out {} ({}); e.g. {} to {}",
+            times.check_in,
+            times.check_out,
+            times.tz_name,
+            show(first.from_ms),
+            show(first.until_ms)
+        );
+    }
+    println!("links are kept in the OS keychain; list them with `latchkey stays`");
 }
 
 fn reject_name(code: u16) -> String {
@@ -836,6 +984,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             name,
             from,
             until,
+            may_delegate,
+            from_grant,
             actions,
             uses,
             args,
@@ -848,17 +998,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for h in &args_hex {
                 arguments.push(hex_arg(h, "--args-hex")?);
             }
+            // Delegating: what is not given is the held invitation's own.
+            let held = match &from_grant {
+                Some(q) => Some(profile.held_invitation(q)?),
+                None => None,
+            };
+            let from_ms = match (&from, &held) {
+                (Some(t), _) => when::parse(t, now).context("--from")?,
+                (None, Some(h)) => h.not_before_ms.max(now),
+                (None, None) => now,
+            };
+            let until_ms = match (&until, &held) {
+                (Some(t), _) => when::parse(t, now).context("--until")?,
+                (None, Some(h)) => h.not_after_ms,
+                (None, None) => anyhow::bail!("give --until: when the invitation ends"),
+            };
             let request = InviteRequest {
                 guest_name: name,
-                from_ms: when::parse(&from, now).context("--from")?,
-                until_ms: when::parse(&until, now).context("--until")?,
-                actions: if actions.is_empty() {
-                    vec!["unlock".to_owned()]
-                } else {
-                    actions
+                from_ms,
+                until_ms,
+                actions: match (actions.is_empty(), &held) {
+                    (false, _) => actions,
+                    (true, Some(_)) => Vec::new(),
+                    (true, None) => vec!["unlock".to_owned()],
                 },
                 use_limit: uses,
                 arguments,
+                may_delegate,
+                from_grant,
             };
             let issued = profile.invite(&device, &request).await?;
             if let Some(path) = &qr {
@@ -926,11 +1093,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Invitations { json } => {
             let held = profile.invitations()?;
+            // Invitations this profile issued from one it holds, shown under it.
+            let delegated: Vec<IssuedGrant> = profile
+                .grants(None)?
+                .into_iter()
+                .filter(|g| g.parent.is_some())
+                .collect();
+            let under = |id: latchkey_proto::grant::GrantId| {
+                delegated
+                    .iter()
+                    .filter(move |g| g.parent == Some(id))
+                    .collect::<Vec<_>>()
+            };
             if json {
                 let list: Vec<_> = held
                     .iter()
                     .map(|h| {
                         serde_json::json!({
+                            "may_delegate": h.may_delegate,
+                            "delegated": under(h.id).into_iter().map(grant_json).collect::<Vec<_>>(),
                             "id": h.id.to_string(),
                             "device": h.device.to_string(),
                             "device_name": h.device_name,
@@ -949,14 +1130,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 for h in held {
                     println!(
-                        "{}  {:<20} {:<8} {} to {}  {}",
+                        "{}  {}  {:<20} {:<8} {} to {}  {}{}",
+                        &h.id.to_string()[..16],
                         h.device.short(),
                         h.device_name,
                         h.status.as_str(),
                         when::show(h.not_before_ms),
                         when::show(h.not_after_ms),
-                        h.actions.join(",")
+                        h.actions.join(","),
+                        if h.may_delegate {
+                            "  (may delegate)"
+                        } else {
+                            ""
+                        }
                     );
+                    for g in under(h.id) {
+                        println!(
+                            "    └ {}  {:<16} {:<8} {} to {}  {}",
+                            &g.id.to_string()[..16],
+                            g.guest_name,
+                            g.status.as_str(),
+                            when::show(g.grant.body.not_before_ms),
+                            when::show(g.grant.body.not_after_ms),
+                            g.grant.body.actions.join(",")
+                        );
+                    }
                 }
             }
         }
@@ -1018,6 +1216,78 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        Cmd::Stays { command, json } => match command {
+            Some(StaysCmd::Sync {
+                devices,
+                ics,
+                check_in,
+                check_out,
+                tz,
+                json,
+            }) => {
+                let times = StayTimes::parse(&check_in, &check_out, tz.as_deref())?;
+                let doors: Vec<&str> = devices.iter().map(String::as_str).collect();
+                let report = profile.sync_stays(&doors, &ics, &times).await?;
+                print_stay_sync(&report, &times, json);
+            }
+            None => {
+                let stays = profile.stays()?;
+                if json {
+                    let list: Vec<_> = stays
+                        .iter()
+                        .map(|s| {
+                            let (status, at) = match s.status {
+                                StayStatus::Opened { at_ms } | StayStatus::Sent { at_ms } => {
+                                    (s.status.as_str(), Some(at_ms))
+                                }
+                                _ => (s.status.as_str(), None),
+                            };
+                            serde_json::json!({
+                                "source": s.source,
+                                "uid": s.uid,
+                                "summary": s.summary,
+                                "guest_name": s.guest_name,
+                                "check_in": s.check_in.to_string(),
+                                "check_out": s.check_out.to_string(),
+                                "from_ms": s.from_ms,
+                                "until_ms": s.until_ms,
+                                "tz": s.tz,
+                                "phase": s.phase.as_str(),
+                                "status": status,
+                                "status_at_ms": at,
+                                "links": stay_links_json(&s.links),
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::json!({ "stays": list }));
+                } else if stays.is_empty() {
+                    println!("no stays; import a calendar with `latchkey stays sync DEVICE --ics FILE|URL`");
+                } else {
+                    for s in &stays {
+                        let status = match s.status {
+                            StayStatus::Opened { at_ms } => {
+                                format!("opened at {}", when::show(at_ms))
+                            }
+                            StayStatus::Sent { at_ms } => format!("sent at {}", when::show(at_ms)),
+                            other => other.as_str().to_owned(),
+                        };
+                        println!(
+                            "{} to {}  {:<8} {:<28} {}",
+                            s.check_in,
+                            s.check_out,
+                            s.phase.as_str(),
+                            s.guest_name,
+                            status
+                        );
+                        for l in &s.links {
+                            if let Some(link) = &l.link {
+                                println!("    {}: {}", l.device_name, link.as_str());
+                            }
+                        }
+                    }
+                }
+            }
+        },
     }
     Ok(ExitCode::SUCCESS)
 }

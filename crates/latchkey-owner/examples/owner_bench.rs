@@ -207,6 +207,8 @@ async fn main() {
                     until_ms: profile.now_ms() + 3_600_000,
                     actions: vec!["unlock".into()],
                     arguments: vec![],
+                    may_delegate: false,
+                    from_grant: None,
                     use_limit: None,
                 },
             )

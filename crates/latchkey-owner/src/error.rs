@@ -85,6 +85,14 @@ pub enum Error {
     BadSetting(String),
     #[error("protocol error: {0}")]
     Protocol(latchkey_proto::Error),
+    #[error("the calendar is not valid at line {line}: {why}; nothing was changed. Export it again from the booking site, or fix that line")]
+    BadCalendar { line: usize, why: String },
+    #[error("cannot read the calendar {place}: {why}; check the path or URL (the booking site's export link) and retry")]
+    CalendarSource { place: String, why: String },
+    #[error("cannot sync stays: {0}")]
+    BadStay(String),
+    #[error("cannot delegate: {0}")]
+    BadDelegation(String),
 }
 
 impl Error {
@@ -130,6 +138,10 @@ impl Error {
             Error::BackupMismatch { .. } => "backup_mismatch",
             Error::BadSetting(_) => "bad_setting",
             Error::Protocol(_) => "protocol",
+            Error::BadCalendar { .. } => "bad_calendar",
+            Error::CalendarSource { .. } => "calendar_source",
+            Error::BadStay(_) => "bad_stay",
+            Error::BadDelegation(_) => "bad_delegation",
         }
     }
 

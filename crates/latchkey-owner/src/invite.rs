@@ -31,6 +31,14 @@ pub struct InviteRequest {
     /// The exact argument strings the guest may send (at most 8, each 1-256 bytes); empty: the
     /// guest may send its actions only without arguments.
     pub arguments: Vec<Vec<u8>>,
+    /// Let the guest issue narrower invitations from this one (delegation depth 1): a host's
+    /// property manager inviting a cleaner.
+    pub may_delegate: bool,
+    /// Issue below an invitation this profile holds as a guest (its grant id or an 8+ hex
+    /// prefix) instead of as an owner: the new grant is signed with that invitation's key and
+    /// may only narrow it. Then empty `actions` and `arguments` and a `None` `use_limit` mean
+    /// the held invitation's own.
+    pub from_grant: Option<String>,
 }
 
 /// An invitation just issued.
@@ -74,6 +82,8 @@ pub struct IssuedGrant {
     pub grant: Grant,
     pub created_ms: u64,
     pub status: GrantStatus,
+    /// For a grant delegated from an invitation this profile holds: that invitation's id.
+    pub parent: Option<GrantId>,
 }
 
 /// An invitation this profile holds as a guest.
@@ -91,6 +101,8 @@ pub struct HeldInvitation {
     pub status: GrantStatus,
     /// The profile held this invitation already; nothing changed.
     pub already_held: bool,
+    /// Whether its holder may issue narrower invitations from it (`--from-grant`).
+    pub may_delegate: bool,
 }
 
 /// A revocation published.
@@ -117,7 +129,7 @@ fn guest_key_account(profile: &str, grant: &GrantId) -> String {
     format!("{profile}/guest/{grant}")
 }
 
-fn status_of(grants: &[Grant], chain: &Chain, now_ms: u64) -> GrantStatus {
+pub(crate) fn status_of(grants: &[Grant], chain: &Chain, now_ms: u64) -> GrantStatus {
     let state = chain.state();
     if grants.iter().any(|g| state.revoked.contains(&g.id())) {
         return GrantStatus::Revoked;
@@ -153,6 +165,9 @@ fn status_of(grants: &[Grant], chain: &Chain, now_ms: u64) -> GrantStatus {
 impl Profile {
     /// Issues a grant to a fresh guest key and returns it as an invitation link.
     pub async fn invite(&self, query: &str, request: &InviteRequest) -> Result<IssuedInvitation> {
+        if let Some(parent) = &request.from_grant {
+            return self.invite_delegated(query, parent, request).await;
+        }
         let guest_name = request.guest_name.trim();
         if guest_name.is_empty() || guest_name.len() > MAX_INVITE_LABEL {
             return Err(Error::BadInvite(
@@ -201,7 +216,7 @@ impl Profile {
             not_before_ms: request.from_ms,
             not_after_ms: request.until_ms,
             use_limit: request.use_limit,
-            delegation_depth: 0,
+            delegation_depth: u8::from(request.may_delegate),
             extensions: pinned.iter().map(AllowedArguments::to_extension).collect(),
             salt,
         }
@@ -223,6 +238,7 @@ impl Profile {
             guest_name: guest_name.to_owned(),
             grant: grant.clone(),
             created_ms: self.now_ms(),
+            parent: None,
         };
         self.store.put_issued(&row)?;
         Ok(IssuedInvitation {
@@ -235,6 +251,217 @@ impl Profile {
                 status: status_of(std::slice::from_ref(&grant), &device.chain, self.now_ms()),
                 grant,
                 created_ms: row.created_ms,
+                parent: None,
+            },
+        })
+    }
+
+    /// Finds a held invitation by its id or an id prefix of at least 8 hex characters.
+    fn find_held(&self, query: &str) -> Result<InvitationRow> {
+        let q = query.trim().to_ascii_lowercase();
+        let unknown = || {
+            Error::BadDelegation(format!(
+                "this profile holds no invitation \"{query}\"; list them with `latchkey invitations`"
+            ))
+        };
+        if q.len() < 8 {
+            return Err(unknown());
+        }
+        let mut hits: Vec<InvitationRow> = self
+            .store
+            .invitations()?
+            .into_iter()
+            .filter(|r| r.id.to_string().starts_with(&q))
+            .collect();
+        match hits.len() {
+            0 => Err(unknown()),
+            1 => Ok(hits.remove(0)),
+            _ => Err(Error::BadDelegation(format!(
+                "\"{query}\" matches more than one held invitation; give more of its id"
+            ))),
+        }
+    }
+
+    /// The key of a held invitation (its grant's subject), from the OS keychain.
+    fn held_key(&self, id: &GrantId) -> Result<SigningKey> {
+        let account = guest_key_account(self.id(), id);
+        let secret = self.seeds.load(&account)?.ok_or_else(|| {
+            Error::Keychain(format!(
+                "the key of invitation {id} is missing from the keychain; accept the link again"
+            ))
+        })?;
+        let mut raw = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(secret.as_bytes(), raw.as_mut())
+            .map_err(|_| Error::Keychain("a stored guest key is damaged".into()))?;
+        Ok(SigningKey::from_bytes(&raw))
+    }
+
+    /// Issues a grant below a held invitation's chain, signed with its key: only ever narrower
+    /// than the invitation in doors, actions, time, uses and arguments (the device checks the
+    /// same rules on every command, so revoking the held grant voids this one too).
+    async fn invite_delegated(
+        &self,
+        query: &str,
+        parent_query: &str,
+        request: &InviteRequest,
+    ) -> Result<IssuedInvitation> {
+        let deny = |why: String| Error::BadDelegation(why);
+        let guest_name = request.guest_name.trim();
+        if guest_name.is_empty() || guest_name.len() > MAX_INVITE_LABEL {
+            return Err(Error::BadInvite(
+                "give the guest a name of 1 to 64 bytes".into(),
+            ));
+        }
+        if request.may_delegate {
+            return Err(deny(
+                "a delegated invitation cannot be delegated further (depth 1)".into(),
+            ));
+        }
+        let held = self.find_held(parent_query)?;
+        let short = &held.id.to_string()[..16];
+        let parent = held
+            .grants
+            .last()
+            .ok_or_else(|| deny("the held invitation has no grant".into()))?
+            .clone();
+        let p = &parent.body;
+        if p.delegation_depth == 0 {
+            return Err(deny(format!(
+                "invitation {short} does not allow delegation; ask whoever sent it for one made \
+                 with --may-delegate"
+            )));
+        }
+        if held.grants.len() >= grant::MAX_GRANT_CHAIN {
+            return Err(deny(format!(
+                "invitation {short} is already {} grants deep, the most a chain may hold",
+                held.grants.len()
+            )));
+        }
+        let device = self.find_device(query)?;
+        let device = self.refresh_device(device).await?;
+        let state = device.chain.state();
+        let scope = GrantScope {
+            device: device.id,
+            epoch: state.epoch,
+        };
+        if !p.scope.contains(&scope) {
+            return Err(deny(format!(
+                "invitation {short} does not cover {} (or it was issued before the device \
+                 changed hands)",
+                device.name
+            )));
+        }
+        let actions = if request.actions.is_empty() {
+            p.actions.clone()
+        } else {
+            request.actions.clone()
+        };
+        for action in &actions {
+            if !is_action_name(action) {
+                return Err(Error::BadAction(action.clone()));
+            }
+            if !p.actions.contains(action) {
+                return Err(deny(format!(
+                    "invitation {short} does not allow \"{action}\"; it allows {}",
+                    p.actions.join(", ")
+                )));
+            }
+        }
+        if request.until_ms <= request.from_ms {
+            return Err(Error::BadInvite(
+                "the invitation must end after it starts".into(),
+            ));
+        }
+        if request.from_ms < p.not_before_ms || request.until_ms > p.not_after_ms {
+            return Err(deny(format!(
+                "the time is wider than invitation {short}, which runs from {} to {} (ms since \
+                 1970); choose --from and --until inside it",
+                p.not_before_ms, p.not_after_ms
+            )));
+        }
+        if request.until_ms <= self.now_ms() {
+            return Err(Error::BadInvite(
+                "the invitation would already be over".into(),
+            ));
+        }
+        let use_limit = match (request.use_limit, p.use_limit) {
+            (None, limit) => limit,
+            (Some(n), Some(limit)) if n > limit => {
+                return Err(deny(format!(
+                    "{n} uses is more than invitation {short} allows ({limit})"
+                )))
+            }
+            (Some(n), _) => Some(n),
+        };
+        let parent_pinned = pinned_by(&parent);
+        let arguments = if request.arguments.is_empty() {
+            parent_pinned.clone()
+        } else {
+            if let Some(a) = request
+                .arguments
+                .iter()
+                .find(|a| !parent_pinned.contains(a))
+            {
+                return Err(deny(format!(
+                    "invitation {short} does not allow the argument {}",
+                    String::from_utf8_lossy(a)
+                )));
+            }
+            request.arguments.clone()
+        };
+        let pinned = pinned_arguments(&arguments)?;
+        let key = self.held_key(&held.id)?;
+        let guest = SigningKey::generate(&mut OsRng);
+        let mut salt = [0u8; 16];
+        OsRng.fill_bytes(&mut salt);
+        let grant = GrantBody {
+            issuer: key.public_key(),
+            subject: guest.public_key(),
+            scope: vec![scope],
+            actions,
+            not_before_ms: request.from_ms,
+            not_after_ms: request.until_ms,
+            use_limit,
+            delegation_depth: 0,
+            extensions: pinned.iter().map(AllowedArguments::to_extension).collect(),
+            salt,
+        }
+        .sign(&key)?;
+        let mut chain = held.grants.clone();
+        chain.push(grant.clone());
+        // The device's own rule, so nothing it would refuse leaves this profile.
+        grant::verify_chain_structure(&chain, state).map_err(|e| deny(e.to_string()))?;
+        let mut nodes = self.nodes()?;
+        nodes.truncate(MAX_INVITE_NODES);
+        let invitation = Invitation {
+            device: device.id,
+            guest_secret: guest.to_bytes(),
+            grants: chain.clone(),
+            device_name: truncate(&device.name, MAX_INVITE_LABEL),
+            guest_name: guest_name.to_owned(),
+            addrs: device.addrs.iter().take(4).cloned().collect(),
+            nodes,
+        };
+        let link = invitation.to_link()?;
+        let row = IssuedRow {
+            device: device.id,
+            guest_name: guest_name.to_owned(),
+            grant: grant.clone(),
+            created_ms: self.now_ms(),
+            parent: Some(held.id),
+        };
+        self.store.put_issued(&row)?;
+        Ok(IssuedInvitation {
+            link,
+            grant: IssuedGrant {
+                id: grant.id(),
+                device: device.id,
+                device_name: device.name.clone(),
+                guest_name: row.guest_name,
+                status: status_of(&chain, &device.chain, self.now_ms()),
+                grant,
+                created_ms: row.created_ms,
+                parent: Some(held.id),
             },
         })
     }
@@ -244,19 +471,28 @@ impl Profile {
         let devices = self.devices()?;
         let only = query.map(|q| self.find_device(q)).transpose()?;
         let rows = self.store.issued(only.as_ref().map(|d| &d.id))?;
+        let held = self.store.invitations()?;
         let now = self.now_ms();
         Ok(rows
             .into_iter()
             .filter_map(|row| {
                 let device = devices.iter().find(|d| d.id == row.device)?;
+                // A delegated grant stands or falls with the chain above it.
+                let mut chain: Vec<Grant> = row
+                    .parent
+                    .and_then(|p| held.iter().find(|h| h.id == p))
+                    .map(|h| h.grants.clone())
+                    .unwrap_or_default();
+                chain.push(row.grant.clone());
                 Some(IssuedGrant {
                     id: row.grant.id(),
                     device: row.device,
                     device_name: device.name.clone(),
                     guest_name: row.guest_name,
-                    status: status_of(std::slice::from_ref(&row.grant), &device.chain, now),
+                    status: status_of(&chain, &device.chain, now),
                     grant: row.grant,
                     created_ms: row.created_ms,
+                    parent: row.parent,
                 })
             })
             .collect())
@@ -428,7 +664,22 @@ impl Profile {
             arguments: pinned_by(&leaf),
             status: status_of(&invitation.grants, &record.chain, self.now_ms()),
             already_held,
+            may_delegate: leaf.body.delegation_depth > 0,
         })
+    }
+
+    /// One held invitation, by its id or an 8+ hex prefix (what `--from-grant` names).
+    pub fn held_invitation(&self, query: &str) -> Result<HeldInvitation> {
+        let row = self.find_held(query)?;
+        self.invitations()?
+            .into_iter()
+            .find(|h| h.id == row.id)
+            .ok_or_else(|| {
+                Error::BadDelegation(format!(
+                    "the device of invitation {} is no longer known to this profile; accept the link again",
+                    row.id
+                ))
+            })
     }
 
     /// Invitations this profile holds as a guest, newest first.
@@ -453,6 +704,7 @@ impl Profile {
                     arguments: pinned_by(leaf),
                     status: status_of(&row.grants, &device.chain, now),
                     already_held: true,
+                    may_delegate: leaf.body.delegation_depth > 0,
                 })
             })
             .collect())
@@ -475,17 +727,8 @@ impl Profile {
         let Some(row) = rows.into_iter().next() else {
             return Ok(None);
         };
-        let account = guest_key_account(self.id(), &row.id);
-        let secret = self.seeds.load(&account)?.ok_or_else(|| {
-            Error::Keychain(format!(
-                "the key of invitation {} is missing from the keychain; accept the link again",
-                row.id
-            ))
-        })?;
-        let mut raw = Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(secret.as_bytes(), raw.as_mut())
-            .map_err(|_| Error::Keychain("a stored guest key is damaged".into()))?;
-        Ok(Some((row.grants, SigningKey::from_bytes(&raw))))
+        let key = self.held_key(&row.id)?;
+        Ok(Some((row.grants, key)))
     }
 }
 

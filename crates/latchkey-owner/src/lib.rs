@@ -24,6 +24,7 @@ pub mod owners;
 pub mod profile;
 pub mod qr;
 pub mod refusal;
+pub mod stays;
 pub mod store;
 
 pub use audit::AuditReport;
@@ -40,3 +41,6 @@ pub use open::{OpenReport, Route};
 pub use owners::{MyPart, OwnerChange, OwnersView, Proposal, ProposalReport};
 pub use profile::{Clock, Profile, SystemClock};
 pub use refusal::{explain, Refusal};
+pub use stays::{
+    StayChange, StayLink, StayPhase, StayStatus, StaySyncLine, StaySyncReport, StayTimes, StayView,
+};

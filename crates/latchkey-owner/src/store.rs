@@ -86,10 +86,33 @@ CREATE TABLE IF NOT EXISTS offered_devices (
     chain BLOB NOT NULL,
     verified_at_ms INTEGER NOT NULL
 );
+-- Stays synced from a booking calendar (`source`: its URL or file path), one row per UID.
+-- `devices` and `grants` are JSON lists of ids; the links themselves are in the OS keychain.
+CREATE TABLE IF NOT EXISTS stays (
+    source TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    guest_name TEXT NOT NULL,
+    check_in TEXT NOT NULL,
+    check_out TEXT NOT NULL,
+    from_ms INTEGER NOT NULL,
+    until_ms INTEGER NOT NULL,
+    tz TEXT NOT NULL,
+    devices TEXT NOT NULL,
+    grants TEXT NOT NULL,
+    cancelled_ms INTEGER,
+    shared_ms INTEGER,
+    synced_ms INTEGER NOT NULL,
+    PRIMARY KEY (source, uid)
+);
 ";
 
 /// Columns added to tables that older profiles already have: (table, column, declaration).
-const MIGRATIONS: [(&str, &str, &str); 1] = [("proposals", "proposer", "TEXT")];
+const MIGRATIONS: [(&str, &str, &str); 2] = [
+    ("proposals", "proposer", "TEXT"),
+    // The held invitation a delegated grant was issued from (`--from-grant`).
+    ("grants_issued", "parent", "TEXT"),
+];
 
 /// A grant this profile issued.
 #[derive(Debug, Clone)]
@@ -98,6 +121,31 @@ pub struct IssuedRow {
     pub guest_name: String,
     pub grant: Grant,
     pub created_ms: u64,
+    /// For a delegated grant: the held invitation (grant id) it was issued from.
+    pub parent: Option<GrantId>,
+}
+
+/// A stay from a booking calendar (see `stays`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StayRow {
+    pub source: String,
+    pub uid: String,
+    pub summary: String,
+    pub guest_name: String,
+    /// `YYYY-MM-DD`.
+    pub check_in: String,
+    pub check_out: String,
+    pub from_ms: u64,
+    pub until_ms: u64,
+    pub tz: String,
+    /// The doors, sorted.
+    pub devices: Vec<DeviceId>,
+    /// The grants issued for it now (one per door).
+    pub grants: Vec<GrantId>,
+    /// Gone from the export and revoked at this time.
+    pub cancelled_ms: Option<u64>,
+    pub shared_ms: Option<u64>,
+    pub synced_ms: u64,
 }
 
 /// An invitation this profile accepted (the key stays in the keychain).
@@ -345,14 +393,16 @@ impl Store {
     pub fn put_issued(&self, row: &IssuedRow) -> Result<()> {
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO grants_issued (id, device, guest_name, grant_bytes, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO grants_issued
+                     (id, device, guest_name, grant_bytes, created_ms, parent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     row.grant.id().to_string(),
                     row.device.to_string(),
                     row.guest_name,
                     row.grant.to_bytes(),
-                    row.created_ms as i64
+                    row.created_ms as i64,
+                    row.parent.map(|p| p.to_string())
                 ],
             )
             .map(|_| ())
@@ -362,15 +412,24 @@ impl Store {
     /// Grants issued, newest first; for one device when given.
     pub fn issued(&self, device: Option<&DeviceId>) -> Result<Vec<IssuedRow>> {
         let rows = self.rows(
-            "SELECT id, device, guest_name, grant_bytes, created_ms FROM grants_issued
+            "SELECT id, device, guest_name, grant_bytes, created_ms, parent FROM grants_issued
                  WHERE ?1 IS NULL OR device = ?1 ORDER BY created_ms DESC, id",
             params![device.map(|d| d.to_string())],
-            record_columns,
+            |r| Ok((record_columns(r)?, r.get::<_, Option<String>>(5)?)),
         )?;
         rows.into_iter()
-            .map(|(id, device, guest_name, grant, created)| {
+            .map(|((id, device, guest_name, grant, created), parent)| {
                 let grant: Grant = self.decode(&format!("grant {id}"), &grant)?;
+                let parent = parent
+                    .map(|p| {
+                        parse_grant_id(&p).ok_or_else(|| Error::Store {
+                            path: self.path.display().to_string(),
+                            why: format!("grant {id}: parent {p} is not a grant id"),
+                        })
+                    })
+                    .transpose()?;
                 Ok(IssuedRow {
+                    parent,
                     device: DeviceId::parse(&device).map_err(|e| Error::Store {
                         path: self.path.display().to_string(),
                         why: format!("grant {id}: {e}"),
@@ -425,6 +484,117 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Inserts or replaces a stay.
+    pub fn put_stay(&self, row: &StayRow) -> Result<()> {
+        let ids = |v: Vec<String>| serde_json::to_string(&v).expect("strings serialize");
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO stays (source, uid, summary, guest_name, check_in,
+                     check_out, from_ms, until_ms, tz, devices, grants, cancelled_ms, shared_ms,
+                     synced_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![
+                    row.source,
+                    row.uid,
+                    row.summary,
+                    row.guest_name,
+                    row.check_in,
+                    row.check_out,
+                    row.from_ms as i64,
+                    row.until_ms as i64,
+                    row.tz,
+                    ids(row.devices.iter().map(|d| d.to_string()).collect()),
+                    ids(row.grants.iter().map(|g| g.to_string()).collect()),
+                    row.cancelled_ms.map(|t| t as i64),
+                    row.shared_ms.map(|t| t as i64),
+                    row.synced_ms as i64
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Stays (of one calendar source when given), by check-in day.
+    pub fn stays(&self, source: Option<&str>) -> Result<Vec<StayRow>> {
+        type Columns = (
+            (String, String, String, String, String, String),
+            (i64, i64, String, String, String),
+            (Option<i64>, Option<i64>, i64),
+        );
+        let rows: Vec<Columns> = self.rows(
+            "SELECT source, uid, summary, guest_name, check_in, check_out, from_ms, until_ms, tz,
+                    devices, grants, cancelled_ms, shared_ms, synced_ms
+                 FROM stays WHERE ?1 IS NULL OR source = ?1 ORDER BY check_in, source, uid",
+            params![source],
+            |r| {
+                Ok((
+                    (
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ),
+                    (r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?),
+                    (r.get(11)?, r.get(12)?, r.get(13)?),
+                ))
+            },
+        )?;
+        rows.into_iter()
+            .map(
+                |(
+                    (source, uid, summary, guest_name, check_in, check_out),
+                    (from_ms, until_ms, tz, devices, grants),
+                    (cancelled_ms, shared_ms, synced_ms),
+                )| {
+                    let bad = |why: String| Error::Store {
+                        path: self.path.display().to_string(),
+                        why: format!("stay {uid}: {why}"),
+                    };
+                    let list = |text: &str| -> Result<Vec<String>> {
+                        serde_json::from_str(text).map_err(|e| bad(e.to_string()))
+                    };
+                    let devices = list(&devices)?
+                        .iter()
+                        .map(|d| DeviceId::parse(d).map_err(|e| bad(e.to_string())))
+                        .collect::<Result<Vec<_>>>()?;
+                    let grants = list(&grants)?
+                        .iter()
+                        .map(|g| {
+                            parse_grant_id(g).ok_or_else(|| bad(format!("{g} is not a grant id")))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(StayRow {
+                        source,
+                        uid,
+                        summary,
+                        guest_name,
+                        check_in,
+                        check_out,
+                        from_ms: from_ms as u64,
+                        until_ms: until_ms as u64,
+                        tz,
+                        devices,
+                        grants,
+                        cancelled_ms: cancelled_ms.map(|t| t as u64),
+                        shared_ms: shared_ms.map(|t| t as u64),
+                        synced_ms: synced_ms as u64,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// Every audit entry kept for `device` (all eras), encoded.
+    pub fn audit_copies(&self, device: &DeviceId) -> Result<Vec<Vec<u8>>> {
+        self.rows(
+            "SELECT entry FROM audit_copies_v2 WHERE device = ?1 ORDER BY era, seq",
+            params![device.to_string()],
+            |r| r.get(0),
+        )
     }
 
     /// Keeps a copy of an audit entry; false when a different entry was seen at that era and
@@ -595,6 +765,13 @@ type RecordColumns = (String, String, String, Vec<u8>, i64);
 
 fn record_columns(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordColumns> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+/// A grant id from its 64 hex digits.
+pub fn parse_grant_id(text: &str) -> Option<GrantId> {
+    let mut id = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut id).ok()?;
+    Some(GrantId(id))
 }
 
 /// A grant chain as stored: the protocol's own list encoding (`u8 count`, then each grant).

@@ -120,6 +120,8 @@ async fn an_unsettled_fork_keeps_the_owners_own_chain_and_raises_an_alarm_until_
                 actions: vec!["unlock".into()],
                 use_limit: None,
                 arguments: Vec::new(),
+                may_delegate: false,
+                from_grant: None,
             },
         )
         .await

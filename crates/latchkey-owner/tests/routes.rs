@@ -341,6 +341,8 @@ async fn a_revocation_is_handed_to_the_door_and_the_owner_is_told_whether_it_kno
         until_ms: w.owner.now_ms() + 3_600_000,
         actions: vec!["unlock".into()],
         arguments: vec![],
+        may_delegate: false,
+        from_grant: None,
         use_limit: None,
     };
     let first = w.owner.invite(&w.device, &grant("Ann")).await.unwrap();
@@ -411,6 +413,8 @@ async fn with_every_node_down_a_revocation_the_door_took_still_succeeds_and_says
                 until_ms: w.owner.now_ms() + 3_600_000,
                 actions: vec!["unlock".into()],
                 arguments: vec![],
+                may_delegate: false,
+                from_grant: None,
                 use_limit: None,
             },
         )
