@@ -146,6 +146,9 @@ pub fn run() {
             sharing::accept_invitation,
             sharing::invitations,
             sharing::audit,
+            sharing::stays,
+            sharing::stays_sync,
+            sharing::share_stay,
             links::take_invite_link,
             #[cfg(desktop)]
             camera::camera_start,

@@ -3,6 +3,7 @@
 //! adapters like `commands.rs`; the rules live in latchkey-owner.
 
 use data_encoding::BASE64;
+use latchkey_owner::stays::StayTimes;
 use latchkey_owner::{InviteRequest, OwnerChange};
 use latchkey_proto::keys::PublicKey;
 use tauri::State;
@@ -12,7 +13,7 @@ use crate::error::CommandError;
 use crate::state::AppState;
 use crate::views::{
     AuditView, GrantView, HeldInvitationView, InvitationView, OwnersDetail, ProposalResult,
-    ProposalView, RevokeResult, ShareView,
+    ProposalView, RevokeResult, ShareView, StayView, StaysSyncResult,
 };
 
 /// A device's owners, threshold and waiting proposals (asks the nodes and the mailbox).
@@ -220,10 +221,86 @@ pub async fn audit(state: State<'_, AppState>, device: String) -> Result<AuditVi
         .await
 }
 
+/// Stays from the booking calendar, as last synced (no network).
+#[tauri::command]
+pub async fn stays(state: State<'_, AppState>) -> Result<Vec<StayView>, CommandError> {
+    state
+        .with_profile(|p| async move { Ok(p.stays()?.iter().map(StayView::from).collect()) })
+        .await
+}
+
+/// Syncs a booking calendar to one invitation per stay for `doors`: the text of a file the
+/// person chose (`ics_text`, named by `source`, its file name), or the calendar at `source`
+/// (an `http(s)://` URL or a file path).
+#[tauri::command]
+pub async fn stays_sync(
+    state: State<'_, AppState>,
+    doors: Vec<String>,
+    ics_text: Option<String>,
+    source: String,
+    check_in: String,
+    check_out: String,
+    tz: Option<String>,
+) -> Result<StaysSyncResult, CommandError> {
+    let tz = tz.filter(|t| !t.trim().is_empty());
+    let times = StayTimes::parse(&check_in, &check_out, tz.as_deref().map(str::trim))?;
+    state
+        .with_profile(move |p| async move {
+            let doors: Vec<&str> = doors.iter().map(String::as_str).collect();
+            let report = match &ics_text {
+                Some(text) => p.sync_stays_text(&doors, &source, text, &times).await?,
+                None => p.sync_stays(&doors, &source, &times).await?,
+            };
+            Ok(StaysSyncResult::new(&report, &p.stays()?))
+        })
+        .await
+}
+
+/// A stay's links with their QR codes (one per door it opens), to hand the guest; the stay
+/// counts as sent from now on.
+#[tauri::command]
+pub async fn share_stay(
+    state: State<'_, AppState>,
+    source: String,
+    uid: String,
+) -> Result<Vec<ShareView>, CommandError> {
+    state
+        .with_profile(move |p| async move {
+            let stay = p
+                .stays()?
+                .into_iter()
+                .find(|s| s.source == source && s.uid == uid)
+                .ok_or_else(|| {
+                    latchkey_owner::Error::BadStay(format!(
+                        "no stay {uid} from {source}; import the calendar again"
+                    ))
+                })?;
+            let mut shares = Vec::new();
+            for link in &stay.links {
+                if let Some(text) = &link.link {
+                    let mut share = share_view(text)?;
+                    share.door = Some(link.device_name.clone());
+                    shares.push(share);
+                }
+            }
+            if shares.is_empty() {
+                return Err(latchkey_owner::Error::BadStay(format!(
+                    "the stay of {} has no link to share: it was revoked (cancelled in the \
+                     calendar)",
+                    stay.guest_name
+                )));
+            }
+            p.mark_stay_shared(&source, &uid)?;
+            Ok(shares)
+        })
+        .await
+}
+
 /// A link with its QR code as a data URL, for the UI to show and copy.
 fn share_view(link: &str) -> latchkey_owner::Result<ShareView> {
     let png = latchkey_owner::invitation_qr_png(link)?;
     Ok(ShareView {
+        door: None,
         link: link.to_owned(),
         qr: format!("data:image/png;base64,{}", BASE64.encode(&png)),
         qr_version: 0,

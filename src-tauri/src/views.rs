@@ -361,8 +361,8 @@ impl From<&IssuedGrant> for GrantView {
             }],
             weekly: Vec::new(),
             tz: None,
-            may_delegate: false,
-            from_grant: None,
+            may_delegate: body.delegation_depth > 0,
+            from_grant: g.parent.map(|p| p.to_string()),
             redemption: "none".into(),
             redeemed_at_ms: None,
         }
@@ -385,42 +385,92 @@ pub struct InvitationView {
 /// A link ready to share: the text and its QR code, large enough to scan.
 #[derive(Debug, Clone, Serialize, TS)]
 pub struct ShareView {
+    /// The door it opens, when a stay has one link per door.
+    pub door: Option<String>,
     pub link: String,
     /// A `data:image/png;base64,…` URL.
     pub qr: String,
     pub qr_version: u8,
 }
 
+/// One invitation of a stay (the link itself stays in the keychain until it is shared).
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct StayLinkView {
+    pub device_id: String,
+    pub door: String,
+    /// Hex grant id.
+    pub grant_id: String,
+    /// The link is kept and can be shared (not revoked).
+    pub shareable: bool,
+}
+
+impl From<&latchkey_owner::stays::StayLink> for StayLinkView {
+    fn from(l: &latchkey_owner::stays::StayLink) -> Self {
+        StayLinkView {
+            device_id: l.device.to_string(),
+            door: l.device_name.clone(),
+            grant_id: l.grant.to_string(),
+            shareable: l.link.is_some(),
+        }
+    }
+}
+
 /// One stay from the booking calendar, with its guest's invitation.
 #[derive(Debug, Clone, Serialize, TS)]
 pub struct StayView {
+    /// The calendar it came from (a URL, a path, or a chosen file's name); with `uid` it names
+    /// the stay.
+    pub source: String,
     /// The calendar event's UID (stable across exports).
     pub uid: String,
-    /// The event's summary (the guest's name, as the platform exports it).
+    /// The name the invitation carries (from the event's summary, with the dates).
     pub guest_name: String,
+    /// The event's summary as exported.
+    pub summary: String,
     #[ts(type = "number")]
     pub check_in_ms: u64,
     #[ts(type = "number")]
     pub check_out_ms: u64,
-    /// The doors the invitation opens, by name.
-    pub doors: Vec<String>,
-    /// Hex id of the stay's grant, when one is issued (revoke takes it).
-    pub grant_id: Option<String>,
-    /// The link to hand the guest, while the stay has a live invitation.
-    pub link: Option<String>,
-    /// `not_sent`, `sent`, `redeemed`, `opened` or `revoked`.
+    /// The zone the check-in and check-out times are in.
+    pub tz: String,
+    /// `upcoming`, `current` or `past`.
+    pub phase: String,
+    pub links: Vec<StayLinkView>,
+    /// `not_sent`, `sent`, `opened` or `revoked`.
     pub guest_status: String,
+    /// When the link was shared or the guest first opened, for `sent` and `opened`.
     #[ts(type = "number | null")]
-    pub redeemed_at_ms: Option<u64>,
-    /// The guest's first open, as the door reported it.
-    #[ts(type = "number | null")]
-    pub opened_at_ms: Option<u64>,
+    pub status_at_ms: Option<u64>,
 }
 
-/// What one calendar sync did to one stay.
+impl From<&latchkey_owner::stays::StayView> for StayView {
+    fn from(v: &latchkey_owner::stays::StayView) -> Self {
+        use latchkey_owner::stays::StayStatus;
+        let status_at_ms = match v.status {
+            StayStatus::Sent { at_ms } | StayStatus::Opened { at_ms } => Some(at_ms),
+            StayStatus::NotSent | StayStatus::Revoked => None,
+        };
+        StayView {
+            source: v.source.clone(),
+            uid: v.uid.clone(),
+            guest_name: v.guest_name.clone(),
+            summary: v.summary.clone(),
+            check_in_ms: v.from_ms,
+            check_out_ms: v.until_ms,
+            tz: v.tz.clone(),
+            phase: v.phase.as_str().to_owned(),
+            links: v.links.iter().map(StayLinkView::from).collect(),
+            guest_status: v.status.as_str().replace(' ', "_"),
+            status_at_ms,
+        }
+    }
+}
+
+/// What one calendar sync did to one event.
 #[derive(Debug, Clone, Serialize, TS)]
 pub struct StayChangeView {
-    /// `added`, `unchanged`, `reissued` (the dates changed) or `revoked` (gone from the calendar).
+    /// `added`, `unchanged`, `reissued` (the dates changed), `revoked` (gone from the
+    /// calendar), `skipped-blocked` (a closed period, no stay) or `past` (over already).
     pub change: String,
     pub uid: String,
     pub guest_name: String,
@@ -435,6 +485,38 @@ pub struct StayChangeView {
 pub struct StaysSyncResult {
     pub changes: Vec<StayChangeView>,
     pub stays: Vec<StayView>,
+    /// Writes the registry nodes acknowledged (revocations, invitation blobs).
+    pub node_writes: u32,
+    #[ts(type = "number")]
+    pub elapsed_ms: u64,
+}
+
+impl StaysSyncResult {
+    pub fn new(
+        report: &latchkey_owner::stays::StaySyncReport,
+        stays: &[latchkey_owner::stays::StayView],
+    ) -> Self {
+        StaysSyncResult {
+            changes: report
+                .lines
+                .iter()
+                .map(|l| StayChangeView {
+                    change: l.change.as_str().to_owned(),
+                    uid: l.uid.clone(),
+                    guest_name: if l.change == latchkey_owner::stays::StayChange::SkippedBlocked {
+                        l.summary.clone()
+                    } else {
+                        l.guest_name.clone()
+                    },
+                    check_in_ms: l.from_ms,
+                    check_out_ms: l.until_ms,
+                })
+                .collect(),
+            stays: stays.iter().map(StayView::from).collect(),
+            node_writes: u32::try_from(report.node_writes).unwrap_or(u32::MAX),
+            elapsed_ms: report.elapsed_ms,
+        }
+    }
 }
 
 /// One thing a door reported about a guest (signed by the door, delivered to the owners).
@@ -492,7 +574,7 @@ impl HeldInvitationView {
                 id: h.device.to_string(),
                 name: h.device_name.clone(),
             }],
-            may_delegate: false,
+            may_delegate: h.may_delegate,
             last,
         }
     }
@@ -779,6 +861,7 @@ mod tests {
             OwnersDetail::decl(&cfg),
             ProposalResult::decl(&cfg),
             ShareView::decl(&cfg),
+            StayLinkView::decl(&cfg),
             StayView::decl(&cfg),
             StayChangeView::decl(&cfg),
             StaysSyncResult::decl(&cfg),

@@ -256,19 +256,19 @@ describe('tauriBackend for the host', () => {
     await tauriBackend.staysSync({
       doors: ['lkdev1a'],
       icsText: 'BEGIN:VCALENDAR',
-      source: null,
+      source: 'listing.ics',
       checkIn: '15:00',
       checkOut: '11:00',
       tz: 'Europe/Amsterdam',
     });
-    await tauriBackend.shareStay('uid-1');
+    await tauriBackend.shareStay('listing.ics', 'uid-1');
     await tauriBackend.activity();
     expect(seen).toEqual([
       [
         'stays_sync',
-        { doors: ['lkdev1a'], icsText: 'BEGIN:VCALENDAR', source: null, checkIn: '15:00', checkOut: '11:00', tz: 'Europe/Amsterdam' },
+        { doors: ['lkdev1a'], icsText: 'BEGIN:VCALENDAR', source: 'listing.ics', checkIn: '15:00', checkOut: '11:00', tz: 'Europe/Amsterdam' },
       ],
-      ['share_stay', { uid: 'uid-1' }],
+      ['share_stay', { source: 'listing.ics', uid: 'uid-1' }],
       ['activity', {}],
     ]);
   });

@@ -34,6 +34,7 @@ import type {
 export type {
   ActivityView,
   DoorRef,
+  StayLinkView,
   ShareView,
   StayChangeView,
   StaysSyncResult,
@@ -103,8 +104,8 @@ export interface Backend {
   stays(): Promise<StayView[]>;
   /** Reads the calendar and issues, keeps, re-issues or revokes one invitation per stay. */
   staysSync(request: StaysSyncRequest): Promise<StaysSyncResult>;
-  /** A stay's link and its QR code, to hand the guest; the stay counts as sent. */
-  shareStay(uid: string): Promise<ShareView>;
+  /** A stay's links (one per door) with their QR codes, to hand the guest; the stay counts as sent. */
+  shareStay(source: string, uid: string): Promise<ShareView[]>;
   /** What the doors reported about guests, newest first (as fetched so far). */
   activity(): Promise<ActivityView[]>;
   /** Calls `onNew` whenever the app fetched new door events; resolves to a function that stops it. */
@@ -153,11 +154,12 @@ export interface InviteRequest {
   fromGrant: string | null;
 }
 
-/** A calendar sync: either the text of a chosen .ics file or a URL (or a local path). */
+/** A calendar sync: the text of a chosen .ics file (`source` is its name), or none and `source`
+ * is the calendar's URL (or a local path). */
 export interface StaysSyncRequest {
   doors: string[];
   icsText: string | null;
-  source: string | null;
+  source: string;
   /** `15:00` */
   checkIn: string;
   /** `11:00` */
@@ -263,7 +265,7 @@ export const tauriBackend: Backend = {
       checkOut: r.checkOut,
       tz: r.tz,
     }),
-  shareStay: (uid) => call<ShareView>('share_stay', { uid }),
+  shareStay: (source, uid) => call<ShareView[]>('share_stay', { source, uid }),
   activity: () => call<ActivityView[]>('activity'),
   onActivity: (onNew) => listen('activity', () => onNew()),
   revoke: (grantId) => call<RevokeResult>('revoke', { grantId }),
@@ -467,7 +469,9 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     return answer(name, value);
   };
   const doorRef = (id: string) => ({ id, name: devices.find((d) => d.id === id)?.name ?? 'Front door' });
-  const shareOf = (link: string): ShareView => ({ link, qr: MOCK_PNG, qr_version: 5 });
+  const shareOf = (link: string, door: string | null = null): ShareView => ({ door, link, qr: MOCK_PNG, qr_version: 5 });
+  // The links of the mock's stays, by grant id: kept apart like the core keeps them in the keychain.
+  const stayLinks = new Map<string, string>();
   const progressListeners = new Set<(progress: ClaimProgress) => void>();
   const claim = (): ClaimResult => {
     for (const stage of ['checking_keys', 'publishing', 'waiting_for_quorum', 'telling_device'] as const) {
@@ -682,43 +686,52 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     stays: () => answer('stays', () => stays),
     staysSync: (r) =>
       slow('staysSync', () => {
-        if (r.doors.length === 0) {
-          throw new BackendError('no_doors', 'choose at least one door');
-        }
         let text: string;
         if (r.icsText !== null) {
           text = r.icsText;
         } else if (r.source === MOCK_SAMPLE_CALENDAR) {
           text = mockSampleCalendar(Date.now());
         } else {
-          throw new BackendError('calendar_unreachable', `cannot read the calendar at ${r.source ?? '(nothing)'}`);
+          throw new BackendError('calendar_source', `cannot read the calendar at ${r.source}: the mock reads no network`);
         }
         const found = mockParseStays(text);
+        if (r.doors.length === 0) {
+          throw new BackendError('bad_stay', 'name at least one door');
+        }
+        const now = Date.now();
         const changes: StayChangeView[] = [];
-        const doorNames = r.doors.map((d) => doorRef(d).name);
-        const next: StayView[] = found.map((f, i) => {
+        const mine = stays.filter((s) => s.source === r.source);
+        const next: StayView[] = found.flatMap((f) => {
           const checkIn = mockDateMs(f.start, r.checkIn);
           const checkOut = mockDateMs(f.end, r.checkOut);
-          const before = stays.find((s) => s.uid === f.uid && s.guest_status !== 'revoked');
+          const before = mine.find((s) => s.uid === f.uid && s.guest_status !== 'revoked');
           const same = before && before.check_in_ms === checkIn && before.check_out_ms === checkOut;
-          const change = !before ? 'added' : same ? 'unchanged' : 'reissued';
+          const change = checkOut <= now ? 'past' : !before ? 'added' : same ? 'unchanged' : 'reissued';
           changes.push({ change, uid: f.uid, guest_name: f.summary, check_in_ms: checkIn, check_out_ms: checkOut });
-          return same && before
-            ? before
-            : {
-                uid: f.uid,
-                guest_name: f.summary,
-                check_in_ms: checkIn,
-                check_out_ms: checkOut,
-                doors: doorNames,
-                grant_id: `${i + 1}`.padStart(64, 'f'),
-                link: `LATCHKEY://I/MOCKSTAY${i + 1}${change === 'reissued' ? 'B' : ''}`,
-                guest_status: 'not_sent',
-                redeemed_at_ms: null,
-                opened_at_ms: null,
-              };
+          // A stay over before it was ever imported is left out; one imported before stays as it was.
+          if (change === 'past') return before ? [before] : [];
+          if (same && before) return [before];
+          const links = r.doors.map((d, i) => {
+            const grant = `${stayLinks.size + i + 1}`.padStart(64, 'f');
+            stayLinks.set(grant, `LATCHKEY://I/MOCKSTAY${stayLinks.size + i + 1}`);
+            return { device_id: d, door: doorRef(d).name, grant_id: grant, shareable: true };
+          });
+          const stay: StayView = {
+            source: r.source,
+            uid: f.uid,
+            guest_name: f.summary,
+            summary: f.summary,
+            check_in_ms: checkIn,
+            check_out_ms: checkOut,
+            tz: r.tz,
+            phase: checkOut <= now ? 'past' : checkIn <= now ? 'current' : 'upcoming',
+            links,
+            guest_status: 'not_sent',
+            status_at_ms: null,
+          };
+          return [stay];
         });
-        const gone: StayView[] = stays
+        const gone: StayView[] = mine
           .filter((s) => !found.some((f) => f.uid === s.uid))
           .map((s) => {
             if (s.guest_status !== 'revoked') {
@@ -730,21 +743,23 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
                 check_out_ms: s.check_out_ms,
               });
             }
-            return { ...s, guest_status: 'revoked', link: null };
+            return { ...s, guest_status: 'revoked', links: s.links.map((l) => ({ ...l, shareable: false })) };
           });
-        stays = [...next, ...gone];
-        return { changes, stays };
+        stays = [...stays.filter((s) => s.source !== r.source), ...next, ...gone].sort((a, b) => a.check_in_ms - b.check_in_ms);
+        return { changes, stays, node_writes: changes.filter((c) => c.change !== 'unchanged').length * nodes.length, elapsed_ms: 42 };
       }),
-    shareStay: (uid) =>
+    shareStay: (source, uid) =>
       slow('shareStay', () => {
-        const stay = stays.find((s) => s.uid === uid);
-        if (!stay || stay.link === null) {
-          throw new BackendError('unknown_stay', 'that stay has no invitation to share (revoked or gone)');
+        const stay = stays.find((s) => s.source === source && s.uid === uid);
+        const shares = (stay?.links ?? []).filter((l) => l.shareable).map((l) => shareOf(stayLinks.get(l.grant_id) ?? '', l.door));
+        if (!stay || shares.length === 0) {
+          throw new BackendError('bad_stay', 'that stay has no link to share: it was revoked (cancelled in the calendar)');
         }
         if (stay.guest_status === 'not_sent') {
           stay.guest_status = 'sent';
+          stay.status_at_ms = Date.now();
         }
-        return shareOf(stay.link);
+        return shares;
       }),
     activity: () => answer('activity', () => activity),
     onActivity: async (onNew) => {
@@ -754,13 +769,9 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     simulateEvent: (kind, guestName) => {
       const time = Date.now();
       const stay = stays.find((s) => s.guest_name === guestName);
-      if (stay && kind === 'opened' && stay.opened_at_ms === null) {
+      if (stay && kind === 'opened' && stay.guest_status !== 'opened') {
         stay.guest_status = 'opened';
-        stay.opened_at_ms = time;
-      }
-      if (stay && kind === 'redeemed' && stay.guest_status !== 'opened') {
-        stay.guest_status = 'redeemed';
-        stay.redeemed_at_ms = time;
+        stay.status_at_ms = time;
       }
       const words = {
         opened: `${guestName} opened Front door for the first time`,
@@ -774,7 +785,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
           device_name: 'Front door',
           time_ms: time,
           guest_name: guestName,
-          grant_id: stay?.grant_id ?? null,
+          grant_id: stay?.links[0]?.grant_id ?? null,
           kind,
           text: words,
         },

@@ -351,49 +351,73 @@ applied: boolean,
  */
 door: string | null, };
 
-export type ShareView = { link: string, 
+export type ShareView = { 
+/**
+ * The door it opens, when a stay has one link per door.
+ */
+door: string | null, link: string, 
 /**
  * A `data:image/png;base64,…` URL.
  */
 qr: string, qr_version: number, };
 
+export type StayLinkView = { device_id: string, door: string, 
+/**
+ * Hex grant id.
+ */
+grant_id: string, 
+/**
+ * The link is kept and can be shared (not revoked).
+ */
+shareable: boolean, };
+
 export type StayView = { 
+/**
+ * The calendar it came from (a URL, a path, or a chosen file's name); with `uid` it names
+ * the stay.
+ */
+source: string, 
 /**
  * The calendar event's UID (stable across exports).
  */
 uid: string, 
 /**
- * The event's summary (the guest's name, as the platform exports it).
+ * The name the invitation carries (from the event's summary, with the dates).
  */
-guest_name: string, check_in_ms: number, check_out_ms: number, 
+guest_name: string, 
 /**
- * The doors the invitation opens, by name.
+ * The event's summary as exported.
  */
-doors: Array<string>, 
+summary: string, check_in_ms: number, check_out_ms: number, 
 /**
- * Hex id of the stay's grant, when one is issued (revoke takes it).
+ * The zone the check-in and check-out times are in.
  */
-grant_id: string | null, 
+tz: string, 
 /**
- * The link to hand the guest, while the stay has a live invitation.
+ * `upcoming`, `current` or `past`.
  */
-link: string | null, 
+phase: string, links: Array<StayLinkView>, 
 /**
- * `not_sent`, `sent`, `redeemed`, `opened` or `revoked`.
+ * `not_sent`, `sent`, `opened` or `revoked`.
  */
-guest_status: string, redeemed_at_ms: number | null, 
+guest_status: string, 
 /**
- * The guest's first open, as the door reported it.
+ * When the link was shared or the guest first opened, for `sent` and `opened`.
  */
-opened_at_ms: number | null, };
+status_at_ms: number | null, };
 
 export type StayChangeView = { 
 /**
- * `added`, `unchanged`, `reissued` (the dates changed) or `revoked` (gone from the calendar).
+ * `added`, `unchanged`, `reissued` (the dates changed), `revoked` (gone from the
+ * calendar), `skipped-blocked` (a closed period, no stay) or `past` (over already).
  */
 change: string, uid: string, guest_name: string, check_in_ms: number, check_out_ms: number, };
 
-export type StaysSyncResult = { changes: Array<StayChangeView>, stays: Array<StayView>, };
+export type StaysSyncResult = { changes: Array<StayChangeView>, stays: Array<StayView>, 
+/**
+ * Writes the registry nodes acknowledged (revocations, invitation blobs).
+ */
+node_writes: number, elapsed_ms: number, };
 
 export type ActivityView = { id: string, device_id: string, device_name: string, 
 /**

@@ -31,7 +31,6 @@ import {
   isInviteLink,
   redemptionText,
   stayChangeText,
-  stayPhase,
   syncSummary,
   weeklySpec,
   weeklyText,
@@ -375,26 +374,19 @@ describe('links and stays in words', () => {
     expect(isInviteLink('https://example.com/i/abc')).toBe(false);
   });
 
-  it('puts a stay before, during or after its dates', () => {
-    const s = { check_in_ms: 1_000, check_out_ms: 2_000 };
-    expect(stayPhase(s, 999)).toBe('upcoming');
-    expect(stayPhase(s, 1_000)).toBe('current');
-    expect(stayPhase(s, 2_000)).toBe('past');
-  });
-
   it("words the guest's status", () => {
-    const base = { opened_at_ms: null, redeemed_at_ms: null };
+    const base = { status_at_ms: null };
     expect(guestStatusText({ ...base, guest_status: 'not_sent' })).toBe('Link not sent');
-    expect(guestStatusText({ ...base, guest_status: 'sent' })).toBe('Link sent, not redeemed');
+    expect(guestStatusText({ ...base, guest_status: 'sent' })).toBe('Link sent, not opened yet');
     expect(guestStatusText({ ...base, guest_status: 'revoked' })).toBe('Revoked');
-    expect(guestStatusText({ ...base, guest_status: 'opened', opened_at_ms: Date.UTC(2026, 11, 4, 15) })).toMatch(/^Opened at /);
+    expect(guestStatusText({ guest_status: 'opened', status_at_ms: Date.UTC(2026, 11, 4, 15) })).toMatch(/^Opened at /);
     expect(guestStatusText({ ...base, guest_status: 'redeemed' })).toBe('Redeemed');
   });
 
   it("sums up a sync's changes", () => {
-    expect(syncSummary([{ change: 'added' }, { change: 'added' }, { change: 'unchanged' }, { change: 'revoked' }])).toBe(
-      '2 added, 1 revoked, 1 unchanged.',
-    );
+    expect(
+      syncSummary([{ change: 'added' }, { change: 'added' }, { change: 'unchanged' }, { change: 'revoked' }, { change: 'skipped-blocked' }]),
+    ).toBe('2 added, 1 revoked, 1 unchanged, 1 closed periods skipped.');
     expect(syncSummary([])).toBe('The calendar holds no stays.');
     expect(stayChangeText('reissued')).toContain('new invitation');
   });

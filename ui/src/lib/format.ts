@@ -362,31 +362,19 @@ export function isInviteLink(text: string): boolean {
   return /^latchkey:\/\/(i|invite)\/\S+$/i.test(text.trim());
 }
 
-export type StayPhase = 'current' | 'upcoming' | 'past';
-
-/** Where a stay falls from `nowMs`: the screen lists current, upcoming and past stays apart. */
-export function stayPhase(stay: { check_in_ms: number; check_out_ms: number }, nowMs: number): StayPhase {
-  if (nowMs >= stay.check_out_ms) return 'past';
-  return nowMs >= stay.check_in_ms ? 'current' : 'upcoming';
-}
-
 /** The guest's side of a stay, as its card says it. */
-export function guestStatusText(stay: {
-  guest_status: string;
-  opened_at_ms: number | null;
-  redeemed_at_ms: number | null;
-}): string {
+export function guestStatusText(stay: { guest_status: string; status_at_ms: number | null }): string {
   const at = (ms: number) =>
     new Date(ms).toLocaleString(undefined, { weekday: 'short', day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
   switch (stay.guest_status) {
     case 'not_sent':
       return 'Link not sent';
     case 'sent':
-      return 'Link sent, not redeemed';
+      return 'Link sent, not opened yet';
     case 'redeemed':
-      return stay.redeemed_at_ms === null ? 'Redeemed' : `Redeemed ${at(stay.redeemed_at_ms)}`;
+      return stay.status_at_ms === null ? 'Redeemed' : `Redeemed ${at(stay.status_at_ms)}`;
     case 'opened':
-      return stay.opened_at_ms === null ? 'Opened' : `Opened at ${at(stay.opened_at_ms)}`;
+      return stay.status_at_ms === null ? 'Opened' : `Opened at ${at(stay.status_at_ms)}`;
     case 'revoked':
       return 'Revoked';
     default:
@@ -405,6 +393,10 @@ export function stayChangeText(change: string): string {
       return 'Dates changed: new invitation, old one revoked';
     case 'revoked':
       return 'Gone from the calendar: invitation revoked';
+    case 'skipped-blocked':
+      return 'Closed period, not a stay';
+    case 'past':
+      return 'Over already: left as it was';
     default:
       return change;
   }
@@ -412,11 +404,18 @@ export function stayChangeText(change: string): string {
 
 /** A sync's report in one sentence: "2 added, 1 revoked, 3 unchanged". */
 export function syncSummary(changes: Array<{ change: string }>): string {
-  const order = ['added', 'reissued', 'revoked', 'unchanged'];
-  const counts = order
-    .map((kind) => [kind, changes.filter((c) => c.change === kind).length] as const)
+  const words: Record<string, string> = {
+    added: 'added',
+    reissued: 're-issued',
+    revoked: 'revoked',
+    unchanged: 'unchanged',
+    past: 'past',
+    'skipped-blocked': 'closed periods skipped',
+  };
+  const counts = Object.entries(words)
+    .map(([kind, word]) => [word, changes.filter((c) => c.change === kind).length] as const)
     .filter(([, n]) => n > 0)
-    .map(([kind, n]) => `${n} ${kind === 'reissued' ? 're-issued' : kind}`);
+    .map(([word, n]) => `${n} ${word}`);
   return counts.length === 0 ? 'The calendar holds no stays.' : `${counts.join(', ')}.`;
 }
 

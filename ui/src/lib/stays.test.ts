@@ -40,10 +40,13 @@ describe('stays in the mock', () => {
   it('imports the sample calendar: one invitation per stay, none for the blocked week', async () => {
     const { backend, door } = await ownerWithDoor();
     const result = await backend.staysSync(sync([door.id]));
-    expect(result.changes.map((c) => c.change)).toEqual(['added', 'added', 'added']);
-    expect(result.stays.map((s) => s.guest_name)).toEqual(['Grace Hopper', 'Ada Lovelace', 'Alan Turing']);
-    expect(result.stays.every((s) => s.guest_status === 'not_sent' && s.link?.startsWith('LATCHKEY://I/'))).toBe(true);
-    expect(result.stays[0].doors).toEqual(['Front door']);
+    // The past stay is left as it was: nothing to issue for it.
+    expect(result.changes.map((c) => c.change)).toEqual(['past', 'added', 'added']);
+    // A stay over before its first import gets no invitation and is not kept.
+    expect(result.stays.map((s) => s.guest_name)).toEqual(['Ada Lovelace', 'Alan Turing']);
+    expect(result.stays.every((s) => s.guest_status === 'not_sent' && s.links.every((l) => l.shareable))).toBe(true);
+    expect(result.stays.map((s) => s.phase)).toEqual(['current', 'upcoming']);
+    expect(result.stays[0].links.map((l) => l.door)).toEqual(['Front door']);
     expect(await backend.stays()).toEqual(result.stays);
     const checkIn = new Date(result.stays[1].check_in_ms);
     expect([checkIn.getHours(), checkIn.getMinutes()]).toEqual([15, 0]);
@@ -52,43 +55,45 @@ describe('stays in the mock', () => {
   it('keeps unchanged stays, re-issues moved ones and revokes cancelled ones on the next import', async () => {
     const { backend, door } = await ownerWithDoor();
     const now = Date.now();
-    const first = await backend.staysSync(sync([door.id], { source: null, icsText: mockSampleCalendar(now) }));
+    const file = (icsText: string) => sync([door.id], { source: 'listing.ics', icsText });
+    const first = await backend.staysSync(file(mockSampleCalendar(now)));
     const ada = first.stays.find((s) => s.guest_name === 'Ada Lovelace')!;
-    // Ada's stay moves by a day; Grace's is cancelled (gone from the export).
+    // Ada's stay moves by a day; Alan's is cancelled (gone from the export).
     const edited = mockSampleCalendar(now)
-      .replace(/BEGIN:VEVENT\nDTSTART[^]*?UID:past@mock[^]*?END:VEVENT\n/, '')
+      .replace(/BEGIN:VEVENT\n(?:(?!END:VEVENT)[^])*UID:next@mock\n(?:(?!END:VEVENT)[^])*END:VEVENT\n/, '')
       .replace(/(DTEND;VALUE=DATE:)(\d+)(\nUID:now@mock)/, (_m, a, d, b) => `${a}${Number(d) + 1}${b}`);
-    const second = await backend.staysSync(sync([door.id], { source: null, icsText: edited }));
+    const second = await backend.staysSync(file(edited));
     const change = Object.fromEntries(second.changes.map((c) => [c.guest_name, c.change]));
-    expect(change).toEqual({ 'Ada Lovelace': 'reissued', 'Alan Turing': 'unchanged', 'Grace Hopper': 'revoked' });
+    expect(change).toEqual({ 'Ada Lovelace': 'reissued', 'Alan Turing': 'revoked', 'Grace Hopper': 'past' });
     const after = Object.fromEntries(second.stays.map((s) => [s.guest_name, s]));
-    expect(after['Grace Hopper'].guest_status).toBe('revoked');
-    expect(after['Grace Hopper'].link).toBeNull();
-    expect(after['Ada Lovelace'].link).not.toBe(ada.link);
+    expect(after['Alan Turing'].guest_status).toBe('revoked');
+    expect(after['Alan Turing'].links.some((l) => l.shareable)).toBe(false);
+    expect(after['Ada Lovelace'].links[0].grant_id).not.toBe(ada.links[0].grant_id);
     // A third import of the same text changes nothing.
-    const third = await backend.staysSync(sync([door.id], { source: null, icsText: edited }));
-    expect(third.changes.every((c) => c.change === 'unchanged')).toBe(true);
+    const third = await backend.staysSync(file(edited));
+    expect(third.changes.filter((c) => c.change !== 'past').every((c) => c.change === 'unchanged')).toBe(true);
   });
 
   it('refuses a file that is not a calendar and keeps the stays it had', async () => {
     const { backend, door } = await ownerWithDoor();
     await backend.staysSync(sync([door.id]));
     const before = await backend.stays();
-    await expect(backend.staysSync(sync([door.id], { source: null, icsText: 'hello' }))).rejects.toMatchObject({
+    await expect(backend.staysSync(sync([door.id], { source: 'x.ics', icsText: 'hello' }))).rejects.toMatchObject({
       code: 'bad_calendar',
     });
-    await expect(backend.staysSync(sync([]))).rejects.toMatchObject({ code: 'no_doors' });
+    await expect(backend.staysSync(sync([]))).rejects.toMatchObject({ code: 'bad_stay' });
     expect(await backend.stays()).toEqual(before);
   });
 
   it('shares a stay: its link and QR, and the stay counts as sent', async () => {
     const { backend, door } = await ownerWithDoor();
     const { stays } = await backend.staysSync(sync([door.id]));
-    const share = await backend.shareStay(stays[1].uid);
-    expect(share.link).toBe(stays[1].link);
+    const [share] = await backend.shareStay(stays[0].source, stays[0].uid);
+    expect(share.link).toMatch(/^LATCHKEY:\/\/I\//);
+    expect(share.door).toBe('Front door');
     expect(share.qr).toMatch(/^data:image\/png;base64,/);
-    expect((await backend.stays())[1].guest_status).toBe('sent');
-    await expect(backend.shareStay('nope')).rejects.toMatchObject({ code: 'unknown_stay' });
+    expect((await backend.stays())[0].guest_status).toBe('sent');
+    await expect(backend.shareStay(stays[0].source, 'nope')).rejects.toMatchObject({ code: 'bad_stay' });
   });
 
   it('tells listeners about a door event; the stay shows the first open', async () => {
@@ -103,7 +108,7 @@ describe('stays in the mock', () => {
     expect(event.text).toContain('Ada Lovelace opened Front door');
     const ada = (await backend.stays()).find((s) => s.guest_name === 'Ada Lovelace')!;
     expect(ada.guest_status).toBe('opened');
-    expect(event.grant_id).toBe(ada.grant_id);
+    expect(event.grant_id).toBe(ada.links[0].grant_id);
     stop();
     backend.simulateEvent('refused', 'Ada Lovelace');
     expect(heard).toBe(1);
@@ -161,23 +166,25 @@ describe('invitations in the mock', () => {
 });
 
 function stay(over: Partial<StayView>): StayView {
+  const link = (door: string, grant: string) => ({ device_id: `lkdev1${grant}`, door, grant_id: grant.repeat(64), shareable: true });
   return {
+    source: 'listing.ics',
     uid: 'u1',
     guest_name: 'Ada Lovelace',
+    summary: 'Reserved - Ada Lovelace',
     check_in_ms: Date.now() - DAY,
     check_out_ms: Date.now() + 2 * DAY,
-    doors: ['Front door', 'Garden gate'],
-    grant_id: 'ff'.repeat(32),
-    link: 'LATCHKEY://I/ABC',
+    tz: 'Europe/Amsterdam',
+    phase: 'current',
+    links: [link('Front door', 'a'), link('Garden gate', 'b')],
     guest_status: 'not_sent',
-    redeemed_at_ms: null,
-    opened_at_ms: null,
+    status_at_ms: null,
     ...over,
   };
 }
 
-const card = (s: StayView, phase: 'current' | 'upcoming' | 'past' = 'current') =>
-  render(StayCard, { props: { stay: s, phase, history: [], now: Date.now(), sharing: false, onShare: () => {} } }).body;
+const card = (s: StayView) =>
+  render(StayCard, { props: { stay: s, history: [], now: Date.now(), sharing: false, onShare: () => {} } }).body;
 
 describe('StayCard', () => {
   it('shows the guest, the doors, the status and one Share button', () => {
@@ -190,25 +197,36 @@ describe('StayCard', () => {
 
   it('says when the guest first opened', () => {
     const opened = Date.UTC(2026, 11, 4, 15, 7);
-    const html = card(stay({ guest_status: 'opened', opened_at_ms: opened }));
+    const html = card(stay({ guest_status: 'opened', status_at_ms: opened }));
     expect(html).toContain('Opened at');
     expect(html).toContain('data-status="opened"');
   });
 
   it('offers no link for a revoked stay or a past one', () => {
-    expect(card(stay({ guest_status: 'revoked', link: null }))).not.toContain('stay-share');
-    expect(card(stay({}), 'past')).not.toContain('stay-share');
+    const revoked = stay({ guest_status: 'revoked' });
+    revoked.links = revoked.links.map((l) => ({ ...l, shareable: false }));
+    expect(card(revoked)).not.toContain('stay-share');
+    expect(card(stay({ phase: 'past' }))).not.toContain('stay-share');
   });
 });
 
 describe('ShareSheet', () => {
-  it('shows the QR code full width and the link text', () => {
+  it('shows each door\'s QR code full width with its link text', () => {
     const html = render(ShareSheet, {
-      props: { share: { link: 'LATCHKEY://I/ABC', qr: 'data:image/png;base64,AAAA', qr_version: 7 }, title: 'Ada', onClose: () => {} },
+      props: {
+        shares: [
+          { door: 'Front door', link: 'LATCHKEY://I/ABC', qr: 'data:image/png;base64,AAAA', qr_version: 7 },
+          { door: 'Garden gate', link: 'LATCHKEY://I/DEF', qr: 'data:image/png;base64,BBBB', qr_version: 6 },
+        ],
+        title: 'Ada',
+        onClose: () => {},
+      },
     }).body;
     expect(html).toContain('src="data:image/png;base64,AAAA"');
-    expect(html).toContain('LATCHKEY://I/ABC');
+    expect(html).toContain('LATCHKEY://I/DEF');
+    expect(html).toContain('Garden gate');
     expect(html).toContain('QR version 7');
+    expect(html.match(/data-testid="share-qr"/g)).toHaveLength(2);
   });
 });
 
