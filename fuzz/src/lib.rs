@@ -19,6 +19,7 @@ use latchkey_proto::grant::{AllowedArguments, Grant};
 use latchkey_proto::invite::Invitation;
 use latchkey_proto::keys::{DeviceId, PublicKey, RecoveryPhrase};
 use latchkey_proto::pad;
+use latchkey_proto::schedule::WeeklySchedule;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -31,6 +32,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("op_list", op_list),
     ("grant", grant),
     ("allowed_arguments", allowed_arguments),
+    ("schedule", schedule),
     ("command", command),
     ("response", response),
     ("claim_text", claim_text),
@@ -128,6 +130,36 @@ pub fn allowed_arguments(data: &[u8]) {
         assert!(!list.allows(b""), "the empty string is never listed");
         let rebuilt = AllowedArguments::new(list.as_slice().iter().rev().cloned().collect());
         assert_eq!(rebuilt.as_ref(), Ok(&list));
+    }
+}
+
+/// The weekly-schedule extension value (0x81) on its own: what decodes has exactly one
+/// encoding, reads back from its CLI specs, and its next opening is an instant it allows.
+pub fn schedule(data: &[u8]) {
+    let Ok(s) = WeeklySchedule::decode(data) else {
+        return;
+    };
+    assert_eq!(s.encode(), data, "a schedule re-encodes differently");
+    let specs = s.to_specs();
+    let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+    assert_eq!(
+        WeeklySchedule::parse_spec(&specs, s.tz_name()).as_ref(),
+        Ok(&s)
+    );
+    assert!(!s.describe().is_empty());
+    // 2026-03-29T00:30Z and 2026-10-25T00:30Z (just before Europe's transitions), 2035, 0.
+    for t in [
+        1_774_744_200_000u64,
+        1_792_888_200_000,
+        2_051_222_400_000,
+        0,
+    ] {
+        if let Some(open) = s.next_open_ms(t) {
+            assert!(open >= t && s.allows(open), "next opening {open} from {t}");
+        }
+        if s.allows(t) {
+            assert_eq!(s.next_open_ms(t), Some(t));
+        }
     }
 }
 

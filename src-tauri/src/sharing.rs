@@ -6,6 +6,7 @@ use data_encoding::BASE64;
 use latchkey_owner::stays::StayTimes;
 use latchkey_owner::{InviteRequest, OwnerChange};
 use latchkey_proto::keys::PublicKey;
+use latchkey_proto::schedule::WeeklySchedule;
 use tauri::State;
 use zeroize::Zeroizing;
 
@@ -131,20 +132,21 @@ pub async fn invite(
     may_delegate: bool,
     from_grant: Option<String>,
 ) -> Result<InvitationView, CommandError> {
-    // The owner core of this build issues one door's grant at any time of its span, as an
-    // owner; asking for more must fail plainly rather than issue less than was asked for.
-    if doors.len() != 1
-        || !weekly.is_empty()
-        || tz.is_some()
-        || may_delegate
-        || from_grant.is_some()
-    {
+    // The owner core of this build issues one door's grant per invitation; asking for more
+    // must fail plainly rather than issue less than was asked for.
+    if doors.len() != 1 {
         return Err(CommandError::new(
             "not_supported",
-            "this build issues an invitation for one door at any time of its span, as an owner; \
-             leave out other doors, weekly hours and delegation",
+            "this build issues an invitation for one door at a time; invite once per door",
         ));
     }
+    let schedule = if weekly.is_empty() {
+        None
+    } else {
+        let specs: Vec<&str> = weekly.iter().map(String::as_str).collect();
+        let tz = tz.as_deref().map(str::trim).unwrap_or_default();
+        Some(WeeklySchedule::parse_spec(&specs, tz).map_err(latchkey_owner::Error::from)?)
+    };
     let request = InviteRequest {
         guest_name,
         from_ms,
@@ -156,8 +158,9 @@ pub async fn invite(
             .into_iter()
             .map(String::into_bytes)
             .collect(),
-        may_delegate: false,
-        from_grant: None,
+        may_delegate,
+        from_grant,
+        schedule,
     };
     state
         .with_profile(move |p| async move {

@@ -18,6 +18,7 @@ use latchkey_owner::{
 };
 use latchkey_proto::command::{Outcome, RejectCode};
 use latchkey_proto::keys::PublicKey;
+use latchkey_proto::schedule::WeeklySchedule;
 use zeroize::Zeroizing;
 
 mod when;
@@ -149,6 +150,14 @@ enum Cmd {
         /// Like --args, given as hex (e.g. 2d2d686f6c642d6f70656e0035 for "--hold-open\0" "5").
         #[arg(long = "args-hex")]
         args_hex: Vec<String>,
+        /// Only in this weekly window, e.g. "mon-fri 08:00-12:00" or "sat,sun 10:00-24:00"
+        /// (days mon..sun, ranges, comma lists); repeat for up to 16. The door checks it in --tz.
+        #[arg(long = "weekly", value_name = "DAYS HH:MM-HH:MM")]
+        weekly: Vec<String>,
+        /// IANA time zone of the --weekly windows, e.g. Europe/Amsterdam (default: this
+        /// system's zone, when it has an IANA name).
+        #[arg(long, value_name = "ZONE", requires = "weekly")]
+        tz: Option<String>,
         /// Also write the link as a QR code PNG here.
         #[arg(long)]
         qr: Option<PathBuf>,
@@ -389,6 +398,7 @@ fn grant_json(g: &IssuedGrant) -> serde_json::Value {
             .iter()
             .map(hex::encode)
             .collect::<Vec<_>>(),
+        "schedule": g.grant.schedule().as_ref().map(schedule_json),
         "status": g.status.as_str(),
         "created_ms": g.created_ms,
         "may_delegate": b.delegation_depth > 0,
@@ -408,6 +418,44 @@ fn stay_links_json(links: &[latchkey_owner::StayLink]) -> serde_json::Value {
             })
         })
         .collect()
+}
+
+/// A weekly schedule for `--json`: its zone, its windows as `--weekly` takes them, and words.
+fn schedule_json(s: &WeeklySchedule) -> serde_json::Value {
+    serde_json::json!({
+        "tz": s.tz_name(),
+        "weekly": s.to_specs(),
+        "description": s.describe(),
+    })
+}
+
+/// This system's IANA time zone name, if it has one (`TZ` or /etc/localtime).
+fn system_zone_name() -> Option<String> {
+    jiff::tz::TimeZone::try_system()
+        .ok()?
+        .iana_name()
+        .map(str::to_owned)
+}
+
+/// `--weekly` specs and `--tz` as a schedule; `system_zone` stands in for a missing `--tz`.
+fn weekly_schedule(
+    weekly: &[String],
+    tz: Option<&str>,
+    system_zone: Option<String>,
+) -> anyhow::Result<Option<WeeklySchedule>> {
+    if weekly.is_empty() {
+        return Ok(None);
+    }
+    let Some(tz) = tz.map(str::to_owned).or(system_zone) else {
+        anyhow::bail!(
+            "--weekly needs --tz ZONE (an IANA name such as Europe/Amsterdam): this system's \
+             time zone has no IANA name"
+        );
+    };
+    let specs: Vec<&str> = weekly.iter().map(String::as_str).collect();
+    WeeklySchedule::parse_spec(&specs, &tz)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("--weekly: {e}"))
 }
 
 /// A device's fork alarm as JSON (`null` when none stands).
@@ -990,9 +1038,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             uses,
             args,
             args_hex,
+            weekly,
+            tz,
             qr,
             json,
         } => {
+            // Checked before anything is looked up or signed: a typo changes nothing.
+            let schedule = weekly_schedule(&weekly, tz.as_deref(), system_zone_name())?;
             let now = profile.now_ms();
             let mut arguments: Vec<Vec<u8>> = args.into_iter().map(String::into_bytes).collect();
             for h in &args_hex {
@@ -1026,6 +1078,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 arguments,
                 may_delegate,
                 from_grant,
+                schedule,
             };
             let issued = profile.invite(&device, &request).await?;
             if let Some(path) = &qr {
@@ -1056,6 +1109,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "the guest may send no arguments or exactly: {}",
                         shown.join(", ")
                     );
+                }
+                if let Some(schedule) = g.grant.schedule() {
+                    println!("only: {}", schedule.describe());
                 }
                 println!("{}", issued.link.as_str());
                 println!(
@@ -1089,6 +1145,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     shown.join(", ")
                 );
             }
+            for schedule in &held.schedules {
+                println!("only: {}", schedule.describe());
+            }
             println!("open it with: latchkey open {}", held.device.short());
         }
         Cmd::Invitations { json } => {
@@ -1120,6 +1179,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             "not_before_ms": h.not_before_ms,
                             "not_after_ms": h.not_after_ms,
                             "arguments_hex": h.arguments.iter().map(hex::encode).collect::<Vec<_>>(),
+                            "schedules": h.schedules.iter().map(schedule_json).collect::<Vec<_>>(),
                             "status": h.status.as_str(),
                         })
                     })
@@ -1130,7 +1190,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 for h in held {
                     println!(
-                        "{}  {}  {:<20} {:<8} {} to {}  {}{}",
+                        "{}  {}  {:<20} {:<8} {} to {}  {}{}{}",
                         &h.id.to_string()[..16],
                         h.device.short(),
                         h.device_name,
@@ -1142,7 +1202,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             "  (may delegate)"
                         } else {
                             ""
-                        }
+                        },
+                        h.schedules
+                            .iter()
+                            .map(|s| format!("  only {}", s.describe()))
+                            .collect::<String>()
                     );
                     for g in under(h.id) {
                         println!(
@@ -1175,8 +1239,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .iter()
                         .map(|a| show_argument(a))
                         .collect();
+                    let only = g
+                        .grant
+                        .schedule()
+                        .map(|s| format!("  only {}", s.describe()))
+                        .unwrap_or_default();
                     println!(
-                        "{}  {:<16} {:<20} {:<8} {} to {}  {}{}",
+                        "{}  {:<16} {:<20} {:<8} {} to {}  {}{}{only}",
                         &g.id.to_string()[..16],
                         g.guest_name,
                         g.device_name,
@@ -1290,4 +1359,87 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invite_flags(extra: &[&str]) -> Result<Cli, clap::Error> {
+        let mut args = vec![
+            "latchkey", "invite", "Flat", "--name", "Cleaner", "--until", "+30d",
+        ];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args)
+    }
+
+    fn weekly_of(cli: Cli) -> (Vec<String>, Option<String>) {
+        match cli.command {
+            Cmd::Invite { weekly, tz, .. } => (weekly, tz),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn weekly_is_repeatable_and_reads_in_its_zone() {
+        let cli = invite_flags(&[
+            "--weekly",
+            "mon-fri 08:00-12:00",
+            "--weekly",
+            "sat 10:00-11:00",
+            "--tz",
+            "Europe/Amsterdam",
+        ])
+        .unwrap();
+        let (weekly, tz) = weekly_of(cli);
+        let s = weekly_schedule(&weekly, tz.as_deref(), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.describe(),
+            "Mon–Fri 08:00–12:00; Sat 10:00–11:00 (Europe/Amsterdam)"
+        );
+        let json = schedule_json(&s);
+        assert_eq!(json["tz"], "Europe/Amsterdam");
+        assert_eq!(
+            json["weekly"],
+            serde_json::json!(["mon-fri 08:00-12:00", "sat 10:00-11:00"])
+        );
+        // Without --weekly there is no schedule, whatever the system's zone.
+        let (weekly, tz) = weekly_of(invite_flags(&[]).unwrap());
+        assert!(weekly_schedule(&weekly, tz.as_deref(), Some("UTC".into()))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn tz_defaults_to_the_systems_zone_and_is_required_without_one() {
+        let (weekly, tz) = weekly_of(invite_flags(&["--weekly", "wed 09:00-12:00"]).unwrap());
+        let s = weekly_schedule(&weekly, tz.as_deref(), Some("America/New_York".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.tz_name(), "America/New_York");
+        let e = weekly_schedule(&weekly, tz.as_deref(), None).unwrap_err();
+        assert!(e.to_string().contains("--weekly needs --tz"), "{e}");
+        // --tz alone means nothing: refused by the parser.
+        assert!(invite_flags(&["--tz", "Europe/Amsterdam"]).is_err());
+    }
+
+    #[test]
+    fn bad_weekly_flags_say_what_is_wrong() {
+        for (spec, tz, needle) in [
+            ("mo 08:00-12:00", "UTC", "\"mo\" is not a day"),
+            ("mon 8-12", "UTC", "is not a time"),
+            ("fri 22:00-02:00", "UTC", "crosses midnight"),
+            (
+                "mon 08:00-09:00",
+                "Europe/Atlantis",
+                "unknown time zone \"Europe/Atlantis\"",
+            ),
+        ] {
+            let e = weekly_schedule(&[spec.to_owned()], Some(tz), None).unwrap_err();
+            assert!(e.to_string().contains(needle), "{spec}: {e}");
+            assert!(e.to_string().starts_with("--weekly: "), "{e}");
+        }
+    }
 }

@@ -210,6 +210,7 @@ async fn main() {
                     may_delegate: false,
                     from_grant: None,
                     use_limit: None,
+                    schedule: None,
                 },
             )
             .await

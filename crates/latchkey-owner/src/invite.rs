@@ -10,6 +10,7 @@ use latchkey_proto::grant::{
 };
 use latchkey_proto::invite::{Invitation, MAX_INVITE_LABEL, MAX_INVITE_NODES};
 use latchkey_proto::keys::{DeviceId, SigningKey};
+use latchkey_proto::schedule::WeeklySchedule;
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
@@ -19,7 +20,7 @@ use crate::profile::Profile;
 use crate::store::{DeviceRecord, InvitationRow, IssuedRow};
 
 /// What an owner asks for when inviting a guest.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct InviteRequest {
     pub guest_name: String,
     pub from_ms: u64,
@@ -39,6 +40,9 @@ pub struct InviteRequest {
     /// may only narrow it. Then empty `actions` and `arguments` and a `None` `use_limit` mean
     /// the held invitation's own.
     pub from_grant: Option<String>,
+    /// Weekly windows the guest may open in (grant extension 0x81), checked by the device in
+    /// the schedule's own time zone; `None`: any time between `from_ms` and `until_ms`.
+    pub schedule: Option<WeeklySchedule>,
 }
 
 /// An invitation just issued.
@@ -98,6 +102,9 @@ pub struct HeldInvitation {
     pub not_after_ms: u64,
     /// The exact arguments the guest may send besides none: what every grant of the chain pins.
     pub arguments: Vec<Vec<u8>>,
+    /// The weekly schedules of the chain (the leaf's and any it was delegated under): the
+    /// device lets the guest in only when every one of them allows the time.
+    pub schedules: Vec<WeeklySchedule>,
     pub status: GrantStatus,
     /// The profile held this invitation already; nothing changed.
     pub already_held: bool,
@@ -217,7 +224,11 @@ impl Profile {
             not_after_ms: request.until_ms,
             use_limit: request.use_limit,
             delegation_depth: u8::from(request.may_delegate),
-            extensions: pinned.iter().map(AllowedArguments::to_extension).collect(),
+            extensions: pinned
+                .iter()
+                .map(AllowedArguments::to_extension)
+                .chain(request.schedule.iter().map(WeeklySchedule::to_extension))
+                .collect(),
             salt,
         }
         .sign(&me)?;
@@ -423,7 +434,13 @@ impl Profile {
             not_after_ms: request.until_ms,
             use_limit,
             delegation_depth: 0,
-            extensions: pinned.iter().map(AllowedArguments::to_extension).collect(),
+            // A delegated grant may carry its own weekly windows; the door holds the guest to
+            // every schedule of the chain, so it can only narrow.
+            extensions: pinned
+                .iter()
+                .map(AllowedArguments::to_extension)
+                .chain(request.schedule.iter().map(WeeklySchedule::to_extension))
+                .collect(),
             salt,
         }
         .sign(&key)?;
@@ -662,6 +679,11 @@ impl Profile {
             not_before_ms: leaf.body.not_before_ms,
             not_after_ms: leaf.body.not_after_ms,
             arguments: pinned_by(&leaf),
+            schedules: invitation
+                .grants
+                .iter()
+                .filter_map(Grant::schedule)
+                .collect(),
             status: status_of(&invitation.grants, &record.chain, self.now_ms()),
             already_held,
             may_delegate: leaf.body.delegation_depth > 0,
@@ -702,6 +724,7 @@ impl Profile {
                     not_before_ms: leaf.body.not_before_ms,
                     not_after_ms: leaf.body.not_after_ms,
                     arguments: pinned_by(leaf),
+                    schedules: row.grants.iter().filter_map(Grant::schedule).collect(),
                     status: status_of(&row.grants, &device.chain, now),
                     already_held: true,
                     may_delegate: leaf.body.delegation_depth > 0,

@@ -77,7 +77,7 @@ pub fn explain(code: u16, reason: &str) -> Refusal {
             "Ask the owner for a new invitation.",
         ),
         GrantNotYetValid => (
-            said("Your invitation is not valid yet (or not at this time of the week)."),
+            said("Your invitation is not valid yet."),
             "Try again when it starts; the invitation shows its window.",
         ),
         GrantRevoked => (
@@ -121,6 +121,10 @@ pub fn explain(code: u16, reason: &str) -> Refusal {
         ArgumentsNotGranted => (
             said("Your invitation does not allow passing arguments to this action."),
             "Open without arguments, or ask the owner for an invitation that names them.",
+        ),
+        OutsideSchedule => (
+            said("Your invitation does not allow opening at this time of the week."),
+            "Try again during the hours your invitation shows; the door's reason says when it opens next.",
         ),
         // A code added to the protocol after this wording: still plain, with the door's reason.
         _ => (
@@ -187,6 +191,21 @@ mod tests {
         );
         let bare = explain(18, "");
         assert!(bare.meaning.contains("offline from the registry"));
+    }
+
+    #[test]
+    fn outside_schedule_is_worded_with_when_it_opens() {
+        let r = explain(
+            20,
+            "the invitation does not allow opening at this time of the week; it opens in 17h 59min",
+        );
+        assert_eq!(r.name, "OutsideSchedule");
+        assert!(
+            r.meaning.contains("at this time of the week"),
+            "{}",
+            r.meaning
+        );
+        assert!(r.meaning.contains("opens in 17h 59min"), "{}", r.meaning);
     }
 
     #[test]

@@ -805,6 +805,7 @@ impl Profile {
                                     arguments: Vec::new(),
                                     may_delegate: false,
                                     from_grant: None,
+                                    schedule: None,
                                 },
                             )
                             .await?;

@@ -122,6 +122,7 @@ async fn an_unsettled_fork_keeps_the_owners_own_chain_and_raises_an_alarm_until_
                 arguments: Vec::new(),
                 may_delegate: false,
                 from_grant: None,
+                schedule: None,
             },
         )
         .await

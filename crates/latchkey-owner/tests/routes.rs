@@ -344,6 +344,7 @@ async fn a_revocation_is_handed_to_the_door_and_the_owner_is_told_whether_it_kno
         may_delegate: false,
         from_grant: None,
         use_limit: None,
+        schedule: None,
     };
     let first = w.owner.invite(&w.device, &grant("Ann")).await.unwrap();
     let second = w.owner.invite(&w.device, &grant("Bo")).await.unwrap();
@@ -416,6 +417,7 @@ async fn with_every_node_down_a_revocation_the_door_took_still_succeeds_and_says
                 may_delegate: false,
                 from_grant: None,
                 use_limit: None,
+                schedule: None,
             },
         )
         .await

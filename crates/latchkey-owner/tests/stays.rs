@@ -417,6 +417,7 @@ async fn a_manager_delegates_a_narrower_invitation_and_revoking_the_manager_void
         arguments: vec![],
         may_delegate: false,
         from_grant: None,
+        schedule: None,
     };
     // A plain guest cannot delegate.
     let plain = w

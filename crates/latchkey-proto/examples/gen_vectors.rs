@@ -69,6 +69,7 @@ mod files {
     pub mod ops;
     pub mod precedence;
     pub mod response;
+    pub mod schedule;
     pub mod weak_keys;
 }
 
@@ -219,6 +220,15 @@ fn main() {
              what Latchkey's ZIP-215 verifier decides and what a strict cofactorless verifier \
              would.",
             files::weak_keys::vectors(&w),
+        ),
+        (
+            "schedule.json",
+            "Weekly schedules (grant extension 0x81, docs/PROTOCOL.md §4): values with the CLI \
+             specs they come from, what they allow (and when they next open) at instants around \
+             the 2026 DST transitions of Europe/Amsterdam, America/New_York and \
+             Australia/Lord_Howe, scheduled grant chains, and values and specs that must be \
+             refused. Zone rules: jiff's embedded IANA database.",
+            files::schedule::vectors(&w),
         ),
     ];
     for (name, description, vectors) in files {

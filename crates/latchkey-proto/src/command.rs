@@ -207,6 +207,8 @@ pub enum RejectCode {
     StaleView = 18,
     /// A guest command carried arguments its grant does not pin.
     ArgumentsNotGranted = 19,
+    /// A guest command at a time of the week its grant chain's schedule excludes.
+    OutsideSchedule = 20,
 }
 
 impl RejectCode {
@@ -232,6 +234,7 @@ impl RejectCode {
             17 => Internal,
             18 => StaleView,
             19 => ArgumentsNotGranted,
+            20 => OutsideSchedule,
             _ => return None,
         })
     }
@@ -252,6 +255,7 @@ impl RejectCode {
             Error::GrantRevoked => RejectCode::GrantRevoked,
             Error::ActionNotGranted(_) => RejectCode::ActionNotGranted,
             Error::ArgumentsNotGranted(_) => RejectCode::ArgumentsNotGranted,
+            Error::OutsideSchedule { .. } => RejectCode::OutsideSchedule,
             Error::Store(_) => RejectCode::Internal,
             _ => RejectCode::Malformed,
         }

@@ -137,6 +137,19 @@ pub enum Error {
     ActionNotGranted(String),
     #[error("the invitation does not allow passing arguments to \"{0}\": only owners may, and a guest only the exact arguments its invitation pins")]
     ArgumentsNotGranted(String),
+    /// Every grant of the chain carries a weekly schedule (extension `0x81`) that must allow
+    /// the device's time; `opens_in_s` is how long until all of them do (rounded up), `None`
+    /// when that is not within 8 days.
+    #[error("the invitation does not allow opening at this time of the week{}", opens_in(.opens_in_s))]
+    OutsideSchedule { opens_in_s: Option<u64> },
+    /// A time zone name the embedded IANA database does not know.
+    #[error(
+        "unknown time zone \"{0}\"; use an IANA name such as Europe/Amsterdam or America/New_York"
+    )]
+    UnknownTimeZone(String),
+    /// A weekly window typed by a person (`--weekly`), with what was wrong in it.
+    #[error("weekly window \"{spec}\" {why}")]
+    ScheduleSpec { spec: String, why: String },
     #[error("the grant does not cover this device")]
     DeviceNotGranted,
     #[error("the sender is neither an owner nor holds a grant")]
@@ -173,6 +186,15 @@ pub(crate) fn looks_like(text: &str) -> String {
         "something else"
     };
     kind.to_owned()
+}
+
+fn opens_in(seconds: &Option<u64>) -> String {
+    match seconds {
+        Some(s) if *s >= 86_400 => format!("; it opens in {}d {}h", s / 86_400, s % 86_400 / 3600),
+        Some(s) if *s >= 3600 => format!("; it opens in {}h {:02}min", s / 3600, s % 3600 / 60),
+        Some(s) => format!("; it opens in {} min", s.div_ceil(60)),
+        None => "; it does not open in the next 8 days".to_owned(),
+    }
 }
 
 fn hint_positions(suspects: &[usize]) -> String {

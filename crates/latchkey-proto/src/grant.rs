@@ -9,6 +9,7 @@ use crate::codec::{check_len, Codec, Reader, Writer};
 use crate::error::{Error, Result};
 use crate::hash;
 use crate::keys::{DeviceId, PublicKey, Signature, SigningKey};
+use crate::schedule::{self, WeeklySchedule};
 
 pub const GRANT_VERSION: u8 = 1;
 /// Longest delegation chain a device accepts (owner → host → cleaner → … ).
@@ -21,6 +22,10 @@ pub const MAX_EXTENSION_LEN: usize = 512;
 /// Extension tags with this bit set are critical: a verifier that does not know one must refuse
 /// the grant rather than ignore a restriction it does not understand.
 pub const EXTENSION_CRITICAL: u8 = 0x80;
+/// Critical extension limiting a grant to weekly windows of local time in an IANA zone
+/// (docs/PROTOCOL.md §4, [`WeeklySchedule`]). Critical, so a verifier that predates it refuses
+/// the grant instead of letting its holder in at any hour.
+pub const EXT_WEEKLY_SCHEDULE: u8 = 0x81;
 /// Critical extension pinning the exact argument strings a guest may send (docs/PROTOCOL.md §4).
 /// Critical, so a verifier that predates it refuses the grant instead of letting its holder pass
 /// any argument.
@@ -29,6 +34,9 @@ pub const EXT_ALLOWED_ARGUMENTS: u8 = 0x82;
 pub const MAX_ALLOWED_ARGUMENTS: usize = 8;
 /// Longest allowed argument string, in bytes.
 pub const MAX_ALLOWED_ARGUMENT_LEN: usize = 256;
+
+/// The critical extensions this version enforces.
+const KNOWN_CRITICAL: [u8; 2] = [EXT_WEEKLY_SCHEDULE, EXT_ALLOWED_ARGUMENTS];
 
 const SIGNING_LABEL: &[u8] = b"latchkey/v1/grant\0";
 
@@ -177,7 +185,28 @@ impl GrantBody {
             return bad("at most 8 extensions of at most 512 bytes");
         }
         self.allowed_arguments()?;
+        self.schedule()?;
         Ok(())
+    }
+
+    /// The weekly schedule this grant keeps to (extension 0x81), or `None`: any time of the
+    /// week within its validity.
+    pub fn schedule(&self) -> Result<Option<WeeklySchedule>> {
+        let mut found = self
+            .extensions
+            .iter()
+            .filter(|e| e.tag == EXT_WEEKLY_SCHEDULE);
+        let Some(first) = found.next() else {
+            return Ok(None);
+        };
+        if found.next().is_some() {
+            // Two schedules would leave a verifier to guess whether they add up or intersect.
+            return Err(Error::Invalid {
+                what: "grant",
+                why: "it carries more than one weekly-schedule extension",
+            });
+        }
+        WeeklySchedule::decode(&first.value).map(Some)
     }
 
     /// The argument strings this grant pins (extension 0x82), or `None`: then its holder may
@@ -349,6 +378,13 @@ impl Grant {
         self.body.id()
     }
 
+    /// The weekly schedule the grant keeps to, if any. A grant that decoded or was signed here
+    /// has a well-formed one; a malformed one (only in a hand-built grant) reads as `None`, and
+    /// verification refuses such a grant as `GrantInvalid`.
+    pub fn schedule(&self) -> Option<WeeklySchedule> {
+        self.body.schedule().ok().flatten()
+    }
+
     pub fn verify_signature(&self) -> Result<()> {
         self.body.issuer.verify_or(
             &self.signature,
@@ -430,7 +466,7 @@ pub fn verify_chain_structure_for(chain: &[Grant], owners: &[PublicKey]) -> Resu
             .body
             .extensions
             .iter()
-            .any(|e| e.tag & EXTENSION_CRITICAL != 0 && e.tag != EXT_ALLOWED_ARGUMENTS)
+            .any(|e| e.tag & EXTENSION_CRITICAL != 0 && !KNOWN_CRITICAL.contains(&e.tag))
         {
             return Err(invalid(
                 "it carries a restriction this version does not understand; update the device",
@@ -477,6 +513,16 @@ pub fn verify_chain_structure_for(chain: &[Grant], owners: &[PublicKey]) -> Resu
     Ok(())
 }
 
+/// The refusal for a chain one of whose schedules excludes `now_ms`: with how long until every
+/// schedule of the chain allows a time (not whether the grants are still valid then).
+fn outside_schedule(chain: &[Grant], now_ms: u64) -> Error {
+    let schedules: Vec<WeeklySchedule> = chain.iter().filter_map(Grant::schedule).collect();
+    Error::OutsideSchedule {
+        opens_in_s: schedule::next_open_all(&schedules, now_ms)
+            .map(|t| (t - now_ms).div_ceil(1000)),
+    }
+}
+
 /// Decides whether `chain` lets `request.sender` run `request.action` on `request.device` now,
 /// given the device's verified ownership state. Use limits are returned for the device to count.
 pub fn verify_grant_chain(
@@ -514,6 +560,13 @@ pub fn verify_grant_chain(
         let id = grant.id();
         if state.revoked.contains(&id) {
             return Err(Error::GrantRevoked);
+        }
+        // Decoded in check_shape above. Every grant of the chain must allow the time, so a
+        // delegated grant can only narrow its parent's schedule, whatever it says itself.
+        if let Ok(Some(s)) = body.schedule() {
+            if !s.allows(request.now_ms) {
+                return Err(outside_schedule(chain, request.now_ms));
+            }
         }
         if let Some(limit) = body.use_limit {
             use_limits.push((id, limit));

@@ -2,7 +2,7 @@
 //!
 //! Pure types and state machines: key derivation, the one binary codec, the device's claim
 //! code, the ownership chain, grants, sealed commands and responses, padding and the replay
-//! window. **Invariant: no I/O.** Nothing here reads a clock, a socket, a file or the
+//! window, weekly schedules. **Invariant: no I/O.** Nothing here reads a clock, a socket, a file or the
 //! environment; time is a `u64` of milliseconds passed in, randomness is a `CryptoRng` passed in
 //! (the one exception, sntrup761 key generation and encapsulation, draws from the OS because
 //! pqcrypto-ntruprime offers no other way). The byte layouts are specified in docs/PROTOCOL.md.
@@ -22,6 +22,7 @@ pub mod kem;
 pub mod keys;
 pub mod pad;
 pub mod replay;
+pub mod schedule;
 
 pub use error::{Error, Result};
 

@@ -26,6 +26,7 @@ use latchkey_proto::grant::{AllowedArguments, Extension, Grant, GrantBody, Grant
 use latchkey_proto::invite::Invitation;
 use latchkey_proto::keys::{PublicKey, RecoveryPhrase, SigningKey};
 use latchkey_proto::pad;
+use latchkey_proto::schedule::WeeklySchedule;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -147,6 +148,60 @@ fn invitation_seeds(seeds: &Seeds) {
 #[ignore = "writes fuzz/corpus/invite_*; run by hand to regenerate those seeds alone"]
 fn write_invitation_seed_corpus() {
     invitation_seeds(&Seeds {
+        root: corpus_root(),
+    });
+}
+
+/// Weekly-schedule values (extension 0x81) and a grant carrying one.
+fn schedule_seeds(seeds: &Seeds) {
+    // Reaches the weekly-schedule extension's own decoder (tag 0x81).
+    let weekly = |specs: &[&str], tz: &str| WeeklySchedule::parse_spec(specs, tz).unwrap();
+    let host = key(1);
+    let scope = GrantScope {
+        device: fuzz_entries::device_keys().device_id(),
+        epoch: OpId([3; 32]),
+    };
+    let scheduled = GrantBody {
+        extensions: vec![weekly(&["wed 09:00-12:00"], "Europe/Amsterdam").to_extension()],
+        ..grant(&host, key(5).public_key(), scope, 0).body
+    }
+    .sign(&host)
+    .unwrap();
+    seeds.put("grant", "weekly-schedule", &scheduled.to_bytes());
+    seeds.put(
+        "schedule",
+        "weekdays",
+        &weekly(&["mon-fri 08:00-12:00"], "Europe/Amsterdam").encode(),
+    );
+    seeds.put(
+        "schedule",
+        "new-york-two",
+        &weekly(
+            &["sun 01:00-02:00", "sat,sun 10:00-24:00"],
+            "America/New_York",
+        )
+        .encode(),
+    );
+    seeds.put(
+        "schedule",
+        "lord-howe-gap",
+        &weekly(&["sun 02:00-02:30"], "Australia/Lord_Howe").encode(),
+    );
+    let sixteen: Vec<String> = (0..16)
+        .map(|h| format!("mon-sun {h:02}:00-{h:02}:30"))
+        .collect();
+    let sixteen: Vec<&str> = sixteen.iter().map(String::as_str).collect();
+    seeds.put(
+        "schedule",
+        "sixteen",
+        &weekly(&sixteen, "America/Argentina/ComodRivadavia").encode(),
+    );
+}
+
+#[test]
+#[ignore = "writes fuzz/corpus/schedule and one grant seed; run by hand to regenerate those alone"]
+fn write_schedule_seed_corpus() {
+    schedule_seeds(&Seeds {
         root: corpus_root(),
     });
 }
@@ -302,6 +357,8 @@ fn write_seed_corpus() {
         "eight",
         &one(&[b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"]),
     );
+
+    schedule_seeds(&seeds);
 
     seeds.put("command", "owner", &owner_command.to_bytes());
     seeds.put("command", "guest", &guest_command.to_bytes());

@@ -17,7 +17,9 @@ use latchkey_proto::codec::Codec;
 use latchkey_proto::command::{
     Command, CommandId, Outcome, ReplyTo, Response, SignedCommand, SignedResponse,
 };
-use latchkey_proto::grant::{Extension, Grant, GrantBody, GrantScope, EXT_ALLOWED_ARGUMENTS};
+use latchkey_proto::grant::{
+    Extension, Grant, GrantBody, GrantScope, EXT_ALLOWED_ARGUMENTS, EXT_WEEKLY_SCHEDULE,
+};
 use latchkey_proto::invite::Invitation;
 use latchkey_proto::kem::{KemPublicKey, SNTRUP_PUBLIC_LEN};
 use latchkey_proto::keys::{DeviceId, PublicKey, Signature, SigningKey};
@@ -61,11 +63,11 @@ fn kem_from_seed(seed: u64) -> KemPublicKey {
     KemPublicKey { x25519, sntrup }
 }
 
-/// Any tag but the allowed-arguments extension's, whose value has a format of its own
-/// (tests/grant_arguments.rs draws those).
+/// Any tag but the allowed-arguments and weekly-schedule extensions', whose values have formats
+/// of their own (tests/grant_arguments.rs and tests/schedule.rs draw those).
 fn extension_tag() -> impl Strategy<Value = u8> {
-    any::<u8>().prop_filter("0x82 values have their own format", |t| {
-        *t != EXT_ALLOWED_ARGUMENTS
+    any::<u8>().prop_filter("0x81 and 0x82 values have their own format", |t| {
+        *t != EXT_ALLOWED_ARGUMENTS && *t != EXT_WEEKLY_SCHEDULE
     })
 }
 

@@ -22,12 +22,13 @@ use latchkey_proto::invite::Invitation;
 use latchkey_proto::kem::{self, KemCiphertext, KemPublicKey};
 use latchkey_proto::keys::{self, DeviceId, KeyPurpose, PublicKey, RecoveryPhrase, Signature};
 use latchkey_proto::replay::{ChallengeBook, MemoryNonceStore, NonceStore, ReplayWindow};
+use latchkey_proto::schedule::WeeklySchedule;
 use latchkey_proto::{pad, Error};
 use rand_chacha::rand_core::SeedableRng;
 use serde_json::{json, Value};
 
 /// Every file the directory must hold, each with at least one vector.
-const FILES: [&str; 15] = [
+const FILES: [&str; 16] = [
     "keys.json",
     "bip39_english.json",
     "slip10_ed25519.json",
@@ -43,6 +44,7 @@ const FILES: [&str; 15] = [
     "mailbox.json",
     "precedence.json",
     "weak_keys.json",
+    "schedule.json",
 ];
 
 /// Envelope layout (docs/PROTOCOL.md): version, kind, X25519 ephemeral (32), sntrup761
@@ -175,6 +177,26 @@ fn check(v: &Value) {
             assert_eq!(limits, v["use_limits"]);
         }
         "grant_chain_fail" => expect_error(v, run_grant_chain(v)),
+        "schedule" => check_schedule(v),
+        "schedule_fail" => expect_error(v, WeeklySchedule::decode(&bytes(v, "value"))),
+        "schedule_spec_fail" => {
+            let specs: Vec<&str> = v["specs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap())
+                .collect();
+            expect_error(v, WeeklySchedule::parse_spec(&specs, s(v, "tz")))
+        }
+        "schedule_chain_fail" => {
+            let opens_in_s = v["opens_in_s"].as_u64();
+            let result = run_grant_chain(v);
+            assert_eq!(
+                result.clone().err(),
+                Some(Error::OutsideSchedule { opens_in_s })
+            );
+            expect_error(v, result)
+        }
         "allowed_arguments" => {
             let value = bytes(v, "value");
             let list = AllowedArguments::decode(&value).unwrap();
@@ -784,6 +806,39 @@ fn check_chain_fail(v: &Value) {
 
 // ---------------------------------------------------------------------------------------------
 // Grants.
+
+/// A weekly schedule: the specs parse to the value, the value decodes to the windows, and each
+/// recorded instant is allowed (and next opens) as the vector says.
+fn check_schedule(v: &Value) {
+    let specs: Vec<&str> = v["specs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let parsed = WeeklySchedule::parse_spec(&specs, s(v, "tz")).unwrap();
+    let value = bytes(v, "value");
+    assert_eq!(parsed.encode(), value);
+    let decoded = WeeklySchedule::decode(&value).unwrap();
+    assert_eq!(decoded, parsed);
+    assert_eq!(decoded.tz_name(), s(v, "canonical_tz"));
+    let windows: Vec<Value> = decoded
+        .windows()
+        .iter()
+        .map(|w| json!({"days": w.days.bits(), "start_min": w.start_min, "end_min": w.end_min}))
+        .collect();
+    assert_eq!(json!(windows), v["windows"]);
+    assert_eq!(decoded.describe(), s(v, "description_text"));
+    for c in v["checks"].as_array().unwrap() {
+        let t = u(c, "t_ms");
+        assert_eq!(decoded.allows(t), c["allows"].as_bool().unwrap(), "at {t}");
+        assert_eq!(
+            decoded.next_open_ms(t),
+            c["next_open_ms"].as_u64(),
+            "at {t}"
+        );
+    }
+}
 
 /// Verifies the vector's grant chain against the state of its chain ops; returns the use
 /// limits the device must count.

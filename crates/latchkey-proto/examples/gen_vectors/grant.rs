@@ -871,11 +871,11 @@ fn grant_chain_fail_vectors(w: &World, s: &GrantSetup, v: &mut Vectors) {
         ),
         (
             "fail_grant_chain_critical_extension",
-            "The cleaner's grant carries a critical extension (tag 0x81) this version does not \
+            "The cleaner's grant carries a critical extension (tag 0xc1) this version does not \
              know.",
             child_with(&|b| {
                 b.extensions.push(Extension {
-                    tag: 0x81,
+                    tag: 0xc1,
                     value: vec![1],
                 })
             }),
