@@ -337,7 +337,7 @@ export interface MockBackend extends Backend {
   /** Names of the calls made so far, in order. */
   readonly calls: string[];
   /** As if a door reported something about a guest: the feed gains it and listeners hear. */
-  simulateEvent(kind: 'opened' | 'redeemed' | 'refused', guestName: string): void;
+  simulateEvent(kind: 'first_open' | 'redeemed' | 'refused', guestName: string): void;
 }
 
 /** The sample calendar the demo offers (src-tauri/demo/stays.ics, dates around today). */
@@ -769,14 +769,14 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     simulateEvent: (kind, guestName) => {
       const time = Date.now();
       const stay = stays.find((s) => s.guest_name === guestName);
-      if (stay && kind === 'opened' && stay.guest_status !== 'opened') {
+      if (stay && kind === 'first_open' && stay.guest_status !== 'opened') {
         stay.guest_status = 'opened';
         stay.status_at_ms = time;
       }
       const words = {
-        opened: `${guestName} opened Front door for the first time`,
-        redeemed: `${guestName}'s phone redeemed the invitation at Front door`,
-        refused: `Front door refused ${guestName}: outside the invitation's weekly hours`,
+        first_open: `${guestName} used the invitation for the first time (unlock)`,
+        redeemed: `${guestName} redeemed the invitation on their phone`,
+        refused: `${guestName} was refused (unlock): outside the invitation's weekly hours`,
       }[kind];
       activity = [
         {

@@ -101,11 +101,11 @@ describe('stays in the mock', () => {
     await backend.staysSync(sync([door.id]));
     let heard = 0;
     const stop = await backend.onActivity(() => (heard += 1));
-    backend.simulateEvent('opened', 'Ada Lovelace');
+    backend.simulateEvent('first_open', 'Ada Lovelace');
     expect(heard).toBe(1);
     const [event] = await backend.activity();
-    expect(event.kind).toBe('opened');
-    expect(event.text).toContain('Ada Lovelace opened Front door');
+    expect(event.kind).toBe('first_open');
+    expect(event.text).toContain('Ada Lovelace used the invitation for the first time');
     const ada = (await backend.stays()).find((s) => s.guest_name === 'Ada Lovelace')!;
     expect(ada.guest_status).toBe('opened');
     expect(event.grant_id).toBe(ada.links[0].grant_id);
@@ -280,7 +280,7 @@ describe('ActivityFeed', () => {
         now,
         events: [
           { id: '2', device_id: 'd', device_name: 'Front door', time_ms: now - 5_000, guest_name: 'Ada', grant_id: null, kind: 'refused', text: 'Front door refused Ada' },
-          { id: '1', device_id: 'd', device_name: 'Front door', time_ms: now - 120_000, guest_name: 'Ada', grant_id: null, kind: 'opened', text: 'Ada opened Front door' },
+          { id: '1', device_id: 'd', device_name: 'Front door', time_ms: now - 120_000, guest_name: 'Ada', grant_id: null, kind: 'first_open', text: 'Ada opened Front door' },
         ],
       },
     }).body;
