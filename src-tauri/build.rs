@@ -34,6 +34,7 @@ fn main() {
         "stays",
         "stays_sync",
         "share_stay",
+        "activity",
         "take_invite_link",
         "camera_start",
         "camera_stop",

@@ -378,6 +378,29 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         .await;
     s.wait_text("[data-testid=stay-status]", "sent", long).await;
 
+    // The activity feed: the door reported the guest's first open (signed, through the
+    // owner's mailbox), and the app fetched it in the background.
+    s.click(&s.wait("[data-testid=tab-activity]", long).await)
+        .await;
+    let opened = s
+        .wait_text(
+            "[data-testid=activity-entry][data-kind=first_open]",
+            "Ada",
+            long,
+        )
+        .await;
+    eprintln!("app_e2e: the activity feed says: {opened}");
+    // The revoked guest's refused try was reported too.
+    let refused = s
+        .wait_text(
+            "[data-testid=activity-entry][data-kind=refused]",
+            "Ada",
+            long,
+        )
+        .await;
+    eprintln!("app_e2e: and: {refused}");
+    s.screenshot(&shots.join("14-activity.png")).await;
+
     // Settings: the three demo nodes.
     s.click(&s.wait("[data-testid=tab-devices]", long).await)
         .await;

@@ -46,6 +46,8 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("response_open", response_open),
     ("unpad", unpad),
     ("device_key_file", device_key_file),
+    ("event", event),
+    ("event_message", event_message),
 ];
 
 /// The device the envelope targets open for. Its key file is committed rather than generated,
@@ -159,6 +161,28 @@ pub fn schedule(data: &[u8]) {
         }
         if s.allows(t) {
             assert_eq!(s.next_open_ms(t), Some(t));
+        }
+    }
+}
+
+/// A signed event (the plaintext inside a sealed event): decodes canonically, and its
+/// signature check against the fixed device never panics.
+pub fn event(data: &[u8]) {
+    if let Some(event) = decoded::<latchkey_proto::event::SignedEvent>(data) {
+        let _ = event.verify(&device_keys().identity.public_key());
+    }
+}
+
+/// An owner-mailbox event message, opened the way an owner's app opens one: the fixed device
+/// is both the signer and (its KEM key standing in for an owner's event key) the reader, so
+/// corpus messages sealed to it decrypt and the fuzzer mutates real sealed events.
+pub fn event_message(data: &[u8]) {
+    if let Some(message) = decoded::<latchkey_proto::event::EventMessage>(data) {
+        let keys = device_keys();
+        let identity = keys.identity.public_key();
+        if let Ok(event) = message.open(&identity, &message.mailbox.clone(), &keys.kem) {
+            assert_eq!(event.event.device, message.device);
+            assert!(event.verify(&identity).is_ok());
         }
     }
 }

@@ -530,10 +530,26 @@ pub struct ActivityView {
     pub time_ms: u64,
     pub guest_name: Option<String>,
     pub grant_id: Option<String>,
-    /// `opened` (a guest's first open), `redeemed` or `refused`.
+    /// `first_open`, `redeemed` or `refused`.
     pub kind: String,
     /// The whole event in plain words, as the owner core words it.
     pub text: String,
+}
+
+impl From<&latchkey_owner::events::EventView> for ActivityView {
+    fn from(e: &latchkey_owner::events::EventView) -> Self {
+        ActivityView {
+            id: format!("{}:{}", e.device, e.seq),
+            device_id: e.device.clone(),
+            device_name: e.door.clone(),
+            // A door without a clock: when this app took the event in.
+            time_ms: e.time_ms.unwrap_or(e.received_ms),
+            guest_name: Some(e.guest_name.clone()),
+            grant_id: Some(e.grant.clone()),
+            kind: e.kind.clone(),
+            text: e.what.clone(),
+        }
+    }
 }
 
 /// An invitation this profile holds as a guest.

@@ -100,6 +100,8 @@ pub struct Agent {
     /// Whether a setup secret may still be on disk (key file or claim files); cleared once a
     /// claim in the verified chain has spent it. The lock also keeps two erasures apart.
     setup_on_disk: Mutex<bool>,
+    /// The event poster's end of the pipeline's note channel, taken when the agent starts.
+    event_notes: Mutex<Option<crate::events::NoteReceiver>>,
 }
 
 impl Agent {
@@ -141,6 +143,12 @@ impl Agent {
             let p = self.pipeline.clone();
             let args = auth.args().to_vec();
             blocking(move || p.audit_page(&args))
+                .await
+                .unwrap_or_else(|r| Err(r.message))
+        } else if auth.is_subscribe() {
+            let p = self.pipeline.clone();
+            let (sender, args) = (auth.sender(), auth.args().to_vec());
+            blocking(move || p.subscribe(&sender, &args))
                 .await
                 .unwrap_or_else(|r| Err(r.message))
         } else {
@@ -637,7 +645,10 @@ pub fn load(dir: &DeviceDir) -> Result<(Agent, Config)> {
         .connect_timeout(Duration::from_millis(config.quorum.timeout_ms.max(1)))
         .build()
         .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
+    let (note_tx, note_rx) = crate::events::channel();
+    pipeline.set_event_sink(note_tx);
     let agent = Agent {
+        event_notes: Mutex::new(Some(note_rx)),
         pipeline: Arc::new(pipeline),
         actuators,
         quorum,
@@ -771,6 +782,18 @@ pub async fn start(dir: &Path) -> Result<RunningAgent> {
                 let _ = blocking(move || p.flush_refusals(false)).await;
             }
         }));
+    }
+    let notes = agent
+        .event_notes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(notes) = notes {
+        tasks.push(tokio::spawn(crate::events::run(
+            agent.clone(),
+            notes,
+            shutdown_rx.clone(),
+        )));
     }
     for node in agent.relay_nodes.clone() {
         tasks.push(tokio::spawn(crate::relay::poll_mailbox(

@@ -23,6 +23,7 @@ pub mod claim;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod files;
 pub mod keyfile;
 pub mod lifecycle;

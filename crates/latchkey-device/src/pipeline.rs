@@ -49,6 +49,12 @@ use crate::audit::{
 use crate::audit_log::{EraInfo, PruneReport};
 use crate::clock::{utc_minute, Clock};
 use crate::config::AUDIT_ACTION;
+use crate::events::{EventNote, NoteSender};
+use latchkey_proto::event::{EventKind, SUBSCRIBE_ACTION};
+
+/// The reserved redemption action of a one-time link (docs/PROTOCOL.md §10): its success is
+/// an event of its own.
+const REDEEM_ACTION: &str = "latchkey.redeem";
 use crate::keyfile::DeviceSecrets;
 use crate::store::{Accepted, RunningEntry, Store, Strike};
 use crate::tally::{Disposition, RefusalTally};
@@ -212,6 +218,10 @@ impl Authorized {
     pub fn is_audit(&self) -> bool {
         self.fresh.command.action == AUDIT_ACTION
     }
+    /// The reserved `latchkey.subscribe` action (answered by [`Pipeline::subscribe`]).
+    pub fn is_subscribe(&self) -> bool {
+        self.fresh.command.action == SUBSCRIBE_ACTION
+    }
 }
 
 /// The pipeline. `C` is the clock, `R` the randomness for challenges and sealing.
@@ -236,6 +246,9 @@ pub struct Pipeline<C, R> {
     tally: Mutex<RefusalTally>,
     /// The ownership era of `view`, which every audit entry names.
     era: RwLock<EraInfo>,
+    /// Where guest decisions are noted for the event poster ([`crate::events`]); none in
+    /// tests and tools that post no events.
+    events: RwLock<Option<NoteSender>>,
 }
 
 impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
@@ -267,6 +280,7 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             mark: AtomicU64::new(mark),
             tally: Mutex::new(RefusalTally::default()),
             era: RwLock::new(era),
+            events: RwLock::new(None),
         };
         pipeline.start_era_if_new();
         pipeline
@@ -274,6 +288,11 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
 
     pub fn device_id(&self) -> DeviceId {
         self.device
+    }
+
+    /// Notes guest decisions on `sink` from now on (the agent's event poster reads it).
+    pub fn set_event_sink(&self, sink: NoteSender) {
+        *self.events.write().unwrap_or_else(|p| p.into_inner()) = Some(sink);
     }
     pub fn keys(&self) -> &DeviceSecrets {
         &self.keys
@@ -567,13 +586,18 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             return Err(self.reject(&fresh, Stage::Authority, RejectCode::StaleView, reason));
         }
         let action = fresh.command.action.as_str();
-        if action == AUDIT_ACTION {
+        if action == AUDIT_ACTION || action == SUBSCRIBE_ACTION {
             if !owner {
+                let what = if action == AUDIT_ACTION {
+                    "the audit log is for owners only"
+                } else {
+                    "only owners subscribe to a device's events"
+                };
                 return Err(self.reject(
                     &fresh,
                     Stage::Authority,
                     RejectCode::NotAuthorized,
-                    "the audit log is for owners only".into(),
+                    what.into(),
                 ));
             }
         } else if !self.config.actions.contains(action) {
@@ -631,6 +655,18 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             }
         }
         Ok(page.bytes)
+    }
+
+    /// The `latchkey.subscribe` action: keeps the owner's event KEM key (its arguments), so
+    /// the device seals its events to it (docs/PROTOCOL.md §13).
+    pub fn subscribe(&self, owner: &PublicKey, args: &[u8]) -> Result<Vec<u8>, String> {
+        let kem = latchkey_proto::event::parse_subscribe_args(args).map_err(|e| e.to_string())?;
+        crate::events::subscribe(&self.store, owner, &kem).map_err(|e| {
+            tracing::error!(error = %e, "storing a subscription failed");
+            "the device could not store the subscription; see the device log".to_owned()
+        })?;
+        tracing::info!(owner = %owner.short(), "owner subscribed to events");
+        Ok(Vec::new())
     }
 
     /// Writes the open refusal summary: when its interval is over, or now if `force`.
@@ -927,6 +963,55 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             view: self.view_mark(),
         }));
         self.tally().logged(fresh.envelope);
+        self.note_event(command, stage, code);
+    }
+
+    /// Notes a guest's decision that the audit log records one by one, if it can be an event
+    /// (docs/PROTOCOL.md §13): an accepted command (the poster keeps a grant's first), a
+    /// redemption, or a refusal that judges a sound chain. A channel send that never waits: a
+    /// full queue drops the note, never the answer.
+    fn note_event(&self, command: &Command, stage: Stage, code: u16) {
+        let Some(leaf) = command.grants.last() else {
+            return;
+        };
+        let kind = if code == 0 && stage == Stage::Action {
+            if command.action == REDEEM_ACTION {
+                EventKind::Redeemed
+            } else {
+                EventKind::FirstOpen
+            }
+        } else if code != 0 && latchkey_proto::event::refusal_is_event(code) {
+            EventKind::Refused { code }
+        } else {
+            return;
+        };
+        let sink = self.events.read().unwrap_or_else(|p| p.into_inner());
+        let Some(sink) = sink.as_ref() else {
+            return;
+        };
+        // The chain's structure is checked again only for refusals here: a refused guest
+        // reached this point with standing, but not necessarily through every rule.
+        if matches!(kind, EventKind::Refused { .. })
+            && latchkey_proto::grant::verify_chain_structure(
+                &command.grants,
+                self.view().chain.state(),
+            )
+            .is_err()
+        {
+            return;
+        }
+        let note = EventNote {
+            kind,
+            grant: leaf.id(),
+            guest: command.sender,
+            action: command.action.clone(),
+            time_ms: self.clock.now_ms(),
+        };
+        if sink.try_send(note).is_err() {
+            tracing::warn!(
+                "the event queue is full or closed; an event for the owners was dropped"
+            );
+        }
     }
 
     /// The sender is a current owner, or the subject of a grant chain that verifies against

@@ -43,6 +43,11 @@ CREATE TABLE IF NOT EXISTS relay_cursors (node TEXT PRIMARY KEY, after INTEGER N
 CREATE TABLE IF NOT EXISTS relay_seen (hash BLOB PRIMARY KEY, at_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS relay_seen_at ON relay_seen (at_ms);
 CREATE TABLE IF NOT EXISTS clock (key TEXT PRIMARY KEY, ms INTEGER NOT NULL);
+-- Events for owners (src/events.rs, docs/PROTOCOL.md §13).
+CREATE TABLE IF NOT EXISTS event_subscriptions (owner BLOB PRIMARY KEY, kem BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS event_opened (grant_id BLOB PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS event_outbox (
+    id INTEGER PRIMARY KEY, owner BLOB NOT NULL, message BLOB NOT NULL, created_ms INTEGER NOT NULL);
 ";
 
 /// The SQLite state; one connection behind a mutex (every statement is short).

@@ -6,12 +6,15 @@
 //! - an **owner mailbox** is `H("latchkey/v1/owner-mailbox", key)` (§11) for a key named as an
 //!   owner in a held chain since its last claim ([`OwnerIndex`]), or named by the op posted to
 //!   it; it takes only one op of a held device that is signed by a current owner of that device
-//!   (a proposal) or is already in the device's chain (a notice of a change in effect);
+//!   (a proposal) or is already in the device's chain (a notice of a change in effect), or one
+//!   **event message** (§13, first byte `0xE1`, which no op starts with) signed by the identity
+//!   key of a held device of which the mailbox's key is a current owner;
 //! - anything else may only be a **reply mailbox** (a fresh random id per command, §8.4), which
 //!   takes only sealed responses: bodies of the §5.6 sizes. Everything else is refused.
 //!
 //! **Invariant: the node still never opens an envelope**; it looks at sizes, and decodes only
-//! ops, which are public.
+//! ops, which are public, and the clear framing of event messages (device, mailbox, device
+//! signature over the sealed bytes).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,6 +22,7 @@ use std::sync::Mutex;
 use latchkey_proto::chain::{check_proposal, Chain, ChainState, Op, OpBody};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::envelope::{MAX_SEALED_COMMAND, MAX_SEALED_RESPONSE};
+use latchkey_proto::event::EventMessage;
 use latchkey_proto::hash;
 use latchkey_proto::keys::{DeviceId, PublicKey};
 use latchkey_proto::pad::BUCKETS;
@@ -56,6 +60,10 @@ pub enum Admitted {
     /// `signer`: the current owner (or, for a notice, the first signer) the message speaks for.
     Owner {
         signer: PublicKey,
+    },
+    /// An event message (§13) from the device whose identity key is `device_key`.
+    Event {
+        device_key: PublicKey,
     },
     Reply,
 }
@@ -176,6 +184,9 @@ pub async fn admit(
             Err(Refused::NotAnEnvelope { size })
         });
     }
+    if EventMessage::is_event_message(body) {
+        return admit_event(registry, mailbox, body).await;
+    }
     let op = Op::from_bytes(body);
     if index.is_owner_mailbox(mailbox) || op.is_ok() {
         return match op {
@@ -191,6 +202,61 @@ pub async fn admit(
     } else {
         Err(Refused::UnknownMailbox { size })
     })
+}
+
+/// An event message: well formed, addressed to this mailbox, from a device whose chain the
+/// node holds, for a current owner of that device, signed by the device's identity key.
+async fn admit_event(
+    registry: &Registry,
+    mailbox: &MailboxId,
+    body: &[u8],
+) -> Result<core::result::Result<Admitted, Refused>> {
+    let refuse = |why: String| Ok(Err(Refused::NotAnOwnerMessage(why)));
+    let message = match EventMessage::from_bytes(body) {
+        Ok(m) => m,
+        Err(e) => {
+            return refuse(format!(
+                "the body starts like an event message but is not one ({e}); see \
+                 docs/PROTOCOL.md §13"
+            ))
+        }
+    };
+    if &message.mailbox != mailbox {
+        return refuse(
+            "the event message names another mailbox than the one it is posted to; post it to \
+             the mailbox it names"
+                .into(),
+        );
+    }
+    let device = message.device;
+    let facts = registry
+        .inspect(device, |chain| {
+            let state = chain.state();
+            let owner = state.owners.iter().any(|k| owner_mailbox(k) == *mailbox);
+            (state.identity, owner)
+        })
+        .await?;
+    let Some((identity, owner)) = facts else {
+        return refuse(format!(
+            "the event is from {device}, whose chain this node does not hold; publish the \
+             device's chain to this node first"
+        ));
+    };
+    if !owner {
+        return refuse(format!(
+            "this mailbox is not the mailbox of a current owner of {device}; a device posts \
+             events only to its owners (docs/PROTOCOL.md §13)"
+        ));
+    }
+    match tokio::task::spawn_blocking(move || message.verify(&identity)).await? {
+        Ok(()) => Ok(Ok(Admitted::Event {
+            device_key: identity,
+        })),
+        Err(_) => refuse(format!(
+            "the event message's signature is not {device}'s identity key's; only the device \
+             itself posts its events"
+        )),
+    }
 }
 
 /// What an owner mailbox post is checked against, read from the device's verified chain.

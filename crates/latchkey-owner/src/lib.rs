@@ -15,6 +15,7 @@ pub mod backup;
 pub mod claim;
 pub mod door;
 pub mod error;
+pub mod events;
 pub mod fork;
 pub mod invite;
 pub mod keychain;

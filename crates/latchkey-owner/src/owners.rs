@@ -454,6 +454,10 @@ impl Profile {
         .await;
         let mut ops: Vec<Op> = Vec::new();
         for message in pages.iter().flatten().flat_map(|p| &p.messages) {
+            // Events share this mailbox; src/events.rs reads them with its own cursor.
+            if latchkey_proto::event::EventMessage::is_event_message(message) {
+                continue;
+            }
             let Ok(op) = Op::from_bytes(message) else {
                 continue;
             };

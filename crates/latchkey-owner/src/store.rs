@@ -216,7 +216,12 @@ impl Store {
         Ok(Store { conn, path })
     }
 
-    fn wrap(&self, e: rusqlite::Error) -> Error {
+    /// The connection, for modules that keep their own tables (src/events.rs).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn wrap(&self, e: rusqlite::Error) -> Error {
         Error::Store {
             path: self.path.display().to_string(),
             why: e.to_string(),

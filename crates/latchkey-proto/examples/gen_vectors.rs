@@ -59,6 +59,7 @@ mod files {
     pub mod audit;
     pub mod claim;
     pub mod command;
+    pub mod event;
     pub mod freshness;
     pub mod grant;
     pub mod invite;
@@ -229,6 +230,14 @@ fn main() {
              Australia/Lord_Howe, scheduled grant chains, and values and specs that must be \
              refused. Zone rules: jiff's embedded IANA database.",
             files::schedule::vectors(&w),
+        ),
+        (
+            "event.json",
+            "Device events for owners (docs/PROTOCOL.md §13): signed events (first open, \
+             refused, redeemed), an event sealed to an owner's event KEM key and framed for its \
+             owner mailbox (sealed anew each run; it carries the reader's secret keys and must \
+             open to the signed event), and events or messages that must be refused.",
+            files::event::vectors(&w),
         ),
     ];
     for (name, description, vectors) in files {
@@ -410,6 +419,8 @@ fn decode(codec: &str, bytes: &[u8]) -> Result<Vec<u8>, Error> {
         "Invitation" => rt::<latchkey_proto::invite::Invitation>(bytes),
         "SignedEntry" => rt::<latchkey_proto::audit::SignedEntry>(bytes),
         "AuditPage" => rt::<latchkey_proto::audit::AuditPage>(bytes),
+        "SignedEvent" => rt::<latchkey_proto::event::SignedEvent>(bytes),
+        "EventMessage" => rt::<latchkey_proto::event::EventMessage>(bytes),
         other => panic!("no codec {other}"),
     }
 }

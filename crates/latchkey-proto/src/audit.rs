@@ -185,7 +185,8 @@ impl ArgsDigest {
     fn read(r: &mut Reader<'_>) -> Result<ArgsDigest, ProtoError> {
         let hash = r.array()?;
         let len = r.u16()?;
-        if usize::from(len) > crate::command::MAX_ARGS {
+        // The subscribe action's arguments (a KEM key, §13) are the longest any command has.
+        if usize::from(len) > crate::event::max_args(crate::event::SUBSCRIBE_ACTION) {
             return Err(ProtoError::Invalid {
                 what: "audit entry",
                 why: "its argument length is over the command limit",

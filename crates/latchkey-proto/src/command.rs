@@ -92,11 +92,13 @@ impl Command {
                 why: "action names are 1-32 of a-z, 0-9, '-', '_', '.'",
             });
         }
+        // Only the reserved subscribe action carries more: one KEM public key (§13).
+        let args = r.bytes16(crate::event::max_args(&action))?.to_vec();
         Ok(Command {
             device,
             sender,
             action,
-            args: r.bytes16(MAX_ARGS)?.to_vec(),
+            args,
             timestamp_ms: r.u64()?,
             nonce: r.array()?,
             challenge: r.option(|r| r.array())?,
@@ -132,7 +134,7 @@ impl Command {
                 why: "signed by a key other than its sender",
             });
         }
-        if self.args.len() > MAX_ARGS
+        if self.args.len() > crate::event::max_args(&self.action)
             || !grant::is_action_name(&self.action)
             || self.grants.len() > grant::MAX_GRANT_CHAIN
         {

@@ -29,6 +29,7 @@ pub const AEAD_TAG_LEN: usize = 16;
 const COMBINER_LABEL: &[u8] = b"latchkey/v1/hybrid-kem/x25519-sntrup761";
 const COMMAND_KEY_INFO: &[u8] = b"latchkey/v1/command-key";
 const RESPONSE_KEY_INFO: &[u8] = b"latchkey/v1/response-key";
+const EVENT_KEY_INFO: &[u8] = b"latchkey/v1/event-key";
 
 /// A device's public KEM keys, published in its genesis op.
 #[derive(Clone, PartialEq, Eq)]
@@ -283,6 +284,10 @@ impl SharedKey {
     }
     pub fn response_key(&self) -> Zeroizing<[u8; 32]> {
         self.expand(RESPONSE_KEY_INFO)
+    }
+    /// The key of a sealed event (docs/PROTOCOL.md §13), sealed one way, to an owner.
+    pub fn event_key(&self) -> Zeroizing<[u8; 32]> {
+        self.expand(EVENT_KEY_INFO)
     }
 }
 

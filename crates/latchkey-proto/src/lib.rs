@@ -15,6 +15,7 @@ pub mod command;
 pub mod device;
 pub mod envelope;
 pub mod error;
+pub mod event;
 pub mod grant;
 pub mod hash;
 pub mod invite;

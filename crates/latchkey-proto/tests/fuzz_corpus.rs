@@ -479,3 +479,44 @@ fn write_seed_corpus() {
     Chain::verify(OpList::from_bytes(&OpList(ops).to_bytes()).unwrap().0).unwrap();
     ClaimPayload::parse(&pasted).unwrap();
 }
+
+/// Seeds of the event targets: each kind of event, signed by the fixed device and sealed to
+/// its own KEM key (which stands in for an owner's event key), so the corpus messages open.
+#[test]
+#[ignore = "writes fuzz/corpus/event*/; run by hand to regenerate the seeds"]
+fn write_event_seed_corpus() {
+    use latchkey_proto::event::{self, Event, EventKind};
+    use latchkey_proto::grant::GrantId;
+    let seeds = Seeds {
+        root: corpus_root(),
+    };
+    let device = fuzz_entries::device_keys();
+    let mut rng = ChaCha20Rng::seed_from_u64(0xe7e1);
+    for (name, kind, time_ms) in [
+        ("first-open", EventKind::FirstOpen, Some(1_700_000_000_000)),
+        ("redeemed", EventKind::Redeemed, None),
+        ("refused-revoked", EventKind::Refused { code: 11 }, Some(1)),
+    ] {
+        let signed = Event {
+            device: device.device_id(),
+            seq: 42,
+            time_ms,
+            kind,
+            grant: GrantId([5; 32]),
+            guest: key(4).public_key(),
+            action: "unlock".into(),
+        }
+        .sign(&device.identity)
+        .unwrap();
+        seeds.put("event", name, &signed.to_bytes());
+        let message = event::build_message(
+            &signed,
+            device.kem.public(),
+            [9; 32],
+            &device.identity,
+            &mut rng,
+        )
+        .unwrap();
+        seeds.put("event_message", name, &message.to_bytes());
+    }
+}

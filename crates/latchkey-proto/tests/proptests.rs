@@ -1064,3 +1064,88 @@ fn chain_builder_makes_every_kind_of_op() {
     assert_eq!(kinds.len(), 8, "{kinds:?}");
     assert!(delegated && quorum);
 }
+
+// --- events (docs/PROTOCOL.md §13) -------------------------------------------------------------
+
+fn event_kind() -> impl Strategy<Value = latchkey_proto::event::EventKind> {
+    use latchkey_proto::event::EventKind;
+    prop_oneof![
+        Just(EventKind::FirstOpen),
+        Just(EventKind::Redeemed),
+        any::<u16>().prop_map(|code| EventKind::Refused { code }),
+    ]
+}
+
+fn action_name() -> impl Strategy<Value = String> {
+    "[a-z0-9._-]{1,32}"
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn signed_events_round_trip_and_verify(
+        device_seed in signing_key(),
+        guest in public_key(),
+        seq in any::<u64>(),
+        time_ms in any::<Option<u64>>(),
+        kind in event_kind(),
+        grant in any::<[u8; 32]>(),
+        action in action_name(),
+        pick in any::<Index>(),
+        extra in any::<u8>(),
+    ) {
+        use latchkey_proto::event::{Event, SignedEvent};
+        let device_key = SigningKey::from_bytes(&device_seed);
+        let signed = Event {
+            device: DeviceId::from_identity(&device_key.public_key()),
+            seq,
+            time_ms,
+            kind,
+            grant: latchkey_proto::grant::GrantId(grant),
+            guest,
+            action,
+        }
+        .sign(&device_key)
+        .unwrap();
+        check_codec(&signed, &pick, extra)?;
+        let decoded = SignedEvent::from_bytes(&signed.to_bytes()).unwrap();
+        prop_assert!(decoded.verify(&device_key.public_key()).is_ok());
+        prop_assert!(decoded.verify(&guest).is_err());
+    }
+
+    #[test]
+    fn event_messages_round_trip_and_bind_their_fields(
+        device_seed in signing_key(),
+        mailbox in any::<[u8; 32]>(),
+        sealed_seed in any::<u64>(),
+        flip_at in 0usize..latchkey_proto::event::EVENT_MESSAGE_LEN - 64,
+        pick in any::<Index>(),
+        extra in any::<u8>(),
+    ) {
+        use latchkey_proto::event::{self, EventMessage, SEALED_EVENT_LEN};
+        let device_key = SigningKey::from_bytes(&device_seed);
+        let mut sealed = vec![0u8; SEALED_EVENT_LEN];
+        ChaCha20Rng::seed_from_u64(sealed_seed).fill_bytes(&mut sealed);
+        let device = DeviceId::from_identity(&device_key.public_key());
+        let message = event::frame_message(device, mailbox, sealed, &device_key).unwrap();
+        check_codec(&message, &pick, extra)?;
+        let bytes = message.to_bytes();
+        prop_assert!(EventMessage::is_event_message(&bytes));
+        prop_assert!(Op::from_bytes(&bytes).is_err());
+        prop_assert!(message.verify(&device_key.public_key()).is_ok());
+        // Any signed byte changed (tag, device, mailbox, length or sealed bytes): the message
+        // no longer decodes, or its device signature no longer verifies.
+        let mut bad = bytes.clone();
+        bad[flip_at] ^= 0x01;
+        if let Ok(decoded) = EventMessage::from_bytes(&bad) {
+            prop_assert!(decoded.verify(&device_key.public_key()).is_err());
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_event_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..2400)) {
+        let _ = latchkey_proto::event::SignedEvent::from_bytes(&bytes);
+        let _ = latchkey_proto::event::EventMessage::from_bytes(&bytes);
+    }
+}

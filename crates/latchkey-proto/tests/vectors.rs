@@ -28,7 +28,7 @@ use rand_chacha::rand_core::SeedableRng;
 use serde_json::{json, Value};
 
 /// Every file the directory must hold, each with at least one vector.
-const FILES: [&str; 16] = [
+const FILES: [&str; 17] = [
     "keys.json",
     "bip39_english.json",
     "slip10_ed25519.json",
@@ -45,6 +45,7 @@ const FILES: [&str; 16] = [
     "precedence.json",
     "weak_keys.json",
     "schedule.json",
+    "event.json",
 ];
 
 /// Envelope layout (docs/PROTOCOL.md): version, kind, X25519 ephemeral (32), sntrup761
@@ -126,6 +127,21 @@ fn non_empty(v: &Value) -> bool {
 
 fn check(v: &Value) {
     match s(v, "type") {
+        "event" => check_event(v),
+        "event_message" => check_event_message(v),
+        "event_message_fail" => {
+            let keys = DeviceKeys::from_secret_bytes(&bytes(v, "reader_secret_keys")).unwrap();
+            let message =
+                latchkey_proto::event::EventMessage::from_bytes(&bytes(v, "message")).unwrap();
+            expect_error(
+                v,
+                message.open(
+                    &public_key(v, "checked_with"),
+                    &array(v, "mailbox_id"),
+                    &keys.kem,
+                ),
+            )
+        }
         "decode" => check_decode(v),
         "recovery_phrase" => check_recovery_phrase(v),
         "device_keys" => check_device_keys(v),
@@ -538,6 +554,8 @@ fn decode(codec: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
         "Invitation" => rt::<Invitation>(input),
         "SignedEntry" => rt::<latchkey_proto::audit::SignedEntry>(input),
         "AuditPage" => rt::<latchkey_proto::audit::AuditPage>(input),
+        "SignedEvent" => rt::<latchkey_proto::event::SignedEvent>(input),
+        "EventMessage" => rt::<latchkey_proto::event::EventMessage>(input),
         other => panic!("unknown codec {other:?}"),
     }
 }
@@ -956,4 +974,51 @@ fn check_response_exchange(v: &Value) {
     )
     .unwrap();
     assert_eq!(h(response.to_bytes()), s(v, "response"));
+}
+
+/// A signed event: decodes to its fields, re-encodes to its bytes, and verifies with the
+/// device's identity key.
+fn check_event(v: &Value) {
+    use latchkey_proto::event::{EventKind, SignedEvent};
+    let signed = SignedEvent::from_bytes(&bytes(v, "signed_event")).unwrap();
+    assert_eq!(h(signed.to_bytes()), s(v, "signed_event"));
+    signed.verify(&public_key(v, "device_identity")).unwrap();
+    let fields = &v["event"];
+    let e = &signed.event;
+    assert_eq!(h(e.device.0), s(fields, "device"));
+    assert_eq!(e.seq, u(fields, "seq"));
+    assert_eq!(e.time_ms, fields["time_ms"].as_u64());
+    let (kind, code) = match e.kind {
+        EventKind::FirstOpen => ("first_open", None),
+        EventKind::Redeemed => ("redeemed", None),
+        EventKind::Refused { code } => ("refused", Some(u64::from(code))),
+    };
+    assert_eq!(kind, s(fields, "kind"));
+    assert_eq!(code, fields["reject_code"].as_u64());
+    assert_eq!(h(e.grant.0), s(fields, "grant"));
+    assert_eq!(pk_hex(&e.guest), s(fields, "guest"));
+    assert_eq!(e.action, s(fields, "action"));
+}
+
+/// A sealed event message: decodes, re-encodes, passes the node's check (device signature)
+/// and opens, for the owner whose mailbox it names, to the signed event.
+fn check_event_message(v: &Value) {
+    use latchkey_proto::event::EventMessage;
+    let keys = DeviceKeys::from_secret_bytes(&bytes(v, "reader_secret_keys")).unwrap();
+    let raw = bytes(v, "message");
+    assert!(EventMessage::is_event_message(&raw));
+    let message = EventMessage::from_bytes(&raw).unwrap();
+    assert_eq!(message.to_bytes(), raw);
+    let identity = public_key(v, "device_identity");
+    message.verify(&identity).unwrap();
+    let mailbox: [u8; 32] = array(v, "mailbox_id");
+    assert_eq!(
+        h(latchkey_proto::hash::owner_mailbox(&public_key(
+            v,
+            "owner_public_key"
+        ))),
+        h(mailbox)
+    );
+    let opened = message.open(&identity, &mailbox, &keys.kem).unwrap();
+    assert_eq!(h(opened.to_bytes()), s(v, "signed_event"));
 }

@@ -425,7 +425,7 @@ export type ActivityView = { id: string, device_id: string, device_name: string,
  */
 time_ms: number, guest_name: string | null, grant_id: string | null, 
 /**
- * `opened` (a guest's first open), `redeemed` or `refused`.
+ * `first_open`, `redeemed` or `refused`.
  */
 kind: string, 
 /**

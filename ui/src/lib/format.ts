@@ -357,6 +357,11 @@ export function redemptionText(redemption: string, redeemedAtMs: number | null):
   }
 }
 
+/** A short link (`LATCHKEY://I/…`): it binds to the first phone that redeems it. */
+export function isShortLink(text: string): boolean {
+  return /^latchkey:\/\/i\//i.test(text.trim());
+}
+
 /** Invitation links the app accepts: the short `LATCHKEY://I/…` (any case) and the old long one. */
 export function isInviteLink(text: string): boolean {
   return /^latchkey:\/\/(i|invite)\/\S+$/i.test(text.trim());

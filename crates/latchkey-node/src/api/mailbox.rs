@@ -130,6 +130,12 @@ pub async fn post_message(
             [&signer.to_bytes()[..], &address].concat(),
             limits.mailbox_per_sender,
         ),
+        // A device's events count against the device and the address that posted them, so
+        // a stranger re-posting a device's (public) messages fills only its own share.
+        Admitted::Event { device_key } => (
+            [&device_key.to_bytes()[..], &address].concat(),
+            limits.mailbox_per_sender,
+        ),
         Admitted::Reply => (address.clone(), limits.reply_mailbox_per_sender),
     };
     let quota = PostQuota {
