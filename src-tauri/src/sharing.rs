@@ -299,7 +299,8 @@ pub async fn share_stay(
         .await
 }
 
-/// A link with its QR code as a data URL, for the UI to show and copy.
+/// A link with its QR code as a data URL, for the UI to show and copy. The QR version stays
+/// 0 (unknown) until the owner core reports it with short links.
 fn share_view(link: &str) -> latchkey_owner::Result<ShareView> {
     let png = latchkey_owner::invitation_qr_png(link)?;
     Ok(ShareView {

@@ -330,7 +330,8 @@ pub struct GrantView {
     pub may_delegate: bool,
     /// The held invitation this grant was issued from (delegation), by grant id.
     pub from_grant: Option<String>,
-    /// `not_redeemed`, `redeemed` or `none` (an old link, bound to no phone).
+    /// `not_needed` (an old link, bound to no phone), `not_redeemed`, `redeemed` or
+    /// `redeemed_contested` (another phone tried the link after it was redeemed).
     pub redemption: String,
     #[ts(type = "number | null")]
     pub redeemed_at_ms: Option<u64>,
@@ -363,7 +364,8 @@ impl From<&IssuedGrant> for GrantView {
             tz: g.grant.schedule().map(|s| s.tz_name().to_owned()),
             may_delegate: body.delegation_depth > 0,
             from_grant: g.parent.map(|p| p.to_string()),
-            redemption: "none".into(),
+            // This build's owner core issues self-contained links only, which bind to no phone.
+            redemption: "not_needed".into(),
             redeemed_at_ms: None,
         }
     }
@@ -377,7 +379,8 @@ pub struct InvitationView {
     pub link: String,
     /// The link as a QR code, a `data:image/png;base64,…` URL.
     pub qr: String,
-    /// The QR code's version (1–40; 10 or less scans from a phone screen at arm's length).
+    /// The QR code's version (1–40; 10 or less scans from a phone screen at arm's length);
+    /// 0 while the owner core does not report it (before short links).
     pub qr_version: u8,
     pub grant: GrantView,
 }
@@ -390,6 +393,7 @@ pub struct ShareView {
     pub link: String,
     /// A `data:image/png;base64,…` URL.
     pub qr: String,
+    /// As in [`InvitationView`]: 0 while the owner core does not report it.
     pub qr_version: u8,
 }
 

@@ -223,7 +223,8 @@ may_delegate: boolean,
  */
 from_grant: string | null, 
 /**
- * `not_redeemed`, `redeemed` or `none` (an old link, bound to no phone).
+ * `not_needed` (an old link, bound to no phone), `not_redeemed`, `redeemed` or
+ * `redeemed_contested` (another phone tried the link after it was redeemed).
  */
 redemption: string, redeemed_at_ms: number | null, };
 
@@ -238,7 +239,8 @@ link: string,
  */
 qr: string, 
 /**
- * The QR code's version (1–40; 10 or less scans from a phone screen at arm's length).
+ * The QR code's version (1–40; 10 or less scans from a phone screen at arm's length);
+ * 0 while the owner core does not report it (before short links).
  */
 qr_version: number, grant: GrantView, };
 
@@ -359,7 +361,11 @@ door: string | null, link: string,
 /**
  * A `data:image/png;base64,…` URL.
  */
-qr: string, qr_version: number, };
+qr: string, 
+/**
+ * As in [`InvitationView`]: 0 while the owner core does not report it.
+ */
+qr_version: number, };
 
 export type StayLinkView = { device_id: string, door: string, 
 /**

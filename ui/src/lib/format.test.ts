@@ -394,7 +394,8 @@ describe('links and stays in words', () => {
   it('words weekly windows and redemption', () => {
     expect(weeklyText([], null)).toBeNull();
     expect(weeklyText(['mon-fri 08:00-12:00'], 'Europe/Amsterdam')).toBe('Only mon-fri 08:00-12:00 (Europe/Amsterdam)');
-    expect(redemptionText('none', null)).toBeNull();
+    expect(redemptionText('not_needed', null)).toBeNull();
+    expect(redemptionText('redeemed_contested', null)).toContain('another phone tried the link');
     expect(redemptionText('not_redeemed', null)).toBe('Link not redeemed yet');
     expect(redemptionText('redeemed', null)).toBe("Redeemed by the guest's phone");
   });

@@ -343,15 +343,19 @@ export function weeklyText(weekly: string[], tz: string | null): string | null {
   return `Only ${weekly.join('; ')}${tz ? ` (${tz})` : ''}`;
 }
 
-/** Whether a grant's link is bound to a phone yet. */
+/** Whether a grant's link is bound to a phone yet, as the owner core read the doors' logs. */
 export function redemptionText(redemption: string, redeemedAtMs: number | null): string | null {
+  const redeemed =
+    redeemedAtMs === null
+      ? "Redeemed by the guest's phone"
+      : `Redeemed ${new Date(redeemedAtMs).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' })}`;
   switch (redemption) {
     case 'not_redeemed':
       return 'Link not redeemed yet';
     case 'redeemed':
-      return redeemedAtMs === null
-        ? "Redeemed by the guest's phone"
-        : `Redeemed ${new Date(redeemedAtMs).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' })}`;
+      return redeemed;
+    case 'redeemed_contested':
+      return `${redeemed}; another phone tried the link too. If your guest says it does not work, revoke it and send a new one.`;
     default:
       return null;
   }
