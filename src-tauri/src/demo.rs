@@ -311,6 +311,26 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_calendar_has_stays_around_today_for_the_owner_core() {
+        use latchkey_owner::stays::{parse_calendar, StayTimes};
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap();
+        let today = (now.as_secs() / 86_400) as i64;
+        let now_ms = now.as_millis() as u64;
+        let times = StayTimes::parse("15:00", "11:00", Some("UTC")).unwrap();
+        let events = parse_calendar(&dated_sample(SAMPLE_CALENDAR, today), &times.tz).unwrap();
+        assert_eq!(events.len(), 5);
+        let stays: Vec<_> = events.iter().filter(|e| !e.blocked).collect();
+        assert_eq!(stays.len(), 4, "one blocked week is no stay");
+        let windows: Vec<(u64, u64)> = stays.iter().map(|e| times.window(e).unwrap()).collect();
+        // One over, one now, two to come: every part of the Stays screen has something.
+        assert!(windows[0].1 < now_ms);
+        assert!(windows[1].0 <= now_ms && now_ms < windows[1].1);
+        assert!(windows[2..].iter().all(|w| w.0 > now_ms));
+    }
+
+    #[test]
     fn the_door_counts_unlocks_from_its_log() {
         let tmp = tempfile::tempdir().unwrap();
         let log = tmp.path().join("door.log");
