@@ -308,6 +308,8 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         long,
     )
     .await;
+    // Let the new QR code paint before the picture.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     s.screenshot(&shots.join("08c-weekly-invite.png")).await;
 
     // Stays: the booking calendar's export, chosen as a file (three stays around today and a

@@ -440,7 +440,7 @@ pub struct StayView {
     /// `upcoming`, `current` or `past`.
     pub phase: String,
     pub links: Vec<StayLinkView>,
-    /// `not_sent`, `sent`, `opened` or `revoked`.
+    /// `not_sent`, `sent`, `redeemed`, `opened` or `revoked` (the core's words, `_` for space).
     pub guest_status: String,
     /// When the link was shared or the guest first opened, for `sent` and `opened`.
     #[ts(type = "number | null")]
@@ -452,7 +452,8 @@ impl From<&latchkey_owner::stays::StayView> for StayView {
         use latchkey_owner::stays::StayStatus;
         let status_at_ms = match v.status {
             StayStatus::Sent { at_ms } | StayStatus::Opened { at_ms } => Some(at_ms),
-            StayStatus::NotSent | StayStatus::Revoked => None,
+            // Not sent, revoked, and statuses the core may add: no time to show.
+            _ => None,
         };
         StayView {
             source: v.source.clone(),

@@ -404,7 +404,7 @@ tz: string,
  */
 phase: string, links: Array<StayLinkView>, 
 /**
- * `not_sent`, `sent`, `opened` or `revoked`.
+ * `not_sent`, `sent`, `redeemed`, `opened` or `revoked` (the core's words, `_` for space).
  */
 guest_status: string, 
 /**
