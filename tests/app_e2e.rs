@@ -2,9 +2,11 @@
 //! release-like binary (built with `--features tauri/custom-protocol`) in demo mode, so three
 //! registry nodes and a simulated door run inside it. Onboard (create a key, type three words
 //! back), claim the demo door from its on-screen QR, open it, read its signed activity log,
-//! invite a guest; a second app (the guest's own profile, no key), opened with the short
-//! `LATCHKEY://I/…` link as the OS would, accepts it and opens the door; the owner revokes and
-//! the guest is refused. The host's side: import a booking calendar from an .ics file on the
+//! invite a guest; a second app (the guest's own profile, no key), opened with the link as the
+//! OS would (`LATCHKEY://I/…` once the owner core issues short links, `latchkey://invite/…`
+//! until then), accepts it and opens the door; the owner revokes and
+//! the guest is refused; a manager invited with "may invite others" invites a cleaner from
+//! the guest app. The host's side: import a booking calendar from an .ics file on the
 //! Stays screen, see the stays listed, share a stay's link (text and QR), and find the guest's
 //! first open in the activity feed. A screenshot of each screen goes to `target/app-e2e/`.
 //!
@@ -276,6 +278,40 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     g.wait_text("[data-testid=invitation-window]", "Revoked", long)
         .await;
     g.screenshot(&shots.join("g3-guest-revoked.png")).await;
+
+    // Delegation: the owner invites a property manager who may invite others; the same guest
+    // app takes that link too and invites a cleaner below it, listed under the manager's.
+    s.click(&s.wait("[data-testid=invite-open]", long).await)
+        .await;
+    s.click(&s.wait("[data-testid=invite-open]", long).await)
+        .await;
+    s.type_text(&s.wait("[data-testid=invite-name]", long).await, "Manager")
+        .await;
+    s.click(&s.wait("[data-testid=invite-may-delegate]", long).await)
+        .await;
+    s.click(&s.wait("[data-testid=invite-submit]", long).await)
+        .await;
+    let manager_box = s.wait("[data-testid=invite-link]", long).await;
+    let manager_link = s.property(&manager_box, "value").await.unwrap();
+    g.type_text(
+        &g.wait("[data-testid=accept-link]", long).await,
+        &manager_link,
+    )
+    .await;
+    g.click(&g.wait("[data-testid=accept-submit]", long).await)
+        .await;
+    g.click(&g.wait("[data-testid=delegate-open]", long).await)
+        .await;
+    g.type_text(&g.wait("[data-testid=invite-name]", long).await, "Cleaner")
+        .await;
+    g.click(&g.wait("[data-testid=invite-submit]", long).await)
+        .await;
+    g.wait_text("[data-testid=delegated-grant]", "Cleaner", long)
+        .await;
+    // Let the list and the new QR code paint before the picture.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    g.screenshot(&shots.join("g4-manager-invited-a-cleaner.png"))
+        .await;
     g.end().await;
     drop(guest_driver);
     s.wait_text("[data-testid=door-state]", "Opened 2 times", long)
