@@ -11,6 +11,7 @@ import {
   type InviteRequest,
   type StayView,
 } from './backend';
+import { fromLocalInput, toLocalInput } from './format';
 import ActivityFeed from './screens/ActivityFeed.svelte';
 import Invite from './screens/Invite.svelte';
 import ShareSheet from './screens/ShareSheet.svelte';
@@ -263,6 +264,19 @@ describe('Invite', () => {
     expect(html.match(/data-testid="invite-door"/g)).toHaveLength(2);
     expect(html).toContain('data-testid="invite-may-delegate"');
     expect(html).toContain('Only on certain days and hours');
+  });
+
+  it("starts a delegated invitation inside the held one's span, on whole minutes", () => {
+    const held = { from_ms: Date.now() + 3_600_000 + 30_000, until_ms: Date.now() + 5 * 3_600_000 + 30_000 };
+    const html = render(Invite, {
+      props: { backend: createMockBackend(), doors, initialDoors: ['lkdev1a'], fromGrant: 'ab'.repeat(32), within: held, onIssued: () => {} },
+    }).body;
+    const from = toLocalInput(Math.ceil(held.from_ms / 60_000) * 60_000);
+    const until = toLocalInput(held.until_ms);
+    expect(html).toContain(`value="${from}"`);
+    expect(html).toContain(`value="${until}"`);
+    expect(fromLocalInput(from)!).toBeGreaterThanOrEqual(held.from_ms);
+    expect(fromLocalInput(until)!).toBeLessThanOrEqual(held.until_ms);
   });
 
   it('offers a manager no further delegation', () => {
