@@ -277,6 +277,14 @@ describe('Invite', () => {
     expect(html).toContain(`value="${until}"`);
     expect(fromLocalInput(from)!).toBeGreaterThanOrEqual(held.from_ms);
     expect(fromLocalInput(until)!).toBeLessThanOrEqual(held.until_ms);
+    // A span that began long ago starts the form at this minute.
+    const started = { from_ms: Date.now() - 3_600_000, until_ms: Date.now() + 3_600_000 };
+    const before = toLocalInput(Date.now());
+    const now = render(Invite, {
+      props: { backend: createMockBackend(), doors, initialDoors: ['lkdev1a'], fromGrant: 'ab'.repeat(32), within: started, onIssued: () => {} },
+    }).body;
+    const after = toLocalInput(Date.now());
+    expect(now.includes(`value="${before}"`) || now.includes(`value="${after}"`)).toBe(true);
   });
 
   it('offers a manager no further delegation', () => {
