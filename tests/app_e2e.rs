@@ -2,9 +2,13 @@
 //! release-like binary (built with `--features tauri/custom-protocol`) in demo mode, so three
 //! registry nodes and a simulated door run inside it. Onboard (create a key, type three words
 //! back), claim the demo door from its on-screen QR, open it, read its signed activity log,
-//! invite a guest; a second app (the guest's own profile, no key), opened with the
-//! `latchkey://invite/…` link as the OS would, accepts it and opens the door; the owner revokes and the guest is refused. A screenshot of each screen goes to
-//! `target/app-e2e/`.
+//! invite a guest; a second app (the guest's own profile, no key), opened with the link as the
+//! OS would (a short `LATCHKEY://I/…` link, bound to the first phone that redeems it),
+//! accepts it and opens the door; the owner revokes and
+//! the guest is refused; a manager invited with "may invite others" invites a cleaner from
+//! the guest app. The host's side: import a booking calendar from an .ics file on the
+//! Stays screen, see the stays listed, share a stay's link (text and QR), and find the guest's
+//! first open in the activity feed. A screenshot of each screen goes to `target/app-e2e/`.
 //!
 //! Needs Xvfb, WebKitWebDriver and tauri-driver, and a Secret Service session (scripts/test.sh
 //! provides all of it and sets LATCHKEY_APP_E2E=1; CI runs that). Without the variable the
@@ -209,7 +213,11 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         .await;
     let link_box = s.wait("[data-testid=invite-link]", long).await;
     let link = s.property(&link_box, "value").await.unwrap();
-    assert!(link.starts_with("latchkey://invite/"), "{link}");
+    // A short link bound to the first phone that redeems it.
+    assert!(
+        link.starts_with("LATCHKEY://I/") && link.len() <= 300,
+        "{link}"
+    );
     s.wait_text("[data-testid=grants]", "Valid now", long).await;
     s.screenshot(&shots.join("07-invite.png")).await;
 
@@ -269,10 +277,164 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     g.wait_text("[data-testid=invitation-window]", "Revoked", long)
         .await;
     g.screenshot(&shots.join("g3-guest-revoked.png")).await;
+
+    // Delegation: the owner invites a property manager who may invite others; the same guest
+    // app takes that link too and invites a cleaner below it, listed under the manager's.
+    s.click(&s.wait("[data-testid=invite-open]", long).await)
+        .await;
+    s.click(&s.wait("[data-testid=invite-open]", long).await)
+        .await;
+    s.type_text(&s.wait("[data-testid=invite-name]", long).await, "Manager")
+        .await;
+    s.click(&s.wait("[data-testid=invite-may-delegate]", long).await)
+        .await;
+    s.click(&s.wait("[data-testid=invite-submit]", long).await)
+        .await;
+    let manager_box = s.wait("[data-testid=invite-link]", long).await;
+    let manager_link = s.property(&manager_box, "value").await.unwrap();
+    g.type_text(
+        &g.wait("[data-testid=accept-link]", long).await,
+        &manager_link,
+    )
+    .await;
+    g.click(&g.wait("[data-testid=accept-submit]", long).await)
+        .await;
+    g.click(&g.wait("[data-testid=delegate-open]", long).await)
+        .await;
+    g.type_text(&g.wait("[data-testid=invite-name]", long).await, "Cleaner")
+        .await;
+    g.click(&g.wait("[data-testid=invite-submit]", long).await)
+        .await;
+    g.wait_text("[data-testid=delegated-grant]", "Cleaner", long)
+        .await;
+    // Let the list and the new QR code paint before the picture.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    g.screenshot(&shots.join("g4-manager-invited-a-cleaner.png"))
+        .await;
     g.end().await;
     drop(guest_driver);
     s.wait_text("[data-testid=door-state]", "Opened 2 times", long)
         .await;
+
+    // A cleaner on weekday mornings: the week picker's windows become the grant's schedule.
+    s.click(&s.wait("[data-testid=invite-open]", long).await)
+        .await;
+    s.click(&s.wait("[data-testid=invite-open]", long).await)
+        .await;
+    s.type_text(&s.wait("[data-testid=invite-name]", long).await, "Cleaner")
+        .await;
+    s.click(&s.wait("[data-testid=invite-weekly-on]", long).await)
+        .await;
+    s.wait_text("[data-testid=week-spec]", "mon-fri 08:00-12:00", long)
+        .await;
+    s.click(&s.wait("[data-testid=day-wed]", long).await).await;
+    s.wait_text(
+        "[data-testid=week-spec]",
+        "mon,tue,thu,fri 08:00-12:00",
+        long,
+    )
+    .await;
+    s.screenshot(&shots.join("08b-week-picker.png")).await;
+    s.click(&s.wait("[data-testid=invite-submit]", long).await)
+        .await;
+    s.wait_text(
+        "[data-testid=invite-weekly]",
+        "Only mon,tue,thu,fri 08:00-12:00",
+        long,
+    )
+    .await;
+    // Let the new QR code paint before the picture.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.screenshot(&shots.join("08c-weekly-invite.png")).await;
+
+    // Stays: the booking calendar's export, chosen as a file (three stays around today and a
+    // blocked week that is no stay); one invitation each, listed by when they are.
+    let calendar = tmp.path().join("bookings.ics");
+    std::fs::write(&calendar, sample_calendar(today())).unwrap();
+    s.click(&s.wait("[data-testid=tab-stays]", long).await)
+        .await;
+    s.wait("[data-testid=no-stays]", long).await;
+    s.type_text(
+        &s.wait("[data-testid=stays-file]", long).await,
+        calendar.to_str().unwrap(),
+    )
+    .await;
+    s.wait_text("[data-testid=stays-file-name]", "bookings.ics", long)
+        .await;
+    s.screenshot(&shots.join("11-stays-file-chosen.png")).await;
+    s.click(&s.wait("[data-testid=stays-sync]", long).await)
+        .await;
+    // The past stay was over before this first import: no invitation, not kept.
+    s.wait_text("[data-testid=stays-report]", "2 added", long)
+        .await;
+    let stays = s.wait_all("[data-testid=stay]", long).await;
+    let mut listed = Vec::new();
+    for stay in &stays {
+        listed.push((
+            s.attribute(stay, "data-phase").await.unwrap(),
+            s.text(stay).await,
+        ));
+    }
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(
+        listed[0].0 == "current" && listed[0].1.contains("Ada Lovelace"),
+        "{listed:?}"
+    );
+    assert!(
+        listed[1].0 == "upcoming" && listed[1].1.contains("Alan Turing"),
+        "{listed:?}"
+    );
+    s.wait_text("[data-testid=stay-status]", "Link not sent", long)
+        .await;
+    s.screenshot(&shots.join("12-stays.png")).await;
+
+    // One tap shares the current stay's link: its text and a QR code large enough to scan.
+    s.click(&s.wait("[data-testid=stay-share]", long).await)
+        .await;
+    let share_box = s.wait("[data-testid=share-link]", long).await;
+    let stay_link = s.property(&share_box, "value").await.unwrap();
+    // The short link (at most 300 characters: its QR scans from a phone screen).
+    assert!(
+        stay_link.starts_with("LATCHKEY://I/") && stay_link.len() <= 300,
+        "{stay_link}"
+    );
+    let qr = s.wait("[data-testid=share-qr]", long).await;
+    let qr_width: f64 = s
+        .property(&qr, "width")
+        .await
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("the QR code has no width"));
+    assert!(
+        qr_width >= 250.0,
+        "the QR code is {qr_width} px wide on a 360 px screen"
+    );
+    s.screenshot(&shots.join("13-stay-share.png")).await;
+    s.click(&s.wait("[data-testid=share-close]", long).await)
+        .await;
+    s.wait_text("[data-testid=stay-status]", "sent", long).await;
+
+    // The activity feed: the door reported the guest's first open (signed, through the
+    // owner's mailbox), and the app fetched it in the background.
+    s.click(&s.wait("[data-testid=tab-activity]", long).await)
+        .await;
+    let opened = s
+        .wait_text(
+            "[data-testid=activity-entry][data-kind=first_open]",
+            "Ada",
+            long,
+        )
+        .await;
+    eprintln!("app_e2e: the activity feed says: {opened}");
+    // The revoked guest's refused try was reported too.
+    let refused = s
+        .wait_text(
+            "[data-testid=activity-entry][data-kind=refused]",
+            "Ada",
+            long,
+        )
+        .await;
+    eprintln!("app_e2e: and: {refused}");
+    s.screenshot(&shots.join("14-activity.png")).await;
 
     // Settings: the three demo nodes.
     s.click(&s.wait("[data-testid=tab-devices]", long).await)
@@ -314,6 +476,51 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     s.end().await;
+}
+
+/// Days since 1970-01-01 (UTC) now.
+fn today() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    (now.as_secs() / 86_400) as i64
+}
+
+/// Days since 1970-01-01 → `YYYYMMDD` (H. Hinnant's `civil_from_days`).
+fn ics_date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}")
+}
+
+/// A booking platform's export as hosts download it: all-day stays with stable UIDs, one
+/// now, one to come, one past, and a blocked week that is no stay.
+fn sample_calendar(today: i64) -> String {
+    let event = |uid: &str, summary: &str, from: i64, to: i64| {
+        format!(
+            "BEGIN:VEVENT\r\nDTSTAMP:20261201T080000Z\r\nDTSTART;VALUE=DATE:{}\r\n\
+             DTEND;VALUE=DATE:{}\r\nUID:{uid}\r\nSUMMARY:{summary}\r\nEND:VEVENT\r\n",
+            ics_date(today + from),
+            ics_date(today + to)
+        )
+    };
+    [
+        "BEGIN:VCALENDAR\r\nPRODID:-//Airbnb Inc//Hosting Calendar 1.0//EN\r\nVERSION:2.0\r\n"
+            .to_owned(),
+        event("e2e-grace@example.com", "Reserved - Grace Hopper", -9, -6),
+        event("e2e-ada@example.com", "Reserved - Ada Lovelace", -1, 3),
+        event("e2e-alan@example.com", "Reserved - Alan Turing", 5, 9),
+        event("e2e-blocked@example.com", "Airbnb (Not available)", 12, 19),
+        "END:VCALENDAR\r\n".to_owned(),
+    ]
+    .concat()
 }
 
 /// Starts tauri-driver on free ports; the app it launches inherits `env`.

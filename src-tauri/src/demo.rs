@@ -23,6 +23,10 @@ use crate::state::AppState;
 use crate::views::{DemoView, DoorView};
 
 const NODES: usize = 3;
+/// A small booking calendar (three stays around today, one to come and a blocked week), for
+/// the Stays screen; written as if today were `SAMPLE_TODAY` and moved to the real today.
+const SAMPLE_CALENDAR: &str = include_str!("../demo/stays.ics");
+const SAMPLE_TODAY: &str = "20261201";
 const DEVICE_NAME: &str = "Front door";
 /// How long the simulated latch stays open after an unlock.
 const OPEN_FOR_MS: u64 = 5_000;
@@ -36,6 +40,7 @@ pub struct Demo {
     /// Read at start: the door deletes its claim QR once claimed (its setup secret is spent).
     claim_png: Vec<u8>,
     door_log: PathBuf,
+    sample_calendar: PathBuf,
 }
 
 impl Demo {
@@ -93,6 +98,13 @@ impl Demo {
             trust_clock: true,
         })
         .map_err(|e| format!("the demo door could not be set up: {e}"))?;
+        let sample_calendar = dir.path().join("sample-stays.ics");
+        let today = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| (d.as_secs() / 86_400) as i64)
+            .unwrap_or_default();
+        std::fs::write(&sample_calendar, dated_sample(SAMPLE_CALENDAR, today))
+            .map_err(|e| format!("cannot write the demo's sample calendar: {e}"))?;
         let claim_png = std::fs::read(&report.png)
             .map_err(|e| format!("cannot read the demo door's claim QR: {e}"))?;
         let agent = latchkey_device::agent::start(&device_dir)
@@ -102,6 +114,7 @@ impl Demo {
             short_id: report.device.short(),
             claim_png,
             door_log,
+            sample_calendar,
             nodes,
             agent: Some(agent),
             dir,
@@ -124,6 +137,7 @@ impl Demo {
             device_short_id: self.short_id.clone(),
             claim_qr: format!("data:image/png;base64,{}", BASE64.encode(&self.claim_png)),
             door: door_view(&self.door_log),
+            sample_calendar: self.sample_calendar.display().to_string(),
         })
     }
 
@@ -147,6 +161,61 @@ fn free_loopback_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// The sample calendar with each all-day date (`DTSTART;VALUE=DATE:…`, `DTEND;…`) moved by
+/// the days between `SAMPLE_TODAY` and `today` (days since 1970-01-01, UTC).
+fn dated_sample(ics: &str, today: i64) -> String {
+    let shift = today - days_from_date(SAMPLE_TODAY).unwrap_or(today);
+    ics.split_inclusive('\n')
+        .map(|line| {
+            let moved = ["DTSTART;VALUE=DATE:", "DTEND;VALUE=DATE:"]
+                .iter()
+                .find_map(|prefix| {
+                    let rest = line.strip_prefix(prefix)?;
+                    let date = rest.get(..8)?;
+                    let days = days_from_date(date)?;
+                    Some(format!(
+                        "{prefix}{}{}",
+                        date_from_days(days + shift),
+                        &rest[8..]
+                    ))
+                });
+            moved.unwrap_or_else(|| line.to_owned())
+        })
+        .collect()
+}
+
+/// `YYYYMMDD` → days since 1970-01-01 (proleptic Gregorian; H. Hinnant's `days_from_civil`).
+fn days_from_date(date: &str) -> Option<i64> {
+    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (y, m, d): (i64, i64, i64) = (
+        date[..4].parse().ok()?,
+        date[4..6].parse().ok()?,
+        date[6..].parse().ok()?,
+    );
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+/// Days since 1970-01-01 → `YYYYMMDD` (`civil_from_days`).
+fn date_from_days(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}")
 }
 
 /// One line per unlock; the file's modification time is the last one.
@@ -214,6 +283,52 @@ impl AppState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sample_calendar_moves_to_today() {
+        assert_eq!(days_from_date("19700101"), Some(0));
+        assert_eq!(days_from_date("20000301"), Some(11_017));
+        assert_eq!(date_from_days(11_017), "20000301");
+        assert_eq!(
+            date_from_days(days_from_date("20261231").unwrap() + 1),
+            "20270101"
+        );
+        assert_eq!(
+            date_from_days(days_from_date("20280228").unwrap() + 1),
+            "20280229"
+        );
+        assert_eq!(days_from_date("2026-12-01"), None);
+
+        let today = days_from_date(SAMPLE_TODAY).unwrap();
+        assert_eq!(dated_sample(SAMPLE_CALENDAR, today), SAMPLE_CALENDAR);
+        let later = dated_sample(SAMPLE_CALENDAR, today + 40);
+        // The current stay (30 Nov – 4 Dec) is still around today, 40 days on; other lines,
+        // the CRLF line ends and the DTSTAMP stay as they were.
+        assert!(later.contains("DTSTART;VALUE=DATE:20270109\r\n"), "{later}");
+        assert!(later.contains("DTEND;VALUE=DATE:20270113\r\n"), "{later}");
+        assert!(later.contains("DTSTAMP:20261201T080000Z\r\n"));
+        assert_eq!(later.lines().count(), SAMPLE_CALENDAR.lines().count());
+    }
+
+    #[test]
+    fn the_sample_calendar_has_stays_around_today_for_the_owner_core() {
+        use latchkey_owner::stays::{parse_calendar, StayTimes};
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap();
+        let today = (now.as_secs() / 86_400) as i64;
+        let now_ms = now.as_millis() as u64;
+        let times = StayTimes::parse("15:00", "11:00", Some("UTC")).unwrap();
+        let events = parse_calendar(&dated_sample(SAMPLE_CALENDAR, today), &times.tz).unwrap();
+        assert_eq!(events.len(), 5);
+        let stays: Vec<_> = events.iter().filter(|e| !e.blocked).collect();
+        assert_eq!(stays.len(), 4, "one blocked week is no stay");
+        let windows: Vec<(u64, u64)> = stays.iter().map(|e| times.window(e).unwrap()).collect();
+        // One over, one now, two to come: every part of the Stays screen has something.
+        assert!(windows[0].1 < now_ms);
+        assert!(windows[1].0 <= now_ms && now_ms < windows[1].1);
+        assert!(windows[2..].iter().all(|w| w.0 > now_ms));
+    }
 
     #[test]
     fn the_door_counts_unlocks_from_its_log() {

@@ -5,6 +5,7 @@
 //! `--profile DIR` / `LATCHKEY_PROFILE`: the profile directory (default: the app data dir);
 //! `--demo` / `LATCHKEY_DEMO=1`: run local nodes and a simulated door inside the app.
 
+mod activity;
 #[cfg(desktop)]
 mod camera;
 mod commands;
@@ -98,6 +99,7 @@ pub fn run() {
     }
     let app = builder
         .plugin(tauri_plugin_deep_link::init())
+        .plugin(tauri_plugin_notification::init())
         .setup(move |app| {
             #[cfg(feature = "demo")]
             let demo_dir = demo.as_ref().map(demo::Demo::profile_dir);
@@ -118,6 +120,7 @@ pub fn run() {
             #[cfg(desktop)]
             app.manage(camera::CameraState::default());
             links::install(app);
+            activity::watch(app.handle().clone());
             Ok(())
         })
         .invoke_handler(tauri::generate_handler![
@@ -146,6 +149,10 @@ pub fn run() {
             sharing::accept_invitation,
             sharing::invitations,
             sharing::audit,
+            sharing::stays,
+            sharing::stays_sync,
+            sharing::share_stay,
+            activity::activity,
             links::take_invite_link,
             #[cfg(desktop)]
             camera::camera_start,

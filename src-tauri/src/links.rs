@@ -1,4 +1,5 @@
-//! `latchkey://invite/…` links from outside the app. On Linux and Windows the OS starts the app
+//! Invitation links from outside the app: the short `LATCHKEY://I/…` (any letter case; the
+//! scheme `latchkey`, the host `i`) and the old `latchkey://invite/…`. On Linux and Windows the OS starts the app
 //! with the link as its argument (a running app gets it through the single-instance plugin);
 //! on macOS, iOS and Android the deep-link plugin delivers it. Either way the link waits in
 //! the app state until the UI takes it, and the UI is told with an event that one is waiting,
@@ -10,13 +11,19 @@ use tauri_plugin_deep_link::DeepLinkExt;
 use crate::error::CommandError;
 use crate::state::AppState;
 
-const INVITE_PREFIX: &str = "latchkey://invite/";
+/// The link forms the owner core accepts, compared without regard to letter case (a short
+/// link is upper case so its QR code can use alphanumeric mode; an OS may lower-case a scheme).
+const INVITE_PREFIXES: [&str; 2] = ["latchkey://i/", "latchkey://invite/"];
 /// Emitted (without payload: the link itself never travels in an event) when a link waits.
 pub const EVENT: &str = "invite-link";
 
 /// Keeps `url` for the UI if it is an invitation link; other URLs are ignored.
 fn offer(state: &AppState, url: &str) -> bool {
-    if !url.starts_with(INVITE_PREFIX) {
+    let invitation = INVITE_PREFIXES.iter().any(|prefix| {
+        url.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    });
+    if !invitation {
         tracing::warn!("ignoring a link that is not an invitation");
         return false;
     }
@@ -72,15 +79,28 @@ mod tests {
         assert!(!offer(&state, "https://example.com/"));
         assert!(!offer(&state, "latchkey://claim/x"));
         assert!(state.pending_link.lock().unwrap().is_none());
-        assert!(offer(&state, "latchkey://invite/abc"));
-        assert_eq!(
+        assert!(!offer(&state, "latchkey://ix/ABC"));
+        assert!(!offer(&state, "latchkey:/i/ABC"));
+        assert!(!offer(&state, "LATCHKEY://"));
+        assert!(state.pending_link.lock().unwrap().is_none());
+        let pending = || {
             state
                 .pending_link
                 .lock()
                 .unwrap()
                 .as_deref()
-                .map(String::as_str),
-            Some("latchkey://invite/abc")
-        );
+                .map(String::to_owned)
+        };
+        assert!(offer(&state, "latchkey://invite/abc"));
+        assert_eq!(pending().as_deref(), Some("latchkey://invite/abc"));
+        // Short links in any case, exactly as they came (the core decodes any case).
+        for link in [
+            "LATCHKEY://I/AEBAGBAF",
+            "latchkey://i/AEBAGBAF",
+            "Latchkey://I/aebagbaf",
+        ] {
+            assert!(offer(&state, link), "{link}");
+            assert_eq!(pending().as_deref(), Some(link));
+        }
     }
 }

@@ -3,8 +3,10 @@
 //! adapters like `commands.rs`; the rules live in latchkey-owner.
 
 use data_encoding::BASE64;
+use latchkey_owner::stays::StayTimes;
 use latchkey_owner::{InviteRequest, OwnerChange};
 use latchkey_proto::keys::PublicKey;
+use latchkey_proto::schedule::WeeklySchedule;
 use tauri::State;
 use zeroize::Zeroizing;
 
@@ -12,7 +14,7 @@ use crate::error::CommandError;
 use crate::state::AppState;
 use crate::views::{
     AuditView, GrantView, HeldInvitationView, InvitationView, OwnersDetail, ProposalResult,
-    ProposalView, RevokeResult,
+    ProposalView, RevokeResult, ShareView, StayView, StaysSyncResult,
 };
 
 /// A device's owners, threshold and waiting proposals (asks the nodes and the mailbox).
@@ -110,20 +112,33 @@ pub async fn grants(
         .await
 }
 
-/// Invites a guest: a grant for `actions` between `from_ms` and `until_ms`, as a link and QR;
-/// `pinned_args` are the exact argument strings the guest may send (none: no arguments).
+/// Invites a guest: one grant for `actions` at every door in `doors` between `from_ms` and
+/// `until_ms` (within the `weekly` windows in `tz`, when given), as a short link and QR;
+/// `pinned_args` are the exact argument strings the guest may send (none: no arguments);
+/// `from_grant` issues below a held invitation that allows it instead of as an owner.
 #[tauri::command]
 #[allow(clippy::too_many_arguments)]
 pub async fn invite(
     state: State<'_, AppState>,
-    device: String,
+    doors: Vec<String>,
     guest_name: String,
     from_ms: u64,
     until_ms: u64,
     actions: Vec<String>,
     use_limit: Option<u32>,
     pinned_args: Option<Vec<String>>,
+    weekly: Vec<String>,
+    tz: Option<String>,
+    may_delegate: bool,
+    from_grant: Option<String>,
 ) -> Result<InvitationView, CommandError> {
+    let schedule = if weekly.is_empty() {
+        None
+    } else {
+        let specs: Vec<&str> = weekly.iter().map(String::as_str).collect();
+        let tz = tz.as_deref().map(str::trim).unwrap_or_default();
+        Some(WeeklySchedule::parse_spec(&specs, tz).map_err(latchkey_owner::Error::from)?)
+    };
     let request = InviteRequest {
         guest_name,
         from_ms,
@@ -135,15 +150,20 @@ pub async fn invite(
             .into_iter()
             .map(String::into_bytes)
             .collect(),
+        may_delegate,
+        from_grant,
+        schedule,
         ..InviteRequest::default()
     };
     state
         .with_profile(move |p| async move {
-            let issued = p.invite(&device, &request).await?;
-            let png = latchkey_owner::invitation_qr_png(&issued.link)?;
+            let queries: Vec<&str> = doors.iter().map(String::as_str).collect();
+            let issued = p.invite_doors(&queries, &request).await?;
+            let share = share_view(issued.link.as_str())?;
             Ok(InvitationView {
-                link: issued.link.as_str().to_owned(),
-                qr: format!("data:image/png;base64,{}", BASE64.encode(&png)),
+                link: share.link,
+                qr: share.qr,
+                qr_version: issued.qr_version,
                 grant: GrantView::from(&issued.grant),
             })
         })
@@ -196,4 +216,91 @@ pub async fn audit(state: State<'_, AppState>, device: String) -> Result<AuditVi
     state
         .with_profile(move |p| async move { Ok(AuditView::from(&p.audit(&device, None).await?)) })
         .await
+}
+
+/// Stays from the booking calendar, as last synced (no network).
+#[tauri::command]
+pub async fn stays(state: State<'_, AppState>) -> Result<Vec<StayView>, CommandError> {
+    state
+        .with_profile(|p| async move { Ok(p.stays()?.iter().map(StayView::from).collect()) })
+        .await
+}
+
+/// Syncs a booking calendar to one invitation per stay for `doors`: the text of a file the
+/// person chose (`ics_text`, named by `source`, its file name), or the calendar at `source`
+/// (an `http(s)://` URL or a file path).
+#[tauri::command]
+pub async fn stays_sync(
+    state: State<'_, AppState>,
+    doors: Vec<String>,
+    ics_text: Option<String>,
+    source: String,
+    check_in: String,
+    check_out: String,
+    tz: Option<String>,
+) -> Result<StaysSyncResult, CommandError> {
+    let tz = tz.filter(|t| !t.trim().is_empty());
+    let times = StayTimes::parse(&check_in, &check_out, tz.as_deref().map(str::trim))?;
+    state
+        .with_profile(move |p| async move {
+            let doors: Vec<&str> = doors.iter().map(String::as_str).collect();
+            let report = match &ics_text {
+                Some(text) => p.sync_stays_text(&doors, &source, text, &times).await?,
+                None => p.sync_stays(&doors, &source, &times).await?,
+            };
+            Ok(StaysSyncResult::new(&report, &p.stays()?))
+        })
+        .await
+}
+
+/// A stay's links with their QR codes (one per door it opens), to hand the guest; the stay
+/// counts as sent from now on.
+#[tauri::command]
+pub async fn share_stay(
+    state: State<'_, AppState>,
+    source: String,
+    uid: String,
+) -> Result<Vec<ShareView>, CommandError> {
+    state
+        .with_profile(move |p| async move {
+            let stay = p
+                .stays()?
+                .into_iter()
+                .find(|s| s.source == source && s.uid == uid)
+                .ok_or_else(|| {
+                    latchkey_owner::Error::BadStay(format!(
+                        "no stay {uid} from {source}; import the calendar again"
+                    ))
+                })?;
+            let mut shares = Vec::new();
+            for link in &stay.links {
+                if let Some(text) = &link.link {
+                    let mut share = share_view(text)?;
+                    share.door = Some(link.device_name.clone());
+                    shares.push(share);
+                }
+            }
+            if shares.is_empty() {
+                return Err(latchkey_owner::Error::BadStay(format!(
+                    "the stay of {} has no link to share: it was revoked (cancelled in the \
+                     calendar)",
+                    stay.guest_name
+                )));
+            }
+            p.mark_stay_shared(&source, &uid)?;
+            Ok(shares)
+        })
+        .await
+}
+
+/// A link with its QR code as a data URL, for the UI to show and copy. The QR version stays
+/// 0 (unknown) until the owner core reports it with short links.
+fn share_view(link: &str) -> latchkey_owner::Result<ShareView> {
+    let png = latchkey_owner::invitation_qr_png(link)?;
+    Ok(ShareView {
+        door: None,
+        link: link.to_owned(),
+        qr: format!("data:image/png;base64,{}", BASE64.encode(&png)),
+        qr_version: latchkey_owner::qr_version(link)?,
+    })
 }

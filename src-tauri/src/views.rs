@@ -273,6 +273,8 @@ pub struct DemoView {
     /// The device's claim QR as a `data:image/png;base64,…` URL, for the panel to show.
     pub claim_qr: String,
     pub door: DoorView,
+    /// A sample booking calendar (an .ics file with stays around today), for the Stays screen.
+    pub sample_calendar: String,
 }
 
 /// What the simulated door's actuator has done.
@@ -286,6 +288,14 @@ pub struct DoorView {
     /// How long the simulated latch stays open after an unlock.
     #[ts(type = "number")]
     pub open_for_ms: u64,
+}
+
+/// A door named in a grant or an invitation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+pub struct DoorRef {
+    /// `lkdev1…`
+    pub id: String,
+    pub name: String,
 }
 
 /// A grant this profile issued to a guest.
@@ -310,6 +320,21 @@ pub struct GrantView {
     pub guest_key: String,
     /// The exact arguments the guest may send besides none (text; empty: none at all).
     pub arguments: Vec<String>,
+    /// Every door the grant opens (one grant may cover several).
+    pub doors: Vec<DoorRef>,
+    /// Weekly windows as `mon-fri 08:00-12:00`; empty: any time in the grant's span.
+    pub weekly: Vec<String>,
+    /// The IANA zone the weekly windows are in.
+    pub tz: Option<String>,
+    /// The guest may invite others below this grant (a property manager).
+    pub may_delegate: bool,
+    /// The held invitation this grant was issued from (delegation), by grant id.
+    pub from_grant: Option<String>,
+    /// `not_needed` (an old link, bound to no phone), `not_redeemed`, `redeemed` or
+    /// `redeemed_contested` (another phone tried the link after it was redeemed).
+    pub redemption: String,
+    #[ts(type = "number | null")]
+    pub redeemed_at_ms: Option<u64>,
 }
 
 impl From<&IssuedGrant> for GrantView {
@@ -331,6 +356,23 @@ impl From<&IssuedGrant> for GrantView {
                 .iter()
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect(),
+            doors: g
+                .doors
+                .iter()
+                .map(|(id, name)| DoorRef {
+                    id: id.to_string(),
+                    name: name.clone(),
+                })
+                .collect(),
+            weekly: g.grant.schedule().map(|s| s.to_specs()).unwrap_or_default(),
+            tz: g.grant.schedule().map(|s| s.tz_name().to_owned()),
+            may_delegate: body.delegation_depth > 0,
+            from_grant: g.parent.map(|p| p.to_string()),
+            redemption: g.redemption.as_str().replace('-', "_"),
+            redeemed_at_ms: match &g.redemption {
+                latchkey_owner::Redemption::Redeemed { at_ms, .. } => *at_ms,
+                _ => None,
+            },
         }
     }
 }
@@ -338,11 +380,186 @@ impl From<&IssuedGrant> for GrantView {
 /// An invitation just issued: the link to share and its QR code.
 #[derive(Debug, Clone, Serialize, TS)]
 pub struct InvitationView {
-    /// `latchkey://invite/…`: whoever holds it can open until it ends or is revoked.
+    /// `LATCHKEY://I/…` (short, bound to the first phone that redeems it) or the old
+    /// self-contained `latchkey://invite/…`.
     pub link: String,
     /// The link as a QR code, a `data:image/png;base64,…` URL.
     pub qr: String,
+    /// The QR code's version (1–40; 10 or less scans from a phone screen at arm's length).
+    pub qr_version: u8,
     pub grant: GrantView,
+}
+
+/// A link ready to share: the text and its QR code, large enough to scan.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct ShareView {
+    /// The door it opens, when a stay has one link per door.
+    pub door: Option<String>,
+    pub link: String,
+    /// A `data:image/png;base64,…` URL.
+    pub qr: String,
+    /// As in [`InvitationView`].
+    pub qr_version: u8,
+}
+
+/// One invitation of a stay (the link itself stays in the keychain until it is shared).
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct StayLinkView {
+    pub device_id: String,
+    pub door: String,
+    /// Hex grant id.
+    pub grant_id: String,
+    /// The link is kept and can be shared (not revoked).
+    pub shareable: bool,
+}
+
+impl From<&latchkey_owner::stays::StayLink> for StayLinkView {
+    fn from(l: &latchkey_owner::stays::StayLink) -> Self {
+        StayLinkView {
+            device_id: l.device.to_string(),
+            door: l.device_name.clone(),
+            grant_id: l.grant.to_string(),
+            shareable: l.link.is_some(),
+        }
+    }
+}
+
+/// One stay from the booking calendar, with its guest's invitation.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct StayView {
+    /// The calendar it came from (a URL, a path, or a chosen file's name); with `uid` it names
+    /// the stay.
+    pub source: String,
+    /// The calendar event's UID (stable across exports).
+    pub uid: String,
+    /// The name the invitation carries (from the event's summary, with the dates).
+    pub guest_name: String,
+    /// The event's summary as exported.
+    pub summary: String,
+    #[ts(type = "number")]
+    pub check_in_ms: u64,
+    #[ts(type = "number")]
+    pub check_out_ms: u64,
+    /// The zone the check-in and check-out times are in.
+    pub tz: String,
+    /// `upcoming`, `current` or `past`.
+    pub phase: String,
+    pub links: Vec<StayLinkView>,
+    /// `not_sent`, `sent`, `redeemed`, `opened` or `revoked` (the core's words, `_` for space).
+    pub guest_status: String,
+    /// When the link was shared or the guest first opened, for `sent` and `opened`.
+    #[ts(type = "number | null")]
+    pub status_at_ms: Option<u64>,
+}
+
+impl From<&latchkey_owner::stays::StayView> for StayView {
+    fn from(v: &latchkey_owner::stays::StayView) -> Self {
+        use latchkey_owner::stays::StayStatus;
+        let status_at_ms = match v.status {
+            StayStatus::Sent { at_ms } | StayStatus::Opened { at_ms } => Some(at_ms),
+            StayStatus::Redeemed { at_ms } => at_ms,
+            StayStatus::NotSent | StayStatus::Revoked => None,
+        };
+        StayView {
+            source: v.source.clone(),
+            uid: v.uid.clone(),
+            guest_name: v.guest_name.clone(),
+            summary: v.summary.clone(),
+            check_in_ms: v.from_ms,
+            check_out_ms: v.until_ms,
+            tz: v.tz.clone(),
+            phase: v.phase.as_str().to_owned(),
+            links: v.links.iter().map(StayLinkView::from).collect(),
+            guest_status: v.status.as_str().replace(' ', "_"),
+            status_at_ms,
+        }
+    }
+}
+
+/// What one calendar sync did to one event.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct StayChangeView {
+    /// `added`, `unchanged`, `reissued` (the dates changed), `revoked` (gone from the
+    /// calendar), `skipped-blocked` (a closed period, no stay) or `past` (over already).
+    pub change: String,
+    pub uid: String,
+    pub guest_name: String,
+    #[ts(type = "number")]
+    pub check_in_ms: u64,
+    #[ts(type = "number")]
+    pub check_out_ms: u64,
+}
+
+/// What a calendar sync did, and every stay after it.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct StaysSyncResult {
+    pub changes: Vec<StayChangeView>,
+    pub stays: Vec<StayView>,
+    /// Writes the registry nodes acknowledged (revocations, invitation blobs).
+    pub node_writes: u32,
+    #[ts(type = "number")]
+    pub elapsed_ms: u64,
+}
+
+impl StaysSyncResult {
+    pub fn new(
+        report: &latchkey_owner::stays::StaySyncReport,
+        stays: &[latchkey_owner::stays::StayView],
+    ) -> Self {
+        StaysSyncResult {
+            changes: report
+                .lines
+                .iter()
+                .map(|l| StayChangeView {
+                    change: l.change.as_str().to_owned(),
+                    uid: l.uid.clone(),
+                    guest_name: if l.change == latchkey_owner::stays::StayChange::SkippedBlocked {
+                        l.summary.clone()
+                    } else {
+                        l.guest_name.clone()
+                    },
+                    check_in_ms: l.from_ms,
+                    check_out_ms: l.until_ms,
+                })
+                .collect(),
+            stays: stays.iter().map(StayView::from).collect(),
+            node_writes: u32::try_from(report.node_writes).unwrap_or(u32::MAX),
+            elapsed_ms: report.elapsed_ms,
+        }
+    }
+}
+
+/// One thing a door reported about a guest (signed by the door, delivered to the owners).
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct ActivityView {
+    pub id: String,
+    pub device_id: String,
+    pub device_name: String,
+    /// The door's clock when it happened.
+    #[ts(type = "number")]
+    pub time_ms: u64,
+    pub guest_name: Option<String>,
+    pub grant_id: Option<String>,
+    /// `first_open`, `redeemed` or `refused`.
+    pub kind: String,
+    /// The whole event in plain words, as the owner core words it.
+    pub text: String,
+}
+
+impl From<&latchkey_owner::events::EventView> for ActivityView {
+    fn from(e: &latchkey_owner::events::EventView) -> Self {
+        ActivityView {
+            id: format!("{}:{}", e.device, e.seq),
+            device_id: e.device.clone(),
+            device_name: e.door.clone(),
+            // A door without a clock: when this app took the event in.
+            time_ms: e.time_ms.unwrap_or(e.received_ms),
+            guest_name: Some(e.guest_name.clone()),
+            grant_id: Some(e.grant.clone()),
+            kind: e.kind.clone(),
+            text: e.what.clone(),
+        }
+    }
 }
 
 /// An invitation this profile holds as a guest.
@@ -359,6 +576,10 @@ pub struct HeldInvitationView {
     pub not_after_ms: u64,
     pub status: String,
     pub already_held: bool,
+    /// Every door the invitation opens.
+    pub doors: Vec<DoorRef>,
+    /// The host let this guest invite others below it (a property manager).
+    pub may_delegate: bool,
     /// The last answer this app received from the device since it started.
     pub last: Option<OpenResult>,
 }
@@ -375,6 +596,15 @@ impl HeldInvitationView {
             not_after_ms: h.not_after_ms,
             status: h.status.as_str().to_owned(),
             already_held: h.already_held,
+            doors: h
+                .doors
+                .iter()
+                .map(|d| DoorRef {
+                    id: d.device.to_string(),
+                    name: d.name.clone(),
+                })
+                .collect(),
+            may_delegate: h.may_delegate,
             last,
         }
     }
@@ -649,6 +879,7 @@ mod tests {
             ClaimResult::decl(&cfg),
             DemoView::decl(&cfg),
             DoorView::decl(&cfg),
+            DoorRef::decl(&cfg),
             GrantView::decl(&cfg),
             InvitationView::decl(&cfg),
             HeldInvitationView::decl(&cfg),
@@ -659,6 +890,12 @@ mod tests {
             ProposalView::decl(&cfg),
             OwnersDetail::decl(&cfg),
             ProposalResult::decl(&cfg),
+            ShareView::decl(&cfg),
+            StayLinkView::decl(&cfg),
+            StayView::decl(&cfg),
+            StayChangeView::decl(&cfg),
+            StaysSyncResult::decl(&cfg),
+            ActivityView::decl(&cfg),
             crate::camera::CameraFrame::decl(&cfg),
             ClaimStageKind::decl(&cfg),
             ClaimProgress::decl(&cfg),

@@ -291,7 +291,8 @@ impl Session {
         v.as_str().map(str::to_owned)
     }
 
-    /// A DOM property, e.g. an input's or textarea's current `value`.
+    /// A DOM property, e.g. an input's or textarea's current `value` or an image's `width`
+    /// (numbers come back as their decimal text).
     pub async fn property(&self, el: &Element, name: &str) -> Option<String> {
         let v = self
             .send(
@@ -300,7 +301,9 @@ impl Session {
                 None,
             )
             .await;
-        v.as_str().map(str::to_owned)
+        v.as_str()
+            .map(str::to_owned)
+            .or_else(|| v.as_f64().map(|n| n.to_string()))
     }
 
     pub async fn set_window_size(&self, width: u32, height: u32) {

@@ -6,7 +6,8 @@ import { createMockBackend, tauriBackend } from './lib/backend';
 
 // `npm run dev` opened in a plain browser has no Rust side to call; the mock keeps the
 // screen usable for layout work there. Production builds always use the real backend.
-const backend = import.meta.env.DEV && !isTauri() ? createMockBackend() : tauriBackend;
+// It plays the demo (a door to claim, the sample calendar) with slow calls, so progress shows.
+const backend = import.meta.env.DEV && !isTauri() ? createMockBackend({ demo: true, slowMs: 700 }) : tauriBackend;
 
 const target = document.getElementById('app');
 if (!target) {

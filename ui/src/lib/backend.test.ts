@@ -98,25 +98,34 @@ describe('tauriBackend', () => {
       seen.push([cmd, args]);
       return { link: 'latchkey://invite/x', qr: '', grant: { arguments: ['{"entity_id":"lock.front"}'] } };
     });
-    const issued = await tauriBackend.invite('lkdev1x', {
+    const issued = await tauriBackend.invite({
+      doors: ['lkdev1x', 'lkdev1y'],
       guestName: 'Ana',
       fromMs: 1,
       untilMs: 2,
       actions: ['call'],
       useLimit: null,
       pinnedArgs: ['{"entity_id":"lock.front"}'],
+      weekly: ['mon-fri 08:00-12:00'],
+      tz: 'Europe/Amsterdam',
+      mayDelegate: true,
+      fromGrant: null,
     });
     expect(seen).toEqual([
       [
         'invite',
         {
-          device: 'lkdev1x',
+          doors: ['lkdev1x', 'lkdev1y'],
           guestName: 'Ana',
           fromMs: 1,
           untilMs: 2,
           actions: ['call'],
           useLimit: null,
           pinnedArgs: ['{"entity_id":"lock.front"}'],
+          weekly: ['mon-fri 08:00-12:00'],
+          tz: 'Europe/Amsterdam',
+          mayDelegate: true,
+          fromGrant: null,
         },
       ],
     ]);
@@ -136,10 +145,21 @@ describe('tauriBackend', () => {
 describe('invitation links in the mock', () => {
   it('issues a grant that lists exactly the arguments pinned, or none', async () => {
     const backend = createMockBackend({ withIdentity: true });
-    const request = { guestName: 'Ana', fromMs: 1, untilMs: 2, actions: ['call'], useLimit: null };
-    const bare = await backend.invite('lkdev1x', { ...request, pinnedArgs: [] });
+    const request = {
+      doors: ['lkdev1x'],
+      guestName: 'Ana',
+      fromMs: 1,
+      untilMs: 2,
+      actions: ['call'],
+      useLimit: null,
+      weekly: [],
+      tz: null,
+      mayDelegate: false,
+      fromGrant: null,
+    };
+    const bare = await backend.invite({ ...request, pinnedArgs: [] });
     expect(bare.grant.arguments).toEqual([]);
-    const pinned = await backend.invite('lkdev1x', {
+    const pinned = await backend.invite({
       ...request,
       pinnedArgs: ['{"entity_id":"lock.front"}', '--hold-open', '--hold-open'],
     });
@@ -217,5 +237,39 @@ describe('fork alarms in the mock', () => {
     expect(door.alarm?.what_to_do).toContain('fresh keys');
     const switched = mockForkAlarm('switched', 0);
     expect(switched.meaning).toContain('still an owner');
+  });
+});
+
+describe('tauriBackend for the host', () => {
+  beforeEach(() => vi.stubGlobal('window', globalThis));
+  afterEach(() => {
+    clearMocks();
+    vi.unstubAllGlobals();
+  });
+
+  it('sends a calendar file as text, a share by uid and reads the activity feed', async () => {
+    const seen: Array<[string, unknown]> = [];
+    mockIPC((cmd, args) => {
+      seen.push([cmd, args]);
+      return cmd === 'stays_sync' ? { changes: [], stays: [] } : cmd === 'activity' ? [] : { link: 'L', qr: '', qr_version: 3 };
+    });
+    await tauriBackend.staysSync({
+      doors: ['lkdev1a'],
+      icsText: 'BEGIN:VCALENDAR',
+      source: 'listing.ics',
+      checkIn: '15:00',
+      checkOut: '11:00',
+      tz: 'Europe/Amsterdam',
+    });
+    await tauriBackend.shareStay('listing.ics', 'uid-1');
+    await tauriBackend.activity();
+    expect(seen).toEqual([
+      [
+        'stays_sync',
+        { doors: ['lkdev1a'], icsText: 'BEGIN:VCALENDAR', source: 'listing.ics', checkIn: '15:00', checkOut: '11:00', tz: 'Europe/Amsterdam' },
+      ],
+      ['share_stay', { source: 'listing.ics', uid: 'uid-1' }],
+      ['activity', {}],
+    ]);
   });
 });

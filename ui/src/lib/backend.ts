@@ -4,6 +4,7 @@ import { invoke, type InvokeArgs } from '@tauri-apps/api/core';
 import { listen } from '@tauri-apps/api/event';
 
 import type {
+  ActivityView,
   AppInfo,
   AuditView,
   CameraFrame,
@@ -23,10 +24,21 @@ import type {
   ProposalView,
   RecoveryWords,
   RevokeResult,
+  ShareView,
+  StayChangeView,
   Status,
+  StaysSyncResult,
+  StayView,
 } from './bindings';
 
 export type {
+  ActivityView,
+  DoorRef,
+  StayLinkView,
+  ShareView,
+  StayChangeView,
+  StaysSyncResult,
+  StayView,
   AppInfo,
   CameraFrame,
   ClaimProgress,
@@ -86,9 +98,20 @@ export interface Backend {
   /** Accepts a change that adds this profile's key (a transfer to it, or joining owners). */
   acceptProposal(id: string): Promise<ProposalResult>;
   grants(device: string | null): Promise<GrantView[]>;
-  invite(device: string, request: InviteRequest): Promise<InvitationView>;
+  /** One grant for every door in `request.doors`, as a short link and its QR code. */
+  invite(request: InviteRequest): Promise<InvitationView>;
+  /** Stays from the booking calendar, as last synced (no network). */
+  stays(): Promise<StayView[]>;
+  /** Reads the calendar and issues, keeps, re-issues or revokes one invitation per stay. */
+  staysSync(request: StaysSyncRequest): Promise<StaysSyncResult>;
+  /** A stay's links (one per door) with their QR codes, to hand the guest; the stay counts as sent. */
+  shareStay(source: string, uid: string): Promise<ShareView[]>;
+  /** What the doors reported about guests, newest first (as fetched so far). */
+  activity(): Promise<ActivityView[]>;
+  /** Calls `onNew` whenever the app fetched new door events; resolves to a function that stops it. */
+  onActivity(onNew: () => void): Promise<() => void>;
   revoke(grantId: string): Promise<RevokeResult>;
-  /** Guest side: keep the invitation from a `latchkey://invite/…` link. */
+  /** Guest side: keep the invitation from a link (`LATCHKEY://I/…` or `latchkey://invite/…`). */
   acceptInvitation(link: string): Promise<HeldInvitationView>;
   invitations(): Promise<HeldInvitationView[]>;
   audit(device: string): Promise<AuditView>;
@@ -112,6 +135,8 @@ export interface CameraHandlers {
 }
 
 export interface InviteRequest {
+  /** Device ids; one grant covers them all (at least one). */
+  doors: string[];
   guestName: string;
   fromMs: number;
   untilMs: number;
@@ -119,6 +144,27 @@ export interface InviteRequest {
   useLimit: number | null;
   /** Exact argument strings the guest may send; empty: the guest sends none. */
   pinnedArgs: string[];
+  /** Weekly windows as the core parses them (`mon-fri 08:00-12:00`); empty: any time. */
+  weekly: string[];
+  /** The IANA zone of `weekly` (ignored when it is empty). */
+  tz: string | null;
+  /** The guest may invite others below this grant (depth 1). */
+  mayDelegate: boolean;
+  /** Issue below this held invitation (grant id) instead of as an owner. */
+  fromGrant: string | null;
+}
+
+/** A calendar sync: the text of a chosen .ics file (`source` is its name), or none and `source`
+ * is the calendar's URL (or a local path). */
+export interface StaysSyncRequest {
+  doors: string[];
+  icsText: string | null;
+  source: string;
+  /** `15:00` */
+  checkIn: string;
+  /** `11:00` */
+  checkOut: string;
+  tz: string;
 }
 
 export interface OwnerChangeRequest {
@@ -195,16 +241,33 @@ export const tauriBackend: Backend = {
   proposals: () => call<ProposalView[]>('proposals'),
   acceptProposal: (id) => call<ProposalResult>('accept_proposal', { id }),
   grants: (device) => call<GrantView[]>('grants', { device }),
-  invite: (device, r) =>
+  invite: (r) =>
     call<InvitationView>('invite', {
-      device,
+      doors: r.doors,
       guestName: r.guestName,
       fromMs: r.fromMs,
       untilMs: r.untilMs,
       actions: r.actions,
       useLimit: r.useLimit,
       pinnedArgs: r.pinnedArgs,
+      weekly: r.weekly,
+      tz: r.tz,
+      mayDelegate: r.mayDelegate,
+      fromGrant: r.fromGrant,
     }),
+  stays: () => call<StayView[]>('stays'),
+  staysSync: (r) =>
+    call<StaysSyncResult>('stays_sync', {
+      doors: r.doors,
+      icsText: r.icsText,
+      source: r.source,
+      checkIn: r.checkIn,
+      checkOut: r.checkOut,
+      tz: r.tz,
+    }),
+  shareStay: (source, uid) => call<ShareView[]>('share_stay', { source, uid }),
+  activity: () => call<ActivityView[]>('activity'),
+  onActivity: (onNew) => listen('activity', () => onNew()),
   revoke: (grantId) => call<RevokeResult>('revoke', { grantId }),
   acceptInvitation: (link) => call<HeldInvitationView>('accept_invitation', { link }),
   invitations: () => call<HeldInvitationView[]>('invitations'),
@@ -238,6 +301,10 @@ export interface MockOptions {
   forkAlarm?: ForkAlarmView['kind'];
   /** Start with a neighbour's proposal to hand their back door to this profile. */
   offer?: boolean;
+  /** Invitations accepted here let this profile invite others below them (a manager). */
+  mayDelegate?: boolean;
+  /** Slow calls (calendar sync, invite, share) take this long, so progress can be seen. */
+  slowMs?: number;
 }
 
 /** A fork alarm as the owner core words it (crates/latchkey-owner/src/fork.rs), for the mock. */
@@ -269,6 +336,67 @@ export function mockForkAlarm(kind: ForkAlarmView['kind'], nowMs: number): ForkA
 export interface MockBackend extends Backend {
   /** Names of the calls made so far, in order. */
   readonly calls: string[];
+  /** As if a door reported something about a guest: the feed gains it and listeners hear. */
+  simulateEvent(kind: 'first_open' | 'redeemed' | 'refused', guestName: string): void;
+}
+
+/** The sample calendar the demo offers (src-tauri/demo/stays.ics, dates around today). */
+export const MOCK_SAMPLE_CALENDAR = '/tmp/latchkey-demo/sample-stays.ics';
+
+/**
+ * The stays in an iCalendar text, roughly: the mock's stand-in for the owner core's parser
+ * (all-day VEVENTs; blocked dates, "… Not available", are no stays). It checks only enough
+ * to show the flows.
+ */
+export function mockParseStays(ics: string): Array<{ uid: string; summary: string; start: string; end: string }> {
+  const lines = ics.replace(/\r\n[ \t]/g, '').split(/\r?\n/);
+  if (!lines.some((l) => l.trim() === 'BEGIN:VCALENDAR')) {
+    throw new BackendError('bad_calendar', 'line 1: this is not an iCalendar file (no BEGIN:VCALENDAR)');
+  }
+  const stays: Array<{ uid: string; summary: string; start: string; end: string }> = [];
+  let current: Record<string, string> | null = null;
+  lines.forEach((line, i) => {
+    if (line === 'BEGIN:VEVENT') {
+      current = {};
+    } else if (line === 'END:VEVENT' && current) {
+      const e: Record<string, string> = current;
+      current = null;
+      if (!e.DTSTART || !e.DTEND || !e.UID) {
+        throw new BackendError('bad_calendar', `line ${i + 1}: an event without UID, DTSTART or DTEND`);
+      }
+      if (!/not available|blocked/i.test(e.SUMMARY ?? '')) {
+        stays.push({ uid: e.UID, summary: e.SUMMARY ?? 'Guest', start: e.DTSTART, end: e.DTEND });
+      }
+    } else if (current) {
+      const m = /^([A-Z-]+)(;[^:]*)?:(.*)$/.exec(line);
+      if (m) current[m[1]] = m[3];
+    }
+  });
+  return stays;
+}
+
+function mockDateMs(yyyymmdd: string, hhmm: string): number {
+  const [h, m] = hhmm.split(':').map(Number);
+  return new Date(+yyyymmdd.slice(0, 4), +yyyymmdd.slice(4, 6) - 1, +yyyymmdd.slice(6, 8), h, m).getTime();
+}
+
+/** An .ics with three stays (past, now, to come) and a blocked week, dated around `nowMs`. */
+export function mockSampleCalendar(nowMs: number): string {
+  const day = (offset: number) => {
+    const d = new Date(nowMs + offset * 86_400_000);
+    return `${d.getFullYear()}${String(d.getMonth() + 1).padStart(2, '0')}${String(d.getDate()).padStart(2, '0')}`;
+  };
+  const event = (uid: string, summary: string, from: number, to: number) =>
+    `BEGIN:VEVENT\nDTSTART;VALUE=DATE:${day(from)}\nDTEND;VALUE=DATE:${day(to)}\nUID:${uid}\nSUMMARY:${summary}\nEND:VEVENT`;
+  return [
+    'BEGIN:VCALENDAR',
+    'VERSION:2.0',
+    event('past@mock', 'Grace Hopper', -9, -6),
+    event('now@mock', 'Ada Lovelace', -1, 3),
+    event('next@mock', 'Alan Turing', 5, 9),
+    event('blocked@mock', 'Airbnb (Not available)', 12, 19),
+    'END:VCALENDAR',
+  ].join('\n');
 }
 
 export const MOCK_APP_INFO: AppInfo = { name: 'Latchkey', version: '0.0.0-mock', protocol_version: 1 };
@@ -299,6 +427,9 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
   let issued: GrantView[] = [];
   let held: HeldInvitationView[] = [];
   let lastUnlock: number | null = null;
+  let stays: StayView[] = [];
+  let activity: ActivityView[] = [];
+  const activityListeners = new Set<() => void>();
   const confirm = [3, 11, 20];
   let inviteLink = options.inviteLink ?? null;
   let offers: ProposalView[] = options.offer
@@ -330,6 +461,17 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
     }
     return structuredClone(value());
   };
+  // A call that takes a while on a real profile (nodes to write to), so progress shows.
+  const slow = async <T>(name: string, value: () => T): Promise<T> => {
+    if (options.slowMs) {
+      await new Promise((resolve) => setTimeout(resolve, options.slowMs));
+    }
+    return answer(name, value);
+  };
+  const doorRef = (id: string) => ({ id, name: devices.find((d) => d.id === id)?.name ?? 'Front door' });
+  const shareOf = (link: string, door: string | null = null): ShareView => ({ door, link, qr: MOCK_PNG, qr_version: 5 });
+  // The links of the mock's stays, by grant id: kept apart like the core keeps them in the keychain.
+  const stayLinks = new Map<string, string>();
   const progressListeners = new Set<(progress: ClaimProgress) => void>();
   const claim = (): ClaimResult => {
     for (const stage of ['checking_keys', 'publishing', 'waiting_for_quorum', 'telling_device'] as const) {
@@ -456,6 +598,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
               device_short_id: 'MOCK-D00R',
               claim_qr: MOCK_PNG,
               door: { unlocks, last_unlock_ms: lastUnlock, open_for_ms: 5000 },
+              sample_calendar: MOCK_SAMPLE_CALENDAR,
             }
           : null,
       ),
@@ -503,12 +646,23 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         return { proposal, applied: true, door: 'the door will learn at its next check' };
       }),
     grants: () => answer('grants', () => issued),
-    invite: (device, r) =>
-      answer('invite', () => {
+    invite: (r) =>
+      slow('invite', () => {
+        if (r.doors.length === 0) {
+          throw new BackendError('no_doors', 'choose at least one door');
+        }
+        if (r.fromGrant !== null && !held.some((h) => h.id === r.fromGrant && h.may_delegate)) {
+          throw new BackendError('not_delegable', 'that invitation does not let you invite others');
+        }
+        const bad = r.weekly.find((w) => !/^[a-z,-]+ \d\d:\d\d-\d\d:\d\d$/.test(w));
+        if (bad !== undefined) {
+          throw new BackendError('bad_schedule', `"${bad}" is not a weekly window like "mon-fri 08:00-12:00"`);
+        }
+        const doors = r.doors.map(doorRef);
         const grant: GrantView = {
           id: `${issued.length + 1}`.padStart(64, '0'),
-          device_id: device,
-          device_name: 'Front door',
+          device_id: doors[0].id,
+          device_name: doors[0].name,
           guest_name: r.guestName,
           actions: r.actions,
           not_before_ms: r.fromMs,
@@ -518,10 +672,127 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
           status: 'active',
           guest_key: 'lkpk1mockguestkey',
           arguments: [...new Set(r.pinnedArgs)].sort(),
+          doors,
+          weekly: r.weekly,
+          tz: r.weekly.length > 0 ? r.tz : null,
+          may_delegate: r.mayDelegate,
+          from_grant: r.fromGrant,
+          redemption: 'not_redeemed',
+          redeemed_at_ms: null,
         };
         issued = [...issued, grant];
-        return { link: `latchkey://invite/mock${issued.length}`, qr: MOCK_PNG, grant };
+        return { ...shareOf(`LATCHKEY://I/MOCK${issued.length}`), grant };
       }),
+    stays: () => answer('stays', () => stays),
+    staysSync: (r) =>
+      slow('staysSync', () => {
+        let text: string;
+        if (r.icsText !== null) {
+          text = r.icsText;
+        } else if (r.source === MOCK_SAMPLE_CALENDAR) {
+          text = mockSampleCalendar(Date.now());
+        } else {
+          throw new BackendError('calendar_source', `cannot read the calendar at ${r.source}: the mock reads no network`);
+        }
+        const found = mockParseStays(text);
+        if (r.doors.length === 0) {
+          throw new BackendError('bad_stay', 'name at least one door');
+        }
+        const now = Date.now();
+        const changes: StayChangeView[] = [];
+        const mine = stays.filter((s) => s.source === r.source);
+        const next: StayView[] = found.flatMap((f) => {
+          const checkIn = mockDateMs(f.start, r.checkIn);
+          const checkOut = mockDateMs(f.end, r.checkOut);
+          const before = mine.find((s) => s.uid === f.uid && s.guest_status !== 'revoked');
+          const same = before && before.check_in_ms === checkIn && before.check_out_ms === checkOut;
+          const change = checkOut <= now ? 'past' : !before ? 'added' : same ? 'unchanged' : 'reissued';
+          changes.push({ change, uid: f.uid, guest_name: f.summary, check_in_ms: checkIn, check_out_ms: checkOut });
+          // A stay over before it was ever imported is left out; one imported before stays as it was.
+          if (change === 'past') return before ? [before] : [];
+          if (same && before) return [before];
+          const links = r.doors.map((d, i) => {
+            const grant = `${stayLinks.size + i + 1}`.padStart(64, 'f');
+            stayLinks.set(grant, `LATCHKEY://I/MOCKSTAY${stayLinks.size + i + 1}`);
+            return { device_id: d, door: doorRef(d).name, grant_id: grant, shareable: true };
+          });
+          const stay: StayView = {
+            source: r.source,
+            uid: f.uid,
+            guest_name: f.summary,
+            summary: f.summary,
+            check_in_ms: checkIn,
+            check_out_ms: checkOut,
+            tz: r.tz,
+            phase: checkOut <= now ? 'past' : checkIn <= now ? 'current' : 'upcoming',
+            links,
+            guest_status: 'not_sent',
+            status_at_ms: null,
+          };
+          return [stay];
+        });
+        const gone: StayView[] = mine
+          .filter((s) => !found.some((f) => f.uid === s.uid))
+          .map((s) => {
+            if (s.guest_status !== 'revoked') {
+              changes.push({
+                change: 'revoked',
+                uid: s.uid,
+                guest_name: s.guest_name,
+                check_in_ms: s.check_in_ms,
+                check_out_ms: s.check_out_ms,
+              });
+            }
+            return { ...s, guest_status: 'revoked', links: s.links.map((l) => ({ ...l, shareable: false })) };
+          });
+        stays = [...stays.filter((s) => s.source !== r.source), ...next, ...gone].sort((a, b) => a.check_in_ms - b.check_in_ms);
+        return { changes, stays, node_writes: changes.filter((c) => c.change !== 'unchanged').length * nodes.length, elapsed_ms: 42 };
+      }),
+    shareStay: (source, uid) =>
+      slow('shareStay', () => {
+        const stay = stays.find((s) => s.source === source && s.uid === uid);
+        const shares = (stay?.links ?? []).filter((l) => l.shareable).map((l) => shareOf(stayLinks.get(l.grant_id) ?? '', l.door));
+        if (!stay || shares.length === 0) {
+          throw new BackendError('bad_stay', 'that stay has no link to share: it was revoked (cancelled in the calendar)');
+        }
+        if (stay.guest_status === 'not_sent') {
+          stay.guest_status = 'sent';
+          stay.status_at_ms = Date.now();
+        }
+        return shares;
+      }),
+    activity: () => answer('activity', () => activity),
+    onActivity: async (onNew) => {
+      activityListeners.add(onNew);
+      return () => activityListeners.delete(onNew);
+    },
+    simulateEvent: (kind, guestName) => {
+      const time = Date.now();
+      const stay = stays.find((s) => s.guest_name === guestName);
+      if (stay && kind === 'first_open' && stay.guest_status !== 'opened') {
+        stay.guest_status = 'opened';
+        stay.status_at_ms = time;
+      }
+      const words = {
+        first_open: `${guestName} used the invitation for the first time (unlock)`,
+        redeemed: `${guestName} redeemed the invitation on their phone`,
+        refused: `${guestName} was refused (unlock): outside the invitation's weekly hours`,
+      }[kind];
+      activity = [
+        {
+          id: `${activity.length + 1}`,
+          device_id: MOCK_DEVICE,
+          device_name: 'Front door',
+          time_ms: time,
+          guest_name: guestName,
+          grant_id: stay?.links[0]?.grant_id ?? null,
+          kind,
+          text: words,
+        },
+        ...activity,
+      ];
+      activityListeners.forEach((tell) => tell());
+    },
     revoke: (grantId) =>
       answer('revoke', () => {
         issued = issued.map((g) => (g.id === grantId ? { ...g, status: 'revoked' } : g));
@@ -536,7 +807,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       }),
     acceptInvitation: (link) =>
       answer('acceptInvitation', () => {
-        if (!link.startsWith('latchkey://invite/')) {
+        if (!/^latchkey:\/\/(invite|i)\//i.test(link)) {
           throw new BackendError('bad_invite', 'this is not a Latchkey invitation link');
         }
         const invitation: HeldInvitationView = {
@@ -549,6 +820,8 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
           not_after_ms: Date.now() + 86_400_000,
           status: 'active',
           already_held: false,
+          doors: [{ id: MOCK_DEVICE, name: 'Front door' }],
+          may_delegate: options.mayDelegate ?? false,
           last: null,
         };
         held = [invitation];

@@ -159,7 +159,11 @@ export type DemoView = { nodes: Array<string>, device_name: string, device_short
 /**
  * The device's claim QR as a `data:image/png;base64,…` URL, for the panel to show.
  */
-claim_qr: string, door: DoorView, };
+claim_qr: string, door: DoorView, 
+/**
+ * A sample booking calendar (an .ics file with stays around today), for the Stays screen.
+ */
+sample_calendar: string, };
 
 export type DoorView = { 
 /**
@@ -174,6 +178,12 @@ last_unlock_ms: number | null,
  * How long the simulated latch stays open after an unlock.
  */
 open_for_ms: number, };
+
+export type DoorRef = { 
+/**
+ * `lkdev1…`
+ */
+id: string, name: string, };
 
 export type GrantView = { 
 /**
@@ -191,19 +201,58 @@ guest_key: string,
 /**
  * The exact arguments the guest may send besides none (text; empty: none at all).
  */
-arguments: Array<string>, };
+arguments: Array<string>, 
+/**
+ * Every door the grant opens (one grant may cover several).
+ */
+doors: Array<DoorRef>, 
+/**
+ * Weekly windows as `mon-fri 08:00-12:00`; empty: any time in the grant's span.
+ */
+weekly: Array<string>, 
+/**
+ * The IANA zone the weekly windows are in.
+ */
+tz: string | null, 
+/**
+ * The guest may invite others below this grant (a property manager).
+ */
+may_delegate: boolean, 
+/**
+ * The held invitation this grant was issued from (delegation), by grant id.
+ */
+from_grant: string | null, 
+/**
+ * `not_needed` (an old link, bound to no phone), `not_redeemed`, `redeemed` or
+ * `redeemed_contested` (another phone tried the link after it was redeemed).
+ */
+redemption: string, redeemed_at_ms: number | null, };
 
 export type InvitationView = { 
 /**
- * `latchkey://invite/…`: whoever holds it can open until it ends or is revoked.
+ * `LATCHKEY://I/…` (short, bound to the first phone that redeems it) or the old
+ * self-contained `latchkey://invite/…`.
  */
 link: string, 
 /**
  * The link as a QR code, a `data:image/png;base64,…` URL.
  */
-qr: string, grant: GrantView, };
+qr: string, 
+/**
+ * The QR code's version (1–40; 10 or less scans from a phone screen at arm's length);
+ * 0 while the owner core does not report it (before short links).
+ */
+qr_version: number, grant: GrantView, };
 
 export type HeldInvitationView = { id: string, device_id: string, device_name: string, guest_name: string, actions: Array<string>, not_before_ms: number, not_after_ms: number, status: string, already_held: boolean, 
+/**
+ * Every door the invitation opens.
+ */
+doors: Array<DoorRef>, 
+/**
+ * The host let this guest invite others below it (a property manager).
+ */
+may_delegate: boolean, 
 /**
  * The last answer this app received from the device since it started.
  */
@@ -303,6 +352,92 @@ applied: boolean,
  * Once applied: whether the door itself already knows, in words.
  */
 door: string | null, };
+
+export type ShareView = { 
+/**
+ * The door it opens, when a stay has one link per door.
+ */
+door: string | null, link: string, 
+/**
+ * A `data:image/png;base64,…` URL.
+ */
+qr: string, 
+/**
+ * As in [`InvitationView`]: 0 while the owner core does not report it.
+ */
+qr_version: number, };
+
+export type StayLinkView = { device_id: string, door: string, 
+/**
+ * Hex grant id.
+ */
+grant_id: string, 
+/**
+ * The link is kept and can be shared (not revoked).
+ */
+shareable: boolean, };
+
+export type StayView = { 
+/**
+ * The calendar it came from (a URL, a path, or a chosen file's name); with `uid` it names
+ * the stay.
+ */
+source: string, 
+/**
+ * The calendar event's UID (stable across exports).
+ */
+uid: string, 
+/**
+ * The name the invitation carries (from the event's summary, with the dates).
+ */
+guest_name: string, 
+/**
+ * The event's summary as exported.
+ */
+summary: string, check_in_ms: number, check_out_ms: number, 
+/**
+ * The zone the check-in and check-out times are in.
+ */
+tz: string, 
+/**
+ * `upcoming`, `current` or `past`.
+ */
+phase: string, links: Array<StayLinkView>, 
+/**
+ * `not_sent`, `sent`, `redeemed`, `opened` or `revoked` (the core's words, `_` for space).
+ */
+guest_status: string, 
+/**
+ * When the link was shared or the guest first opened, for `sent` and `opened`.
+ */
+status_at_ms: number | null, };
+
+export type StayChangeView = { 
+/**
+ * `added`, `unchanged`, `reissued` (the dates changed), `revoked` (gone from the
+ * calendar), `skipped-blocked` (a closed period, no stay) or `past` (over already).
+ */
+change: string, uid: string, guest_name: string, check_in_ms: number, check_out_ms: number, };
+
+export type StaysSyncResult = { changes: Array<StayChangeView>, stays: Array<StayView>, 
+/**
+ * Writes the registry nodes acknowledged (revocations, invitation blobs).
+ */
+node_writes: number, elapsed_ms: number, };
+
+export type ActivityView = { id: string, device_id: string, device_name: string, 
+/**
+ * The door's clock when it happened.
+ */
+time_ms: number, guest_name: string | null, grant_id: string | null, 
+/**
+ * `first_open`, `redeemed` or `refused`.
+ */
+kind: string, 
+/**
+ * The whole event in plain words, as the owner core words it.
+ */
+text: string, };
 
 export type CameraFrame = { jpeg_base64: string, width: number, height: number, };
 

@@ -26,6 +26,14 @@ import {
   shortKey,
   toLocalInput,
   windowText,
+  activityTime,
+  guestStatusText,
+  isInviteLink,
+  redemptionText,
+  stayChangeText,
+  syncSummary,
+  weeklySpec,
+  weeklyText,
 } from './format';
 
 const result: OpenResult = {
@@ -337,5 +345,63 @@ describe('owner changes', () => {
     expect(proposerText(base)).toBe('Proposed by you');
     expect(proposerText({ ...base, proposed_by_me: false })).toBe('Proposed by lkpk1aaaa…1111');
     expect(proposerText({ ...base, proposed_by_me: false, proposed_by: null })).toBe('Proposed by an owner');
+  });
+});
+
+describe('weeklySpec', () => {
+  const days = (...on: number[]) => Array.from({ length: 7 }, (_, i) => on.includes(i));
+
+  it('writes the core syntax: ranges for three or more days, comma lists otherwise', () => {
+    expect(weeklySpec(days(0, 1, 2, 3, 4), '08:00', '12:00')).toBe('mon-fri 08:00-12:00');
+    expect(weeklySpec(days(5, 6), '10:00', '11:00')).toBe('sat,sun 10:00-11:00');
+    expect(weeklySpec(days(2), '09:00', '13:00')).toBe('wed 09:00-13:00');
+    expect(weeklySpec(days(0, 1, 2, 4), '08:00', '12:00')).toBe('mon-wed,fri 08:00-12:00');
+    expect(weeklySpec(days(0, 1, 2, 3, 4, 5, 6), '00:00', '23:59')).toBe('mon-sun 00:00-23:59');
+  });
+
+  it('gives nothing without a day or a time', () => {
+    expect(weeklySpec(days(), '08:00', '12:00')).toBeNull();
+    expect(weeklySpec(days(1), '', '12:00')).toBeNull();
+  });
+});
+
+describe('links and stays in words', () => {
+  it('accepts short links in any case and the old long ones', () => {
+    expect(isInviteLink('LATCHKEY://I/AEBAGBAF')).toBe(true);
+    expect(isInviteLink('latchkey://i/aebagbaf')).toBe(true);
+    expect(isInviteLink(' latchkey://invite/abc ')).toBe(true);
+    expect(isInviteLink('latchkey://claim/abc')).toBe(false);
+    expect(isInviteLink('https://example.com/i/abc')).toBe(false);
+  });
+
+  it("words the guest's status", () => {
+    const base = { status_at_ms: null };
+    expect(guestStatusText({ ...base, guest_status: 'not_sent' })).toBe('Link not sent');
+    expect(guestStatusText({ ...base, guest_status: 'sent' })).toBe('Link sent, not opened yet');
+    expect(guestStatusText({ ...base, guest_status: 'revoked' })).toBe('Revoked');
+    expect(guestStatusText({ guest_status: 'opened', status_at_ms: Date.UTC(2026, 11, 4, 15) })).toMatch(/^Opened at /);
+    expect(guestStatusText({ ...base, guest_status: 'redeemed' })).toBe('Redeemed');
+  });
+
+  it("sums up a sync's changes", () => {
+    expect(
+      syncSummary([{ change: 'added' }, { change: 'added' }, { change: 'unchanged' }, { change: 'revoked' }, { change: 'skipped-blocked' }]),
+    ).toBe('2 added, 1 revoked, 1 unchanged, 1 closed periods skipped.');
+    expect(syncSummary([])).toBe('The calendar holds no stays.');
+    expect(stayChangeText('reissued')).toContain('new invitation');
+  });
+
+  it('words weekly windows and redemption', () => {
+    expect(weeklyText([], null)).toBeNull();
+    expect(weeklyText(['mon-fri 08:00-12:00'], 'Europe/Amsterdam')).toBe('Only mon-fri 08:00-12:00 (Europe/Amsterdam)');
+    expect(redemptionText('not_needed', null)).toBeNull();
+    expect(redemptionText('redeemed_contested', null)).toContain('another phone tried the link');
+    expect(redemptionText('not_redeemed', null)).toBe('Link not redeemed yet');
+    expect(redemptionText('redeemed', null)).toBe("Redeemed by the guest's phone");
+  });
+
+  it('dates activity relative to now while recent', () => {
+    expect(activityTime(10_000_000, 10_000_500)).toBe('just now');
+    expect(activityTime(10_000_000, 10_000_000 + 5 * 60_000)).toBe('5 min ago');
   });
 });

@@ -300,3 +300,138 @@ export function alarmSince(alarm: Pick<ForkAlarmView, 'first_seen_ms'>, nowMs: n
   }
   return `First seen ${Math.floor(age / DAY)} days ago`;
 }
+
+/** Day names as the core's `--weekly` syntax spells them, Monday first. */
+export const WEEKDAYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'] as const;
+
+/**
+ * One weekly window in the core's syntax (`WeeklySchedule::parse_spec`): the ticked days as
+ * ranges where three or more follow each other (`mon-fri`), else a comma list (`sat,sun`),
+ * then `HH:MM-HH:MM`. Null when no day is ticked or a time is missing.
+ */
+export function weeklySpec(days: readonly boolean[], from: string, to: string): string | null {
+  const runs: string[] = [];
+  let i = 0;
+  while (i < 7) {
+    if (!days[i]) {
+      i += 1;
+      continue;
+    }
+    let j = i;
+    while (j + 1 < 7 && days[j + 1]) j += 1;
+    if (j - i >= 2) {
+      runs.push(`${WEEKDAYS[i]}-${WEEKDAYS[j]}`);
+    } else {
+      for (let k = i; k <= j; k += 1) runs.push(WEEKDAYS[k]);
+    }
+    i = j + 1;
+  }
+  if (runs.length === 0 || !/^\d\d:\d\d$/.test(from) || !/^\d\d:\d\d$/.test(to)) {
+    return null;
+  }
+  return `${runs.join(',')} ${from}-${to}`;
+}
+
+/** The viewer's IANA time zone (`Europe/Amsterdam`), the default for schedules and stays. */
+export function localZone(): string {
+  return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+}
+
+/** A grant's weekly windows in words, or null when it is valid at any time of its span. */
+export function weeklyText(weekly: string[], tz: string | null): string | null {
+  if (weekly.length === 0) return null;
+  return `Only ${weekly.join('; ')}${tz ? ` (${tz})` : ''}`;
+}
+
+/** Whether a grant's link is bound to a phone yet, as the owner core read the doors' logs. */
+export function redemptionText(redemption: string, redeemedAtMs: number | null): string | null {
+  const redeemed =
+    redeemedAtMs === null
+      ? "Redeemed by the guest's phone"
+      : `Redeemed ${new Date(redeemedAtMs).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' })}`;
+  switch (redemption) {
+    case 'not_redeemed':
+      return 'Link not redeemed yet';
+    case 'redeemed':
+      return redeemed;
+    case 'redeemed_contested':
+      return `${redeemed}; another phone tried the link too. If your guest says it does not work, revoke it and send a new one.`;
+    default:
+      return null;
+  }
+}
+
+/** A short link (`LATCHKEY://I/…`): it binds to the first phone that redeems it. */
+export function isShortLink(text: string): boolean {
+  return /^latchkey:\/\/i\//i.test(text.trim());
+}
+
+/** Invitation links the app accepts: the short `LATCHKEY://I/…` (any case) and the old long one. */
+export function isInviteLink(text: string): boolean {
+  return /^latchkey:\/\/(i|invite)\/\S+$/i.test(text.trim());
+}
+
+/** The guest's side of a stay, as its card says it. */
+export function guestStatusText(stay: { guest_status: string; status_at_ms: number | null }): string {
+  const at = (ms: number) =>
+    new Date(ms).toLocaleString(undefined, { weekday: 'short', day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
+  switch (stay.guest_status) {
+    case 'not_sent':
+      return 'Link not sent';
+    case 'sent':
+      return 'Link sent, not opened yet';
+    case 'redeemed':
+      return stay.status_at_ms === null ? 'Redeemed' : `Redeemed ${at(stay.status_at_ms)}`;
+    case 'opened':
+      return stay.status_at_ms === null ? 'Opened' : `Opened at ${at(stay.status_at_ms)}`;
+    case 'revoked':
+      return 'Revoked';
+    default:
+      return stay.guest_status;
+  }
+}
+
+/** One line of a sync's report. */
+export function stayChangeText(change: string): string {
+  switch (change) {
+    case 'added':
+      return 'New stay: invitation issued';
+    case 'unchanged':
+      return 'Unchanged';
+    case 'reissued':
+      return 'Dates changed: new invitation, old one revoked';
+    case 'revoked':
+      return 'Gone from the calendar: invitation revoked';
+    case 'skipped-blocked':
+      return 'Closed period, not a stay';
+    case 'past':
+      return 'Over already: left as it was';
+    default:
+      return change;
+  }
+}
+
+/** A sync's report in one sentence: "2 added, 1 revoked, 3 unchanged". */
+export function syncSummary(changes: Array<{ change: string }>): string {
+  const words: Record<string, string> = {
+    added: 'added',
+    reissued: 're-issued',
+    revoked: 'revoked',
+    unchanged: 'unchanged',
+    past: 'past',
+    'skipped-blocked': 'closed periods skipped',
+  };
+  const counts = Object.entries(words)
+    .map(([kind, word]) => [word, changes.filter((c) => c.change === kind).length] as const)
+    .filter(([, n]) => n > 0)
+    .map(([word, n]) => `${n} ${word}`);
+  return counts.length === 0 ? 'The calendar holds no stays.' : `${counts.join(', ')}.`;
+}
+
+/** When an event happened, for the activity feed. */
+export function activityTime(ms: number, nowMs: number): string {
+  const age = nowMs - ms;
+  if (age >= 0 && age < MINUTE) return 'just now';
+  if (age >= 0 && age < HOUR) return `${Math.floor(age / MINUTE)} min ago`;
+  return new Date(ms).toLocaleString(undefined, { weekday: 'short', day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
+}
