@@ -61,6 +61,45 @@ fn stay<'a>(list: &'a serde_json::Value, uid: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no stay {uid} in {list}"))
 }
 
+const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+fn now_utc() -> (usize, u64) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // 1970-01-01 was a Thursday (index 3 from Monday).
+    (((secs / 86_400 + 3) % 7) as usize, (secs % 86_400) / 60)
+}
+
+/// The `--weekly` name of the UTC weekday `days_ahead` days from today.
+fn weekday_name(days_ahead: usize) -> &'static str {
+    WEEKDAYS[(now_utc().0 + days_ahead) % 7]
+}
+
+/// Two `--weekly` specs that together cover the hour before and after now, every day.
+fn around_now_specs() -> [String; 2] {
+    let minute = now_utc().1;
+    let hhmm = |m: u64| format!("{:02}:{:02}", m / 60, m % 60);
+    let start = minute.saturating_sub(60);
+    let end = (minute + 60).min(1440);
+    let before = if minute < 60 {
+        1440 - (60 - minute)
+    } else {
+        1439
+    };
+    let after = (minute + 60).saturating_sub(1440).max(1);
+    [
+        format!("mon-sun {}-{}", hhmm(start), hhmm(end)),
+        // The other side of midnight (a harmless extra minute when nothing crosses it).
+        if minute < 60 {
+            format!("mon-sun {}-24:00", hhmm(before))
+        } else {
+            format!("mon-sun 00:00-{}", hhmm(after))
+        },
+    ]
+}
+
 /// A guest profile that accepts `link`.
 fn guest(tmp: &std::path::Path, name: &str, urls: &[String], link: &str) -> Cli {
     let mut cli = Cli::new(tmp.join(name));
@@ -109,9 +148,6 @@ async fn stays_from_a_calendar_and_a_delegated_cleaner() {
         "11:00",
         "--tz",
         "UTC",
-        // The nodes here keep no sealed invitations yet: self-contained links, which bind to
-        // the first phone just the same.
-        "--long",
     ];
     let table = host.ok(&sync);
     assert!(table.contains("CHANGE"), "{table}");
@@ -210,7 +246,6 @@ async fn stays_from_a_calendar_and_a_delegated_cleaner() {
         "--until",
         "+2d",
         "--may-delegate",
-        "--long",
     ]);
     assert_eq!(manager_invite["may_delegate"], true);
     let mut manager = guest(
@@ -239,6 +274,9 @@ async fn stays_from_a_calendar_and_a_delegated_cleaner() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The cleaner's hours: every day, the hour either side of now (in UTC), so the test does
+    // not depend on the weekday it runs on; a window that would cross midnight is split.
+    let cleaning_now = around_now_specs();
     let cleaner_invite = manager.json(&[
         "invite",
         "Front door",
@@ -250,7 +288,12 @@ async fn stays_from_a_calendar_and_a_delegated_cleaner() {
         "+1d",
         "--uses",
         "4",
-        "--long",
+        "--weekly",
+        &cleaning_now[0],
+        "--weekly",
+        &cleaning_now[1],
+        "--tz",
+        "UTC",
     ]);
     assert_eq!(cleaner_invite["parent"], held_id.as_str());
     let held = manager.json(&["invitations"]);
@@ -267,6 +310,43 @@ async fn stays_from_a_calendar_and_a_delegated_cleaner() {
     assert!(cleaner
         .ok(&["open", "Front door"])
         .contains("unlock accepted"));
+    assert_eq!(door.opened(), 2);
+    // A second cleaner, only on the day after tomorrow: redeemed today (a redemption is not
+    // held back by the schedule), refused at the door now, outside the hours.
+    let later_cleaner_invite = manager.json(&[
+        "invite",
+        "Front door",
+        "--name",
+        "Cleaner B",
+        "--from-grant",
+        &held_id[..12],
+        "--until",
+        "+1d",
+        "--weekly",
+        &format!("{} 00:00-24:00", weekday_name(2)),
+        "--tz",
+        "UTC",
+    ]);
+    assert!(
+        later_cleaner_invite["link"]
+            .as_str()
+            .unwrap()
+            .starts_with("LATCHKEY://I/"),
+        "{later_cleaner_invite}"
+    );
+    let later_cleaner = guest(
+        tmp.path(),
+        "cleaner-b",
+        &urls,
+        later_cleaner_invite["link"].as_str().unwrap(),
+    );
+    let out = later_cleaner.run(&["open", "Front door"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("OutsideSchedule"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(door.opened(), 2);
     // A plain guest cannot delegate.
     let out = soon_guest.run(&[
