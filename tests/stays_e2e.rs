@@ -334,7 +334,7 @@ async fn stays_from_a_calendar_and_a_delegated_cleaner() {
             .starts_with("LATCHKEY://I/"),
         "{later_cleaner_invite}"
     );
-    let later_cleaner = guest(
+    let mut later_cleaner = guest(
         tmp.path(),
         "cleaner-b",
         &urls,
