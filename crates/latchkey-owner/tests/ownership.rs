@@ -28,12 +28,6 @@ use latchkey_proto::command::Outcome;
 use latchkey_proto::keys::{PublicKey, SigningKey};
 use rand_core::OsRng;
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 struct World {
     tmp: tempfile::TempDir,
@@ -63,20 +57,7 @@ impl World {
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let dir = tmp.path().join("door");
-        let claim = init(&InitOptions {
-            dir: dir.clone(),
-            name: "Door".into(),
-            listen: free_addr(),
-            nodes: urls.clone(),
-            actions: vec![("unlock".into(), Driver::Exec { program: script })],
-            advertise: vec![],
-            mdns: false,
-            refresh_secs: Some(1),
-            max_view_age_secs: None,
-            max_guest_staleness_secs: None,
-            max_owner_staleness_secs: None,
-            trust_clock: true,
-        })
+        let claim = init(&common::unlock_door(dir.clone(), "Door", common::free_addr(), &urls, script))
         .unwrap();
         let agent = latchkey_device::agent::start(&dir).await.unwrap();
         let seeds =

@@ -26,12 +26,6 @@ use tokio::net::{TcpListener, TcpStream};
 /// What socket buffers on loopback may hold beyond what the reader took.
 const SLACK: u64 = 16 * 1024 * 1024;
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn addr(a: SocketAddr) -> DeviceAddr {
     DeviceAddr::parse(&a.to_string()).unwrap()
@@ -65,20 +59,7 @@ impl World {
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let dir = tmp.path().join("door");
-        let claim = init(&InitOptions {
-            dir: dir.clone(),
-            name: "Door".into(),
-            listen: free_addr(),
-            nodes: urls.clone(),
-            actions: vec![("unlock".into(), Driver::Exec { program: script })],
-            advertise: vec![],
-            mdns: false,
-            refresh_secs: Some(1),
-            max_view_age_secs: None,
-            max_guest_staleness_secs: None,
-            max_owner_staleness_secs: None,
-            trust_clock: true,
-        })
+        let claim = init(&common::unlock_door(dir.clone(), "Door", common::free_addr(), &urls, script))
         .unwrap();
         let agent = latchkey_device::agent::start(&dir).await.unwrap();
         let owner = profile(&tmp.path().join("owner"), &urls);
@@ -391,7 +372,7 @@ async fn a_revocation_is_handed_to_the_door_and_the_owner_is_told_whether_it_kno
 
     // A door that cannot be reached: the owner is told it will learn later.
     w.owner
-        .set_device_addresses(&w.device, vec![addr(free_addr())])
+        .set_device_addresses(&w.device, vec![addr(common::free_addr())])
         .unwrap();
     let report = w.owner.revoke(&third.grant.id.to_string()).await.unwrap();
     match &report.door {

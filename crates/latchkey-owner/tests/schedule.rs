@@ -61,20 +61,7 @@ async fn a_scheduled_invitation_opens_on_its_days_only() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let claim = init(&InitOptions {
-        dir: dir.clone(),
-        name: "Holiday flat".into(),
-        listen,
-        nodes: urls.clone(),
-        actions: vec![("unlock".into(), Driver::Exec { program: script })],
-        advertise: vec![],
-        mdns: false,
-        refresh_secs: Some(1),
-        max_view_age_secs: None,
-        max_guest_staleness_secs: None,
-        max_owner_staleness_secs: None,
-        trust_clock: true,
-    })
+    let claim = init(&common::unlock_door(dir.clone(), "Holiday flat", listen, &urls, script))
     .unwrap();
     let _agent = latchkey_device::agent::start(&dir).await.unwrap();
     let owner = profile(&tmp.path().join("owner"), &urls);

@@ -31,12 +31,6 @@ use rand_core::{OsRng, RngCore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 struct World {
     tmp: tempfile::TempDir,
@@ -66,20 +60,7 @@ impl World {
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let door_dir = tmp.path().join("door");
-        let claim = init(&InitOptions {
-            dir: door_dir.clone(),
-            name: "Flat".into(),
-            listen: free_addr(),
-            nodes: urls.clone(),
-            actions: vec![("unlock".into(), Driver::Exec { program: script })],
-            advertise: vec![],
-            mdns: false,
-            refresh_secs: Some(1),
-            max_view_age_secs: None,
-            max_guest_staleness_secs: None,
-            max_owner_staleness_secs: None,
-            trust_clock: true,
-        })
+        let claim = init(&common::unlock_door(door_dir.clone(), "Flat", common::free_addr(), &urls, script))
         .unwrap();
         let agent = latchkey_device::agent::start(&door_dir).await.unwrap();
         let seeds =
@@ -487,20 +468,7 @@ async fn one_link_for_two_doors_is_redeemed_and_opens_at_both_and_is_revoked_at_
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let gate_dir = w.tmp.path().join("gate");
-    let claim = init(&InitOptions {
-        dir: gate_dir.clone(),
-        name: "Gate".into(),
-        listen: free_addr(),
-        nodes: w.urls.clone(),
-        actions: vec![("unlock".into(), Driver::Exec { program: script })],
-        advertise: vec![],
-        mdns: false,
-        refresh_secs: Some(1),
-        max_view_age_secs: None,
-        max_guest_staleness_secs: None,
-        max_owner_staleness_secs: None,
-        trust_clock: true,
-    })
+    let claim = init(&common::unlock_door(gate_dir.clone(), "Gate", common::free_addr(), &w.urls, script))
     .unwrap();
     let gate_agent = latchkey_device::agent::start(&gate_dir).await.unwrap();
     let gate = w

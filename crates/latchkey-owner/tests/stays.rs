@@ -33,12 +33,6 @@ use latchkey_proto::command::{Outcome, RejectCode};
 
 const DAY_MS: u64 = 86_400_000;
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// Today (UTC) plus `offset` days, as an all-day iCalendar date.
 fn day(offset: i64) -> String {
@@ -135,25 +129,7 @@ impl World {
         let mut doors = Vec::new();
         for name in ["Front", "Back"] {
             let dir = tmp.path().join(name);
-            let claim = init(&InitOptions {
-                dir: dir.clone(),
-                name: name.into(),
-                listen: free_addr(),
-                nodes: urls.clone(),
-                actions: vec![(
-                    "unlock".into(),
-                    Driver::Exec {
-                        program: "/bin/true".into(),
-                    },
-                )],
-                advertise: vec![],
-                mdns: false,
-                refresh_secs: Some(1),
-                max_view_age_secs: None,
-                max_guest_staleness_secs: None,
-                max_owner_staleness_secs: None,
-                trust_clock: true,
-            })
+            let claim = init(&common::unlock_door(dir.clone(), name, common::free_addr(), &urls, "/bin/true".into()))
             .unwrap();
             agents.push(latchkey_device::agent::start(&dir).await.unwrap());
             let report = host

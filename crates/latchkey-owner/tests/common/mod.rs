@@ -1,11 +1,15 @@
-//! What the owner core's network tests (and its benchmark) share: registry nodes on loopback
-//! and a recovery phrase kept in memory where a test is about the network, not the keychain.
+//! What the owner core's network tests (and its benchmark) share: registry nodes on loopback,
+//! a door's settings, and a recovery phrase kept in memory where a test is about the network,
+//! not the keychain.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use latchkey_device::actuator::Driver;
+use latchkey_device::lifecycle::InitOptions;
 use latchkey_node::{Limits, NodeConfig, RunningNode};
 use latchkey_owner::keychain::SeedStore;
 use zeroize::Zeroizing;
@@ -45,4 +49,37 @@ pub async fn start_nodes(dir: &Path, n: usize) -> Vec<RunningNode> {
         nodes.push(latchkey_node::start(config).await.unwrap());
     }
     nodes
+}
+
+/// A loopback address nothing listens on yet.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A door in `dir` whose one action, `unlock`, runs `program`: on `listen`, checking `nodes`
+/// every second, no mDNS, the system clock trusted, default staleness limits.
+pub fn unlock_door(
+    dir: PathBuf,
+    name: &str,
+    listen: SocketAddr,
+    nodes: &[String],
+    program: PathBuf,
+) -> InitOptions {
+    InitOptions {
+        dir,
+        name: name.into(),
+        listen,
+        nodes: nodes.to_vec(),
+        actions: vec![("unlock".into(), Driver::Exec { program })],
+        advertise: vec![],
+        mdns: false,
+        refresh_secs: Some(1),
+        max_view_age_secs: None,
+        max_guest_staleness_secs: None,
+        max_owner_staleness_secs: None,
+        trust_clock: true,
+    }
 }
