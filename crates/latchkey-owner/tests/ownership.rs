@@ -11,13 +11,11 @@
 mod common;
 
 use common::start_nodes;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use latchkey_device::agent::RunningAgent;
-use latchkey_device::config::Driver;
-use latchkey_device::lifecycle::{init, InitOptions};
+use latchkey_device::lifecycle::init;
 use latchkey_node::RunningNode;
 use latchkey_owner::keychain::KeyringStore;
 use latchkey_owner::owners::owner_mailbox;
@@ -27,7 +25,6 @@ use latchkey_proto::codec::Codec;
 use latchkey_proto::command::Outcome;
 use latchkey_proto::keys::{PublicKey, SigningKey};
 use rand_core::OsRng;
-
 
 struct World {
     tmp: tempfile::TempDir,
@@ -57,7 +54,13 @@ impl World {
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let dir = tmp.path().join("door");
-        let claim = init(&common::unlock_door(dir.clone(), "Door", common::free_addr(), &urls, script))
+        let claim = init(&common::unlock_door(
+            dir.clone(),
+            "Door",
+            common::free_addr(),
+            &urls,
+            script,
+        ))
         .unwrap();
         let agent = latchkey_device::agent::start(&dir).await.unwrap();
         let seeds =

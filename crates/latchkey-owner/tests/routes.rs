@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use latchkey_device::agent::RunningAgent;
-use latchkey_device::config::Driver;
-use latchkey_device::lifecycle::{init, InitOptions};
+use latchkey_device::lifecycle::init;
 use latchkey_node::RunningNode;
 use latchkey_owner::{ClaimSource, DoorSync, InviteRequest, Profile, Route, SystemClock};
 use latchkey_proto::claim::DeviceAddr;
@@ -25,7 +24,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// What socket buffers on loopback may hold beyond what the reader took.
 const SLACK: u64 = 16 * 1024 * 1024;
-
 
 fn addr(a: SocketAddr) -> DeviceAddr {
     DeviceAddr::parse(&a.to_string()).unwrap()
@@ -59,7 +57,13 @@ impl World {
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let dir = tmp.path().join("door");
-        let claim = init(&common::unlock_door(dir.clone(), "Door", common::free_addr(), &urls, script))
+        let claim = init(&common::unlock_door(
+            dir.clone(),
+            "Door",
+            common::free_addr(),
+            &urls,
+            script,
+        ))
         .unwrap();
         let agent = latchkey_device::agent::start(&dir).await.unwrap();
         let owner = profile(&tmp.path().join("owner"), &urls);

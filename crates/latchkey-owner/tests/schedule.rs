@@ -9,8 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{start_nodes, MemorySeeds};
-use latchkey_device::config::Driver;
-use latchkey_device::lifecycle::{init, InitOptions};
+use latchkey_device::lifecycle::init;
 use latchkey_owner::{explain, ClaimSource, Clock, InviteRequest, Profile, SystemClock};
 use latchkey_proto::command::{Outcome, RejectCode};
 use latchkey_proto::schedule::WeeklySchedule;
@@ -61,7 +60,13 @@ async fn a_scheduled_invitation_opens_on_its_days_only() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let claim = init(&common::unlock_door(dir.clone(), "Holiday flat", listen, &urls, script))
+    let claim = init(&common::unlock_door(
+        dir.clone(),
+        "Holiday flat",
+        listen,
+        &urls,
+        script,
+    ))
     .unwrap();
     let _agent = latchkey_device::agent::start(&dir).await.unwrap();
     let owner = profile(&tmp.path().join("owner"), &urls);

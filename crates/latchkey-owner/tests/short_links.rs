@@ -12,14 +12,12 @@
 mod common;
 
 use common::start_nodes;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use latchkey_device::agent::RunningAgent;
-use latchkey_device::config::Driver;
-use latchkey_device::lifecycle::{init, InitOptions};
+use latchkey_device::lifecycle::init;
 use latchkey_node::RunningNode;
 use latchkey_owner::keychain::{KeyringStore, SeedStore};
 use latchkey_owner::{ClaimSource, Error, InviteRequest, Profile, Redemption, SystemClock};
@@ -30,7 +28,6 @@ use latchkey_proto::shortlink::{SealedInvitation, ShortLink};
 use rand_core::{OsRng, RngCore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
 
 struct World {
     tmp: tempfile::TempDir,
@@ -60,7 +57,13 @@ impl World {
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let door_dir = tmp.path().join("door");
-        let claim = init(&common::unlock_door(door_dir.clone(), "Flat", common::free_addr(), &urls, script))
+        let claim = init(&common::unlock_door(
+            door_dir.clone(),
+            "Flat",
+            common::free_addr(),
+            &urls,
+            script,
+        ))
         .unwrap();
         let agent = latchkey_device::agent::start(&door_dir).await.unwrap();
         let seeds =
@@ -468,7 +471,13 @@ async fn one_link_for_two_doors_is_redeemed_and_opens_at_both_and_is_revoked_at_
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let gate_dir = w.tmp.path().join("gate");
-    let claim = init(&common::unlock_door(gate_dir.clone(), "Gate", common::free_addr(), &w.urls, script))
+    let claim = init(&common::unlock_door(
+        gate_dir.clone(),
+        "Gate",
+        common::free_addr(),
+        &w.urls,
+        script,
+    ))
     .unwrap();
     let gate_agent = latchkey_device::agent::start(&gate_dir).await.unwrap();
     let gate = w

@@ -14,15 +14,13 @@
 mod common;
 
 use common::start_nodes;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::routing::get;
 use latchkey_device::agent::RunningAgent;
-use latchkey_device::config::Driver;
-use latchkey_device::lifecycle::{init, InitOptions};
+use latchkey_device::lifecycle::init;
 use latchkey_node::RunningNode;
 use latchkey_owner::keychain::KeyringStore;
 use latchkey_owner::{
@@ -32,7 +30,6 @@ use latchkey_owner::{
 use latchkey_proto::command::{Outcome, RejectCode};
 
 const DAY_MS: u64 = 86_400_000;
-
 
 /// Today (UTC) plus `offset` days, as an all-day iCalendar date.
 fn day(offset: i64) -> String {
@@ -129,7 +126,13 @@ impl World {
         let mut doors = Vec::new();
         for name in ["Front", "Back"] {
             let dir = tmp.path().join(name);
-            let claim = init(&common::unlock_door(dir.clone(), name, common::free_addr(), &urls, "/bin/true".into()))
+            let claim = init(&common::unlock_door(
+                dir.clone(),
+                name,
+                common::free_addr(),
+                &urls,
+                "/bin/true".into(),
+            ))
             .unwrap();
             agents.push(latchkey_device::agent::start(&dir).await.unwrap());
             let report = host

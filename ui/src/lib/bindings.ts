@@ -239,8 +239,7 @@ link: string,
  */
 qr: string, 
 /**
- * The QR code's version (1–40; 10 or less scans from a phone screen at arm's length);
- * 0 while the owner core does not report it (before short links).
+ * The QR code's version (1–40; 10 or less scans from a phone screen at arm's length).
  */
 qr_version: number, grant: GrantView, };
 
@@ -363,7 +362,7 @@ door: string | null, link: string,
  */
 qr: string, 
 /**
- * As in [`InvitationView`]: 0 while the owner core does not report it.
+ * As in [`InvitationView`].
  */
 qr_version: number, };
 

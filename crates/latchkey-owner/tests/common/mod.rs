@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use latchkey_device::actuator::Driver;
+use latchkey_device::config::Driver;
 use latchkey_device::lifecycle::InitOptions;
 use latchkey_node::{Limits, NodeConfig, RunningNode};
 use latchkey_owner::keychain::SeedStore;
