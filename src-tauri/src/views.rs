@@ -335,6 +335,9 @@ pub struct GrantView {
     pub redemption: String,
     #[ts(type = "number | null")]
     pub redeemed_at_ms: Option<u64>,
+    /// The phone key (`lkpk1…`) the link was redeemed by: the key the door's log names when
+    /// this guest opens.
+    pub redeemed_by: Option<String>,
 }
 
 impl From<&IssuedGrant> for GrantView {
@@ -371,6 +374,10 @@ impl From<&IssuedGrant> for GrantView {
             redemption: g.redemption.as_str().replace('-', "_"),
             redeemed_at_ms: match &g.redemption {
                 latchkey_owner::Redemption::Redeemed { at_ms, .. } => *at_ms,
+                _ => None,
+            },
+            redeemed_by: match &g.redemption {
+                latchkey_owner::Redemption::Redeemed { phone, .. } => phone.map(|k| k.to_string()),
                 _ => None,
             },
         }

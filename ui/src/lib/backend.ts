@@ -679,6 +679,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
           from_grant: r.fromGrant,
           redemption: 'not_redeemed',
           redeemed_at_ms: null,
+          redeemed_by: null,
         };
         issued = [...issued, grant];
         return { ...shareOf(`LATCHKEY://I/MOCK${issued.length}`), grant };

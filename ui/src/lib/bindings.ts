@@ -226,7 +226,12 @@ from_grant: string | null,
  * `not_needed` (an old link, bound to no phone), `not_redeemed`, `redeemed` or
  * `redeemed_contested` (another phone tried the link after it was redeemed).
  */
-redemption: string, redeemed_at_ms: number | null, };
+redemption: string, redeemed_at_ms: number | null, 
+/**
+ * The phone key (`lkpk1…`) the link was redeemed by: the key the door's log names when
+ * this guest opens.
+ */
+redeemed_by: string | null, };
 
 export type InvitationView = { 
 /**
