@@ -80,16 +80,18 @@ async fn the_owner_is_told_of_a_guests_first_open_and_of_a_refused_guest() {
         .contains("Sam used the invitation"));
 
     // Follow from here on; it prints only what arrives after it started.
-    let mut follow = Command::new(support::workspace_bin("latchkey"))
-        .arg("--profile")
-        .arg(&owner.profile)
-        .args(["events", "--follow", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut follow = KillOnDrop(
+        Command::new(support::workspace_bin("latchkey"))
+            .arg("--profile")
+            .arg(&owner.profile)
+            .args(["events", "--follow", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, lines) = mpsc::channel::<String>();
-    let stdout = follow.stdout.take().unwrap();
+    let stdout = follow.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send(line);
@@ -128,17 +130,16 @@ async fn the_owner_is_told_of_a_guests_first_open_and_of_a_refused_guest() {
     assert_eq!(arrived["guest_name"], "Sam");
     // Ctrl-C stops following, cleanly.
     let status = Command::new("kill")
-        .args(["-INT", &follow.id().to_string()])
+        .args(["-INT", &follow.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(30);
     let exit = loop {
-        if let Some(exit) = follow.try_wait().unwrap() {
+        if let Some(exit) = follow.0.try_wait().unwrap() {
             break exit;
         }
         if Instant::now() > deadline {
-            let _ = follow.kill();
             panic!("latchkey events --follow did not stop on SIGINT");
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -172,5 +173,16 @@ async fn the_owner_is_told_of_a_guests_first_open_and_of_a_refused_guest() {
     assert!(words.contains("Sam was refused"), "{words}");
     for node in nodes {
         node.shutdown().await.unwrap();
+    }
+}
+
+/// A child process that is killed and reaped when the test ends, passing or not, so a failed
+/// assertion never leaves `latchkey events --follow` running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
