@@ -1045,16 +1045,17 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         let Some(sink) = sink.as_ref() else {
             return;
         };
-        // The chain's structure is checked again only for refusals here: a refused guest
-        // reached this point with standing, but not necessarily through every rule.
-        if matches!(kind, EventKind::Refused { .. })
-            && latchkey_proto::grant::verify_chain_structure(
-                &command.grants,
-                self.view().chain.state(),
-            )
-            .is_err()
-        {
-            return;
+        // A refusal is written (and so reaches here) only with standing, and `has_standing`
+        // already verified a guest's chain structure; only an owner who attached grants got
+        // standing without that check, so only then is the structure verified here.
+        if matches!(kind, EventKind::Refused { .. }) {
+            let view = self.view();
+            let state = view.chain.state();
+            if state.is_owner(&command.sender)
+                && latchkey_proto::grant::verify_chain_structure(&command.grants, state).is_err()
+            {
+                return;
+            }
         }
         let note = EventNote {
             kind,
