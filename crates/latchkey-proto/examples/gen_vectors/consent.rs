@@ -97,7 +97,7 @@ pub fn vectors(w: &World) -> Vectors {
                  stream || u16 purpose code || u16 purpose length || purpose || u32 retention days \
                  || option u64 until || u8 history || option (u8 length || terms) || u64 issued || \
                  nonce (16) || provider signature over \"latchkey/v1/consent-request\\0\" || \
-                 everything before it), its fields, its id (H(\"latchkey/v1/consent-id\", bytes)) \
+                 everything before it), its fields, its id (H(\"latchkey/v1/consent-id\", everything before the signature)) \
                  and its link (LATCHKEY://C/ + upper-case base32, no padding; any case parses)."
             ),
             json!({
