@@ -1,0 +1,1 @@
+//! Stream sources (written next).
