@@ -36,14 +36,16 @@ fn bench(c: &mut Criterion) {
     g.bench_function("parse_telegram", |b| {
         b.iter(|| parse_telegram(black_box(&telegram)).unwrap())
     });
-    g.bench_function("crc16", |b| b.iter(|| crc16(black_box(telegram.as_bytes()))));
+    g.bench_function("crc16", |b| {
+        b.iter(|| crc16(black_box(telegram.as_bytes())))
+    });
     g.throughput(Throughput::Elements(300));
     g.bench_function("frame+parse", |b| {
         b.iter(|| {
             frames(black_box(recording.as_bytes()))
                 .into_iter()
                 .map(|f| read_frame(f).unwrap())
-                .count()
+                .collect::<Vec<_>>()
         })
     });
     g.finish();

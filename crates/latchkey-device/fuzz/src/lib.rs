@@ -78,7 +78,9 @@ pub fn dsmr(data: &[u8]) {
     }
     for text in texts {
         if let Ok(reading) = parse_telegram(&text) {
-            reading.validate().expect("a parsed reading is within the caps");
+            reading
+                .validate()
+                .expect("a parsed reading is within the caps");
             assert!(reading.to_bytes().len() <= 256);
             if let Some(again) = write_telegram(&reading, "ISK5\\2M550T-1012") {
                 assert_eq!(parse_telegram(&again).as_ref(), Ok(&reading), "{again}");
