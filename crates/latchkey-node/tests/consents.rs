@@ -217,6 +217,16 @@ async fn a_rival_entry_at_a_held_seq_is_409_and_kept_as_evidence() {
     assert_eq!(b64(&forks[0]["ours"]), ours.to_bytes());
     assert_eq!(b64(&forks[0]["theirs"]), theirs.to_bytes());
 
+    // The held entry under forged signature bytes hashes the same (the hash leaves the
+    // signature out) but is no repost: it is refused.
+    let mut copy = ours.clone();
+    copy.signature.0[9] ^= 4;
+    let (status, body) = post_entry(&c, &base, &id, copy.to_bytes()).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_consent"),
+        "{body}"
+    );
     // A rival that is not validly signed is no evidence: it is merely invalid.
     let mut forged = give(&empty, &dev.chain, &person(1), 3);
     forged.signature.0[0] ^= 1;
