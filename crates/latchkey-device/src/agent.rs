@@ -816,6 +816,7 @@ pub async fn start(dir: &Path) -> Result<RunningAgent> {
             shutdown_rx.clone(),
         )));
     }
+    #[cfg(any())]
     if let Some(streams) = agent.pipeline.streams() {
         tasks.extend(crate::stream::publish::start(
             agent.clone(),

@@ -117,17 +117,9 @@ pub fn parse_broker(url: &str) -> Result<(String, u16), String> {
 
 /// Stream names: 1 to 32 of `a-z`, `0-9`, `_`, `-` (they are MQTT topic levels).
 pub fn check_stream_name(name: &str) -> Result<(), String> {
-    let ok = (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "stream name \"{name}\" must be 1 to 32 of a-z, 0-9, '_' and '-' (e.g. p1)"
-        ))
-    }
+    latchkey_proto::stream::validate_stream_name(name).map_err(|_| {
+        format!("stream name \"{name}\" must be 1 to 32 of a-z, 0-9, '_' and '-' (e.g. p1)")
+    })
 }
 
 /// Checks a stream's source spec (`serial:`, `tcp:` or `file:`).
@@ -148,15 +140,15 @@ pub fn parse_stream_option(spec: &str) -> Result<(String, StreamConfig)> {
             "--stream \"{spec}\": {why} (expected NAME=dsmr:SOURCE, e.g. p1=dsmr:serial:/dev/ttyUSB0@115200, p1=dsmr:tcp:gateway.local:2001 or p1=dsmr:file:/path/telegrams.txt@1)"
         ))
     };
-    let (name, rest) = spec
-        .split_once('=')
-        .ok_or_else(|| bad("no '='".into()))?;
+    let (name, rest) = spec.split_once('=').ok_or_else(|| bad("no '='".into()))?;
     check_stream_name(name).map_err(bad)?;
     let (format, source) = rest
         .split_once(':')
         .ok_or_else(|| bad("no format before the source".into()))?;
     if format != STREAM_FORMAT_DSMR {
-        return Err(bad(format!("unknown format \"{format}\"; the one format is dsmr")));
+        return Err(bad(format!(
+            "unknown format \"{format}\"; the one format is dsmr"
+        )));
     }
     check_stream_source(source).map_err(bad)?;
     Ok((
@@ -671,7 +663,10 @@ mod tests {
             parse_broker("mqtt://broker.local").unwrap(),
             ("broker.local".into(), MQTT_DEFAULT_PORT)
         );
-        assert_eq!(parse_broker("mqtt://[::1]:1884").unwrap(), ("::1".into(), 1884));
+        assert_eq!(
+            parse_broker("mqtt://[::1]:1884").unwrap(),
+            ("::1".into(), 1884)
+        );
         for (url, needle) in [
             ("tcp://h:1", "mqtt://HOST"),
             ("mqtt://", "no path"),

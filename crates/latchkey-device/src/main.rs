@@ -158,20 +158,27 @@ async fn dispatch(command: Cmd) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|s| parse_stream_option(s))
                 .collect::<Result<Vec<_>, _>>()?;
-            let report = lifecycle::init_with_streams(&InitOptions {
-                dir: dir.clone(),
-                name,
-                listen,
-                nodes,
-                actions,
-                advertise,
-                mdns: !no_mdns,
-                refresh_secs,
-                max_view_age_secs,
-                max_guest_staleness_secs,
-                max_owner_staleness_secs,
-                trust_clock: !untrusted_clock,
-            }, &StreamOptions { streams, broker, free_aggregate })?;
+            let report = lifecycle::init_with_streams(
+                &InitOptions {
+                    dir: dir.clone(),
+                    name,
+                    listen,
+                    nodes,
+                    actions,
+                    advertise,
+                    mdns: !no_mdns,
+                    refresh_secs,
+                    max_view_age_secs,
+                    max_guest_staleness_secs,
+                    max_owner_staleness_secs,
+                    trust_clock: !untrusted_clock,
+                },
+                &StreamOptions {
+                    streams,
+                    broker,
+                    free_aggregate,
+                },
+            )?;
             print_claim(&report);
             println!("config: {}", dir.join("latchkeyd.toml").display());
             println!("next: latchkeyd run --dir {}", dir.display());
@@ -378,7 +385,11 @@ fn print_status(s: &StatusReport) {
             st.format,
             st.source,
             st.broker.as_deref().unwrap_or("-"),
-            if st.free_aggregate { ", free tier on" } else { "" }
+            if st.free_aggregate {
+                ", free tier on"
+            } else {
+                ""
+            }
         );
         println!(
             "         key {}, {} published, {} bad telegrams dropped, {} dropped (broker queue full), {} active consent(s)",

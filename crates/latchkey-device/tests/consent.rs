@@ -14,7 +14,7 @@ use latchkey_device::store::Store;
 use latchkey_device::stream::keys::StreamKeys;
 use latchkey_device::view::View;
 use latchkey_proto::codec::Codec;
-use latchkey_proto::command::{Command, Outcome, RejectCode, ReplyTo};
+use latchkey_proto::command::{Command, RejectCode, ReplyTo};
 use latchkey_proto::consent::{
     purpose, ConsentAction, ConsentEntry, ConsentLog, ConsentRequest, ProviderIdentity,
     SignedConsentRequest, CONSENT_ACTION,
@@ -22,7 +22,7 @@ use latchkey_proto::consent::{
 use latchkey_proto::envelope::seal_command;
 use latchkey_proto::grant::Grant;
 use latchkey_proto::kem::KemSecretKey;
-use latchkey_proto::keys::SigningKey;
+use latchkey_proto::keys::{Signature, SigningKey};
 use latchkey_proto::stream::open_key_grant;
 use latchkey_testkit::{person, rng, ChaCha20Rng, TestDevice, HOUR, MINUTE, T0};
 use rand_core::RngCore;
@@ -119,7 +119,12 @@ fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    fn request(&mut self, p: &Provider, stream: &str, until_ms: Option<u64>) -> SignedConsentRequest {
+    fn request(
+        &mut self,
+        p: &Provider,
+        stream: &str,
+        until_ms: Option<u64>,
+    ) -> SignedConsentRequest {
         let mut nonce = [0u8; 16];
         self.rng.fill_bytes(&mut nonce);
         ConsentRequest {
@@ -147,9 +152,7 @@ impl Fixture {
             .log
             .next_entry(&self.device.chain, &self.owner, time, action)
             .unwrap();
-        self.log
-            .append(&self.device.chain, entry.clone())
-            .unwrap();
+        self.log.append(&self.device.chain, entry.clone()).unwrap();
         entry
     }
 
@@ -188,9 +191,33 @@ impl Fixture {
 
     /// The owner sends `entry` to the device.
     fn send(&mut self, entry: &ConsentEntry) -> Answer {
-        let owner = self.owner.clone_for_test();
+        let owner = SigningKey::from_bytes(&self.owner.to_bytes());
         let c = self.command(&owner, entry.to_bytes(), vec![]);
         self.run(c, &owner)
+    }
+
+    /// An entry built and signed by hand, as a forger (or a buggy app) would, bypassing the
+    /// log's own checks.
+    fn craft(
+        &self,
+        seq: u64,
+        prev: [u8; 32],
+        signer: &SigningKey,
+        action: ConsentAction,
+    ) -> ConsentEntry {
+        let mut entry = ConsentEntry {
+            device: self.device.keys.device_id(),
+            seq,
+            prev,
+            anchor: self.device.chain.head(),
+            time_ms: self.clock.now_ms().unwrap(),
+            action,
+            signer: signer.public_key(),
+            signature: Signature([0; 64]),
+        };
+        let message = [&b"latchkey/v1/consent-entry\0"[..], &entry.content_bytes()].concat();
+        entry.signature = signer.sign(&message);
+        entry
     }
 
     fn held(&self) -> usize {
@@ -224,7 +251,11 @@ fn a_given_consent_reaches_the_provider_and_a_revoke_rotates_the_key_durably_bef
     let given_b = f.entry(ConsentAction::Given(rb));
     assert!(f.send(&given_a).accepted());
     assert!(f.send(&given_b).accepted());
-    assert_eq!(f.streams.current_key_id("p1"), Some(1), "a consent given rotates nothing");
+    assert_eq!(
+        f.streams.current_key_id("p1"),
+        Some(1),
+        "a consent given rotates nothing"
+    );
     let (providers, cleared) = f.plan("p1");
     assert_eq!(providers, vec![a.recipient(), b.recipient()]);
     assert!(cleared.is_empty());
@@ -249,10 +280,17 @@ fn a_given_consent_reaches_the_provider_and_a_revoke_rotates_the_key_durably_bef
     .unwrap();
     assert_eq!(grant.recipient, a.recipient());
     assert_eq!(grant.consent, Some(ra.id()));
-    assert_eq!(grant.keys.iter().map(|k| k.key_id).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(
+        grant.keys.iter().map(|k| k.key_id).collect::<Vec<_>>(),
+        vec![1]
+    );
     assert!(
-        open_key_grant(&messages[0].payload, &b.kem, &f.device.keys.identity.public_key())
-            .is_err(),
+        open_key_grant(
+            &messages[0].payload,
+            &b.kem,
+            &f.device.keys.identity.public_key()
+        )
+        .is_err(),
         "B cannot open A's key message"
     );
 
@@ -288,14 +326,26 @@ fn a_guest_cannot_give_or_withdraw_consent() {
     let r = f.request(&a, "p1", None);
     let given = f.entry(ConsentAction::Given(r));
     let guest = person(3);
-    let grant = f
-        .device
-        .grant(&f.owner, &guest.public_key(), &["unlock"], T0 - HOUR, T0 + HOUR, 0);
-    let c = f.command(&guest, given.to_bytes(), vec![grant]);
+    // Even a grant naming the reserved action gives a guest no say.
+    let grant = f.device.grant(
+        &f.owner,
+        &guest.public_key(),
+        &["unlock", CONSENT_ACTION],
+        T0 - HOUR,
+        T0 + HOUR,
+        0,
+    );
+    // With the entry as arguments the grant's pinned (empty) arguments already stop it …
+    let c = f.command(&guest, given.to_bytes(), vec![grant.clone()]);
+    let answer = f.run_unchecked(c, &guest);
+    assert_eq!(code(&answer), RejectCode::ArgumentsNotGranted as u16);
+    // … and without, the reserved action itself is owner-only.
+    let c = f.command(&guest, vec![], vec![grant]);
     let answer = f.run_unchecked(c, &guest);
     assert_eq!(code(&answer), RejectCode::NotAuthorized as u16);
     assert!(answer.reason.contains("only owners"), "{}", answer.reason);
     assert_eq!(f.held(), 0, "nothing recorded");
+    assert!(f.plan("p1").0.is_empty());
 }
 
 impl Fixture {
@@ -326,10 +376,15 @@ fn a_forged_or_foreign_entry_is_refused_and_changes_nothing() {
     let mut bytes = given.to_bytes();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
-    let owner = f.owner.clone_for_test();
+    let owner = SigningKey::from_bytes(&f.owner.to_bytes());
     let c = f.command(&owner, bytes, vec![]);
     let answer = f.run(c, &owner);
-    assert_eq!(code(&answer), RejectCode::ConsentRefused as u16, "{}", answer.reason);
+    assert_eq!(
+        code(&answer),
+        RejectCode::ConsentRefused as u16,
+        "{}",
+        answer.reason
+    );
 
     // Not a consent entry at all.
     let c = f.command(&owner, b"not an entry".to_vec(), vec![]);
@@ -337,18 +392,15 @@ fn a_forged_or_foreign_entry_is_refused_and_changes_nothing() {
 
     // Signed by someone who is not an owner (sent by the owner, who was fooled).
     let stranger = person(9);
-    let forged = ConsentLog::verify(&f.device.chain, vec![])
-        .unwrap()
-        .next_entry(
-            &f.device.chain,
-            &stranger,
-            T0,
-            ConsentAction::Given(r.clone()),
-        );
-    if let Ok(forged) = forged {
-        let answer = f.send(&forged);
-        assert_eq!(code(&answer), RejectCode::ConsentRefused as u16, "{}", answer.reason);
-    }
+    let forged = f.craft(1, [0; 32], &stranger, ConsentAction::Given(r.clone()));
+    let answer = f.send(&forged);
+    assert_eq!(
+        code(&answer),
+        RejectCode::ConsentRefused as u16,
+        "{}",
+        answer.reason
+    );
+    assert!(answer.reason.contains("not an owner"), "{}", answer.reason);
 
     // An entry of another device's log (its owner is this device's owner too).
     let mut other = TestDevice::new(2, "other meter");
@@ -361,7 +413,12 @@ fn a_forged_or_foreign_entry_is_refused_and_changes_nothing() {
     .unwrap();
     let foreign = ConsentLog::verify(&other.chain, vec![])
         .unwrap()
-        .next_entry(&other.chain, &f.owner, T0, ConsentAction::Given(other_request))
+        .next_entry(
+            &other.chain,
+            &f.owner,
+            T0,
+            ConsentAction::Given(other_request),
+        )
         .unwrap();
     let answer = f.send(&foreign);
     assert_eq!(code(&answer), RejectCode::ConsentRefused as u16);
@@ -382,29 +439,25 @@ fn a_revoke_of_an_unknown_consent_and_a_replayed_old_entry_are_refused() {
     let given = f.entry(ConsentAction::Given(ra.clone()));
     assert!(f.send(&given).accepted());
 
-    // B's consent was never given: the log itself would not take its revoke, so it is
-    // built by hand as the next entry of a log where it was given.
+    // B's consent was never given: a well-formed, owner-signed revoke of it (the nodes would
+    // not take it) as the next entry.
     let rb = f.request(&b, "p1", None);
-    let mut shadow = f.log.clone();
-    let shadow_given = shadow
-        .next_entry(&f.device.chain, &f.owner, T0, ConsentAction::Given(rb.clone()))
-        .unwrap();
-    shadow.append(&f.device.chain, shadow_given).unwrap();
-    let unknown = shadow
-        .next_entry(&f.device.chain, &f.owner, T0, ConsentAction::Revoked(rb.id()))
-        .unwrap();
-    // Seq 3 after a held 1: a gap, so the device cannot know what 2 was — but here the
-    // revoke's own seq is 3 and its prev is entry 2's hash, which the device never saw.
-    // Without the gap (seq 2) the same revoke of an unknown consent is refused:
-    let direct = f
-        .log
-        .clone()
-        .next_entry(&f.device.chain, &f.owner, T0, ConsentAction::Revoked(rb.id()));
-    if let Ok(direct) = direct {
-        let answer = f.send(&direct);
-        assert_eq!(code(&answer), RejectCode::ConsentRefused as u16, "{}", answer.reason);
-    }
-    drop(unknown);
+    let unknown = f.craft(
+        2,
+        given.hash(),
+        &SigningKey::from_bytes(&f.owner.to_bytes()),
+        ConsentAction::Revoked(rb.id()),
+    );
+    let answer = f.send(&unknown);
+    assert_eq!(
+        code(&answer),
+        RejectCode::ConsentRefused as u16,
+        "{}",
+        answer.reason
+    );
+    assert!(answer.reason.contains("never given"), "{}", answer.reason);
+    assert_eq!(f.held(), 1);
+    assert_eq!(f.streams.current_key_id("p1"), Some(1), "no rotation");
 
     // Revoke A, then replay A's old Given entry in a fresh command: refused, A stays out.
     let revoke = f.entry(ConsentAction::Revoked(ra.id()));
@@ -412,17 +465,29 @@ fn a_revoke_of_an_unknown_consent_and_a_replayed_old_entry_are_refused() {
     assert_eq!(f.streams.current_key_id("p1"), Some(2));
     let answer = f.send(&given);
     assert_eq!(code(&answer), RejectCode::ConsentRefused as u16);
-    assert!(answer.reason.contains("already recorded"), "{}", answer.reason);
+    assert!(
+        answer.reason.contains("already recorded"),
+        "{}",
+        answer.reason
+    );
     assert!(f.plan("p1").0.is_empty(), "A is not authorised again");
     assert_eq!(f.streams.current_key_id("p1"), Some(2));
 
-    // Revoking A a second time (a new entry the nodes would refuse) is refused too.
-    let mut again = f.log.clone();
-    if let Ok(second) = again.next_entry(&f.device.chain, &f.owner, T0, ConsentAction::Revoked(ra.id())) {
-        let answer = f.send(&second);
-        assert_eq!(code(&answer), RejectCode::ConsentRefused as u16);
-    }
-    assert_eq!(f.streams.current_key_id("p1"), Some(2), "no second rotation");
+    // Revoking A a second time (an entry the nodes would refuse) is refused too.
+    let second = f.craft(
+        3,
+        revoke.hash(),
+        &SigningKey::from_bytes(&f.owner.to_bytes()),
+        ConsentAction::Revoked(ra.id()),
+    );
+    let answer = f.send(&second);
+    assert_eq!(code(&answer), RejectCode::ConsentRefused as u16);
+    assert!(answer.reason.contains("already ended"), "{}", answer.reason);
+    assert_eq!(
+        f.streams.current_key_id("p1"),
+        Some(2),
+        "no second rotation"
+    );
     assert_eq!(f.held(), 2);
 }
 
@@ -455,7 +520,11 @@ fn a_device_offline_when_consent_was_given_still_learns_a_later_revoke() {
     let revoke_b = f.entry(ConsentAction::Revoked(rb.id()));
     let answer = f.send(&revoke_a);
     assert!(answer.accepted(), "{}", answer.reason);
-    assert_eq!(f.streams.current_key_id("p1"), Some(2), "A's revoke rotates");
+    assert_eq!(
+        f.streams.current_key_id("p1"),
+        Some(2),
+        "A's revoke rotates"
+    );
     let answer = f.send(&revoke_b);
     assert!(answer.accepted(), "{}", answer.reason);
     assert_eq!(
@@ -490,7 +559,11 @@ fn a_consents_period_ending_on_the_device_clock_rotates_the_key() {
     let given_b = f.entry(ConsentAction::Given(rb));
     assert!(f.send(&given_a).accepted());
     assert!(f.send(&given_b).accepted());
-    assert!(f.streams.lapse_due(T0 + MINUTE, &mut rng(1)).unwrap().is_empty());
+    assert!(f
+        .streams
+        .lapse_due(T0 + MINUTE, &mut rng(1))
+        .unwrap()
+        .is_empty());
     assert_eq!(f.streams.current_key_id("p1"), Some(1));
     f.clock.advance(2 * MINUTE);
     assert_eq!(
@@ -507,22 +580,35 @@ fn a_consents_period_ending_on_the_device_clock_rotates_the_key() {
     let answer = f.send(&expired);
     assert!(answer.accepted(), "{}", answer.reason);
     assert_eq!(f.streams.current_key_id("p1"), Some(2));
-    // A consent whose period already ended is refused.
-    let late = f.request(&a, "p1", Some(T0));
+    // A consent whose period ended by the device's clock before it arrived is refused.
+    let now = f.clock.now_ms().unwrap();
+    let late = f.request(&a, "p1", Some(now + MINUTE));
     let given_late = f.entry(ConsentAction::Given(late));
-    assert_eq!(code(&f.send(&given_late)), RejectCode::ConsentRefused as u16);
+    f.clock.advance(2 * MINUTE);
+    let answer = f.send(&given_late);
+    assert_eq!(code(&answer), RejectCode::ConsentRefused as u16);
+    assert!(answer.reason.contains("period ended"), "{}", answer.reason);
+    assert_eq!(f.streams.current_key_id("p1"), Some(2));
 }
 
 #[test]
-fn accepted_consent_answers_say_what_changed() {
+fn a_crafted_entry_whose_hash_links_do_not_match_what_the_device_holds_is_refused() {
     let mut f = fixture();
     let a = Provider::new(1, "Insights A");
     let r = f.request(&a, "p1", None);
     let given = f.entry(ConsentAction::Given(r.clone()));
-    let answer = f.send(&given);
-    assert!(answer.accepted());
-    let revoke = f.entry(ConsentAction::Revoked(r.id()));
-    let answer = f.send(&revoke);
-    assert!(answer.reason.contains("ran"), "{}", answer.reason);
-    let _ = Outcome::Accepted;
+    assert!(f.send(&given).accepted());
+    let owner = SigningKey::from_bytes(&f.owner.to_bytes());
+    // After a gap (seq 3), an entry still cannot claim seq 2 with a wrong link.
+    let b = Provider::new(2, "Grid B");
+    let rb = f.request(&b, "p1", None);
+    let wrong_prev = f.craft(2, [7; 32], &owner, ConsentAction::Given(rb.clone()));
+    let answer = f.send(&wrong_prev);
+    assert_eq!(code(&answer), RejectCode::ConsentRefused as u16);
+    // A fork at seq 1: another Given, properly signed, where the device holds one.
+    let fork = f.craft(1, [0; 32], &owner, ConsentAction::Given(rb));
+    let answer = f.send(&fork);
+    assert_eq!(code(&answer), RejectCode::ConsentRefused as u16);
+    assert!(answer.reason.contains("fork"), "{}", answer.reason);
+    assert_eq!(f.held(), 1);
 }

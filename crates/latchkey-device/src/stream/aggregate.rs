@@ -127,10 +127,9 @@ impl Aggregator {
                 // A new hour starts from the last totals of the one before (so the energy
                 // between its last reading and this one counts), else from this reading.
                 let base = match other {
-                    Some(prev) if prev.start_ms < hour_start => (
-                        prev.last.0.or(now_totals.0),
-                        prev.last.1.or(now_totals.1),
-                    ),
+                    Some(prev) if prev.start_ms < hour_start => {
+                        (prev.last.0.or(now_totals.0), prev.last.1.or(now_totals.1))
+                    }
                     _ => now_totals,
                 };
                 *other = Some(Hour {
@@ -150,11 +149,7 @@ impl Aggregator {
 
     fn finish(&self, m: Minute) -> MinuteAggregate {
         let (hour_start, delivered, returned) = match self.hour {
-            Some(h) => (
-                h.start_ms,
-                kwh(h.base.0, h.last.0),
-                kwh(h.base.1, h.last.1),
-            ),
+            Some(h) => (h.start_ms, kwh(h.base.0, h.last.0), kwh(h.base.1, h.last.1)),
             None => (m.start_ms - m.start_ms % HOUR_MS, None, None),
         };
         MinuteAggregate {

@@ -121,11 +121,13 @@ pub fn judge(
             }
             let time = now_ms.unwrap_or(entry.time_ms).max(entry.time_ms);
             // A later entry the device holds may already end it (it arrived first).
-            let ended = held.range(entry.seq + 1..).find_map(|(_, e)| match &e.action {
-                ConsentAction::Revoked(x) if *x == id => Some((EndKind::Revoked, e.time_ms)),
-                ConsentAction::Expired(x) if *x == id => Some((EndKind::Expired, e.time_ms)),
-                _ => None,
-            });
+            let ended = held
+                .range(entry.seq + 1..)
+                .find_map(|(_, e)| match &e.action {
+                    ConsentAction::Revoked(x) if *x == id => Some((EndKind::Revoked, e.time_ms)),
+                    ConsentAction::Expired(x) if *x == id => Some((EndKind::Expired, e.time_ms)),
+                    _ => None,
+                });
             if ended.is_none() {
                 if let Some(until) = request.until_ms {
                     if until <= time {
@@ -180,6 +182,9 @@ pub fn judge(
     }
 }
 
+/// What an owner signs (docs/PROTOCOL.md §14): the label, then the entry's content.
+const ENTRY_LABEL: &[u8] = b"latchkey/v1/consent-entry\0";
+
 /// The highest `n` such that entries `1..=n` are all held.
 fn gap_free_prefix(held: &BTreeMap<u64, ConsentEntry>) -> u64 {
     let mut n = 0;
@@ -202,9 +207,24 @@ fn verify_alone(
     if entry.seq == 0 {
         return Err(refused("consent entries are numbered from 1"));
     }
-    entry
-        .verify_alone(chain)
-        .map_err(|e| refused(format!("the consent entry does not verify: {e}")))?;
+    let Some((_, owners, era)) = chain.spine_anchor(&entry.anchor) else {
+        return Err(refused(
+            "its anchor is not an op of this device's ownership chain",
+        ));
+    };
+    let state = chain.state();
+    if !owners.contains(&entry.signer) || !state.is_owner(&entry.signer) {
+        return Err(refused("its signer is not an owner of this device"));
+    }
+    if era != state.epoch {
+        return Err(refused(
+            "its anchor is in an earlier era (the device changed hands since)",
+        ));
+    }
+    let message = [ENTRY_LABEL, &entry.content_bytes()[..]].concat();
+    if !entry.signer.verify(&entry.signature, &message) {
+        return Err(refused("the owner's signature does not verify"));
+    }
     if let Some(before) = held.get(&(entry.seq - 1)) {
         if entry.prev != before.hash() {
             return Err(refused(format!(

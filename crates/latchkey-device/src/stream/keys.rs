@@ -30,11 +30,11 @@ use tokio::sync::watch;
 use crate::error::{Error, Result};
 use crate::store::Store;
 
+pub use latchkey_proto::stream::MAX_GRANT_KEYS;
+
 /// Reading sequence numbers reserved per durable write (one fsync per block: at the DSMR 5
 /// rate of one reading a second, one every 17 minutes).
 pub const SEQ_BLOCK: u64 = 1024;
-/// Keys a key message carries at most (the wire format's cap): the newest ones.
-pub const MAX_GRANT_KEYS: usize = 64;
 
 const SCHEMA: &str = "
 -- Stream keys (docs/PROTOCOL.md §14): key 1 is made when the stream first starts.
@@ -143,15 +143,7 @@ pub struct Plan {
     pub keys: Vec<(u32, u64, StreamKey)>,
 }
 
-/// Where a stream's messages go (`latchkey/<device hex>/<stream>/…`).
-pub fn topic(device: &DeviceId, stream: &str, leaf: &str) -> String {
-    format!("latchkey/{}/{stream}/{leaf}", hex::encode(device.0))
-}
-
-/// The key message topic of `recipient`.
-pub fn key_topic(device: &DeviceId, stream: &str, recipient: &[u8; 32]) -> String {
-    topic(device, stream, &format!("keys/{}", hex::encode(recipient)))
-}
+use latchkey_proto::stream::key_topic;
 
 impl Plan {
     /// Seals every key message (one hybrid KEM encapsulation each) and the clears. Owners
@@ -593,7 +585,11 @@ impl StreamKeys {
     /// Ends every active consent whose `until` is at or before `now_ms` (the device's clock
     /// passed it) and rotates their streams, in one durable transaction. Returns the streams
     /// rotated.
-    pub fn lapse_due(&self, now_ms: u64, rng: &mut (impl RngCore + CryptoRng)) -> Result<Vec<String>> {
+    pub fn lapse_due(
+        &self,
+        now_ms: u64,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Vec<String>> {
         let due: Vec<(Vec<u8>, String)> = {
             let conn = self.store.conn();
             let mut stmt = conn.prepare(
@@ -667,7 +663,11 @@ impl StreamKeys {
                 tracing::info!(%stream, key_id, "stream key rotated");
             }
         }
-        if let Effect::Given { request, ended: None } = effect {
+        if let Effect::Given {
+            request,
+            ended: None,
+        } = effect
+        {
             if let Some(s) = state.get_mut(&request.request().stream) {
                 s.dirty = true;
             }
@@ -762,7 +762,12 @@ pub fn active_consents(store: &Store, stream: &str) -> usize {
 }
 
 /// Marks consent `id` ended; returns its stream if it was active (so the stream rotates).
-fn end_in(tx: &Transaction<'_>, id: &ConsentId, kind: EndKind, time_ms: u64) -> Result<Option<String>> {
+fn end_in(
+    tx: &Transaction<'_>,
+    id: &ConsentId,
+    kind: EndKind,
+    time_ms: u64,
+) -> Result<Option<String>> {
     let stream: Option<String> = tx
         .query_row(
             "SELECT stream FROM stream_consents WHERE id = ?1 AND ended IS NULL",

@@ -6,4 +6,4 @@
 pub mod aggregate;
 pub mod consent;
 pub mod keys;
-pub mod publish;
+// pub mod publish; (after h-dsmr)

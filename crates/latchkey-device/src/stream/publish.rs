@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 use crate::agent::Agent;
 use crate::config::{parse_broker, Config, StreamConfig};
 use crate::stream::aggregate::Aggregator;
-use crate::stream::keys::{topic, StreamKeys};
+use crate::stream::keys::StreamKeys;
+use latchkey_proto::stream::{avg1m_topic, live_topic};
 use crate::stream::source::{Source, SourceItem, SourceSpec};
 
 /// Requests the MQTT client queues before `publish` waits (live readings are dropped and
@@ -216,8 +217,8 @@ async fn run_stream(
     mut items: mpsc::Receiver<SourceItem>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let live = topic(&keys.device(), &name, "live");
-    let avg = topic(&keys.device(), &name, "avg1m");
+    let live = live_topic(&keys.device(), &name);
+    let avg = avg1m_topic(&keys.device(), &name);
     let mut aggregate = config
         .free_aggregate
         .then(|| Aggregator::new(&keys.device(), &name));
