@@ -20,30 +20,7 @@
 
 use std::fmt::Write as _;
 
-// TEMPORARY until latchkey-proto's stream module lands (h-proto): the same fields.
-pub use shim::{Phase, Reading};
-#[allow(missing_docs)]
-mod shim {
-    #[derive(Debug, Clone, Default, PartialEq, Eq)]
-    pub struct Phase {
-        pub voltage_mv: Option<u32>,
-        pub current_ma: Option<u32>,
-        pub power_delivered_w: Option<u32>,
-        pub power_returned_w: Option<u32>,
-    }
-    #[derive(Debug, Clone, Default, PartialEq, Eq)]
-    pub struct Reading {
-        pub meter_time_ms: Option<u64>,
-        pub tariff: Option<u8>,
-        pub energy_delivered_wh: Vec<u64>,
-        pub energy_returned_wh: Vec<u64>,
-        pub power_delivered_w: Option<u32>,
-        pub power_returned_w: Option<u32>,
-        pub phases: Vec<Phase>,
-        pub gas_l: Option<u64>,
-        pub gas_time_ms: Option<u64>,
-    }
-}
+pub use latchkey_proto::stream::{Phase, Reading};
 
 /// The largest telegram accepted (bytes from `/` through the end line). Real DSMR 5 telegrams
 /// with a full power-failure log are under 2 KiB; the P1 companion standard caps the text
