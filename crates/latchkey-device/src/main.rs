@@ -8,15 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use latchkey_device::audit::{AuditBody, SignedEntry, Stage};
-<<<<<<< HEAD
 use latchkey_device::config::{parse_action_option, parse_stream_option};
 use latchkey_device::lifecycle::{self, ClaimReport, InitOptions, StatusReport, StreamOptions};
-=======
-use latchkey_device::config::parse_action_option;
-use latchkey_device::lifecycle::{self, ClaimReport, InitOptions, StatusReport};
 use latchkey_device::stream::dsmr::{read_frame, TelegramFramer};
 use latchkey_proto::stream::ReadingView;
->>>>>>> h-dsmr
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +24,8 @@ struct Cli {
     command: Cmd,
 }
 
+// Parsed once per run: the size of `Init`'s options costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Create the device: keys, config (DIR/latchkeyd.toml), claim QR (terminal, DIR/claim.png, DIR/claim.txt).
