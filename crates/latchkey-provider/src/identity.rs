@@ -142,6 +142,9 @@ pub fn check_name_and_url(name: &str, url: &str) -> Result<()> {
     if url.len() > 200 {
         return Err(bad("URL", "use at most 200 bytes"));
     }
+    if url.contains(char::is_whitespace) {
+        return Err(bad("URL", "spaces are not allowed"));
+    }
     if name.chars().chain(url.chars()).any(char::is_control) {
         return Err(bad("name or URL", "control characters are not allowed"));
     }

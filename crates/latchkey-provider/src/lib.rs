@@ -7,7 +7,12 @@ pub mod error;
 pub mod identity;
 pub mod keychain;
 pub mod keystore;
+pub mod output;
 pub mod profile;
+pub mod read;
+pub mod reader;
+pub mod registry;
+pub mod request;
 
 pub use error::{Error, Result};
 pub use profile::Profile;
