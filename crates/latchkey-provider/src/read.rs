@@ -194,7 +194,7 @@ pub async fn read(
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if p.topic == keys {
-                        reader.key_message(&p.payload, &secrets.kem, now_ms())
+                        reader.key_message(&p.payload, &secrets.kem)
                     } else if p.topic == live {
                         reader.frame(&p.payload, now_ms())
                     } else {
@@ -426,7 +426,7 @@ pub async fn refresh_keys(
                 else {
                     continue;
                 };
-                for out in reader.key_message(&p.payload, &secrets.kem, now_ms()) {
+                for out in reader.key_message(&p.payload, &secrets.kem) {
                     match out {
                         Output::NewKeys { keys, consent } => {
                             keystore.add(&device.0, stream, keys);

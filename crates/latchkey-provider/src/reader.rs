@@ -109,7 +109,7 @@ impl StreamReader {
     }
 
     /// A retained message on `…/keys/<me>`; empty = cleared.
-    pub fn key_message(&mut self, msg: &[u8], kem: &KemSecretKey, now_ms: u64) -> Vec<Output> {
+    pub fn key_message(&mut self, msg: &[u8], kem: &KemSecretKey) -> Vec<Output> {
         if msg.is_empty() {
             self.cleared = true;
             return vec![Output::KeyCleared];

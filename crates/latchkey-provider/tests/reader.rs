@@ -52,7 +52,7 @@ fn frames_before_their_key_wait_for_it_then_come_out_in_order() {
         assert!(r.frame(&dev.frame(seq), 0).is_empty());
     }
     let msg = dev.key_message(&p.kem, p.recipient, &[1]);
-    let out = r.key_message(&msg, &p.kem, 100);
+    let out = r.key_message(&msg, &p.kem);
     assert!(
         matches!(&out[0], Output::NewKeys { keys, consent: Some(_) } if keys.len() == 1 && keys[0].key_id == 1)
     );
@@ -81,7 +81,7 @@ fn fail_a_key_message_signed_by_another_key_gives_no_key() {
     // from the device: the provider's KEM opens it, the signature does not verify.
     let forger = person(99);
     let forged = dev.key_message_by(&forger, p.kem.public(), p.recipient, &[1]);
-    let out = r.key_message(&forged, &p.kem, 0);
+    let out = r.key_message(&forged, &p.kem);
     assert!(
         matches!(&out[..], [Output::Refused(why)] if why.contains("not signed by the device")),
         "{out:?}"
@@ -99,23 +99,23 @@ fn fail_a_key_message_for_another_recipient_or_garbage_is_refused() {
     // Sealed to this provider's KEM but naming another recipient (copied between topics).
     let msg = dev.key_message(&p.kem, other.recipient, &[1]);
     assert!(matches!(
-        &r.key_message(&msg, &p.kem, 0)[..],
+        &r.key_message(&msg, &p.kem)[..],
         [Output::Refused(_)]
     ));
     // Sealed to another provider: this one cannot open it.
     let msg = dev.key_message(&other.kem, p.recipient, &[1]);
     assert!(matches!(
-        &r.key_message(&msg, &p.kem, 0)[..],
+        &r.key_message(&msg, &p.kem)[..],
         [Output::Refused(_)]
     ));
     let mut bent = dev.key_message(&p.kem, p.recipient, &[1]);
     bent[100] ^= 1;
     assert!(matches!(
-        &r.key_message(&bent, &p.kem, 0)[..],
+        &r.key_message(&bent, &p.kem)[..],
         [Output::Refused(_)]
     ));
     assert!(matches!(
-        &r.key_message(b"junk", &p.kem, 0)[..],
+        &r.key_message(b"junk", &p.kem)[..],
         [Output::Refused(_)]
     ));
     assert_eq!(r.current_key_id(), None);
@@ -133,7 +133,7 @@ fn a_rotation_it_is_not_given_is_a_cut_off_said_once_after_the_grace() {
     let p = provider(15);
     let mut r = reader(&dev, &p);
     let msg = dev.key_message(&p.kem, p.recipient, &[1]);
-    r.key_message(&msg, &p.kem, 0);
+    r.key_message(&msg, &p.kem);
     assert_eq!(seqs(&r.frame(&dev.frame(1), 0)), [1]);
     dev.rotate(2);
     assert!(r.frame(&dev.frame(2), 1_000).is_empty());
@@ -158,7 +158,7 @@ fn a_rotation_it_is_not_given_is_a_cut_off_said_once_after_the_grace() {
     assert_eq!(r.unreadable(), 3);
     // A new consent brings the current key: readable again from then on.
     let msg = dev.key_message(&p.kem, p.recipient, &[2]);
-    let out = r.key_message(&msg, &p.kem, 61_000);
+    let out = r.key_message(&msg, &p.kem);
     assert!(
         out.iter().any(|o| matches!(
             o,
@@ -178,13 +178,13 @@ fn a_key_for_the_rotation_within_the_grace_leaves_no_gap() {
     let p = provider(16);
     let mut r = reader(&dev, &p);
     let msg = dev.key_message(&p.kem, p.recipient, &[1]);
-    r.key_message(&msg, &p.kem, 0);
+    r.key_message(&msg, &p.kem);
     assert_eq!(seqs(&r.frame(&dev.frame(1), 0)), [1]);
     dev.rotate(2);
     assert!(r.frame(&dev.frame(2), 100).is_empty());
     assert!(r.tick(1_000).is_empty());
     let msg = dev.key_message(&p.kem, p.recipient, &[1, 2]);
-    let out = r.key_message(&msg, &p.kem, 1_500);
+    let out = r.key_message(&msg, &p.kem);
     assert_eq!(seqs(&out), [2]);
     assert_eq!(seqs(&r.frame(&dev.frame(3), 1_600)), [3]);
     assert_eq!(r.current_key_id(), Some(2));
@@ -197,9 +197,9 @@ fn a_cleared_key_topic_makes_the_cut_off_immediate() {
     let p = provider(17);
     let mut r = reader(&dev, &p);
     let msg = dev.key_message(&p.kem, p.recipient, &[1]);
-    r.key_message(&msg, &p.kem, 0);
+    r.key_message(&msg, &p.kem);
     assert!(matches!(
-        &r.key_message(b"", &p.kem, 10)[..],
+        &r.key_message(b"", &p.kem)[..],
         [Output::KeyCleared]
     ));
     dev.rotate(1);
