@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cli::{free_port, require_secret_service, start_nodes, Cli, Door};
@@ -58,7 +58,10 @@ impl Mosquitto {
             .expect("mosquitto is installed (scripts/lib.sh installs it)");
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "mosquitto did not listen");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "mosquitto did not listen"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Mosquitto {
@@ -314,7 +317,9 @@ async fn owners_share_a_meter_stream_with_providers_and_take_it_back() {
     add.extend(urls.iter().map(String::as_str));
     owner.ok(&add);
     let claim = std::fs::read_to_string(meter.dir.join("claim.txt")).unwrap();
-    assert!(owner.ok(&["claim", "--text", &claim]).contains("claimed Meter"));
+    assert!(owner
+        .ok(&["claim", "--text", &claim])
+        .contains("claimed Meter"));
     let device = owner.json(&["devices"])["devices"][0]["id"]
         .as_str()
         .unwrap()
@@ -339,11 +344,20 @@ async fn owners_share_a_meter_stream_with_providers_and_take_it_back() {
         args.extend_from_slice(extra);
         p.json(&args)
     };
-    let req_a = ask(&a, "Hourly insights into your use", &["--purpose-code", "insights"]);
+    let req_a = ask(
+        &a,
+        "Hourly insights into your use",
+        &["--purpose-code", "insights"],
+    );
     let req_b = ask(
         &b,
         "Load research for the local grid",
-        &["--purpose-code", "research", "--terms", "500 units per hour"],
+        &[
+            "--purpose-code",
+            "research",
+            "--terms",
+            "500 units per hour",
+        ],
     );
     for req in [&req_a, &req_b] {
         let approved = owner.json(&["consent", "approve", req["link"].as_str().unwrap(), "--yes"]);
@@ -363,10 +377,15 @@ async fn owners_share_a_meter_stream_with_providers_and_take_it_back() {
     reader_a.wait_readings(20, Duration::from_secs(60));
     reader_b.wait_readings(20, Duration::from_secs(60));
     assert_eq!(reader_a.key_ids(), [1]);
-    assert!(reader_a.wait_notice("received stream key id", Duration::from_secs(1)).contains("1"));
+    assert!(reader_a
+        .wait_notice("received stream key id", Duration::from_secs(1))
+        .contains("1"));
     let first = reader_b.readings.lock().unwrap()[0].1.clone();
     assert_eq!(first["tariff"], 2, "{first}");
-    assert!(first["energy_delivered_kwh"][0].as_f64().unwrap() > 4000.0, "{first}");
+    assert!(
+        first["energy_delivered_kwh"][0].as_f64().unwrap() > 4000.0,
+        "{first}"
+    );
     assert!(first["phases"].as_array().unwrap().len() == 3, "{first}");
 
     // The owner revokes A: the device rotates, A is told, B reads on with no gap.
@@ -384,7 +403,10 @@ async fn owners_share_a_meter_stream_with_providers_and_take_it_back() {
     assert!(notice.contains(&format!("by owner {short}")), "{notice}");
     reader_b.wait_key(2, Duration::from_secs(30));
     let a_seqs = reader_a.seqs();
-    assert!(a_seqs.iter().all(|&s| s < cut_at), "A read past its cut-off");
+    assert!(
+        a_seqs.iter().all(|&s| s < cut_at),
+        "A read past its cut-off"
+    );
     assert_eq!(
         reader_a
             .notices()
@@ -403,7 +425,12 @@ async fn owners_share_a_meter_stream_with_providers_and_take_it_back() {
     // C asks for a consent that ends by itself a few seconds after it is given.
     let c = Provider::new(tmp.path(), "Short Study");
     let req_c = ask(&c, "A short study", &["--until", "+15s"]);
-    let approved = owner.json(&["consent", "approve", req_c["link"].as_str().unwrap(), "--yes"]);
+    let approved = owner.json(&[
+        "consent",
+        "approve",
+        req_c["link"].as_str().unwrap(),
+        "--yes",
+    ]);
     assert_eq!(approved["state"], "active", "{approved}");
     let mut c_args = vec!["read", device.as_str()];
     c_args.extend_from_slice(&read_args);
@@ -431,9 +458,16 @@ async fn owners_share_a_meter_stream_with_providers_and_take_it_back() {
     );
     let c_seqs: Vec<u64> = text(&out.stdout)
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
-    assert!(!c_seqs.is_empty(), "C read while its consent lasted: {stderr}");
+    assert!(
+        !c_seqs.is_empty(),
+        "C read while its consent lasted: {stderr}"
+    );
     assert_no_gap(&c_seqs, "C");
     // B, still authorised, got the key of that rotation too and read through it.
     reader_b.wait_key(3, Duration::from_secs(30));
@@ -443,7 +477,10 @@ async fn owners_share_a_meter_stream_with_providers_and_take_it_back() {
     assert_eq!(reader_b.key_ids(), [1, 2, 3]);
     assert!(b_seqs.contains(&cut_at), "B read the reading A could not");
     assert!(
-        !reader_b.notices().iter().any(|l| l.contains("consent revoked")),
+        !reader_b
+            .notices()
+            .iter()
+            .any(|l| l.contains("consent revoked")),
         "{:?}",
         reader_b.notices()
     );
@@ -462,7 +499,12 @@ async fn owners_share_a_meter_stream_with_providers_and_take_it_back() {
     let entries = log["entries"].as_array().unwrap();
     let kinds: Vec<(&str, &str)> = entries
         .iter()
-        .map(|e| (e["kind"].as_str().unwrap(), e["consent_id"].as_str().unwrap()))
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap(),
+                e["consent_id"].as_str().unwrap(),
+            )
+        })
         .collect();
     let (ia, ib, ic) = (
         req_a["id"].as_str().unwrap(),
