@@ -303,12 +303,22 @@ async fn owners_share_a_meter_stream_with_providers_and_take_it_back() {
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
     let telegrams = long_recording(tmp.path());
     let stream = format!("p1=dsmr:file:{}@20", telegrams.display());
+    // A second stream from a ser2net-style TCP gateway the test plays, for the delay figure.
+    let gateway = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p2 = format!("p2=dsmr:tcp:{}", gateway.local_addr().unwrap());
     let broker_url = broker.url();
     let meter = Door::start(
         tmp.path(),
         "Meter",
         &urls,
-        &["--stream", &stream, "--broker", &broker_url],
+        &[
+            "--stream",
+            &stream,
+            "--stream",
+            &p2,
+            "--broker",
+            &broker_url,
+        ],
     );
 
     let mut owner = Cli::new(tmp.path().join("owner"));
@@ -332,16 +342,11 @@ async fn owners_share_a_meter_stream_with_providers_and_take_it_back() {
     let a = Provider::new(tmp.path(), "Acme Insights");
     let b = Provider::new(tmp.path(), "Grid Research");
     let ask = |p: &Provider, purpose: &str, extra: &[&str]| -> Value {
-        let mut args = vec![
-            "request",
-            device.as_str(),
-            "--stream",
-            "p1",
-            "--purpose",
-            purpose,
-            "--json",
-        ];
+        let mut args = vec!["request", device.as_str(), "--purpose", purpose, "--json"];
         args.extend_from_slice(extra);
+        if !extra.contains(&"--stream") {
+            args.extend(["--stream", "p1"]);
+        }
         p.json(&args)
     };
     let req_a = ask(
@@ -392,6 +397,7 @@ async fn owners_share_a_meter_stream_with_providers_and_take_it_back() {
     let revoked = owner.json(&["consent", "revoke", &req_a["id"].as_str().unwrap()[..12]]);
     assert_eq!(revoked["state"], "revoked", "{revoked}");
     let notice = reader_a.wait_notice("consent revoked or expired", Duration::from_secs(30));
+    eprintln!("A was told: {notice}");
     let cut_at = from_seq(&notice);
     assert!(notice.contains("key id 2"), "{notice}");
     assert!(notice.contains("was revoked at"), "{notice}");
@@ -451,6 +457,7 @@ async fn owners_share_a_meter_stream_with_providers_and_take_it_back() {
     .unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
+    eprintln!("C was told: {stderr}");
     assert!(stderr.contains("consent revoked or expired"), "{stderr}");
     assert!(
         stderr.contains("lapsed at the end of its period") || stderr.contains("expired at"),
@@ -540,7 +547,65 @@ async fn owners_share_a_meter_stream_with_providers_and_take_it_back() {
     assert_eq!(sb["streams"][0]["cut_off"], Value::Null, "{sb}");
     assert_eq!(sb["requests"][0]["terms"], "500 units per hour");
 
-    // Figure: broker → provider output (decrypted, printed), over B's readings.
+    // Figure: meter → provider output. B also reads p2, which latchkeyd reads from the test's
+    // TCP gateway: each telegram's write to the socket until B prints it decrypted.
+    let req_b2 = ask(&b, "Load research for the local grid", &["--stream", "p2"]);
+    owner.json(&[
+        "consent",
+        "approve",
+        req_b2["link"].as_str().unwrap(),
+        "--yes",
+    ]);
+    let (mut socket, _) = gateway.accept().unwrap();
+    let mut b2_args = vec![device.as_str()];
+    b2_args.extend_from_slice(&read_args);
+    let at = b2_args.iter().position(|a| *a == "p1").unwrap();
+    b2_args[at] = "p2";
+    let reader_b2 = b.follow(&b2_args);
+    reader_b2.wait_notice("received stream key id", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let recorded = std::fs::read_to_string(RECORDED).unwrap();
+    let one_by_one: Vec<String> =
+        recorded
+            .split_inclusive('\n')
+            .fold(Vec::<String>::new(), |mut all, line| {
+                if line.starts_with('/') || all.is_empty() {
+                    all.push(String::new());
+                }
+                all.last_mut().unwrap().push_str(line);
+                all
+            });
+    let mut written = Vec::new();
+    for telegram in one_by_one.iter().take(40) {
+        std::io::Write::write_all(&mut socket, telegram.as_bytes()).unwrap();
+        written.push(Instant::now());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    reader_b2.wait_readings(40, Duration::from_secs(30));
+    let printed: Vec<Instant> = reader_b2
+        .readings
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(at, _)| *at)
+        .collect();
+    let mut meter_delays: Vec<f64> = written
+        .iter()
+        .zip(&printed)
+        .map(|(w, p)| p.saturating_duration_since(*w).as_secs_f64() * 1000.0)
+        .collect();
+    meter_delays.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let pick = |d: &[f64], q: f64| d[((d.len() - 1) as f64 * q) as usize];
+    eprintln!(
+        "FIGURE meter (TCP gateway) -> provider output: n={} median={:.2} ms p95={:.2} ms max={:.2} ms",
+        meter_delays.len(),
+        pick(&meter_delays, 0.5),
+        pick(&meter_delays, 0.95),
+        pick(&meter_delays, 1.0)
+    );
+    drop(reader_b2);
+
+    // Figure: broker → provider output (decrypted, printed), over B's p1 readings.
     let arrivals = live.lock().unwrap().clone();
     let mut delays: Vec<f64> = reader_b
         .readings
@@ -555,13 +620,12 @@ async fn owners_share_a_meter_stream_with_providers_and_take_it_back() {
         .collect();
     delays.sort_by(|x, y| x.partial_cmp(y).unwrap());
     if !delays.is_empty() {
-        let pick = |q: f64| delays[((delays.len() - 1) as f64 * q) as usize];
         eprintln!(
-            "FIGURE broker->provider output: n={} median={:.2} ms p95={:.2} ms max={:.2} ms",
+            "FIGURE broker -> provider output: n={} median={:.2} ms p95={:.2} ms max={:.2} ms",
             delays.len(),
-            pick(0.5),
-            pick(0.95),
-            pick(1.0)
+            pick(&delays, 0.5),
+            pick(&delays, 0.95),
+            pick(&delays, 1.0)
         );
     }
 
