@@ -1,0 +1,286 @@
+//! The stream keys a provider was given, kept durably in `keys.sealed` in the profile
+//! directory, encrypted (XChaCha20-Poly1305) under the store key that only the OS keychain
+//! holds. A copy of the profile directory alone reveals no reading.
+//!
+//! File: `LKPKS1` || nonce (24) || AEAD(store key, nonce, aad = `LKPKS1` || account, plaintext),
+//! plaintext = u32 stream count || per stream: device id (32) || name length (u8) || name ||
+//! u16 key count || per key: key id (u32) || from seq (u64) || key (32), all big-endian.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use latchkey_proto::kem::{aead_open, aead_seal, AEAD_NONCE_LEN};
+use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::profile::write_atomic;
+
+const MAGIC: &[u8; 6] = b"LKPKS1";
+const FILE: &str = "keys.sealed";
+/// Far above any real holding (64 keys per grant, a handful of streams), far below memory.
+const MAX_FILE: usize = 4 << 20;
+/// As many keys as one device stream may hand a provider (the key grant's own cap).
+pub const MAX_KEYS_PER_STREAM: usize = 4096;
+
+/// One stream key as held.
+#[derive(Clone)]
+pub struct HeldKey {
+    pub key_id: u32,
+    pub from_seq: u64,
+    pub key: Zeroizing<[u8; 32]>,
+}
+
+impl fmt::Debug for HeldKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "HeldKey(id {}, from seq {}, <redacted>)",
+            self.key_id, self.from_seq
+        )
+    }
+}
+
+/// (device id, stream name).
+pub type StreamRef = ([u8; 32], String);
+
+/// Every key held, per device and stream, ascending by key id.
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    path: PathBuf,
+    aad: Vec<u8>,
+    streams: BTreeMap<StreamRef, Vec<HeldKey>>,
+}
+
+impl KeyStore {
+    /// Loads `keys.sealed` from `dir` (empty if there is none).
+    pub fn open(dir: &Path, account: &str, store_key: &[u8; 32]) -> Result<KeyStore> {
+        let path = dir.join(FILE);
+        let mut aad = MAGIC.to_vec();
+        aad.extend_from_slice(account.as_bytes());
+        let mut ks = KeyStore {
+            path,
+            aad,
+            streams: BTreeMap::new(),
+        };
+        if !ks.path.exists() {
+            return Ok(ks);
+        }
+        let bytes = std::fs::read(&ks.path).map_err(|e| Error::profile(&ks.path, e))?;
+        let damaged = || Error::KeysDamaged {
+            path: ks.path.display().to_string(),
+        };
+        if bytes.len() > MAX_FILE
+            || bytes.len() < MAGIC.len() + AEAD_NONCE_LEN
+            || &bytes[..MAGIC.len()] != MAGIC
+        {
+            return Err(damaged());
+        }
+        let nonce: [u8; AEAD_NONCE_LEN] = bytes[MAGIC.len()..MAGIC.len() + AEAD_NONCE_LEN]
+            .try_into()
+            .expect("sliced to the nonce length");
+        let plain = aead_open(
+            store_key,
+            &nonce,
+            &ks.aad,
+            &bytes[MAGIC.len() + AEAD_NONCE_LEN..],
+        )
+        .map_err(|_| damaged())?;
+        ks.streams = decode(&plain).ok_or_else(damaged)?;
+        Ok(ks)
+    }
+
+    /// The keys for one stream, ascending by id.
+    pub fn keys(&self, device: &[u8; 32], stream: &str) -> &[HeldKey] {
+        self.streams
+            .get(&(*device, stream.to_owned()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    pub fn key(&self, device: &[u8; 32], stream: &str, key_id: u32) -> Option<&HeldKey> {
+        self.keys(device, stream)
+            .iter()
+            .find(|k| k.key_id == key_id)
+    }
+
+    /// Adds keys not held yet; returns the ids that were new. A key id already held keeps its
+    /// first key: a device never reuses an id, so a different key under a held id is refused.
+    pub fn add(&mut self, device: &[u8; 32], stream: &str, keys: Vec<HeldKey>) -> Vec<u32> {
+        let held = self
+            .streams
+            .entry((*device, stream.to_owned()))
+            .or_default();
+        let mut new = Vec::new();
+        for k in keys {
+            if held.len() >= MAX_KEYS_PER_STREAM {
+                tracing::warn!(stream, "key store full for this stream; key not kept");
+                break;
+            }
+            match held.iter().find(|h| h.key_id == k.key_id) {
+                Some(h) if *h.key != *k.key => {
+                    tracing::warn!(
+                        key_id = k.key_id,
+                        "a different key under a held key id; kept the first"
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    new.push(k.key_id);
+                    held.push(k);
+                }
+            }
+        }
+        held.sort_by_key(|k| k.key_id);
+        new
+    }
+
+    /// Writes the store (atomically, fsynced) under `store_key`.
+    pub fn save(&self, store_key: &[u8; 32], rng: &mut (impl RngCore + CryptoRng)) -> Result<()> {
+        let plain = encode(&self.streams);
+        let mut nonce = [0u8; AEAD_NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
+        let sealed = aead_seal(store_key, &nonce, &self.aad, &plain);
+        let mut out = Vec::with_capacity(MAGIC.len() + AEAD_NONCE_LEN + sealed.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        write_atomic(&self.path, &out)
+    }
+}
+
+fn encode(streams: &BTreeMap<StreamRef, Vec<HeldKey>>) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::new());
+    out.extend_from_slice(&(streams.len() as u32).to_be_bytes());
+    for ((device, name), keys) in streams {
+        out.extend_from_slice(device);
+        out.push(name.len() as u8);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(keys.len() as u16).to_be_bytes());
+        for k in keys {
+            out.extend_from_slice(&k.key_id.to_be_bytes());
+            out.extend_from_slice(&k.from_seq.to_be_bytes());
+            out.extend_from_slice(k.key.as_slice());
+        }
+    }
+    out
+}
+
+fn decode(bytes: &[u8]) -> Option<BTreeMap<StreamRef, Vec<HeldKey>>> {
+    let mut r = bytes;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        if r.len() < n {
+            return None;
+        }
+        let (head, tail) = r.split_at(n);
+        r = tail;
+        Some(head)
+    };
+    let count = u32::from_be_bytes(take(4)?.try_into().ok()?);
+    let mut streams = BTreeMap::new();
+    for _ in 0..count {
+        let device: [u8; 32] = take(32)?.try_into().ok()?;
+        let len = take(1)?[0] as usize;
+        let name = std::str::from_utf8(take(len)?).ok()?.to_owned();
+        let n = u16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
+        let mut keys = Vec::with_capacity(n.min(MAX_KEYS_PER_STREAM));
+        for _ in 0..n {
+            let key_id = u32::from_be_bytes(take(4)?.try_into().ok()?);
+            let from_seq = u64::from_be_bytes(take(8)?.try_into().ok()?);
+            let mut key = Zeroizing::new([0u8; 32]);
+            key.copy_from_slice(take(32)?);
+            keys.push(HeldKey {
+                key_id,
+                from_seq,
+                key,
+            });
+        }
+        streams.insert((device, name), keys);
+    }
+    if !r.is_empty() {
+        return None;
+    }
+    Some(streams)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::rand_core::SeedableRng;
+
+    fn key(id: u32, byte: u8) -> HeldKey {
+        HeldKey {
+            key_id: id,
+            from_seq: id as u64 * 100,
+            key: Zeroizing::new([byte; 32]),
+        }
+    }
+
+    #[test]
+    fn keys_survive_a_reopen_and_the_file_holds_no_key_in_clear() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        let store_key = [7u8; 32];
+        let mut ks = KeyStore::open(tmp.path(), "provider-a", &store_key).unwrap();
+        assert_eq!(
+            ks.add(&[1; 32], "p1", vec![key(1, 0xaa), key(2, 0xbb)]),
+            [1, 2]
+        );
+        assert_eq!(
+            ks.add(&[1; 32], "p1", vec![key(2, 0xbb), key(3, 0xcc)]),
+            [3]
+        );
+        ks.save(&store_key, &mut rng).unwrap();
+        let raw = std::fs::read(tmp.path().join(FILE)).unwrap();
+        assert!(!raw.windows(32).any(|w| w == [0xaa; 32]), "a key in clear");
+        let back = KeyStore::open(tmp.path(), "provider-a", &store_key).unwrap();
+        let ids: Vec<u32> = back.keys(&[1; 32], "p1").iter().map(|k| k.key_id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(*back.key(&[1; 32], "p1", 3).unwrap().key, [0xcc; 32]);
+        assert!(back.keys(&[2; 32], "p1").is_empty());
+    }
+
+    #[test]
+    fn fail_another_store_key_or_profile_or_a_flipped_bit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
+        let mut ks = KeyStore::open(tmp.path(), "provider-a", &[7; 32]).unwrap();
+        ks.add(&[1; 32], "p1", vec![key(1, 1)]);
+        ks.save(&[7; 32], &mut rng).unwrap();
+        assert!(matches!(
+            KeyStore::open(tmp.path(), "provider-a", &[8; 32]),
+            Err(Error::KeysDamaged { .. })
+        ));
+        assert!(matches!(
+            KeyStore::open(tmp.path(), "provider-b", &[7; 32]),
+            Err(Error::KeysDamaged { .. })
+        ));
+        let path = tmp.path().join(FILE);
+        let mut raw = std::fs::read(&path).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        std::fs::write(&path, raw).unwrap();
+        assert!(matches!(
+            KeyStore::open(tmp.path(), "provider-a", &[7; 32]),
+            Err(Error::KeysDamaged { .. })
+        ));
+    }
+
+    #[test]
+    fn fail_a_different_key_under_a_held_id_is_not_taken() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut ks = KeyStore::open(tmp.path(), "provider-a", &[7; 32]).unwrap();
+        ks.add(&[1; 32], "p1", vec![key(1, 1)]);
+        assert!(ks.add(&[1; 32], "p1", vec![key(1, 2)]).is_empty());
+        assert_eq!(*ks.key(&[1; 32], "p1", 1).unwrap().key, [1; 32]);
+    }
+
+    #[test]
+    fn debug_shows_no_key() {
+        assert_eq!(
+            format!("{:?}", key(4, 0x42)),
+            "HeldKey(id 4, from seq 400, <redacted>)"
+        );
+    }
+}
