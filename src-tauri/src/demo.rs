@@ -138,6 +138,8 @@ impl Demo {
             claim_qr: format!("data:image/png;base64,{}", BASE64.encode(&self.claim_png)),
             door: door_view(&self.door_log),
             sample_calendar: self.sample_calendar.display().to_string(),
+            sample_consent_link: None,
+            meter_problem: None,
         })
     }
 
