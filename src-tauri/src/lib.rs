@@ -11,6 +11,8 @@ mod camera;
 mod commands;
 #[cfg(feature = "demo")]
 mod demo;
+#[cfg(feature = "demo")]
+mod demo_meter;
 pub mod error;
 mod images;
 mod links;
@@ -154,6 +156,7 @@ pub fn run() {
             sharing::share_stay,
             activity::activity,
             links::take_invite_link,
+            links::take_consent_link,
             #[cfg(desktop)]
             camera::camera_start,
             #[cfg(desktop)]

@@ -22,6 +22,8 @@ pub struct AppState {
     pub last_results: Mutex<HashMap<String, OpenResult>>,
     /// An invitation link from outside the app, until the UI takes it (see `links.rs`).
     pub pending_link: Mutex<Option<Zeroizing<String>>>,
+    /// A consent request link from outside the app, likewise.
+    pub pending_consent_link: Mutex<Option<Zeroizing<String>>>,
     #[cfg(feature = "demo")]
     pub demo: Mutex<Option<crate::demo::Demo>>,
 }
@@ -47,6 +49,7 @@ impl AppState {
             backup: Mutex::new(None),
             last_results: Mutex::new(HashMap::new()),
             pending_link: Mutex::new(None),
+            pending_consent_link: Mutex::new(None),
             #[cfg(feature = "demo")]
             demo: Mutex::new(None),
         }
