@@ -172,7 +172,7 @@ impl ArgsDigest {
     pub fn of(args: &[u8]) -> ArgsDigest {
         ArgsDigest {
             hash: hash::labeled(ARGS_LABEL, &[args]),
-            // Commands cap their arguments at 1,024 bytes, far below u16::MAX.
+            // Commands cap their arguments at 8,192 bytes, far below u16::MAX.
             len: u16::try_from(args.len()).unwrap_or(u16::MAX),
         }
     }
@@ -185,8 +185,8 @@ impl ArgsDigest {
     fn read(r: &mut Reader<'_>) -> Result<ArgsDigest, ProtoError> {
         let hash = r.array()?;
         let len = r.u16()?;
-        // The subscribe action's arguments (a KEM key, §13) are the longest any command has.
-        if usize::from(len) > crate::event::max_args(crate::event::SUBSCRIBE_ACTION) {
+        // The consent action's arguments (one consent entry, §14) are the longest any has.
+        if usize::from(len) > crate::event::MAX_ANY_ARGS {
             return Err(ProtoError::Invalid {
                 what: "audit entry",
                 why: "its argument length is over the command limit",

@@ -1032,6 +1032,30 @@ impl Chain {
         self.spine.iter().skip(seq).any(|e| e.endorsed)
     }
 
+    /// Where the spine op `id` sits and what held right after it: its seq, the owners then and
+    /// the era (the id of the latest claim, transfer or reset up to it). Consent entries are
+    /// anchored on spine ops this way (docs/PROTOCOL.md §14.5).
+    pub fn spine_anchor(&self, id: &OpId) -> Option<(u64, &[PublicKey], OpId)> {
+        self.spine
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.id == *id)
+            .map(|(seq, e)| (seq as u64, &*e.owners, e.epoch))
+    }
+
+    /// The first spine op after `seq` that starts a new era (a transfer, a factory reset, or the
+    /// claim after a reset): its seq and `issued_ms`; `None` when the era of `seq` is current.
+    pub fn era_end_after(&self, seq: u64) -> Option<(u64, u64)> {
+        let start = usize::try_from(seq).ok()?;
+        let epoch = self.spine.get(start)?.epoch;
+        self.spine
+            .iter()
+            .enumerate()
+            .skip(start + 1)
+            .find(|(_, e)| e.epoch != epoch)
+            .map(|(i, e)| (i as u64, self.all[e.at].issued_ms))
+    }
+
     /// The unsigned endorsement of the spine op at `seq`, for the device to sign with its
     /// identity key; `None` past the head.
     pub fn endorsement(&self, seq: u64, issued_ms: u64) -> Option<Op> {

@@ -215,6 +215,10 @@ pub enum RejectCode {
     NotRedeemed = 21,
     /// A bind-on-first-use grant bound to another phone, or its link key used after binding.
     AlreadyRedeemed = 22,
+    /// A consent for a stream the device does not publish (docs/PROTOCOL.md §14).
+    UnknownStream = 23,
+    /// A consent entry that does not verify against the device's chain view and log.
+    ConsentRefused = 24,
 }
 
 impl RejectCode {
@@ -243,6 +247,8 @@ impl RejectCode {
             20 => OutsideSchedule,
             21 => NotRedeemed,
             22 => AlreadyRedeemed,
+            23 => UnknownStream,
+            24 => ConsentRefused,
             _ => return None,
         })
     }
@@ -266,6 +272,8 @@ impl RejectCode {
             Error::OutsideSchedule { .. } => RejectCode::OutsideSchedule,
             Error::NotRedeemed => RejectCode::NotRedeemed,
             Error::AlreadyRedeemed => RejectCode::AlreadyRedeemed,
+            Error::UnknownStream { .. } => RejectCode::UnknownStream,
+            Error::ConsentRefused { .. } => RejectCode::ConsentRefused,
             Error::Store(_) => RejectCode::Internal,
             _ => RejectCode::Malformed,
         }

@@ -162,6 +162,15 @@ pub enum Error {
     /// was used after the binding (docs/PROTOCOL.md §10).
     #[error("this invitation was already redeemed by another phone; ask your host for a new link")]
     AlreadyRedeemed,
+
+    // --- data streams and consent (docs/PROTOCOL.md §14) ---
+    /// A consent (or a request) for a stream the device does not publish.
+    #[error("this device publishes no stream \"{stream}\"; check the stream name the provider asked for")]
+    UnknownStream { stream: String },
+    /// A consent entry that does not verify against the chain and the log (docs/PROTOCOL.md
+    /// §14.6 lists the rules in the order they are checked).
+    #[error("consent entry {seq} is refused: {why}")]
+    ConsentRefused { seq: u64, why: &'static str },
 }
 
 impl Error {

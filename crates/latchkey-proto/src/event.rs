@@ -460,14 +460,20 @@ pub fn refusal_is_event(code: u16) -> bool {
     CODES.contains(&code) || (20..=22).contains(&code)
 }
 
-/// The arguments cap of a command's action (the decoder applies it before reading them).
+/// The arguments cap of a command's action (the decoder applies it before reading them):
+/// 1,190 for [`SUBSCRIBE_ACTION`], 8,192 for [`crate::consent::CONSENT_ACTION`], else 1,024.
 pub fn max_args(action: &str) -> usize {
     if action == SUBSCRIBE_ACTION {
         KemPublicKey::MAX_LEN
+    } else if action == crate::consent::CONSENT_ACTION {
+        crate::consent::MAX_CONSENT_ENTRY
     } else {
         command::MAX_ARGS
     }
 }
+
+/// The longest arguments any command may carry (a consent entry's).
+pub const MAX_ANY_ARGS: usize = crate::consent::MAX_CONSENT_ENTRY;
 
 #[cfg(test)]
 mod tests {
@@ -556,6 +562,7 @@ mod tests {
         assert!(parse_subscribe_args(&args[1..]).is_err());
         assert_eq!(max_args(SUBSCRIBE_ACTION), 1190);
         assert_eq!(max_args("unlock"), 1024);
+        assert_eq!(max_args(crate::consent::CONSENT_ACTION), 8192);
     }
 }
 

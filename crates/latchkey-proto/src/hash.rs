@@ -25,6 +25,10 @@ pub const OWNER_MAILBOX: &str = "latchkey/v1/owner-mailbox";
 pub const INVITE_ID: &str = "latchkey/v1/invite-id";
 /// A short link's blob key, from its secret (docs/PROTOCOL.md §10).
 pub const INVITE_KEY: &str = "latchkey/v1/invite-key";
+/// A consent's id, from its encoded signed request (docs/PROTOCOL.md §14).
+pub const CONSENT_ID: &str = "latchkey/v1/consent-id";
+/// A consent entry's hash, from its content (docs/PROTOCOL.md §14).
+pub const CONSENT_ENTRY_HASH: &str = "latchkey/v1/consent-entry-hash";
 
 /// An owner's mailbox id on the registry nodes: `H("latchkey/v1/owner-mailbox", owner key)`
 /// (docs/PROTOCOL.md §11). Proposals and notices for that owner are posted there.

@@ -30,6 +30,7 @@ const COMBINER_LABEL: &[u8] = b"latchkey/v1/hybrid-kem/x25519-sntrup761";
 const COMMAND_KEY_INFO: &[u8] = b"latchkey/v1/command-key";
 const RESPONSE_KEY_INFO: &[u8] = b"latchkey/v1/response-key";
 const EVENT_KEY_INFO: &[u8] = b"latchkey/v1/event-key";
+const KEY_GRANT_KEY_INFO: &[u8] = b"latchkey/v1/key-grant-key";
 
 /// A device's public KEM keys, published in its genesis op.
 #[derive(Clone, PartialEq, Eq)]
@@ -288,6 +289,11 @@ impl SharedKey {
     /// The key of a sealed event (docs/PROTOCOL.md §13), sealed one way, to an owner.
     pub fn event_key(&self) -> Zeroizing<[u8; 32]> {
         self.expand(EVENT_KEY_INFO)
+    }
+    /// The key of a stream key message (docs/PROTOCOL.md §14), sealed one way, to a provider
+    /// or an owner.
+    pub fn key_grant_key(&self) -> Zeroizing<[u8; 32]> {
+        self.expand(KEY_GRANT_KEY_INFO)
     }
 }
 

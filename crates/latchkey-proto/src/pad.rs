@@ -38,6 +38,28 @@ pub fn pad(message: &[u8], rng: &mut (impl RngCore + CryptoRng)) -> Result<Zeroi
     Ok(out)
 }
 
+/// Pads to exactly `size` bytes (one of [`BUCKETS`]) whatever the message's length, for
+/// messages that must all look alike (key messages, docs/PROTOCOL.md §14).
+pub fn pad_to(
+    message: &[u8],
+    size: usize,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<Zeroizing<Vec<u8>>> {
+    debug_assert!(BUCKETS.contains(&size));
+    if message.len() + LEN_PREFIX > size {
+        return Err(Error::TooLarge {
+            what: "message to pad",
+            actual: message.len(),
+            limit: size - LEN_PREFIX,
+        });
+    }
+    let mut out = Zeroizing::new(vec![0u8; size]);
+    out[..LEN_PREFIX].copy_from_slice(&(message.len() as u32).to_be_bytes());
+    out[LEN_PREFIX..LEN_PREFIX + message.len()].copy_from_slice(message);
+    rng.fill_bytes(&mut out[LEN_PREFIX + message.len()..]);
+    Ok(out)
+}
+
 /// The message inside a padded plaintext. Only exact bucket sizes are accepted.
 pub fn unpad(padded: &[u8]) -> Result<&[u8]> {
     if !BUCKETS.contains(&padded.len()) {
