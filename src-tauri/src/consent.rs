@@ -88,7 +88,11 @@ pub async fn consents(
     state
         .with_profile(move |p| async move {
             let id = p.find_device(&device)?.id;
-            Ok(p.consents(&id).await?.iter().map(ConsentView::from).collect())
+            Ok(p.consents(&id)
+                .await?
+                .iter()
+                .map(ConsentView::from)
+                .collect())
         })
         .await
 }
@@ -121,7 +125,9 @@ pub async fn meter(
     stream: String,
     broker: Option<String>,
 ) -> Result<MeterView, CommandError> {
-    let broker = broker.map(|b| b.trim().to_owned()).filter(|b| !b.is_empty());
+    let broker = broker
+        .map(|b| b.trim().to_owned())
+        .filter(|b| !b.is_empty());
     let key = (device.clone(), stream.clone());
     if broker.is_none() {
         if let Some(watch) = state.meters.lock().map_err(poisoned)?.get(&key) {
