@@ -9,19 +9,23 @@
 use std::fmt::Debug;
 use std::sync::OnceLock;
 
-use latchkey_proto::chain::{Chain, Op, OpList};
+use latchkey_proto::chain::{Chain, Op, OpBody, OpList, OwnerSet};
 use latchkey_proto::claim::ClaimPayload;
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::{Command, ReplyTo, SignedCommand, SignedResponse};
+use latchkey_proto::consent::{
+    ConsentEntry, ConsentList, ConsentLog, SignedConsentRequest, CONSENT_LINK_PREFIX,
+};
 use latchkey_proto::device::DeviceKeys;
 use latchkey_proto::envelope::{self, PendingReply};
 use latchkey_proto::grant::{AllowedArguments, Grant};
 use latchkey_proto::invite::Invitation;
 use latchkey_proto::kem;
-use latchkey_proto::keys::{DeviceId, PublicKey, RecoveryPhrase};
+use latchkey_proto::keys::{DeviceId, PublicKey, RecoveryPhrase, SigningKey};
 use latchkey_proto::pad;
 use latchkey_proto::schedule::WeeklySchedule;
 use latchkey_proto::shortlink::{SealedInvitation, ShortLink};
+use latchkey_proto::stream::{self, Reading, StreamKey};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -53,6 +57,13 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("device_key_file", device_key_file),
     ("event", event),
     ("event_message", event_message),
+    ("reading", reading),
+    ("sealed_reading", sealed_reading),
+    ("key_grant", key_grant),
+    ("consent_request", consent_request),
+    ("consent_link", consent_link),
+    ("consent_entry", consent_entry),
+    ("consent_list", consent_list),
 ];
 
 /// The device the envelope targets open for. Its key file is committed rather than generated,
@@ -375,5 +386,192 @@ pub fn sealed_invitation(data: &[u8]) {
             SealedInvitation::open(&link, &again).as_ref(),
             Ok(&invitation)
         );
+    }
+}
+
+// --- data streams and consent (docs/PROTOCOL.md §14) ----------------------------------------
+
+/// The stream key the stream targets seal and open with.
+pub fn stream_key() -> StreamKey {
+    StreamKey::from_bytes([5; 32])
+}
+
+/// The owner of [`consent_chain`].
+pub fn consent_owner() -> SigningKey {
+    SigningKey::from_bytes(&[1; 32])
+}
+
+/// The fixed device's chain, claimed by [`consent_owner`]: the consent targets verify logs
+/// against it, so corpus entries signed by that owner verify and the fuzzer mutates real ones.
+pub fn consent_chain() -> &'static Chain {
+    static CHAIN: OnceLock<Chain> = OnceLock::new();
+    CHAIN.get_or_init(|| {
+        let keys = device_keys();
+        let t = 1_700_000_000_000;
+        let mut chain =
+            Chain::from_genesis(keys.genesis("Meter", t).expect("short name")).expect("genesis");
+        let owner = consent_owner();
+        let mut op = chain.propose(
+            t,
+            OpBody::Claim(OwnerSet {
+                owners: vec![owner.public_key()],
+                threshold: 1,
+            }),
+        );
+        op.sign(&keys.setup);
+        op.sign(&owner);
+        chain.append(op).expect("a valid claim");
+        chain
+    })
+}
+
+/// A reading: decodes canonically, prints (JSON fields and a 26-cell CSV row) and survives
+/// sealing and opening.
+pub fn reading(data: &[u8]) {
+    if let Some(reading) = decoded::<Reading>(data) {
+        let view = reading.view();
+        assert_eq!(view.csv_row().split(',').count(), 26);
+        let key = stream_key();
+        let device = device_keys().device_id();
+        let mut rng = ChaCha20Rng::seed_from_u64(0);
+        let frame = stream::seal_reading(&device, "p1", 1, &key, 9, &reading, &mut rng)
+            .expect("a decoded reading seals");
+        assert_eq!(frame.len(), stream::sealed_reading_len("p1"));
+        let (_, opened) = stream::open_reading(&frame, &key).expect("it opens");
+        assert_eq!(opened, reading);
+    }
+}
+
+/// A frame from the broker, peeked and opened with the fixed key; and the input as the padded
+/// block of a frame sealed correctly under that key, so the fuzzer reaches unpadding and the
+/// reading decoder behind the AEAD.
+pub fn sealed_reading(data: &[u8]) {
+    let key = stream_key();
+    let peeked = stream::peek_reading(data);
+    if let Ok((header, reading)) = stream::open_reading(data, &key) {
+        assert_eq!(peeked.as_ref(), Ok(&header));
+        assert_eq!(data.len(), stream::sealed_reading_len(&header.stream));
+        let mut rng = ChaCha20Rng::seed_from_u64(0);
+        let again = stream::seal_reading(
+            &header.device,
+            &header.stream,
+            header.key_id,
+            &key,
+            header.seq,
+            &reading,
+            &mut rng,
+        )
+        .expect("an opened reading seals again");
+        assert_eq!(stream::open_reading(&again, &key), Ok((header, reading)));
+    }
+    let mut block = data.to_vec();
+    block.resize(stream::READING_BLOCK, 0);
+    let device = device_keys().device_id();
+    let nonce = [3u8; 24];
+    let mut header = vec![1u8, 5];
+    header.extend_from_slice(&device.0);
+    header.push(2);
+    header.extend_from_slice(b"p1");
+    header.extend_from_slice(&1u32.to_be_bytes());
+    header.extend_from_slice(&7u64.to_be_bytes());
+    header.extend_from_slice(&nonce);
+    let sealed = kem::aead_seal(&key.reading_key(&device, "p1"), &nonce, &header, &block);
+    let frame = [header, sealed].concat();
+    if let Ok((h, reading)) = stream::open_reading(&frame, &key) {
+        assert_eq!((h.key_id, h.seq), (1, 7));
+        let len = usize::from(u16::from_be_bytes([block[0], block[1]]));
+        assert_eq!(reading.to_bytes(), &block[2..2 + len]);
+    }
+}
+
+/// A key message sealed to the fixed device's KEM key (standing in for a provider's), opened
+/// and checked against the fixed device's identity; and the input as the signed grant inside a
+/// correctly sealed message, so the fuzzer reaches the grant decoder behind the AEAD.
+pub fn key_grant(data: &[u8]) {
+    let keys = device_keys();
+    let identity = keys.identity.public_key();
+    if let Ok(grant) = stream::open_key_grant(data, &keys.kem, &identity) {
+        let mut rng = ChaCha20Rng::seed_from_u64(0);
+        let again = stream::seal_key_grant(&grant, &keys.identity, keys.kem.public(), &mut rng)
+            .expect("an opened grant seals again");
+        assert_eq!(again.len(), stream::KEY_MESSAGE_LEN);
+        assert_eq!(
+            stream::open_key_grant(&again, &keys.kem, &identity),
+            Ok(grant)
+        );
+    }
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let Ok(padded) = pad::pad_to(data, stream::GRANT_BLOCK, &mut rng) else {
+        return;
+    };
+    let Ok((shared, ct)) = kem::encapsulate(keys.kem.public(), &mut rng) else {
+        return;
+    };
+    let nonce = [4u8; 24];
+    let mut header = vec![1u8, 4];
+    header.extend_from_slice(&ct.to_bytes());
+    header.extend_from_slice(&nonce);
+    let sealed = kem::aead_seal(&shared.key_grant_key(), &nonce, &header, &padded);
+    let msg = [header, sealed].concat();
+    if let Ok(grant) = stream::open_key_grant(&msg, &keys.kem, &identity) {
+        assert!(!grant.keys.is_empty());
+        assert!(grant.keys.windows(2).all(|w| w[0].key_id < w[1].key_id));
+    }
+}
+
+/// A signed consent request: decodes canonically; one whose signature verifies makes a link
+/// that parses back to it, and keeps one id.
+pub fn consent_request(data: &[u8]) {
+    if let Some(request) = decoded::<SignedConsentRequest>(data) {
+        if request.verify().is_ok() {
+            let link = request.to_link();
+            assert_eq!(
+                SignedConsentRequest::from_link(&link).as_ref(),
+                Ok(&request)
+            );
+            assert_eq!(
+                SignedConsentRequest::from_link(&link.to_lowercase()).map(|r| r.id()),
+                Ok(request.id())
+            );
+        }
+    }
+}
+
+/// A consent link as scanned or pasted: what parses prints back as its canonical upper case.
+pub fn consent_link(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(request) = SignedConsentRequest::from_link(text) {
+        let canonical = request.to_link();
+        assert_eq!(canonical, text.trim().to_ascii_uppercase());
+        assert!(canonical.starts_with(CONSENT_LINK_PREFIX));
+        decoded::<SignedConsentRequest>(&request.to_bytes()).expect("its bytes decode");
+    }
+}
+
+/// One consent entry: decodes canonically, and as the first entry of the fixed chain's log
+/// it verifies or is refused without panicking.
+pub fn consent_entry(data: &[u8]) {
+    if let Some(entry) = decoded::<ConsentEntry>(data) {
+        if let Ok(log) = ConsentLog::verify(consent_chain(), vec![entry.clone()]) {
+            assert_eq!(log.entries(), &[entry.clone()]);
+            assert_eq!(log.head_hash(), entry.hash());
+        }
+    }
+}
+
+/// A list of entries as a node serves it, verified as the fixed chain's whole log.
+pub fn consent_list(data: &[u8]) {
+    if let Some(list) = decoded::<ConsentList>(data) {
+        let n = list.0.len();
+        if let Ok(log) = ConsentLog::verify(consent_chain(), list.0) {
+            assert_eq!(log.len(), n);
+            let consents = log.consents();
+            for c in &consents {
+                let _ = log.readers_at(c.given_ms);
+                assert!(log.consent(&c.id).is_some());
+            }
+        }
     }
 }

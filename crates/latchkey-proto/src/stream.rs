@@ -35,6 +35,8 @@ pub const MAX_PHASES: usize = 3;
 pub const MAX_READING: usize = 256;
 /// The padded plaintext inside every sealed reading: `u16 length || reading || zeros`.
 pub const READING_BLOCK: usize = 2 + MAX_READING;
+/// The longest sealed reading (a 32-byte stream name).
+pub const MAX_SEALED_READING: usize = sealed_reading_len_for(MAX_STREAM_NAME);
 /// Largest time a reading carries: 9999-12-31T23:59:59.999Z, the last instant RFC 3339 writes.
 pub const MAX_TIME_MS: u64 = 253_402_300_799_999;
 /// Most keys one key message carries: the current key and up to 63 earlier ones (history).
@@ -357,7 +359,7 @@ impl StreamKey {
     /// The AEAD key of one stream's readings: HKDF-SHA256 (no salt) of the stream key, info
     /// `"latchkey/v1/stream-reading-key" || 0x00 || device || stream name`, so a key handed
     /// out for one stream opens nothing of another.
-    fn reading_key(&self, device: &DeviceId, stream: &str) -> Zeroizing<[u8; 32]> {
+    pub fn reading_key(&self, device: &DeviceId, stream: &str) -> Zeroizing<[u8; 32]> {
         let hk = Hkdf::<Sha256>::new(None, self.0.as_slice());
         let info = [READING_KEY_INFO, &[0], &device.0, stream.as_bytes()].concat();
         let mut out = Zeroizing::new([0u8; 32]);
@@ -386,7 +388,11 @@ pub struct SealedReadingHeader {
 
 /// The length of every sealed reading of a stream named `stream` (347 bytes for `p1`).
 pub fn sealed_reading_len(stream: &str) -> usize {
-    2 + 32 + 1 + stream.len() + 4 + 8 + AEAD_NONCE_LEN + READING_BLOCK + AEAD_TAG_LEN
+    sealed_reading_len_for(stream.len())
+}
+
+const fn sealed_reading_len_for(name_len: usize) -> usize {
+    2 + 32 + 1 + name_len + 4 + 8 + AEAD_NONCE_LEN + READING_BLOCK + AEAD_TAG_LEN
 }
 
 fn encode_reading_header(h: &SealedReadingHeader, nonce: &[u8; AEAD_NONCE_LEN]) -> Vec<u8> {
@@ -446,13 +452,9 @@ fn check_key_id(key_id: u32) -> Result<()> {
 }
 
 /// Reads a sealed reading's clear header (no key needed), checking the frame's exact length;
-/// returns the header and the nonce.
+/// returns the header, the nonce and the header's length.
 fn read_reading_header(frame: &[u8]) -> Result<(SealedReadingHeader, [u8; AEAD_NONCE_LEN], usize)> {
-    check_len(
-        "sealed reading",
-        frame.len(),
-        sealed_reading_len("x".repeat(MAX_STREAM_NAME).as_str()),
-    )?;
+    check_len("sealed reading", frame.len(), MAX_SEALED_READING)?;
     let mut r = Reader::new("sealed reading", frame);
     let version = r.u8()?;
     if version != STREAM_VERSION {

@@ -554,3 +554,173 @@ fn write_event_seed_corpus() {
         seeds.put("event_message", name, &message.to_bytes());
     }
 }
+
+/// A three-phase DSMR 5 reading with gas, as `latchkeyd` makes from a telegram.
+fn three_phase_reading() -> latchkey_proto::stream::Reading {
+    use latchkey_proto::stream::{Phase, Reading};
+    let phase = |v: u32, a: u32, w: u32| Phase {
+        voltage_mv: Some(v),
+        current_ma: Some(a),
+        power_delivered_w: Some(w),
+        power_returned_w: Some(0),
+    };
+    Reading {
+        meter_time_ms: Some(1_700_000_000_000),
+        tariff: Some(2),
+        energy_delivered_wh: vec![4_546_201, 2_984_102],
+        energy_returned_wh: vec![12, 0],
+        power_delivered_w: Some(1_193),
+        power_returned_w: Some(0),
+        phases: vec![
+            phase(229_000, 2_000, 445),
+            phase(230_100, 1_000, 213),
+            phase(229_900, 3_000, 535),
+        ],
+        gas_l: Some(2_569_646),
+        gas_time_ms: Some(1_699_999_800_000),
+    }
+}
+
+/// Seeds of the stream and consent targets: readings, frames sealed under the fixed stream
+/// key, key messages sealed to the fixed device's KEM key and signed by its identity, and
+/// consent requests, links, entries and lists on the fixed chain (docs/PROTOCOL.md §14).
+#[test]
+#[ignore = "writes fuzz/corpus/{reading,sealed_reading,key_grant,consent_*}/; run by hand to regenerate those seeds"]
+fn write_stream_seed_corpus() {
+    use latchkey_proto::consent::{
+        purpose, ConsentAction, ConsentList, ConsentLog, ConsentRequest, ProviderIdentity,
+    };
+    use latchkey_proto::stream::{self, KeyEntry, KeyGrant, Reading, StreamKey};
+    let seeds = Seeds {
+        root: corpus_root(),
+    };
+    let device = fuzz_entries::device_keys();
+    let id = device.device_id();
+    let stream_key = fuzz_entries::stream_key();
+    let mut rng = ChaCha20Rng::seed_from_u64(0x57e4);
+    let single = Reading {
+        meter_time_ms: Some(1_700_000_000_000),
+        tariff: Some(1),
+        energy_delivered_wh: vec![1_000, 2_000],
+        energy_returned_wh: vec![0, 0],
+        power_delivered_w: Some(250),
+        power_returned_w: Some(0),
+        phases: vec![latchkey_proto::stream::Phase {
+            voltage_mv: Some(231_000),
+            current_ma: Some(1_000),
+            power_delivered_w: Some(250),
+            power_returned_w: None,
+        }],
+        gas_l: None,
+        gas_time_ms: None,
+    };
+    for (name, reading) in [
+        ("empty", Reading::default()),
+        ("single-phase", single),
+        ("three-phase-gas", three_phase_reading()),
+    ] {
+        seeds.put("reading", name, &reading.to_bytes());
+        let frame =
+            stream::seal_reading(&id, "p1", 1, &stream_key, 42, &reading, &mut rng).unwrap();
+        assert_eq!(
+            stream::open_reading(&frame, &stream_key).unwrap().1,
+            reading
+        );
+        seeds.put("sealed_reading", name, &frame);
+    }
+    let long = "a".repeat(32);
+    let frame = stream::seal_reading(
+        &id,
+        &long,
+        7,
+        &stream_key,
+        u64::MAX,
+        &three_phase_reading(),
+        &mut rng,
+    )
+    .unwrap();
+    seeds.put("sealed_reading", "long-name", &frame);
+
+    let entry = |key_id: u32, from_seq: u64| KeyEntry {
+        key_id,
+        from_seq,
+        key: StreamKey::from_bytes([key_id as u8; 32]),
+    };
+    let provider = key(8);
+    for (name, consent, keys) in [
+        ("current-only", Some([6; 32]), vec![entry(3, 900)]),
+        (
+            "history",
+            Some([7; 32]),
+            vec![entry(1, 0), entry(2, 500), entry(3, 900)],
+        ),
+        ("owner-copy", None, vec![entry(1, 0)]),
+    ] {
+        let grant = KeyGrant {
+            device: id,
+            stream: "p1".into(),
+            recipient: provider.public_key().to_bytes(),
+            consent: consent.map(latchkey_proto::consent::ConsentId),
+            issued_ms: 1_700_000_000_000,
+            keys,
+        };
+        let msg = stream::seal_key_grant(&grant, &device.identity, device.kem.public(), &mut rng)
+            .unwrap();
+        let opened =
+            stream::open_key_grant(&msg, &device.kem, &device.identity.public_key()).unwrap();
+        assert_eq!(opened, grant);
+        seeds.put("key_grant", name, &msg);
+    }
+
+    let chain = fuzz_entries::consent_chain();
+    let owner = fuzz_entries::consent_owner();
+    let request = |until_ms, terms: Option<&str>, nonce| {
+        ConsentRequest {
+            provider: ProviderIdentity {
+                name: "Energy Insights".into(),
+                url: "https://insights.example".into(),
+                signing: provider.public_key(),
+                kem: device.kem.public().clone(),
+            },
+            device: id,
+            stream: "p1".into(),
+            purpose_code: purpose::INSIGHTS,
+            purpose: "Monthly report.\nSaving tips.".into(),
+            retention_days: 30,
+            until_ms,
+            history: terms.is_some(),
+            terms: terms.map(str::to_owned),
+            issued_ms: 1_700_000_000_000,
+            nonce: [nonce; 16],
+        }
+        .sign(&provider)
+        .unwrap()
+    };
+    let open = request(None, None, 1);
+    let limited = request(Some(1_800_000_000_000), Some("500 units per hour"), 2);
+    for (name, r) in [("open-ended", &open), ("until-terms", &limited)] {
+        seeds.put("consent_request", name, &r.to_bytes());
+        seeds.put("consent_link", name, r.to_link().as_bytes());
+    }
+    seeds.put(
+        "consent_link",
+        "lower-case",
+        open.to_link().to_lowercase().as_bytes(),
+    );
+    let mut log = ConsentLog::new(chain);
+    let t = 1_700_000_100_000;
+    for action in [
+        ConsentAction::Given(open.clone()),
+        ConsentAction::Given(limited.clone()),
+        ConsentAction::Revoked(open.id()),
+    ] {
+        let e = log.next_entry(chain, &owner, t, action).unwrap();
+        log.append(chain, e).unwrap();
+    }
+    let entries = log.entries().to_vec();
+    seeds.put("consent_entry", "given", &entries[0].to_bytes());
+    seeds.put("consent_entry", "given-until", &entries[1].to_bytes());
+    seeds.put("consent_entry", "revoked", &entries[2].to_bytes());
+    seeds.put("consent_list", "three", &ConsentList(entries).to_bytes());
+    seeds.put("consent_list", "empty", &ConsentList(Vec::new()).to_bytes());
+}
