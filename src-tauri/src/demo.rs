@@ -16,8 +16,8 @@ use std::time::UNIX_EPOCH;
 
 use data_encoding::BASE64;
 use latchkey_device::agent::RunningAgent;
-use latchkey_device::config::Driver;
-use latchkey_device::lifecycle::InitOptions;
+use latchkey_device::config::{parse_stream_option, Driver};
+use latchkey_device::lifecycle::{InitOptions, StreamOptions};
 use latchkey_node::{NodeConfig, RunningNode};
 use latchkey_owner::{Profile, SystemClock};
 
@@ -103,21 +103,37 @@ impl Demo {
         let device_dir = dir.path().join("device");
         let listen = free_loopback_port()
             .map_err(|e| format!("no free loopback port for the demo door: {e}"))?;
-        let report = latchkey_device::lifecycle::init(&InitOptions {
-            dir: device_dir.clone(),
-            name: DEVICE_NAME.into(),
-            listen: ([127, 0, 0, 1], listen).into(),
-            nodes: urls,
-            actions: vec![("unlock".into(), Driver::Exec { program: script })],
-            advertise: Vec::new(),
-            mdns: false,
-            // Learns its new owner within a second of the claim.
-            refresh_secs: Some(1),
-            max_view_age_secs: None,
-            max_guest_staleness_secs: None,
-            max_owner_staleness_secs: None,
-            trust_clock: true,
-        })
+        // The meter's P1 port is the door's one data stream, published on the demo's broker.
+        let streams = match &meter {
+            Some((broker, port)) => StreamOptions {
+                streams: vec![parse_stream_option(&format!(
+                    "{METER_STREAM}=dsmr:{}",
+                    port.source()
+                ))
+                .map_err(|e| format!("the demo meter's stream is not valid: {e}"))?],
+                broker: Some(broker.url()),
+                free_aggregate: Vec::new(),
+            },
+            None => StreamOptions::default(),
+        };
+        let report = latchkey_device::lifecycle::init_with_streams(
+            &InitOptions {
+                dir: device_dir.clone(),
+                name: DEVICE_NAME.into(),
+                listen: ([127, 0, 0, 1], listen).into(),
+                nodes: urls,
+                actions: vec![("unlock".into(), Driver::Exec { program: script })],
+                advertise: Vec::new(),
+                mdns: false,
+                // Learns its new owner within a second of the claim.
+                refresh_secs: Some(1),
+                max_view_age_secs: None,
+                max_guest_staleness_secs: None,
+                max_owner_staleness_secs: None,
+                trust_clock: true,
+            },
+            &streams,
+        )
         .map_err(|e| format!("the demo door could not be set up: {e}"))?;
         let sample_calendar = dir.path().join("sample-stays.ics");
         let today = std::time::SystemTime::now()

@@ -115,9 +115,11 @@ pub fn init_with_streams(opts: &InitOptions, stream_opts: &StreamOptions) -> Res
     for name in &stream_opts.free_aggregate {
         match streams.get_mut(name) {
             Some(s) => s.free_aggregate = true,
-            None => return Err(Error::Invalid(format!(
+            None => {
+                return Err(Error::Invalid(format!(
                 "--free-aggregate {name}: no stream is called {name}; name one given with --stream"
-            ))),
+            )))
+            }
         }
     }
     if !streams.is_empty() && stream_opts.broker.is_none() {
