@@ -284,4 +284,39 @@ mod tests {
         let summer: jiff::Timestamp = "2026-07-01T11:00:00Z".parse().unwrap();
         assert!(h.next_telegram(summer).contains("(260701130000S)"));
     }
+
+    #[tokio::test]
+    async fn the_p1_port_hands_each_connection_a_telegram_a_second() {
+        use tokio::io::AsyncReadExt;
+        let port = MeterPort::start().await.unwrap();
+        let addr = port.source().strip_prefix("tcp:").unwrap().to_owned();
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
+            while got.windows(2).filter(|w| w == b"\r\n").count() < 2 * 22 {
+                let mut buf = [0u8; 1024];
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the meter port closed the connection");
+                got.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "two telegrams within 10 s: {got:?}");
+        let text = String::from_utf8(got).unwrap();
+        assert_eq!(text.matches("/ISK5").count(), 2, "{text}");
+        drop(port);
+        // Dropped: the port stops listening.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+    }
+
+    #[test]
+    fn the_broker_listens_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::start(dir.path()).expect("mosquitto is installed (scripts/lib.sh)");
+        let port: u16 = broker.url().rsplit(':').next().unwrap().parse().unwrap();
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        drop(broker);
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
 }
