@@ -816,7 +816,6 @@ pub async fn start(dir: &Path) -> Result<RunningAgent> {
             shutdown_rx.clone(),
         )));
     }
-    #[cfg(any())]
     if let Some(streams) = agent.pipeline.streams() {
         tasks.extend(crate::stream::publish::start(
             agent.clone(),

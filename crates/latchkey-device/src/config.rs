@@ -124,13 +124,12 @@ pub fn check_stream_name(name: &str) -> Result<(), String> {
 
 /// Checks a stream's source spec (`serial:`, `tcp:` or `file:`).
 pub fn check_stream_source(spec: &str) -> Result<(), String> {
-    // TODO(merge h-dsmr): SourceSpec::parse
-    match spec.split_once(':') {
-        Some(("serial" | "tcp" | "file", rest)) if !rest.is_empty() => Ok(()),
-        _ => Err(format!(
-            "source \"{spec}\" must be serial:/dev/ttyUSB0[@BAUD], tcp:HOST:PORT or file:PATH[@RATE]"
-        )),
-    }
+    crate::stream::source::SourceSpec::parse(spec)
+        .map(|_| ())
+        .map_err(|e| match e {
+            Error::Invalid(why) => why,
+            other => other.to_string(),
+        })
 }
 
 /// Parses a `--stream NAME=FORMAT:SOURCE` option, e.g. `p1=dsmr:serial:/dev/ttyUSB0@115200`.

@@ -362,6 +362,7 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             // Counts of the old era would land in a log about to be deleted.
             let _ = self.tally().take();
             self.start_era_if_new();
+            self.end_consents_of_old_era();
         }
     }
 
@@ -734,6 +735,27 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             streams.mark_all_dirty();
         }
         Ok(Vec::new())
+    }
+
+    /// A new ownership era (a transfer, a factory reset): consents the old owners gave end and
+    /// the streams they covered rotate, before any command of the new era is answered.
+    fn end_consents_of_old_era(&self) {
+        let Some(streams) = self.streams() else {
+            return;
+        };
+        let now = self.clock.now_ms().unwrap_or(0);
+        let ended = {
+            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            streams.end_era(now, &mut *rng)
+        };
+        match ended {
+            Ok(rotated) if !rotated.is_empty() => tracing::info!(
+                ?rotated,
+                "the device changed hands: consents of the old owners ended, stream keys rotated"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "ending the old owners' consents failed"),
+        }
     }
 
     /// Gives the pipeline the device's streams, so it answers `latchkey.consent`.

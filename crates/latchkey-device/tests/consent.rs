@@ -13,6 +13,7 @@ use latchkey_device::pipeline::{Answer, Early, Pipeline, PipelineConfig};
 use latchkey_device::store::Store;
 use latchkey_device::stream::keys::StreamKeys;
 use latchkey_device::view::View;
+use latchkey_proto::chain::{OpBody, OwnerSet};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::{Command, RejectCode, ReplyTo};
 use latchkey_proto::consent::{
@@ -611,4 +612,68 @@ fn a_crafted_entry_whose_hash_links_do_not_match_what_the_device_holds_is_refuse
     assert_eq!(code(&answer), RejectCode::ConsentRefused as u16);
     assert!(answer.reason.contains("fork"), "{}", answer.reason);
     assert_eq!(f.held(), 1);
+}
+
+#[test]
+fn when_the_device_changes_hands_the_old_owners_consents_end_and_the_key_rotates() {
+    let mut f = fixture();
+    let a = Provider::new(1, "Insights A");
+    let r = f.request(&a, "p1", None);
+    let given = f.entry(ConsentAction::Given(r));
+    assert!(f.send(&given).accepted());
+    let new_owner = person(4);
+    let old_owner = SigningKey::from_bytes(&f.owner.to_bytes());
+    f.device.apply(
+        OpBody::Transfer(OwnerSet {
+            owners: vec![new_owner.public_key()],
+            threshold: 1,
+        }),
+        &[&old_owner, &new_owner],
+    );
+    let mut view = View::new(f.device.chain.clone());
+    view.checks
+        .record_quorum(&f.clock.boot_id(), f.clock.ticks_ms());
+    f.pipeline.set_view(view).unwrap();
+    assert_eq!(
+        f.streams.current_key_id("p1"),
+        Some(2),
+        "rotated at the transfer"
+    );
+    assert_eq!(f.streams.current_key_id("gas"), Some(1), "no consent there");
+    let (providers, cleared) = f.plan("p1");
+    assert!(providers.is_empty());
+    assert_eq!(cleared, vec![a.recipient()]);
+    // The old owner can no longer give consent.
+    let mut log = ConsentLog::verify(&f.device.chain, f.log.entries().to_vec()).unwrap();
+    let b = Provider::new(2, "Grid B");
+    let rb = f.request(&b, "p1", None);
+    assert!(log
+        .next_entry(
+            &f.device.chain,
+            &old_owner,
+            T0,
+            ConsentAction::Given(rb.clone())
+        )
+        .is_err());
+    let forged = f.craft(
+        2,
+        given.hash(),
+        &old_owner,
+        ConsentAction::Given(rb.clone()),
+    );
+    let answer = f.send(&forged);
+    assert_eq!(
+        code(&answer),
+        RejectCode::NotAuthorized as u16,
+        "the old owner is no owner"
+    );
+    // The new owner's consent is taken.
+    let entry = log
+        .next_entry(&f.device.chain, &new_owner, T0, ConsentAction::Given(rb))
+        .unwrap();
+    log.append(&f.device.chain, entry.clone()).unwrap();
+    let c = f.command(&new_owner, entry.to_bytes(), vec![]);
+    let answer = f.run(c, &new_owner);
+    assert!(answer.accepted(), "{}", answer.reason);
+    assert_eq!(f.plan("p1").0, vec![b.recipient()]);
 }

@@ -61,6 +61,9 @@ pub enum EndKind {
     Expired,
     /// The device's clock passed the request's `until` (no entry needed).
     Lapsed,
+    /// The device changed hands (a transfer or a factory reset): the new owners never
+    /// consented (docs/PROTOCOL.md §14).
+    Transferred,
 }
 
 impl EndKind {
@@ -69,6 +72,7 @@ impl EndKind {
             EndKind::Revoked => "revoked",
             EndKind::Expired => "expired",
             EndKind::Lapsed => "lapsed",
+            EndKind::Transferred => "transferred",
         }
     }
 }
@@ -493,6 +497,7 @@ impl StreamKeys {
                 let kind = match k.as_str() {
                     "revoked" => EndKind::Revoked,
                     "expired" => EndKind::Expired,
+                    "transferred" => EndKind::Transferred,
                     _ => EndKind::Lapsed,
                 };
                 (kind, ended_ms.unwrap_or(0) as u64)
@@ -590,12 +595,41 @@ impl StreamKeys {
         now_ms: u64,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<Vec<String>> {
+        self.end_where(
+            "ended IS NULL AND until_ms IS NOT NULL AND until_ms <= ?1",
+            EndKind::Lapsed,
+            now_ms,
+            rng,
+        )
+    }
+
+    /// Ends every active consent because the device changed hands, rotating their streams
+    /// (the new owners never consented; the old providers must not read on).
+    pub fn end_era(
+        &self,
+        now_ms: u64,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Vec<String>> {
+        self.end_where(
+            "ended IS NULL AND ?1 >= 0",
+            EndKind::Transferred,
+            now_ms,
+            rng,
+        )
+    }
+
+    fn end_where(
+        &self,
+        condition: &str,
+        kind: EndKind,
+        now_ms: u64,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Vec<String>> {
         let due: Vec<(Vec<u8>, String)> = {
             let conn = self.store.conn();
-            let mut stmt = conn.prepare(
-                "SELECT id, stream FROM stream_consents
-                 WHERE ended IS NULL AND until_ms IS NOT NULL AND until_ms <= ?1",
-            )?;
+            let mut stmt = conn.prepare(&format!(
+                "SELECT id, stream FROM stream_consents WHERE {condition}"
+            ))?;
             let rows = stmt.query_map([clamp(now_ms)], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
@@ -610,7 +644,7 @@ impl StreamKeys {
             let id = <[u8; 32]>::try_from(id.as_slice())
                 .map(ConsentId)
                 .map_err(|_| Error::Internal("a stored consent id is not 32 bytes".into()))?;
-            if let Some(stream) = end_in(&tx, &id, EndKind::Lapsed, now_ms)? {
+            if let Some(stream) = end_in(&tx, &id, kind, now_ms)? {
                 rotate.insert(stream);
             }
         }

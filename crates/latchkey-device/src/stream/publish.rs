@@ -19,8 +19,8 @@ use crate::agent::Agent;
 use crate::config::{parse_broker, Config, StreamConfig};
 use crate::stream::aggregate::Aggregator;
 use crate::stream::keys::StreamKeys;
-use latchkey_proto::stream::{avg1m_topic, live_topic};
 use crate::stream::source::{Source, SourceItem, SourceSpec};
+use latchkey_proto::stream::{avg1m_topic, live_topic};
 
 /// Requests the MQTT client queues before `publish` waits (live readings are dropped and
 /// counted instead of waiting when it is full).
@@ -35,11 +35,18 @@ const SAVE_COUNTERS: Duration = Duration::from_secs(2);
 const MAX_PACKET: usize = 64 * 1024;
 
 /// Connects to the broker: the client and its event loop (polled by [`drive`]).
-pub fn connect(broker: &str, device: &latchkey_proto::keys::DeviceId) -> Result<(AsyncClient, EventLoop), String> {
+pub fn connect(
+    broker: &str,
+    device: &latchkey_proto::keys::DeviceId,
+) -> Result<(AsyncClient, EventLoop), String> {
     let (host, port) = parse_broker(broker)?;
     let mut nonce = [0u8; 4];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
-    let id = format!("latchkeyd-{}-{}", &hex::encode(device.0)[..12], hex::encode(nonce));
+    let id = format!(
+        "latchkeyd-{}-{}",
+        &hex::encode(device.0)[..12],
+        hex::encode(nonce)
+    );
     let mut options = MqttOptions::new(id, host, port);
     options.set_keep_alive(Duration::from_secs(15));
     options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
@@ -127,7 +134,11 @@ pub fn start(
 
 /// Ends consents whose `until` the device's trusted clock passed (rotating their streams),
 /// and saves the counters now and then.
-async fn lapse_timer(agent: Arc<Agent>, keys: Arc<StreamKeys>, mut shutdown: watch::Receiver<bool>) {
+async fn lapse_timer(
+    agent: Arc<Agent>,
+    keys: Arc<StreamKeys>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut last_save = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -161,7 +172,12 @@ async fn lapse_timer(agent: Arc<Agent>, keys: Arc<StreamKeys>, mut shutdown: wat
 
 /// Publishes the key messages `stream` owes, if any. `false` when they could not all be
 /// queued (the stream stays dirty and nothing is sealed under an unannounced key).
-pub async fn announce(agent: &Arc<Agent>, keys: &Arc<StreamKeys>, client: &AsyncClient, stream: &str) -> bool {
+pub async fn announce(
+    agent: &Arc<Agent>,
+    keys: &Arc<StreamKeys>,
+    client: &AsyncClient,
+    stream: &str,
+) -> bool {
     let (k, p, name) = (keys.clone(), agent.pipeline.clone(), stream.to_owned());
     let built = tokio::task::spawn_blocking(move || -> crate::Result<_> {
         let Some(plan) = k.plan(&name)? else {
@@ -170,7 +186,13 @@ pub async fn announce(agent: &Arc<Agent>, keys: &Arc<StreamKeys>, client: &Async
         let state = p.view().chain.state().clone();
         let owners = crate::events::subscriptions(p.store(), &state)?;
         let now = crate::clock::wall_ms();
-        let messages = plan.build(&k.device(), &p.keys().identity, &owners, now, &mut rand_core::OsRng);
+        let messages = plan.build(
+            &k.device(),
+            &p.keys().identity,
+            &owners,
+            now,
+            &mut rand_core::OsRng,
+        );
         if messages.is_err() {
             k.unpublished(&name);
         }
@@ -206,6 +228,11 @@ pub async fn announce(agent: &Arc<Agent>, keys: &Arc<StreamKeys>, client: &Async
     true
 }
 
+/// Resolves once shutdown is asked (the watch guard is not held across awaits).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_stream(
     agent: Arc<Agent>,
@@ -230,12 +257,13 @@ async fn run_stream(
     announce(&agent, &keys, &client, &name).await;
     loop {
         let item = tokio::select! {
-            item = items.recv(), if source_open => item,
-            _ = changes.changed() => {
-                announce(&agent, &keys, &client, &name).await;
-                continue;
-            }
-            _ = shutdown.wait_for(|s| *s) => return,
+            item = items.recv(), if source_open => Some(item),
+            _ = changes.changed() => None,
+            _ = stopped(&mut shutdown) => return,
+        };
+        let Some(item) = item else {
+            announce(&agent, &keys, &client, &name).await;
+            continue;
         };
         let reading = match item {
             None => {
