@@ -139,6 +139,14 @@ impl Agent {
             Ok(Err(answer)) => return Handled::Answered(answer),
             Err(r) => return Handled::Refused(r),
         };
+        if auth.is_consent() {
+            // Judged, recorded (and a key rotated) durably before the answer is sealed.
+            let p = self.pipeline.clone();
+            return match blocking(move || p.consent(auth)).await {
+                Ok(answer) => Handled::Answered(answer),
+                Err(r) => Handled::Refused(r),
+            };
+        }
         let result = if auth.redeemed().is_some() {
             // Bound with the nonce in `authorize`; a redemption runs no actuator.
             Ok(Vec::new())
@@ -650,6 +658,16 @@ pub fn load(dir: &DeviceDir) -> Result<(Agent, Config)> {
         .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
     let (note_tx, note_rx) = crate::events::channel();
     pipeline.set_event_sink(note_tx);
+    if !config.streams.is_empty() {
+        let streams = crate::stream::keys::StreamKeys::open(
+            pipeline.store().clone(),
+            pipeline.device_id(),
+            config.streams.keys().cloned(),
+            crate::clock::wall_ms(),
+            &mut OsRng,
+        )?;
+        pipeline.set_streams(Arc::new(streams));
+    }
     let agent = Agent {
         event_notes: Mutex::new(Some(note_rx)),
         pipeline: Arc::new(pipeline),
@@ -797,6 +815,14 @@ pub async fn start(dir: &Path) -> Result<RunningAgent> {
             notes,
             shutdown_rx.clone(),
         )));
+    }
+    if let Some(streams) = agent.pipeline.streams() {
+        tasks.extend(crate::stream::publish::start(
+            agent.clone(),
+            streams,
+            &config,
+            shutdown_rx.clone(),
+        )?);
     }
     for node in agent.relay_nodes.clone() {
         tasks.push(tokio::spawn(crate::relay::poll_mailbox(

@@ -42,6 +42,122 @@ pub struct Config {
     pub audit_keep: u64,
     #[serde(default)]
     pub actions: BTreeMap<String, ActionConfig>,
+    /// The home MQTT broker streams are published on (`mqtt://HOST[:PORT]`, docs/PROTOCOL.md
+    /// §14); needed once a stream is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// Data streams (a smart meter's P1 port) the agent reads, seals and publishes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub streams: BTreeMap<String, StreamConfig>,
+}
+
+/// One data stream: where its telegrams come from and whether its free tier is published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// `serial:/dev/ttyUSB0[@BAUD]`, `tcp:HOST:PORT` or `file:PATH[@RATE]`.
+    pub source: String,
+    /// The telegram format; `dsmr` (P1 port, DSMR 2.2 to 5.0) is the one there is.
+    #[serde(default = "dsmr")]
+    pub format: String,
+    /// Publish the 1-minute mean power and the hour's energy in clear on `…/avg1m`.
+    #[serde(default)]
+    pub free_aggregate: bool,
+}
+
+fn dsmr() -> String {
+    STREAM_FORMAT_DSMR.to_owned()
+}
+
+/// The one stream format.
+pub const STREAM_FORMAT_DSMR: &str = "dsmr";
+
+/// The MQTT port used when a broker URL names none.
+pub const MQTT_DEFAULT_PORT: u16 = 1883;
+
+/// Parses `mqtt://HOST[:PORT]` (IPv6 hosts in brackets) into host and port.
+pub fn parse_broker(url: &str) -> Result<(String, u16), String> {
+    let rest = url.strip_prefix("mqtt://").ok_or_else(|| {
+        format!("broker \"{url}\" must be mqtt://HOST[:PORT], e.g. mqtt://127.0.0.1:1883")
+    })?;
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains(['/', '@', '?', '#']) {
+        return Err(format!(
+            "broker \"{url}\" must be mqtt://HOST[:PORT] (no path, user or query)"
+        ));
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("broker \"{url}\": unclosed '[' around an IPv6 host"))?;
+        match after.strip_prefix(':') {
+            Some(p) => (host, Some(p)),
+            None if after.is_empty() => (host, None),
+            None => return Err(format!("broker \"{url}\": junk after the IPv6 host")),
+        }
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("broker \"{url}\" names no host"));
+    }
+    let port = match port {
+        None => MQTT_DEFAULT_PORT,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("broker \"{url}\": port \"{p}\" is not 1 to 65535"))?,
+    };
+    Ok((host.to_owned(), port))
+}
+
+/// Stream names: 1 to 32 of `a-z`, `0-9`, `_`, `-` (they are MQTT topic levels).
+pub fn check_stream_name(name: &str) -> Result<(), String> {
+    latchkey_proto::stream::validate_stream_name(name).map_err(|_| {
+        format!("stream name \"{name}\" must be 1 to 32 of a-z, 0-9, '_' and '-' (e.g. p1)")
+    })
+}
+
+/// Checks a stream's source spec (`serial:`, `tcp:` or `file:`).
+pub fn check_stream_source(spec: &str) -> Result<(), String> {
+    crate::stream::source::SourceSpec::parse(spec)
+        .map(|_| ())
+        .map_err(|e| match e {
+            Error::Invalid(why) => why,
+            other => other.to_string(),
+        })
+}
+
+/// Parses a `--stream NAME=FORMAT:SOURCE` option, e.g. `p1=dsmr:serial:/dev/ttyUSB0@115200`.
+pub fn parse_stream_option(spec: &str) -> Result<(String, StreamConfig)> {
+    let bad = |why: String| {
+        Error::Invalid(format!(
+            "--stream \"{spec}\": {why} (expected NAME=dsmr:SOURCE, e.g. p1=dsmr:serial:/dev/ttyUSB0@115200, p1=dsmr:tcp:gateway.local:2001 or p1=dsmr:file:/path/telegrams.txt@1)"
+        ))
+    };
+    let (name, rest) = spec.split_once('=').ok_or_else(|| bad("no '='".into()))?;
+    check_stream_name(name).map_err(bad)?;
+    let (format, source) = rest
+        .split_once(':')
+        .ok_or_else(|| bad("no format before the source".into()))?;
+    if format != STREAM_FORMAT_DSMR {
+        return Err(bad(format!(
+            "unknown format \"{format}\"; the one format is dsmr"
+        )));
+    }
+    check_stream_source(source).map_err(bad)?;
+    Ok((
+        name.to_owned(),
+        StreamConfig {
+            source: source.to_owned(),
+            format: format.to_owned(),
+            free_aggregate: false,
+        },
+    ))
 }
 
 fn yes() -> bool {
@@ -394,7 +510,34 @@ impl Config {
         if self.window.max_age_ms == 0 || self.quorum.refresh_secs == 0 {
             return Err("window.max_age_ms and quorum.refresh_secs must be above zero".into());
         }
-        self.drivers().map(|_| ())
+        self.drivers()?;
+        self.check_streams()
+    }
+
+    fn check_streams(&self) -> Result<(), String> {
+        if let Some(b) = &self.broker {
+            parse_broker(b)?;
+        }
+        if self.streams.is_empty() {
+            return Ok(());
+        }
+        if self.broker.is_none() {
+            return Err(
+                "streams are published on an MQTT broker: set `broker = \"mqtt://HOST:PORT\"` (latchkeyd init --broker)"
+                    .into(),
+            );
+        }
+        for (name, s) in &self.streams {
+            check_stream_name(name)?;
+            if s.format != STREAM_FORMAT_DSMR {
+                return Err(format!(
+                    "stream {name}: unknown format \"{}\"; the one format is dsmr",
+                    s.format
+                ));
+            }
+            check_stream_source(&s.source).map_err(|why| format!("stream {name}: {why}"))?;
+        }
+        Ok(())
     }
 }
 
@@ -464,6 +607,8 @@ mod tests {
             window: WindowKnobs::default(),
             audit_keep: 10,
             actions,
+            broker: None,
+            streams: BTreeMap::new(),
         };
         let text = c.to_toml();
         let back: Config = toml::from_str(&text).unwrap();
@@ -505,6 +650,78 @@ mod tests {
             assert_eq!(config.takes_arguments(driver), takes, "{driver}");
             assert!(config.arguments_note(driver).contains(words), "{driver}");
         }
+    }
+
+    #[test]
+    fn brokers_parse_or_say_what_is_wrong() {
+        assert_eq!(
+            parse_broker("mqtt://127.0.0.1:1883").unwrap(),
+            ("127.0.0.1".into(), 1883)
+        );
+        assert_eq!(
+            parse_broker("mqtt://broker.local").unwrap(),
+            ("broker.local".into(), MQTT_DEFAULT_PORT)
+        );
+        assert_eq!(
+            parse_broker("mqtt://[::1]:1884").unwrap(),
+            ("::1".into(), 1884)
+        );
+        for (url, needle) in [
+            ("tcp://h:1", "mqtt://HOST"),
+            ("mqtt://", "no path"),
+            ("mqtt://h:0", "not 1 to 65535"),
+            ("mqtt://h:x", "not 1 to 65535"),
+            ("mqtt://h:1/topic", "no path"),
+            ("mqtt://user@h:1", "no path"),
+            ("mqtt://[::1", "unclosed"),
+        ] {
+            let e = parse_broker(url).unwrap_err();
+            assert!(e.contains(needle), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn stream_options_parse_or_say_what_is_wrong() {
+        let (name, s) = parse_stream_option("p1=dsmr:serial:/dev/ttyUSB0@115200").unwrap();
+        assert_eq!(name, "p1");
+        assert_eq!(s.source, "serial:/dev/ttyUSB0@115200");
+        assert_eq!(s.format, "dsmr");
+        assert!(!s.free_aggregate);
+        for (spec, needle) in [
+            ("p1", "no '='"),
+            ("P1=dsmr:file:/x", "a-z"),
+            ("=dsmr:file:/x", "1 to 32"),
+            ("a/b=dsmr:file:/x", "a-z"),
+            ("p1=file:/x", "unknown format"),
+            ("p1=dsmr", "no format"),
+            ("p1=dsmr:ftp:/x", "source"),
+        ] {
+            let e = parse_stream_option(spec).unwrap_err().to_string();
+            assert!(e.contains(needle), "{spec}: {e}");
+            assert!(e.contains("NAME=dsmr:SOURCE"), "{spec}: {e}");
+        }
+        assert!(check_stream_name(&"a".repeat(32)).is_ok());
+        assert!(check_stream_name(&"a".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn streams_need_a_broker_and_round_trip_through_toml() {
+        let mut c: Config =
+            toml::from_str("name = \"x\"\nlisten = \"0.0.0.0:7500\"\nnodes = [\"http://n:1\"]\n")
+                .unwrap();
+        let (name, mut s) = parse_stream_option("p1=dsmr:file:/tmp/t.txt@0").unwrap();
+        s.free_aggregate = true;
+        c.streams.insert(name, s);
+        assert!(c.validate().unwrap_err().contains("broker"));
+        c.broker = Some("mqtt://127.0.0.1:1883".into());
+        c.validate().unwrap();
+        let text = c.to_toml();
+        assert!(text.contains("[streams.p1]"), "{text}");
+        assert!(text.contains("free_aggregate = true"), "{text}");
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        c.broker = Some("http://x".into());
+        assert!(c.validate().unwrap_err().contains("mqtt://"));
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod pipeline;
 pub mod relay;
 pub mod server;
 pub mod store;
+pub mod stream;
 pub mod tally;
 pub mod view;
 

@@ -40,6 +40,18 @@ pub struct InitOptions {
     pub trust_clock: bool,
 }
 
+/// What `latchkeyd init` is told about data streams (kept apart from [`InitOptions`], which
+/// other crates' tests build field by field).
+#[derive(Debug, Clone, Default)]
+pub struct StreamOptions {
+    /// `--stream NAME=dsmr:SOURCE`, parsed ([`crate::config::parse_stream_option`]).
+    pub streams: Vec<(String, crate::config::StreamConfig)>,
+    /// `--broker mqtt://HOST:PORT`.
+    pub broker: Option<String>,
+    /// `--free-aggregate NAME`: streams whose free tier (`…/avg1m`) is published.
+    pub free_aggregate: Vec<String>,
+}
+
 /// A new claim QR, for printing.
 pub struct ClaimReport {
     pub device: DeviceId,
@@ -66,6 +78,11 @@ impl std::fmt::Debug for ClaimReport {
 /// Creates the device: keys (mode 0600, never overwritten), config, state with its genesis
 /// op, and the claim QR.
 pub fn init(opts: &InitOptions) -> Result<ClaimReport> {
+    init_with_streams(opts, &StreamOptions::default())
+}
+
+/// [`init`] with data streams.
+pub fn init_with_streams(opts: &InitOptions, stream_opts: &StreamOptions) -> Result<ClaimReport> {
     let dir = DeviceDir::new(&opts.dir);
     let mut quorum = QuorumKnobs::for_nodes(opts.nodes.len());
     if let Some(s) = opts.refresh_secs {
@@ -89,6 +106,28 @@ pub fn init(opts: &InitOptions) -> Result<ClaimReport> {
             return Err(Error::Invalid(format!("action {name} is given twice")));
         }
     }
+    let mut streams = std::collections::BTreeMap::new();
+    for (name, stream) in &stream_opts.streams {
+        if streams.insert(name.clone(), stream.clone()).is_some() {
+            return Err(Error::Invalid(format!("stream {name} is given twice")));
+        }
+    }
+    for name in &stream_opts.free_aggregate {
+        match streams.get_mut(name) {
+            Some(s) => s.free_aggregate = true,
+            None => {
+                return Err(Error::Invalid(format!(
+                "--free-aggregate {name}: no stream is called {name}; name one given with --stream"
+            )))
+            }
+        }
+    }
+    if !streams.is_empty() && stream_opts.broker.is_none() {
+        return Err(Error::Invalid(
+            "--stream needs --broker mqtt://HOST:PORT: streams are published on an MQTT broker"
+                .into(),
+        ));
+    }
     let config = Config {
         name: opts.name.clone(),
         listen: opts.listen,
@@ -102,6 +141,8 @@ pub fn init(opts: &InitOptions) -> Result<ClaimReport> {
         },
         audit_keep: 100_000,
         actions,
+        broker: stream_opts.broker.clone(),
+        streams,
     };
     config.validate().map_err(Error::Invalid)?;
 
@@ -280,6 +321,27 @@ pub struct StatusReport {
     /// Per action, whether command arguments reach its actuator and who may pass them.
     pub action_arguments: Vec<ActionArguments>,
     pub audit_entries: u64,
+    /// Data streams: where they come from and what the agent did with them (as last saved).
+    pub streams: Vec<StreamStatus>,
+}
+
+/// One data stream in `latchkeyd status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStatus {
+    pub name: String,
+    pub source: String,
+    pub format: String,
+    pub free_aggregate: bool,
+    pub broker: Option<String>,
+    /// The current stream key's id (none before the stream first ran).
+    pub key_id: Option<u32>,
+    pub published: u64,
+    /// Telegrams that did not parse or failed their CRC: counted, never published.
+    pub bad_telegrams: u64,
+    pub last_bad: Option<String>,
+    /// Readings dropped because the broker connection's queue was full.
+    pub dropped: u64,
+    pub active_consents: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -505,6 +567,29 @@ pub async fn status(dir: &std::path::Path, check: bool) -> Result<StatusReport> 
             })
             .collect(),
         audit_entries: store.audit_next_seq()?,
+        streams: config
+            .streams
+            .iter()
+            .map(|(name, s)| {
+                let saved = crate::stream::keys::saved_counters(&store, name)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                StreamStatus {
+                    name: name.clone(),
+                    source: s.source.clone(),
+                    format: s.format.clone(),
+                    free_aggregate: s.free_aggregate,
+                    broker: config.broker.clone(),
+                    key_id: saved.key_id,
+                    published: saved.published,
+                    bad_telegrams: saved.bad_telegrams,
+                    last_bad: saved.last_bad,
+                    dropped: saved.dropped,
+                    active_consents: crate::stream::keys::active_consents(&store, name),
+                }
+            })
+            .collect(),
     })
 }
 

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use latchkey_device::audit::{AuditBody, SignedEntry, Stage};
-use latchkey_device::config::parse_action_option;
-use latchkey_device::lifecycle::{self, ClaimReport, InitOptions, StatusReport};
+use latchkey_device::config::{parse_action_option, parse_stream_option};
+use latchkey_device::lifecycle::{self, ClaimReport, InitOptions, StatusReport, StreamOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,6 +61,15 @@ enum Cmd {
         /// Never trust the system clock: every command needs a challenge round trip.
         #[arg(long)]
         untrusted_clock: bool,
+        /// NAME=dsmr:SOURCE, a data stream to seal and publish (SOURCE: serial:/dev/ttyUSB0[@BAUD], tcp:HOST:PORT or file:PATH[@RATE]); give several.
+        #[arg(long = "stream")]
+        streams: Vec<String>,
+        /// The MQTT broker streams are published on, e.g. mqtt://127.0.0.1:1883.
+        #[arg(long)]
+        broker: Option<String>,
+        /// Also publish this stream's 1-minute average and hourly energy in clear (the free tier).
+        #[arg(long = "free-aggregate")]
+        free_aggregate: Vec<String>,
     },
     /// Serve commands until stopped (SIGINT or SIGTERM).
     Run {
@@ -137,25 +146,39 @@ async fn dispatch(command: Cmd) -> anyhow::Result<ExitCode> {
             max_guest_staleness_secs,
             max_owner_staleness_secs,
             untrusted_clock,
+            streams,
+            broker,
+            free_aggregate,
         } => {
             let actions = actions
                 .iter()
                 .map(|a| parse_action_option(a))
                 .collect::<Result<Vec<_>, _>>()?;
-            let report = lifecycle::init(&InitOptions {
-                dir: dir.clone(),
-                name,
-                listen,
-                nodes,
-                actions,
-                advertise,
-                mdns: !no_mdns,
-                refresh_secs,
-                max_view_age_secs,
-                max_guest_staleness_secs,
-                max_owner_staleness_secs,
-                trust_clock: !untrusted_clock,
-            })?;
+            let streams = streams
+                .iter()
+                .map(|s| parse_stream_option(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let report = lifecycle::init_with_streams(
+                &InitOptions {
+                    dir: dir.clone(),
+                    name,
+                    listen,
+                    nodes,
+                    actions,
+                    advertise,
+                    mdns: !no_mdns,
+                    refresh_secs,
+                    max_view_age_secs,
+                    max_guest_staleness_secs,
+                    max_owner_staleness_secs,
+                    trust_clock: !untrusted_clock,
+                },
+                &StreamOptions {
+                    streams,
+                    broker,
+                    free_aggregate,
+                },
+            )?;
             print_claim(&report);
             println!("config: {}", dir.join("latchkeyd.toml").display());
             println!("next: latchkeyd run --dir {}", dir.display());
@@ -355,6 +378,31 @@ fn print_status(s: &StatusReport) {
         println!("         {}", args.note);
     }
     println!("audit    {} entries", s.audit_entries);
+    for st in &s.streams {
+        println!(
+            "stream   {} ({} from {}) on {}{}",
+            st.name,
+            st.format,
+            st.source,
+            st.broker.as_deref().unwrap_or("-"),
+            if st.free_aggregate {
+                ", free tier on"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "         key {}, {} published, {} bad telegrams dropped, {} dropped (broker queue full), {} active consent(s)",
+            st.key_id.map_or("-".to_owned(), |k| k.to_string()),
+            st.published,
+            st.bad_telegrams,
+            st.dropped,
+            st.active_consents
+        );
+        if let Some(b) = &st.last_bad {
+            println!("         last bad telegram: {b}");
+        }
+    }
 }
 
 fn entry_line(e: &SignedEntry) -> String {

@@ -50,6 +50,8 @@ use crate::audit_log::{EraInfo, PruneReport};
 use crate::clock::{utc_minute, Clock};
 use crate::config::AUDIT_ACTION;
 use crate::events::{EventNote, NoteSender};
+use latchkey_proto::codec::Codec;
+use latchkey_proto::consent::{ConsentEntry, CONSENT_ACTION};
 use latchkey_proto::event::{EventKind, SUBSCRIBE_ACTION};
 
 /// The reserved redemption action of a one-time link (docs/PROTOCOL.md §10): its success is
@@ -57,6 +59,7 @@ use latchkey_proto::event::{EventKind, SUBSCRIBE_ACTION};
 const REDEEM_ACTION: &str = "latchkey.redeem";
 use crate::keyfile::DeviceSecrets;
 use crate::store::{Accepted, RunningEntry, Store, Strike};
+use crate::stream::keys::StreamKeys;
 use crate::tally::{Disposition, RefusalTally};
 use crate::view::View;
 
@@ -230,6 +233,11 @@ impl Authorized {
     pub fn is_subscribe(&self) -> bool {
         self.fresh.command.action == SUBSCRIBE_ACTION
     }
+
+    /// The reserved `latchkey.consent` action (answered by [`Pipeline::consent`]).
+    pub fn is_consent(&self) -> bool {
+        self.fresh.command.action == CONSENT_ACTION
+    }
 }
 
 /// The pipeline. `C` is the clock, `R` the randomness for challenges and sealing.
@@ -260,6 +268,10 @@ pub struct Pipeline<C, R> {
     /// Where guest decisions are noted for the event poster ([`crate::events`]); none in
     /// tests and tools that post no events.
     events: RwLock<Option<NoteSender>>,
+    /// The device's data streams, if it publishes any ([`crate::stream`]).
+    streams: RwLock<Option<Arc<StreamKeys>>>,
+    /// One consent entry judged and recorded at a time.
+    consent_lock: Mutex<()>,
 }
 
 impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
@@ -298,6 +310,8 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             era: RwLock::new(era),
             bindings: RwLock::new(bindings.into_iter().collect()),
             events: RwLock::new(None),
+            streams: RwLock::new(None),
+            consent_lock: Mutex::new(()),
         };
         pipeline.start_era_if_new();
         pipeline
@@ -348,6 +362,7 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             // Counts of the old era would land in a log about to be deleted.
             let _ = self.tally().take();
             self.start_era_if_new();
+            self.end_consents_of_old_era();
         }
     }
 
@@ -616,10 +631,12 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         let action = fresh.command.action.as_str();
         if redeemed.is_some() {
             // The reserved action: nothing to configure, nothing to run.
-        } else if action == AUDIT_ACTION || action == SUBSCRIBE_ACTION {
+        } else if action == AUDIT_ACTION || action == SUBSCRIBE_ACTION || action == CONSENT_ACTION {
             if !owner {
                 let what = if action == AUDIT_ACTION {
                     "the audit log is for owners only"
+                } else if action == CONSENT_ACTION {
+                    "only owners give or withdraw consent to the device's data"
                 } else {
                     "only owners subscribe to a device's events"
                 };
@@ -713,7 +730,106 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             "the device could not store the subscription; see the device log".to_owned()
         })?;
         tracing::info!(owner = %owner.short(), "owner subscribed to events");
+        if let Some(streams) = self.streams() {
+            // The owner's own copy of every stream key goes out with its new KEM key.
+            streams.mark_all_dirty();
+        }
         Ok(Vec::new())
+    }
+
+    /// A new ownership era (a transfer, a factory reset): consents the old owners gave end and
+    /// the streams they covered rotate, before any command of the new era is answered.
+    fn end_consents_of_old_era(&self) {
+        let Some(streams) = self.streams() else {
+            return;
+        };
+        let now = self.clock.now_ms().unwrap_or(0);
+        let ended = {
+            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            streams.end_era(now, &mut *rng)
+        };
+        match ended {
+            Ok(rotated) if !rotated.is_empty() => tracing::info!(
+                ?rotated,
+                "the device changed hands: consents of the old owners ended, stream keys rotated"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "ending the old owners' consents failed"),
+        }
+    }
+
+    /// Gives the pipeline the device's streams, so it answers `latchkey.consent`.
+    pub fn set_streams(&self, streams: Arc<StreamKeys>) {
+        *self.streams.write().unwrap_or_else(|p| p.into_inner()) = Some(streams);
+    }
+
+    pub fn streams(&self) -> Option<Arc<StreamKeys>> {
+        self.streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The `latchkey.consent` action (docs/PROTOCOL.md §14): judges the consent entry in its
+    /// arguments ([`crate::stream::consent`]) and records it — with a new stream key when an
+    /// active consent ends — durably, before answering. Refusals are `UnknownStream` (23) and
+    /// `ConsentRefused` (24).
+    pub fn consent(&self, auth: Authorized) -> Answer {
+        let entry = match ConsentEntry::from_bytes(auth.args()) {
+            Ok(e) => e,
+            Err(e) => {
+                return self.reject(
+                    &auth.fresh,
+                    Stage::Action,
+                    RejectCode::ConsentRefused,
+                    format!("the arguments are not a consent entry: {e}"),
+                )
+            }
+        };
+        let Some(streams) = self.streams() else {
+            return self.reject(
+                &auth.fresh,
+                Stage::Action,
+                RejectCode::UnknownStream,
+                "this device publishes no data streams".into(),
+            );
+        };
+        let _one_at_a_time = self.consent_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.wall_clock().effective();
+        let judged = {
+            let view = self.view();
+            crate::stream::consent::judge(&streams, &view.chain, &entry, now)
+        };
+        let effect = match judged {
+            Ok(effect) => effect,
+            Err((code, why)) => return self.reject(&auth.fresh, Stage::Action, code, why),
+        };
+        let recorded = {
+            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            streams.record(&entry, &effect, now.unwrap_or(entry.time_ms), &mut *rng)
+        };
+        match recorded {
+            Ok(rotated) => {
+                let mut said = format!("consent entry {} recorded", entry.seq);
+                for stream in &rotated {
+                    said.push_str(&format!(
+                        "; stream {stream} now uses key {}",
+                        streams.current_key_id(stream).unwrap_or(0)
+                    ));
+                }
+                tracing::info!(seq = entry.seq, ?rotated, "consent entry recorded");
+                self.complete(auth, Ok(said.into_bytes()))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "recording a consent entry failed; nothing changed");
+                self.reject(
+                    &auth.fresh,
+                    Stage::Action,
+                    RejectCode::Internal,
+                    "the device could not record the consent entry, so nothing changed; see the device log".into(),
+                )
+            }
+        }
     }
 
     /// Writes the open refusal summary: when its interval is over, or now if `force`.
