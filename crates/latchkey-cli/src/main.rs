@@ -1,7 +1,8 @@
 //! `latchkey`: the owner's command line, a thin front over latchkey-owner.
 //!
 //! Exit status: 0 on success; 1 on an error (printed as `error: …` with what to do next);
-//! 2 when a device answered but refused the command (`open`).
+//! 2 when a device answered but refused the command (`open`), or when the person answered no
+//! (`consent approve`).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use latchkey_proto::keys::PublicKey;
 use latchkey_proto::schedule::WeeklySchedule;
 use zeroize::Zeroizing;
 
+mod consent;
 mod when;
 
 #[derive(Debug, Parser)]
@@ -220,6 +222,75 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The consents given for a device's data streams (who may read what, why, until when),
+    /// verified from its consent log on the nodes. Records the end of consents whose time ran
+    /// out, and tells the device what it has not been told yet.
+    Consents {
+        /// Device id (lkdev1…), short id (XXXX-XXXX) or name.
+        device: String,
+        /// JSON: {"device": "lkdev1…", "consents": […]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answer a provider's request to read a data stream, or withdraw a consent.
+    Consent {
+        #[command(subcommand)]
+        command: ConsentCmd,
+    },
+    /// Your own meter, decrypted with your copy of the stream key: power now and today's
+    /// energy, read from the home broker.
+    Meter {
+        /// Device id (lkdev1…), short id (XXXX-XXXX) or name.
+        device: String,
+        /// The home broker the device publishes to, mqtt://HOST:PORT.
+        #[arg(long)]
+        broker: String,
+        #[arg(long, default_value = "p1")]
+        stream: String,
+        /// Keep printing a line per reading (Ctrl-C stops); without it, print the first one.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON snapshot object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConsentCmd {
+    /// Approve a provider's request link (LATCHKEY://C/…, or the id of a pending request):
+    /// shows who asks what, why and for how long, asks y/N (or --yes), then signs the consent
+    /// into the device's log on the nodes and tells the device.
+    Approve {
+        link: String,
+        /// Approve without asking (needed when standard input is not a terminal).
+        #[arg(long)]
+        yes: bool,
+        /// Print the consent as JSON (the summary goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Withdraw a consent (its id or first 8+ hex characters): the device rotates the stream
+    /// key at once and the provider gets no new key.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A device's consent log, verified: every consent given, revoked or expired, by whom.
+    Log {
+        device: String,
+        /// JSON: {"device": "lkdev1…", "entries": […]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Requests kept as pending (added by `approve` without an answer, or by the app).
+    Requests {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop a pending request without answering it.
+    Dismiss { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -1570,6 +1641,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             follow,
             json,
         } => return events(&profile, device, follow, json).await,
+        Cmd::Consents { device, json } => return consent::consents(&profile, &device, json).await,
+        Cmd::Consent { command } => {
+            return match command {
+                ConsentCmd::Approve { link, yes, json } => {
+                    consent::approve(&profile, &link, yes, json).await
+                }
+                ConsentCmd::Revoke { id, json } => consent::revoke(&profile, &id, json).await,
+                ConsentCmd::Log { device, json } => consent::log(&profile, &device, json).await,
+                ConsentCmd::Requests { json } => consent::requests(&profile, json),
+                ConsentCmd::Dismiss { id } => {
+                    profile.consent_request_dismiss(&id)?;
+                    println!("request dismissed");
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+        Cmd::Meter {
+            device,
+            broker,
+            stream,
+            follow,
+            json,
+        } => return consent::meter(&profile, &device, &broker, &stream, follow, json).await,
         Cmd::Revoke { grant } => {
             let report = profile.revoke(&grant).await?;
             print_revoked(&report, &grant);

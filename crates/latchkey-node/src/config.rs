@@ -110,6 +110,13 @@ pub struct Limits {
     pub invite_capacity: usize,
     /// Invitation stores (`PUT /v1/invites/…`) per client IP.
     pub invite_rate: Option<Rate>,
+    /// Largest `POST /v1/devices/{d}/consents` body (one encoded consent entry).
+    pub max_consent_body: usize,
+    /// Entries one device's consent log may hold on the node.
+    pub max_consents_per_device: u64,
+    /// Verified consent logs kept in memory (least recently used are reloaded and verified
+    /// again on use).
+    pub max_cached_consent_logs: usize,
 }
 
 impl Default for Limits {
@@ -141,6 +148,9 @@ impl Default for Limits {
             invites_per_address: 1000,
             invite_capacity: 50_000,
             invite_rate: Some(Rate::new(5, 50)),
+            max_consent_body: crate::consents::MAX_ENTRY_BODY,
+            max_consents_per_device: crate::consents::MAX_ENTRIES_PER_DEVICE,
+            max_cached_consent_logs: 1_000,
         }
     }
 }

@@ -16,6 +16,7 @@
 pub mod admission;
 pub mod api;
 pub mod config;
+pub mod consents;
 pub mod error;
 pub mod invites;
 pub mod mailbox;
@@ -50,6 +51,7 @@ pub struct RunningNode {
 struct Peers {
     registry: Arc<registry::Registry>,
     owner_index: Arc<admission::OwnerIndex>,
+    consents: Arc<consents::ConsentLogs>,
     store: store::Store,
     metrics: Arc<metrics::Metrics>,
     client: reqwest::Client,
@@ -64,6 +66,7 @@ impl Peers {
             peer,
             registry: self.registry.clone(),
             owner_index: self.owner_index.clone(),
+            consents: self.consents.clone(),
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             client: self.client.clone(),
@@ -152,6 +155,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let mailboxes =
         Arc::new(mailbox::Mailboxes::open(store.clone(), metrics.clone(), &limits).await?);
     let owner_index = Arc::new(admission::OwnerIndex::build(&registry).await?);
+    let consents = Arc::new(consents::ConsentLogs::new(
+        store.clone(),
+        registry.clone(),
+        metrics.clone(),
+        limits.max_cached_consent_logs,
+        limits.max_forks_per_device,
+        limits.max_consents_per_device,
+    ));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -166,6 +177,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         registry: registry.clone(),
         mailboxes: mailboxes.clone(),
         owner_index: owner_index.clone(),
+        consents: consents.clone(),
         requests: Arc::new(api::Places::new(
             limits.max_concurrent_requests,
             limits.max_requests_per_address,
@@ -201,6 +213,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let peers = Peers {
         registry: registry.clone(),
         owner_index,
+        consents,
         store,
         metrics: metrics.clone(),
         client,

@@ -37,6 +37,36 @@ impl Rejection {
     }
 }
 
+/// Why a posted consent entry was refused (the API error code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentRejection {
+    InvalidConsent,
+    ConsentConflict,
+    Malformed,
+    TooLarge,
+    LogFull,
+}
+
+impl ConsentRejection {
+    const ALL: [ConsentRejection; 5] = [
+        ConsentRejection::InvalidConsent,
+        ConsentRejection::ConsentConflict,
+        ConsentRejection::Malformed,
+        ConsentRejection::TooLarge,
+        ConsentRejection::LogFull,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ConsentRejection::InvalidConsent => "invalid_consent",
+            ConsentRejection::ConsentConflict => "consent_conflict",
+            ConsentRejection::Malformed => "malformed",
+            ConsentRejection::TooLarge => "too_large",
+            ConsentRejection::LogFull => "consent_log_full",
+        }
+    }
+}
+
 /// Why a mailbox post was refused before storing (the API error code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotAdmitted {
@@ -96,6 +126,15 @@ pub struct Metrics {
     pub invite_reads: AtomicU64,
     /// Invitation stores refused: other bytes under the id, or a cap reached.
     pub invites_refused: AtomicU64,
+    /// Consent entries added to a log (posted or replicated).
+    pub consents_accepted: AtomicU64,
+    /// Reads of a consent log, its forks or the consent feed.
+    pub consent_reads: AtomicU64,
+    /// New conflicting-entry evidence stored.
+    pub consent_forks: AtomicU64,
+    consents_rejected: [AtomicU64; 5],
+    /// Consent entries from peers added.
+    pub replication_consents: AtomicU64,
 }
 
 pub fn inc(counter: &AtomicU64) {
@@ -129,6 +168,22 @@ impl Metrics {
             .position(|r| *r == why)
             .expect("listed");
         inc(&self.not_admitted[i]);
+    }
+
+    pub fn reject_consent(&self, why: ConsentRejection) {
+        let i = ConsentRejection::ALL
+            .iter()
+            .position(|r| *r == why)
+            .expect("listed");
+        inc(&self.consents_rejected[i]);
+    }
+
+    pub fn consents_rejected(&self, why: ConsentRejection) -> u64 {
+        let i = ConsentRejection::ALL
+            .iter()
+            .position(|r| *r == why)
+            .expect("listed");
+        self.consents_rejected[i].load(Ordering::Relaxed)
     }
 
     pub fn rejected(&self, why: Rejection) -> u64 {
@@ -229,6 +284,39 @@ impl Metrics {
             "Invitation stores refused: other bytes under the id, or an address's or the node's share full.",
             get(&self.invites_refused),
         );
+        counter(
+            "latchkey_consents_accepted_total",
+            "Consent entries added to a device's log (posted or replicated).",
+            get(&self.consents_accepted),
+        );
+        counter(
+            "latchkey_consent_reads_total",
+            "Reads of a consent log, its conflict evidence, or the consent feed.",
+            get(&self.consent_reads),
+        );
+        counter(
+            "latchkey_consent_forks_total",
+            "New conflicting consent entries stored as evidence.",
+            get(&self.consent_forks),
+        );
+        counter(
+            "latchkey_replication_consents_total",
+            "Consent entries added from peers.",
+            get(&self.replication_consents),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_consents_rejected_total Consent entry posts refused, by reason.\n\
+             # TYPE latchkey_consents_rejected_total counter"
+        );
+        for r in ConsentRejection::ALL {
+            let _ = writeln!(
+                out,
+                "latchkey_consents_rejected_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.consents_rejected(r)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP latchkey_ops_rejected_total Op posts refused, by reason.\n\

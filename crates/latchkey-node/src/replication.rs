@@ -10,12 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use latchkey_proto::chain::{Op, OpList};
+use latchkey_proto::consent::{ConsentEntry, ConsentList};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::keys::DeviceId;
 use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::config::Url;
+use crate::consents::{ConsentLogs, ConsentRefusal};
 use crate::error::{Error, Result};
 use crate::metrics::{self, Metrics};
 use crate::registry::{Refusal, Registry};
@@ -40,6 +42,29 @@ struct FeedEntry {
     op: String,
 }
 
+/// Consent feed entries asked for per pull.
+const CONSENT_PAGE: usize = 200;
+/// Largest consent feed page accepted from a peer: a full page of the largest entries, in
+/// base64, with room for the JSON around each.
+const MAX_CONSENT_FEED_BYTES: usize =
+    CONSENT_PAGE * (crate::consents::MAX_ENTRY_BODY * 4 / 3 + 256);
+/// Largest `GET …/consents` page accepted from a peer.
+const MAX_CONSENT_PAGE_BYTES: usize =
+    crate::consents::PAGE_MAX_BYTES + crate::consents::MAX_ENTRY_BODY + 4;
+
+#[derive(Debug, Deserialize)]
+struct ConsentFeedPage {
+    entries: Vec<ConsentFeedEntry>,
+    next: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConsentFeedEntry {
+    cursor: u64,
+    device: String,
+    entry: String,
+}
+
 /// One peer's puller.
 #[derive(Debug)]
 pub struct Replicator {
@@ -47,6 +72,8 @@ pub struct Replicator {
     pub registry: Arc<Registry>,
     /// Kept current as chains grow (owner mailboxes follow the owners).
     pub owner_index: Arc<crate::admission::OwnerIndex>,
+    /// Consent entries ride along: pulled from the peer's consent feed after its op feed.
+    pub consents: Arc<ConsentLogs>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub client: reqwest::Client,
@@ -73,7 +100,20 @@ impl Replicator {
                 return;
             }
         };
-        tracing::info!(peer = %key, cursor, "replicating");
+        let consent_key = format!("{key}#consents");
+        let lookup = consent_key.clone();
+        let mut consent_cursor = match self
+            .store
+            .read(move |c| store::peer_cursor(c, &lookup))
+            .await
+        {
+            Ok(cursor) => cursor,
+            Err(e) => {
+                tracing::error!(peer = %key, error = %e, "cannot read the saved consent cursor; replication from this peer is off");
+                return;
+            }
+        };
+        tracing::info!(peer = %key, cursor, consent_cursor, "replicating");
         loop {
             loop {
                 if *shutdown.borrow() {
@@ -89,6 +129,28 @@ impl Replicator {
                     Err(e) => {
                         metrics::inc(&self.metrics.replication_errors);
                         tracing::warn!(peer = %key, error = %e, "pull failed; will retry");
+                        break;
+                    }
+                }
+            }
+            // Consents after ops: an entry's anchor is an op the peer held before it.
+            loop {
+                if *shutdown.borrow() {
+                    return;
+                }
+                match self
+                    .pull_consent_page(&key, &consent_key, consent_cursor)
+                    .await
+                {
+                    Ok((next, full)) => {
+                        consent_cursor = next;
+                        if !full {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        metrics::inc(&self.metrics.replication_errors);
+                        tracing::warn!(peer = %key, error = %e, "consent pull failed; will retry");
                         break;
                     }
                 }
@@ -204,6 +266,122 @@ impl Replicator {
             }
         }
         Ok(())
+    }
+
+    /// Pulls one page of the peer's consent feed after `cursor`, takes what verifies, saves
+    /// the new cursor. Returns it and whether the page was full.
+    async fn pull_consent_page(
+        &self,
+        key: &str,
+        cursor_key: &str,
+        cursor: u64,
+    ) -> Result<(u64, bool)> {
+        let url = format!("{key}/v1/consents/feed?after={cursor}&limit={CONSENT_PAGE}");
+        let body = self.get(&url, MAX_CONSENT_FEED_BYTES).await?;
+        let page: ConsentFeedPage = serde_json::from_slice(&body).map_err(|e| self.bad(e))?;
+        metrics::inc(&self.metrics.replication_pulls);
+        let full = page.entries.len() >= CONSENT_PAGE;
+        let mut order: Vec<DeviceId> = Vec::new();
+        let mut groups: HashMap<DeviceId, Vec<ConsentEntry>> = HashMap::new();
+        let mut last = cursor;
+        for entry in &page.entries {
+            last = last.max(entry.cursor);
+            let parsed = DeviceId::parse(&entry.device)
+                .map_err(|e| e.to_string())
+                .and_then(|device| {
+                    let bytes = data_encoding::BASE64
+                        .decode(entry.entry.as_bytes())
+                        .map_err(|e| e.to_string())?;
+                    let e = ConsentEntry::from_bytes(&bytes).map_err(|e| e.to_string())?;
+                    if e.device != device {
+                        return Err("the entry is for another device than the feed says".into());
+                    }
+                    Ok((device, e))
+                });
+            match parsed {
+                Ok((device, e)) => groups
+                    .entry(device)
+                    .or_insert_with(|| {
+                        order.push(device);
+                        Vec::new()
+                    })
+                    .push(e),
+                Err(why) => {
+                    metrics::inc(&self.metrics.replication_errors);
+                    tracing::warn!(peer = %key, cursor = entry.cursor, %why, "skipping a malformed consent feed entry");
+                }
+            }
+        }
+        for device in order {
+            let mut run = groups.remove(&device).expect("grouped");
+            run.sort_by_key(|e| e.seq);
+            self.take_consents(key, device, run).await?;
+        }
+        let next = page.next.max(last);
+        if next != cursor {
+            let cursor_key = cursor_key.to_owned();
+            self.store
+                .write(move |c| store::set_peer_cursor(c, &cursor_key, next))
+                .await?;
+        }
+        Ok((next, full))
+    }
+
+    /// Takes one device's run of consent entries from the peer. When it starts past what the
+    /// node holds, the missing entries are fetched from the peer first; when it does not
+    /// verify (or the node lacks the device), the node's chain may be behind the peer's, so
+    /// the peer's chain is taken (verified as ever) and the run tried once more. Only storage
+    /// failures are errors; entries that still do not verify are counted and skipped.
+    async fn take_consents(
+        &self,
+        key: &str,
+        device: DeviceId,
+        run: Vec<ConsentEntry>,
+    ) -> Result<()> {
+        let mut run = run;
+        let mut refetched_chain = false;
+        let mut refetched_log = false;
+        loop {
+            match self.consents.ingest_replicated(device, run.clone()).await {
+                Ok(added) => {
+                    metrics::add(&self.metrics.replication_consents, added as u64);
+                    return Ok(());
+                }
+                Err(ConsentRefusal::Storage(e)) => return Err(e),
+                Err(ConsentRefusal::Gap { have, .. }) if !refetched_log => {
+                    refetched_log = true;
+                    let url = format!("{key}/v1/devices/{device}/consents?from={}", have + 1);
+                    let body = self.get(&url, MAX_CONSENT_PAGE_BYTES).await?;
+                    run = ConsentList::from_bytes(&body).map_err(|e| self.bad(e))?.0;
+                    if run.is_empty() {
+                        return Ok(());
+                    }
+                }
+                Err(ConsentRefusal::UnknownDevice(_) | ConsentRefusal::Invalid(_))
+                    if !refetched_chain =>
+                {
+                    refetched_chain = true;
+                    let url = format!("{key}/v1/devices/{device}/ops?from=0");
+                    let body = self.get(&url, OpList::MAX_LEN).await?;
+                    let ops = OpList::from_bytes(&body).map_err(|e| self.bad(e))?.0;
+                    if ops.is_empty() {
+                        return Ok(());
+                    }
+                    let result = self.registry.ingest(device, ops).await;
+                    if crate::api::chain_may_have_changed(&result) {
+                        self.owner_index.refresh(&self.registry, device).await?;
+                    }
+                    if let Err(Refusal::Storage(e)) = result {
+                        return Err(e);
+                    }
+                }
+                Err(refusal) => {
+                    metrics::inc(&self.metrics.replication_errors);
+                    tracing::warn!(peer = %key, %device, %refusal, "peer served consent entries that were refused");
+                    return Ok(());
+                }
+            }
+        }
     }
 
     async fn get(&self, url: &str, max: usize) -> Result<Vec<u8>> {

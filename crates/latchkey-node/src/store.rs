@@ -186,6 +186,7 @@ impl Store {
         writer.execute_batch(SCHEMA)?;
         add_mailbox_senders(&writer)?;
         crate::invites::create(&writer)?;
+        crate::consents::store::create(&writer)?;
         writer.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         let reader = open(path)?;
         Ok(Store {

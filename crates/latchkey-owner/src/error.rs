@@ -99,6 +99,45 @@ pub enum Error {
     BadStay(String),
     #[error("cannot delegate: {0}")]
     BadDelegation(String),
+    #[error("this is not a valid consent request link: {0}; nothing was kept. Ask the provider for its link again (it must start with LATCHKEY://C/)")]
+    BadConsentLink(latchkey_proto::Error),
+    #[error("this request is for device {device}, which this profile does not own; nothing was kept. Check that the provider asked for your device (`latchkey devices` lists yours)")]
+    ConsentNotMyDevice { device: String },
+    #[error(
+        "invalid stream name \"{0}\": use 1-32 of a-z, 0-9, '-', '_' (e.g. p1); nothing was kept"
+    )]
+    BadStream(String),
+    #[error("no consent or request matches \"{0}\"; give its id or its first 8+ hex characters (`latchkey consents DEVICE` lists them)")]
+    UnknownConsent(String),
+    #[error("\"{0}\" matches more than one consent or request; give more of its id")]
+    AmbiguousConsent(String),
+    #[error("request {id} is {state}, not pending; add its link again to answer it")]
+    ConsentNotPending { id: String, state: String },
+    #[error("consent {id} is already {state}; nothing was changed. A provider that should read again sends a new request")]
+    ConsentEnded { id: String, state: String },
+    #[error("consent {id} was never given in the device's log, so there is nothing to revoke; a pending request is dropped with `dismiss`")]
+    ConsentNotGiven { id: String },
+    #[error("this request's end ({until}) has already passed; nothing was given. Ask the provider for a new request")]
+    ConsentPastUntil { until: String },
+    #[error("the registry nodes did not store the consent entry ({why}); nothing was changed and the device was not told. Retry when more nodes are reachable (`latchkey nodes list`)")]
+    ConsentNotPublished { why: String },
+    #[error("{}", refused_words(device, words, *withdrawn))]
+    ConsentRefusedByDevice {
+        device: String,
+        words: String,
+        withdrawn: bool,
+    },
+    #[error("invalid broker address \"{url}\": {why}; give mqtt://HOST:PORT (the home broker the device publishes to)")]
+    BadBroker { url: String, why: String },
+}
+
+fn refused_words(device: &str, words: &str, withdrawn: bool) -> String {
+    let tail = if withdrawn {
+        " The consent log on the nodes records that it does not stand, so nobody reads under it."
+    } else {
+        " The entry is in the consent log on the nodes; check the device's configuration, or ask its owners."
+    };
+    format!("device {device} refused the consent: {words}.{tail}")
 }
 
 impl Error {
@@ -151,6 +190,18 @@ impl Error {
             Error::CalendarSource { .. } => "calendar_source",
             Error::BadStay(_) => "bad_stay",
             Error::BadDelegation(_) => "bad_delegation",
+            Error::BadConsentLink(_) => "bad_consent_link",
+            Error::ConsentNotMyDevice { .. } => "consent_not_my_device",
+            Error::BadStream(_) => "bad_stream",
+            Error::UnknownConsent(_) => "unknown_consent",
+            Error::AmbiguousConsent(_) => "ambiguous_consent",
+            Error::ConsentNotPending { .. } => "consent_not_pending",
+            Error::ConsentEnded { .. } => "consent_ended",
+            Error::ConsentNotGiven { .. } => "consent_not_given",
+            Error::ConsentPastUntil { .. } => "consent_past_until",
+            Error::ConsentNotPublished { .. } => "consent_not_published",
+            Error::ConsentRefusedByDevice { .. } => "consent_refused_by_device",
+            Error::BadBroker { .. } => "bad_broker",
         }
     }
 

@@ -119,7 +119,7 @@ fn kem_entry(profile: &Profile) -> String {
 }
 
 /// This profile's event KEM key, made and stored in the keychain the first time.
-fn event_key(profile: &Profile) -> Result<KemSecretKey> {
+pub(crate) fn event_key(profile: &Profile) -> Result<KemSecretKey> {
     let entry = kem_entry(profile);
     if let Some(text) = profile.seeds.load(&entry)? {
         let bytes = Zeroizing::new(
@@ -153,13 +153,23 @@ fn subscription_mark(owner: &PublicKey, key: &KemSecretKey) -> String {
 /// its current key yet. A device that cannot be reached is listed in `failed` and asked again
 /// next time.
 pub async fn subscribe(profile: &Profile) -> Result<SubscribeReport> {
+    subscribe_where(profile, None).await
+}
+
+/// [`subscribe`] for one device only (e.g. before watching its meter, which needs the device
+/// to know this profile's event key: it seals the owner's copy of the stream key to it).
+pub async fn subscribe_device(profile: &Profile, device: &DeviceId) -> Result<SubscribeReport> {
+    subscribe_where(profile, Some(device)).await
+}
+
+async fn subscribe_where(profile: &Profile, only: Option<&DeviceId>) -> Result<SubscribeReport> {
     let me = profile.identity()?.public_key();
     let key = event_key(profile)?;
     let mark = subscription_mark(&me, &key);
     let args = event::subscribe_args(key.public());
     let mut report = SubscribeReport::default();
     for device in profile.devices()? {
-        if !device.chain.state().is_owner(&me) {
+        if !device.chain.state().is_owner(&me) || only.is_some_and(|d| *d != device.id) {
             continue;
         }
         let setting = subscribed_setting(&device.id);

@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod backup;
 pub mod claim;
+pub mod consent;
 pub mod door;
 pub mod error;
 pub mod events;
@@ -21,6 +22,7 @@ pub mod invite;
 pub mod keychain;
 pub mod link;
 mod mailbox;
+pub mod meter;
 pub mod open;
 pub mod owners;
 pub mod profile;
@@ -32,6 +34,7 @@ pub mod store;
 pub use audit::AuditReport;
 pub use backup::BackupCheck;
 pub use claim::{ClaimReport, ClaimSource, ClaimStage};
+pub use consent::{ConsentLogEntryView, ConsentRequestView, ConsentView, OutboxReport};
 pub use door::DoorSync;
 pub use error::{Error, Result};
 pub use fork::{ForkAlarm, ForkKind, ForkWords};
@@ -40,6 +43,7 @@ pub use invite::{
     InviteRequest, IssuedGrant, IssuedInvitation, ReissueReport, RevokeReport,
 };
 pub use link::{qr_version, Redemption};
+pub use meter::{MeterSnapshot, MeterWatch};
 pub use open::{OpenReport, Route};
 pub use owners::{MyPart, OwnerChange, OwnersView, Proposal, ProposalReport};
 pub use profile::{Clock, Profile, SystemClock};

@@ -180,8 +180,20 @@ impl Profile {
             },
         };
         let nodes = self.nodes()?;
-        self.send_as(device, &key, &grants, action, args, &nodes)
-            .await
+        let as_owner = grants.is_empty();
+        let report = self
+            .send_as(device, &key, &grants, action, args, &nodes)
+            .await?;
+        // The device answered: the consent entries it could not be told before go now.
+        if as_owner
+            && action != latchkey_proto::consent::CONSENT_ACTION
+            && self.consent_outbox_waiting(&report.device.id)
+        {
+            if let Err(e) = self.flush_device(&report.device).await {
+                tracing::warn!(error = %e, "could not tell the device its consent changes");
+            }
+        }
+        Ok(report)
     }
 
     /// Sends `action` signed by `key` with `grants` (none for an owner), relaying through

@@ -134,6 +134,14 @@ pub fn explain(code: u16, reason: &str) -> Refusal {
             said("This invitation was already redeemed by another phone, so it no longer works from this one."),
             "Ask your host for a new link; they can revoke this one and send a fresh one in one step.",
         ),
+        UnknownStream => (
+            said("The device does not publish the data stream this consent names."),
+            "Check the stream's name with the device's owner (e.g. p1) and ask the provider for a new request naming it.",
+        ),
+        ConsentRefused => (
+            said("The device did not accept the consent: it does not verify against the device's ownership (another device, a signer who is not an owner, a bad signature, an unknown consent, or an end already past)."),
+            "Refresh the device's consents (`latchkey consents DEVICE`) and retry; if it persists, the device's view of its owners may be behind.",
+        ),
         // A code added to the protocol after this wording: still plain, with the door's reason.
         _ => (
             said("The door refused the command."),
@@ -233,6 +241,21 @@ mod tests {
             "{}",
             r.what_to_do
         );
+    }
+
+    #[test]
+    fn consent_refusals_are_worded() {
+        let r = explain(23, "");
+        assert_eq!(r.name, "UnknownStream");
+        assert!(r.meaning.contains("does not publish"), "{}", r.meaning);
+        let r = explain(24, "bad signature");
+        assert_eq!(r.name, "ConsentRefused");
+        assert!(
+            r.meaning.contains("did not accept the consent"),
+            "{}",
+            r.meaning
+        );
+        assert!(r.meaning.contains("bad signature"), "{}", r.meaning);
     }
 
     #[test]

@@ -25,6 +25,22 @@ pub enum Error {
     InviteExists { node: String },
     #[error("node {node} refused: {why}")]
     NodeRefused { node: String, why: String },
+    #[error("only {answered} node(s) served a consent log of {device} that verifies; {needed} are needed; retry when more nodes are reachable, or publish the device's chain to more nodes")]
+    NotEnoughConsentAnswers {
+        device: String,
+        answered: usize,
+        needed: usize,
+    },
+    #[error("no node served a consent log of {device} that verifies against its chain (lying: {}); ask other nodes", lying.join(", "))]
+    ConsentLogUnverified { device: String, lying: Vec<String> },
+    #[error("nodes hold a different consent entry at seq {seq} of {device} ({}); fetch the log again and sign the next entry on top of it", nodes.join(", "))]
+    ConsentConflict {
+        device: String,
+        seq: u64,
+        nodes: Vec<String>,
+    },
+    #[error("nodes refused the consent entry as invalid: {0}")]
+    ConsentRejected(String),
     #[error("invalid node URL {url}: {why}")]
     BadUrl { url: String, why: String },
 }

@@ -10,6 +10,7 @@
 pub mod assess;
 pub mod client;
 pub mod config;
+pub mod consent;
 pub mod error;
 pub mod http;
 pub mod invites;
@@ -17,6 +18,7 @@ pub mod invites;
 pub use assess::{assess, Answer, Assessment, NodeOutcome, NodeReport};
 pub use client::{CachedView, Freshness, OwnershipView, PublishReport, QuorumClient};
 pub use config::QuorumConfig;
+pub use consent::{assess_consents, ConsentAnswer, ConsentLogReport};
 pub use error::{Error, Result};
 pub use http::read_capped;
 pub use invites::{get_invite, put_invite, InvitePublishReport, Put};

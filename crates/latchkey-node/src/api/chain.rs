@@ -19,7 +19,7 @@ use crate::metrics::{self, Rejection};
 use crate::registry::Refusal;
 use crate::store;
 
-fn parse_device(text: &str) -> Result<DeviceId, ApiError> {
+pub(super) fn parse_device(text: &str) -> Result<DeviceId, ApiError> {
     DeviceId::parse(text).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

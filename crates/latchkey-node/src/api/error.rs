@@ -16,6 +16,9 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, for `Retry-After`.
     pub retry_after: Option<u64>,
+    /// The protocol core's name for what was wrong (`BadSignature`, `WrongSequence`…), shown
+    /// as `error.proto_error` for a client to match on.
+    pub proto_error: Option<String>,
 }
 
 impl ApiError {
@@ -25,6 +28,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            proto_error: None,
         }
     }
 
@@ -95,7 +99,12 @@ impl From<Refusal> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let body = match &self.proto_error {
+            None => json!({ "error": { "code": self.code, "message": self.message } }),
+            Some(name) => json!({ "error": {
+                "code": self.code, "message": self.message, "proto_error": name,
+            } }),
+        };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()

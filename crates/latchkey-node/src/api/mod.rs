@@ -3,6 +3,7 @@
 //! polls (with a cap per address), body limits and timeouts.
 
 mod chain;
+mod consents;
 mod error;
 mod invites;
 mod mailbox;
@@ -32,6 +33,7 @@ pub use places::Places;
 
 use crate::admission::OwnerIndex;
 use crate::config::{Limits, Rate};
+use crate::consents::ConsentLogs;
 use crate::mailbox::Mailboxes;
 use crate::metrics::{self, Metrics};
 use crate::registry::Registry;
@@ -117,6 +119,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub mailboxes: Arc<Mailboxes>,
     pub owner_index: Arc<OwnerIndex>,
+    pub consents: Arc<ConsentLogs>,
     /// Places for ordinary requests.
     pub requests: Arc<Places>,
     /// Places for long polls, a pool of their own.
@@ -146,6 +149,18 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(DefaultBodyLimit::max(limits.max_invite_body))
         .layer(timeout(limits.request_timeout));
+    let consent_routes = Router::new()
+        .route(
+            "/v1/devices/{device}/consents",
+            get(consents::get_consents).post(consents::post_consent),
+        )
+        .route(
+            "/v1/devices/{device}/consents/forks",
+            get(consents::get_consent_forks),
+        )
+        .route("/v1/consents/feed", get(consents::get_consent_feed))
+        .layer(DefaultBodyLimit::max(limits.max_consent_body))
+        .layer(timeout(limits.request_timeout));
     let rest = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
@@ -161,6 +176,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(mailboxes)
         .merge(invites)
+        .merge(consent_routes)
         .merge(rest)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

