@@ -3,7 +3,7 @@
 //! `commands.rs`; the rules (verifying requests and the log, signing entries, telling the
 //! device, opening readings) live in latchkey-owner.
 
-use latchkey_owner::meter::MeterWatch;
+use latchkey_owner::MeterWatch;
 use tauri::State;
 use zeroize::Zeroizing;
 

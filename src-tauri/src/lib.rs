@@ -9,6 +9,7 @@ mod activity;
 #[cfg(desktop)]
 mod camera;
 mod commands;
+mod consent;
 #[cfg(feature = "demo")]
 mod demo;
 #[cfg(feature = "demo")]
@@ -155,6 +156,14 @@ pub fn run() {
             sharing::stays_sync,
             sharing::share_stay,
             activity::activity,
+            consent::consent_request_add,
+            consent::consent_requests,
+            consent::consent_request_dismiss,
+            consent::consent_approve,
+            consent::consent_revoke,
+            consent::consents,
+            consent::consent_log,
+            consent::meter,
             links::take_invite_link,
             links::take_consent_link,
             #[cfg(desktop)]

@@ -877,6 +877,11 @@ pub struct ConsentView {
     pub given_by: String,
     #[ts(type = "number | null")]
     pub ended_ms: Option<u64>,
+    /// Whether the device has been told the consent's latest change: `delivered`, `waiting`
+    /// (told at the next contact), `refused` or `unknown` (another owner's doing).
+    pub delivery: String,
+    /// What the delivery state means, in words (`null` when delivered).
+    pub delivery_note: Option<String>,
 }
 
 /// One entry of a device's consent log, verified against its owners.
@@ -891,8 +896,12 @@ pub struct ConsentLogEntryView {
     pub consent_id: String,
     pub provider_name: String,
     pub stream: String,
+    /// The purpose label and the provider's words, e.g. `insights: monthly report`.
+    pub purpose: String,
     /// The owner who signed the entry, `lkpk1…`.
     pub signer: String,
+    /// That owner is this profile.
+    pub signer_is_me: bool,
     /// Hex hash of the entry (the next one links to it).
     pub hash: String,
 }
@@ -916,8 +925,82 @@ pub struct MeterView {
     /// Readings opened since the app started watching.
     #[ts(type = "number")]
     pub readings: u64,
+    /// When the last reading was taken (meter time, else arrival), ms since the epoch.
+    #[ts(type = "number | null")]
+    pub last_reading_ms: Option<u64>,
     /// Why no reading arrives, in plain words, when none does.
     pub problem: Option<String>,
+}
+
+impl From<&latchkey_owner::ConsentRequestView> for ConsentRequestView {
+    fn from(r: &latchkey_owner::ConsentRequestView) -> Self {
+        ConsentRequestView {
+            id: r.id.clone(),
+            device: r.device.clone(),
+            device_name: r.device_name.clone(),
+            stream: r.stream.clone(),
+            provider_name: r.provider_name.clone(),
+            provider_url: r.provider_url.clone(),
+            provider_key: r.provider_key.clone(),
+            purpose_code: r.purpose_code,
+            purpose_label: r.purpose_label.clone(),
+            purpose: r.purpose.clone(),
+            retention_days: r.retention_days,
+            until_ms: r.until_ms,
+            history: r.history,
+            terms: r.terms.clone(),
+            summary: r.summary.clone(),
+        }
+    }
+}
+
+impl From<&latchkey_owner::ConsentView> for ConsentView {
+    fn from(c: &latchkey_owner::ConsentView) -> Self {
+        ConsentView {
+            id: c.id.clone(),
+            request: ConsentRequestView::from(&c.request),
+            state: c.state.clone(),
+            given_ms: c.given_ms,
+            given_by: c.given_by.clone(),
+            ended_ms: c.ended_ms,
+            delivery: c.delivery.clone(),
+            delivery_note: c.delivery_note.clone(),
+        }
+    }
+}
+
+impl From<&latchkey_owner::ConsentLogEntryView> for ConsentLogEntryView {
+    fn from(e: &latchkey_owner::ConsentLogEntryView) -> Self {
+        ConsentLogEntryView {
+            seq: e.seq,
+            time_ms: e.time_ms,
+            kind: e.kind.clone(),
+            consent_id: e.consent_id.clone(),
+            provider_name: e.provider_name.clone(),
+            stream: e.stream.clone(),
+            purpose: e.purpose.clone(),
+            signer: e.signer.clone(),
+            signer_is_me: e.signer_is_me,
+            hash: e.hash.clone(),
+        }
+    }
+}
+
+impl MeterView {
+    pub fn new(device: &str, stream: &str, s: &latchkey_owner::MeterSnapshot) -> Self {
+        MeterView {
+            device: device.to_owned(),
+            stream: stream.to_owned(),
+            power_kw: s.power_kw,
+            energy_today_kwh: s.energy_today_kwh,
+            series: s.series.clone(),
+            key_id: s.key_id,
+            last_seq: s.last_seq,
+            readings: s.readings,
+            last_reading_ms: s.last_reading_ms,
+            problem: s.problem.clone(),
+        }
+    }
 }
 
 /// Which stage a claim has reached.

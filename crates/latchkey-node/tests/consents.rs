@@ -133,7 +133,12 @@ async fn entries_append_read_back_and_repost_idempotently() {
 
     let consent = log.consents()[0].id;
     let e2 = log
-        .next_entry(&dev.chain, &person(1), T0 + 5000, ConsentAction::Revoked(consent))
+        .next_entry(
+            &dev.chain,
+            &person(1),
+            T0 + 5000,
+            ConsentAction::Revoked(consent),
+        )
         .unwrap();
     assert_eq!(post_entry(&c, &base, &id, e2.to_bytes()).await.0, 201);
     push(&mut log, &dev.chain, &e2);
@@ -186,12 +191,19 @@ async fn a_rival_entry_at_a_held_seq_is_409_and_kept_as_evidence() {
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         assert_eq!(code(&body), "consent_conflict");
     }
-    assert_eq!(read_log(&c, &base, &id, 1).await.unwrap(), vec![ours.clone()]);
+    assert_eq!(
+        read_log(&c, &base, &id, 1).await.unwrap(),
+        vec![ours.clone()]
+    );
     let (status, forks) = get_json(&c, &format!("{base}/v1/devices/{id}/consents/forks")).await;
     assert_eq!(status, StatusCode::OK);
     let forks = forks["forks"].as_array().unwrap();
     assert_eq!(forks.len(), 1, "{forks:?}");
-    let b64 = |v: &Value| data_encoding::BASE64.decode(v.as_str().unwrap().as_bytes()).unwrap();
+    let b64 = |v: &Value| {
+        data_encoding::BASE64
+            .decode(v.as_str().unwrap().as_bytes())
+            .unwrap()
+    };
     assert_eq!(forks[0]["seq"], 1);
     assert_eq!(b64(&forks[0]["ours"]), ours.to_bytes());
     assert_eq!(b64(&forks[0]["theirs"]), theirs.to_bytes());
@@ -200,7 +212,10 @@ async fn a_rival_entry_at_a_held_seq_is_409_and_kept_as_evidence() {
     let mut forged = give(&empty, &dev.chain, &person(1), 3);
     forged.signature.0[0] ^= 1;
     let (status, body) = post_entry(&c, &base, &id, forged.to_bytes()).await;
-    assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_consent"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_consent")
+    );
     let (_, forks) = get_json(&c, &format!("{base}/v1/devices/{id}/consents/forks")).await;
     assert_eq!(forks["forks"].as_array().unwrap().len(), 1);
     node.shutdown().await.unwrap();
@@ -300,7 +315,10 @@ async fn every_attack_is_422_and_changes_nothing() {
         assert_eq!(read_log(&c, &base, &id, 1).await.unwrap(), held, "{attack}");
     }
     // The other device's log is untouched too.
-    assert_eq!(read_log(&c, &base, &id_of(&other_dev), 1).await.unwrap(), vec![]);
+    assert_eq!(
+        read_log(&c, &base, &id_of(&other_dev), 1).await.unwrap(),
+        vec![]
+    );
     let (_, forks) = get_json(&c, &format!("{base}/v1/devices/{id}/consents/forks")).await;
     assert_eq!(forks["forks"].as_array().unwrap().len(), 0);
     let metrics = c
@@ -338,15 +356,24 @@ async fn oversized_malformed_and_unknown_are_refused_before_anything_is_stored()
         1,
     );
     let (status, body) = post_entry(&c, &base, &id, entry.to_bytes()).await;
-    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "unknown_device"));
-    assert_eq!(read_log(&c, &base, &id, 1).await, Err(StatusCode::NOT_FOUND));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "unknown_device")
+    );
+    assert_eq!(
+        read_log(&c, &base, &id, 1).await,
+        Err(StatusCode::NOT_FOUND)
+    );
     let (status, _) = get_json(&c, &format!("{base}/v1/devices/{id}/consents/forks")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     publish(&c, &base, &dev).await;
 
     // Over 8 KiB, declared: refused before the body is read.
     let (status, body) = post_entry(&c, &base, &id, vec![0u8; 8 * 1024 + 1]).await;
-    assert_eq!((status, code(&body)), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+    );
     // A declared length over the cap is answered before a byte of the body is sent.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let path = format!("/v1/devices/{id}/consents");
@@ -385,12 +412,23 @@ async fn oversized_malformed_and_unknown_are_refused_before_anything_is_stored()
     let head = String::from_utf8_lossy(&answer[..n]);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     // Not one entry.
-    for junk in [vec![], b"hello".to_vec(), [entry.to_bytes(), vec![0]].concat()] {
+    for junk in [
+        vec![],
+        b"hello".to_vec(),
+        [entry.to_bytes(), vec![0]].concat(),
+    ] {
         let (status, body) = post_entry(&c, &base, &id, junk).await;
-        assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "malformed"), "{body}");
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::BAD_REQUEST, "malformed"),
+            "{body}"
+        );
     }
     let (status, body) = get_json(&c, &format!("{base}/v1/devices/{id}/consents?from=x")).await;
-    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_query"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_query")
+    );
     assert_eq!(read_log(&c, &base, &id, 1).await.unwrap(), vec![]);
     // And the well-formed entry still goes in.
     assert_eq!(post_entry(&c, &base, &id, entry.to_bytes()).await.0, 201);

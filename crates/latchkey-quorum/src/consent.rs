@@ -201,10 +201,11 @@ impl QuorumClient {
         nodes: &[String],
     ) -> Result<ConsentLogReport> {
         let device = chain.device();
-        let answers = join_all(nodes.iter().map(|node| async move {
-            (node.clone(), self.fetch_consents(node, &device).await)
-        }))
-        .await;
+        let answers =
+            join_all(nodes.iter().map(|node| async move {
+                (node.clone(), self.fetch_consents(node, &device).await)
+            }))
+            .await;
         let needed = self.config().min_answers.min(nodes.len().max(1));
         assess_consents(chain, answers, needed)
     }
@@ -216,21 +217,20 @@ impl QuorumClient {
         let mut from = 1u64;
         for _ in 0..MAX_PAGES {
             let url = format!("{node}/v1/devices/{device}/consents?from={from}");
-            let page = match tokio::time::timeout(self.config().timeout, self.fetch_page(&url))
-                .await
-            {
-                Err(_) => return ConsentAnswer::Failed("timed out".into()),
-                Ok(Err(answer)) => {
-                    return match answer {
-                        // A node that knew the device on page 1 cannot forget it on page 2.
-                        ConsentAnswer::UnknownDevice if !entries.is_empty() => {
-                            ConsentAnswer::Malformed("the device vanished between pages".into())
-                        }
-                        other => other,
+            let page =
+                match tokio::time::timeout(self.config().timeout, self.fetch_page(&url)).await {
+                    Err(_) => return ConsentAnswer::Failed("timed out".into()),
+                    Ok(Err(answer)) => {
+                        return match answer {
+                            // A node that knew the device on page 1 cannot forget it on page 2.
+                            ConsentAnswer::UnknownDevice if !entries.is_empty() => {
+                                ConsentAnswer::Malformed("the device vanished between pages".into())
+                            }
+                            other => other,
+                        };
                     }
-                }
-                Ok(Ok(page)) => page,
-            };
+                    Ok(Ok(page)) => page,
+                };
             let (list, next) = page;
             let got = list.len() as u64;
             entries.extend(list);
@@ -285,8 +285,8 @@ impl QuorumClient {
                 Error::TooLarge { .. } => ConsentAnswer::Malformed(e.to_string()),
                 e => ConsentAnswer::Failed(e.to_string()),
             })?;
-        let list = ConsentList::from_bytes(&body)
-            .map_err(|e| ConsentAnswer::Malformed(e.to_string()))?;
+        let list =
+            ConsentList::from_bytes(&body).map_err(|e| ConsentAnswer::Malformed(e.to_string()))?;
         Ok((list.0, next))
     }
 

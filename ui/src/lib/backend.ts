@@ -520,7 +520,9 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         consent_id: c.id,
         provider_name: c.request.provider_name,
         stream: c.request.stream,
+        purpose: `${c.request.purpose_label}: ${c.request.purpose}`,
         signer: MOCK_OWNER,
+        signer_is_me: true,
         hash: `${consentLog.length + 1}`.padStart(64, 'e'),
       },
     ];
@@ -972,6 +974,8 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
           given_ms: Date.now(),
           given_by: MOCK_OWNER,
           ended_ms: null,
+          delivery: 'delivered',
+          delivery_note: null,
         };
         consents = [...consents, consent];
         logEntry('given', consent);
@@ -1010,6 +1014,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
           key_id: 1 + revocations,
           last_seq: series.length,
           readings: series.length,
+          last_reading_ms: now,
           problem: null,
         };
       }),

@@ -520,7 +520,16 @@ state: string, given_ms: number,
 /**
  * The owner who gave it, `lkpk1…`.
  */
-given_by: string, ended_ms: number | null, };
+given_by: string, ended_ms: number | null, 
+/**
+ * Whether the device has been told the consent's latest change: `delivered`, `waiting`
+ * (told at the next contact), `refused` or `unknown` (another owner's doing).
+ */
+delivery: string, 
+/**
+ * What the delivery state means, in words (`null` when delivered).
+ */
+delivery_note: string | null, };
 
 export type ConsentLogEntryView = { seq: number, time_ms: number, 
 /**
@@ -528,9 +537,17 @@ export type ConsentLogEntryView = { seq: number, time_ms: number,
  */
 kind: string, consent_id: string, provider_name: string, stream: string, 
 /**
+ * The purpose label and the provider's words, e.g. `insights: monthly report`.
+ */
+purpose: string, 
+/**
  * The owner who signed the entry, `lkpk1…`.
  */
 signer: string, 
+/**
+ * That owner is this profile.
+ */
+signer_is_me: boolean, 
 /**
  * Hex hash of the entry (the next one links to it).
  */
@@ -557,6 +574,10 @@ key_id: number | null, last_seq: number | null,
  * Readings opened since the app started watching.
  */
 readings: number, 
+/**
+ * When the last reading was taken (meter time, else arrival), ms since the epoch.
+ */
+last_reading_ms: number | null, 
 /**
  * Why no reading arrives, in plain words, when none does.
  */

@@ -36,6 +36,8 @@ function consent(over: Partial<ConsentView>): ConsentView {
     given_ms: NOW - DAY,
     given_by: 'lkpk1me',
     ended_ms: null,
+    delivery: 'delivered',
+    delivery_note: null,
     ...over,
   };
 }
@@ -50,6 +52,7 @@ function meter(over: Partial<MeterView>): MeterView {
     key_id: 1,
     last_seq: 10,
     readings: 10,
+    last_reading_ms: NOW,
     problem: null,
     ...over,
   };
@@ -129,22 +132,27 @@ describe('consents and the log', () => {
   });
 
   it('words each log entry with its purpose and who signed it', () => {
-    const entry = (kind: string): ConsentLogEntryView => ({
+    const entry = (kind: string, over: Partial<ConsentLogEntryView> = {}): ConsentLogEntryView => ({
       seq: 1,
       time_ms: NOW,
       kind,
       consent_id: 'c1',
       provider_name: 'Watt Insights',
       stream: 'p1',
+      purpose: 'insights: which appliances use the most power',
       signer: 'lkpk1me',
+      signer_is_me: true,
       hash: '00',
+      ...over,
     });
-    const purpose = (id: string) => (id === 'c1' ? 'energy insights' : null);
-    const name = (key: string) => (key === 'lkpk1me' ? 'you' : 'someone');
-    expect(logLine(entry('given'), purpose, name)).toBe('Given to Watt Insights for energy insights · p1 · by you');
-    expect(logLine(entry('revoked'), purpose, name)).toBe('Revoked from Watt Insights · p1 · by you');
-    expect(logLine(entry('expired'), () => null, name)).toBe('Watt Insights’s consent expired · p1 · by you');
-    expect(logLine({ ...entry('given'), consent_id: 'other' }, purpose, name)).toBe('Given to Watt Insights · p1 · by you');
+    const name = (key: string) => (key === 'lkpk1other' ? 'co-owner lkpk1oth…' : 'someone');
+    expect(logLine(entry('given'), name)).toBe('Given to Watt Insights for energy insights · p1 · by you');
+    expect(logLine(entry('revoked'), name)).toBe('Revoked from Watt Insights · p1 · by you');
+    expect(logLine(entry('expired'), name)).toBe('Watt Insights’s consent expired · p1 · by you');
+    expect(logLine(entry('given', { purpose: 'grid: balancing', signer: 'lkpk1other', signer_is_me: false }), name)).toBe(
+      'Given to Watt Insights for grid services · p1 · by co-owner lkpk1oth…',
+    );
+    expect(logLine(entry('given', { purpose: '' }), name)).toBe('Given to Watt Insights · p1 · by you');
   });
 });
 

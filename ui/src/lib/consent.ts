@@ -123,14 +123,11 @@ export function splitConsents(consents: ConsentView[]): { active: ConsentView[];
   return { active, ended };
 }
 
-/** A log entry in words: "Given to Watt Insights for energy insights · by You". */
-export function logLine(
-  e: ConsentLogEntryView,
-  purposeOf: (consentId: string) => string | null,
-  nameOf: (key: string) => string,
-): string {
-  const purpose = purposeOf(e.consent_id);
-  const forWhat = purpose ? ` for ${purpose}` : '';
+/** A log entry in words: "Given to Watt Insights for energy insights · p1 · by you". */
+export function logLine(e: ConsentLogEntryView, nameOf: (key: string) => string): string {
+  // The core's purpose is `label: the provider's words`; the label reads as a phrase.
+  const label = e.purpose.split(':', 1)[0].trim();
+  const forWhat = label ? ` for ${purposeLabel(label)}` : '';
   const verb =
     e.kind === 'given'
       ? `Given to ${e.provider_name}${forWhat}`
@@ -139,7 +136,7 @@ export function logLine(
         : e.kind === 'expired'
           ? `${e.provider_name}’s consent expired`
           : `${e.kind}: ${e.provider_name}`;
-  return `${verb} · ${e.stream} · by ${nameOf(e.signer)}`;
+  return `${verb} · ${e.stream} · by ${e.signer_is_me ? 'you' : nameOf(e.signer)}`;
 }
 
 export function logTime(ms: number): string {

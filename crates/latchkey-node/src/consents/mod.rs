@@ -190,7 +190,11 @@ impl ConsentLogs {
     /// A page of the stored log from `from` (seq numbers start at 1): the `ConsentList`
     /// encoding, and the seq the next page starts at when more follow. `None` when the node
     /// holds no chain for the device.
-    pub async fn page(&self, device: DeviceId, from: u64) -> Result<Option<(Vec<u8>, Option<u64>)>> {
+    pub async fn page(
+        &self,
+        device: DeviceId,
+        from: u64,
+    ) -> Result<Option<(Vec<u8>, Option<u64>)>> {
         if !self.registry.is_known(&device) {
             return Ok(None);
         }
@@ -235,11 +239,13 @@ impl ConsentLogs {
         entry: ConsentEntry,
     ) -> core::result::Result<Posted, ConsentRefusal> {
         if entry.device != device {
-            return Err(ConsentRefusal::Invalid(latchkey_proto::Error::WrongDevice {
-                what: format!("consent entry {}", entry.seq),
-                expected: device.to_string(),
-                found: entry.device.to_string(),
-            }));
+            return Err(ConsentRefusal::Invalid(
+                latchkey_proto::Error::WrongDevice {
+                    what: format!("consent entry {}", entry.seq),
+                    expected: device.to_string(),
+                    found: entry.device.to_string(),
+                },
+            ));
         }
         let chain = self.chain(device).await?;
         let slot = self.slot(device);
@@ -369,11 +375,13 @@ impl ConsentLogs {
         run: Vec<ConsentEntry>,
     ) -> core::result::Result<usize, ConsentRefusal> {
         if let Some(e) = run.iter().find(|e| e.device != device) {
-            return Err(ConsentRefusal::Invalid(latchkey_proto::Error::WrongDevice {
-                what: format!("consent entry {}", e.seq),
-                expected: device.to_string(),
-                found: e.device.to_string(),
-            }));
+            return Err(ConsentRefusal::Invalid(
+                latchkey_proto::Error::WrongDevice {
+                    what: format!("consent entry {}", e.seq),
+                    expected: device.to_string(),
+                    found: e.device.to_string(),
+                },
+            ));
         }
         let chain = self.chain(device).await?;
         let slot = self.slot(device);
