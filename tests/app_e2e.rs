@@ -8,7 +8,9 @@
 //! the guest is refused; a manager invited with "may invite others" invites a cleaner from
 //! the guest app. The host's side: import a booking calendar from an .ics file on the
 //! Stays screen, see the stays listed, share a stay's link (text and QR), and find the guest's
-//! first open in the activity feed. A screenshot of each screen goes to `target/app-e2e/`.
+//! first open in the activity feed. Data sharing: the door's own smart meter moves on its chart,
+//! a sample provider's consent request is approved from its link, then revoked, and the
+//! verified consent log shows both. A screenshot of each screen goes to `target/app-e2e/`.
 //!
 //! Needs Xvfb, WebKitWebDriver and tauri-driver, and a Secret Service session (scripts/test.sh
 //! provides all of it and sets LATCHKEY_APP_E2E=1; CI runs that). Without the variable the
@@ -436,6 +438,8 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     eprintln!("app_e2e: and: {refused}");
     s.screenshot(&shots.join("14-activity.png")).await;
 
+    data_sharing(&s, &shots, long).await;
+
     // Settings: the three demo nodes.
     s.click(&s.wait("[data-testid=tab-devices]", long).await)
         .await;
@@ -476,6 +480,152 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     s.end().await;
+}
+
+/// The door's Data sharing screen: the owner's own meter moves (the demo door reads a
+/// simulated smart meter and publishes sealed readings on the demo's Mosquitto); the sample
+/// provider's request, pasted from its link, is approved, then revoked, and the verified
+/// consent log shows both.
+async fn data_sharing(s: &Session, shots: &Path, long: Duration) {
+    s.click(&s.wait("[data-testid=tab-devices]", long).await)
+        .await;
+    s.click(&s.wait("[data-testid=device-data-sharing]", long).await)
+        .await;
+    s.wait("[data-testid=data-sharing]", long).await;
+    s.wait("[data-testid=no-requests]", long).await;
+    s.wait("[data-testid=no-consents]", long).await;
+
+    // The chart moves: two snapshots a few seconds apart hold newer readings, and the power
+    // shown changes (the simulated household's load varies every second).
+    let chart = "[data-testid=meter-chart]";
+    let last_seq = |text: Option<String>| -> Option<u64> { text?.parse().ok() };
+    let deadline = Instant::now() + long;
+    let first = loop {
+        let el = s.wait(chart, long).await;
+        if let Some(seq) = last_seq(s.attribute(&el, "data-last-seq").await) {
+            break seq;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reading reached the owner's meter; the page says: {:?}",
+            s.page_text().await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let mut powers = std::collections::BTreeSet::new();
+    let mut latest = first;
+    let deadline = Instant::now() + long;
+    while latest <= first + 2 || powers.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the chart did not move: seq {first} → {latest}, power {powers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let el = s.wait(chart, long).await;
+        latest = last_seq(s.attribute(&el, "data-last-seq").await).unwrap_or(latest);
+        powers.insert(
+            s.text(&s.wait("[data-testid=meter-power]", long).await)
+                .await,
+        );
+    }
+    let points: u64 = s
+        .attribute(&s.wait(chart, long).await, "data-points")
+        .await
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(points >= 2, "the chart has {points} points");
+    eprintln!("app_e2e: the owner's meter moved: readings {first} → {latest}, power {powers:?}");
+    s.screenshot(&shots.join("15-data-sharing-meter.png")).await;
+
+    // The sample provider's request, pasted from the link the demo panel offers.
+    let link = s
+        .property(
+            &s.wait("[data-testid=demo-consent-link]", long).await,
+            "value",
+        )
+        .await
+        .unwrap();
+    assert!(link.starts_with("LATCHKEY://C/"), "{link}");
+    s.type_text(
+        &s.wait("[data-testid=consent-link-input]", long).await,
+        &link,
+    )
+    .await;
+    s.click(&s.wait("[data-testid=consent-link-add]", long).await)
+        .await;
+    s.wait_text("[data-testid=consent-request-who]", "Watt Insights", long)
+        .await;
+    s.wait_text(
+        "[data-testid=consent-request-why]",
+        "For energy insights",
+        long,
+    )
+    .await;
+    s.wait_text("[data-testid=consent-request-period]", "(in 89 days)", long)
+        .await;
+    s.wait_text(
+        "[data-testid=consent-request-retention]",
+        "keeps readings for 30 days",
+        long,
+    )
+    .await;
+    s.screenshot(&shots.join("16-data-request.png")).await;
+
+    // Allow: the consent goes into the log on the nodes and to the device.
+    s.click(&s.wait("[data-testid=consent-approve]", long).await)
+        .await;
+    s.wait_text("[data-testid=consent-state]", "Can read now", long)
+        .await;
+    s.wait("[data-testid=no-requests]", long).await;
+    s.wait_text(
+        "[data-testid=consent-log-entry][data-kind=given]",
+        "Given to Watt Insights for energy insights",
+        long,
+    )
+    .await;
+    let key_before = s
+        .text(&s.wait("[data-testid=meter-status]", long).await)
+        .await;
+    s.screenshot(&shots.join("17-data-consent-given.png")).await;
+
+    // Revoke, confirmed: the consent ends and the log shows who revoked it.
+    s.click(&s.wait("[data-testid=consent-revoke]", long).await)
+        .await;
+    s.wait("[data-testid=consent-revoke-dialog]", long).await;
+    s.screenshot(&shots.join("18-data-revoke-confirm.png"))
+        .await;
+    s.click(&s.wait("[data-testid=consent-revoke-confirm]", long).await)
+        .await;
+    s.wait_text(
+        "[data-testid=consents-ended] [data-testid=consent-state]",
+        "Revoked",
+        long,
+    )
+    .await;
+    let revoked = s
+        .wait_text(
+            "[data-testid=consent-log-entry][data-kind=revoked]",
+            "Revoked from Watt Insights",
+            long,
+        )
+        .await;
+    assert!(revoked.contains("by you"), "{revoked}");
+    assert!(revoked.contains("#2"), "{revoked}");
+    s.wait("[data-testid=no-consents]", long).await;
+    // The device rotated the stream key; the owner's own copy follows and the meter goes on.
+    let key_after = s
+        .wait_text("[data-testid=meter-status]", "stream key 2", long)
+        .await;
+    eprintln!("app_e2e: meter before the revocation: {key_before}; after: {key_after}");
+    s.screenshot(&shots.join("19-data-revoked-phone.png")).await;
+
+    // The same screen at laptop width, then back to the phone for the rest.
+    s.set_window_size(1100, 760).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    s.screenshot(&shots.join("20-data-sharing-laptop.png"))
+        .await;
+    s.set_window_size(360, 760).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
 /// Days since 1970-01-01 (UTC) now.

@@ -1,10 +1,13 @@
 //! Demo mode (`--demo`): three registry nodes and a simulated front door run inside the app,
 //! on loopback ports, in one temporary directory that also holds the demo profile. The door is
 //! the real device agent with an exec actuator: a small script that records each unlock and
-//! prints what the door did, which travels back in the device's signed answer.
+//! prints what the door did, which travels back in the device's signed answer. The same agent
+//! reads a simulated smart meter (`demo_meter.rs`) and publishes its sealed readings on a
+//! Mosquitto broker started for the demo; a sample provider ("Watt Insights") offers a consent
+//! request link for the Data sharing screen.
 //!
-//! Everything is torn down when the app exits: the agent and nodes stop, the demo profile's
-//! recovery phrase is deleted from the keychain, and the directory is removed.
+//! Everything is torn down when the app exits: the agent, the nodes and the broker stop, the
+//! demo profile's recovery phrase is deleted from the keychain, and the directory is removed.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,11 +16,12 @@ use std::time::UNIX_EPOCH;
 
 use data_encoding::BASE64;
 use latchkey_device::agent::RunningAgent;
-use latchkey_device::config::Driver;
-use latchkey_device::lifecycle::InitOptions;
+use latchkey_device::config::{parse_stream_option, Driver};
+use latchkey_device::lifecycle::{InitOptions, StreamOptions};
 use latchkey_node::{NodeConfig, RunningNode};
 use latchkey_owner::{Profile, SystemClock};
 
+use crate::demo_meter::{Broker, MeterPort};
 use crate::error::CommandError;
 use crate::state::AppState;
 use crate::views::{DemoView, DoorView};
@@ -30,6 +34,9 @@ const SAMPLE_TODAY: &str = "20261201";
 const DEVICE_NAME: &str = "Front door";
 /// How long the simulated latch stays open after an unlock.
 const OPEN_FOR_MS: u64 = 5_000;
+/// The smart meter's stream on the demo door (a DSMR meter's P1 port).
+pub const METER_STREAM: &str = "p1";
+const DAY_MS: u64 = 86_400_000;
 
 #[derive(Debug)]
 pub struct Demo {
@@ -41,6 +48,10 @@ pub struct Demo {
     claim_png: Vec<u8>,
     door_log: PathBuf,
     sample_calendar: PathBuf,
+    /// The home broker and the meter's P1 port; `None` (with `meter_problem`) without Mosquitto.
+    meter: Option<(Broker, MeterPort)>,
+    meter_problem: Option<String>,
+    sample_consent_link: Option<String>,
 }
 
 impl Demo {
@@ -79,24 +90,50 @@ impl Demo {
         .and_then(|()| std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)))
         .map_err(|e| format!("cannot write the demo door's script: {e}"))?;
 
+        // The smart meter is a bonus: without Mosquitto the door still works, and the panel
+        // says what is missing.
+        let (meter, meter_problem) = match start_meter(dir.path()).await {
+            Ok(meter) => (Some(meter), None),
+            Err(why) => {
+                tracing::warn!(%why, "the demo runs without its smart meter");
+                (None, Some(why))
+            }
+        };
+
         let device_dir = dir.path().join("device");
         let listen = free_loopback_port()
             .map_err(|e| format!("no free loopback port for the demo door: {e}"))?;
-        let report = latchkey_device::lifecycle::init(&InitOptions {
-            dir: device_dir.clone(),
-            name: DEVICE_NAME.into(),
-            listen: ([127, 0, 0, 1], listen).into(),
-            nodes: urls,
-            actions: vec![("unlock".into(), Driver::Exec { program: script })],
-            advertise: Vec::new(),
-            mdns: false,
-            // Learns its new owner within a second of the claim.
-            refresh_secs: Some(1),
-            max_view_age_secs: None,
-            max_guest_staleness_secs: None,
-            max_owner_staleness_secs: None,
-            trust_clock: true,
-        })
+        // The meter's P1 port is the door's one data stream, published on the demo's broker.
+        let streams = match &meter {
+            Some((broker, port)) => StreamOptions {
+                streams: vec![parse_stream_option(&format!(
+                    "{METER_STREAM}=dsmr:{}",
+                    port.source()
+                ))
+                .map_err(|e| format!("the demo meter's stream is not valid: {e}"))?],
+                broker: Some(broker.url()),
+                free_aggregate: Vec::new(),
+            },
+            None => StreamOptions::default(),
+        };
+        let report = latchkey_device::lifecycle::init_with_streams(
+            &InitOptions {
+                dir: device_dir.clone(),
+                name: DEVICE_NAME.into(),
+                listen: ([127, 0, 0, 1], listen).into(),
+                nodes: urls,
+                actions: vec![("unlock".into(), Driver::Exec { program: script })],
+                advertise: Vec::new(),
+                mdns: false,
+                // Learns its new owner within a second of the claim.
+                refresh_secs: Some(1),
+                max_view_age_secs: None,
+                max_guest_staleness_secs: None,
+                max_owner_staleness_secs: None,
+                trust_clock: true,
+            },
+            &streams,
+        )
         .map_err(|e| format!("the demo door could not be set up: {e}"))?;
         let sample_calendar = dir.path().join("sample-stays.ics");
         let today = std::time::SystemTime::now()
@@ -110,7 +147,14 @@ impl Demo {
         let agent = latchkey_device::agent::start(&device_dir)
             .await
             .map_err(|e| format!("the demo door did not start: {e}"))?;
+        let sample_consent_link = match &meter {
+            Some(_) => Some(sample_consent_link(report.device)?),
+            None => None,
+        };
         Ok(Demo {
+            meter,
+            meter_problem,
+            sample_consent_link,
             short_id: report.device.short(),
             claim_png,
             door_log,
@@ -126,6 +170,11 @@ impl Demo {
         self.dir.path().join("profile")
     }
 
+    /// The demo's home broker (`mqtt://127.0.0.1:PORT`), when its meter runs.
+    pub fn broker_url(&self) -> Option<String> {
+        self.meter.as_ref().map(|(broker, _)| broker.url())
+    }
+
     pub fn node_urls(&self) -> Vec<String> {
         self.nodes.iter().map(RunningNode::url).collect()
     }
@@ -138,6 +187,8 @@ impl Demo {
             claim_qr: format!("data:image/png;base64,{}", BASE64.encode(&self.claim_png)),
             door: door_view(&self.door_log),
             sample_calendar: self.sample_calendar.display().to_string(),
+            sample_consent_link: self.sample_consent_link.clone(),
+            meter_problem: self.meter_problem.clone(),
         })
     }
 
@@ -148,6 +199,8 @@ impl Demo {
                 tracing::warn!(error = %e, "the demo door did not stop cleanly");
             }
         }
+        // The meter and its broker after the agent, which publishes to it.
+        drop(self.meter.take());
         for node in self.nodes.drain(..) {
             if let Err(e) = node.shutdown().await {
                 tracing::warn!(error = %e, "a demo node did not stop cleanly");
@@ -155,6 +208,55 @@ impl Demo {
         }
         tracing::info!(dir = %self.dir.path().display(), "demo stopped; removing its directory");
     }
+}
+
+async fn start_meter(dir: &Path) -> Result<(Broker, MeterPort), String> {
+    let broker = Broker::start(dir)?;
+    let port = MeterPort::start().await?;
+    Ok((broker, port))
+}
+
+/// A sample provider's request to read the door's meter, signed by a key made up for the demo
+/// (nobody reads what the door would send it; the request is what the owner answers).
+fn sample_consent_link(device: latchkey_proto::keys::DeviceId) -> Result<String, String> {
+    use latchkey_proto::consent::{purpose, ConsentRequest, ProviderIdentity};
+    use latchkey_proto::kem::KemSecretKey;
+    use latchkey_proto::keys::SigningKey;
+    use rand::RngCore;
+
+    let mut rng = rand::rngs::OsRng;
+    let key = SigningKey::generate(&mut rng);
+    let kem = KemSecretKey::generate(&mut rng);
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    let mut nonce = [0u8; 16];
+    rng.fill_bytes(&mut nonce);
+    let request = ConsentRequest {
+        provider: ProviderIdentity {
+            name: "Watt Insights".into(),
+            url: "https://watt-insights.example".into(),
+            signing: key.public_key(),
+            kem: kem.public().clone(),
+        },
+        device,
+        stream: METER_STREAM.into(),
+        purpose_code: purpose::INSIGHTS,
+        purpose: "Shows which appliances use the most power and when your usage peaks, with \
+                  tips to lower your bill."
+            .into(),
+        retention_days: 30,
+        until_ms: Some(now + 90 * DAY_MS),
+        history: false,
+        terms: Some("Free for the first 3 months".into()),
+        issued_ms: now,
+        nonce,
+    };
+    request
+        .sign(&key)
+        .map(|signed| signed.to_link())
+        .map_err(|e| format!("the demo's sample consent request could not be signed: {e}"))
 }
 
 fn free_loopback_port() -> std::io::Result<u16> {
@@ -269,6 +371,14 @@ impl AppState {
             }
         }
         demo.shutdown().await;
+    }
+
+    /// The demo's home broker, for the meter of the door it runs.
+    pub fn demo_broker(&self) -> Option<String> {
+        self.demo
+            .lock()
+            .ok()
+            .and_then(|d| d.as_ref().and_then(Demo::broker_url))
     }
 
     /// The demo panel's view, or `None` outside demo mode.

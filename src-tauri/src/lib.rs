@@ -9,8 +9,11 @@ mod activity;
 #[cfg(desktop)]
 mod camera;
 mod commands;
+mod consent;
 #[cfg(feature = "demo")]
 mod demo;
+#[cfg(feature = "demo")]
+mod demo_meter;
 pub mod error;
 mod images;
 mod links;
@@ -153,7 +156,16 @@ pub fn run() {
             sharing::stays_sync,
             sharing::share_stay,
             activity::activity,
+            consent::consent_request_add,
+            consent::consent_requests,
+            consent::consent_request_dismiss,
+            consent::consent_approve,
+            consent::consent_revoke,
+            consent::consents,
+            consent::consent_log,
+            consent::meter,
             links::take_invite_link,
+            links::take_consent_link,
             #[cfg(desktop)]
             camera::camera_start,
             #[cfg(desktop)]

@@ -1,5 +1,6 @@
-//! Invitation links from outside the app: the short `LATCHKEY://I/…` (any letter case; the
-//! scheme `latchkey`, the host `i`) and the old `latchkey://invite/…`. On Linux and Windows the OS starts the app
+//! Links from outside the app: invitations, the short `LATCHKEY://I/…` (any letter case; the
+//! scheme `latchkey`, the host `i`) and the old `latchkey://invite/…`; and a data provider's
+//! consent request, `LATCHKEY://C/…`. On Linux and Windows the OS starts the app
 //! with the link as its argument (a running app gets it through the single-instance plugin);
 //! on macOS, iOS and Android the deep-link plugin delivers it. Either way the link waits in
 //! the app state until the UI takes it, and the UI is told with an event that one is waiting,
@@ -14,25 +15,38 @@ use crate::state::AppState;
 /// The link forms the owner core accepts, compared without regard to letter case (a short
 /// link is upper case so its QR code can use alphanumeric mode; an OS may lower-case a scheme).
 const INVITE_PREFIXES: [&str; 2] = ["latchkey://i/", "latchkey://invite/"];
+/// A provider's consent request (checked by the owner core when the UI hands it over).
+const CONSENT_PREFIX: &str = "latchkey://c/";
 /// Emitted (without payload: the link itself never travels in an event) when a link waits.
 pub const EVENT: &str = "invite-link";
+/// Emitted, likewise, when a consent request link waits.
+pub const CONSENT_EVENT: &str = "consent-link";
 
-/// Keeps `url` for the UI if it is an invitation link; other URLs are ignored.
-fn offer(state: &AppState, url: &str) -> bool {
-    let invitation = INVITE_PREFIXES.iter().any(|prefix| {
-        url.get(..prefix.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
-    });
-    if !invitation {
-        tracing::warn!("ignoring a link that is not an invitation");
-        return false;
-    }
-    match state.pending_link.lock() {
+fn starts_with_any_case(url: &str, prefix: &str) -> bool {
+    url.get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+}
+
+/// Keeps `url` for the UI if it is an invitation or a consent request link, and names the
+/// event that tells the UI; other URLs are ignored.
+fn offer(state: &AppState, url: &str) -> Option<&'static str> {
+    let (slot, event) = if INVITE_PREFIXES
+        .iter()
+        .any(|prefix| starts_with_any_case(url, prefix))
+    {
+        (&state.pending_link, EVENT)
+    } else if starts_with_any_case(url, CONSENT_PREFIX) {
+        (&state.pending_consent_link, CONSENT_EVENT)
+    } else {
+        tracing::warn!("ignoring a link that is neither an invitation nor a consent request");
+        return None;
+    };
+    match slot.lock() {
         Ok(mut pending) => {
             *pending = Some(zeroize::Zeroizing::new(url.to_owned()));
-            true
+            Some(event)
         }
-        Err(_) => false,
+        Err(_) => None,
     }
 }
 
@@ -50,9 +64,9 @@ pub fn install(app: &App) {
     }
     app.deep_link().on_open_url(move |event| {
         for url in event.urls() {
-            if offer(&handle.state::<AppState>(), url.as_str()) {
-                if let Err(e) = handle.emit(EVENT, ()) {
-                    tracing::warn!(error = %e, "cannot tell the UI about an invitation link");
+            if let Some(event) = offer(&handle.state::<AppState>(), url.as_str()) {
+                if let Err(e) = handle.emit(event, ()) {
+                    tracing::warn!(error = %e, "cannot tell the UI about a link");
                 }
             }
         }
@@ -69,6 +83,18 @@ pub fn take_invite_link(state: tauri::State<'_, AppState>) -> Result<Option<Stri
     Ok(pending.take().map(|link| link.as_str().to_owned()))
 }
 
+/// The consent request link waiting for the UI, if any; taking it clears it.
+#[tauri::command]
+pub fn take_consent_link(
+    state: tauri::State<'_, AppState>,
+) -> Result<Option<String>, CommandError> {
+    let mut pending = state
+        .pending_consent_link
+        .lock()
+        .map_err(|_| CommandError::new("internal", "the app's state is damaged; restart it"))?;
+    Ok(pending.take().map(|link| link.as_str().to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,12 +102,12 @@ mod tests {
     #[test]
     fn only_invitation_links_wait_for_the_ui() {
         let state = AppState::new(std::env::temp_dir().join("latchkey-links-test"));
-        assert!(!offer(&state, "https://example.com/"));
-        assert!(!offer(&state, "latchkey://claim/x"));
+        assert!(offer(&state, "https://example.com/").is_none());
+        assert!(offer(&state, "latchkey://claim/x").is_none());
         assert!(state.pending_link.lock().unwrap().is_none());
-        assert!(!offer(&state, "latchkey://ix/ABC"));
-        assert!(!offer(&state, "latchkey:/i/ABC"));
-        assert!(!offer(&state, "LATCHKEY://"));
+        assert!(offer(&state, "latchkey://ix/ABC").is_none());
+        assert!(offer(&state, "latchkey:/i/ABC").is_none());
+        assert!(offer(&state, "LATCHKEY://").is_none());
         assert!(state.pending_link.lock().unwrap().is_none());
         let pending = || {
             state
@@ -91,7 +117,7 @@ mod tests {
                 .as_deref()
                 .map(String::to_owned)
         };
-        assert!(offer(&state, "latchkey://invite/abc"));
+        assert_eq!(offer(&state, "latchkey://invite/abc"), Some(EVENT));
         assert_eq!(pending().as_deref(), Some("latchkey://invite/abc"));
         // Short links in any case, exactly as they came (the core decodes any case).
         for link in [
@@ -99,8 +125,24 @@ mod tests {
             "latchkey://i/AEBAGBAF",
             "Latchkey://I/aebagbaf",
         ] {
-            assert!(offer(&state, link), "{link}");
+            assert_eq!(offer(&state, link), Some(EVENT), "{link}");
             assert_eq!(pending().as_deref(), Some(link));
         }
+    }
+
+    #[test]
+    fn consent_request_links_wait_apart_from_invitations() {
+        let state = AppState::new(std::env::temp_dir().join("latchkey-links-test-consent"));
+        let taken = |slot: &std::sync::Mutex<Option<zeroize::Zeroizing<String>>>| {
+            slot.lock().unwrap().take().map(|l| l.as_str().to_owned())
+        };
+        for link in ["LATCHKEY://C/AEBAGBAF", "latchkey://c/aebagbaf"] {
+            assert_eq!(offer(&state, link), Some(CONSENT_EVENT), "{link}");
+            assert_eq!(taken(&state.pending_consent_link).as_deref(), Some(link));
+            assert!(state.pending_link.lock().unwrap().is_none());
+        }
+        assert!(offer(&state, "latchkey://cx/AEBA").is_none());
+        assert!(offer(&state, "latchkey:/c/AEBA").is_none());
+        assert!(taken(&state.pending_consent_link).is_none());
     }
 }

@@ -22,6 +22,11 @@ pub struct AppState {
     pub last_results: Mutex<HashMap<String, OpenResult>>,
     /// An invitation link from outside the app, until the UI takes it (see `links.rs`).
     pub pending_link: Mutex<Option<Zeroizing<String>>>,
+    /// The owner's meter watches, by (device, stream): started by the first `meter` call, then
+    /// read on each poll; each stops when dropped.
+    pub meters: Mutex<HashMap<(String, String), latchkey_owner::MeterWatch>>,
+    /// A consent request link from outside the app, likewise.
+    pub pending_consent_link: Mutex<Option<Zeroizing<String>>>,
     #[cfg(feature = "demo")]
     pub demo: Mutex<Option<crate::demo::Demo>>,
 }
@@ -47,6 +52,8 @@ impl AppState {
             backup: Mutex::new(None),
             last_results: Mutex::new(HashMap::new()),
             pending_link: Mutex::new(None),
+            pending_consent_link: Mutex::new(None),
+            meters: Mutex::new(HashMap::new()),
             #[cfg(feature = "demo")]
             demo: Mutex::new(None),
         }

@@ -275,6 +275,11 @@ pub struct DemoView {
     pub door: DoorView,
     /// A sample booking calendar (an .ics file with stays around today), for the Stays screen.
     pub sample_calendar: String,
+    /// A sample provider's request to read the door's smart meter (`LATCHKEY://C/…`), for the
+    /// Data sharing screen; `null` when the demo runs without its meter.
+    pub sample_consent_link: Option<String>,
+    /// Why the demo runs without its smart meter, when it does (e.g. no Mosquitto installed).
+    pub meter_problem: Option<String>,
 }
 
 /// What the simulated door's actuator has done.
@@ -826,6 +831,178 @@ fn reject_name(code: u16) -> String {
         .unwrap_or_else(|| format!("code {code}"))
 }
 
+/// A provider's request to read one of a device's data streams, in the owner core's words.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+pub struct ConsentRequestView {
+    /// Hex consent id (64): approve, dismiss and revoke take it.
+    pub id: String,
+    /// `lkdev1…`
+    pub device: String,
+    pub device_name: String,
+    /// The stream asked for, e.g. `p1` (the smart meter's port).
+    pub stream: String,
+    /// The provider's name as it signed it (not checked by anyone: the key is what is proven).
+    pub provider_name: String,
+    pub provider_url: String,
+    /// The provider's signing key, `lkpk1…`.
+    pub provider_key: String,
+    pub purpose_code: u16,
+    /// The purpose code in words (`insights`, `billing`, …).
+    pub purpose_label: String,
+    /// Why, in the provider's own words.
+    pub purpose: String,
+    /// How many days the provider says it keeps readings (0: not kept).
+    pub retention_days: u32,
+    /// When the consent ends by itself; `null`: until revoked.
+    #[ts(type = "number | null")]
+    pub until_ms: Option<u64>,
+    /// The provider also asks for readings from before the consent.
+    pub history: bool,
+    /// Terms the provider offers (recorded, not settled), e.g. "500 units per hour".
+    pub terms: Option<String>,
+    /// The whole request as one plain sentence.
+    pub summary: String,
+}
+
+/// A consent given for a device's stream, and whether it still lets the provider read.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+pub struct ConsentView {
+    pub id: String,
+    pub request: ConsentRequestView,
+    /// `active`, `revoked`, `expired` or `ended` (the device changed hands).
+    pub state: String,
+    #[ts(type = "number")]
+    pub given_ms: u64,
+    /// The owner who gave it, `lkpk1…`.
+    pub given_by: String,
+    #[ts(type = "number | null")]
+    pub ended_ms: Option<u64>,
+    /// Whether the device has been told the consent's latest change: `delivered`, `waiting`
+    /// (told at the next contact), `refused` or `unknown` (another owner's doing).
+    pub delivery: String,
+    /// What the delivery state means, in words (`null` when delivered).
+    pub delivery_note: Option<String>,
+}
+
+/// One entry of a device's consent log, verified against its owners.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+pub struct ConsentLogEntryView {
+    #[ts(type = "number")]
+    pub seq: u64,
+    #[ts(type = "number")]
+    pub time_ms: u64,
+    /// `given`, `revoked` or `expired`.
+    pub kind: String,
+    pub consent_id: String,
+    pub provider_name: String,
+    pub stream: String,
+    /// The purpose label and the provider's words, e.g. `insights: monthly report`.
+    pub purpose: String,
+    /// The owner who signed the entry, `lkpk1…`.
+    pub signer: String,
+    /// That owner is this profile.
+    pub signer_is_me: bool,
+    /// Hex hash of the entry (the next one links to it).
+    pub hash: String,
+}
+
+/// The owner's own meter, read with the owner's copy of the stream key.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+pub struct MeterView {
+    pub device: String,
+    pub stream: String,
+    /// Power drawn now (kW; negative: returned to the grid).
+    pub power_kw: Option<f64>,
+    /// Energy drawn since local midnight (kWh).
+    pub energy_today_kwh: Option<f64>,
+    /// The last 10 minutes: `[ms since the epoch, kW]`, oldest first.
+    #[ts(type = "Array<[number, number]>")]
+    pub series: Vec<(u64, f64)>,
+    /// The stream key the last reading was sealed with (it changes at each revocation).
+    pub key_id: Option<u32>,
+    #[ts(type = "number | null")]
+    pub last_seq: Option<u64>,
+    /// Readings opened since the app started watching.
+    #[ts(type = "number")]
+    pub readings: u64,
+    /// When the last reading was taken (meter time, else arrival), ms since the epoch.
+    #[ts(type = "number | null")]
+    pub last_reading_ms: Option<u64>,
+    /// Why no reading arrives, in plain words, when none does.
+    pub problem: Option<String>,
+}
+
+impl From<&latchkey_owner::ConsentRequestView> for ConsentRequestView {
+    fn from(r: &latchkey_owner::ConsentRequestView) -> Self {
+        ConsentRequestView {
+            id: r.id.clone(),
+            device: r.device.clone(),
+            device_name: r.device_name.clone(),
+            stream: r.stream.clone(),
+            provider_name: r.provider_name.clone(),
+            provider_url: r.provider_url.clone(),
+            provider_key: r.provider_key.clone(),
+            purpose_code: r.purpose_code,
+            purpose_label: r.purpose_label.clone(),
+            purpose: r.purpose.clone(),
+            retention_days: r.retention_days,
+            until_ms: r.until_ms,
+            history: r.history,
+            terms: r.terms.clone(),
+            summary: r.summary.clone(),
+        }
+    }
+}
+
+impl From<&latchkey_owner::ConsentView> for ConsentView {
+    fn from(c: &latchkey_owner::ConsentView) -> Self {
+        ConsentView {
+            id: c.id.clone(),
+            request: ConsentRequestView::from(&c.request),
+            state: c.state.clone(),
+            given_ms: c.given_ms,
+            given_by: c.given_by.clone(),
+            ended_ms: c.ended_ms,
+            delivery: c.delivery.clone(),
+            delivery_note: c.delivery_note.clone(),
+        }
+    }
+}
+
+impl From<&latchkey_owner::ConsentLogEntryView> for ConsentLogEntryView {
+    fn from(e: &latchkey_owner::ConsentLogEntryView) -> Self {
+        ConsentLogEntryView {
+            seq: e.seq,
+            time_ms: e.time_ms,
+            kind: e.kind.clone(),
+            consent_id: e.consent_id.clone(),
+            provider_name: e.provider_name.clone(),
+            stream: e.stream.clone(),
+            purpose: e.purpose.clone(),
+            signer: e.signer.clone(),
+            signer_is_me: e.signer_is_me,
+            hash: e.hash.clone(),
+        }
+    }
+}
+
+impl MeterView {
+    pub fn new(device: &str, stream: &str, s: &latchkey_owner::MeterSnapshot) -> Self {
+        MeterView {
+            device: device.to_owned(),
+            stream: stream.to_owned(),
+            power_kw: s.power_kw,
+            energy_today_kwh: s.energy_today_kwh,
+            series: s.series.clone(),
+            key_id: s.key_id,
+            last_seq: s.last_seq,
+            readings: s.readings,
+            last_reading_ms: s.last_reading_ms,
+            problem: s.problem.clone(),
+        }
+    }
+}
+
 /// Which stage a claim has reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "snake_case")]
@@ -906,6 +1083,10 @@ mod tests {
             crate::camera::CameraFrame::decl(&cfg),
             ClaimStageKind::decl(&cfg),
             ClaimProgress::decl(&cfg),
+            ConsentRequestView::decl(&cfg),
+            ConsentView::decl(&cfg),
+            ConsentLogEntryView::decl(&cfg),
+            MeterView::decl(&cfg),
         ];
         let mut out = String::from(
             "// Generated from src-tauri/src/views.rs by its test `bindings_are_current`;\n\

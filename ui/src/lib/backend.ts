@@ -10,6 +10,9 @@ import type {
   CameraFrame,
   ClaimProgress,
   ClaimResult,
+  ConsentLogEntryView,
+  ConsentRequestView,
+  ConsentView,
   DemoView,
   DeviceView,
   ForkAlarmView,
@@ -17,6 +20,7 @@ import type {
   HeldInvitationView,
   Identity,
   InvitationView,
+  MeterView,
   NewIdentity,
   OpenResult,
   OwnersDetail,
@@ -33,6 +37,10 @@ import type {
 
 export type {
   ActivityView,
+  ConsentLogEntryView,
+  ConsentRequestView,
+  ConsentView,
+  MeterView,
   DoorRef,
   StayLinkView,
   ShareView,
@@ -121,6 +129,27 @@ export interface Backend {
   onInviteLink(onLink: () => void): Promise<() => void>;
   /** Calls `onStage` as a claim reaches each stage; resolves to a function that stops it. */
   onClaimProgress(onStage: (progress: ClaimProgress) => void): Promise<() => void>;
+  /** Keeps a provider's request from its link (`LATCHKEY://C/…`, checked by the owner core)
+   * until it is approved or dismissed. */
+  consentRequestAdd(link: string): Promise<ConsentRequestView>;
+  /** Requests waiting for an answer, for one device. */
+  consentRequests(device: string): Promise<ConsentRequestView[]>;
+  consentRequestDismiss(id: string): Promise<void>;
+  /** Gives consent: signs a log entry, stores it on the nodes and tells the device (slow). */
+  consentApprove(id: string): Promise<ConsentView>;
+  /** Takes consent back: the device rotates the stream key at once. */
+  consentRevoke(id: string): Promise<ConsentView>;
+  /** Every consent ever given for the device (the nodes' verified log). */
+  consents(device: string): Promise<ConsentView[]>;
+  /** The device's verified consent log, oldest entry first. */
+  consentLog(device: string): Promise<ConsentLogEntryView[]>;
+  /** The owner's own meter; the first call starts reading `stream` from the home broker
+   * (`broker`: `mqtt://HOST:PORT`, or null for the one already known, as in the demo). */
+  meter(device: string, stream: string, broker: string | null): Promise<MeterView>;
+  /** A consent request link the app was opened with, once; null when none waits. */
+  takeConsentLink(): Promise<string | null>;
+  /** Calls `onLink` whenever a consent request link starts waiting. */
+  onConsentLink(onLink: () => void): Promise<() => void>;
   /** Starts the desktop camera; rejects with `no_camera` when none opens. */
   cameraStart(): Promise<void>;
   cameraStop(): Promise<void>;
@@ -275,6 +304,16 @@ export const tauriBackend: Backend = {
   takeInviteLink: () => call<string | null>('take_invite_link'),
   onInviteLink: (onLink) => listen('invite-link', () => onLink()),
   onClaimProgress: (onStage) => listen<ClaimProgress>('claim-progress', (e) => onStage(e.payload)),
+  consentRequestAdd: (link) => call<ConsentRequestView>('consent_request_add', { link }),
+  consentRequests: (device) => call<ConsentRequestView[]>('consent_requests', { device }),
+  consentRequestDismiss: (id) => call<void>('consent_request_dismiss', { id }),
+  consentApprove: (id) => call<ConsentView>('consent_approve', { id }),
+  consentRevoke: (id) => call<ConsentView>('consent_revoke', { id }),
+  consents: (device) => call<ConsentView[]>('consents', { device }),
+  consentLog: (device) => call<ConsentLogEntryView[]>('consent_log', { device }),
+  meter: (device, stream, broker) => call<MeterView>('meter', { device, stream, broker }),
+  takeConsentLink: () => call<string | null>('take_consent_link'),
+  onConsentLink: (onLink) => listen('consent-link', () => onLink()),
   cameraStart: () => call<void>('camera_start'),
   cameraStop: () => call<void>('camera_stop'),
   onCamera: async (handlers) => {
@@ -303,8 +342,42 @@ export interface MockOptions {
   offer?: boolean;
   /** Invitations accepted here let this profile invite others below them (a manager). */
   mayDelegate?: boolean;
-  /** Slow calls (calendar sync, invite, share) take this long, so progress can be seen. */
+  /** Slow calls (calendar sync, invite, share, consent) take this long, so progress can be seen. */
   slowMs?: number;
+  /** Act as if opened with this `LATCHKEY://C/…` consent request link. */
+  consentLink?: string;
+}
+
+/** The sample provider request the mock's demo offers (a real one is longer). */
+export const MOCK_CONSENT_LINK = 'LATCHKEY://C/MOCKWATTINSIGHTS';
+
+/** A provider's request as the owner core words it, for the mock and for tests. */
+export function mockConsentRequest(over: Partial<ConsentRequestView> = {}): ConsentRequestView {
+  return {
+    id: 'c0'.repeat(32),
+    device: 'lkdev1mockfrontdoor',
+    device_name: 'Front door',
+    stream: 'p1',
+    provider_name: 'Watt Insights',
+    provider_url: 'https://watt-insights.example',
+    provider_key: 'lkpk1mockwattinsightskey',
+    purpose_code: 1,
+    purpose_label: 'insights',
+    purpose: 'Shows which appliances use the most power and when your usage peaks.',
+    retention_days: 30,
+    until_ms: null,
+    history: false,
+    terms: null,
+    summary:
+      'Watt Insights asks to read the smart meter readings (p1) of Front door for energy insights, keeping them 30 days, until you revoke it.',
+    ...over,
+  };
+}
+
+/** The mock's meter: a plausible household load that moves every second. */
+export function mockPowerKw(tMs: number): number {
+  const s = tMs / 1000;
+  return Math.round((0.35 + 0.25 * Math.sin(s / 40) + 0.6 * Math.max(0, Math.sin(s / 7))) * 1000) / 1000;
 }
 
 /** A fork alarm as the owner core words it (crates/latchkey-owner/src/fork.rs), for the mock. */
@@ -432,6 +505,28 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
   const activityListeners = new Set<() => void>();
   const confirm = [3, 11, 20];
   let inviteLink = options.inviteLink ?? null;
+  let consentLink = options.consentLink ?? null;
+  let requests: ConsentRequestView[] = [];
+  let consents: ConsentView[] = [];
+  let consentLog: ConsentLogEntryView[] = [];
+  const meterSince = Date.now();
+  const logEntry = (kind: string, c: ConsentView): void => {
+    consentLog = [
+      ...consentLog,
+      {
+        seq: consentLog.length + 1,
+        time_ms: Date.now(),
+        kind,
+        consent_id: c.id,
+        provider_name: c.request.provider_name,
+        stream: c.request.stream,
+        purpose: `${c.request.purpose_label}: ${c.request.purpose}`,
+        signer: MOCK_OWNER,
+        signer_is_me: true,
+        hash: `${consentLog.length + 1}`.padStart(64, 'e'),
+      },
+    ];
+  };
   let offers: ProposalView[] = options.offer
     ? [
         {
@@ -599,6 +694,8 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
               claim_qr: MOCK_PNG,
               door: { unlocks, last_unlock_ms: lastUnlock, open_for_ms: 5000 },
               sample_calendar: MOCK_SAMPLE_CALENDAR,
+              sample_consent_link: MOCK_CONSENT_LINK,
+              meter_problem: null,
             }
           : null,
       ),
@@ -842,6 +939,92 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       progressListeners.add(onStage);
       return () => progressListeners.delete(onStage);
     },
+    consentRequestAdd: (link) =>
+      answer('consentRequestAdd', () => {
+        if (!/^latchkey:\/\/c\/[a-z0-9]+$/i.test(link.trim())) {
+          throw new BackendError('bad_consent_link', 'this is not a consent request link (LATCHKEY://C/…)');
+        }
+        const door = devices.find((d) => d.mine);
+        if (!door) {
+          throw new BackendError('unknown_device', 'the request is for a device this profile does not own');
+        }
+        const request = mockConsentRequest({ device: door.id, device_name: door.name });
+        if (consents.some((c) => c.id === request.id)) {
+          throw new BackendError('consent_given', 'you already answered this request');
+        }
+        requests = [...requests.filter((r) => r.id !== request.id), request];
+        return request;
+      }),
+    consentRequests: (device) => answer('consentRequests', () => requests.filter((r) => r.device === device)),
+    consentRequestDismiss: (id) =>
+      answer('consentRequestDismiss', () => {
+        requests = requests.filter((r) => r.id !== id);
+      }),
+    consentApprove: (id) =>
+      slow('consentApprove', () => {
+        const request = requests.find((r) => r.id === id);
+        if (!request) {
+          throw new BackendError('unknown_consent', `no pending request ${id.slice(0, 8)}`);
+        }
+        requests = requests.filter((r) => r !== request);
+        const consent: ConsentView = {
+          id,
+          request,
+          state: 'active',
+          given_ms: Date.now(),
+          given_by: MOCK_OWNER,
+          ended_ms: null,
+          delivery: 'delivered',
+          delivery_note: null,
+        };
+        consents = [...consents, consent];
+        logEntry('given', consent);
+        return consent;
+      }),
+    consentRevoke: (id) =>
+      slow('consentRevoke', () => {
+        const consent = consents.find((c) => c.id === id && c.state === 'active');
+        if (!consent) {
+          throw new BackendError('unknown_consent', `no active consent ${id.slice(0, 8)}`);
+        }
+        consent.state = 'revoked';
+        consent.ended_ms = Date.now();
+        logEntry('revoked', consent);
+        return consent;
+      }),
+    consents: (device) => answer('consents', () => consents.filter((c) => c.request.device === device)),
+    consentLog: (device) =>
+      answer('consentLog', () =>
+        consentLog.filter((e) => consents.some((c) => c.id === e.consent_id && c.request.device === device)),
+      ),
+    meter: (device, stream) =>
+      answer('meter', () => {
+        const now = Date.now();
+        const series: Array<[number, number]> = [];
+        for (let t = Math.max(meterSince, now - 600_000); t <= now; t += 1000) {
+          series.push([t, mockPowerKw(t)]);
+        }
+        const revocations = consentLog.filter((e) => e.kind !== 'given').length;
+        return {
+          device,
+          stream,
+          power_kw: mockPowerKw(now),
+          energy_today_kwh: 3.2 + (now - meterSince) / 3_600_000,
+          series,
+          key_id: 1 + revocations,
+          last_seq: series.length,
+          readings: series.length,
+          last_reading_ms: now,
+          problem: null,
+        };
+      }),
+    takeConsentLink: () =>
+      answer('takeConsentLink', () => {
+        const link = consentLink;
+        consentLink = null;
+        return link;
+      }),
+    onConsentLink: async () => () => {},
     // Like a machine without a camera: the photo import is the way in.
     cameraStart: () =>
       answer('cameraStart', () => {

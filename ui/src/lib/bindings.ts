@@ -163,7 +163,16 @@ claim_qr: string, door: DoorView,
 /**
  * A sample booking calendar (an .ics file with stays around today), for the Stays screen.
  */
-sample_calendar: string, };
+sample_calendar: string, 
+/**
+ * A sample provider's request to read the door's smart meter (`LATCHKEY://C/…`), for the
+ * Data sharing screen; `null` when the demo runs without its meter.
+ */
+sample_consent_link: string | null, 
+/**
+ * Why the demo runs without its smart meter, when it does (e.g. no Mosquitto installed).
+ */
+meter_problem: string | null, };
 
 export type DoorView = { 
 /**
@@ -452,3 +461,124 @@ export type ClaimProgress = { stage: ClaimStageKind,
  * Nodes that stored the claim, once published.
  */
 stored_on: number | null, };
+
+export type ConsentRequestView = { 
+/**
+ * Hex consent id (64): approve, dismiss and revoke take it.
+ */
+id: string, 
+/**
+ * `lkdev1…`
+ */
+device: string, device_name: string, 
+/**
+ * The stream asked for, e.g. `p1` (the smart meter's port).
+ */
+stream: string, 
+/**
+ * The provider's name as it signed it (not checked by anyone: the key is what is proven).
+ */
+provider_name: string, provider_url: string, 
+/**
+ * The provider's signing key, `lkpk1…`.
+ */
+provider_key: string, purpose_code: number, 
+/**
+ * The purpose code in words (`insights`, `billing`, …).
+ */
+purpose_label: string, 
+/**
+ * Why, in the provider's own words.
+ */
+purpose: string, 
+/**
+ * How many days the provider says it keeps readings (0: not kept).
+ */
+retention_days: number, 
+/**
+ * When the consent ends by itself; `null`: until revoked.
+ */
+until_ms: number | null, 
+/**
+ * The provider also asks for readings from before the consent.
+ */
+history: boolean, 
+/**
+ * Terms the provider offers (recorded, not settled), e.g. "500 units per hour".
+ */
+terms: string | null, 
+/**
+ * The whole request as one plain sentence.
+ */
+summary: string, };
+
+export type ConsentView = { id: string, request: ConsentRequestView, 
+/**
+ * `active`, `revoked`, `expired` or `ended` (the device changed hands).
+ */
+state: string, given_ms: number, 
+/**
+ * The owner who gave it, `lkpk1…`.
+ */
+given_by: string, ended_ms: number | null, 
+/**
+ * Whether the device has been told the consent's latest change: `delivered`, `waiting`
+ * (told at the next contact), `refused` or `unknown` (another owner's doing).
+ */
+delivery: string, 
+/**
+ * What the delivery state means, in words (`null` when delivered).
+ */
+delivery_note: string | null, };
+
+export type ConsentLogEntryView = { seq: number, time_ms: number, 
+/**
+ * `given`, `revoked` or `expired`.
+ */
+kind: string, consent_id: string, provider_name: string, stream: string, 
+/**
+ * The purpose label and the provider's words, e.g. `insights: monthly report`.
+ */
+purpose: string, 
+/**
+ * The owner who signed the entry, `lkpk1…`.
+ */
+signer: string, 
+/**
+ * That owner is this profile.
+ */
+signer_is_me: boolean, 
+/**
+ * Hex hash of the entry (the next one links to it).
+ */
+hash: string, };
+
+export type MeterView = { device: string, stream: string, 
+/**
+ * Power drawn now (kW; negative: returned to the grid).
+ */
+power_kw: number | null, 
+/**
+ * Energy drawn since local midnight (kWh).
+ */
+energy_today_kwh: number | null, 
+/**
+ * The last 10 minutes: `[ms since the epoch, kW]`, oldest first.
+ */
+series: Array<[number, number]>, 
+/**
+ * The stream key the last reading was sealed with (it changes at each revocation).
+ */
+key_id: number | null, last_seq: number | null, 
+/**
+ * Readings opened since the app started watching.
+ */
+readings: number, 
+/**
+ * When the last reading was taken (meter time, else arrival), ms since the epoch.
+ */
+last_reading_ms: number | null, 
+/**
+ * Why no reading arrives, in plain words, when none does.
+ */
+problem: string | null, };
