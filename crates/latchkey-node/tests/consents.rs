@@ -710,3 +710,77 @@ async fn a_node_that_missed_posts_catches_up_from_its_peer() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// Attack: a removed owner and one lying peer plant an entry with an anchor from her time (a
+/// consent for her own provider) at the head of a log. The peer's database is tampered with
+/// directly, so it serves the entry as history; a fresh node replicating from it does not take
+/// it, because nothing a current owner signed builds on it.
+#[tokio::test]
+async fn a_lying_peer_cannot_plant_a_former_owners_entry_by_replication() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_a = dir.path().join("a.db");
+    let a = node(&db_a).await;
+    let c = client();
+    let (alice, bob) = (person(1), person(2));
+    let mut dev = claimed(409);
+    let id = device_id(&dev);
+    dev.apply(
+        OpBody::AmendOwners(OwnerSet {
+            owners: sorted(&[&alice, &bob]),
+            threshold: 1,
+        }),
+        &[&alice, &bob],
+    );
+    publish(&c, &a.url(), &dev).await;
+    let mut log = ConsentLog::new(&dev.chain);
+    let e1 = give(&log, &dev.chain, &alice, 1);
+    assert_eq!(post_entry(&c, &a.url(), &id, e1.to_bytes()).await.0, 201);
+    push(&mut log, &dev.chain, &e1);
+    // Signed while Alice was an owner, never posted; then she is removed.
+    let planted = give(&log, &dev.chain, &alice, 2);
+    dev.apply(
+        OpBody::AmendOwners(OwnerSet {
+            owners: sorted(&[&bob]),
+            threshold: 1,
+        }),
+        &[&alice, &bob],
+    );
+    publish(&c, &a.url(), &dev).await;
+    a.shutdown().await.unwrap();
+    {
+        let db = rusqlite::Connection::open(&db_a).unwrap();
+        db.execute(
+            "INSERT INTO consents (device, seq, hash, bytes, accepted_ms) VALUES (?1, 2, ?2, ?3, 0)",
+            rusqlite::params![
+                id.0.to_vec(),
+                planted.hash().to_vec(),
+                planted.to_bytes()
+            ],
+        )
+        .unwrap();
+    }
+    let a = node(&db_a).await;
+    assert_eq!(
+        read_log(&c, &a.url(), &id, 1).await.unwrap(),
+        vec![e1.clone(), planted.clone()],
+        "the lying peer serves the planted entry"
+    );
+
+    // The fresh node replicates the chain, then refuses the run: its last entry is by a former
+    // owner, and so is the one before it, so no current owner has built on either yet.
+    let b = node_with_peers(&dir.path().join("b.db"), &[&a]).await;
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while read_log(&c, &b.url(), &id, 1).await.is_err() {
+        assert!(std::time::Instant::now() < until, "B never got the chain");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(
+        read_log(&c, &b.url(), &id, 1).await.unwrap(),
+        Vec::<ConsentEntry>::new(),
+        "the honest node took a former owner's unsettled entries"
+    );
+    for n in [b, a] {
+        n.shutdown().await.unwrap();
+    }
+}

@@ -9,9 +9,11 @@
 //! A posted entry must be the next one by the rule a device applies (`ConsentLog::check_next`:
 //! signed by a *current* owner, anchored in the current era). Entries that arrive by
 //! replication may be old ones a new node has never seen, signed by owners removed since, so a
-//! replicated run that does not pass that rule is taken if the whole log then verifies by the
-//! rule every reader applies (`ConsentLog::verify`): a node is never stricter than a client
-//! about history, nor looser than a device about what comes next.
+//! replicated run that does not pass that rule is taken if the log up to its last entry
+//! verifies by the rule every reader applies (`ConsentLog::verify`) and its last entry passes
+//! the device's rule: a current owner has built on that history. A node is never looser than a
+//! device about what comes last; a log whose newest entry is by a removed owner waits on a new
+//! node until a current owner appends.
 
 pub mod store;
 
@@ -462,6 +464,40 @@ impl ConsentLogs {
     }
 }
 
+/// How far back from a replicated run's end [`settled_prefix`] looks for an entry a current
+/// owner signed (a removed owner's tail longer than this is refused whole).
+const MAX_UNSETTLED_TAIL: usize = 64;
+
+/// The longest prefix of `all` (longer than `held` entries) that verifies by the reader's rule
+/// and whose last entry also passes the device's rule: history may be signed by owners removed
+/// since, but a current owner must have built on it. Otherwise a removed owner and one lying
+/// peer could plant an entry with an anchor from her time (say, a consent for her own
+/// provider) at the head of the log on every honest node.
+fn settled_prefix(
+    chain: &Chain,
+    mut all: Vec<ConsentEntry>,
+    held: usize,
+) -> latchkey_proto::Result<ConsentLog> {
+    let mut first_error = None;
+    for _ in 0..MAX_UNSETTLED_TAIL {
+        if all.len() <= held {
+            break;
+        }
+        let last = all.pop().expect("longer than held");
+        let attempt = ConsentLog::verify(chain, all.clone()).and_then(|mut log| {
+            log.append(chain, last)?;
+            Ok(log)
+        });
+        match attempt {
+            Ok(log) => return Ok(log),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.expect("the run is not empty"))
+}
+
 /// Extends `held` by `new` (consecutive, starting right after it): entry by entry by the
 /// device's rule, else the whole log by the reader's rule. Returns the log to keep (`None`
 /// when it must be reloaded) and the rows to store.
@@ -491,8 +527,9 @@ fn extend(
     }
     let mut all = held.log.entries()[..before].to_vec();
     all.extend(new);
-    match ConsentLog::verify(chain, all) {
+    match settled_prefix(chain, all, before) {
         Ok(log) => {
+            let rows = rows[..log.entries().len() - before].to_vec();
             held.log = log;
             (Some(held), Ok(rows))
         }
