@@ -361,3 +361,45 @@ fn the_entry_hash_covers_the_content_only() {
     moved.time_ms += 1;
     assert_ne!(moved.hash(), e.hash());
 }
+
+/// Every field at its limit: the largest valid request is 2,362 bytes, its link 3,793
+/// characters, both under their caps; a given entry carrying it is 2,574 bytes.
+#[test]
+fn the_largest_request_fits_its_caps() {
+    let d = claimed(18);
+    let p = provider(19);
+    let signed = ConsentRequest {
+        provider: ProviderIdentity {
+            name: "n".repeat(64),
+            url: "u".repeat(200),
+            signing: p.key.public_key(),
+            kem: p.kem.public().clone(),
+        },
+        device: d.chain.device(),
+        stream: "s".repeat(32),
+        purpose_code: purpose::OTHER,
+        purpose: "p".repeat(500),
+        retention_days: u32::MAX,
+        until_ms: Some(u64::MAX),
+        history: true,
+        terms: Some("t".repeat(200)),
+        issued_ms: u64::MAX,
+        nonce: [0xff; 16],
+    }
+    .sign(&p.key)
+    .unwrap();
+    assert_eq!(signed.to_bytes().len(), 2362);
+    assert_eq!(signed.to_link().len(), 3793);
+    let log = ConsentLog::new(&d.chain);
+    let e = log
+        .next_entry(&d.chain, &person(1), T0, ConsentAction::Given(signed))
+        .unwrap();
+    assert_eq!(e.to_bytes().len(), 2574);
+    // One byte over a field's limit is refused when signing.
+    let mut over = e.clone();
+    if let ConsentAction::Given(r) = &mut over.action {
+        let mut q = r.request().clone();
+        q.purpose.push('p');
+        assert!(matches!(q.sign(&p.key), Err(Error::Invalid { .. })));
+    }
+}
