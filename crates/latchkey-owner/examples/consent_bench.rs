@@ -27,8 +27,7 @@ use latchkey_owner::{ClaimSource, Profile, SystemClock};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::{Command, Outcome, ReplyTo};
 use latchkey_proto::consent::{
-    purpose, ConsentAction, ConsentRequest, ProviderIdentity, SignedConsentRequest,
-    CONSENT_ACTION,
+    purpose, ConsentAction, ConsentRequest, ProviderIdentity, SignedConsentRequest, CONSENT_ACTION,
 };
 use latchkey_proto::envelope::seal_command;
 use latchkey_proto::kem::KemSecretKey;
@@ -206,10 +205,7 @@ async fn main() {
         summary("raw: ownership check on a quorum of nodes", check),
         summary("raw: consent log fetched from a quorum and verified", fetch),
         summary("raw: next entry signed and checked", build),
-        summary(
-            "raw: entry posted to 3 nodes (stored durably on 2+)",
-            post,
-        ),
+        summary("raw: entry posted to 3 nodes (stored durably on 2+)", post),
         summary(
             "raw: latchkey.consent sealed → POST → signed answer opened (device stores durably)",
             send,
