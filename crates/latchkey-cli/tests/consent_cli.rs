@@ -113,8 +113,13 @@ fn meter_stream(broker: &str) -> StreamOptions {
     }
 }
 
-/// A real Mosquitto on a free loopback port, killed when dropped.
-struct Mosquitto(std::process::Child, u16, tempfile::TempDir);
+/// A real Mosquitto on a free loopback port (its config in the kept directory), killed when
+/// dropped.
+struct Mosquitto(
+    std::process::Child,
+    u16,
+    #[allow(dead_code)] tempfile::TempDir,
+);
 
 impl Mosquitto {
     fn start() -> Mosquitto {
