@@ -90,23 +90,24 @@ pub fn assess_consents(
         }
     }
     // Longest first: a shorter answer that is a prefix of a log already verified needs no
-    // verification of its own (every prefix of a valid log is valid).
-    served.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
-    let mut verified: Vec<(ConsentLog, Vec<[u8; 32]>)> = Vec::new();
-    let mut good: Vec<(String, Vec<[u8; 32]>)> = Vec::new();
+    // verification of its own (every prefix of a valid log is valid). Entries are compared
+    // whole: an entry's hash leaves its signature out, so a copy with forged signature bytes
+    // hashes the same.
+    served.sort_by_key(|(_, entries)| std::cmp::Reverse(entries.len()));
+    let mut verified: Vec<ConsentLog> = Vec::new();
+    let mut good: Vec<(String, Vec<ConsentEntry>)> = Vec::new();
     for (node, entries) in served {
-        let hashes: Vec<[u8; 32]> = entries.iter().map(ConsentEntry::hash).collect();
         let known = verified
             .iter()
-            .any(|(_, h)| h.len() >= hashes.len() && h[..hashes.len()] == hashes[..]);
+            .any(|log| log.entries().starts_with(&entries));
         if known {
-            good.push((node, hashes));
+            good.push((node, entries));
             continue;
         }
-        match ConsentLog::verify(chain, entries) {
+        match ConsentLog::verify(chain, entries.clone()) {
             Ok(log) => {
-                verified.push((log, hashes.clone()));
-                good.push((node, hashes));
+                verified.push(log);
+                good.push((node, entries));
             }
             Err(e) => {
                 tracing::warn!(%node, %device, error = %e, "node served a consent log that does not verify");
@@ -128,19 +129,19 @@ pub fn assess_consents(
             needed: min_answers,
         });
     }
-    let support = |hashes: &[[u8; 32]]| {
+    let support = |log: &ConsentLog| {
         good.iter()
-            .filter(|(_, h)| h.len() <= hashes.len() && hashes[..h.len()] == h[..])
+            .filter(|(_, e)| log.entries().starts_with(e))
             .count()
     };
     let best = verified
         .iter()
         .enumerate()
-        .max_by(|(_, (_, a)), (_, (_, b))| {
+        .max_by(|(_, a), (_, b)| {
             a.len()
                 .cmp(&b.len())
                 .then(support(a).cmp(&support(b)))
-                .then(b.last().cmp(&a.last()))
+                .then(b.head_hash().cmp(&a.head_hash()))
         })
         .map(|(i, _)| i);
     let Some(best) = best else {
@@ -151,12 +152,12 @@ pub fn assess_consents(
             needed: min_answers.max(1),
         });
     };
-    let (log, kept) = verified.swap_remove(best);
+    let log = verified.swap_remove(best);
     let mut conflicting = Vec::new();
     let mut behind = Vec::new();
-    for (node, hashes) in good {
-        if hashes.len() <= kept.len() && kept[..hashes.len()] == hashes[..] {
-            if hashes.len() < kept.len() {
+    for (node, entries) in good {
+        if log.entries().starts_with(&entries) {
+            if entries.len() < log.len() {
                 behind.push(node);
             }
         } else {
