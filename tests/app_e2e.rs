@@ -536,6 +536,20 @@ async fn data_sharing(s: &Session, shots: &Path, long: Duration) {
     assert!(points >= 2, "the chart has {points} points");
     eprintln!("app_e2e: the owner's meter moved: readings {first} → {latest}, power {powers:?}");
     s.screenshot(&shots.join("15-data-sharing-meter.png")).await;
+    // uPlot drew it (a failure to draw shows its reason, which the panic quotes).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s
+        .find_all("[data-testid=meter-chart] .uplot canvas")
+        .await
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "uPlot drew no chart; the page says: {:?}",
+            s.page_text().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The sample provider's request, pasted from the link the demo panel offers.
     let link = s
@@ -569,6 +583,9 @@ async fn data_sharing(s: &Session, shots: &Path, long: Duration) {
         long,
     )
     .await;
+    // Clicking the provider's name scrolls the request into view for the picture.
+    s.click(&s.wait("[data-testid=consent-request-who]", long).await)
+        .await;
     s.screenshot(&shots.join("16-data-request.png")).await;
 
     // Allow: the consent goes into the log on the nodes and to the device.

@@ -285,6 +285,23 @@ mod tests {
         assert!(h.next_telegram(summer).contains("(260701130000S)"));
     }
 
+    #[test]
+    fn the_device_parses_the_simulated_telegrams() {
+        let mut h = Household::new();
+        let t0: jiff::Timestamp = "2026-12-01T11:00:00Z".parse().unwrap();
+        let telegram = h.next_telegram(t0);
+        let reading = latchkey_device::stream::dsmr::parse_telegram(&telegram)
+            .unwrap_or_else(|e| panic!("{e}\n{telegram}"));
+        assert_eq!(reading.meter_time_ms, Some(t0.as_millisecond() as u64));
+        assert_eq!(reading.tariff, Some(2));
+        assert_eq!(reading.energy_delivered_wh.len(), 2);
+        assert!(reading.energy_delivered_wh[0] >= 4_812_345);
+        let w = reading.power_delivered_w.unwrap();
+        assert!((100..5_000).contains(&w), "{w} W");
+        assert_eq!(reading.phases.len(), 1);
+        assert!(reading.gas_l.is_some());
+    }
+
     #[tokio::test]
     async fn the_p1_port_hands_each_connection_a_telegram_a_second() {
         use tokio::io::AsyncReadExt;

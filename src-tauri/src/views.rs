@@ -1115,6 +1115,43 @@ mod tests {
     }
 
     #[test]
+    fn the_consent_views_keep_the_core_s_words_and_the_meter_its_series() {
+        let entry = latchkey_owner::ConsentLogEntryView {
+            seq: 2,
+            time_ms: 1_700_000_000_000,
+            kind: "revoked".into(),
+            consent_id: "ab".repeat(32),
+            provider_name: "Watt Insights".into(),
+            stream: "p1".into(),
+            purpose: "insights: monthly report".into(),
+            signer: "lkpk1someone".into(),
+            signer_is_me: true,
+            hash: "cd".repeat(32),
+        };
+        let ours = serde_json::to_value(ConsentLogEntryView::from(&entry)).unwrap();
+        // The same field names and values the core serializes: the UI reads either.
+        assert_eq!(ours, serde_json::to_value(&entry).unwrap());
+        let snap = latchkey_owner::MeterSnapshot {
+            power_kw: Some(0.42),
+            energy_today_kwh: Some(1.5),
+            series: vec![(1_000, 0.4), (2_000, 0.42)],
+            key_id: Some(2),
+            last_seq: Some(7),
+            readings: 7,
+            last_reading_ms: Some(2_000),
+            problem: None,
+        };
+        let view = serde_json::to_value(MeterView::new("lkdev1x", "p1", &snap)).unwrap();
+        assert_eq!(
+            view["series"],
+            serde_json::json!([[1000, 0.4], [2000, 0.42]])
+        );
+        assert_eq!(view["key_id"], 2);
+        assert_eq!(view["device"], "lkdev1x");
+        assert!(view["problem"].is_null());
+    }
+
+    #[test]
     fn routes_serialize_as_the_ui_expects() {
         assert_eq!(serde_json::to_value(RouteKind::Lan).unwrap(), "lan");
         assert_eq!(serde_json::to_value(RouteKind::Relay).unwrap(), "relay");
