@@ -101,8 +101,9 @@ pub mod purpose {
     }
 }
 
-/// A consent's id: `H("latchkey/v1/consent-id", encoded signed request)`. Shown as 64
-/// lowercase hex characters.
+/// A consent's id: `H("latchkey/v1/consent-id", request content)`, the request's bytes without
+/// the provider's signature (a signer can make many valid signatures over one content; the id
+/// must not change with them). Shown as 64 lowercase hex characters.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConsentId(pub [u8; 32]);
 
@@ -375,9 +376,13 @@ impl SignedConsentRequest {
         )
     }
 
-    /// `H("latchkey/v1/consent-id", encoded signed request)`.
+    /// `H("latchkey/v1/consent-id", request content)`: the signature is not part of it, so
+    /// one request has one id whatever valid signature bytes a copy carries.
     pub fn id(&self) -> ConsentId {
-        ConsentId(hash::labeled(hash::CONSENT_ID, &[&self.to_bytes()]))
+        ConsentId(hash::labeled(
+            hash::CONSENT_ID,
+            &[&self.request.content_bytes()],
+        ))
     }
 
     /// `LATCHKEY://C/` and the encoded signed request in upper-case base32 without padding

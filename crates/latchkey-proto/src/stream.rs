@@ -651,16 +651,34 @@ impl KeyGrant {
         self.encode_content(&mut w);
         Zeroizing::new(w.into_inner())
     }
-}
 
-/// Signs and encodes a grant: content || signature (over `"latchkey/v1/key-grant\0" || content`).
-fn signed_grant_bytes(grant: &KeyGrant, identity: &SigningKey) -> Result<Zeroizing<Vec<u8>>> {
-    grant.check()?;
-    let content = grant.content_bytes();
-    let signature = identity.sign(&[KEY_GRANT_LABEL, content.as_slice()].concat());
-    let mut out = Zeroizing::new(content.to_vec());
-    out.extend_from_slice(&signature.0);
-    Ok(out)
+    /// The signed grant, as a key message carries it inside its padding: content ||
+    /// signature by the device identity key over `"latchkey/v1/key-grant\0" || content`.
+    pub fn to_signed_bytes(&self, identity: &SigningKey) -> Result<Zeroizing<Vec<u8>>> {
+        self.check()?;
+        let content = self.content_bytes();
+        let signature = identity.sign(&[KEY_GRANT_LABEL, content.as_slice()].concat());
+        let mut out = Zeroizing::new(content.to_vec());
+        out.extend_from_slice(&signature.0);
+        Ok(out)
+    }
+
+    /// Decodes a signed grant (at most [`MAX_KEY_GRANT`] bytes) and checks the device's
+    /// signature.
+    pub fn from_signed_bytes(signed: &[u8], device_identity: &PublicKey) -> Result<KeyGrant> {
+        check_len("key grant", signed.len(), MAX_KEY_GRANT)?;
+        let mut r = Reader::new("key grant", signed);
+        let grant = KeyGrant::read_content(&mut r)?;
+        let content = r.consumed();
+        let signature: Signature = r.nested()?;
+        r.finish()?;
+        device_identity.verify_or(
+            &signature,
+            &[KEY_GRANT_LABEL, content].concat(),
+            "key grant",
+        )?;
+        Ok(grant)
+    }
 }
 
 /// Builds a key message: the grant signed by the device identity key, padded to 4,096 bytes
@@ -673,7 +691,7 @@ pub fn seal_key_grant(
     to: &KemPublicKey,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Vec<u8>> {
-    let plaintext = signed_grant_bytes(grant, identity)?;
+    let plaintext = grant.to_signed_bytes(identity)?;
     check_len("key grant", plaintext.len(), MAX_KEY_GRANT)?;
     let (shared, kem_ct) = kem::encapsulate(to, rng)?;
     let mut nonce = [0u8; AEAD_NONCE_LEN];
@@ -731,23 +749,7 @@ pub fn open_key_grant(
         ciphertext,
     )?;
     let signed = pad::unpad(&padded)?;
-    decode_signed_grant(signed, device_identity)
-}
-
-/// Decodes `content || signature` and checks the signature.
-fn decode_signed_grant(signed: &[u8], device_identity: &PublicKey) -> Result<KeyGrant> {
-    check_len("key grant", signed.len(), MAX_KEY_GRANT)?;
-    let mut r = Reader::new("key grant", signed);
-    let grant = KeyGrant::read_content(&mut r)?;
-    let content = r.consumed();
-    let signature: Signature = r.nested()?;
-    r.finish()?;
-    device_identity.verify_or(
-        &signature,
-        &[KEY_GRANT_LABEL, content].concat(),
-        "key grant",
-    )?;
-    Ok(grant)
+    KeyGrant::from_signed_bytes(signed, device_identity)
 }
 
 #[cfg(test)]

@@ -277,3 +277,19 @@ fn expiry_needs_the_until_to_have_passed() {
         "the request's until has passed"
     );
 }
+
+/// A signer can make many valid signatures over one request; the consent id must not follow
+/// them, or one request could be given twice and revoked once.
+#[test]
+fn a_consent_id_does_not_depend_on_the_signature_bytes() {
+    let d = claimed(12);
+    let p = provider(13);
+    let signed = request(&p, d.chain.device(), None, 1);
+    let mut bytes = signed.to_bytes();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let other = SignedConsentRequest::from_bytes(&bytes).unwrap();
+    assert_ne!(other, signed);
+    assert_eq!(other.id(), signed.id());
+    assert!(other.verify().is_err());
+}
