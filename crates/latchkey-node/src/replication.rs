@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use latchkey_proto::chain::{Op, OpList};
-use latchkey_proto::consent::{ConsentEntry, ConsentList};
 use latchkey_proto::codec::Codec;
+use latchkey_proto::consent::{ConsentEntry, ConsentList};
 use latchkey_proto::keys::DeviceId;
 use serde::Deserialize;
 use tokio::sync::watch;

@@ -60,6 +60,15 @@ fn give(log: &ConsentLog, chain: &Chain, owner: &SigningKey, nonce: u8) -> Conse
     .unwrap()
 }
 
+/// `entry` with its fields as they are, signed by `key` as an owner signs (docs/PROTOCOL.md
+/// §14): what an attacker who holds `key` can make, whatever the log rules say.
+fn resign(mut entry: ConsentEntry, key: &SigningKey) -> ConsentEntry {
+    entry.signer = key.public_key();
+    let message = [&b"latchkey/v1/consent-entry\0"[..], &entry.content_bytes()].concat();
+    entry.signature = key.sign(&message);
+    entry
+}
+
 /// `log` with `entry` appended (the test's own copy of the log).
 fn push(log: &mut ConsentLog, chain: &Chain, entry: &ConsentEntry) {
     log.append(chain, entry.clone()).unwrap();
@@ -133,7 +142,12 @@ async fn entries_append_read_back_and_repost_idempotently() {
 
     let consent = log.consents()[0].id;
     let e2 = log
-        .next_entry(&dev.chain, &person(1), T0 + 5000, ConsentAction::Revoked(consent))
+        .next_entry(
+            &dev.chain,
+            &person(1),
+            T0 + 5000,
+            ConsentAction::Revoked(consent),
+        )
         .unwrap();
     assert_eq!(post_entry(&c, &base, &id, e2.to_bytes()).await.0, 201);
     push(&mut log, &dev.chain, &e2);
@@ -186,21 +200,41 @@ async fn a_rival_entry_at_a_held_seq_is_409_and_kept_as_evidence() {
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         assert_eq!(code(&body), "consent_conflict");
     }
-    assert_eq!(read_log(&c, &base, &id, 1).await.unwrap(), vec![ours.clone()]);
+    assert_eq!(
+        read_log(&c, &base, &id, 1).await.unwrap(),
+        vec![ours.clone()]
+    );
     let (status, forks) = get_json(&c, &format!("{base}/v1/devices/{id}/consents/forks")).await;
     assert_eq!(status, StatusCode::OK);
     let forks = forks["forks"].as_array().unwrap();
     assert_eq!(forks.len(), 1, "{forks:?}");
-    let b64 = |v: &Value| data_encoding::BASE64.decode(v.as_str().unwrap().as_bytes()).unwrap();
+    let b64 = |v: &Value| {
+        data_encoding::BASE64
+            .decode(v.as_str().unwrap().as_bytes())
+            .unwrap()
+    };
     assert_eq!(forks[0]["seq"], 1);
     assert_eq!(b64(&forks[0]["ours"]), ours.to_bytes());
     assert_eq!(b64(&forks[0]["theirs"]), theirs.to_bytes());
 
+    // The held entry under forged signature bytes hashes the same (the hash leaves the
+    // signature out) but is no repost: it is refused.
+    let mut copy = ours.clone();
+    copy.signature.0[9] ^= 4;
+    let (status, body) = post_entry(&c, &base, &id, copy.to_bytes()).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_consent"),
+        "{body}"
+    );
     // A rival that is not validly signed is no evidence: it is merely invalid.
     let mut forged = give(&empty, &dev.chain, &person(1), 3);
     forged.signature.0[0] ^= 1;
     let (status, body) = post_entry(&c, &base, &id, forged.to_bytes()).await;
-    assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_consent"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_consent")
+    );
     let (_, forks) = get_json(&c, &format!("{base}/v1/devices/{id}/consents/forks")).await;
     assert_eq!(forks["forks"].as_array().unwrap().len(), 1);
     node.shutdown().await.unwrap();
@@ -227,6 +261,8 @@ async fn every_attack_is_422_and_changes_nothing() {
     let mut log = ConsentLog::verify(&dev.chain, vec![]).unwrap();
     let early = give(&log, &dev.chain, &alice, 1);
     push(&mut log, &dev.chain, &early);
+    publish(&c, &base, &dev).await;
+    assert_eq!(post_entry(&c, &base, &id, early.to_bytes()).await.0, 201);
     dev.apply(
         OpBody::AmendOwners(OwnerSet {
             owners: sorted(&[&bob]),
@@ -235,23 +271,47 @@ async fn every_attack_is_422_and_changes_nothing() {
         &[&alice, &bob],
     );
     publish(&c, &base, &dev).await;
-    assert_eq!(post_entry(&c, &base, &id, early.to_bytes()).await.0, 201);
     let e2 = give(&log, &dev.chain, &bob, 2);
     assert_eq!(post_entry(&c, &base, &id, e2.to_bytes()).await.0, 201);
     push(&mut log, &dev.chain, &e2);
     let held = read_log(&c, &base, &id, 1).await.unwrap();
 
     let mut attacks: Vec<(&str, Vec<u8>)> = Vec::new();
+    // Each attack with the words of the refusal it must meet.
+    let why = [
+        ("forged signature", "signature does not verify"),
+        ("signer not an owner", "not an owner at its anchor"),
+        (
+            "former owner after amend-owners",
+            "not an owner at its anchor",
+        ),
+        (
+            "former owner with an old anchor",
+            "anchor is before the previous entry's",
+        ),
+        ("wrong prev", "does not link to the entry before it"),
+        ("skipped seq", "seq is not the log's next"),
+        ("entry for another device", "for another device"),
+        ("revoke of an unknown consent", "never given"),
+    ];
     let mut forged = give(&log, &dev.chain, &bob, 3);
     forged.signature.0[5] ^= 0x40;
     attacks.push(("forged signature", forged.to_bytes()));
     attacks.push((
         "signer not an owner",
-        give(&log, &dev.chain, &person(9), 4).to_bytes(),
+        resign(give(&log, &dev.chain, &bob, 4), &person(9)).to_bytes(),
     ));
     attacks.push((
         "former owner after amend-owners",
-        give(&log, &dev.chain, &alice, 5).to_bytes(),
+        resign(give(&log, &dev.chain, &bob, 5), &alice).to_bytes(),
+    ));
+    // The former owner anchored where she still was one: the log rules allow the anchor, but
+    // a node (like the device) takes only current owners' entries.
+    let mut old_anchor = give(&log, &dev.chain, &bob, 11);
+    old_anchor.anchor = early.anchor;
+    attacks.push((
+        "former owner with an old anchor",
+        resign(old_anchor, &alice).to_bytes(),
     ));
     // A log that forked at seq 2 builds a seq-3 entry whose prev is not the held entry 2.
     let mut other = ConsentLog::verify(&dev.chain, vec![early.clone()]).unwrap();
@@ -273,23 +333,24 @@ async fn every_attack_is_422_and_changes_nothing() {
         10,
     );
     attacks.push(("entry for another device", foreign.to_bytes()));
+    let mut unknown = give(&log, &dev.chain, &bob, 12);
+    unknown.time_ms = T0 + HOUR;
+    unknown.action = ConsentAction::Revoked(ConsentId([0x5a; 32]));
     attacks.push((
         "revoke of an unknown consent",
-        log.next_entry(
-            &dev.chain,
-            &bob,
-            T0 + HOUR,
-            ConsentAction::Revoked(ConsentId([0x5a; 32])),
-        )
-        .unwrap()
-        .to_bytes(),
+        resign(unknown, &bob).to_bytes(),
     ));
 
     for (attack, body) in attacks {
         let (status, err) = post_entry(&c, &base, &id, body).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{attack}: {err}");
         assert_eq!(code(&err), "invalid_consent", "{attack}: {err}");
-        assert!(!proto_error(&err).is_empty(), "{attack}: {err}");
+        assert_eq!(proto_error(&err), "ConsentRefused", "{attack}: {err}");
+        let words = why.iter().find(|(a, _)| *a == attack).unwrap().1;
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(words),
+            "{attack}: {err}"
+        );
         assert!(
             err["error"]["message"]
                 .as_str()
@@ -300,7 +361,10 @@ async fn every_attack_is_422_and_changes_nothing() {
         assert_eq!(read_log(&c, &base, &id, 1).await.unwrap(), held, "{attack}");
     }
     // The other device's log is untouched too.
-    assert_eq!(read_log(&c, &base, &id_of(&other_dev), 1).await.unwrap(), vec![]);
+    assert_eq!(
+        read_log(&c, &base, &id_of(&other_dev), 1).await.unwrap(),
+        vec![]
+    );
     let (_, forks) = get_json(&c, &format!("{base}/v1/devices/{id}/consents/forks")).await;
     assert_eq!(forks["forks"].as_array().unwrap().len(), 0);
     let metrics = c
@@ -312,9 +376,59 @@ async fn every_attack_is_422_and_changes_nothing() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("latchkey_consents_rejected_total{reason=\"invalid_consent\"} 7"),
+        metrics.contains("latchkey_consents_rejected_total{reason=\"invalid_consent\"} 8"),
         "{metrics}"
     );
+    node.shutdown().await.unwrap();
+}
+
+/// The entry the log rules alone would take (signed by an owner at an anchor not before the
+/// last entry's), from an owner removed since: a node takes only current owners' entries.
+#[tokio::test]
+async fn a_former_owner_cannot_append_with_an_anchor_from_her_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(&dir.path().join("node.db")).await;
+    let (c, base) = (client(), node.url());
+    let (alice, bob) = (person(1), person(2));
+    let mut dev = claimed(408);
+    let id = device_id(&dev);
+    dev.apply(
+        OpBody::AmendOwners(OwnerSet {
+            owners: sorted(&[&alice, &bob]),
+            threshold: 1,
+        }),
+        &[&alice, &bob],
+    );
+    publish(&c, &base, &dev).await;
+    let mut log = ConsentLog::new(&dev.chain);
+    let e1 = give(&log, &dev.chain, &alice, 1);
+    assert_eq!(post_entry(&c, &base, &id, e1.to_bytes()).await.0, 201);
+    push(&mut log, &dev.chain, &e1);
+    let e2 = give(&log, &dev.chain, &alice, 2);
+    dev.apply(
+        OpBody::AmendOwners(OwnerSet {
+            owners: sorted(&[&bob]),
+            threshold: 1,
+        }),
+        &[&alice, &bob],
+    );
+    publish(&c, &base, &dev).await;
+    // A reader would take it as history; the node, like the device, does not take it now.
+    let reader = ConsentLog::verify(&dev.chain, vec![e1.clone(), e2.clone()]).unwrap();
+    assert_eq!(reader.len(), 2);
+    let (status, err) = post_entry(&c, &base, &id, e2.to_bytes()).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_consent")
+    );
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer an owner"),
+        "{err}"
+    );
+    assert_eq!(read_log(&c, &base, &id, 1).await.unwrap(), vec![e1]);
     node.shutdown().await.unwrap();
 }
 
@@ -338,15 +452,24 @@ async fn oversized_malformed_and_unknown_are_refused_before_anything_is_stored()
         1,
     );
     let (status, body) = post_entry(&c, &base, &id, entry.to_bytes()).await;
-    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "unknown_device"));
-    assert_eq!(read_log(&c, &base, &id, 1).await, Err(StatusCode::NOT_FOUND));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "unknown_device")
+    );
+    assert_eq!(
+        read_log(&c, &base, &id, 1).await,
+        Err(StatusCode::NOT_FOUND)
+    );
     let (status, _) = get_json(&c, &format!("{base}/v1/devices/{id}/consents/forks")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     publish(&c, &base, &dev).await;
 
     // Over 8 KiB, declared: refused before the body is read.
     let (status, body) = post_entry(&c, &base, &id, vec![0u8; 8 * 1024 + 1]).await;
-    assert_eq!((status, code(&body)), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+    );
     // A declared length over the cap is answered before a byte of the body is sent.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let path = format!("/v1/devices/{id}/consents");
@@ -385,12 +508,23 @@ async fn oversized_malformed_and_unknown_are_refused_before_anything_is_stored()
     let head = String::from_utf8_lossy(&answer[..n]);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     // Not one entry.
-    for junk in [vec![], b"hello".to_vec(), [entry.to_bytes(), vec![0]].concat()] {
+    for junk in [
+        vec![],
+        b"hello".to_vec(),
+        [entry.to_bytes(), vec![0]].concat(),
+    ] {
         let (status, body) = post_entry(&c, &base, &id, junk).await;
-        assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "malformed"), "{body}");
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::BAD_REQUEST, "malformed"),
+            "{body}"
+        );
     }
     let (status, body) = get_json(&c, &format!("{base}/v1/devices/{id}/consents?from=x")).await;
-    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_query"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_query")
+    );
     assert_eq!(read_log(&c, &base, &id, 1).await.unwrap(), vec![]);
     // And the well-formed entry still goes in.
     assert_eq!(post_entry(&c, &base, &id, entry.to_bytes()).await.0, 201);

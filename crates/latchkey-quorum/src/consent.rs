@@ -90,23 +90,24 @@ pub fn assess_consents(
         }
     }
     // Longest first: a shorter answer that is a prefix of a log already verified needs no
-    // verification of its own (every prefix of a valid log is valid).
-    served.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
-    let mut verified: Vec<(ConsentLog, Vec<[u8; 32]>)> = Vec::new();
-    let mut good: Vec<(String, Vec<[u8; 32]>)> = Vec::new();
+    // verification of its own (every prefix of a valid log is valid). Entries are compared
+    // whole: an entry's hash leaves its signature out, so a copy with forged signature bytes
+    // hashes the same.
+    served.sort_by_key(|(_, entries)| std::cmp::Reverse(entries.len()));
+    let mut verified: Vec<ConsentLog> = Vec::new();
+    let mut good: Vec<(String, Vec<ConsentEntry>)> = Vec::new();
     for (node, entries) in served {
-        let hashes: Vec<[u8; 32]> = entries.iter().map(ConsentEntry::hash).collect();
         let known = verified
             .iter()
-            .any(|(_, h)| h.len() >= hashes.len() && h[..hashes.len()] == hashes[..]);
+            .any(|log| log.entries().starts_with(&entries));
         if known {
-            good.push((node, hashes));
+            good.push((node, entries));
             continue;
         }
-        match ConsentLog::verify(chain, entries) {
+        match ConsentLog::verify(chain, entries.clone()) {
             Ok(log) => {
-                verified.push((log, hashes.clone()));
-                good.push((node, hashes));
+                verified.push(log);
+                good.push((node, entries));
             }
             Err(e) => {
                 tracing::warn!(%node, %device, error = %e, "node served a consent log that does not verify");
@@ -128,19 +129,19 @@ pub fn assess_consents(
             needed: min_answers,
         });
     }
-    let support = |hashes: &[[u8; 32]]| {
+    let support = |log: &ConsentLog| {
         good.iter()
-            .filter(|(_, h)| h.len() <= hashes.len() && hashes[..h.len()] == h[..])
+            .filter(|(_, e)| log.entries().starts_with(e))
             .count()
     };
     let best = verified
         .iter()
         .enumerate()
-        .max_by(|(_, (_, a)), (_, (_, b))| {
+        .max_by(|(_, a), (_, b)| {
             a.len()
                 .cmp(&b.len())
                 .then(support(a).cmp(&support(b)))
-                .then(b.last().cmp(&a.last()))
+                .then(b.head_hash().cmp(&a.head_hash()))
         })
         .map(|(i, _)| i);
     let Some(best) = best else {
@@ -151,12 +152,12 @@ pub fn assess_consents(
             needed: min_answers.max(1),
         });
     };
-    let (log, kept) = verified.swap_remove(best);
+    let log = verified.swap_remove(best);
     let mut conflicting = Vec::new();
     let mut behind = Vec::new();
-    for (node, hashes) in good {
-        if hashes.len() <= kept.len() && kept[..hashes.len()] == hashes[..] {
-            if hashes.len() < kept.len() {
+    for (node, entries) in good {
+        if log.entries().starts_with(&entries) {
+            if entries.len() < log.len() {
                 behind.push(node);
             }
         } else {
@@ -201,10 +202,11 @@ impl QuorumClient {
         nodes: &[String],
     ) -> Result<ConsentLogReport> {
         let device = chain.device();
-        let answers = join_all(nodes.iter().map(|node| async move {
-            (node.clone(), self.fetch_consents(node, &device).await)
-        }))
-        .await;
+        let answers =
+            join_all(nodes.iter().map(|node| async move {
+                (node.clone(), self.fetch_consents(node, &device).await)
+            }))
+            .await;
         let needed = self.config().min_answers.min(nodes.len().max(1));
         assess_consents(chain, answers, needed)
     }
@@ -216,21 +218,20 @@ impl QuorumClient {
         let mut from = 1u64;
         for _ in 0..MAX_PAGES {
             let url = format!("{node}/v1/devices/{device}/consents?from={from}");
-            let page = match tokio::time::timeout(self.config().timeout, self.fetch_page(&url))
-                .await
-            {
-                Err(_) => return ConsentAnswer::Failed("timed out".into()),
-                Ok(Err(answer)) => {
-                    return match answer {
-                        // A node that knew the device on page 1 cannot forget it on page 2.
-                        ConsentAnswer::UnknownDevice if !entries.is_empty() => {
-                            ConsentAnswer::Malformed("the device vanished between pages".into())
-                        }
-                        other => other,
+            let page =
+                match tokio::time::timeout(self.config().timeout, self.fetch_page(&url)).await {
+                    Err(_) => return ConsentAnswer::Failed("timed out".into()),
+                    Ok(Err(answer)) => {
+                        return match answer {
+                            // A node that knew the device on page 1 cannot forget it on page 2.
+                            ConsentAnswer::UnknownDevice if !entries.is_empty() => {
+                                ConsentAnswer::Malformed("the device vanished between pages".into())
+                            }
+                            other => other,
+                        };
                     }
-                }
-                Ok(Ok(page)) => page,
-            };
+                    Ok(Ok(page)) => page,
+                };
             let (list, next) = page;
             let got = list.len() as u64;
             entries.extend(list);
@@ -285,8 +286,8 @@ impl QuorumClient {
                 Error::TooLarge { .. } => ConsentAnswer::Malformed(e.to_string()),
                 e => ConsentAnswer::Failed(e.to_string()),
             })?;
-        let list = ConsentList::from_bytes(&body)
-            .map_err(|e| ConsentAnswer::Malformed(e.to_string()))?;
+        let list =
+            ConsentList::from_bytes(&body).map_err(|e| ConsentAnswer::Malformed(e.to_string()))?;
         Ok((list.0, next))
     }
 

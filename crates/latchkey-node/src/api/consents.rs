@@ -16,8 +16,8 @@ use serde_json::json;
 use super::chain::parse_device;
 use super::error::ApiError;
 use super::{query, AppState};
-use crate::consents::{ConsentRefusal, Posted};
 use crate::consents::store as consent_store;
+use crate::consents::{ConsentRefusal, Posted};
 use crate::metrics::{self, ConsentRejection};
 
 /// Set on a `GET …/consents` answer when the log goes on past it: the seq to ask from next.
@@ -118,7 +118,11 @@ async fn post_inner(
         ))
     })?;
     let answer = |status: StatusCode, seq: u64, hash: [u8; 32]| {
-        (status, Json(json!({ "seq": seq, "hash": hex::encode(hash) }))).into_response()
+        (
+            status,
+            Json(json!({ "seq": seq, "hash": hex::encode(hash) })),
+        )
+            .into_response()
     };
     match st.consents.post(device, entry).await {
         Ok(Posted::Stored { seq, hash }) => Ok(answer(StatusCode::CREATED, seq, hash)),

@@ -37,6 +37,18 @@ pub const MAX_ENTRIES_PER_DEVICE: u64 = 10_000;
 /// The most bytes of entries one `GET …/consents` answer carries; a longer log is served in
 /// pages (the answer then names where the next one starts).
 pub const PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// What an owner signs: this label, then the entry's content (docs/PROTOCOL.md §14). The node
+/// checks a rival entry's signature with it before verifying the log before the rival, so only
+/// an owner's real equivocation costs that work.
+const ENTRY_SIGNING_LABEL: &[u8] = b"latchkey/v1/consent-entry\0";
+
+fn refused(seq: u64, why: &'static str) -> ConsentRefusal {
+    ConsentRefusal::Invalid(latchkey_proto::Error::ConsentRefused { seq, why })
+}
+
+fn other_device(seq: u64) -> ConsentRefusal {
+    refused(seq, "it is for another device")
+}
 
 /// A verified log and the hashes of the conflicting entries on record against it.
 #[derive(Debug)]
@@ -190,7 +202,11 @@ impl ConsentLogs {
     /// A page of the stored log from `from` (seq numbers start at 1): the `ConsentList`
     /// encoding, and the seq the next page starts at when more follow. `None` when the node
     /// holds no chain for the device.
-    pub async fn page(&self, device: DeviceId, from: u64) -> Result<Option<(Vec<u8>, Option<u64>)>> {
+    pub async fn page(
+        &self,
+        device: DeviceId,
+        from: u64,
+    ) -> Result<Option<(Vec<u8>, Option<u64>)>> {
         if !self.registry.is_known(&device) {
             return Ok(None);
         }
@@ -235,11 +251,7 @@ impl ConsentLogs {
         entry: ConsentEntry,
     ) -> core::result::Result<Posted, ConsentRefusal> {
         if entry.device != device {
-            return Err(ConsentRefusal::Invalid(latchkey_proto::Error::WrongDevice {
-                what: format!("consent entry {}", entry.seq),
-                expected: device.to_string(),
-                found: entry.device.to_string(),
-            }));
+            return Err(other_device(entry.seq));
         }
         let chain = self.chain(device).await?;
         let slot = self.slot(device);
@@ -252,11 +264,20 @@ impl ConsentLogs {
         let hash = entry.hash();
         if entry.seq >= 1 && entry.seq <= len {
             let ours = &held.log.entries()[(entry.seq - 1) as usize];
-            if ours.hash() == hash {
+            if *ours == entry {
                 return Ok(Posted::AlreadyHeld {
                     seq: entry.seq,
                     hash,
                 });
+            }
+            if ours.hash() == hash {
+                // The held entry's content under other signature bytes: Ed25519 signatures
+                // are deterministic, so this copy's is not the owner's.
+                return Err(refused(
+                    entry.seq,
+                    "the node holds this entry with the owner's signature, and this copy's \
+                     signature differs from it",
+                ));
             }
             return self.rival(device, &chain, held, entry).await;
         }
@@ -323,12 +344,20 @@ impl ConsentLogs {
             });
         }
         let ours = held.log.entries()[(seq - 1) as usize].clone();
-        // The cheap test first: a rival shares its parent with ours (anything else cannot be
-        // the entry at that seq, and is refused without verifying the log before it).
+        // The cheap tests first: a rival shares its parent with ours and is signed by an owner
+        // at its anchor; anything else is refused without verifying the log before it.
         if theirs.prev != ours.prev {
-            return Err(ConsentRefusal::Invalid(latchkey_proto::Error::BrokenLink {
-                seq,
-            }));
+            return Err(refused(seq, "it does not link to the entry before it"));
+        }
+        let owner_then = chain
+            .spine_anchor(&theirs.anchor)
+            .is_some_and(|(_, owners, _)| owners.contains(&theirs.signer));
+        if !owner_then {
+            return Err(refused(seq, "its signer is not an owner at its anchor"));
+        }
+        let message = [ENTRY_SIGNING_LABEL, &theirs.content_bytes()].concat();
+        if !theirs.signer.verify(&theirs.signature, &message) {
+            return Err(refused(seq, "the owner's signature does not verify"));
         }
         let before = held.log.entries()[..(seq - 1) as usize].to_vec();
         let chain = chain.clone();
@@ -369,11 +398,7 @@ impl ConsentLogs {
         run: Vec<ConsentEntry>,
     ) -> core::result::Result<usize, ConsentRefusal> {
         if let Some(e) = run.iter().find(|e| e.device != device) {
-            return Err(ConsentRefusal::Invalid(latchkey_proto::Error::WrongDevice {
-                what: format!("consent entry {}", e.seq),
-                expected: device.to_string(),
-                found: e.device.to_string(),
-            }));
+            return Err(other_device(e.seq));
         }
         let chain = self.chain(device).await?;
         let slot = self.slot(device);
@@ -386,7 +411,7 @@ impl ConsentLogs {
         let mut new = Vec::new();
         for entry in run {
             if entry.seq >= 1 && entry.seq <= len {
-                if held.log.entries()[(entry.seq - 1) as usize].hash() != entry.hash() {
+                if held.log.entries()[(entry.seq - 1) as usize] != entry {
                     match self.rival(device, &chain, held, entry).await {
                         Err(ConsentRefusal::Storage(e)) => return Err(ConsentRefusal::Storage(e)),
                         _ => continue,

@@ -260,7 +260,10 @@ mod tests {
         append(&mut conn, &d, &[row(2, 3)], 5).unwrap_err();
         append(&mut conn, &d, &[row(3, 3), row(5, 5)], 5).unwrap_err();
         assert_eq!(len(&conn, &d).unwrap(), 2);
-        assert_eq!(load(&conn, &d).unwrap(), vec![row(1, 1).bytes, row(2, 2).bytes]);
+        assert_eq!(
+            load(&conn, &d).unwrap(),
+            vec![row(1, 1).bytes, row(2, 2).bytes]
+        );
         append(&mut conn, &d, &[row(3, 3)], 5).unwrap();
 
         let (page1, more) = page(&conn, &d, 2, 1, 1 << 20).unwrap();
