@@ -139,7 +139,7 @@ impl Meter {
         self.record(
             ConsentAction::Given(request.clone()),
             Effect::Given {
-                request,
+                request: Box::new(request),
                 ended: None,
             },
         );

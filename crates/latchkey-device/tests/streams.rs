@@ -610,3 +610,198 @@ async fn kill_9_right_after_a_revoke_keeps_the_new_key_and_no_later_frame_uses_t
     sub.stop().await;
     s.stop().await;
 }
+
+/// The telegrams of the recorded file, each from `/` through its CRC line.
+fn recorded_telegrams() -> Vec<String> {
+    let text = std::fs::read_to_string(RECORDED).unwrap();
+    let mut out = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find('/') {
+        let from = &rest[start..];
+        let bang = from.find('!').expect("every telegram ends with !CRC");
+        let end = from[bang..].find('\n').map_or(from.len(), |e| bang + e + 1);
+        out.push(from[..end].to_owned());
+        rest = &from[end..];
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_telegram_failing_its_crc_is_counted_in_status_and_never_published() {
+    let broker = Broker::start();
+    let nodes = Nodes::start(1).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("device");
+    let mut telegrams = recorded_telegrams()[..10].to_vec();
+    assert!(telegrams[3].contains("1-0:1.7.0(00."));
+    telegrams[3] = telegrams[3].replace("1-0:1.7.0(00.", "1-0:1.7.0(09.");
+    let file = tmp.path().join("ten.txt");
+    std::fs::write(&file, telegrams.concat()).unwrap();
+    let stream = format!("p1=dsmr:file:{}@20", file.display());
+    let broker_url = broker.url();
+    init(
+        &dir,
+        &nodes.urls(),
+        &["--stream", &stream, "--broker", &broker_url],
+    );
+    // The device id is in the claim file; subscribe before the agent starts publishing.
+    let payload = latchkey_proto::claim::ClaimPayload::parse(
+        &std::fs::read_to_string(dir.join("claim.txt")).unwrap(),
+    )
+    .unwrap();
+    let device = payload.device_id();
+    let sub = Subscriber::start(
+        broker.port,
+        &format!("latchkey/{}/#", hex::encode(device.0)),
+    )
+    .await;
+    let agent = Agent::start(&dir);
+    sub.wait("9 frames", 30, |m| {
+        (frames(m, &device).len() >= 9).then_some(())
+    })
+    .await;
+    let status = || {
+        let out = latchkeyd(&["status", "--dir", dir.to_str().unwrap(), "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["streams"][0].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let s = loop {
+        let s = status();
+        if s["published"] == 9 && s["bad_telegrams"] == 1 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never showed 9 published and 1 bad: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        s["last_bad"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("crc"),
+        "{s}"
+    );
+    assert_eq!(s["key_id"], 1);
+    let text = latchkeyd(&["status", "--dir", dir.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("1 bad telegrams dropped"), "{text}");
+    // Exactly the nine good telegrams went out, numbered without a gap.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = frames(&sub.snapshot(), &device);
+    assert_eq!(all.len(), 9);
+    assert_no_gap(
+        &all.iter().map(|f| f.1).collect::<Vec<_>>(),
+        "the live topic",
+    );
+    sub.stop().await;
+    drop(agent);
+    nodes.stop().await;
+}
+
+#[test]
+fn init_refuses_bad_stream_options_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("device");
+    let dir_s = dir.to_str().unwrap();
+    let base = [
+        "init",
+        "--dir",
+        dir_s,
+        "--name",
+        "Meter",
+        "--listen",
+        "127.0.0.1:0",
+        "--node",
+        "http://127.0.0.1:1",
+        "--no-mdns",
+    ];
+    for (extra, needle) in [
+        (vec!["--stream", "p1=dsmr:file:/tmp/t.txt"], "--broker"),
+        (
+            vec![
+                "--stream",
+                "p1=dsmr:file:/tmp/t.txt",
+                "--broker",
+                "mqtt://127.0.0.1:1883",
+                "--free-aggregate",
+                "p2",
+            ],
+            "no stream is called p2",
+        ),
+        (
+            vec![
+                "--stream",
+                "P1=dsmr:file:/tmp/t.txt",
+                "--broker",
+                "mqtt://h:1",
+            ],
+            "a-z",
+        ),
+        (
+            vec!["--stream", "p1=dsmr:ftp:/x", "--broker", "mqtt://h:1"],
+            "stream source",
+        ),
+        (
+            vec!["--stream", "p1=csv:file:/x", "--broker", "mqtt://h:1"],
+            "unknown format",
+        ),
+        (
+            vec!["--stream", "p1=dsmr:file:/x", "--broker", "http://h:1"],
+            "mqtt://",
+        ),
+        (
+            vec![
+                "--stream",
+                "p1=dsmr:file:/x",
+                "--stream",
+                "p1=dsmr:file:/y",
+                "--broker",
+                "mqtt://h:1",
+            ],
+            "given twice",
+        ),
+    ] {
+        let mut args = base.to_vec();
+        args.extend(extra.iter().copied());
+        let out = latchkeyd(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        assert!(err.contains(needle), "{extra:?}: {err}");
+        assert!(
+            !dir.join("device.key").exists(),
+            "{extra:?} left a device behind"
+        );
+    }
+    let mut args = base.to_vec();
+    args.extend([
+        "--stream",
+        "p1=dsmr:file:/tmp/t.txt@0",
+        "--broker",
+        "mqtt://127.0.0.1:1883",
+        "--free-aggregate",
+        "p1",
+    ]);
+    let out = latchkeyd(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = std::fs::read_to_string(dir.join("latchkeyd.toml")).unwrap();
+    assert!(
+        toml.contains("broker = \"mqtt://127.0.0.1:1883\""),
+        "{toml}"
+    );
+    assert!(toml.contains("[streams.p1]"), "{toml}");
+    assert!(toml.contains("source = \"file:/tmp/t.txt@0\""), "{toml}");
+    assert!(toml.contains("free_aggregate = true"), "{toml}");
+}

@@ -8,6 +8,9 @@
 
 use latchkey_device::audit::{verify_entries, AuditPage, SignedEntry};
 use latchkey_device::keyfile::DeviceSecrets;
+use latchkey_device::stream::dsmr::{
+    frames, parse_telegram, write_telegram, Frame, MAX_TELEGRAM_BYTES,
+};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::keys::SigningKey;
 
@@ -19,6 +22,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("audit_entry", audit_entry),
     ("audit_page", audit_page),
     ("key_file", key_file),
+    ("dsmr", dsmr),
 ];
 
 /// The key the seed corpus is signed with (`SigningKey::from_bytes(&[7; 32])`).
@@ -58,5 +62,29 @@ pub fn key_file(data: &[u8]) {
         assert_eq!(back.device_id(), keys.device_id());
         assert_eq!(back.setup_public(), keys.setup_public());
         assert_eq!(back.kem.public(), keys.kem.public());
+    }
+}
+
+/// A DSMR P1 recording: the framer never yields a telegram over the cap, and any telegram
+/// that parses gives a reading within the proto's caps which, written back as a telegram,
+/// parses to the same reading.
+pub fn dsmr(data: &[u8]) {
+    let mut texts = vec![String::from_utf8_lossy(data).into_owned()];
+    for frame in frames(data) {
+        if let Frame::Telegram { text, .. } = frame {
+            assert!(text.len() <= MAX_TELEGRAM_BYTES);
+            texts.push(text);
+        }
+    }
+    for text in texts {
+        if let Ok(reading) = parse_telegram(&text) {
+            reading
+                .validate()
+                .expect("a parsed reading is within the caps");
+            assert!(reading.to_bytes().len() <= 256);
+            if let Some(again) = write_telegram(&reading, "ISK5\\2M550T-1012") {
+                assert_eq!(parse_telegram(&again).as_ref(), Ok(&reading), "{again}");
+            }
+        }
     }
 }

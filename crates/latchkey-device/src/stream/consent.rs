@@ -139,7 +139,7 @@ pub fn judge(
                 }
             }
             Ok(Effect::Given {
-                request: signed.clone(),
+                request: Box::new(signed.clone()),
                 ended,
             })
         }

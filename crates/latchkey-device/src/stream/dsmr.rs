@@ -837,7 +837,7 @@ fn build(f: Fields) -> Result<Reading, DsmrError> {
 /// The meter time of UTC `ms` as `YYMMDDhhmmssS|W`; `None` outside 2000–2099 or when `ms` is
 /// not a whole second (a meter counts in seconds).
 fn write_timestamp(ms: u64) -> Option<String> {
-    if ms % 1_000 != 0 {
+    if !ms.is_multiple_of(1_000) {
         return None;
     }
     let utc = i64::try_from(ms / 1_000).ok()?;

@@ -82,7 +82,7 @@ impl EndKind {
 pub enum Effect {
     /// A consent to add; `ended` when a later entry the device already holds ends it.
     Given {
-        request: SignedConsentRequest,
+        request: Box<SignedConsentRequest>,
         ended: Option<(EndKind, u64)>,
     },
     /// A consent to end (a rotation if it was active).
