@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use latchkey_device::config::parse_stream_option;
 use latchkey_device::config::Driver;
-use latchkey_device::lifecycle::{init, InitOptions};
+use latchkey_device::lifecycle::{init_with_streams, InitOptions, StreamOptions};
 use latchkey_node::{Limits, NodeConfig};
 use latchkey_proto::consent::{purpose, ConsentRequest, ProviderIdentity};
 use latchkey_proto::kem::KemSecretKey;
@@ -101,6 +102,62 @@ fn door(dir: PathBuf, nodes: &[String]) -> InitOptions {
     }
 }
 
+/// Stream `p1`: the device crate's recorded DSMR 5 telegrams at 5 per second, to `broker`.
+fn meter_stream(broker: &str) -> StreamOptions {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../latchkey-device/tests/fixtures/dsmr/recorded-dsmr5.txt");
+    StreamOptions {
+        streams: vec![parse_stream_option(&format!("p1=dsmr:file:{}@5", file.display())).unwrap()],
+        broker: Some(broker.to_owned()),
+        free_aggregate: vec![],
+    }
+}
+
+/// A real Mosquitto on a free loopback port (its config in the kept directory), killed when
+/// dropped.
+struct Mosquitto(
+    std::process::Child,
+    u16,
+    #[allow(dead_code)] tempfile::TempDir,
+);
+
+impl Mosquitto {
+    fn start() -> Mosquitto {
+        let port = free_addr().port();
+        let conf = tempfile::tempdir().unwrap();
+        let path = conf.path().join("mosquitto.conf");
+        std::fs::write(
+            &path,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = std::process::Command::new("mosquitto")
+            .args(["-c", path.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Mosquitto(child, port, conf)
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.1)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn consent_commands_check_their_arguments_and_print_stable_json() {
     let tmp = tempfile::tempdir().unwrap();
@@ -127,8 +184,9 @@ async fn consent_commands_check_their_arguments_and_print_stable_json() {
     let mut add = args(&["nodes", "add"]);
     add.extend(urls.iter().cloned());
     assert_eq!(run(add).await.0, Some(0));
+    let broker = Mosquitto::start();
     let dir = tmp.path().join("meter");
-    let claim = init(&door(dir.clone(), &urls)).unwrap();
+    let claim = init_with_streams(&door(dir.clone(), &urls), &meter_stream(&broker.url())).unwrap();
     let agent = latchkey_device::agent::start(&dir).await.unwrap();
     let (code, _, err) = run(args(&["claim", "--text", &claim.claim_text])).await;
     assert_eq!(code, Some(0), "{err}");
@@ -258,6 +316,40 @@ async fn consent_commands_check_their_arguments_and_print_stable_json() {
     assert_eq!(code, Some(0));
     assert!(
         out.contains("SEQ") && out.contains("given") && out.contains("you"),
+        "{out}"
+    );
+
+    // meter: the owner's own copy of the stream key, one snapshot as JSON.
+    let (code, out, err) = run(args(&[
+        "meter",
+        "Meter",
+        "--broker",
+        &broker.url(),
+        "--json",
+    ]))
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let s: Value = serde_json::from_str(out.trim()).unwrap();
+    for key in [
+        "power_kw",
+        "energy_today_kwh",
+        "series",
+        "key_id",
+        "last_seq",
+        "readings",
+        "last_reading_ms",
+        "problem",
+    ] {
+        assert!(s.get(key).is_some(), "{key} in {s}");
+    }
+    assert!(s["readings"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["power_kw"].is_number(), "{s}");
+    // After the revoke above the device rotated: the owner reads under key 2.
+    assert_eq!(s["key_id"], 2, "{s}");
+    let (code, out, err) = run(args(&["meter", "Meter", "--broker", &broker.url()])).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("power ") && out.contains(" kW, today "),
         "{out}"
     );
 

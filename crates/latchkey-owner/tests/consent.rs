@@ -36,6 +36,7 @@ struct World {
     door_dir: std::path::PathBuf,
     owner: Profile,
     device: DeviceId,
+    _broker: common::Mosquitto,
 }
 
 impl World {
@@ -52,7 +53,14 @@ impl World {
         owner.create_seed().unwrap();
         owner.add_nodes(&urls).unwrap();
         let door_dir = tmp.path().join("meter");
-        let claim = common::init_meter(door_dir.clone(), "Meter", common::free_addr(), &urls);
+        let broker = common::Mosquitto::start();
+        let claim = common::init_meter(
+            door_dir.clone(),
+            "Meter",
+            common::free_addr(),
+            &urls,
+            &broker.url(),
+        );
         let agent = latchkey_device::agent::start(&door_dir).await.unwrap();
         let report = owner
             .claim(ClaimSource::Text(&claim.claim_text), None)
@@ -66,6 +74,7 @@ impl World {
             door_dir,
             owner,
             device: report.device,
+            _broker: broker,
         }
     }
 

@@ -1,8 +1,13 @@
-//! The owner's meter watch against a real Mosquitto broker. The device here is a real claimed
-//! device (its chain on a real node), but its stream frames are published by the test with
-//! proto's seal functions and the device's own identity key read from its key file: this
-//! shows what the watch accepts and refuses frame by frame (forged key messages, replays,
-//! unknown keys, a broker restart), which a running latchkeyd would not produce on demand.
+//! The owner's meter watch against a real Mosquitto broker.
+//!
+//! 1. Frame by frame: a real claimed device (its chain on a real node), but its stream frames
+//!    published by the test with proto's seal functions and the device's own identity key read
+//!    from its key file, to show what the watch accepts and refuses (forged and replayed key
+//!    messages, replayed readings, unknown keys, a broker restart), which a running latchkeyd
+//!    would not produce on demand.
+//! 2. A real latchkeyd agent replaying recorded DSMR 5 telegrams: the owner subscribes, reads
+//!    its own copy of the stream key, and follows a rotation caused by revoking a provider.
+//!
 //! Run inside a private Secret Service (`source scripts/lib.sh; with_secret_service cargo test
 //! -p latchkey-owner --test meter`): the owner's event KEM secret is in the real keychain.
 
@@ -237,6 +242,97 @@ async fn the_meter_watch_opens_the_owners_key_copy_and_refuses_what_is_not_the_d
     assert_eq!(s.power_kw, Some(0.75));
     drop(broker);
     drop(watch);
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// With a real latchkeyd agent replaying recorded telegrams: the owner subscribes, gets its own
+/// copy of the stream key, and the watch shows power and today's energy; when a provider's
+/// consent is revoked the device rotates, and the owner's copy follows without a gap.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_meter_watch_reads_a_real_device_and_follows_a_rotation() {
+    use latchkey_proto::consent::{purpose, ConsentRequest, ProviderIdentity};
+    use rand_core::RngCore;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = common::start_nodes(tmp.path(), 3).await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    let seeds = Arc::new(KeyringStore::open().expect("a Secret Service (with_secret_service)"));
+    let owner = Profile::at(&tmp.path().join("owner"), seeds, Arc::new(SystemClock)).unwrap();
+    owner.create_seed().unwrap();
+    owner.add_nodes(&urls).unwrap();
+    let broker = common::Mosquitto::start();
+    let dir = tmp.path().join("meter");
+    let claim = common::init_meter(
+        dir.clone(),
+        "Meter",
+        common::free_addr(),
+        &urls,
+        &broker.url(),
+    );
+    let agent = latchkey_device::agent::start(&dir).await.unwrap();
+    let device = owner
+        .claim(ClaimSource::Text(&claim.claim_text), None)
+        .await
+        .unwrap()
+        .device;
+    let report = latchkey_owner::events::subscribe_device(&owner, &device)
+        .await
+        .unwrap();
+    assert_eq!(report.subscribed, vec!["Meter".to_owned()], "{report:?}");
+
+    let watch = MeterWatch::start(&owner, device, "p1", &broker.url())
+        .await
+        .unwrap();
+    let s = wait_for(&watch, "readings from the device", |s| s.readings >= 3).await;
+    assert_eq!(s.key_id, Some(1));
+    assert!(
+        s.power_kw.is_some() && s.energy_today_kwh.is_some(),
+        "{s:?}"
+    );
+    assert!(s.energy_today_kwh.unwrap() >= 0.0);
+    assert!(!s.series.is_empty());
+    assert_eq!(s.problem, None);
+
+    // A provider is given consent, then revoked: the device rotates to key 2.
+    let key = SigningKey::generate(&mut OsRng);
+    let kem = KemSecretKey::generate(&mut OsRng);
+    let mut nonce = [0u8; 16];
+    OsRng.fill_bytes(&mut nonce);
+    let link = ConsentRequest {
+        provider: ProviderIdentity {
+            name: "Acme Energy".into(),
+            url: String::new(),
+            signing: key.public_key(),
+            kem: kem.public().clone(),
+        },
+        device,
+        stream: "p1".into(),
+        purpose_code: purpose::MONITORING,
+        purpose: "Outage alerts".into(),
+        retention_days: 1,
+        until_ms: None,
+        history: false,
+        terms: None,
+        issued_ms: now_ms(),
+        nonce,
+    }
+    .sign(&key)
+    .unwrap()
+    .to_link();
+    let given = owner.consent_approve(&link).await.unwrap();
+    assert_eq!(given.delivery, "delivered", "{:?}", given.delivery_note);
+    let before = watch.snapshot().readings;
+    let revoked = owner.consent_revoke(&given.id).await.unwrap();
+    assert_eq!(revoked.delivery, "delivered", "{:?}", revoked.delivery_note);
+    let s = wait_for(&watch, "readings under the new key", |s| {
+        s.key_id == Some(2) && s.readings > before
+    })
+    .await;
+    assert_eq!(s.problem, None);
+    drop(watch);
+    agent.shutdown().await.unwrap();
     for n in nodes {
         n.shutdown().await.unwrap();
     }

@@ -137,14 +137,34 @@ impl Drop for Mosquitto {
     }
 }
 
+/// The recorded DSMR 5 telegrams (300, one second apart in meter time) the device crate keeps.
+pub fn recorded_telegrams() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../latchkey-device/tests/fixtures/dsmr/recorded-dsmr5.txt")
+}
+
 /// Initialises a meter device in `dir` (action `unlock` runs /bin/true) on `listen`, checking
-/// `nodes` every second, and returns its claim.
+/// `nodes` every second, publishing stream `p1` (the recorded telegrams replayed at 5 per
+/// second) to `broker`, and returns its claim.
 pub fn init_meter(
     dir: PathBuf,
     name: &str,
     listen: SocketAddr,
     nodes: &[String],
+    broker: &str,
 ) -> latchkey_device::lifecycle::ClaimReport {
-    latchkey_device::lifecycle::init(&unlock_door(dir, name, listen, nodes, "/bin/true".into()))
-        .unwrap()
+    let stream = latchkey_device::config::parse_stream_option(&format!(
+        "p1=dsmr:file:{}@5",
+        recorded_telegrams().display()
+    ))
+    .unwrap();
+    latchkey_device::lifecycle::init_with_streams(
+        &unlock_door(dir, name, listen, nodes, "/bin/true".into()),
+        &latchkey_device::lifecycle::StreamOptions {
+            streams: vec![stream],
+            broker: Some(broker.to_owned()),
+            free_aggregate: vec![],
+        },
+    )
+    .unwrap()
 }
