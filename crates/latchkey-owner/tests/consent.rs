@@ -267,6 +267,33 @@ async fn requests_for_another_device_or_a_stream_it_does_not_publish_are_refused
     assert!(w.owner.consent_requests().unwrap().is_empty());
     assert_eq!(w.node_logs().await, vec![0, 0, 0]);
 
+    // Someone who does not own the device, with a link for it: refused the same way.
+    let stranger = Profile::at(
+        &w.tmp.path().join("stranger"),
+        Arc::new(KeyringStore::open().unwrap()),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    stranger.create_seed().unwrap();
+    stranger.add_nodes(&w.urls).unwrap();
+    let err = stranger
+        .consent_approve(&link(&acme, w.device, "p1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ConsentNotMyDevice { .. }), "{err}");
+    assert_eq!(w.node_logs().await, vec![0, 0, 0]);
+
+    // Dismissed: no longer pending, and not approved by its id.
+    let pending = w
+        .owner
+        .consent_request_add(&link(&acme, w.device, "p1"))
+        .unwrap();
+    w.owner.consent_request_dismiss(&pending.id[..8]).unwrap();
+    assert!(w.owner.consent_requests().unwrap().is_empty());
+    let err = w.owner.consent_approve(&pending.id).await.unwrap_err();
+    assert!(matches!(err, Error::ConsentNotPending { .. }), "{err}");
+    assert_eq!(w.node_logs().await, vec![0, 0, 0]);
+
     // A stream this device does not publish: the device refuses it in words, and the log
     // does not go on saying it stands.
     let err = w
