@@ -276,6 +276,51 @@ mod tests {
         assert_eq!(*ks.key(&[1; 32], "p1", 1).unwrap().key, [1; 32]);
     }
 
+    proptest::proptest! {
+        // The plaintext reaches `decode` only after the AEAD tag verified under the keychain's
+        // store key; still, no byte string makes it panic or allocate beyond its input.
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn encode_then_decode_is_the_identity(
+            streams in proptest::collection::vec(
+                (proptest::array::uniform32(0u8..), "[a-z0-9_-]{1,32}",
+                 proptest::collection::vec((proptest::num::u32::ANY, proptest::num::u64::ANY,
+                                             proptest::array::uniform32(0u8..)), 0..5)),
+                0..4),
+        ) {
+            let mut map = BTreeMap::new();
+            for (device, name, keys) in streams {
+                let held = keys
+                    .into_iter()
+                    .map(|(key_id, from_seq, key)| HeldKey { key_id, from_seq, key: Zeroizing::new(key) })
+                    .collect::<Vec<_>>();
+                map.insert((device, name), held);
+            }
+            let back = decode(&encode(&map)).expect("its own encoding decodes");
+            proptest::prop_assert_eq!(back.len(), map.len());
+            for (k, v) in &map {
+                let w = &back[k];
+                proptest::prop_assert_eq!(v.len(), w.len());
+                for (a, b) in v.iter().zip(w) {
+                    proptest::prop_assert_eq!((a.key_id, a.from_seq, *a.key), (b.key_id, b.from_seq, *b.key));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fail_a_count_larger_than_the_input_is_refused_without_a_large_allocation() {
+        let mut bytes = u32::MAX.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 32]);
+        bytes.extend_from_slice(&[2, b'p', b'1']);
+        bytes.extend_from_slice(&u16::MAX.to_be_bytes());
+        assert!(decode(&bytes).is_none());
+    }
+
     #[test]
     fn debug_shows_no_key() {
         assert_eq!(

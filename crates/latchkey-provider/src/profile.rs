@@ -27,6 +27,9 @@ const IDENTITY: &str = "identity.json";
 const REQUESTS: &str = "requests.json";
 const DEVICES: &str = "devices.json";
 const STREAMS: &str = "streams.json";
+/// Held (flock) around each read-modify-write of the files above: two readers of one profile
+/// (say `read --follow` on two streams) must not lose each other's updates.
+const LOCK: &str = "profile.lock";
 
 /// The profile directory to use: `LATCHKEY_PROVIDER_PROFILE`, else
 /// `$XDG_DATA_HOME/latchkey-provider`, else `~/.local/share/latchkey-provider`.
@@ -185,6 +188,7 @@ impl Profile {
     }
 
     pub fn add_request(&self, record: RequestRecord) -> Result<()> {
+        let _lock = self.lock()?;
         let mut all = self.requests()?;
         all.retain(|r| r.id != record.id);
         all.push(record);
@@ -200,6 +204,7 @@ impl Profile {
     }
 
     pub fn set_device(&self, device: &str, record: DeviceRecord) -> Result<()> {
+        let _lock = self.lock()?;
         let mut all = self.devices()?;
         all.insert(device.to_owned(), record);
         write_json(&self.dir.join(DEVICES), &all)
@@ -216,6 +221,7 @@ impl Profile {
         stream: &str,
         change: impl FnOnce(&mut StreamRecord),
     ) -> Result<StreamRecord> {
+        let _lock = self.lock()?;
         let mut all = self.streams()?;
         let index = match all
             .iter()
@@ -235,6 +241,21 @@ impl Profile {
         let out = all[index].clone();
         write_json(&self.dir.join(STREAMS), &all)?;
         Ok(out)
+    }
+}
+
+impl Profile {
+    /// An exclusive lock on the profile's files, released when the returned file drops.
+    fn lock(&self) -> Result<std::fs::File> {
+        let path = self.dir.join(LOCK);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::profile(&path, e))?;
+        file.lock().map_err(|e| Error::profile(&path, e))?;
+        Ok(file)
     }
 }
 
@@ -325,6 +346,44 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let e = Profile::open(&tmp.path().join("none")).unwrap_err();
         assert!(e.to_string().contains("latchkey-provider init"), "{e}");
+    }
+
+    #[test]
+    fn concurrent_updates_of_one_profile_lose_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = MemoryStore::default();
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+        Profile::init(tmp.path(), "Acme", "", &store, &mut rng, 5).unwrap();
+        let threads: Vec<_> = ["p1", "p2", "p3"]
+            .into_iter()
+            .map(|stream| {
+                let dir = tmp.path().to_owned();
+                std::thread::spawn(move || {
+                    // Each thread opens the profile on its own, as separate processes would.
+                    let p = Profile::open(&dir).unwrap();
+                    for _ in 0..30 {
+                        p.update_stream("d", stream, |s| s.readings += 1).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let all = Profile::open(tmp.path()).unwrap().streams().unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(all.iter().all(|s| s.readings == 30), "{all:?}");
+    }
+
+    #[test]
+    fn fail_an_unknown_device_key_says_to_ask_the_nodes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = MemoryStore::default();
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+        let p = Profile::init(tmp.path(), "Acme", "", &store, &mut rng, 5).unwrap();
+        let device = latchkey_proto::keys::DeviceId([9; 32]);
+        let e = crate::registry::known_device(&p, &device).unwrap_err();
+        assert!(e.to_string().contains("--node URL"), "{e}");
     }
 
     #[test]

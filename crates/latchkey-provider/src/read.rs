@@ -124,6 +124,29 @@ fn mqtt_options(broker: &Broker) -> MqttOptions {
     options
 }
 
+/// Polls the MQTT event loop on its own task, so the reader's `select!` waits on a channel
+/// (cancel-safe) and never drops a half-read packet when a timer fires. A connection error is
+/// passed on as text and retried after a pause (rumqttc reconnects on the next poll). The task
+/// ends when the receiver is dropped.
+fn spawn_events(
+    mut events: rumqttc::EventLoop,
+) -> tokio::sync::mpsc::Receiver<std::result::Result<Event, String>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        loop {
+            let ev = events.poll().await;
+            let failed = ev.is_err();
+            if tx.send(ev.map_err(|e| e.to_string())).await.is_err() {
+                break;
+            }
+            if failed {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    });
+    rx
+}
+
 /// Reads until the count, the timeout, `stop`, or (without `follow`) a cut-off.
 pub async fn read(
     profile: &Profile,
@@ -167,7 +190,8 @@ pub async fn read(
     let live = live_topic(&opts.device, &opts.stream);
     let keys = key_topic(&opts.device, &opts.stream, &recipient);
 
-    let (mqtt, mut events) = AsyncClient::new(mqtt_options(&broker), 64);
+    let (mqtt, events) = AsyncClient::new(mqtt_options(&broker), 64);
+    let mut events = spawn_events(events);
     let started = Instant::now();
     let deadline = opts.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -182,7 +206,9 @@ pub async fn read(
             _ = &mut stop => break,
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
             _ = tick.tick() => reader.tick(now_ms()),
-            ev = events.poll() => match ev {
+            ev = events.recv() => match ev {
+                None => break,
+                Some(ev) => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connected = true;
                     lost_said = false;
@@ -204,16 +230,15 @@ pub async fn read(
                 Ok(_) => Vec::new(),
                 Err(e) => {
                     if !connected && started.elapsed() > Duration::from_secs(10) {
-                        return Err(Error::Broker { url: opts.broker.clone(), why: e.to_string() });
+                        return Err(Error::Broker { url: opts.broker.clone(), why: e });
                     }
                     if connected && !lost_said {
                         lost_said = true;
                         sink(ReadEvent::Notice(format!("lost the broker ({e}); reconnecting")));
                     }
-                    tokio::time::sleep(Duration::from_millis(300)).await;
                     Vec::new()
                 }
-            },
+            }},
         };
         for out in outputs {
             match out {
@@ -396,7 +421,8 @@ pub async fn refresh_keys(
     if readers.is_empty() {
         return Ok(notes);
     }
-    let (mqtt, mut events) = AsyncClient::new(mqtt_options(&broker), 64);
+    let (mqtt, events) = AsyncClient::new(mqtt_options(&broker), 64);
+    let mut events = spawn_events(events);
     let started = Instant::now();
     let mut connected_at = None;
     loop {
@@ -409,9 +435,10 @@ pub async fn refresh_keys(
                 why: "no connection within 10 s".into(),
             });
         }
-        let ev = match tokio::time::timeout(Duration::from_millis(200), events.poll()).await {
+        let ev = match tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
             Err(_) => continue,
-            Ok(ev) => ev,
+            Ok(None) => break,
+            Ok(Some(ev)) => ev,
         };
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -454,10 +481,9 @@ pub async fn refresh_keys(
                 if started.elapsed() > Duration::from_secs(10) {
                     return Err(Error::Broker {
                         url: broker_url.to_owned(),
-                        why: e.to_string(),
+                        why: e,
                     });
                 }
-                tokio::time::sleep(Duration::from_millis(300)).await;
             }
         }
     }

@@ -243,3 +243,24 @@ fn json_and_csv_lines_carry_seq_key_id_and_the_reading_view() {
     assert_eq!("csv".parse::<Format>().unwrap(), Format::Csv);
     assert!("xml".parse::<Format>().is_err());
 }
+
+#[test]
+fn without_any_key_the_cut_off_says_no_consent_was_held() {
+    let mut dev = FakeDevice::new(8);
+    let p = provider(18);
+    let mut r = reader(&dev, &p);
+    assert!(r.frame(&dev.frame(1), 0).is_empty());
+    let out = r.tick(3_000);
+    assert!(
+        matches!(
+            &out[..],
+            [Output::CutOff {
+                from_seq: 1,
+                key_id: 1,
+                ever_held: false,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+}
