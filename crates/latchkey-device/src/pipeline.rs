@@ -262,6 +262,8 @@ pub struct Pipeline<C, R> {
     tally: Mutex<RefusalTally>,
     /// The ownership era of `view`, which every audit entry names.
     era: RwLock<EraInfo>,
+    /// The owners of `view`, to notice one being removed within an era.
+    owners: RwLock<Vec<PublicKey>>,
     /// Bind-on-first-use grants redeemed here (grant → phone key), as in the store: read by
     /// authority in memory, written after the store committed.
     bindings: RwLock<HashMap<GrantId, PublicKey>>,
@@ -289,6 +291,7 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         });
         let keys = keys.into().without_setup();
         let era = EraInfo::of(&view.chain);
+        let owners = view.chain.state().owners.clone();
         let bindings = store.bindings().unwrap_or_else(|e| {
             // Unreadable bindings make every bound phone NotRedeemed until fixed: safe, and said.
             tracing::error!(error = %e, "reading the invitation bindings failed; bound phones are refused");
@@ -308,6 +311,7 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             mark: AtomicU64::new(mark),
             tally: Mutex::new(RefusalTally::default()),
             era: RwLock::new(era),
+            owners: RwLock::new(owners),
             bindings: RwLock::new(bindings.into_iter().collect()),
             events: RwLock::new(None),
             streams: RwLock::new(None),
@@ -347,13 +351,16 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         view.checks.saved_ms = Some(self.clock.ticks_ms());
         view.save(&self.store)?;
         let era = EraInfo::of(&view.chain);
+        let owners = view.chain.state().owners.clone();
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = view;
-        self.note_era(era);
+        let rotated = self.note_era(era);
+        self.note_owners(owners, &rotated);
         Ok(())
     }
 
-    /// Follows the view's ownership era: a new era starts a new audit log.
-    fn note_era(&self, era: EraInfo) {
+    /// Follows the view's ownership era: a new era starts a new audit log and ends the old
+    /// owners' consents. Returns the streams that rotated.
+    fn note_era(&self, era: EraInfo) -> Vec<String> {
         let changed = {
             let mut current = self.era.write().unwrap_or_else(|p| p.into_inner());
             std::mem::replace(&mut *current, era) != era
@@ -362,8 +369,9 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             // Counts of the old era would land in a log about to be deleted.
             let _ = self.tally().take();
             self.start_era_if_new();
-            self.end_consents_of_old_era();
+            return self.end_consents_of_old_era();
         }
+        Vec::new()
     }
 
     /// Changes the view in place under its write lock and persists it, so concurrent updates
@@ -379,9 +387,11 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         view.checks.saved_ms = Some(self.clock.ticks_ms());
         view.save(&self.store)?;
         let era = EraInfo::of(&view.chain);
+        let owners = view.chain.state().owners.clone();
         *guard = view;
         drop(guard);
-        self.note_era(era);
+        let rotated = self.note_era(era);
+        self.note_owners(owners, &rotated);
         Ok(out)
     }
 
@@ -737,11 +747,41 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         Ok(Vec::new())
     }
 
-    /// A new ownership era (a transfer, a factory reset): consents the old owners gave end and
-    /// the streams they covered rotate, before any command of the new era is answered.
-    fn end_consents_of_old_era(&self) {
+    /// Follows the owners of the view: when one is removed (amend-owners, a transfer, a reset),
+    /// every stream not already rotated (`rotated`, by the end of an era's consents) rotates,
+    /// so the owner's copy of the stream key the removed owner held opens nothing published
+    /// from then on.
+    fn note_owners(&self, owners: Vec<PublicKey>, rotated: &[String]) {
+        let removed = {
+            let mut current = self.owners.write().unwrap_or_else(|p| p.into_inner());
+            let old = std::mem::replace(&mut *current, owners);
+            old.iter().any(|k| !current.contains(k))
+        };
+        if !removed {
+            return;
+        }
         let Some(streams) = self.streams() else {
             return;
+        };
+        let now = self.clock.now_ms().unwrap_or(0);
+        let rotated = {
+            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            streams.rotate_all_except(rotated, now, &mut *rng)
+        };
+        match rotated {
+            Ok(rotated) if !rotated.is_empty() => {
+                tracing::info!(?rotated, "an owner was removed: stream keys rotated")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "rotating after an owner was removed failed"),
+        }
+    }
+
+    /// A new ownership era (a transfer, a factory reset): consents the old owners gave end and
+    /// the streams they covered rotate, before any command of the new era is answered.
+    fn end_consents_of_old_era(&self) -> Vec<String> {
+        let Some(streams) = self.streams() else {
+            return Vec::new();
         };
         let now = self.clock.now_ms().unwrap_or(0);
         let ended = {
@@ -749,12 +789,19 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             streams.end_era(now, &mut *rng)
         };
         match ended {
-            Ok(rotated) if !rotated.is_empty() => tracing::info!(
-                ?rotated,
-                "the device changed hands: consents of the old owners ended, stream keys rotated"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "ending the old owners' consents failed"),
+            Ok(rotated) => {
+                if !rotated.is_empty() {
+                    tracing::info!(
+                        ?rotated,
+                        "the device changed hands: consents of the old owners ended, stream keys rotated"
+                    );
+                }
+                rotated
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ending the old owners' consents failed");
+                Vec::new()
+            }
         }
     }
 

@@ -25,7 +25,7 @@ use latchkey_proto::grant::Grant;
 use latchkey_proto::kem::KemSecretKey;
 use latchkey_proto::keys::{Signature, SigningKey};
 use latchkey_proto::stream::open_key_grant;
-use latchkey_testkit::{person, rng, ChaCha20Rng, TestDevice, HOUR, MINUTE, T0};
+use latchkey_testkit::{person, rng, sorted, ChaCha20Rng, TestDevice, HOUR, MINUTE, T0};
 use rand_core::RngCore;
 
 struct Provider {
@@ -639,7 +639,11 @@ fn when_the_device_changes_hands_the_old_owners_consents_end_and_the_key_rotates
         Some(2),
         "rotated at the transfer"
     );
-    assert_eq!(f.streams.current_key_id("gas"), Some(1), "no consent there");
+    assert_eq!(
+        f.streams.current_key_id("gas"),
+        Some(2),
+        "no consent there, but the old owner's own copy must open nothing from now on"
+    );
     let (providers, cleared) = f.plan("p1");
     assert!(providers.is_empty());
     assert_eq!(cleared, vec![a.recipient()]);
@@ -676,4 +680,64 @@ fn when_the_device_changes_hands_the_old_owners_consents_end_and_the_key_rotates
     let answer = f.run(c, &new_owner);
     assert!(answer.accepted(), "{}", answer.reason);
     assert_eq!(f.plan("p1").0, vec![b.recipient()]);
+}
+
+/// Attack: a co-owner removed by amend-owners keeps the owner's copy of the stream key she
+/// was sent and listens on the broker. Every stream rotates when she is removed, so nothing
+/// published afterwards opens with what she holds; the remaining owner's copy follows.
+#[test]
+fn an_owner_removed_by_amend_owners_cannot_read_on_with_her_copy_of_the_key() {
+    let mut f = fixture();
+    let removed = person(2);
+    let owner = SigningKey::from_bytes(&f.owner.to_bytes());
+    f.device.apply(
+        OpBody::AmendOwners(OwnerSet {
+            owners: sorted(&[&owner, &removed]),
+            threshold: 1,
+        }),
+        &[&owner, &removed],
+    );
+    let mut view = View::new(f.device.chain.clone());
+    view.checks
+        .record_quorum(&f.clock.boot_id(), f.clock.ticks_ms());
+    f.pipeline.set_view(view).unwrap();
+    assert_eq!(
+        f.streams.current_key_id("p1"),
+        Some(1),
+        "adding an owner rotates nothing"
+    );
+    let held_by_removed = f.streams.keys("p1").unwrap();
+
+    f.device.apply(
+        OpBody::AmendOwners(OwnerSet {
+            owners: vec![owner.public_key()],
+            threshold: 1,
+        }),
+        &[&owner],
+    );
+    let mut view = View::new(f.device.chain.clone());
+    view.checks
+        .record_quorum(&f.clock.boot_id(), f.clock.ticks_ms());
+    f.pipeline.set_view(view).unwrap();
+    assert_eq!(f.streams.current_key_id("p1"), Some(2));
+    assert_eq!(f.streams.current_key_id("gas"), Some(2));
+    let now = f.streams.keys("p1").unwrap();
+    let current = &now.last().unwrap().2;
+    assert!(
+        held_by_removed
+            .iter()
+            .all(|(_, _, k)| k.as_bytes() != current.as_bytes()),
+        "the removed owner holds the key now in use"
+    );
+    // Durable: a reopened store has the same current key.
+    drop(f.pipeline);
+    let reopened = StreamKeys::open(
+        f.store.clone(),
+        f.device.keys.device_id(),
+        ["p1".to_owned(), "gas".to_owned()],
+        T0,
+        &mut rng(6),
+    )
+    .unwrap();
+    assert_eq!(reopened.current_key_id("p1"), Some(2));
 }

@@ -618,6 +618,35 @@ impl StreamKeys {
         )
     }
 
+    /// Rotates every stream but `except` without ending any consent: an owner was removed,
+    /// and the owner's copy they held must open nothing published from now on. Returns the
+    /// streams rotated.
+    pub fn rotate_all_except(
+        &self,
+        except: &[String],
+        now_ms: u64,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Vec<String>> {
+        let mut state = self.state();
+        let streams: Vec<String> = state
+            .keys()
+            .filter(|s| !except.contains(s))
+            .cloned()
+            .collect();
+        if streams.is_empty() {
+            return Ok(streams);
+        }
+        let mut conn = self.store.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let new_keys = self.rotate_in(&tx, &state, &streams, now_ms, rng)?;
+        tx.commit()?;
+        drop(conn);
+        self.install(&mut state, new_keys, &Effect::Nothing);
+        drop(state);
+        self.notify();
+        Ok(streams)
+    }
+
     fn end_where(
         &self,
         condition: &str,
