@@ -555,7 +555,7 @@ pub fn consent_link(data: &[u8]) {
 pub fn consent_entry(data: &[u8]) {
     if let Some(entry) = decoded::<ConsentEntry>(data) {
         if let Ok(log) = ConsentLog::verify(consent_chain(), vec![entry.clone()]) {
-            assert_eq!(log.entries(), &[entry.clone()]);
+            assert_eq!(log.entries(), std::slice::from_ref(&entry));
             assert_eq!(log.head_hash(), entry.hash());
         }
     }

@@ -34,12 +34,17 @@ use sha2::Sha256;
 use latchkey_proto::chain::{Chain, ChainState, Op, OpBody, OpList, OwnerSet};
 use latchkey_proto::codec::Codec;
 use latchkey_proto::command::{Command, Outcome, ReplyTo, Response, SignedCommand};
+use latchkey_proto::consent::{
+    self, ConsentAction, ConsentId, ConsentLog, ConsentRequest, ProviderIdentity,
+};
 use latchkey_proto::device::DeviceKeys;
 use latchkey_proto::envelope;
 use latchkey_proto::grant::{self, Grant, GrantBody, GrantRequest, GrantScope};
-use latchkey_proto::keys::{PublicKey, Signature, SigningKey};
+use latchkey_proto::kem::KemSecretKey;
+use latchkey_proto::keys::{DeviceId, PublicKey, Signature, SigningKey};
 use latchkey_proto::pad;
 use latchkey_proto::schedule::WeeklySchedule;
+use latchkey_proto::stream::{self, KeyEntry, KeyGrant, Phase, Reading, StreamKey};
 
 /// The signing labels the protocol prefixes (docs/PROTOCOL.md). The raw benchmarks sign and
 /// verify the very messages the protocol does, so their lengths match; setup checks that each
@@ -1153,6 +1158,239 @@ fn parts(c: &mut Criterion) {
     g.finish();
 }
 
+// ---------------------------------------------------------------------------------------------
+// Data streams and consent (docs/PROTOCOL.md §14).
+
+const KEY_GRANT_LABEL: &[u8] = b"latchkey/v1/key-grant\0";
+const CONSENT_ENTRY_LABEL: &[u8] = b"latchkey/v1/consent-entry\0";
+const CONSENT_REQUEST_LABEL: &[u8] = b"latchkey/v1/consent-request\0";
+
+/// A DSMR 5 three-phase reading with gas (135 bytes encoded).
+fn meter_reading() -> Reading {
+    let phase = |v: u32, a: u32, w: u32| Phase {
+        voltage_mv: Some(v),
+        current_ma: Some(a),
+        power_delivered_w: Some(w),
+        power_returned_w: Some(0),
+    };
+    Reading {
+        meter_time_ms: Some(T0),
+        tariff: Some(2),
+        energy_delivered_wh: vec![4_546_201, 2_984_102],
+        energy_returned_wh: vec![12, 0],
+        power_delivered_w: Some(1_193),
+        power_returned_w: Some(0),
+        phases: vec![
+            phase(229_000, 2_000, 445),
+            phase(230_100, 1_000, 213),
+            phase(229_900, 3_000, 535),
+        ],
+        gas_l: Some(2_569_646),
+        gas_time_ms: Some(T0),
+    }
+}
+
+fn streams(r: &mut Runner) {
+    let mut fixture = rng(40);
+    let device = DeviceId([7; 32]);
+    let key = StreamKey::generate(&mut fixture);
+    let reading = meter_reading();
+    let frame =
+        stream::seal_reading(&device, "p1", 1, &key, 1, &reading, &mut fixture).expect("seal");
+    // The raw side: the same AEAD over the same sizes (a 258-byte block, the 69-byte header as
+    // associated data), without encoding, padding, key derivation or decoding.
+    let header = frame[..69].to_vec();
+    let block = [0x5au8; stream::READING_BLOCK];
+    let mut raw_sealed = vec![0u8; stream::READING_BLOCK + 16];
+    raw_aead_seal(&block, &header, &mut raw_sealed);
+    let mut buf = vec![0u8; stream::READING_BLOCK + 16];
+
+    let mut seal_rng = rng(41);
+    r.compare_simple(
+        "stream_reading_seal",
+        QUICK,
+        || {
+            stream::seal_reading(
+                &device,
+                "p1",
+                1,
+                &key,
+                2,
+                black_box(&reading),
+                &mut seal_rng,
+            )
+            .expect("seal")
+        },
+        || raw_aead_seal(black_box(&block), &header, &mut buf),
+    );
+    r.compare_simple(
+        "stream_reading_open",
+        QUICK,
+        || stream::open_reading(black_box(&frame), &key).expect("opens"),
+        || raw_aead_open(black_box(&raw_sealed), &header, &mut buf),
+    );
+
+    // One key message per recipient: what a rotation costs per provider (N providers = N×).
+    let identity = SigningKey::generate(&mut fixture);
+    let raw_identity = ed25519::SecretKey::from_bytes(&identity.to_bytes());
+    let recipient = KemSecretKey::generate(&mut fixture);
+    let kem = RawKem::new(&mut fixture);
+    let grant = KeyGrant {
+        device,
+        stream: "p1".into(),
+        recipient: [3; 32],
+        consent: Some(ConsentId([4; 32])),
+        issued_ms: T0,
+        keys: vec![KeyEntry {
+            key_id: 2,
+            from_seq: 1_000,
+            key: StreamKey::generate(&mut fixture),
+        }],
+    };
+    let signed_grant = grant.to_signed_bytes(&identity).expect("sign");
+    let grant_message = [KEY_GRANT_LABEL, &signed_grant[..signed_grant.len() - 64]].concat();
+    let mut grant_buf = vec![0u8; stream::GRANT_BLOCK + 16];
+    let mut grant_rng = rng(42);
+    r.compare_simple(
+        "stream_key_grant_seal",
+        QUICK,
+        || {
+            stream::seal_key_grant(
+                black_box(&grant),
+                &identity,
+                recipient.public(),
+                &mut grant_rng,
+            )
+            .expect("seal")
+        },
+        || {
+            let sig = raw_identity.sign(black_box(&grant_message));
+            let ss_x = kem.x_secret.diffie_hellman(black_box(&kem.x_public));
+            let (ss_pq, ct) = sntrup761::encapsulate(black_box(&kem.pq_public));
+            raw_aead_seal(black_box(&[0x5a; stream::GRANT_BLOCK]), &[], &mut grant_buf);
+            (sig, ss_x.to_bytes(), ss_pq, ct)
+        },
+    );
+    let message =
+        stream::seal_key_grant(&grant, &identity, recipient.public(), &mut fixture).expect("seal");
+    let identity_public = identity.public_key();
+    let grant_check = RawCheck::new(
+        &identity_public,
+        &Signature(
+            signed_grant[signed_grant.len() - 64..]
+                .try_into()
+                .expect("64"),
+        ),
+        KEY_GRANT_LABEL,
+        &signed_grant[..signed_grant.len() - 64],
+    );
+    let mut sealed_grant = vec![0u8; stream::GRANT_BLOCK + 16];
+    raw_aead_seal(&[0x5a; stream::GRANT_BLOCK], &[], &mut sealed_grant);
+    r.compare_simple(
+        "stream_key_grant_open",
+        QUICK,
+        || {
+            stream::open_key_grant(black_box(&message), &recipient, &identity_public)
+                .expect("opens")
+        },
+        || {
+            let ss_x = kem.x_secret.diffie_hellman(black_box(&kem.x_public));
+            let ss_pq = sntrup761::decapsulate(black_box(&kem.pq_ct), &kem.pq_secret);
+            raw_aead_open(black_box(&sealed_grant), &[], &mut grant_buf);
+            assert!(grant_check.run());
+            (ss_x.to_bytes(), ss_pq)
+        },
+    );
+
+    // A consent log of 100 entries (50 given, then 50 revoked) verified against its chain.
+    let mut d = latchkey_testkit::TestDevice::new(43, "meter");
+    let owner = latchkey_testkit::person(1);
+    d.claim(&[&owner], 1);
+    let chain = d.chain;
+    let provider = SigningKey::generate(&mut fixture);
+    let provider_kem = recipient.public().clone();
+    let mut log = ConsentLog::new(&chain);
+    let mut ids = Vec::new();
+    for i in 0..50u8 {
+        let request = ConsentRequest {
+            provider: ProviderIdentity {
+                name: format!("Provider {i}"),
+                url: "https://provider.example".into(),
+                signing: provider.public_key(),
+                kem: provider_kem.clone(),
+            },
+            device: chain.device(),
+            stream: "p1".into(),
+            purpose_code: consent::purpose::INSIGHTS,
+            purpose: "Monthly energy report.".into(),
+            retention_days: 30,
+            until_ms: None,
+            history: false,
+            terms: None,
+            issued_ms: T0,
+            nonce: [i; 16],
+        }
+        .sign(&provider)
+        .expect("sign");
+        ids.push(request.id());
+        let e = log
+            .next_entry(&chain, &owner, T0 + i as u64, ConsentAction::Given(request))
+            .expect("entry");
+        log.append(&chain, e).expect("append");
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let e = log
+            .next_entry(
+                &chain,
+                &owner,
+                T0 + 100 + i as u64,
+                ConsentAction::Revoked(*id),
+            )
+            .expect("entry");
+        log.append(&chain, e).expect("append");
+    }
+    let entries = log.entries().to_vec();
+    assert_eq!(entries.len(), 100);
+    // The raw side: the 150 Ed25519 verifications the log's rules need (each entry's owner
+    // signature, each given request's provider signature) and a BLAKE2b hash per entry.
+    let mut checks = Vec::new();
+    let mut contents = Vec::new();
+    for e in &entries {
+        let content = e.content_bytes();
+        checks.push(RawCheck::new(
+            &e.signer,
+            &e.signature,
+            CONSENT_ENTRY_LABEL,
+            &content,
+        ));
+        if let ConsentAction::Given(request) = &e.action {
+            checks.push(RawCheck::new(
+                &request.request().provider.signing,
+                request.signature(),
+                CONSENT_REQUEST_LABEL,
+                &request.request().content_bytes(),
+            ));
+        }
+        contents.push(content);
+    }
+    assert_eq!(checks.len(), 150);
+    r.compare(
+        "stream_consent_log_verify_100",
+        SLOW,
+        || entries.clone(),
+        |entries| ConsentLog::verify(&chain, entries).expect("verifies"),
+        || (),
+        |()| {
+            for c in &checks {
+                assert!(c.run());
+            }
+            for content in &contents {
+                black_box(Blake2b256::digest(black_box(content)));
+            }
+        },
+    );
+}
+
 fn main() {
     let mut r = Runner {
         c: Criterion::default().configure_from_args(),
@@ -1162,6 +1400,7 @@ fn main() {
     chain_and_grants(&mut r);
     schedules(&mut r);
     short_links(&mut r);
+    streams(&mut r);
     parts(&mut r.c);
     if let Some(p) = &r.paired {
         p.report();

@@ -60,6 +60,7 @@ mod files {
     pub mod audit;
     pub mod claim;
     pub mod command;
+    pub mod consent;
     pub mod event;
     pub mod freshness;
     pub mod grant;
@@ -73,6 +74,7 @@ mod files {
     pub mod response;
     pub mod schedule;
     pub mod shortlink;
+    pub mod stream;
     pub mod weak_keys;
 }
 
@@ -248,6 +250,24 @@ fn main() {
              owner mailbox (sealed anew each run; it carries the reader's secret keys and must \
              open to the signed event), and events or messages that must be refused.",
             files::event::vectors(&w),
+        ),
+        (
+            "stream.json",
+            "Data streams (docs/PROTOCOL.md §14): readings (fields, bytes, JSON view, CSV row), \
+             sealed reading frames under a stream key with the derived reading key and nonce \
+             (deterministic), signed key grants, a key message sealed to a recipient's KEM key \
+             (sealed anew each run; it carries the reader's secret keys and must open to the \
+             signed grant), and readings, frames, grants and messages that must be refused.",
+            files::stream::vectors(&w),
+        ),
+        (
+            "consent.json",
+            "Consent (docs/PROTOCOL.md §14): signed consent requests with their ids and \
+             LATCHKEY://C/ links, consent logs verified against an ownership chain with each \
+             consent's status and who could read at given instants (one across a transfer), \
+             lists as nodes serve them, and logs, admissions, links and encodings that must be \
+             refused (each log refusal names the rule's reason).",
+            files::consent::vectors(&w),
         ),
     ];
     for (name, description, vectors) in files {
@@ -431,6 +451,10 @@ fn decode(codec: &str, bytes: &[u8]) -> Result<Vec<u8>, Error> {
         "AuditPage" => rt::<latchkey_proto::audit::AuditPage>(bytes),
         "SignedEvent" => rt::<latchkey_proto::event::SignedEvent>(bytes),
         "EventMessage" => rt::<latchkey_proto::event::EventMessage>(bytes),
+        "Reading" => rt::<latchkey_proto::stream::Reading>(bytes),
+        "SignedConsentRequest" => rt::<latchkey_proto::consent::SignedConsentRequest>(bytes),
+        "ConsentEntry" => rt::<latchkey_proto::consent::ConsentEntry>(bytes),
+        "ConsentList" => rt::<latchkey_proto::consent::ConsentList>(bytes),
         other => panic!("no codec {other}"),
     }
 }

@@ -50,7 +50,7 @@ pub const CONSENT_VERSION: u8 = 1;
 pub const CONSENT_LINK_PREFIX: &str = "LATCHKEY://C/";
 /// Longest link text [`SignedConsentRequest::from_link`] reads.
 pub const MAX_CONSENT_LINK: usize = 8192;
-/// Cap of an encoded signed request (the largest valid one is 2,373 bytes).
+/// Cap of an encoded signed request (the largest valid one is 2,362 bytes).
 pub const MAX_CONSENT_REQUEST: usize = 4096;
 /// Cap of an encoded consent entry.
 pub const MAX_CONSENT_ENTRY: usize = 8192;
@@ -101,8 +101,9 @@ pub mod purpose {
     }
 }
 
-/// A consent's id: `H("latchkey/v1/consent-id", encoded signed request)`. Shown as 64
-/// lowercase hex characters.
+/// A consent's id: `H("latchkey/v1/consent-id", request content)`, the request's bytes without
+/// the provider's signature (a signer can make many valid signatures over one content; the id
+/// must not change with them). Shown as 64 lowercase hex characters.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConsentId(pub [u8; 32]);
 
@@ -375,9 +376,13 @@ impl SignedConsentRequest {
         )
     }
 
-    /// `H("latchkey/v1/consent-id", encoded signed request)`.
+    /// `H("latchkey/v1/consent-id", request content)`: the signature is not part of it, so
+    /// one request has one id whatever valid signature bytes a copy carries.
     pub fn id(&self) -> ConsentId {
-        ConsentId(hash::labeled(hash::CONSENT_ID, &[&self.to_bytes()]))
+        ConsentId(hash::labeled(
+            hash::CONSENT_ID,
+            &[&self.request.content_bytes()],
+        ))
     }
 
     /// `LATCHKEY://C/` and the encoded signed request in upper-case base32 without padding

@@ -25,7 +25,7 @@ pub const OWNER_MAILBOX: &str = "latchkey/v1/owner-mailbox";
 pub const INVITE_ID: &str = "latchkey/v1/invite-id";
 /// A short link's blob key, from its secret (docs/PROTOCOL.md §10).
 pub const INVITE_KEY: &str = "latchkey/v1/invite-key";
-/// A consent's id, from its encoded signed request (docs/PROTOCOL.md §14).
+/// A consent's id, from its request's content (docs/PROTOCOL.md §14).
 pub const CONSENT_ID: &str = "latchkey/v1/consent-id";
 /// A consent entry's hash, from its content (docs/PROTOCOL.md §14).
 pub const CONSENT_ENTRY_HASH: &str = "latchkey/v1/consent-entry-hash";

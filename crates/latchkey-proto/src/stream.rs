@@ -651,16 +651,34 @@ impl KeyGrant {
         self.encode_content(&mut w);
         Zeroizing::new(w.into_inner())
     }
-}
 
-/// Signs and encodes a grant: content || signature (over `"latchkey/v1/key-grant\0" || content`).
-fn signed_grant_bytes(grant: &KeyGrant, identity: &SigningKey) -> Result<Zeroizing<Vec<u8>>> {
-    grant.check()?;
-    let content = grant.content_bytes();
-    let signature = identity.sign(&[KEY_GRANT_LABEL, content.as_slice()].concat());
-    let mut out = Zeroizing::new(content.to_vec());
-    out.extend_from_slice(&signature.0);
-    Ok(out)
+    /// The signed grant, as a key message carries it inside its padding: content ||
+    /// signature by the device identity key over `"latchkey/v1/key-grant\0" || content`.
+    pub fn to_signed_bytes(&self, identity: &SigningKey) -> Result<Zeroizing<Vec<u8>>> {
+        self.check()?;
+        let content = self.content_bytes();
+        let signature = identity.sign(&[KEY_GRANT_LABEL, content.as_slice()].concat());
+        let mut out = Zeroizing::new(content.to_vec());
+        out.extend_from_slice(&signature.0);
+        Ok(out)
+    }
+
+    /// Decodes a signed grant (at most [`MAX_KEY_GRANT`] bytes) and checks the device's
+    /// signature.
+    pub fn from_signed_bytes(signed: &[u8], device_identity: &PublicKey) -> Result<KeyGrant> {
+        check_len("key grant", signed.len(), MAX_KEY_GRANT)?;
+        let mut r = Reader::new("key grant", signed);
+        let grant = KeyGrant::read_content(&mut r)?;
+        let content = r.consumed();
+        let signature: Signature = r.nested()?;
+        r.finish()?;
+        device_identity.verify_or(
+            &signature,
+            &[KEY_GRANT_LABEL, content].concat(),
+            "key grant",
+        )?;
+        Ok(grant)
+    }
 }
 
 /// Builds a key message: the grant signed by the device identity key, padded to 4,096 bytes
@@ -673,7 +691,7 @@ pub fn seal_key_grant(
     to: &KemPublicKey,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Vec<u8>> {
-    let plaintext = signed_grant_bytes(grant, identity)?;
+    let plaintext = grant.to_signed_bytes(identity)?;
     check_len("key grant", plaintext.len(), MAX_KEY_GRANT)?;
     let (shared, kem_ct) = kem::encapsulate(to, rng)?;
     let mut nonce = [0u8; AEAD_NONCE_LEN];
@@ -731,23 +749,7 @@ pub fn open_key_grant(
         ciphertext,
     )?;
     let signed = pad::unpad(&padded)?;
-    decode_signed_grant(signed, device_identity)
-}
-
-/// Decodes `content || signature` and checks the signature.
-fn decode_signed_grant(signed: &[u8], device_identity: &PublicKey) -> Result<KeyGrant> {
-    check_len("key grant", signed.len(), MAX_KEY_GRANT)?;
-    let mut r = Reader::new("key grant", signed);
-    let grant = KeyGrant::read_content(&mut r)?;
-    let content = r.consumed();
-    let signature: Signature = r.nested()?;
-    r.finish()?;
-    device_identity.verify_or(
-        &signature,
-        &[KEY_GRANT_LABEL, content].concat(),
-        "key grant",
-    )?;
-    Ok(grant)
+    KeyGrant::from_signed_bytes(signed, device_identity)
 }
 
 #[cfg(test)]
@@ -774,6 +776,72 @@ mod tests {
             gas_l: Some(3),
             gas_time_ms: Some(4),
         }
+    }
+
+    #[test]
+    fn stream_names_and_topics() {
+        for ok in ["p1", "a", "water_meter-2", &"x".repeat(32)] {
+            assert!(validate_stream_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "P1", "p 1", "p/1", "p+1", "é", &"x".repeat(33)] {
+            assert!(validate_stream_name(bad).is_err(), "{bad:?}");
+        }
+        let device = DeviceId([0xab; 32]);
+        let hex = "ab".repeat(32);
+        assert_eq!(live_topic(&device, "p1"), format!("latchkey/{hex}/p1/live"));
+        assert_eq!(
+            avg1m_topic(&device, "p1"),
+            format!("latchkey/{hex}/p1/avg1m")
+        );
+        assert_eq!(
+            key_topic(&device, "p1", &[0x01; 32]),
+            format!("latchkey/{hex}/p1/keys/{}", "01".repeat(32))
+        );
+    }
+
+    #[test]
+    fn a_stream_key_never_prints() {
+        let key = StreamKey::from_bytes([0x77; 32]);
+        assert_eq!(format!("{key:?}"), "StreamKey(<redacted>)");
+        let entry = KeyEntry {
+            key_id: 1,
+            from_seq: 0,
+            key,
+        };
+        assert!(!format!("{entry:?}").contains("119"));
+    }
+
+    #[test]
+    fn a_key_grant_for_another_stream_key_id_order_is_refused_when_signing() {
+        let identity = SigningKey::from_bytes(&[1; 32]);
+        let entry = |id| KeyEntry {
+            key_id: id,
+            from_seq: 0,
+            key: StreamKey::from_bytes([0; 32]),
+        };
+        let grant = |keys| KeyGrant {
+            device: DeviceId([1; 32]),
+            stream: "p1".into(),
+            recipient: [2; 32],
+            consent: None,
+            issued_ms: 0,
+            keys,
+        };
+        assert!(grant(vec![]).to_signed_bytes(&identity).is_err());
+        assert!(grant(vec![entry(0)]).to_signed_bytes(&identity).is_err());
+        assert!(grant(vec![entry(2), entry(1)])
+            .to_signed_bytes(&identity)
+            .is_err());
+        assert!(grant((1..=65).map(entry).collect())
+            .to_signed_bytes(&identity)
+            .is_err());
+        let max = grant((1..=64).map(entry).collect());
+        let max = KeyGrant {
+            stream: "x".repeat(32),
+            consent: Some(ConsentId([0; 32])),
+            ..max
+        };
+        assert_eq!(max.to_signed_bytes(&identity).unwrap().len(), MAX_KEY_GRANT);
     }
 
     #[test]

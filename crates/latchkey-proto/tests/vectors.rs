@@ -29,7 +29,7 @@ use rand_chacha::rand_core::SeedableRng;
 use serde_json::{json, Value};
 
 /// Every file the directory must hold, each with at least one vector.
-const FILES: [&str; 18] = [
+const FILES: [&str; 20] = [
     "keys.json",
     "bip39_english.json",
     "slip10_ed25519.json",
@@ -48,6 +48,8 @@ const FILES: [&str; 18] = [
     "weak_keys.json",
     "schedule.json",
     "event.json",
+    "stream.json",
+    "consent.json",
 ];
 
 /// Envelope layout (docs/PROTOCOL.md): version, kind, X25519 ephemeral (32), sntrup761
@@ -365,6 +367,15 @@ fn check(v: &Value) {
             s(v, "mailbox_id")
         ),
         "command_checks_fail" => expect_error(v, run_command_checks(v)),
+        "reading"
+        | "sealed_reading"
+        | "sealed_reading_fail"
+        | "key_grant"
+        | "key_grant_fail"
+        | "key_message"
+        | "key_message_fail" => check_stream(v),
+        "consent_request" | "consent_log" | "consent_log_fail" | "consent_next_fail"
+        | "consent_link_fail" => check_consent(v),
         other => panic!("unknown vector type {other:?}"),
     }
 }
@@ -572,6 +583,10 @@ fn decode(codec: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
         "AuditPage" => rt::<latchkey_proto::audit::AuditPage>(input),
         "SignedEvent" => rt::<latchkey_proto::event::SignedEvent>(input),
         "EventMessage" => rt::<latchkey_proto::event::EventMessage>(input),
+        "Reading" => rt::<latchkey_proto::stream::Reading>(input),
+        "SignedConsentRequest" => rt::<latchkey_proto::consent::SignedConsentRequest>(input),
+        "ConsentEntry" => rt::<latchkey_proto::consent::ConsentEntry>(input),
+        "ConsentList" => rt::<latchkey_proto::consent::ConsentList>(input),
         other => panic!("unknown codec {other:?}"),
     }
 }
@@ -1072,4 +1087,159 @@ fn check_event_message(v: &Value) {
     );
     let opened = message.open(&identity, &mailbox, &keys.kem).unwrap();
     assert_eq!(h(opened.to_bytes()), s(v, "signed_event"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data streams and consent (PROTOCOL.md §14).
+
+fn check_stream(v: &Value) {
+    use latchkey_proto::stream::{self, KeyGrant, Reading, StreamKey, READING_BLOCK};
+    match s(v, "type") {
+        "reading" => {
+            let r = Reading::from_bytes(&bytes(v, "bytes")).unwrap();
+            assert_eq!(reading_json(&r), v["reading"]);
+            assert_eq!(h(r.to_bytes()), s(v, "bytes"));
+            let view = r.view();
+            assert_eq!(serde_json::to_value(&view).unwrap(), v["view"]);
+            assert_eq!(stream::ReadingView::csv_header(), s(v, "csv_header"));
+            assert_eq!(view.csv_row(), s(v, "csv_row"));
+        }
+        "sealed_reading" => {
+            // Rebuilt from the spec's parts with the raw AEAD, then opened by the library.
+            let key = StreamKey::from_bytes(array(v, "stream_key"));
+            let device = DeviceId(array(v, "device"));
+            let name = s(v, "stream");
+            assert_eq!(h(*key.reading_key(&device, name)), s(v, "reading_key"));
+            let mut header = vec![1u8, 5];
+            header.extend_from_slice(&device.0);
+            header.push(name.len() as u8);
+            header.extend_from_slice(name.as_bytes());
+            header.extend_from_slice(&(u(v, "key_id") as u32).to_be_bytes());
+            header.extend_from_slice(&u(v, "seq").to_be_bytes());
+            header.extend_from_slice(&bytes(v, "nonce"));
+            assert_eq!(h(&header), s(v, "header"));
+            let reading = bytes(v, "reading");
+            let mut block = vec![0u8; READING_BLOCK];
+            block[..2].copy_from_slice(&(reading.len() as u16).to_be_bytes());
+            block[2..2 + reading.len()].copy_from_slice(&reading);
+            let sealed = kem::aead_seal(
+                &key.reading_key(&device, name),
+                &array(v, "nonce"),
+                &header,
+                &block,
+            );
+            let frame = [header, sealed].concat();
+            assert_eq!(h(&frame), s(v, "frame"));
+            assert_eq!(frame.len(), stream::sealed_reading_len(name));
+            let (head, opened) = stream::open_reading(&frame, &key).unwrap();
+            assert_eq!(
+                (head.key_id as u64, head.seq),
+                (u(v, "key_id"), u(v, "seq"))
+            );
+            assert_eq!(h(opened.to_bytes()), s(v, "reading"));
+            assert_eq!(stream::peek_reading(&frame).unwrap(), head);
+        }
+        "sealed_reading_fail" => expect_error(
+            v,
+            stream::open_reading(
+                &bytes(v, "frame"),
+                &StreamKey::from_bytes(array(v, "stream_key")),
+            ),
+        ),
+        "key_grant" => {
+            let identity = public_key(v, "device_identity");
+            let grant = KeyGrant::from_signed_bytes(&bytes(v, "signed_grant"), &identity).unwrap();
+            assert_eq!(key_grant_json(&grant), v["grant"]);
+        }
+        "key_grant_fail" => expect_error(
+            v,
+            KeyGrant::from_signed_bytes(&bytes(v, "signed_grant"), &public_key(v, "checked_with")),
+        ),
+        "key_message" | "key_message_fail" => {
+            let keys = DeviceKeys::from_secret_bytes(&bytes(v, "reader_secret_keys")).unwrap();
+            let identity = public_key(v, "device_identity");
+            let result = stream::open_key_grant(&bytes(v, "message"), &keys.kem, &identity);
+            if v.get("error").is_some() {
+                expect_error(v, result);
+            } else {
+                let message = bytes(v, "message");
+                assert_eq!(message.len(), stream::KEY_MESSAGE_LEN);
+                let expected =
+                    KeyGrant::from_signed_bytes(&bytes(v, "signed_grant"), &identity).unwrap();
+                assert_eq!(result.unwrap(), expected);
+            }
+        }
+        other => unreachable!("{other}"),
+    }
+}
+
+fn consent_chain(v: &Value) -> Chain {
+    Chain::verify(ops(v, "chain")).unwrap()
+}
+
+fn consent_entries(v: &Value, key: &str) -> Vec<latchkey_proto::consent::ConsentEntry> {
+    hex_list(v, key)
+        .iter()
+        .map(|b| latchkey_proto::consent::ConsentEntry::from_bytes(b).unwrap())
+        .collect()
+}
+
+fn expect_refusal<T: std::fmt::Debug>(v: &Value, result: Result<T, Error>) {
+    match &result {
+        Err(Error::ConsentRefused { why, .. }) => assert_eq!(*why, s(v, "why")),
+        other => panic!("expected ConsentRefused, got {other:?}"),
+    }
+    expect_error(v, result);
+}
+
+fn check_consent(v: &Value) {
+    use latchkey_proto::consent::{ConsentEntry, ConsentList, ConsentLog, SignedConsentRequest};
+    match s(v, "type") {
+        "consent_request" => {
+            let r = SignedConsentRequest::from_bytes(&bytes(v, "bytes")).unwrap();
+            r.verify().unwrap();
+            assert_eq!(consent_request_json(&r), v["request"]);
+            assert_eq!(r.to_link(), s(v, "link"));
+            let lower = s(v, "link").to_lowercase();
+            assert_eq!(SignedConsentRequest::from_link(&lower).unwrap(), r);
+        }
+        "consent_log" => {
+            let chain = consent_chain(v);
+            let list = ConsentList::from_bytes(&bytes(v, "list")).unwrap();
+            let expected = v["entries"].as_array().unwrap();
+            assert_eq!(list.0.len(), expected.len());
+            for (e, want) in list.0.iter().zip(expected) {
+                assert_eq!(&consent_entry_json(e), want);
+                assert_eq!(
+                    h(ConsentEntry::from_bytes(&bytes(want, "bytes"))
+                        .unwrap()
+                        .to_bytes()),
+                    s(want, "bytes")
+                );
+            }
+            let log = ConsentLog::verify(&chain, list.0).unwrap();
+            let consents: Vec<Value> = log.consents().iter().map(consent_status_json).collect();
+            assert_eq!(Value::from(consents), v["consents"]);
+            for probe in v["readers_at"].as_array().unwrap() {
+                let ids: Vec<String> = log
+                    .readers_at(u(probe, "time_ms"))
+                    .iter()
+                    .map(|c| c.id.to_string())
+                    .collect();
+                assert_eq!(json!(ids), probe["consent_ids"]);
+            }
+        }
+        "consent_log_fail" => {
+            let chain = consent_chain(v);
+            expect_refusal(v, ConsentLog::verify(&chain, consent_entries(v, "entries")));
+        }
+        "consent_next_fail" => {
+            let chain = consent_chain(v);
+            let log = ConsentLog::verify(&chain, consent_entries(v, "entries")).unwrap();
+            let next = ConsentEntry::from_bytes(&bytes(v, "next")).unwrap();
+            expect_refusal(v, log.check_next(&chain, &next));
+        }
+        "consent_link_fail" => expect_error(v, SignedConsentRequest::from_link(s(v, "text"))),
+        other => unreachable!("{other}"),
+    }
 }

@@ -225,3 +225,105 @@ pub fn cofactorless_strict_accepts(
     );
     EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-a, &s) == r
 }
+
+// --- data streams and consent (docs/PROTOCOL.md §14) -----------------------------------------
+
+pub fn reading_json(r: &latchkey_proto::stream::Reading) -> Value {
+    json!({
+        "meter_time_ms": r.meter_time_ms,
+        "tariff": r.tariff,
+        "energy_delivered_wh": r.energy_delivered_wh,
+        "energy_returned_wh": r.energy_returned_wh,
+        "power_delivered_w": r.power_delivered_w,
+        "power_returned_w": r.power_returned_w,
+        "phases": r.phases.iter().map(|p| json!({
+            "voltage_mv": p.voltage_mv,
+            "current_ma": p.current_ma,
+            "power_delivered_w": p.power_delivered_w,
+            "power_returned_w": p.power_returned_w,
+        })).collect::<Vec<_>>(),
+        "gas_l": r.gas_l,
+        "gas_time_ms": r.gas_time_ms,
+    })
+}
+
+pub fn key_grant_json(g: &latchkey_proto::stream::KeyGrant) -> Value {
+    json!({
+        "device": h(g.device.0),
+        "stream": g.stream,
+        "recipient": h(g.recipient),
+        "consent": g.consent.map(|c| h(c.0)),
+        "issued_ms": g.issued_ms,
+        "keys": g.keys.iter().map(|k| json!({
+            "key_id": k.key_id,
+            "from_seq": k.from_seq,
+            "key": h(k.key.as_bytes()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn consent_request_json(r: &latchkey_proto::consent::SignedConsentRequest) -> Value {
+    let q = r.request();
+    json!({
+        "provider": {
+            "name": q.provider.name,
+            "url": q.provider.url,
+            "signing": pk_hex(&q.provider.signing),
+            "kem_public_key": h(q.provider.kem.to_bytes()),
+        },
+        "device": h(q.device.0),
+        "stream": q.stream,
+        "purpose_code": q.purpose_code,
+        "purpose_label": latchkey_proto::consent::purpose::label(q.purpose_code),
+        "purpose": q.purpose,
+        "retention_days": q.retention_days,
+        "until_ms": q.until_ms,
+        "history": q.history,
+        "terms": q.terms,
+        "issued_ms": q.issued_ms,
+        "nonce": h(q.nonce),
+        "signature": h(r.signature().0),
+        "id": r.id().to_string(),
+    })
+}
+
+pub fn consent_entry_json(e: &latchkey_proto::consent::ConsentEntry) -> Value {
+    use latchkey_proto::consent::ConsentAction;
+    let (kind, consent) = match &e.action {
+        ConsentAction::Given(r) => ("given", r.id()),
+        ConsentAction::Revoked(id) => ("revoked", *id),
+        ConsentAction::Expired(id) => ("expired", *id),
+    };
+    json!({
+        "bytes": h(e.to_bytes()),
+        "seq": e.seq,
+        "prev": h(e.prev),
+        "anchor": h(e.anchor.0),
+        "time_ms": e.time_ms,
+        "action": kind,
+        "consent_id": consent.to_string(),
+        "signer": pk_hex(&e.signer),
+        "hash": h(e.hash()),
+    })
+}
+
+pub fn consent_status_json(s: &latchkey_proto::consent::ConsentStatus) -> Value {
+    use latchkey_proto::consent::EndKind;
+    json!({
+        "id": s.id.to_string(),
+        "given_ms": s.given_ms,
+        "given_by": pk_hex(&s.given_by),
+        "given_seq": s.given_seq,
+        "ended": s.ended.map(|e| json!({
+            "kind": match e.kind {
+                EndKind::Revoked => "revoked".to_owned(),
+                EndKind::Expired => "expired".to_owned(),
+                EndKind::Lapsed(_) => "lapsed".to_owned(),
+                EndKind::Transferred => "transferred".to_owned(),
+            },
+            "time_ms": e.time_ms,
+            "by": e.by.as_ref().map(pk_hex),
+            "seq": e.seq,
+        })),
+    })
+}
