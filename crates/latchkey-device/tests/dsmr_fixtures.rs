@@ -54,6 +54,8 @@ const FIXTURES: &[&str] = &[
     "emucs-fluvius-gas-water",
     "emucs-fluvius-solar-gas",
     "fail-crc-landisgyr-e360",
+    "fail-nocrc-landisgyr-e360",
+    "fail-nogasvalue-iskra-mt382",
 ];
 
 #[test]
