@@ -50,7 +50,7 @@ pub const CONSENT_VERSION: u8 = 1;
 pub const CONSENT_LINK_PREFIX: &str = "LATCHKEY://C/";
 /// Longest link text [`SignedConsentRequest::from_link`] reads.
 pub const MAX_CONSENT_LINK: usize = 8192;
-/// Cap of an encoded signed request (the largest valid one is 2,373 bytes).
+/// Cap of an encoded signed request (the largest valid one is 2,362 bytes).
 pub const MAX_CONSENT_REQUEST: usize = 4096;
 /// Cap of an encoded consent entry.
 pub const MAX_CONSENT_ENTRY: usize = 8192;

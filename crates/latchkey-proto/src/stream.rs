@@ -779,6 +779,72 @@ mod tests {
     }
 
     #[test]
+    fn stream_names_and_topics() {
+        for ok in ["p1", "a", "water_meter-2", &"x".repeat(32)] {
+            assert!(validate_stream_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "P1", "p 1", "p/1", "p+1", "é", &"x".repeat(33)] {
+            assert!(validate_stream_name(bad).is_err(), "{bad:?}");
+        }
+        let device = DeviceId([0xab; 32]);
+        let hex = "ab".repeat(32);
+        assert_eq!(live_topic(&device, "p1"), format!("latchkey/{hex}/p1/live"));
+        assert_eq!(
+            avg1m_topic(&device, "p1"),
+            format!("latchkey/{hex}/p1/avg1m")
+        );
+        assert_eq!(
+            key_topic(&device, "p1", &[0x01; 32]),
+            format!("latchkey/{hex}/p1/keys/{}", "01".repeat(32))
+        );
+    }
+
+    #[test]
+    fn a_stream_key_never_prints() {
+        let key = StreamKey::from_bytes([0x77; 32]);
+        assert_eq!(format!("{key:?}"), "StreamKey(<redacted>)");
+        let entry = KeyEntry {
+            key_id: 1,
+            from_seq: 0,
+            key,
+        };
+        assert!(!format!("{entry:?}").contains("119"));
+    }
+
+    #[test]
+    fn a_key_grant_for_another_stream_key_id_order_is_refused_when_signing() {
+        let identity = SigningKey::from_bytes(&[1; 32]);
+        let entry = |id| KeyEntry {
+            key_id: id,
+            from_seq: 0,
+            key: StreamKey::from_bytes([0; 32]),
+        };
+        let grant = |keys| KeyGrant {
+            device: DeviceId([1; 32]),
+            stream: "p1".into(),
+            recipient: [2; 32],
+            consent: None,
+            issued_ms: 0,
+            keys,
+        };
+        assert!(grant(vec![]).to_signed_bytes(&identity).is_err());
+        assert!(grant(vec![entry(0)]).to_signed_bytes(&identity).is_err());
+        assert!(grant(vec![entry(2), entry(1)])
+            .to_signed_bytes(&identity)
+            .is_err());
+        assert!(grant((1..=65).map(entry).collect())
+            .to_signed_bytes(&identity)
+            .is_err());
+        let max = grant((1..=64).map(entry).collect());
+        let max = KeyGrant {
+            stream: "x".repeat(32),
+            consent: Some(ConsentId([0; 32])),
+            ..max
+        };
+        assert_eq!(max.to_signed_bytes(&identity).unwrap().len(), MAX_KEY_GRANT);
+    }
+
+    #[test]
     fn the_largest_reading_fits_its_cap() {
         let bytes = full().to_bytes();
         assert_eq!(bytes.len(), 167);

@@ -293,3 +293,113 @@ fn a_consent_id_does_not_depend_on_the_signature_bytes() {
     assert_eq!(other.id(), signed.id());
     assert!(other.verify().is_err());
 }
+
+/// An owner who stays an owner across a transfer (the device is transferred to a set that
+/// keeps them) still cannot have an entry admitted that is anchored in the old era: its
+/// consents ended with that era, and a node or device must not take a stale view's entry.
+#[test]
+fn admission_needs_an_anchor_in_the_current_era() {
+    let mut d = claimed(14);
+    let owner = person(1);
+    let p = provider(15);
+    let signed = request(&p, d.chain.device(), None, 1);
+    let old_chain = d.chain.clone();
+    let log = ConsentLog::new(&old_chain);
+    let stale = log
+        .next_entry(&old_chain, &owner, T0, ConsentAction::Given(signed.clone()))
+        .unwrap();
+    d.apply(
+        OpBody::Transfer(OwnerSet {
+            owners: sorted(&[&owner]),
+            threshold: 1,
+        }),
+        &[&owner],
+    );
+    // It verifies as history (the owner was one at its anchor) and ends at the transfer...
+    let history = ConsentLog::verify(&d.chain, vec![stale.clone()]).unwrap();
+    assert_eq!(
+        history.consents()[0].ended.unwrap().kind,
+        EndKind::Transferred
+    );
+    assert!(history.readers_at(T0 + HOUR).is_empty());
+    // ...but it is not admitted now.
+    let e = log.check_next(&d.chain, &stale).unwrap_err();
+    assert_eq!(
+        refused_why(e),
+        "its anchor is in an earlier era (the device changed hands since)"
+    );
+    // Anchored on the new head, the same consent is admitted.
+    let fresh = log
+        .next_entry(&d.chain, &owner, T0 + HOUR, ConsentAction::Given(signed))
+        .unwrap();
+    assert_eq!(fresh.anchor, d.chain.head());
+    let mut log = log;
+    log.append(&d.chain, fresh).unwrap();
+    assert_eq!(log.readers_at(T0 + HOUR).len(), 1);
+}
+
+/// The entry hash (what the next entry links to) does not cover the signature, so a copy with
+/// other valid signature bytes links the same; nodes compare hashes, not bytes.
+#[test]
+fn the_entry_hash_covers_the_content_only() {
+    let d = claimed(16);
+    let owner = person(1);
+    let p = provider(17);
+    let log = ConsentLog::new(&d.chain);
+    let e = log
+        .next_entry(
+            &d.chain,
+            &owner,
+            T0,
+            ConsentAction::Given(request(&p, d.chain.device(), None, 1)),
+        )
+        .unwrap();
+    let mut other = e.clone();
+    other.signature.0[0] ^= 1;
+    assert_eq!(other.hash(), e.hash());
+    let mut moved = e.clone();
+    moved.time_ms += 1;
+    assert_ne!(moved.hash(), e.hash());
+}
+
+/// Every field at its limit: the largest valid request is 2,362 bytes, its link 3,793
+/// characters, both under their caps; a given entry carrying it is 2,574 bytes.
+#[test]
+fn the_largest_request_fits_its_caps() {
+    let d = claimed(18);
+    let p = provider(19);
+    let signed = ConsentRequest {
+        provider: ProviderIdentity {
+            name: "n".repeat(64),
+            url: "u".repeat(200),
+            signing: p.key.public_key(),
+            kem: p.kem.public().clone(),
+        },
+        device: d.chain.device(),
+        stream: "s".repeat(32),
+        purpose_code: purpose::OTHER,
+        purpose: "p".repeat(500),
+        retention_days: u32::MAX,
+        until_ms: Some(u64::MAX),
+        history: true,
+        terms: Some("t".repeat(200)),
+        issued_ms: u64::MAX,
+        nonce: [0xff; 16],
+    }
+    .sign(&p.key)
+    .unwrap();
+    assert_eq!(signed.to_bytes().len(), 2362);
+    assert_eq!(signed.to_link().len(), 3793);
+    let log = ConsentLog::new(&d.chain);
+    let e = log
+        .next_entry(&d.chain, &person(1), T0, ConsentAction::Given(signed))
+        .unwrap();
+    assert_eq!(e.to_bytes().len(), 2574);
+    // One byte over a field's limit is refused when signing.
+    let mut over = e.clone();
+    if let ConsentAction::Given(r) = &mut over.action {
+        let mut q = r.request().clone();
+        q.purpose.push('p');
+        assert!(matches!(q.sign(&p.key), Err(Error::Invalid { .. })));
+    }
+}

@@ -374,6 +374,13 @@ pub fn vectors(w: &World) -> Vectors {
             "BadSignature",
         ),
         (
+            "fail_consent_link_lower_case_bad_base32",
+            "A lower-case prefix (accepted: any case) followed by a '1': the base32 is refused \
+             (BadText), not the prefix.",
+            format!("latchkey://c/{}1", &link[13..link.len() - 1].to_lowercase()),
+            "BadText",
+        ),
+        (
             "fail_consent_link_too_long",
             "8,193 characters: over the link cap, refused before decoding.",
             format!("LATCHKEY://C/{}", "A".repeat(8193 - 13)),

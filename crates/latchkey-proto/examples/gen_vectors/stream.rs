@@ -416,6 +416,29 @@ pub fn vectors(w: &World) -> Vectors {
             "TooLarge",
         ),
         (
+            "fail_sealed_reading_kind_before_length",
+            "Two faults: kind 4 and one byte short. The kind is read first (UnknownTag).",
+            patch(&frame, 1, &[5], &[4])[..frame.len() - 1].to_vec(),
+            stream_key(1),
+            "UnknownTag",
+        ),
+        (
+            "fail_sealed_reading_key_id_before_aead",
+            "Two faults: key id 0 and opened with the wrong key. The header's rule comes before \
+             the AEAD (Invalid).",
+            patch(&frame, 2 + 32 + 1 + 2, &[0, 0, 0, 1], &[0, 0, 0, 0]),
+            stream_key(2),
+            "Invalid",
+        ),
+        (
+            "fail_sealed_reading_length_before_aead",
+            "Two faults: one byte over the stream's length and the wrong key. The exact length \
+             comes before the AEAD (TrailingBytes).",
+            [frame.clone(), vec![0]].concat(),
+            stream_key(2),
+            "TrailingBytes",
+        ),
+        (
             "fail_sealed_reading_filler",
             "A correctly sealed frame whose padding filler is not all zeros.",
             resealed(&frame[..header_len], &nonzero_filler),
