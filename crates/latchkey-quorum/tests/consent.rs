@@ -259,3 +259,44 @@ async fn posting_needs_min_acks_and_names_conflicts_and_refusals() {
     let report = q.consent_log_from(&w.dev.chain, &urls[..2]).await.unwrap();
     assert_eq!(report.log.entries(), &entries[..2]);
 }
+
+/// Two verified logs of one length that differ (an equivocation): the one more nodes served
+/// is kept, whichever order the answers came in, and the others are named as conflicting.
+#[test]
+fn between_rival_logs_of_one_length_the_better_supported_is_kept() {
+    use latchkey_quorum::{assess_consents, ConsentAnswer};
+    let w = world();
+    let ours = w.log.entries()[..2].to_vec();
+    let mut rival_log = ConsentLog::verify(&w.dev.chain, ours[..1].to_vec()).unwrap();
+    let rival = give(&rival_log, &w.dev.chain, &person(2), 20);
+    rival_log.append(&w.dev.chain, rival).unwrap();
+    let theirs = rival_log.entries().to_vec();
+    let answers = |a: &[Vec<ConsentEntry>]| {
+        a.iter()
+            .enumerate()
+            .map(|(i, e)| (format!("node{i}"), ConsentAnswer::Entries(e.clone())))
+            .collect::<Vec<_>>()
+    };
+    for (set, kept, conflicting) in [
+        (
+            vec![ours.clone(), theirs.clone(), ours.clone()],
+            &ours,
+            vec!["node1"],
+        ),
+        (
+            vec![theirs.clone(), ours.clone(), theirs.clone()],
+            &theirs,
+            vec!["node1"],
+        ),
+        (
+            vec![ours[..1].to_vec(), theirs.clone(), theirs.clone()],
+            &theirs,
+            vec![],
+        ),
+    ] {
+        let report = assess_consents(&w.dev.chain, answers(&set), 3).unwrap();
+        assert_eq!(report.log.entries(), &kept[..]);
+        assert_eq!(report.conflicting, conflicting);
+        assert!(report.lying.is_empty());
+    }
+}
