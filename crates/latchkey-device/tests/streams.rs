@@ -42,7 +42,11 @@ struct Broker {
 
 impl Broker {
     fn start() -> Broker {
-        let port = free_port();
+        Broker::start_on(free_port())
+    }
+
+    /// A broker on `port` (a restart of one that was killed).
+    fn start_on(port: u16) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
@@ -804,4 +808,50 @@ fn init_refuses_bad_stream_options_and_writes_nothing() {
     assert!(toml.contains("[streams.p1]"), "{toml}");
     assert!(toml.contains("source = \"file:/tmp/t.txt@0\""), "{toml}");
     assert!(toml.contains("free_aggregate = true"), "{toml}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_broker_restarts_the_device_reconnects_and_republishes_its_key_messages() {
+    let mut s = setup("25", &[]).await;
+    let device = s.device;
+    let identity = s.identity();
+    let filter = format!("latchkey/{}/#", hex::encode(device.0));
+    let sub = Subscriber::start(s.broker.port, &filter).await;
+    let a = Provider::new(1);
+    assert_eq!(
+        s.consent(ConsentAction::Given(a.request(device, None, false)))
+            .await
+            .0,
+        0
+    );
+    sub.wait("A's key message", 30, |m| {
+        key_grant(m, &device, &a.recipient(), &a.kem, &identity)
+    })
+    .await;
+    sub.stop().await;
+
+    // The broker dies and comes back empty (no persistence): its retained messages are gone.
+    let port = s.broker.port;
+    let old = std::mem::replace(&mut s.broker, Broker::start_on(free_port()));
+    drop(old);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let replacement = std::mem::replace(&mut s.broker, Broker::start_on(port));
+    drop(replacement);
+    let sub = Subscriber::start(port, &filter).await;
+    // A late subscriber finds A's key message retained again, and frames flow on.
+    let grant = sub
+        .wait("A's key message republished", 40, |m| {
+            key_grant(m, &device, &a.recipient(), &a.kem, &identity)
+        })
+        .await;
+    assert_eq!(grant.current().key_id, 1);
+    sub.wait("frames after the reconnection", 30, |m| {
+        (frames(m, &device).len() >= 5).then_some(())
+    })
+    .await;
+    for (_, _, frame) in frames(&sub.snapshot(), &device) {
+        open_reading(&frame, grant.key(1).unwrap()).unwrap();
+    }
+    sub.stop().await;
+    s.stop().await;
 }

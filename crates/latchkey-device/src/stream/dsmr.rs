@@ -391,6 +391,8 @@ fn local_timestamp(digits: &str) -> Result<u64, String> {
 struct Channel {
     device_type: Option<u16>,
     reading: Option<(Option<u64>, u64)>,
+    /// The `E` of the object the reading came from (24.2.E, or 0 for DSMR 2.2/3's 24.3.0).
+    code: Option<u8>,
 }
 
 /// M-Bus device type of a gas meter.
@@ -717,12 +719,19 @@ fn read_object(o: &Object, groups: &[(usize, &str)], f: &mut Fields) -> Result<(
             let time = timestamp(time)
                 .map_err(|why| DsmrError::new(line, format!("{code} reading time: {why}")))?;
             let litres = quantity(code, *value_line, value, Quantity::Volume)?;
-            set(
-                &mut f.channels[usize::from(b) - 1].reading,
-                (Some(time), litres),
-                code,
-                line,
-            )?;
+            let channel = &mut f.channels[usize::from(b) - 1];
+            // A meter may give both the corrected (24.2.1) and the uncorrected (24.2.3, what
+            // Belgian meters bill) volume; the first one given is the reading.
+            match channel.code {
+                Some(first) if first == e => {
+                    return Err(DsmrError::new(line, format!("{code} appears twice")))
+                }
+                Some(_) => {}
+                None => {
+                    channel.code = Some(e);
+                    channel.reading = Some((Some(time), litres));
+                }
+            }
         }
         (0, 1..=4, 24, 3, 0) => {
             // DSMR 2.2/3: (time)(status)(interval)(values)(OBIS)(unit) and, usually on the
@@ -756,12 +765,15 @@ fn read_object(o: &Object, groups: &[(usize, &str)], f: &mut Fields) -> Result<(
                     ),
                 )
             })?;
-            set(
-                &mut f.channels[usize::from(b) - 1].reading,
-                (Some(time), litres),
-                code,
-                line,
-            )?;
+            let channel = &mut f.channels[usize::from(b) - 1];
+            if channel.code.is_some() {
+                return Err(DsmrError::new(
+                    line,
+                    format!("{code}: a second reading for channel {b}"),
+                ));
+            }
+            channel.code = Some(0);
+            channel.reading = Some((Some(time), litres));
         }
         // Other objects (identifiers, failure logs, texts, peaks, water, …) are not part of
         // a reading; their shape was checked when the line was split.
@@ -1307,6 +1319,20 @@ mod tests {
     fn a_duplicated_register_is_refused() {
         let t = telegram("1-0:1.7.0(00.100*kW)\r\n1-0:1.7.0(00.200*kW)\r\n", true);
         assert_eq!(parse_telegram(&t).unwrap_err().line, 4);
+    }
+
+    #[test]
+    fn corrected_and_uncorrected_gas_read_the_first() {
+        let t = telegram(
+            "0-1:24.1.0(003)\r\n0-1:24.2.3(200512134558S)(00112.384*m3)\r\n0-1:24.2.1(200512134558S)(00110.001*m3)\r\n",
+            true,
+        );
+        assert_eq!(parse_telegram(&t).unwrap().gas_l, Some(112_384));
+        let t = telegram(
+            "0-1:24.2.1(200512134558S)(00112.384*m3)\r\n0-1:24.2.1(200512134558S)(00112.384*m3)\r\n",
+            true,
+        );
+        assert!(parse_telegram(&t).unwrap_err().reason.contains("twice"));
     }
 
     #[test]
