@@ -22,7 +22,7 @@ use latchkey_proto::consent::{
     purpose, ConsentAction, ConsentEntry, ConsentId, ConsentLog, ConsentStatus, EndKind, Ended,
     SignedConsentRequest, CONSENT_ACTION,
 };
-use latchkey_proto::keys::{DeviceId, PublicKey};
+use latchkey_proto::keys::{DeviceId, PublicKey, SigningKey};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use std::time::Duration;
@@ -243,7 +243,7 @@ impl Profile {
     }
 
     /// The device `request` is for, if this profile owns it; refused in words otherwise.
-    fn owned_device_for(&self, req: &SignedConsentRequest) -> Result<DeviceRecord> {
+    fn owned_device_for(&self, req: &SignedConsentRequest, me: &PublicKey) -> Result<DeviceRecord> {
         let device = req.request().device;
         let refuse = || Error::ConsentNotMyDevice {
             device: device.to_string(),
@@ -255,8 +255,7 @@ impl Profile {
             .into_iter()
             .next()
             .ok_or_else(refuse)?;
-        let me = self.identity()?.public_key();
-        if !record.chain.state().is_owner(&me) {
+        if !record.chain.state().is_owner(me) {
             return Err(refuse());
         }
         latchkey_proto::stream::validate_stream_name(&req.request().stream)
@@ -268,7 +267,7 @@ impl Profile {
     /// without keeping anything: what a front shows before asking "approve?".
     pub fn consent_request_preview(&self, link: &str) -> Result<ConsentRequestView> {
         let req = SignedConsentRequest::from_link(link.trim()).map_err(Error::BadConsentLink)?;
-        let device = self.owned_device_for(&req)?;
+        let device = self.owned_device_for(&req, &self.identity()?.public_key())?;
         Ok(request_view(&req, &device.name))
     }
 
@@ -278,7 +277,12 @@ impl Profile {
     pub fn consent_request_add(&self, link: &str) -> Result<ConsentRequestView> {
         self.consent_schema()?;
         let req = SignedConsentRequest::from_link(link.trim()).map_err(Error::BadConsentLink)?;
-        let device = self.owned_device_for(&req)?;
+        let device = self.owned_device_for(&req, &self.identity()?.public_key())?;
+        self.keep_pending(&req, &device)?;
+        Ok(request_view(&req, &device.name))
+    }
+
+    fn keep_pending(&self, req: &SignedConsentRequest, device: &DeviceRecord) -> Result<()> {
         self.store
             .conn()
             .execute(
@@ -293,7 +297,7 @@ impl Profile {
                 ],
             )
             .map_err(|e| self.store.wrap(e))?;
-        Ok(request_view(&req, &device.name))
+        Ok(())
     }
 
     /// Requests waiting for an answer, oldest first.
@@ -378,6 +382,38 @@ impl Profile {
         }
     }
 
+    /// [`Self::mark_given`] for the consents of `log` not yet known as given, in one
+    /// transaction (one durable write, none when nothing is new).
+    fn mark_all_given(&self, log: &ConsentLog) -> Result<()> {
+        let known: std::collections::HashSet<String> = {
+            let conn = self.store.conn();
+            let mut stmt = conn
+                .prepare("SELECT id FROM consent_requests WHERE device = ?1 AND state = 'given'")
+                .map_err(|e| self.store.wrap(e))?;
+            let ids = stmt
+                .query_map(params![log.device().to_string()], |r| r.get(0))
+                .map_err(|e| self.store.wrap(e))?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(|e| self.store.wrap(e))?;
+            ids
+        };
+        let new: Vec<ConsentStatus> = log
+            .consents()
+            .into_iter()
+            .filter(|s| !known.contains(&s.id.to_string()))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let conn = self.store.conn();
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.store.wrap(e))?;
+        let done = new.iter().try_for_each(|s| self.mark_given(&s.request));
+        let end = if done.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        conn.execute_batch(end).map_err(|e| self.store.wrap(e))?;
+        done
+    }
+
     fn mark_given(&self, req: &SignedConsentRequest) -> Result<()> {
         self.store
             .conn()
@@ -397,7 +433,7 @@ impl Profile {
     }
 
     /// The device record, refreshed from the nodes, if this profile is a current owner.
-    async fn owned_refreshed(&self, device: &DeviceId) -> Result<DeviceRecord> {
+    async fn owned_refreshed(&self, device: &DeviceId, me: &PublicKey) -> Result<DeviceRecord> {
         let text = device.to_string();
         let record = self
             .store
@@ -406,8 +442,7 @@ impl Profile {
             .next()
             .ok_or_else(|| Error::UnknownDevice(text.clone()))?;
         let record = self.refresh_device(record).await?;
-        let me = self.identity()?.public_key();
-        if !record.chain.state().is_owner(&me) {
+        if !record.chain.state().is_owner(me) {
             return Err(Error::NotOwner { device: text });
         }
         Ok(record)
@@ -424,9 +459,7 @@ impl Profile {
             );
         }
         // Every request given is remembered, so `revoke ID` finds its device later.
-        for status in report.log.consents() {
-            self.mark_given(&status.request)?;
-        }
+        self.mark_all_given(&report.log)?;
         Ok(report.log)
     }
 
@@ -438,12 +471,12 @@ impl Profile {
         mut log: ConsentLog,
         action: ConsentAction,
         tell_device: bool,
+        key: &SigningKey,
     ) -> Result<(ConsentEntry, ConsentLog)> {
-        let key = self.identity()?;
         let quorum = self.quorum()?;
         let mut last = None;
         for _ in 0..POST_TRIES {
-            let entry = log.next_entry(&device.chain, &key, self.now_ms(), action.clone())?;
+            let entry = log.next_entry(&device.chain, key, self.now_ms(), action.clone())?;
             match quorum.post_consent(&entry).await {
                 Ok(_) => {
                     if tell_device {
@@ -501,7 +534,11 @@ impl Profile {
 
     /// Tells the device `record` every waiting entry of this profile's outbox, in log order,
     /// stopping at the first it cannot reach (the rest wait for the next contact).
-    pub(crate) async fn flush_device(&self, record: &DeviceRecord) -> Result<OutboxReport> {
+    pub(crate) async fn flush_device(
+        &self,
+        record: &DeviceRecord,
+        key: &SigningKey,
+    ) -> Result<OutboxReport> {
         self.consent_schema()?;
         let rows: Vec<(i64, Vec<u8>)> = {
             let conn = self.store.conn();
@@ -524,7 +561,6 @@ impl Profile {
         if rows.is_empty() {
             return Ok(report);
         }
-        let key = self.identity()?;
         let nodes = self.nodes()?;
         let mut rest = rows.len();
         for (seq, bytes) in rows {
@@ -549,7 +585,7 @@ impl Profile {
             let sent = self
                 .send_within(
                     record.clone(),
-                    &key,
+                    key,
                     &[],
                     CONSENT_ACTION,
                     &bytes,
@@ -596,11 +632,17 @@ impl Profile {
     pub async fn consent_outbox_flush(&self, device: Option<&DeviceId>) -> Result<OutboxReport> {
         self.consent_schema()?;
         let mut total = OutboxReport::default();
+        let mut key = None;
         for record in self.devices()? {
             if device.is_some_and(|d| *d != record.id) || !self.consent_outbox_waiting(&record.id) {
                 continue;
             }
-            let r = self.flush_device(&record).await?;
+            if key.is_none() {
+                key = Some(self.identity()?);
+            }
+            let r = self
+                .flush_device(&record, key.as_ref().expect("derived just above"))
+                .await?;
             total.delivered += r.delivered;
             total.refused += r.refused;
             total.waiting += r.waiting;
@@ -675,24 +717,30 @@ impl Profile {
     /// cannot be reached now). Approving a consent already given and active returns it.
     pub async fn consent_approve(&self, link_or_id: &str) -> Result<ConsentView> {
         self.consent_schema()?;
+        // Derived once: each derivation is a keychain read and 2,048 PBKDF2 rounds.
+        let key = self.identity()?;
+        let me = key.public_key();
         let req = if is_link(link_or_id) {
-            let view = self.consent_request_add(link_or_id)?;
-            self.find_request(&view.id)?.1
+            let req = SignedConsentRequest::from_link(link_or_id.trim())
+                .map_err(Error::BadConsentLink)?;
+            let device = self.owned_device_for(&req, &me)?;
+            self.keep_pending(&req, &device)?;
+            req
         } else {
             let (id, req, state) = self.find_request(link_or_id)?;
             if state == "dismissed" {
                 return Err(Error::ConsentNotPending { id, state });
             }
+            self.owned_device_for(&req, &me)?;
             req
         };
-        self.owned_device_for(&req)?;
-        let device = self.owned_refreshed(&req.request().device).await?;
+        let device = self.owned_refreshed(&req.request().device, &me).await?;
         let log = self.fetch_consent_log(&device).await?;
         let id = req.id();
         if let Some(status) = log.consents().into_iter().find(|s| s.id == id) {
             if status.ended.is_none() {
                 self.mark_given(&req)?;
-                self.flush_device(&device).await?;
+                self.flush_device(&device, &key).await?;
                 return self.consent_view(&device, &status);
             }
             return Err(Error::ConsentEnded {
@@ -708,17 +756,23 @@ impl Profile {
             }
         }
         let (entry, log) = self
-            .post_next(&device, log, ConsentAction::Given(req.clone()), true)
+            .post_next(&device, log, ConsentAction::Given(req.clone()), true, &key)
             .await?;
         self.mark_given(&req)?;
-        self.flush_device(&device).await?;
+        self.flush_device(&device, &key).await?;
         if let Some((code, words)) = self.refused_at_device(&device, &entry)? {
             // The device does not publish that stream, so nobody could ever read under this
             // consent; the log must not go on saying it stands. The withdrawal is for the
             // record only: the device never took the consent in.
             let withdrawn = if code == Some(RejectCode::UnknownStream as u16) {
                 match self
-                    .post_next(&device, log.clone(), ConsentAction::Revoked(id), false)
+                    .post_next(
+                        &device,
+                        log.clone(),
+                        ConsentAction::Revoked(id),
+                        false,
+                        &key,
+                    )
                     .await
                 {
                     Ok(_) => true,
@@ -772,7 +826,11 @@ impl Profile {
 
     /// Finds the device and status of consent `id` (or a prefix of 8+ hex characters),
     /// reading the logs of this profile's devices when the id is not known yet.
-    async fn find_consent(&self, query: &str) -> Result<(DeviceRecord, ConsentLog, ConsentId)> {
+    async fn find_consent(
+        &self,
+        query: &str,
+        me: &PublicKey,
+    ) -> Result<(DeviceRecord, ConsentLog, ConsentId)> {
         self.consent_schema()?;
         let found = match self.find_request(query) {
             Ok(row) => Some(row),
@@ -783,9 +841,8 @@ impl Profile {
             Some(row) => row,
             None => {
                 // Maybe given by a co-owner: learn the logs of the devices this profile owns.
-                let me = self.identity()?.public_key();
                 for d in self.devices()? {
-                    if d.chain.state().is_owner(&me) {
+                    if d.chain.state().is_owner(me) {
                         if let Err(e) = self.fetch_consent_log(&d).await {
                             tracing::warn!(device = %d.name, error = %e, "could not read its consent log");
                         }
@@ -795,7 +852,7 @@ impl Profile {
             }
         };
         let (_, req, _) = found;
-        let device = self.owned_refreshed(&req.request().device).await?;
+        let device = self.owned_refreshed(&req.request().device, me).await?;
         let log = self.fetch_consent_log(&device).await?;
         Ok((device, log, req.id()))
     }
@@ -803,7 +860,8 @@ impl Profile {
     /// Withdraws a consent (by id or a prefix of 8+ hex characters): the next log entry, on a
     /// quorum of nodes, then the device is told (it rotates the stream key at once).
     pub async fn consent_revoke(&self, id: &str) -> Result<ConsentView> {
-        let (device, log, id) = self.find_consent(id).await?;
+        let key = self.identity()?;
+        let (device, log, id) = self.find_consent(id, &key.public_key()).await?;
         let Some(status) = log.consents().into_iter().find(|s| s.id == id) else {
             return Err(Error::ConsentNotGiven { id: id.to_string() });
         };
@@ -814,9 +872,9 @@ impl Profile {
             });
         }
         let (entry, log) = self
-            .post_next(&device, log, ConsentAction::Revoked(id), true)
+            .post_next(&device, log, ConsentAction::Revoked(id), true, &key)
             .await?;
-        self.flush_device(&device).await?;
+        self.flush_device(&device, &key).await?;
         if let Some((_, words)) = self.refused_at_device(&device, &entry)? {
             return Err(Error::ConsentRefusedByDevice {
                 device: device.name.clone(),
@@ -837,7 +895,8 @@ impl Profile {
     /// still says `expired`), and the outbox for the device is flushed.
     pub async fn consents(&self, device: &DeviceId) -> Result<Vec<ConsentView>> {
         self.consent_schema()?;
-        let record = self.owned_refreshed(device).await?;
+        let key = self.identity()?;
+        let record = self.owned_refreshed(device, &key.public_key()).await?;
         let mut log = self.fetch_consent_log(&record).await?;
         let now = self.now_ms();
         let lapsed: Vec<ConsentId> = log
@@ -853,7 +912,7 @@ impl Profile {
             .collect();
         for id in lapsed {
             match self
-                .post_next(&record, log.clone(), ConsentAction::Expired(id), true)
+                .post_next(&record, log.clone(), ConsentAction::Expired(id), true, &key)
                 .await
             {
                 Ok((_, next)) => log = next,
@@ -862,7 +921,7 @@ impl Profile {
                 }
             }
         }
-        if let Err(e) = self.flush_device(&record).await {
+        if let Err(e) = self.flush_device(&record, &key).await {
             tracing::warn!(error = %e, "could not tell the device its consent changes");
         }
         // As of now: a lapse whose expiry could not be recorded still shows as expired.

@@ -42,7 +42,8 @@ pub struct MeterSnapshot {
     /// Net power now in kW: delivered minus returned (negative while returning to the grid).
     pub power_kw: Option<f64>,
     /// Energy delivered today (the profile's local day) in kWh: the meter's delivered total
-    /// now minus its first reading of today that this watch saw.
+    /// now minus its first reading of today that this profile saw (kept in the profile
+    /// store, so a watch started again later in the day still counts from that reading).
     pub energy_today_kwh: Option<f64>,
     /// The last 10 minutes: (reading time in ms, net kW), oldest first.
     pub series: Vec<(u64, f64)>,
@@ -142,6 +143,11 @@ impl MeterWatch {
             return Err(Error::NotOwner { device: text });
         }
         let kem = crate::events::event_key(profile)?;
+        let day_setting = format!("meter_day:{device}:{stream}");
+        let day = profile
+            .store
+            .setting(&day_setting)?
+            .and_then(|v| parse_day(&v));
         let watcher = Watcher {
             device,
             stream: stream.to_owned(),
@@ -150,7 +156,10 @@ impl MeterWatch {
             kem,
             keys: BTreeMap::new(),
             grant_issued_ms: None,
-            day: None,
+            day,
+            day_setting,
+            dir: profile.dir().to_owned(),
+            store: None,
             tz: jiff::tz::TimeZone::system(),
             clock: profile.clock.clone(),
         };
@@ -195,6 +204,11 @@ struct Watcher {
     grant_issued_ms: Option<u64>,
     /// The local day and the delivered total (Wh) at its first reading seen.
     day: Option<(jiff::civil::Date, u64)>,
+    /// Where that baseline is kept in the profile store, and the store (the task's own
+    /// connection, opened the first time a day starts).
+    day_setting: String,
+    dir: std::path::PathBuf,
+    store: Option<crate::store::Store>,
     tz: jiff::tz::TimeZone,
     clock: Arc<dyn Clock>,
 }
@@ -282,7 +296,10 @@ impl Watcher {
                 // The first reading of a new day is its baseline.
                 let base = match self.day {
                     Some((day, base)) if day == today && base <= total => base,
-                    _ => total,
+                    _ => {
+                        self.keep_day(today, total);
+                        total
+                    }
                 };
                 self.day = Some((today, base));
                 state.snap.energy_today_kwh = Some((total - base) as f64 / 1000.0);
@@ -305,6 +322,33 @@ impl Watcher {
         state.snap.last_reading_ms = Some(t);
         state.snap.problem = None;
     }
+}
+
+impl Watcher {
+    /// Keeps a new day's baseline in the profile store (once a day; a failure only costs the
+    /// baseline after a restart of the watch).
+    fn keep_day(&mut self, day: jiff::civil::Date, total_wh: u64) {
+        if self.store.is_none() {
+            match crate::store::Store::open(&self.dir) {
+                Ok(s) => self.store = Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot keep today's meter baseline");
+                    return;
+                }
+            }
+        }
+        if let Some(store) = &self.store {
+            if let Err(e) = store.set_setting(&self.day_setting, &format!("{day} {total_wh}")) {
+                tracing::warn!(error = %e, "cannot keep today's meter baseline");
+            }
+        }
+    }
+}
+
+/// `YYYY-MM-DD WH`, as [`Watcher::keep_day`] writes it.
+fn parse_day(text: &str) -> Option<(jiff::civil::Date, u64)> {
+    let (day, wh) = text.split_once(' ')?;
+    Some((day.parse().ok()?, wh.parse().ok()?))
 }
 
 fn set_problem(state: &Mutex<State>, problem: String) {

@@ -189,7 +189,7 @@ impl Profile {
             && action != latchkey_proto::consent::CONSENT_ACTION
             && self.consent_outbox_waiting(&report.device.id)
         {
-            if let Err(e) = self.flush_device(&report.device).await {
+            if let Err(e) = self.flush_device(&report.device, &key).await {
                 tracing::warn!(error = %e, "could not tell the device its consent changes");
             }
         }

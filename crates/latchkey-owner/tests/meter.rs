@@ -240,6 +240,22 @@ async fn the_meter_watch_opens_the_owners_key_copy_and_refuses_what_is_not_the_d
     meter.reading(2, &k2, 6, t0 + 5_000, 750, 10_500).await;
     let s = wait_for(&watch, "after reconnect", |s| s.readings == 4).await;
     assert_eq!(s.power_kw, Some(0.75));
+    assert_eq!(s.energy_today_kwh, Some(0.5));
+
+    // A watch started again later the same day counts today's energy from the first reading
+    // this profile saw today, not from its own first one.
+    drop(watch);
+    let watch = MeterWatch::start(&owner, device, "p1", &broker.url())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    meter
+        .grant(&meter.identity, vec![(1, &k1), (2, &k2)], t0 + 3_500)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    meter.reading(2, &k2, 7, t0 + 6_000, 750, 10_700).await;
+    let s = wait_for(&watch, "after a restart of the watch", |s| s.readings == 1).await;
+    assert_eq!(s.energy_today_kwh, Some(0.7));
     drop(broker);
     drop(watch);
     for n in nodes {
