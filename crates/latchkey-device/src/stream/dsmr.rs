@@ -19,6 +19,11 @@
 //! (`S` = summer, UTC+2; `W` = winter, UTC+1) and become UTC milliseconds.
 
 use std::fmt::Write as _;
+use std::sync::LazyLock;
+
+use jiff::civil::DateTime;
+use jiff::tz::{Offset, TimeZone, TimeZoneDatabase};
+use jiff::Timestamp;
 
 pub use latchkey_proto::stream::{Phase, Reading};
 
@@ -48,34 +53,13 @@ impl DsmrError {
     }
 }
 
-const CRC_TABLE: [u16; 256] = crc_table();
-
-const fn crc_table() -> [u16; 256] {
-    let mut table = [0u16; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u16;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        table[i] = crc;
-        i += 1;
-    }
-    table
-}
-
 /// CRC-16/ARC (polynomial 0xA001 reflected, initial value 0, no final xor): what DSMR 4 and
 /// later write after `!`, computed over the bytes from `/` through `!`.
+static CRC_ARC: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_ARC);
+
+/// The CRC DSMR 4+ writes after `!` ([`CRC_ARC`]) of `bytes`.
 pub fn crc16(bytes: &[u8]) -> u16 {
-    bytes.iter().fold(0u16, |crc, &b| {
-        (crc >> 8) ^ CRC_TABLE[usize::from((crc ^ u16::from(b)) & 0xFF)]
-    })
+    CRC_ARC.checksum(bytes)
 }
 
 /// At most this much of a bad value is quoted in an error.
@@ -282,88 +266,48 @@ fn narrow(code: Obis, line: usize, v: u64) -> Result<u32, DsmrError> {
         .map_err(|_| DsmrError::new(line, format!("{code} value is too large for a meter")))
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// The rules of the meters' clocks: Dutch and Belgian meters keep Central European time, from
+/// jiff's embedded copy of the IANA database (as latchkey-proto's schedules), so a meter's time
+/// reads the same whatever zoneinfo the machine has. `None` only if this build lacks it.
+static METER_ZONE: LazyLock<Option<TimeZone>> =
+    LazyLock::new(|| TimeZoneDatabase::bundled().get("Europe/Amsterdam").ok());
+
+fn meter_zone() -> Result<&'static TimeZone, String> {
+    METER_ZONE
+        .as_ref()
+        .ok_or_else(|| "this build has no Europe/Amsterdam time zone rules".to_owned())
 }
 
-/// The date of a day count (inverse of [`days_from_civil`]).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        4 | 6 | 9 | 11 => 30,
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        _ => 31,
-    }
-}
-
-/// 01:00 UTC on the last Sunday of `month` (when EU summer time starts and ends).
-fn last_sunday_1am_utc(year: i64, month: u32) -> i64 {
-    let day31 = days_from_civil(year, month, 31);
-    let weekday = (day31 + 4).rem_euclid(7); // 1970-01-01 was a Thursday; 0 = Sunday
-    (day31 - weekday) * 86_400 + 3_600
-}
-
-/// Whether the Netherlands and Belgium are on summer time (CEST) at `utc` seconds.
-fn eu_summer_time(utc: i64) -> bool {
-    let (year, _, _) = civil_from_days(utc.div_euclid(86_400));
-    (last_sunday_1am_utc(year, 3)..last_sunday_1am_utc(year, 10)).contains(&utc)
-}
-
-/// `YYMMDDhhmmss` (DSMR years are 2000–2099) as seconds since 1970 of that wall-clock time.
-fn civil_seconds(digits: &str) -> Result<i64, String> {
+/// `YYMMDDhhmmss` (DSMR years are 2000–2099) as a wall-clock date and time.
+fn civil_datetime(digits: &str) -> Result<DateTime, String> {
     if digits.len() != 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("{} is not YYMMDDhhmmss", shown(digits)));
     }
-    let n = |i: usize| {
-        u32::from(digits.as_bytes()[i] - b'0') * 10 + u32::from(digits.as_bytes()[i + 1] - b'0')
-    };
-    let (year, month, day) = (2000 + i64::from(n(0)), n(2), n(4));
-    let (hour, minute, second) = (n(6), n(8), n(10));
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
-        return Err(format!("{} is not a real date and time", shown(digits)));
-    }
-    Ok(days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3_600 + minute * 60 + second))
+    // Two ASCII digits: 0..=99, so the `as i8` below cannot wrap.
+    let n = |i: usize| (digits.as_bytes()[i] - b'0') * 10 + (digits.as_bytes()[i + 1] - b'0');
+    DateTime::new(
+        2000 + i16::from(n(0)),
+        n(2) as i8,
+        n(4) as i8,
+        n(6) as i8,
+        n(8) as i8,
+        n(10) as i8,
+        0,
+    )
+    .map_err(|_| format!("{} is not a real date and time", shown(digits)))
+}
+
+/// UTC milliseconds of a timestamp from 2000 on (so never negative).
+fn utc_ms(t: Timestamp) -> u64 {
+    t.as_millisecond() as u64
 }
 
 /// A DSMR 4+ timestamp `YYMMDDhhmmssX` (X = `S` summer, `W` winter) as UTC milliseconds.
 fn timestamp(value: &str) -> Result<u64, String> {
     let (digits, flag) = value.split_at(value.len().saturating_sub(1));
     let offset = match flag {
-        "S" => 7_200,
-        "W" => 3_600,
+        "S" => Offset::constant(2),
+        "W" => Offset::constant(1),
         _ => {
             return Err(format!(
                 "{} is not a time YYMMDDhhmmss followed by S (summer) or W (winter)",
@@ -371,19 +315,20 @@ fn timestamp(value: &str) -> Result<u64, String> {
             ))
         }
     };
-    Ok(((civil_seconds(digits)? - offset) * 1_000) as u64)
+    offset
+        .to_timestamp(civil_datetime(digits)?)
+        .map(utc_ms)
+        .map_err(|_| format!("{} is out of range", shown(value)))
 }
 
-/// A DSMR 2.2/3 gas time `YYMMDDhhmmss` without a DST flag: Dutch local time, summer time
-/// when the EU rule says so (in the repeated autumn hour, the first, summer, one).
+/// A DSMR 2.2/3 gas time `YYMMDDhhmmss` without a DST flag: Dutch local time (in the repeated
+/// autumn hour, the first, summer, one; a time in the skipped spring hour is read with the
+/// winter offset).
 fn local_timestamp(digits: &str) -> Result<u64, String> {
-    let local = civil_seconds(digits)?;
-    let utc = if eu_summer_time(local - 7_200) {
-        local - 7_200
-    } else {
-        local - 3_600
-    };
-    Ok((utc * 1_000) as u64)
+    meter_zone()?
+        .to_timestamp(civil_datetime(digits)?)
+        .map(utc_ms)
+        .map_err(|_| format!("{} is out of range", shown(digits)))
 }
 
 /// Per M-Bus channel (`0-n:…`, n = 1..=4): what is attached and its reading.
@@ -852,21 +797,25 @@ fn write_timestamp(ms: u64) -> Option<String> {
     if !ms.is_multiple_of(1_000) {
         return None;
     }
-    let utc = i64::try_from(ms / 1_000).ok()?;
-    let summer = eu_summer_time(utc);
-    let local = utc + if summer { 7_200 } else { 3_600 };
-    let (y, m, d) = civil_from_days(local.div_euclid(86_400));
-    if !(2000..=2099).contains(&y) {
+    let utc = Timestamp::from_second(i64::try_from(ms / 1_000).ok()?).ok()?;
+    let zone = meter_zone().ok()?;
+    let flag = match zone.to_offset(utc).seconds() {
+        7_200 => 'S',
+        3_600 => 'W',
+        _ => return None,
+    };
+    let t = zone.to_datetime(utc);
+    if !(2000..=2099).contains(&t.year()) {
         return None;
     }
-    let s = local.rem_euclid(86_400);
     Some(format!(
-        "{:02}{m:02}{d:02}{:02}{:02}{:02}{}",
-        y - 2000,
-        s / 3_600,
-        s / 60 % 60,
-        s % 60,
-        if summer { 'S' } else { 'W' }
+        "{:02}{:02}{:02}{:02}{:02}{:02}{flag}",
+        t.year() - 2000,
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
     ))
 }
 
