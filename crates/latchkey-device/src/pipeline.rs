@@ -59,6 +59,7 @@ use latchkey_proto::event::{EventKind, SUBSCRIBE_ACTION};
 const REDEEM_ACTION: &str = "latchkey.redeem";
 use crate::keyfile::DeviceSecrets;
 use crate::store::{Accepted, RunningEntry, Store, Strike};
+use crate::stream::consent::Verdict;
 use crate::stream::keys::StreamKeys;
 use crate::tally::{Disposition, RefusalTally};
 use crate::view::View;
@@ -819,7 +820,8 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
 
     /// The `latchkey.consent` action (docs/PROTOCOL.md §14): judges the consent entry in its
     /// arguments ([`crate::stream::consent`]) and records it — with a new stream key when an
-    /// active consent ends — durably, before answering. Refusals are `UnknownStream` (23) and
+    /// active consent ends — durably, before answering. An entry it already holds, byte for
+    /// byte, is answered accepted and changes nothing. Refusals are `UnknownStream` (23) and
     /// `ConsentRefused` (24).
     pub fn consent(&self, auth: Authorized) -> Answer {
         let entry = match ConsentEntry::from_bytes(auth.args()) {
@@ -848,7 +850,23 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             crate::stream::consent::judge(&streams, &view.chain, &entry, now)
         };
         let effect = match judged {
-            Ok(effect) => effect,
+            Ok(Verdict::Record(effect)) => effect,
+            // An owner resending after a lost answer (or a replay): the device already acted
+            // on this very entry, so the answer is the same "accepted" and nothing changes.
+            Ok(Verdict::AlreadyHeld) => {
+                tracing::info!(
+                    seq = entry.seq,
+                    "consent entry already held; nothing changes"
+                );
+                return self.complete(
+                    auth,
+                    Ok(format!(
+                        "consent entry {} is already recorded here; nothing changes",
+                        entry.seq
+                    )
+                    .into_bytes()),
+                );
+            }
             Err((code, why)) => return self.reject(&auth.fresh, Stage::Action, code, why),
         };
         let recorded = {

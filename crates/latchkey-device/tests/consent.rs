@@ -1,8 +1,9 @@
 //! The reserved owner-only action `latchkey.consent` through the real pipeline (injected
 //! clock, real SQLite): consents given and withdrawn, the key rotation durable before the
 //! answer, and the attacks — a guest, a forged signature, a signer who is no owner, an entry
-//! for another device, a revoke of an unknown consent, a replayed old entry — each refused
-//! with nothing changed. A device that missed entries still learns a later revoke.
+//! for another device, a revoke of an unknown consent — each refused with nothing changed. A
+//! replayed old entry (or a resend after a lost answer) is answered accepted and changes
+//! nothing. A device that missed entries still learns a later revoke.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -15,12 +16,12 @@ use latchkey_device::stream::keys::StreamKeys;
 use latchkey_device::view::View;
 use latchkey_proto::chain::{OpBody, OwnerSet};
 use latchkey_proto::codec::Codec;
-use latchkey_proto::command::{Command, RejectCode, ReplyTo};
+use latchkey_proto::command::{Command, Outcome, RejectCode, ReplyTo};
 use latchkey_proto::consent::{
     purpose, ConsentAction, ConsentEntry, ConsentLog, ConsentRequest, ProviderIdentity,
     SignedConsentRequest, CONSENT_ACTION,
 };
-use latchkey_proto::envelope::seal_command;
+use latchkey_proto::envelope::{seal_command, PendingReply};
 use latchkey_proto::grant::Grant;
 use latchkey_proto::kem::KemSecretKey;
 use latchkey_proto::keys::{Signature, SigningKey};
@@ -67,6 +68,8 @@ struct Fixture {
     /// The consent log as the registry nodes hold it (every entry the owners made).
     log: ConsentLog,
     rng: ChaCha20Rng,
+    /// Opens the answer to the last command run.
+    pending: Option<PendingReply>,
     _tmp: tempfile::TempDir,
 }
 
@@ -115,6 +118,7 @@ fn fixture() -> Fixture {
         store,
         log,
         rng: rng(7),
+        pending: None,
         _tmp: tmp,
     }
 }
@@ -176,7 +180,9 @@ impl Fixture {
     /// Seals and runs one command as the agent does.
     fn run(&mut self, command: Command, key: &SigningKey) -> Answer {
         let signed = command.sign(key).unwrap();
-        let (env, _) = seal_command(&signed, self.device.keys.kem.public(), &mut self.rng).unwrap();
+        let (env, pending) =
+            seal_command(&signed, self.device.keys.kem.public(), &mut self.rng).unwrap();
+        self.pending = Some(pending);
         let fresh = match self.pipeline.open(&env, Via::Local) {
             Ok(f) => f,
             Err(Early::Answered(a)) => return a,
@@ -219,6 +225,23 @@ impl Fixture {
         let message = [&b"latchkey/v1/consent-entry\0"[..], &entry.content_bytes()].concat();
         entry.signature = signer.sign(&message);
         entry
+    }
+
+    /// What the device said in its signed answer to the last command, if it accepted it.
+    fn said(&self, answer: &Answer) -> String {
+        let response = self
+            .pending
+            .as_ref()
+            .unwrap()
+            .open(&answer.sealed, &self.device.keys.identity.public_key())
+            .unwrap();
+        assert_eq!(
+            response.response.outcome,
+            Outcome::Accepted,
+            "{}",
+            answer.reason
+        );
+        String::from_utf8(response.response.body).unwrap()
     }
 
     fn held(&self) -> usize {
@@ -432,7 +455,7 @@ fn a_forged_or_foreign_entry_is_refused_and_changes_nothing() {
 }
 
 #[test]
-fn a_revoke_of_an_unknown_consent_and_a_replayed_old_entry_are_refused() {
+fn a_revoke_of_an_unknown_consent_is_refused_and_a_replayed_old_entry_changes_nothing() {
     let mut f = fixture();
     let a = Provider::new(1, "Insights A");
     let b = Provider::new(2, "Grid B");
@@ -460,19 +483,30 @@ fn a_revoke_of_an_unknown_consent_and_a_replayed_old_entry_are_refused() {
     assert_eq!(f.held(), 1);
     assert_eq!(f.streams.current_key_id("p1"), Some(1), "no rotation");
 
-    // Revoke A, then replay A's old Given entry in a fresh command: refused, A stays out.
+    // Revoke A, then replay A's old Given entry in a fresh command: the device holds that
+    // very entry, so it answers accepted — and nothing changes: A stays out.
     let revoke = f.entry(ConsentAction::Revoked(ra.id()));
     assert!(f.send(&revoke).accepted());
     assert_eq!(f.streams.current_key_id("p1"), Some(2));
+    let (_, cleared) = f.plan("p1");
+    assert_eq!(cleared, vec![a.recipient()]);
     let answer = f.send(&given);
-    assert_eq!(code(&answer), RejectCode::ConsentRefused as u16);
+    assert!(answer.accepted(), "{}", answer.reason);
+    assert_eq!(
+        f.said(&answer),
+        "consent entry 1 is already recorded here; nothing changes"
+    );
     assert!(
-        answer.reason.contains("already recorded"),
-        "{}",
-        answer.reason
+        !f.streams.is_dirty("p1"),
+        "no key message is to be published"
     );
     assert!(f.plan("p1").0.is_empty(), "A is not authorised again");
-    assert_eq!(f.streams.current_key_id("p1"), Some(2));
+    let consents = f.streams.consents().unwrap();
+    assert_eq!(consents.len(), 1);
+    assert_eq!(consents[0].id, ra.id());
+    assert!(!consents[0].active(), "A's consent stays ended");
+    assert_eq!(f.streams.current_key_id("p1"), Some(2), "no rotation");
+    assert_eq!(f.held(), 2, "nothing recorded");
 
     // Revoking A a second time (an entry the nodes would refuse) is refused too.
     let second = f.craft(
@@ -490,6 +524,90 @@ fn a_revoke_of_an_unknown_consent_and_a_replayed_old_entry_are_refused() {
         "no second rotation"
     );
     assert_eq!(f.held(), 2);
+}
+
+#[test]
+fn resending_the_latest_entry_after_a_lost_answer_is_accepted_and_changes_nothing() {
+    let mut f = fixture();
+    let a = Provider::new(1, "Insights A");
+    let b = Provider::new(2, "Grid B");
+    let ra = f.request(&a, "p1", None);
+    let rb = f.request(&b, "p1", None);
+    let given_a = f.entry(ConsentAction::Given(ra.clone()));
+    let given_b = f.entry(ConsentAction::Given(rb.clone()));
+    assert!(f.send(&given_a).accepted());
+    assert!(f.send(&given_b).accepted());
+    f.clock.advance(MINUTE);
+    let revoke = f.entry(ConsentAction::Revoked(ra.id()));
+    let first = f.send(&revoke);
+    assert!(first.accepted(), "{}", first.reason);
+    assert_eq!(
+        f.said(&first),
+        "consent entry 3 recorded; stream p1 now uses key 2"
+    );
+    assert_eq!(f.plan("p1").0, vec![b.recipient()]);
+    let keys_before: Vec<_> = f
+        .streams
+        .keys("p1")
+        .unwrap()
+        .iter()
+        .map(|k| (k.0, k.1, k.2.as_bytes().to_owned()))
+        .collect();
+
+    // The owner never got that answer and sends the same entry again (a fresh command).
+    f.clock.advance(MINUTE);
+    let again = f.send(&revoke);
+    assert!(again.accepted(), "{}", again.reason);
+    assert_eq!(
+        f.said(&again),
+        "consent entry 3 is already recorded here; nothing changes"
+    );
+    assert_eq!(
+        f.streams.current_key_id("p1"),
+        Some(2),
+        "no second rotation"
+    );
+    let keys_after: Vec<_> = f
+        .streams
+        .keys("p1")
+        .unwrap()
+        .iter()
+        .map(|k| (k.0, k.1, k.2.as_bytes().to_owned()))
+        .collect();
+    assert_eq!(keys_after, keys_before, "the keys are the same");
+    assert!(!f.streams.is_dirty("p1"), "no key message to republish");
+    assert_eq!(f.held(), 3, "nothing recorded");
+    let mut consents: Vec<_> = f
+        .streams
+        .consents()
+        .unwrap()
+        .iter()
+        .map(|c| (c.id, c.active()))
+        .collect();
+    consents.sort();
+    let mut expected = vec![(ra.id(), false), (rb.id(), true)];
+    expected.sort();
+    assert_eq!(consents, expected, "A stays ended, B stays active");
+
+    // A different entry at a held sequence number (a fork) is still refused, and the first
+    // one stays.
+    let fork = f.craft(
+        3,
+        revoke.prev,
+        &SigningKey::from_bytes(&f.owner.to_bytes()),
+        ConsentAction::Revoked(rb.id()),
+    );
+    let answer = f.send(&fork);
+    assert_eq!(
+        code(&answer),
+        RejectCode::ConsentRefused as u16,
+        "{}",
+        answer.reason
+    );
+    assert!(answer.reason.contains("fork"), "{}", answer.reason);
+    assert_eq!(f.streams.held_entries().unwrap()[&3], revoke);
+    assert_eq!(f.plan("p1").0, vec![b.recipient()], "B keeps its key");
+    assert_eq!(f.streams.current_key_id("p1"), Some(2));
 }
 
 #[test]

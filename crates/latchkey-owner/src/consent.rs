@@ -594,11 +594,9 @@ impl Profile {
                 )
                 .await;
             match sent {
-                // A replay refusal of our own copy after a lost answer: the first copy got
-                // through, and the device holds the entry.
-                Ok(r)
-                    if r.accepted() || r.outcome_unknown() || already_held(&r.response.outcome) =>
-                {
+                // A device that already holds the entry (our earlier copy got through, its
+                // answer lost) answers accepted too (docs/PROTOCOL.md §14.9).
+                Ok(r) if r.accepted() || r.outcome_unknown() => {
                     set("delivered", None, None)?;
                     report.delivered += 1;
                 }
@@ -981,15 +979,6 @@ impl Profile {
             })
             .collect())
     }
-}
-
-/// Whether the device refused an entry only because it holds that very entry already (told
-/// through a mailbox copy that arrived after this profile stopped waiting): it knows it, so
-/// it is delivered. latchkeyd answers that case with `ConsentRefused` and these words.
-fn already_held(outcome: &Outcome) -> bool {
-    matches!(outcome, Outcome::Rejected { code, reason }
-        if *code == RejectCode::ConsentRefused as u16
-            && reason.contains("is already recorded here; nothing changes"))
 }
 
 /// The owner key that signed, for people: `lkpk1abc…`, or `you`.

@@ -8,8 +8,9 @@
 //! node and accepted by the device; revoking appends the next entry and the device takes it; a
 //! request for another device or for a stream the device does not publish is refused in words
 //! with nothing kept or left standing; a tampered or forged link is refused with nothing kept;
-//! a device offline at approve time is told at the next contact (the outbox); a consent whose
-//! end passed gets an `Expired` entry.
+//! a device offline at approve time is told at the next contact (the outbox); an entry resent
+//! after its answer was lost is delivered (the device answers accepted); a consent whose end
+//! passed gets an `Expired` entry.
 
 mod common;
 
@@ -409,6 +410,67 @@ async fn a_device_offline_at_approve_time_is_told_at_the_next_contact() {
         consents[0].delivery_note
     );
     assert_eq!(w.owner.consent_outbox_flush(None).await.unwrap().waiting, 0);
+    w.stop().await;
+}
+
+/// The device took the entry but its answer never reached this profile, which therefore still
+/// has it waiting: the next contact sends it again, and the device (holding that very entry)
+/// answers accepted, so it counts as delivered, not refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_resent_after_its_answer_was_lost_is_delivered() {
+    let w = World::start().await;
+    let acme = provider("Acme Energy");
+    let view = w
+        .owner
+        .consent_approve(&link(&acme, w.device, "p1"))
+        .await
+        .unwrap();
+    assert_eq!(view.delivery, "delivered", "{:?}", view.delivery_note);
+
+    // The lost answer, as the profile's store records it.
+    let db_path = w.tmp.path().join("owner").join("profile.db");
+    let row = |db: &rusqlite::Connection| -> (String, i64, Option<i64>) {
+        db.query_row(
+            "SELECT state, tries, code FROM consent_outbox WHERE device = ?1 AND seq = 1",
+            [w.device.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap()
+    };
+    let db = rusqlite::Connection::open(&db_path).unwrap();
+    let (_, tries, _) = row(&db);
+    let changed = db
+        .execute(
+            "UPDATE consent_outbox SET state = 'waiting' WHERE device = ?1 AND seq = 1",
+            [w.device.to_string()],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+
+    // Looking at the device's consents tells it what is waiting: the same entry again.
+    let consents = w.owner.consents(&w.device).await.unwrap();
+    assert_eq!(consents[0].state, "active");
+    assert_eq!(
+        consents[0].delivery, "delivered",
+        "{:?}",
+        consents[0].delivery_note
+    );
+    assert_eq!(
+        row(&db),
+        ("delivered".to_owned(), tries + 1, None),
+        "sent once more, and the device's answer was accepted"
+    );
+    drop(db);
+    let report = w.owner.consent_outbox_flush(None).await.unwrap();
+    assert_eq!(
+        (report.delivered, report.refused, report.waiting),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        w.node_logs().await,
+        vec![1, 1, 1],
+        "nothing new on the nodes"
+    );
     w.stop().await;
 }
 

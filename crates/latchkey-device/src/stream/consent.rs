@@ -16,8 +16,11 @@
 //!   and if the missing `Given` arrives later it is recorded as already ended — so an offline
 //!   device still learns a later revoke and never hands out a key for a withdrawn consent.
 //!   Without a gap, an end of an unknown consent is refused.
-//! - An entry at a sequence number already held is refused: identical (a replay changes
-//!   nothing) or different (a fork: the first one seen stays).
+//! - An entry at a sequence number already held is **accepted and changes nothing** when it
+//!   is byte for byte the entry held (an owner resending after a lost answer, or a replay:
+//!   either way the device already acted on it), and refused when it differs (a fork of the
+//!   log: the first one seen stays). Answering the resend "accepted" lets any owner app treat
+//!   it as delivered without reading the device's words.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +30,15 @@ use latchkey_proto::consent::{ConsentAction, ConsentEntry, ConsentId, ConsentLog
 
 use crate::stream::keys::{Effect, EndKind, HeldConsent, StreamKeys};
 
+/// What the device does with an entry it does not refuse.
+#[derive(Debug)]
+pub enum Verdict {
+    /// This very entry is already held: answer accepted, record nothing, rotate nothing.
+    AlreadyHeld,
+    /// A new entry: record it with this effect.
+    Record(Effect),
+}
+
 /// Why an entry is refused: the code (23 `UnknownStream`, 24 `ConsentRefused`, 17
 /// `Internal`) and the words the owner sees.
 pub type Refusal = (RejectCode, String);
@@ -35,21 +47,14 @@ fn refused(why: impl Into<String>) -> Refusal {
     (RejectCode::ConsentRefused, why.into())
 }
 
-/// Judges `entry` for this device at `now_ms` (its trusted clock, if any): what recording it
-/// changes, or why it is refused. Writes nothing.
+/// Judges `entry` for this device at `now_ms` (its trusted clock, if any): whether it is
+/// already held, what recording it changes, or why it is refused. Writes nothing.
 pub fn judge(
     keys: &StreamKeys,
     chain: &Chain,
     entry: &ConsentEntry,
     now_ms: Option<u64>,
-) -> Result<Effect, Refusal> {
-    let internal = |e: crate::Error| {
-        tracing::error!(error = %e, "reading the consent state failed");
-        (
-            RejectCode::Internal,
-            "the device could not read its consent state; see the device log".to_owned(),
-        )
-    };
+) -> Result<Verdict, Refusal> {
     if entry.device != chain.device() {
         return Err(refused(format!(
             "the consent entry is for device {}, not this one ({})",
@@ -59,19 +64,36 @@ pub fn judge(
     }
     let held = keys.held_entries().map_err(internal)?;
     if let Some(h) = held.get(&entry.seq) {
-        return Err(refused(if h.hash() == entry.hash() {
-            format!(
-                "consent entry {} is already recorded here; nothing changes",
-                entry.seq
-            )
-        } else {
-            format!(
-                "another consent entry {} is already recorded here (two entries at one sequence number: a fork of the consent log); the first one stays",
-                entry.seq
-            )
-        }));
+        // The whole entry, signature included (`hash()` leaves the signature out): only the
+        // very bytes the device acted on count as "already held".
+        if h == entry {
+            return Ok(Verdict::AlreadyHeld);
+        }
+        return Err(refused(format!(
+            "another consent entry {} is already recorded here (two entries at one sequence number: a fork of the consent log); the first one stays",
+            entry.seq
+        )));
     }
-    let prefix = gap_free_prefix(&held);
+    judge_new(keys, chain, entry, now_ms, &held).map(Verdict::Record)
+}
+
+fn internal(e: crate::Error) -> Refusal {
+    tracing::error!(error = %e, "reading the consent state failed");
+    (
+        RejectCode::Internal,
+        "the device could not read its consent state; see the device log".to_owned(),
+    )
+}
+
+/// Judges an entry at a sequence number the device does not hold yet.
+fn judge_new(
+    keys: &StreamKeys,
+    chain: &Chain,
+    entry: &ConsentEntry,
+    now_ms: Option<u64>,
+    held: &BTreeMap<u64, ConsentEntry>,
+) -> Result<Effect, Refusal> {
+    let prefix = gap_free_prefix(held);
     let contiguous = entry.seq == prefix + 1 && held.range(entry.seq..).next().is_none();
     let mut checked = false;
     if contiguous {
@@ -85,7 +107,7 @@ pub fn judge(
         }
     }
     if !checked {
-        verify_alone(chain, entry, &held)?;
+        verify_alone(chain, entry, held)?;
     }
     let consents = keys.consents().map_err(internal)?;
     let known = |id: &ConsentId| consents.iter().find(|c| c.id == *id);
