@@ -1,4 +1,5 @@
-//! Times as people type and read them: invitation windows in the local time zone.
+//! Times as people type and read them, in the local time zone: invitation windows here, and
+//! `latchkey-provider request --until` (which includes this file by path).
 
 use anyhow::{bail, Context};
 use jiff::civil::DateTime;

@@ -18,6 +18,8 @@ use latchkey_provider::read::{self, ReadEvent, ReadOptions};
 use latchkey_provider::request::{self, RequestSpec};
 use latchkey_provider::{profile, Profile};
 
+// The owner's CLI and this one read times alike: one source file, shared.
+#[path = "../../latchkey-cli/src/when.rs"]
 mod when;
 
 #[derive(Debug, Parser)]
