@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use latchkey_proto::kem::{aead_open, aead_seal, AEAD_NONCE_LEN};
+use latchkey_proto::stream::validate_stream_name;
 use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
@@ -20,7 +21,7 @@ use crate::profile::write_atomic;
 const MAGIC: &[u8; 6] = b"LKPKS1";
 const FILE: &str = "keys.sealed";
 /// Far above any real holding (64 keys per grant, a handful of streams), far below memory.
-const MAX_FILE: usize = 4 << 20;
+pub const MAX_FILE: usize = 4 << 20;
 /// As many keys as one device stream may hand a provider (the key grant's own cap).
 pub const MAX_KEYS_PER_STREAM: usize = 4096;
 
@@ -57,17 +58,33 @@ impl KeyStore {
     /// Loads `keys.sealed` from `dir` (empty if there is none).
     pub fn open(dir: &Path, account: &str, store_key: &[u8; 32]) -> Result<KeyStore> {
         let path = dir.join(FILE);
-        let mut aad = MAGIC.to_vec();
-        aad.extend_from_slice(account.as_bytes());
-        let mut ks = KeyStore {
-            path,
-            aad,
-            streams: BTreeMap::new(),
-        };
-        if !ks.path.exists() {
-            return Ok(ks);
+        if !path.exists() {
+            return Ok(KeyStore::empty(path, account));
         }
-        let bytes = std::fs::read(&ks.path).map_err(|e| Error::profile(&ks.path, e))?;
+        let len = std::fs::metadata(&path)
+            .map_err(|e| Error::profile(&path, e))?
+            .len();
+        // Checked before reading, so a huge file is refused without being loaded.
+        if len > MAX_FILE as u64 {
+            return Err(Error::KeysDamaged {
+                path: path.display().to_string(),
+            });
+        }
+        let bytes = std::fs::read(&path).map_err(|e| Error::profile(&path, e))?;
+        KeyStore::from_sealed(path, &bytes, account, store_key)
+    }
+
+    /// Decodes the bytes of a `keys.sealed` file (what [`KeyStore::open`] read from `path`):
+    /// at most [`MAX_FILE`] bytes, sealed under `store_key` for `account`, holding a canonical
+    /// encoding (each stream once, a valid stream name, key ids strictly ascending, at most
+    /// [`MAX_KEYS_PER_STREAM`] of them). Anything else is [`Error::KeysDamaged`].
+    pub fn from_sealed(
+        path: PathBuf,
+        bytes: &[u8],
+        account: &str,
+        store_key: &[u8; 32],
+    ) -> Result<KeyStore> {
+        let mut ks = KeyStore::empty(path, account);
         let damaged = || Error::KeysDamaged {
             path: ks.path.display().to_string(),
         };
@@ -87,8 +104,24 @@ impl KeyStore {
             &bytes[MAGIC.len() + AEAD_NONCE_LEN..],
         )
         .map_err(|_| damaged())?;
-        ks.streams = decode(&plain).ok_or_else(damaged)?;
+        let streams = decode(&plain).ok_or_else(damaged)?;
+        ks.streams = streams;
         Ok(ks)
+    }
+
+    fn empty(path: PathBuf, account: &str) -> KeyStore {
+        let mut aad = MAGIC.to_vec();
+        aad.extend_from_slice(account.as_bytes());
+        KeyStore {
+            path,
+            aad,
+            streams: BTreeMap::new(),
+        }
+    }
+
+    /// Every (device, stream) held, in order, with its keys.
+    pub fn streams(&self) -> impl Iterator<Item = (&StreamRef, &[HeldKey])> {
+        self.streams.iter().map(|(k, v)| (k, v.as_slice()))
     }
 
     /// The keys for one stream, ascending by id.
@@ -108,6 +141,11 @@ impl KeyStore {
     /// Adds keys not held yet; returns the ids that were new. A key id already held keeps its
     /// first key: a device never reuses an id, so a different key under a held id is refused.
     pub fn add(&mut self, device: &[u8; 32], stream: &str, keys: Vec<HeldKey>) -> Vec<u32> {
+        // Key grants carry only valid names; the file's encoding holds no other.
+        if validate_stream_name(stream).is_err() {
+            tracing::warn!("keys for an invalid stream name not kept");
+            return Vec::new();
+        }
         let held = self
             .streams
             .entry((*device, stream.to_owned()))
@@ -138,16 +176,38 @@ impl KeyStore {
 
     /// Writes the store (atomically, fsynced) under `store_key`.
     pub fn save(&self, store_key: &[u8; 32], rng: &mut (impl RngCore + CryptoRng)) -> Result<()> {
-        let plain = encode(&self.streams);
         let mut nonce = [0u8; AEAD_NONCE_LEN];
         rng.fill_bytes(&mut nonce);
-        let sealed = aead_seal(store_key, &nonce, &self.aad, &plain);
+        write_atomic(&self.path, &self.seal(store_key, &nonce))
+    }
+
+    /// The bytes [`KeyStore::save`] writes, with a given nonce (a fresh random one there).
+    pub fn seal(&self, store_key: &[u8; 32], nonce: &[u8; AEAD_NONCE_LEN]) -> Vec<u8> {
+        let plain = encode(&self.streams);
+        let sealed = aead_seal(store_key, nonce, &self.aad, &plain);
         let mut out = Vec::with_capacity(MAGIC.len() + AEAD_NONCE_LEN + sealed.len());
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&nonce);
+        out.extend_from_slice(nonce);
         out.extend_from_slice(&sealed);
-        write_atomic(&self.path, &out)
+        out
     }
+}
+
+/// The sealed file around any plaintext: what a fuzzer needs to reach the plaintext decoder
+/// past the AEAD (the file format is `MAGIC || nonce || AEAD(store key, nonce, MAGIC || account,
+/// plaintext)`).
+pub fn seal_plaintext(
+    account: &str,
+    store_key: &[u8; 32],
+    nonce: &[u8; AEAD_NONCE_LEN],
+    plaintext: &[u8],
+) -> Vec<u8> {
+    let mut aad = MAGIC.to_vec();
+    aad.extend_from_slice(account.as_bytes());
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(&aead_seal(store_key, nonce, &aad, plaintext));
+    out
 }
 
 fn encode(streams: &BTreeMap<StreamRef, Vec<HeldKey>>) -> Zeroizing<Vec<u8>> {
@@ -183,10 +243,18 @@ fn decode(bytes: &[u8]) -> Option<BTreeMap<StreamRef, Vec<HeldKey>>> {
         let device: [u8; 32] = take(32)?.try_into().ok()?;
         let len = take(1)?[0] as usize;
         let name = std::str::from_utf8(take(len)?).ok()?.to_owned();
+        validate_stream_name(&name).ok()?;
         let n = u16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
+        if n > MAX_KEYS_PER_STREAM {
+            return None;
+        }
         let mut keys = Vec::with_capacity(n.min(MAX_KEYS_PER_STREAM));
         for _ in 0..n {
             let key_id = u32::from_be_bytes(take(4)?.try_into().ok()?);
+            // Strictly ascending, as `add` keeps them: one encoding per store.
+            if keys.last().is_some_and(|k: &HeldKey| k.key_id >= key_id) {
+                return None;
+            }
             let from_seq = u64::from_be_bytes(take(8)?.try_into().ok()?);
             let mut key = Zeroizing::new([0u8; 32]);
             key.copy_from_slice(take(32)?);
@@ -196,7 +264,9 @@ fn decode(bytes: &[u8]) -> Option<BTreeMap<StreamRef, Vec<HeldKey>>> {
                 key,
             });
         }
-        streams.insert((device, name), keys);
+        if streams.insert((device, name), keys).is_some() {
+            return None;
+        }
     }
     if !r.is_empty() {
         return None;
@@ -288,19 +358,21 @@ mod tests {
         fn encode_then_decode_is_the_identity(
             streams in proptest::collection::vec(
                 (proptest::array::uniform32(0u8..), "[a-z0-9_-]{1,32}",
-                 proptest::collection::vec((proptest::num::u32::ANY, proptest::num::u64::ANY,
-                                             proptest::array::uniform32(0u8..)), 0..5)),
+                 proptest::collection::btree_map(proptest::num::u32::ANY,
+                    (proptest::num::u64::ANY, proptest::array::uniform32(0u8..)), 0..5)),
                 0..4),
         ) {
             let mut map = BTreeMap::new();
             for (device, name, keys) in streams {
                 let held = keys
                     .into_iter()
-                    .map(|(key_id, from_seq, key)| HeldKey { key_id, from_seq, key: Zeroizing::new(key) })
+                    .map(|(key_id, (from_seq, key))| HeldKey { key_id, from_seq, key: Zeroizing::new(key) })
                     .collect::<Vec<_>>();
                 map.insert((device, name), held);
             }
-            let back = decode(&encode(&map)).expect("its own encoding decodes");
+            let encoded = encode(&map);
+            let back = decode(&encoded).expect("its own encoding decodes");
+            proptest::prop_assert_eq!(&encode(&back)[..], &encoded[..]);
             proptest::prop_assert_eq!(back.len(), map.len());
             for (k, v) in &map {
                 let w = &back[k];
@@ -319,6 +391,64 @@ mod tests {
         bytes.extend_from_slice(&[2, b'p', b'1']);
         bytes.extend_from_slice(&u16::MAX.to_be_bytes());
         assert!(decode(&bytes).is_none());
+    }
+
+    /// One stream's plaintext: device [1; 32], `name`, keys with these ids.
+    fn plain(name: &[u8], ids: &[u32]) -> Vec<u8> {
+        let mut out = vec![0, 0, 0, 1];
+        out.extend_from_slice(&[1; 32]);
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&(ids.len() as u16).to_be_bytes());
+        for id in ids {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&[0; 8]);
+            out.extend_from_slice(&[3; 32]);
+        }
+        out
+    }
+
+    #[test]
+    fn fail_a_non_canonical_plaintext_even_under_the_right_store_key() {
+        assert!(decode(&plain(b"p1", &[1, 2])).is_some());
+        // Ids out of order or twice, a name no stream can have, one stream twice.
+        assert!(decode(&plain(b"p1", &[2, 1])).is_none());
+        assert!(decode(&plain(b"p1", &[1, 1])).is_none());
+        assert!(decode(&plain(b"P1", &[1])).is_none());
+        assert!(decode(&plain(b"", &[1])).is_none());
+        let mut twice = plain(b"p1", &[1]);
+        twice[3] = 2;
+        twice.extend_from_slice(&plain(b"p1", &[1])[4..]);
+        assert!(decode(&twice).is_none());
+        let ids: Vec<u32> = (0..=MAX_KEYS_PER_STREAM as u32).collect();
+        assert!(decode(&plain(b"p1", &ids)).is_none());
+        assert!(decode(&plain(b"p1", &ids[1..])).is_some());
+        // Sealed correctly, the store still refuses it as damaged.
+        let sealed = seal_plaintext("provider-a", &[7; 32], &[0; 24], &plain(b"p1", &[2, 1]));
+        let e = KeyStore::from_sealed("keys.sealed".into(), &sealed, "provider-a", &[7; 32]);
+        assert!(matches!(e, Err(Error::KeysDamaged { .. })));
+    }
+
+    #[test]
+    fn fail_an_oversized_store_file_is_refused_before_it_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = std::fs::File::create(tmp.path().join(FILE)).unwrap();
+        f.set_len(MAX_FILE as u64 + 1).unwrap();
+        let e = KeyStore::open(tmp.path(), "provider-a", &[7; 32]).unwrap_err();
+        assert!(matches!(e, Error::KeysDamaged { .. }), "{e}");
+        assert!(e.to_string().contains("Move it away"), "{e}");
+    }
+
+    #[test]
+    fn a_store_seals_back_to_the_bytes_it_was_read_from() {
+        let mut ks = KeyStore::empty("keys.sealed".into(), "provider-a");
+        ks.add(&[1; 32], "p1", vec![key(3, 1), key(1, 2)]);
+        assert!(ks.add(&[1; 32], "Not A Stream", vec![key(1, 1)]).is_empty());
+        let sealed = ks.seal(&[7; 32], &[5; 24]);
+        let back =
+            KeyStore::from_sealed("keys.sealed".into(), &sealed, "provider-a", &[7; 32]).unwrap();
+        assert_eq!(back.seal(&[7; 32], &[5; 24]), sealed);
+        assert_eq!(back.streams().count(), 1);
     }
 
     #[test]

@@ -259,9 +259,36 @@ impl Profile {
     }
 }
 
+/// The largest profile JSON file read back. The biggest, `requests.json`, grows by about 10 KB
+/// per request made (a link is at most 8,192 characters): thousands fit, and a damaged or
+/// planted file cannot make a command load gigabytes.
+pub const MAX_JSON_FILE: usize = 32 << 20;
+
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(|e| Error::profile(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::profile(path, e))
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::profile(path, e))?;
+    // One byte past the limit is enough to know it is too large, without reading the rest.
+    let mut bytes = Vec::new();
+    file.take(MAX_JSON_FILE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::profile(path, e))?;
+    parse_json(path, &bytes)
+}
+
+/// Decodes the bytes of one profile JSON file (`path` only names it in errors): at most
+/// [`MAX_JSON_FILE`] bytes of JSON for `T` ([`PublicIdentity`], `Vec<RequestRecord>`,
+/// `BTreeMap<String, DeviceRecord>` or `Vec<StreamRecord>`).
+pub fn parse_json<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
+    if bytes.len() > MAX_JSON_FILE {
+        return Err(Error::profile(
+            path,
+            format!(
+                "it is larger than the {} MiB a profile file may be",
+                MAX_JSON_FILE >> 20
+            ),
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| Error::profile(path, e))
 }
 
 fn read_json_or_default<T: DeserializeOwned + Default>(path: &Path) -> Result<T> {
@@ -384,6 +411,26 @@ mod tests {
         let device = latchkey_proto::keys::DeviceId([9; 32]);
         let e = crate::registry::known_device(&p, &device).unwrap_err();
         assert!(e.to_string().contains("--node URL"), "{e}");
+    }
+
+    #[test]
+    fn fail_an_oversized_profile_file_is_refused_with_its_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = MemoryStore::default();
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(6);
+        let p = Profile::init(tmp.path(), "Acme", "", &store, &mut rng, 5).unwrap();
+        // Valid JSON (an empty list and spaces), only too large.
+        let mut big = b"[]".to_vec();
+        big.resize(MAX_JSON_FILE + 1, b' ');
+        std::fs::write(tmp.path().join(STREAMS), &big).unwrap();
+        let e = p.streams().unwrap_err().to_string();
+        assert!(
+            e.contains("streams.json") && e.contains("larger than the 32 MiB"),
+            "{e}"
+        );
+        big.truncate(MAX_JSON_FILE);
+        std::fs::write(tmp.path().join(STREAMS), &big).unwrap();
+        assert!(p.streams().unwrap().is_empty());
     }
 
     #[test]
