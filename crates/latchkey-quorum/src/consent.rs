@@ -5,7 +5,8 @@
 //! shorter log), serve bytes that do not verify, or serve one branch of an equivocation (two
 //! validly signed entries at one seq). The client asks several nodes, verifies every answer
 //! against the chain it already verified ([`crate::QuorumClient::check`]), keeps the longest
-//! verified log, and names the rest: a node whose log does not verify is **lying**; one whose
+//! verified log (less any *unsettled* tail too few nodes hold: [`UNSETTLED_SUPPORT`]), and
+//! names the rest: a node whose log does not verify is **lying**; one whose
 //! verified log is a prefix of the kept one is only **behind** (it may have missed a post; its
 //! peers catch it up); one whose verified log differs from the kept one at some seq is
 //! **conflicting** (an owner signed two rival entries, or two owners raced).
@@ -31,6 +32,14 @@ pub const CONSENT_PAGE_CAP: usize = 4 * 1024 * 1024 + 8 * 1024 + 4;
 pub const NEXT_SEQ_HEADER: &str = "x-latchkey-next-seq";
 /// Pages read from one node at most: a full log of the largest entries fits in 20.
 const MAX_PAGES: usize = 32;
+/// How many answering nodes must hold an *unsettled* entry — one after the last entry a
+/// current owner signed in the current era — before a reader takes it. Such an entry verifies
+/// as history (its signer was an owner at its anchor), so a removed owner and one lying node
+/// could otherwise plant one (a consent for her own provider) at the head of every reader's
+/// log; honest nodes never take it (they admit only current owners' entries and replicate only
+/// runs a current owner has built on), so it cannot gather two. A legitimate unsettled tail
+/// (its signer was removed after it was posted) was acknowledged by `min_acks` nodes.
+pub const UNSETTLED_SUPPORT: usize = 2;
 
 /// What one node served for a device's consent log.
 #[derive(Debug, Clone)]
@@ -59,6 +68,9 @@ pub struct ConsentLogReport {
     pub conflicting: Vec<String>,
     /// Nodes whose verified log is a shorter prefix of the kept log (withholding or lagging).
     pub behind: Vec<String>,
+    /// Nodes whose log goes on past the kept one with entries no current owner has signed or
+    /// built on, which fewer than [`UNSETTLED_SUPPORT`] answering nodes hold (see there).
+    pub unsettled: Vec<String>,
     /// Nodes that hold no chain for the device.
     pub unknown: Vec<String>,
     /// Nodes that did not answer, with why.
@@ -152,14 +164,28 @@ pub fn assess_consents(
             needed: min_answers.max(1),
         });
     };
-    let log = verified.swap_remove(best);
+    let mut log = verified.swap_remove(best);
+    let keep = settled_len(chain, log.entries(), &good);
+    if keep < log.len() {
+        tracing::warn!(%device, kept = keep, served = log.len(), "consent entries no current owner signed, held by too few nodes, left out");
+        // Every prefix of a verified log verifies; a failure here would be a proto bug.
+        log = ConsentLog::verify(chain, log.entries()[..keep].to_vec()).map_err(|e| {
+            Error::ConsentLogUnverified {
+                device: format!("{device} (a prefix of its verified log: {e})"),
+                lying: Vec::new(),
+            }
+        })?;
+    }
     let mut conflicting = Vec::new();
     let mut behind = Vec::new();
+    let mut unsettled = Vec::new();
     for (node, entries) in good {
         if log.entries().starts_with(&entries) {
             if entries.len() < log.len() {
                 behind.push(node);
             }
+        } else if entries.starts_with(log.entries()) {
+            unsettled.push(node);
         } else {
             conflicting.push(node);
         }
@@ -173,9 +199,42 @@ pub fn assess_consents(
         lying,
         conflicting,
         behind,
+        unsettled,
         unknown,
         failed,
     })
+}
+
+/// How much of `entries` (a verified log) a reader takes: everything up to the last entry a
+/// current owner signed in the current era, then each further entry only while at least
+/// [`UNSETTLED_SUPPORT`] answering nodes hold the log up to it.
+fn settled_len(
+    chain: &Chain,
+    entries: &[ConsentEntry],
+    good: &[(String, Vec<ConsentEntry>)],
+) -> usize {
+    let state = chain.state();
+    let settled = entries
+        .iter()
+        .rposition(|e| {
+            state.is_owner(&e.signer)
+                && chain
+                    .spine_anchor(&e.anchor)
+                    .is_some_and(|(_, _, era)| era == state.epoch)
+        })
+        .map_or(0, |i| i + 1);
+    let mut keep = settled;
+    for i in settled..entries.len() {
+        let holders = good
+            .iter()
+            .filter(|(_, e)| e.len() > i && e[..=i] == entries[..=i])
+            .count();
+        if holders < UNSETTLED_SUPPORT {
+            break;
+        }
+        keep = i + 1;
+    }
+    keep
 }
 
 enum Posted {

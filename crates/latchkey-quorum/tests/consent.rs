@@ -300,3 +300,74 @@ fn between_rival_logs_of_one_length_the_better_supported_is_kept() {
         assert!(report.lying.is_empty());
     }
 }
+
+/// Attack: a removed owner signs an entry anchored in her time (a consent for her own
+/// provider) and one lying node serves it at the head of the log. It verifies as history, but
+/// no current owner signed or built on it and no honest node holds it, so a reader leaves it
+/// out and names the node; the same tail held by two nodes (an entry posted while its signer
+/// was an owner, removed since) is kept.
+#[test]
+fn a_former_owners_entry_served_by_one_node_alone_is_left_out() {
+    use latchkey_quorum::{assess_consents, ConsentAnswer};
+    let (alice, bob) = (person(1), person(2));
+    let mut dev = TestDevice::new(501, "Meter");
+    dev.claim(&[&alice], 1);
+    dev.apply(
+        OpBody::AmendOwners(OwnerSet {
+            owners: sorted(&[&alice, &bob]),
+            threshold: 1,
+        }),
+        &[&alice, &bob],
+    );
+    let mut log = ConsentLog::new(&dev.chain);
+    let by_bob = give(&log, &dev.chain, &bob, 1);
+    log.append(&dev.chain, by_bob).unwrap();
+    let by_alice = give(&log, &dev.chain, &alice, 2);
+    log.append(&dev.chain, by_alice).unwrap();
+    // Alice is removed; the log's newest entry is hers.
+    dev.apply(
+        OpBody::AmendOwners(OwnerSet {
+            owners: vec![bob.public_key()],
+            threshold: 1,
+        }),
+        &[&alice, &bob],
+    );
+    let full = log.entries().to_vec();
+    let answers = |a: &[&[ConsentEntry]]| {
+        a.iter()
+            .enumerate()
+            .map(|(i, e)| (format!("node{i}"), ConsentAnswer::Entries(e.to_vec())))
+            .collect::<Vec<_>>()
+    };
+
+    let planted =
+        assess_consents(&dev.chain, answers(&[&full, &full[..1], &full[..1]]), 2).unwrap();
+    assert_eq!(
+        planted.log.entries(),
+        &full[..1],
+        "the planted entry was taken"
+    );
+    assert_eq!(planted.unsettled, vec!["node0"]);
+    assert!(planted.conflicting.is_empty() && planted.lying.is_empty());
+
+    let posted = assess_consents(&dev.chain, answers(&[&full, &full, &full[..1]]), 2).unwrap();
+    assert_eq!(
+        posted.log.entries(),
+        &full[..],
+        "a tail two nodes hold was dropped"
+    );
+    assert_eq!(posted.behind, vec!["node2"]);
+    assert!(posted.unsettled.is_empty());
+
+    // Once a current owner builds on it, one node holding it is enough.
+    let mut built = ConsentLog::verify(&dev.chain, full.clone()).unwrap();
+    let next = give(&built, &dev.chain, &bob, 3);
+    built.append(&dev.chain, next).unwrap();
+    let settled = assess_consents(
+        &dev.chain,
+        answers(&[built.entries(), &full[..1], &full[..1]]),
+        2,
+    )
+    .unwrap();
+    assert_eq!(settled.log.entries(), built.entries());
+}
