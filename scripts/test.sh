@@ -38,4 +38,4 @@ fi
 log "cargo build (binaries)"
 cargo build --workspace --bins "${cargo_features[@]}"
 log "cargo test (inside a private Secret Service session; the app's test in a private X server)"
-LATCHKEY_APP_E2E=1 with_secret_service cargo test --workspace "${cargo_features[@]}"
+LATCHKEY_APP_E2E=1 with_secret_service cargo test --workspace --no-fail-fast "${cargo_features[@]}"

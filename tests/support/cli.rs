@@ -14,11 +14,7 @@ use latchkey_node::{Limits, NodeConfig, RunningNode};
 use crate::support::workspace_bin;
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    latchkey_testkit::free_port()
 }
 
 pub fn require_secret_service() {

@@ -76,11 +76,7 @@ pub fn start_xvfb() -> (Reaped, String) {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    latchkey_testkit::free_port()
 }
 
 pub fn wait_for_port(port: u16, within: Duration) {

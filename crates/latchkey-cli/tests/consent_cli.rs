@@ -43,10 +43,7 @@ fn text(out: &Output) -> (Option<i32>, String, String) {
 }
 
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    latchkey_testkit::free_addr()
 }
 
 fn consent_link(device: DeviceId, stream: &str) -> String {

@@ -31,11 +31,7 @@ fn require_secret_service() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    latchkey_testkit::free_port()
 }
 
 fn now_ms() -> u64 {

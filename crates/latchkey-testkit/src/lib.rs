@@ -138,3 +138,26 @@ pub fn flip_bit(bytes: &[u8], index: usize) -> Vec<u8> {
     out[index] ^= 0x01;
     out
 }
+
+/// A TCP port on 127.0.0.1 that is free now, for a server a test starts a moment later.
+///
+/// Picked at random **below** Linux's ephemeral range (32768–60999): a port found by binding
+/// `:0` and letting go comes from that range, so the kernel may hand it to an outgoing
+/// connection or another test's `:0` bind before the server binds it (seen in CI as
+/// `AddrInUse`). Two tests picking the same port at random stays possible but rare, and the
+/// port must bind when chosen.
+pub fn free_port() -> u16 {
+    use rand_core::RngCore;
+    for _ in 0..1_000 {
+        let port = 20_000 + (rand_core::OsRng.next_u32() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port on 127.0.0.1 between 20000 and 31999");
+}
+
+/// [`free_port`] as an address.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], free_port()))
+}

@@ -357,11 +357,7 @@ pub fn lines(path: &Path) -> usize {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    latchkey_testkit::free_port()
 }
 
 /// A grant for `guest` on the device of `chain`, valid for the next hour.

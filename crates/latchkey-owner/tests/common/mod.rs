@@ -53,10 +53,7 @@ pub async fn start_nodes(dir: &Path, n: usize) -> Vec<RunningNode> {
 
 /// A loopback address nothing listens on yet.
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    latchkey_testkit::free_addr()
 }
 
 /// A door in `dir` whose one action, `unlock`, runs `program`: on `listen`, checking `nodes`
