@@ -153,12 +153,17 @@ pub async fn get_forks(
         .forks(device)
         .await?
         .ok_or_else(|| ApiError::unknown_device(&device.to_string()))?;
+    Ok(forks_json(&forks))
+}
+
+/// Fork evidence as served (ops' and consent entries' alike): `{"forks":[{seq, ours, theirs}]}`.
+pub(super) fn forks_json(forks: &[crate::store::ForkRow]) -> Response {
     let b64 = &data_encoding::BASE64;
     let forks: Vec<_> = forks
         .iter()
         .map(|f| json!({ "seq": f.seq, "ours": b64.encode(&f.ours), "theirs": b64.encode(&f.theirs) }))
         .collect();
-    Ok(Json(json!({ "forks": forks })).into_response())
+    Json(json!({ "forks": forks })).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,19 +172,25 @@ pub struct FeedQuery {
     limit: Option<usize>,
 }
 
+impl FeedQuery {
+    /// `(after, limit)`: `after` defaults to 0, `limit` to 100 (at most `max`); a limit of 0 or
+    /// over `max` is `400 invalid_query`. The op feed and the consent feed page alike.
+    pub(super) fn page(&self, max: usize) -> Result<(u64, usize), ApiError> {
+        let limit = self.limit.unwrap_or(max.min(100));
+        if limit == 0 || limit > max {
+            return Err(ApiError::invalid_query(format!(
+                "limit must be between 1 and {max}"
+            )));
+        }
+        Ok((self.after.unwrap_or(0), limit))
+    }
+}
+
 pub async fn get_feed(
     State(st): State<AppState>,
     q: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let q = query(q)?;
-    let after = q.after.unwrap_or(0);
-    let max = st.limits.feed_max_limit;
-    let limit = q.limit.unwrap_or(max.min(100));
-    if limit == 0 || limit > max {
-        return Err(ApiError::invalid_query(format!(
-            "limit must be between 1 and {max}"
-        )));
-    }
+    let (after, limit) = query(q)?.page(st.limits.feed_max_limit)?;
     metrics::inc(&st.metrics.feed_reads);
     let rows = st.store.read(move |c| store::feed(c, after, limit)).await?;
     let next = rows.last().map_or(after, |r| r.cursor);

@@ -13,7 +13,7 @@ use latchkey_proto::consent::ConsentEntry;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::chain::parse_device;
+use super::chain::{forks_json, parse_device, FeedQuery};
 use super::error::ApiError;
 use super::{query, AppState};
 use crate::consents::store as consent_store;
@@ -171,33 +171,14 @@ pub async fn get_consent_forks(
         .forks(device)
         .await?
         .ok_or_else(|| ApiError::unknown_device(&device.to_string()))?;
-    let b64 = &data_encoding::BASE64;
-    let forks: Vec<_> = forks
-        .iter()
-        .map(|f| json!({ "seq": f.seq, "ours": b64.encode(&f.ours), "theirs": b64.encode(&f.theirs) }))
-        .collect();
-    Ok(Json(json!({ "forks": forks })).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-pub struct FeedQuery {
-    after: Option<u64>,
-    limit: Option<usize>,
+    Ok(forks_json(&forks))
 }
 
 pub async fn get_consent_feed(
     State(st): State<AppState>,
     q: Result<Query<FeedQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let q = query(q)?;
-    let after = q.after.unwrap_or(0);
-    let max = st.limits.feed_max_limit;
-    let limit = q.limit.unwrap_or(max.min(100));
-    if limit == 0 || limit > max {
-        return Err(ApiError::invalid_query(format!(
-            "limit must be between 1 and {max}"
-        )));
-    }
+    let (after, limit) = query(q)?.page(st.limits.feed_max_limit)?;
     metrics::inc(&st.metrics.consent_reads);
     let rows = st
         .store
