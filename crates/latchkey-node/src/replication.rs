@@ -172,39 +172,16 @@ impl Replicator {
         let full = page.entries.len() >= PAGE;
 
         // Group by device, keeping feed order (each device's ops are consecutive there).
-        let mut order: Vec<DeviceId> = Vec::new();
-        let mut groups: HashMap<DeviceId, Vec<Op>> = HashMap::new();
-        let mut last = cursor;
-        for entry in &page.entries {
-            last = last.max(entry.cursor);
-            let parsed = DeviceId::parse(&entry.device)
-                .map_err(|e| e.to_string())
-                .and_then(|device| {
-                    let bytes = data_encoding::BASE64
-                        .decode(entry.op.as_bytes())
-                        .map_err(|e| e.to_string())?;
-                    let op = Op::from_bytes(&bytes).map_err(|e| e.to_string())?;
-                    if op.device != device {
-                        return Err("the op is for another device than the entry says".into());
-                    }
-                    Ok((device, op))
-                });
-            match parsed {
-                Ok((device, op)) => {
-                    groups
-                        .entry(device)
-                        .or_insert_with(|| {
-                            order.push(device);
-                            Vec::new()
-                        })
-                        .push(op);
-                }
-                Err(why) => {
-                    metrics::inc(&self.metrics.replication_errors);
-                    tracing::warn!(peer = %key, cursor = entry.cursor, %why, "skipping a malformed feed entry");
-                }
-            }
-        }
+        let rows = page.entries.iter().map(|e| (e.cursor, &*e.device, &*e.op));
+        let (last, order, mut groups) = group_by_device(
+            rows,
+            cursor,
+            |op: &Op| op.device,
+            |cursor, why| {
+                metrics::inc(&self.metrics.replication_errors);
+                tracing::warn!(peer = %key, cursor, %why, "skipping a malformed feed entry");
+            },
+        );
         for device in order {
             let ops = groups.remove(&device).expect("grouped");
             self.take(key, device, ops).await?;
@@ -281,37 +258,19 @@ impl Replicator {
         let page: ConsentFeedPage = serde_json::from_slice(&body).map_err(|e| self.bad(e))?;
         metrics::inc(&self.metrics.replication_pulls);
         let full = page.entries.len() >= CONSENT_PAGE;
-        let mut order: Vec<DeviceId> = Vec::new();
-        let mut groups: HashMap<DeviceId, Vec<ConsentEntry>> = HashMap::new();
-        let mut last = cursor;
-        for entry in &page.entries {
-            last = last.max(entry.cursor);
-            let parsed = DeviceId::parse(&entry.device)
-                .map_err(|e| e.to_string())
-                .and_then(|device| {
-                    let bytes = data_encoding::BASE64
-                        .decode(entry.entry.as_bytes())
-                        .map_err(|e| e.to_string())?;
-                    let e = ConsentEntry::from_bytes(&bytes).map_err(|e| e.to_string())?;
-                    if e.device != device {
-                        return Err("the entry is for another device than the feed says".into());
-                    }
-                    Ok((device, e))
-                });
-            match parsed {
-                Ok((device, e)) => groups
-                    .entry(device)
-                    .or_insert_with(|| {
-                        order.push(device);
-                        Vec::new()
-                    })
-                    .push(e),
-                Err(why) => {
-                    metrics::inc(&self.metrics.replication_errors);
-                    tracing::warn!(peer = %key, cursor = entry.cursor, %why, "skipping a malformed consent feed entry");
-                }
-            }
-        }
+        let rows = page
+            .entries
+            .iter()
+            .map(|e| (e.cursor, &*e.device, &*e.entry));
+        let (last, order, mut groups) = group_by_device(
+            rows,
+            cursor,
+            |e: &ConsentEntry| e.device,
+            |cursor, why| {
+                metrics::inc(&self.metrics.replication_errors);
+                tracing::warn!(peer = %key, cursor, %why, "skipping a malformed consent feed entry");
+            },
+        );
         for device in order {
             let mut run = groups.remove(&device).expect("grouped");
             run.sort_by_key(|e| e.seq);
@@ -405,4 +364,45 @@ impl Replicator {
             message: e.to_string(),
         }
     }
+}
+
+/// Decodes a feed page's rows (`cursor`, device text, base64 item) and groups the items by
+/// device in feed order; a row that does not decode, or whose item names another device than
+/// the row, goes to `skip`. Returns the highest cursor seen (at least `cursor`), the devices in
+/// order and their items.
+fn group_by_device<'a, T: Codec>(
+    rows: impl Iterator<Item = (u64, &'a str, &'a str)>,
+    cursor: u64,
+    device_of: impl Fn(&T) -> DeviceId,
+    mut skip: impl FnMut(u64, String),
+) -> (u64, Vec<DeviceId>, HashMap<DeviceId, Vec<T>>) {
+    let mut order = Vec::new();
+    let mut groups: HashMap<DeviceId, Vec<T>> = HashMap::new();
+    let mut last = cursor;
+    for (row_cursor, device, item) in rows {
+        last = last.max(row_cursor);
+        let parsed = DeviceId::parse(device)
+            .map_err(|e| e.to_string())
+            .and_then(|device| {
+                let bytes = data_encoding::BASE64
+                    .decode(item.as_bytes())
+                    .map_err(|e| e.to_string())?;
+                let item = T::from_bytes(&bytes).map_err(|e| e.to_string())?;
+                if device_of(&item) != device {
+                    return Err("the item is for another device than the feed row says".into());
+                }
+                Ok((device, item))
+            });
+        match parsed {
+            Ok((device, item)) => groups
+                .entry(device)
+                .or_insert_with(|| {
+                    order.push(device);
+                    Vec::new()
+                })
+                .push(item),
+            Err(why) => skip(row_cursor, why),
+        }
+    }
+    (last, order, groups)
 }
