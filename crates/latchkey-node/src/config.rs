@@ -2,18 +2,19 @@
 //! replicate from, and the limits it holds every client to.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 pub use reqwest::Url;
+
+pub use crate::store::DbLocation;
 
 /// Everything [`crate::start`] needs.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// Address to listen on; port 0 picks a free port (read it back from `RunningNode::addr`).
     pub listen: SocketAddr,
-    /// The SQLite file (created if missing).
-    pub db_path: PathBuf,
+    /// Where the data lives: a SQLite file (created if missing) or a PostgreSQL URL.
+    pub db: DbLocation,
     /// Base URLs of the nodes to replicate from (e.g. `http://10.0.0.2:7400`).
     pub peers: Vec<Url>,
     /// Pause between two pulls of a peer's feed once caught up.
@@ -23,10 +24,10 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// A node on `listen` storing into `db_path`, with no peers and the default limits.
-    pub fn new(listen: SocketAddr, db_path: impl Into<PathBuf>) -> Self {
+    pub fn new(listen: SocketAddr, db: impl Into<DbLocation>) -> Self {
         NodeConfig {
             listen,
-            db_path: db_path.into(),
+            db: db.into(),
             peers: Vec::new(),
             sync_interval: Duration::from_secs(1),
             limits: Limits::default(),

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{Limits, NodeConfig, Rate, Url};
+pub use config::{DbLocation, Limits, NodeConfig, Rate, Url};
 pub use error::{Error, Result};
 
 /// A node serving in the background. Dropping it stops it without waiting;
@@ -139,8 +139,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     if config.sync_interval.is_zero() {
         return Err(Error::Config("the sync interval must be above zero".into()));
     }
-    let db_path = config.db_path.clone();
-    let store = tokio::task::spawn_blocking(move || store::Store::open(&db_path)).await??;
+    let store = store::open(&config.db).await?;
+    // Listen before reading what is stored, so no change falls between the two.
+    let changes = store.changes();
     let metrics = Arc::new(metrics::Metrics::default());
     let limits = Arc::new(config.limits.clone());
     let registry = Arc::new(
@@ -224,6 +225,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     for peer in &config.peers {
         tasks.push(peers.spawn(peer.clone())?);
     }
+    tasks.push(tokio::spawn(follow_changes(
+        changes,
+        registry.clone(),
+        peers.consents.clone(),
+        mailboxes.clone(),
+        peers.store.shared(),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(housekeeping(
         mailboxes,
         peers.store.clone(),
@@ -240,6 +249,47 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         metrics,
         peers,
     })
+}
+
+/// Keeps the caches true to the store: a chain or consent log another node process changed is
+/// dropped, a device it stored becomes known, and long polls wake for messages it took.
+async fn follow_changes(
+    mut changes: tokio::sync::broadcast::Receiver<store::Change>,
+    registry: Arc<registry::Registry>,
+    consents: Arc<consents::ConsentLogs>,
+    mailboxes: Arc<mailbox::Mailboxes>,
+    shared: bool,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let change = tokio::select! {
+            change = changes.recv() => change,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match change {
+            Ok(store::Change::Ops { device, version }) => registry.changed(device, version).await,
+            Ok(store::Change::Consents { device, len }) => consents.changed(device, len).await,
+            // This process's own posts woke their readers already.
+            Ok(store::Change::Mailbox(mailbox)) => {
+                if shared {
+                    mailboxes.posted_elsewhere(mailbox);
+                }
+            }
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "fell behind the store's change announcements; dropping every cache"
+                );
+                if let Err(e) = registry.forget_all().await {
+                    tracing::warn!(error = %e, "re-reading the known devices failed");
+                }
+                consents.forget_all().await;
+                mailboxes.wake_all();
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 /// Purges expired mailbox messages, expired invitation blobs and idle rate-limit entries now
@@ -261,10 +311,7 @@ async fn housekeeping(
             Ok(n) => tracing::debug!(purged = n, "expired mailbox messages purged"),
             Err(e) => tracing::warn!(error = %e, "purging mailboxes failed"),
         }
-        match store
-            .write(|conn| invites::purge(conn, store::now_ms()))
-            .await
-        {
+        match store.invite_purge(store::now_ms()).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(purged = n, "expired invitation blobs purged"),
             Err(e) => tracing::warn!(error = %e, "purging invitation blobs failed"),

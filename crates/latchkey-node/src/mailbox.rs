@@ -20,8 +20,7 @@ use crate::error::Result;
 use crate::metrics::{self, Metrics};
 use crate::store::{self, MailboxRefusal, MessageRow, PostQuota, Store};
 
-/// A mailbox id: 32 bytes (a device's mailbox is its device id).
-pub type MailboxId = [u8; 32];
+pub use crate::store::MailboxId;
 
 /// The node's mailboxes.
 #[derive(Debug)]
@@ -58,12 +57,7 @@ impl Drop for WaiterGuard<'_> {
 impl Mailboxes {
     pub async fn open(store: Store, metrics: Arc<Metrics>, limits: &Limits) -> Result<Mailboxes> {
         let now = store::now_ms();
-        let live = store
-            .write(move |c| {
-                store::mailbox_purge(c, now)?;
-                store::mailbox_live_total(c, now)
-            })
-            .await?;
+        let (_, live) = store.mailbox_purge(now).await?;
         Ok(Mailboxes {
             store,
             metrics,
@@ -90,7 +84,7 @@ impl Mailboxes {
         let expires = now.saturating_add(ttl.as_millis() as u64);
         let posted = self
             .store
-            .write(move |c| store::mailbox_post(c, &mailbox, &body, expires, now, &quota))
+            .mailbox_post(mailbox, body, expires, now, quota)
             .await?;
         match posted {
             Ok(_) => {
@@ -136,10 +130,7 @@ impl Mailboxes {
                 n.as_mut().enable();
             }
             let now = store::now_ms();
-            let messages = self
-                .store
-                .read(move |c| store::mailbox_read(c, &mailbox, after, now, limit))
-                .await?;
+            let messages = self.store.mailbox_read(mailbox, after, now, limit).await?;
             if !messages.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(messages);
             }
@@ -154,16 +145,26 @@ impl Mailboxes {
         }
     }
 
+    /// Wakes the readers of a mailbox another node process posted to.
+    pub fn posted_elsewhere(&self, mailbox: MailboxId) {
+        let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(notify) = waiters.get(&mailbox) {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Wakes every reader (the store's announcements were missed): each looks again.
+    pub fn wake_all(&self) {
+        let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        for notify in waiters.values() {
+            notify.notify_waiters();
+        }
+    }
+
     /// Deletes expired messages and recounts the live ones.
     pub async fn purge(&self) -> Result<usize> {
         let now = store::now_ms();
-        let (purged, live) = self
-            .store
-            .write(move |c| {
-                let purged = store::mailbox_purge(c, now)?;
-                Ok((purged, store::mailbox_live_total(c, now)?))
-            })
-            .await?;
+        let (purged, live) = self.store.mailbox_purge(now).await?;
         self.live_total.store(live, Ordering::Relaxed);
         Ok(purged)
     }

@@ -1,12 +1,11 @@
 //! `latchkey-node`: a Latchkey registry node (docs/API.md).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use latchkey_node::{Limits, NodeConfig, Rate, Url};
+use latchkey_node::{DbLocation, Limits, NodeConfig, Rate, Url};
 use tracing_subscriber::EnvFilter;
 
 /// A Latchkey registry node: stores ownership chains, replicates from peers, relays mailboxes.
@@ -16,9 +15,10 @@ struct Cli {
     /// Address to listen on, e.g. 0.0.0.0:7400 (port 0 picks a free port).
     #[arg(long)]
     listen: SocketAddr,
-    /// SQLite database file (created if missing).
-    #[arg(long)]
-    db: PathBuf,
+    /// Where the data lives: a SQLite file (created if missing), or a PostgreSQL URL
+    /// (`postgres://user:password@host/dbname`) that several node processes may share.
+    #[arg(long, value_parser = parse_db)]
+    db: DbLocation,
     /// Base URL of a node to replicate from; repeat for several.
     #[arg(long = "peer", value_name = "URL")]
     peers: Vec<Url>,
@@ -52,6 +52,13 @@ struct Cli {
     /// Live messages one client address may hold across all mailboxes.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     mailbox_per_address: Option<u64>,
+}
+
+fn parse_db(text: &str) -> Result<DbLocation, String> {
+    if text.is_empty() {
+        return Err("give a SQLite file path or a postgres:// URL".into());
+    }
+    Ok(DbLocation::parse(text))
 }
 
 fn cap(flag: Option<u64>, default: usize) -> usize {
@@ -104,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let node = latchkey_node::start(config)
         .await
-        .with_context(|| format!("starting the node on {}", cli.db.display()))?;
+        .with_context(|| format!("starting the node on {}", cli.db))?;
     println!("listening on {}", node.url());
     use std::io::Write;
     std::io::stdout().flush().ok();

@@ -98,6 +98,9 @@ pub struct Metrics {
     rejected: [AtomicU64; 5],
     /// New fork evidence stored.
     pub forks: AtomicU64,
+    /// Writes that found the chain or consent log moved by another node process (then
+    /// verified again).
+    pub stale_writes: AtomicU64,
     pub chain_reads: AtomicU64,
     pub feed_reads: AtomicU64,
     pub mailbox_posts: AtomicU64,
@@ -213,6 +216,11 @@ impl Metrics {
             "latchkey_forks_total",
             "New fork evidence stored.",
             get(&self.forks),
+        );
+        counter(
+            "latchkey_stale_writes_total",
+            "Writes that found the chain or consent log moved by another node process.",
+            get(&self.stale_writes),
         );
         counter(
             "latchkey_chain_reads_total",

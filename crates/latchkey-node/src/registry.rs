@@ -17,13 +17,15 @@ use tokio::sync::RwLock;
 
 use crate::error::{Error, Result};
 use crate::metrics::{self, Metrics};
-use crate::store::{self, ForkRow, OpRow, Store};
+use crate::store::{self, ForkRow, OpRow, Stale, Store};
 
 /// A device's main chain, verified, and the ids of the fork ops recorded against it.
 #[derive(Debug)]
 struct Loaded {
     chain: Chain,
     fork_ids: HashSet<OpId>,
+    /// The stored version this chain was read at or written as ([`store::DeviceRows::version`]).
+    version: u64,
 }
 
 #[derive(Debug, Default)]
@@ -159,11 +161,7 @@ impl Registry {
         max_cached: usize,
         max_forks: usize,
     ) -> Result<Registry> {
-        let known: HashSet<DeviceId> = store
-            .read(store::known_devices)
-            .await?
-            .into_iter()
-            .collect();
+        let known: HashSet<DeviceId> = store.known_devices().await?.into_iter().collect();
         metrics.devices.store(known.len() as u64, Ordering::Relaxed);
         Ok(Registry {
             store,
@@ -214,12 +212,13 @@ impl Registry {
         slot
     }
 
-    /// Loads a device's chain from the database and verifies it from genesis.
-    async fn load(&self, device: DeviceId) -> Result<Loaded> {
-        let rows = self
-            .store
-            .read(move |c| store::load_device(c, &device))
-            .await?;
+    /// Loads a device's chain from the database and verifies it from genesis; `None` when none
+    /// is stored.
+    async fn load(&self, device: DeviceId) -> Result<Option<Loaded>> {
+        let rows = self.store.load_device(device).await?;
+        if rows.ops.is_empty() {
+            return Ok(None);
+        }
         tokio::task::spawn_blocking(move || {
             let corrupt = |seq: u64, source| Error::Corrupt {
                 device: device.to_string(),
@@ -241,7 +240,11 @@ impl Registry {
                 let op = Op::from_bytes(bytes).map_err(|e| corrupt(0, e))?;
                 fork_ids.insert(op.id());
             }
-            Ok(Loaded { chain, fork_ids })
+            Ok(Some(Loaded {
+                chain,
+                fork_ids,
+                version: rows.version,
+            }))
         })
         .await?
     }
@@ -264,10 +267,11 @@ impl Registry {
         }
         let mut guard = slot.loaded.write().await;
         if guard.is_none() {
-            *guard = Some(self.load(device).await?);
+            *guard = self.load(device).await?;
         }
-        let loaded = guard.as_ref().expect("just loaded");
-        Ok(Some(f(&loaded.chain, loaded.fork_ids.len())))
+        Ok(guard
+            .as_ref()
+            .map(|loaded| f(&loaded.chain, loaded.fork_ids.len())))
     }
 
     /// The `OpList` encoding of the spine ops with seq ≥ `from` and every side op (at most what
@@ -290,9 +294,7 @@ impl Registry {
         if !self.is_known(&device) {
             return Ok(None);
         }
-        Ok(Some(
-            self.store.read(move |c| store::forks(c, &device)).await?,
-        ))
+        Ok(Some(self.store.forks(device).await?))
     }
 
     /// Verifies `ops` against the device's chain and stores what extends it, durably, before
@@ -327,10 +329,35 @@ impl Registry {
             }
         }
 
+        // Another node process sharing the database may store ops for this device between our
+        // read and our write: the write then finds the version moved and stores nothing, and we
+        // verify again against what it stored (usually finding a fork).
+        for _ in 0..MAX_STALE_RETRIES {
+            match self.ingest_once(device, ops.clone()).await {
+                Err(Attempt::Stale) => {
+                    metrics::inc(&self.metrics.stale_writes);
+                    continue;
+                }
+                Err(Attempt::Refused(refusal)) => return Err(refusal),
+                Ok(accepted) => return Ok(accepted),
+            }
+        }
+        Err(Refusal::Storage(Error::Internal(format!(
+            "the chain of {device} kept changing under this post ({MAX_STALE_RETRIES} tries); \
+             post again"
+        ))))
+    }
+
+    /// One verify-and-store pass of [`Registry::ingest`].
+    async fn ingest_once(
+        &self,
+        device: DeviceId,
+        ops: Vec<Op>,
+    ) -> core::result::Result<Accepted, Attempt> {
         let slot = self.slot(device);
         let mut guard = slot.loaded.write().await;
-        if guard.is_none() && self.is_known(&device) {
-            *guard = Some(self.load(device).await.map_err(Refusal::Storage)?);
+        if guard.is_none() && (self.is_known(&device) || self.store.shared()) {
+            *guard = self.load(device).await.map_err(Refusal::Storage)?;
         }
         let current = guard.take();
         let (back, step) = tokio::task::spawn_blocking(move || merge_into(current, ops))
@@ -348,15 +375,16 @@ impl Registry {
                 return Err(Refusal::Fork {
                     seq,
                     recorded: true,
-                });
+                }
+                .into());
             }
             Step::Invalid(e) => {
                 *guard = back;
-                return Err(Refusal::Invalid(e));
+                return Err(Refusal::Invalid(e).into());
             }
             Step::Gap { have, first } => {
                 *guard = back;
-                return Err(Refusal::Gap { have, first });
+                return Err(Refusal::Gap { have, first }.into());
             }
         };
         let mut loaded = back.expect("a merged chain comes back");
@@ -364,12 +392,19 @@ impl Registry {
             let now = store::now_ms();
             let write = self
                 .store
-                .write(move |c| store::update_ops(c, &device, &changes.rows, &changes.removed, now))
+                .update_ops(device, loaded.version, changes.rows, changes.removed, now)
                 .await;
-            if let Err(e) = write {
-                // Nothing was stored: forget the cached change.
-                *guard = None;
-                return Err(Refusal::Storage(e));
+            match write {
+                Ok(Ok(version)) => loaded.version = version,
+                Ok(Err(Stale)) => {
+                    *guard = None;
+                    return Err(Attempt::Stale);
+                }
+                Err(e) => {
+                    // Nothing was stored: forget the cached change.
+                    *guard = None;
+                    return Err(Refusal::Storage(e).into());
+                }
             }
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
             if known.insert(device) {
@@ -391,9 +426,7 @@ impl Registry {
                 let now = store::now_ms();
                 let write = self
                     .store
-                    .write(move |c| {
-                        store::insert_fork(c, &device, seq, &theirs_id.0, &ours, &theirs, now)
-                    })
+                    .insert_fork(device, seq, theirs_id.0, ours, theirs, now)
                     .await;
                 match write {
                     Ok(new) => {
@@ -405,7 +438,7 @@ impl Registry {
                     }
                     Err(e) => {
                         *guard = Some(loaded);
-                        return Err(Refusal::Storage(e));
+                        return Err(Refusal::Storage(e).into());
                     }
                 }
             }
@@ -422,9 +455,66 @@ impl Registry {
         let accepted = accepted(&loaded.chain, added);
         *guard = Some(loaded);
         match refusal {
-            Some(refusal) => Err(refusal),
+            Some(refusal) => Err(refusal.into()),
             None => Ok(accepted),
         }
+    }
+
+    /// Takes note of a committed change to a device's chain (announced by the store, maybe by
+    /// another node process): a cached chain older than it is dropped and reloaded on next use.
+    pub async fn changed(&self, device: DeviceId, version: u64) {
+        {
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            if known.insert(device) {
+                self.metrics
+                    .devices
+                    .store(known.len() as u64, Ordering::Relaxed);
+            }
+        }
+        let slot = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.map.get(&device).cloned()
+        };
+        if let Some(slot) = slot {
+            let mut guard = slot.loaded.write().await;
+            if guard.as_ref().is_some_and(|l| l.version < version) {
+                *guard = None;
+            }
+        }
+    }
+
+    /// Drops every cached chain (the store's announcements were missed: anything may have
+    /// changed), and learns devices stored meanwhile.
+    pub async fn forget_all(&self) -> Result<()> {
+        let slots: Vec<Arc<Slot>> = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.map.values().cloned().collect()
+        };
+        for slot in slots {
+            *slot.loaded.write().await = None;
+        }
+        let devices = self.store.known_devices().await?;
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.extend(devices);
+        self.metrics
+            .devices
+            .store(known.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// How often a post is verified again after another writer moved the chain under it.
+const MAX_STALE_RETRIES: usize = 4;
+
+/// How one pass of an ingest ended, when it did not store.
+enum Attempt {
+    Stale,
+    Refused(Refusal),
+}
+
+impl From<Refusal> for Attempt {
+    fn from(refusal: Refusal) -> Self {
+        Attempt::Refused(refusal)
     }
 }
 
@@ -490,6 +580,7 @@ fn merge_into(loaded: Option<Loaded>, ops: Vec<Op>) -> (Option<Loaded>, Step) {
             let loaded = Loaded {
                 chain,
                 fork_ids: HashSet::new(),
+                version: 0,
             };
             (loaded, Vec::new(), iter.collect())
         }

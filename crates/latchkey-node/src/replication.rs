@@ -21,7 +21,7 @@ use crate::consents::{ConsentLogs, ConsentRefusal};
 use crate::error::{Error, Result};
 use crate::metrics::{self, Metrics};
 use crate::registry::{Refusal, Registry};
-use crate::store::{self, Store};
+use crate::store::Store;
 
 /// Feed entries asked for per pull.
 const PAGE: usize = 500;
@@ -89,11 +89,7 @@ impl Replicator {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let key = peer_key(&self.peer);
         let lookup = key.clone();
-        let mut cursor = match self
-            .store
-            .read(move |c| store::peer_cursor(c, &lookup))
-            .await
-        {
+        let mut cursor = match self.store.peer_cursor(&lookup).await {
             Ok(cursor) => cursor,
             Err(e) => {
                 tracing::error!(peer = %key, error = %e, "cannot read the saved cursor; replication from this peer is off");
@@ -102,11 +98,7 @@ impl Replicator {
         };
         let consent_key = format!("{key}#consents");
         let lookup = consent_key.clone();
-        let mut consent_cursor = match self
-            .store
-            .read(move |c| store::peer_cursor(c, &lookup))
-            .await
-        {
+        let mut consent_cursor = match self.store.peer_cursor(&lookup).await {
             Ok(cursor) => cursor,
             Err(e) => {
                 tracing::error!(peer = %key, error = %e, "cannot read the saved consent cursor; replication from this peer is off");
@@ -189,10 +181,7 @@ impl Replicator {
 
         let next = page.next.max(last);
         if next != cursor {
-            let key = key.to_owned();
-            self.store
-                .write(move |c| store::set_peer_cursor(c, &key, next))
-                .await?;
+            self.store.set_peer_cursor(key, next).await?;
         }
         Ok((next, full))
     }
@@ -278,10 +267,7 @@ impl Replicator {
         }
         let next = page.next.max(last);
         if next != cursor {
-            let cursor_key = cursor_key.to_owned();
-            self.store
-                .write(move |c| store::set_peer_cursor(c, &cursor_key, next))
-                .await?;
+            self.store.set_peer_cursor(cursor_key, next).await?;
         }
         Ok((next, full))
     }

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use latchkey_node::store::{self, Store};
+use latchkey_node::store;
 use latchkey_proto::keys::DeviceId;
 use reqwest::StatusCode;
 
@@ -147,10 +147,8 @@ async fn ops_whose_predecessors_are_missing_are_fetched_from_the_peer() {
     let (_, feed) = get_json(&c, &format!("{}/v1/feed", a.url())).await;
     let cursor = feed["entries"][1]["cursor"].as_u64().unwrap();
     let peer = a.url();
-    let s = Store::open(&b_db).unwrap();
-    s.write(move |conn| store::set_peer_cursor(conn, &peer, cursor))
-        .await
-        .unwrap();
+    let s = store::open(&b_db.as_path().into()).await.unwrap();
+    s.set_peer_cursor(&peer, cursor).await.unwrap();
     drop(s);
 
     let b = node_with_peers(&b_db, &[&a]).await;

@@ -17,7 +17,6 @@ use super::error::ApiError;
 use super::{query, AppState};
 use crate::metrics::{self, Rejection};
 use crate::registry::Refusal;
-use crate::store;
 
 pub(super) fn parse_device(text: &str) -> Result<DeviceId, ApiError> {
     DeviceId::parse(text).map_err(|e| {
@@ -192,7 +191,7 @@ pub async fn get_feed(
 ) -> Result<Response, ApiError> {
     let (after, limit) = query(q)?.page(st.limits.feed_max_limit)?;
     metrics::inc(&st.metrics.feed_reads);
-    let rows = st.store.read(move |c| store::feed(c, after, limit)).await?;
+    let rows = st.store.feed(after, limit).await?;
     let next = rows.last().map_or(after, |r| r.cursor);
     let entries: Vec<_> = rows
         .iter()

@@ -16,7 +16,6 @@ use serde_json::json;
 use super::chain::{forks_json, parse_device, FeedQuery};
 use super::error::ApiError;
 use super::{query, AppState};
-use crate::consents::store as consent_store;
 use crate::consents::{ConsentRefusal, Posted};
 use crate::metrics::{self, ConsentRejection};
 
@@ -156,6 +155,9 @@ fn refusal_to_api(device: latchkey_proto::keys::DeviceId, r: ConsentRefusal) -> 
             "consent_log_full",
             format!("{message}; nothing was stored"),
         ),
+        ConsentRefusal::Stale => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "try_again", message)
+        }
         ConsentRefusal::Storage(e) => ApiError::internal(e),
     }
 }
@@ -180,10 +182,7 @@ pub async fn get_consent_feed(
 ) -> Result<Response, ApiError> {
     let (after, limit) = query(q)?.page(st.limits.feed_max_limit)?;
     metrics::inc(&st.metrics.consent_reads);
-    let rows = st
-        .store
-        .read(move |c| consent_store::feed(c, after, limit))
-        .await?;
+    let rows = st.store.consent_feed(after, limit).await?;
     let next = rows.last().map_or(after, |r| r.cursor);
     let entries: Vec<_> = rows
         .iter()

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::{query, AppState, ClientAddress};
-use crate::invites::{self, InviteQuota, InviteRefusal, Stored, MAX_INVITE_LIFETIME_MS};
+use crate::invites::{InviteQuota, InviteRefusal, Stored, MAX_INVITE_LIFETIME_MS};
 use crate::metrics;
 use crate::store::now_ms;
 
@@ -121,7 +121,7 @@ pub async fn put_invite(
     };
     let stored = st
         .store
-        .write(move |conn| invites::put(conn, &id, &body, expires, now, &quota))
+        .invite_put(id, body.to_vec(), expires, now, quota)
         .await?;
     let refused = |status, code, message: String| {
         metrics::inc(&st.metrics.invites_refused);
@@ -166,11 +166,7 @@ pub async fn get_invite(
     let id = parse_id(&id)?;
     metrics::inc(&st.metrics.invite_reads);
     let now = now_ms();
-    match st
-        .store
-        .read(move |conn| invites::get(conn, &id, now))
-        .await?
-    {
+    match st.store.invite_get(id, now).await? {
         Some(body) => {
             Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
         }

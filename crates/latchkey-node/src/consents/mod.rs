@@ -15,8 +15,6 @@
 //! device about what comes last; a log whose newest entry is by a removed owner waits on a new
 //! node until a current owner appends.
 
-pub mod store;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,8 +27,7 @@ use latchkey_proto::keys::DeviceId;
 use crate::error::{Error, Result};
 use crate::metrics::{self, Metrics};
 use crate::registry::Registry;
-use crate::store::{ForkRow, Store};
-use store::EntryRow;
+use crate::store::{EntryRow, ForkRow, Stale, Store};
 
 /// The largest entry a node takes: the protocol's cap on one encoded `ConsentEntry`.
 pub const MAX_ENTRY_BODY: usize = 8 * 1024;
@@ -101,6 +98,13 @@ pub enum ConsentRefusal {
     Gap { have: u64, seq: u64 },
     #[error("the device's consent log holds its maximum of {cap} entries on this node")]
     Full { cap: u64 },
+    /// Another node process sharing the database stored an entry of this log first; nothing
+    /// was stored (the log is reloaded on the next try).
+    #[error(
+        "another node process stored an entry of this consent log at the same moment; \
+         nothing was stored: post the entry again"
+    )]
+    Stale,
     #[error("{0}")]
     Storage(Error),
 }
@@ -110,6 +114,9 @@ impl From<Error> for ConsentRefusal {
         ConsentRefusal::Storage(e)
     }
 }
+
+/// How often a post is verified again after another node process moved the log under it.
+const MAX_STALE_RETRIES: usize = 4;
 
 /// The consent logs of the devices the node holds.
 #[derive(Debug)]
@@ -140,6 +147,35 @@ impl ConsentLogs {
             max_cached: max_cached.max(1),
             max_forks,
             max_entries,
+        }
+    }
+
+    /// Takes note of a committed change to a device's log (maybe by another node process): a
+    /// cached log shorter than it is dropped and reloaded on next use.
+    pub async fn changed(&self, device: DeviceId, len: u64) {
+        let slot = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.map.get(&device).cloned()
+        };
+        if let Some(slot) = slot {
+            let mut guard = slot.held.lock().await;
+            if guard
+                .as_ref()
+                .is_some_and(|h| (h.log.entries().len() as u64) < len)
+            {
+                *guard = None;
+            }
+        }
+    }
+
+    /// Drops every cached log (the store's announcements were missed).
+    pub async fn forget_all(&self) {
+        let slots: Vec<Arc<Slot>> = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.map.values().cloned().collect()
+        };
+        for slot in slots {
+            *slot.held.lock().await = None;
         }
     }
 
@@ -177,10 +213,8 @@ impl ConsentLogs {
 
     /// Loads a device's stored log and verifies it against `chain`.
     async fn load(&self, device: DeviceId, chain: Chain) -> Result<Held> {
-        let (rows, fork_hashes) = self
-            .store
-            .read(move |c| Ok((store::load(c, &device)?, store::fork_hashes(c, &device)?)))
-            .await?;
+        let stored = self.store.consent_load(device).await?;
+        let (rows, fork_hashes) = (stored.entries, stored.fork_hashes);
         tokio::task::spawn_blocking(move || {
             let corrupt = |seq: u64, source| Error::Corrupt {
                 device: format!("{device} consent log"),
@@ -215,15 +249,12 @@ impl ConsentLogs {
         let from = from.max(1);
         let (rows, more) = self
             .store
-            .read(move |c| {
-                store::page(
-                    c,
-                    &device,
-                    from,
-                    MAX_ENTRIES_PER_DEVICE as usize,
-                    PAGE_MAX_BYTES,
-                )
-            })
+            .consent_page(
+                device,
+                from,
+                MAX_ENTRIES_PER_DEVICE as usize,
+                PAGE_MAX_BYTES,
+            )
             .await?;
         let next = more.then_some(from + rows.len() as u64);
         let mut out = Writer::new();
@@ -239,15 +270,30 @@ impl ConsentLogs {
         if !self.registry.is_known(&device) {
             return Ok(None);
         }
-        Ok(Some(
-            self.store.read(move |c| store::forks(c, &device)).await?,
-        ))
+        Ok(Some(self.store.consent_forks(device).await?))
     }
 
     /// Takes one posted entry for `device` if it is the log's next by the device's rule
     /// (`ConsentLog::check_next`), durably before returning; answers a repeat of a held entry
     /// without change, and keeps a validly signed rival of a held entry as evidence.
     pub async fn post(
+        &self,
+        device: DeviceId,
+        entry: ConsentEntry,
+    ) -> core::result::Result<Posted, ConsentRefusal> {
+        let mut tries = 0;
+        loop {
+            match self.post_once(device, entry.clone()).await {
+                Err(ConsentRefusal::Stale) if tries < MAX_STALE_RETRIES => {
+                    metrics::inc(&self.metrics.stale_writes);
+                    tries += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn post_once(
         &self,
         device: DeviceId,
         entry: ConsentEntry,
@@ -310,14 +356,19 @@ impl ConsentLogs {
             bytes: entry.to_bytes(),
         };
         let now = crate::store::now_ms();
-        let write = self
-            .store
-            .write(move |c| store::append(c, &device, &[row], now))
-            .await;
-        if let Err(e) = write {
-            // The cached log holds the entry the disk does not: forget it.
-            *guard = None;
-            return Err(ConsentRefusal::Storage(e));
+        let write = self.store.consent_append(device, vec![row], now).await;
+        match write {
+            Ok(Ok(())) => {}
+            Ok(Err(Stale)) => {
+                // Another node process stored an entry first: verify again against it.
+                *guard = None;
+                return Err(ConsentRefusal::Stale);
+            }
+            Err(e) => {
+                // The cached log holds the entry the disk does not: forget it.
+                *guard = None;
+                return Err(ConsentRefusal::Storage(e));
+            }
         }
         *guard = Some(taken);
         metrics::inc(&self.metrics.consents_accepted);
@@ -376,9 +427,7 @@ impl ConsentLogs {
             let now = crate::store::now_ms();
             let new = self
                 .store
-                .write(move |c| {
-                    store::insert_fork(c, &device, seq, &theirs_hash, &ours, &theirs, now)
-                })
+                .consent_insert_fork(device, seq, theirs_hash, ours, theirs, now)
                 .await?;
             if new {
                 metrics::inc(&self.metrics.consent_forks);
@@ -395,6 +444,23 @@ impl ConsentLogs {
     /// next by the device's rule, or else if the whole log then verifies by the reader's rule.
     /// Returns how many were added.
     pub async fn ingest_replicated(
+        &self,
+        device: DeviceId,
+        run: Vec<ConsentEntry>,
+    ) -> core::result::Result<usize, ConsentRefusal> {
+        let mut tries = 0;
+        loop {
+            match self.ingest_replicated_once(device, run.clone()).await {
+                Err(ConsentRefusal::Stale) if tries < MAX_STALE_RETRIES => {
+                    metrics::inc(&self.metrics.stale_writes);
+                    tries += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn ingest_replicated_once(
         &self,
         device: DeviceId,
         run: Vec<ConsentEntry>,
@@ -450,13 +516,17 @@ impl ConsentLogs {
         };
         let added = rows.len();
         let now = crate::store::now_ms();
-        let write = self
-            .store
-            .write(move |c| store::append(c, &device, &rows, now))
-            .await;
-        if let Err(e) = write {
-            *guard = None;
-            return Err(ConsentRefusal::Storage(e));
+        let write = self.store.consent_append(device, rows, now).await;
+        match write {
+            Ok(Ok(())) => {}
+            Ok(Err(Stale)) => {
+                *guard = None;
+                return Err(ConsentRefusal::Stale);
+            }
+            Err(e) => {
+                *guard = None;
+                return Err(ConsentRefusal::Storage(e));
+            }
         }
         *guard = back;
         metrics::add(&self.metrics.consents_accepted, added as u64);

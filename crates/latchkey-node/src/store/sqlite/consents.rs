@@ -3,11 +3,12 @@
 //! so a second entry at a held seq can never be stored beside the first; the autoincrement
 //! `cursor` is the order they were accepted in, which the consent feed replicates by.
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-
-use crate::error::{Error, Result};
-use crate::store::{FeedRow, ForkRow};
 use latchkey_proto::keys::DeviceId;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{to_i64, to_u64};
+use crate::error::{Error, Result};
+use crate::store::{EntryRow, FeedRow, ForkRow, Stale};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS consents (
@@ -35,22 +36,6 @@ CREATE TABLE IF NOT EXISTS consent_forks (
 pub fn create(conn: &Connection) -> Result<()> {
     conn.execute_batch(SCHEMA)?;
     Ok(())
-}
-
-/// A verified entry, ready to store.
-#[derive(Debug, Clone)]
-pub struct EntryRow {
-    pub seq: u64,
-    pub hash: [u8; 32],
-    pub bytes: Vec<u8>,
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
 }
 
 /// Every stored entry of a device, in seq order.
@@ -92,6 +77,7 @@ pub fn page(
     Ok((out, false))
 }
 
+#[cfg(test)]
 /// How many entries a device's log holds (its last seq: seqs run from 1 without gaps).
 pub fn len(conn: &Connection, device: &DeviceId) -> Result<u64> {
     let n: i64 = conn.query_row(
@@ -102,19 +88,30 @@ pub fn len(conn: &Connection, device: &DeviceId) -> Result<u64> {
     Ok(to_u64(n))
 }
 
-/// Appends `rows` (consecutive seqs, verified by the caller) to a device's log in one durable
-/// transaction. Refuses, storing nothing, unless they continue exactly what is stored: the
-/// caller's view of the log must never run ahead of the disk.
+/// Appends `rows` (consecutive seqs, verified by the caller) to a device's log. Answers
+/// [`Stale`], storing nothing, unless they continue exactly what is stored: the caller's view
+/// of the log must never run ahead of the disk.
 pub fn append(
-    conn: &mut Connection,
+    conn: &Connection,
     device: &DeviceId,
     rows: &[EntryRow],
     now_ms: u64,
-) -> Result<()> {
+) -> Result<core::result::Result<(), Stale>> {
     let Some(first) = rows.first() else {
-        return Ok(());
+        return Ok(Ok(()));
     };
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Checked before writing anything: the caller's transaction may hold other work.
+    if let Some((_, row)) = rows
+        .iter()
+        .enumerate()
+        .find(|(i, row)| row.seq != first.seq + *i as u64)
+    {
+        return Err(Error::Internal(format!(
+            "consent entries for {device} are not consecutive at seq {}",
+            row.seq
+        )));
+    }
+    let tx = conn;
     let last: Option<i64> = tx
         .query_row(
             "SELECT MAX(seq) FROM consents WHERE device = ?1",
@@ -125,23 +122,14 @@ pub fn append(
         .flatten();
     let have = last.map(to_u64).unwrap_or(0);
     if first.seq != have + 1 {
-        return Err(Error::Internal(format!(
-            "consent entries for {device} from seq {} do not follow the {have} stored",
-            first.seq
-        )));
+        return Ok(Err(Stale));
     }
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO consents (device, seq, hash, bytes, accepted_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        for (i, row) in rows.iter().enumerate() {
-            if row.seq != first.seq + i as u64 {
-                return Err(Error::Internal(format!(
-                    "consent entries for {device} are not consecutive at seq {}",
-                    row.seq
-                )));
-            }
+        for row in rows {
             stmt.execute(params![
                 &device.0[..],
                 to_i64(row.seq),
@@ -151,13 +139,12 @@ pub fn append(
             ])?;
         }
     }
-    tx.commit()?;
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// Records a conflicting entry as evidence; returns whether it was new.
 pub fn insert_fork(
-    conn: &mut Connection,
+    conn: &Connection,
     device: &DeviceId,
     seq: u64,
     theirs_hash: &[u8; 32],
@@ -249,22 +236,24 @@ mod tests {
 
     #[test]
     fn append_only_continues_the_stored_log() {
-        let mut conn = Connection::open_in_memory().unwrap();
+        let conn = Connection::open_in_memory().unwrap();
         create(&conn).unwrap();
         let d = DeviceId([7; 32]);
         let other = DeviceId([8; 32]);
-        append(&mut conn, &d, &[row(1, 1), row(2, 2)], 5).unwrap();
-        append(&mut conn, &other, &[row(1, 9)], 5).unwrap();
+        append(&conn, &d, &[row(1, 1), row(2, 2)], 5)
+            .unwrap()
+            .unwrap();
+        append(&conn, &other, &[row(1, 9)], 5).unwrap().unwrap();
         // A gap, a repeat of a held seq, and a non-consecutive run all store nothing.
-        append(&mut conn, &d, &[row(4, 4)], 5).unwrap_err();
-        append(&mut conn, &d, &[row(2, 3)], 5).unwrap_err();
-        append(&mut conn, &d, &[row(3, 3), row(5, 5)], 5).unwrap_err();
+        assert_eq!(append(&conn, &d, &[row(4, 4)], 5).unwrap(), Err(Stale));
+        assert_eq!(append(&conn, &d, &[row(2, 3)], 5).unwrap(), Err(Stale));
+        append(&conn, &d, &[row(3, 3), row(5, 5)], 5).unwrap_err();
         assert_eq!(len(&conn, &d).unwrap(), 2);
         assert_eq!(
             load(&conn, &d).unwrap(),
             vec![row(1, 1).bytes, row(2, 2).bytes]
         );
-        append(&mut conn, &d, &[row(3, 3)], 5).unwrap();
+        append(&conn, &d, &[row(3, 3)], 5).unwrap().unwrap();
 
         let (page1, more) = page(&conn, &d, 2, 1, 1 << 20).unwrap();
         assert_eq!((page1, more), (vec![row(2, 2).bytes], true));
@@ -282,11 +271,11 @@ mod tests {
 
     #[test]
     fn fork_evidence_is_kept_once() {
-        let mut conn = Connection::open_in_memory().unwrap();
+        let conn = Connection::open_in_memory().unwrap();
         create(&conn).unwrap();
         let d = DeviceId([7; 32]);
-        assert!(insert_fork(&mut conn, &d, 2, &[1; 32], b"ours", b"theirs", 1).unwrap());
-        assert!(!insert_fork(&mut conn, &d, 2, &[1; 32], b"ours", b"theirs", 2).unwrap());
+        assert!(insert_fork(&conn, &d, 2, &[1; 32], b"ours", b"theirs", 1).unwrap());
+        assert!(!insert_fork(&conn, &d, 2, &[1; 32], b"ours", b"theirs", 2).unwrap());
         assert_eq!(fork_hashes(&conn, &d).unwrap(), vec![[1; 32]]);
         let f = forks(&conn, &d).unwrap();
         assert_eq!((f[0].seq, f[0].theirs.as_slice()), (2, &b"theirs"[..]));
