@@ -26,6 +26,21 @@ pub enum Error {
     SchemaTooNew { found: i64, known: i64 },
     #[error("the database holds chains of an earlier protocol (schema {found}, this build knows {known}); move it aside and start with a new --db file: the node re-syncs from its peers")]
     SchemaTooOld { found: i64, known: i64 },
+    #[cfg(feature = "postgres")]
+    #[error("the PostgreSQL URL given to --db does not parse: {source}; write it as postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")]
+    PgUrl { source: tokio_postgres::Error },
+    #[cfg(feature = "postgres")]
+    #[error("cannot connect to PostgreSQL: {source}; check that the server runs, the URL's host, port, user and database, and that the server lets this user in (pg_hba.conf)")]
+    PgConnect { source: tokio_postgres::Error },
+    #[cfg(feature = "postgres")]
+    #[error("PostgreSQL error: {0}")]
+    Pg(#[from] tokio_postgres::Error),
+    #[cfg(feature = "postgres")]
+    #[error("no PostgreSQL connection available: {0}; check that the server runs and accepts more connections (max_connections)")]
+    PgPool(#[from] deadpool_postgres::PoolError),
+    #[cfg(feature = "postgres")]
+    #[error("cannot migrate the PostgreSQL schema: {source}; if the database was migrated by a newer node, update this node; otherwise give --db an empty database of its own")]
+    PgMigrate { source: Box<refinery::Error> },
     #[error("cannot listen on {addr}: {source}; is another process using the port?")]
     Bind {
         addr: std::net::SocketAddr,

@@ -595,7 +595,7 @@ async fn the_cap_per_device_and_the_post_rate_hold() {
 fn spawn_binary(db: &Path) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey-node"))
         .args(["--listen", "127.0.0.1:0", "--db"])
-        .arg(db)
+        .arg(db_arg(db))
         .args(["--ops-rate", "0", "--read-rate", "0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -747,7 +747,20 @@ async fn a_lying_peer_cannot_plant_a_former_owners_entry_by_replication() {
     );
     publish(&c, &a.url(), &dev).await;
     a.shutdown().await.unwrap();
-    {
+    if on_postgres() {
+        // The feed counter moves too, as a real append would move it.
+        cluster().psql(
+            &pg_name(&db_a),
+            &format!(
+                "WITH c AS (UPDATE feed_counters SET last = last + 1 WHERE feed = 'consents' \
+                 RETURNING last) INSERT INTO consents (cursor, device, seq, hash, bytes, \
+                 accepted_ms) SELECT last, '\\x{}', 2, '\\x{}', '\\x{}', 0 FROM c",
+                hex::encode(id.0),
+                hex::encode(planted.hash()),
+                hex::encode(planted.to_bytes())
+            ),
+        );
+    } else {
         let db = rusqlite::Connection::open(&db_a).unwrap();
         db.execute(
             "INSERT INTO consents (device, seq, hash, bytes, accepted_ms) VALUES (?1, 2, ?2, ?3, 0)",

@@ -29,7 +29,7 @@ struct Binary {
 fn spawn(db: &Path) -> Binary {
     let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey-node"))
         .args(["--listen", "127.0.0.1:0", "--db"])
-        .arg(db)
+        .arg(db_arg(db))
         .args(["--ops-rate", "0", "--read-rate", "0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

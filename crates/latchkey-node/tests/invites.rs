@@ -243,11 +243,7 @@ async fn an_expired_blob_is_gone_and_pruned() {
     assert_eq!(get(&c, &base, &id_hex(1)).await.0, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(get(&c, &base, &id_hex(1)).await.0, StatusCode::NOT_FOUND);
-    let rows = || {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.query_row("SELECT COUNT(*) FROM invites", [], |r| r.get::<_, i64>(0))
-            .unwrap()
-    };
+    let rows = || sql_count(&db, "SELECT COUNT(*) FROM invites");
     assert!(eventually(Duration::from_secs(5), || async { rows() == 1 }).await);
     assert_eq!(
         get(&c, &base, &id_hex(2)).await,

@@ -147,7 +147,7 @@ async fn ops_whose_predecessors_are_missing_are_fetched_from_the_peer() {
     let (_, feed) = get_json(&c, &format!("{}/v1/feed", a.url())).await;
     let cursor = feed["entries"][1]["cursor"].as_u64().unwrap();
     let peer = a.url();
-    let s = store::open(&b_db.as_path().into()).await.unwrap();
+    let s = store::open(&location(&b_db)).await.unwrap();
     s.set_peer_cursor(&peer, cursor).await.unwrap();
     drop(s);
 

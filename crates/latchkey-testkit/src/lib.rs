@@ -4,6 +4,7 @@
 //! benchmarks.
 
 pub mod liar;
+pub mod postgres;
 
 use latchkey_proto::chain::{Chain, Op, OpBody, OwnerSet};
 use latchkey_proto::device::DeviceKeys;

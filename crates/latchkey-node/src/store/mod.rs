@@ -16,6 +16,8 @@
 //! for a shared database, of every other process (PostgreSQL LISTEN/NOTIFY), so caches drop
 //! what another front end replaced and long polls wake wherever the message was posted.
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -26,7 +28,7 @@ use async_trait::async_trait;
 use latchkey_proto::keys::DeviceId;
 use tokio::sync::broadcast;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::invites::{InviteQuota, InviteRefusal, Stored};
 
 /// A mailbox id: 32 bytes (a device's mailbox is its device id).
@@ -354,7 +356,7 @@ pub async fn open(location: &DbLocation) -> Result<Store> {
 
 #[cfg(not(feature = "postgres"))]
 async fn open_postgres(_url: &str) -> Result<Store> {
-    Err(Error::Config(
+    Err(crate::error::Error::Config(
         "this node was built without PostgreSQL support; rebuild with --features postgres \
          or give --db a SQLite file"
             .into(),

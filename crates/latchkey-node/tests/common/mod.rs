@@ -1,10 +1,14 @@
-//! What the node's integration tests share: nodes on 127.0.0.1 port 0 over real SQLite files,
-//! an HTTP client, and chain builders.
+//! What the node's integration tests share: nodes on 127.0.0.1 port 0 over real SQLite files
+//! (or, with `LATCHKEY_NODE_TEST_DB=postgres`, real PostgreSQL databases), an HTTP client, and
+//! chain builders.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use latchkey_node::store::DbLocation;
 use latchkey_node::{Limits, NodeConfig, RunningNode, Url};
 use latchkey_proto::chain::{Op, OpBody, OpList, OwnerSet};
 use latchkey_proto::codec::Codec;
@@ -17,8 +21,81 @@ pub fn config(db: &Path, limits: Limits) -> NodeConfig {
     NodeConfig {
         limits,
         sync_interval: Duration::from_millis(100),
-        ..NodeConfig::new("127.0.0.1:0".parse().unwrap(), db)
+        ..NodeConfig::new("127.0.0.1:0".parse().unwrap(), location(db))
     }
+}
+
+/// Whether this run's nodes store in PostgreSQL (`LATCHKEY_NODE_TEST_DB=postgres`; scripts/test.sh
+/// runs the suite both ways) rather than SQLite files.
+pub fn on_postgres() -> bool {
+    match std::env::var("LATCHKEY_NODE_TEST_DB").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("LATCHKEY_NODE_TEST_DB={other}: say postgres or sqlite"),
+    }
+}
+
+/// Says that a test is skipped on PostgreSQL, and why; true when it is.
+pub fn skip_on_postgres(why: &str) -> bool {
+    if on_postgres() {
+        eprintln!("skip on postgres: {why}");
+    }
+    on_postgres()
+}
+
+/// The one PostgreSQL cluster of this test binary, started on first use. It stays up while
+/// the binary runs (a static is never dropped) and stops when the process exits: its keeper
+/// shell waits on a pipe from this process (latchkey_testkit::postgres).
+pub fn cluster() -> &'static latchkey_testkit::postgres::Cluster {
+    static CLUSTER: OnceLock<latchkey_testkit::postgres::Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(latchkey_testkit::postgres::Cluster::start)
+}
+
+/// The database a test's node stores in, named by the SQLite path the test chose: that file,
+/// or on PostgreSQL a fresh database per path (the same path again is the same database, so a
+/// restart on it keeps everything, as with the file).
+pub fn location(db: &Path) -> DbLocation {
+    if !on_postgres() {
+        return DbLocation::Sqlite(db.to_owned());
+    }
+    DbLocation::Postgres(pg_url(db))
+}
+
+/// [`location`] as the `--db` argument of the real binary.
+pub fn db_arg(db: &Path) -> String {
+    match location(db) {
+        DbLocation::Sqlite(path) => path.display().to_string(),
+        DbLocation::Postgres(url) => url,
+    }
+}
+
+/// The PostgreSQL database name behind `db` (see [`location`]).
+pub fn pg_name(db: &Path) -> String {
+    static NAMES: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    let next = names.len();
+    names
+        .entry(db.to_owned())
+        .or_insert_with(|| {
+            let name = format!("node{next}");
+            cluster().create_database(&name);
+            name
+        })
+        .clone()
+}
+
+fn pg_url(db: &Path) -> String {
+    cluster().url(&pg_name(db))
+}
+
+/// Runs `sql` on the node database behind `db` (the SQLite file, or the PostgreSQL database) and
+/// returns the first column of the first row as a number.
+pub fn sql_count(db: &Path, sql: &str) -> i64 {
+    if on_postgres() {
+        return cluster().psql(&pg_name(db), sql).parse().unwrap();
+    }
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap()
 }
 
 /// A node with the default limits less the rate limits (every test client is 127.0.0.1).
