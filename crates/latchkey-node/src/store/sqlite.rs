@@ -1,25 +1,27 @@
 //! The SQLite backend: one file, WAL, `synchronous=FULL`. **Invariant: a write returns only
 //! once it is durable.**
 //!
-//! One writer connection and one reader connection, each behind an async mutex: a caller waits
-//! for its turn without holding a thread, then runs its SQL on tokio's blocking pool, so the
-//! runtime never waits on the disk and a node keeps at most two blocking threads busy with
-//! SQLite. Every write goes through the one writer, so the feed's autoincrement cursor is also
-//! the commit order. One process owns the file: [`Backend::changes`] carries this process's
-//! commits only.
+//! Writes go through group commit ([`group`]): one writer thread owns the writer connection and
+//! commits the writes waiting at once in one transaction (one fsync), each in its own savepoint,
+//! and answers their callers after that commit. Every write goes through the one writer, so the
+//! feeds' autoincrement cursors are also the commit order. Reads use a small pool of reader
+//! connections (WAL lets them read beside the writer and each other) on tokio's blocking pool,
+//! so the runtime never waits on the disk. One process owns the file: [`Backend::changes`]
+//! carries this process's commits only.
 
 mod chains;
 mod consents;
+mod group;
 mod invites;
 mod mailboxes;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use latchkey_proto::keys::DeviceId;
-use rusqlite::{Connection, TransactionBehavior};
-use tokio::sync::{broadcast, Mutex};
+use rusqlite::Connection;
+use tokio::sync::{broadcast, Semaphore};
 
 use super::{
     Backend, Change, ConsentRows, DeviceRows, EntryRow, FeedRow, ForkRow, MailboxId,
@@ -83,9 +85,22 @@ CREATE INDEX IF NOT EXISTS mailbox_by_address ON mailbox_messages (address, expi
 /// The node's SQLite database.
 #[derive(Debug)]
 pub struct SqliteStore {
-    writer: Arc<Mutex<Connection>>,
-    reader: Arc<Mutex<Connection>>,
+    writer: group::GroupWriter,
+    readers: Readers,
     changes: broadcast::Sender<Change>,
+}
+
+/// How many reader connections a store keeps: reads of different devices and mailboxes run
+/// side by side (this many blocking threads at most), without taking every blocking thread.
+pub const READERS: usize = 4;
+
+/// Idle reader connections, and a permit per connection so a reader waits for one without
+/// holding a thread.
+#[derive(Debug)]
+struct Readers {
+    path: std::path::PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
 }
 
 pub(crate) fn to_i64(v: u64) -> i64 {
@@ -111,19 +126,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     /// Blocking: call from a blocking context.
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        let open = |path: &Path| {
-            let conn = Connection::open(path).map_err(|source| Error::OpenDb {
-                path: path.to_owned(),
-                source,
-            })?;
-            conn.busy_timeout(std::time::Duration::from_secs(10))?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.pragma_update(None, "synchronous", "FULL")?;
-            // A small page cache: many nodes may share one process.
-            conn.pragma_update(None, "cache_size", -1024)?;
-            Ok::<_, Error>(conn)
-        };
-        let writer = open(path)?;
+        let writer = open_conn(path)?;
         let found: i64 = writer.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if found > SCHEMA_VERSION {
             return Err(Error::SchemaTooNew {
@@ -144,39 +147,68 @@ impl SqliteStore {
         invites::create(&writer)?;
         consents::create(&writer)?;
         writer.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        let reader = open(path)?;
+        let mut idle = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            idle.push(open_conn(path)?);
+        }
         Ok(SqliteStore {
-            writer: Arc::new(Mutex::new(writer)),
-            reader: Arc::new(Mutex::new(reader)),
+            writer: group::GroupWriter::start(writer)?,
+            readers: Readers {
+                path: path.to_owned(),
+                idle: Mutex::new(idle),
+                permits: Semaphore::new(READERS),
+            },
             changes: broadcast::channel(CHANGES_CAPACITY).0,
         })
     }
 
-    /// Runs `f` in one durable transaction on the writer connection, in the blocking pool.
-    /// An error rolls back whatever `f` wrote.
-    async fn write<R, F>(&self, f: F) -> Result<R>
+    /// Runs `f` in the next group commit (its own savepoint in a shared transaction) and
+    /// returns its result once that transaction is durable. An error rolls back whatever `f`
+    /// wrote, and only that. `bytes` is about how much `f` writes.
+    async fn write<R, F>(&self, bytes: usize, f: F) -> Result<R>
     where
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let mut conn = self.writer.clone().lock_owned().await;
-        tokio::task::spawn_blocking(move || {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })
-        .await?
+        self.writer.write(bytes, f).await
     }
 
-    /// Runs `f` on the reader connection in the blocking pool.
+    /// Runs `f` on a reader connection in the blocking pool.
     async fn read<R, F>(&self, f: F) -> Result<R>
     where
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let conn = self.reader.clone().lock_owned().await;
-        tokio::task::spawn_blocking(move || f(&conn)).await?
+        let _permit = self
+            .readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("the reader pool is closed".into()))?;
+        let idle = self
+            .readers
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let path = self.readers.path.clone();
+        // `spawn_blocking` needs 'static: the connection travels there and back. One lost to a
+        // panic is replaced by a new one on a later read.
+        let (conn, out) = tokio::task::spawn_blocking(move || {
+            let conn = match idle {
+                Some(conn) => conn,
+                None => open_conn(&path)?,
+            };
+            let out = f(&conn);
+            Ok::<_, Error>((conn, out))
+        })
+        .await??;
+        self.readers
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        out
     }
 
     fn announce(&self, change: Change) {
@@ -215,8 +247,11 @@ impl Backend for SqliteStore {
         removed: Vec<[u8; 32]>,
         now_ms: u64,
     ) -> Result<core::result::Result<u64, Stale>> {
+        let bytes = rows.iter().map(|r| r.bytes.len()).sum();
         let written = self
-            .write(move |c| chains::update_ops(c, &device, version, &rows, &removed, now_ms))
+            .write(bytes, move |c| {
+                chains::update_ops(c, &device, version, &rows, &removed, now_ms)
+            })
             .await?;
         if let Ok(version) = written {
             self.announce(Change::Ops { device, version });
@@ -233,7 +268,7 @@ impl Backend for SqliteStore {
         theirs: Vec<u8>,
         now_ms: u64,
     ) -> Result<bool> {
-        self.write(move |c| {
+        self.write(ours.len() + theirs.len(), move |c| {
             chains::insert_fork(c, &device, seq, &theirs_id, &ours, &theirs, now_ms)
         })
         .await
@@ -254,7 +289,7 @@ impl Backend for SqliteStore {
 
     async fn set_peer_cursor(&self, peer: &str, cursor: u64) -> Result<()> {
         let peer = peer.to_owned();
-        self.write(move |c| chains::set_peer_cursor(c, &peer, cursor))
+        self.write(0, move |c| chains::set_peer_cursor(c, &peer, cursor))
             .await
     }
 
@@ -271,7 +306,9 @@ impl Backend for SqliteStore {
         quota: PostQuota,
     ) -> Result<core::result::Result<u64, MailboxRefusal>> {
         let posted = self
-            .write(move |c| mailboxes::post(c, &mailbox, &body, expires_ms, now_ms, &quota))
+            .write(body.len(), move |c| {
+                mailboxes::post(c, &mailbox, &body, expires_ms, now_ms, &quota)
+            })
             .await?;
         if posted.is_ok() {
             self.announce(Change::Mailbox(mailbox));
@@ -291,7 +328,7 @@ impl Backend for SqliteStore {
     }
 
     async fn mailbox_purge(&self, now_ms: u64) -> Result<(usize, u64)> {
-        self.write(move |c| {
+        self.write(0, move |c| {
             let purged = mailboxes::purge(c, now_ms)?;
             Ok((purged, mailboxes::live_total(c, now_ms)?))
         })
@@ -306,8 +343,10 @@ impl Backend for SqliteStore {
         now_ms: u64,
         quota: InviteQuota,
     ) -> Result<core::result::Result<Stored, InviteRefusal>> {
-        self.write(move |c| invites::put(c, &id, &body, expires_ms, now_ms, &quota))
-            .await
+        self.write(body.len(), move |c| {
+            invites::put(c, &id, &body, expires_ms, now_ms, &quota)
+        })
+        .await
     }
 
     async fn invite_get(&self, id: [u8; 32], now_ms: u64) -> Result<Option<Vec<u8>>> {
@@ -315,7 +354,7 @@ impl Backend for SqliteStore {
     }
 
     async fn invite_purge(&self, now_ms: u64) -> Result<usize> {
-        self.write(move |c| invites::purge(c, now_ms)).await
+        self.write(0, move |c| invites::purge(c, now_ms)).await
     }
 
     async fn consent_load(&self, device: DeviceId) -> Result<ConsentRows> {
@@ -346,8 +385,9 @@ impl Backend for SqliteStore {
         now_ms: u64,
     ) -> Result<core::result::Result<(), Stale>> {
         let len = rows.last().map(|r| r.seq);
+        let bytes = rows.iter().map(|r| r.bytes.len()).sum();
         let appended = self
-            .write(move |c| consents::append(c, &device, &rows, now_ms))
+            .write(bytes, move |c| consents::append(c, &device, &rows, now_ms))
             .await?;
         if let (Ok(()), Some(len)) = (appended, len) {
             self.announce(Change::Consents { device, len });
@@ -364,7 +404,7 @@ impl Backend for SqliteStore {
         theirs: Vec<u8>,
         now_ms: u64,
     ) -> Result<bool> {
-        self.write(move |c| {
+        self.write(ours.len() + theirs.len(), move |c| {
             consents::insert_fork(c, &device, seq, &theirs_hash, &ours, &theirs, now_ms)
         })
         .await
@@ -377,6 +417,20 @@ impl Backend for SqliteStore {
     async fn consent_feed(&self, after: u64, limit: usize) -> Result<Vec<FeedRow>> {
         self.read(move |c| consents::feed(c, after, limit)).await
     }
+}
+
+/// Opens one connection to the database file with the node's settings.
+fn open_conn(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(|source| Error::OpenDb {
+        path: path.to_owned(),
+        source,
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // A small page cache: many nodes may share one process.
+    conn.pragma_update(None, "cache_size", -1024)?;
+    Ok(conn)
 }
 
 fn add_mailbox_senders(conn: &Connection) -> Result<()> {
