@@ -71,7 +71,7 @@ impl Scenario {
                 for _ in 0..3 {
                     mix.extend([Job::ReadOps, Job::ReadHead]);
                 }
-                mix.extend([Job::OpPost, Job::MailboxPost]);
+                mix.extend([Job::OpPost, Job::MailboxPost, Job::OpPost, Job::MailboxPost]);
                 mix
             }
             Scenario::RawSqlite => Vec::new(),
