@@ -1,24 +1,35 @@
-//! `latchkey-node`: a Latchkey registry node (docs/API.md).
+//! `latchkey-node`: a Latchkey registry node (docs/API.md), and `latchkey-node bench`, a load
+//! tool that drives one on loopback (docs/SCALE.md, docs/BENCHMARKS.md).
+
+mod bench;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use latchkey_node::{DbLocation, Limits, NodeConfig, Rate, Url};
 use tracing_subscriber::EnvFilter;
 
 /// A Latchkey registry node: stores ownership chains, replicates from peers, relays mailboxes.
 #[derive(Debug, Parser)]
-#[command(name = "latchkey-node", version)]
+// A subcommand stands alone: without one the flags below run the node, as they always did.
+#[command(
+    name = "latchkey-node",
+    version,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to listen on, e.g. 0.0.0.0:7400 (port 0 picks a free port).
-    #[arg(long)]
-    listen: SocketAddr,
+    #[arg(long, required = true)]
+    listen: Option<SocketAddr>,
     /// Where the data lives: a SQLite file (created if missing), or a PostgreSQL URL
     /// (`postgres://user:password@host/dbname`) that several node processes may share.
-    #[arg(long, value_parser = parse_db)]
-    db: DbLocation,
+    #[arg(long, value_parser = parse_db, required = true)]
+    db: Option<DbLocation>,
     /// Base URL of a node to replicate from; repeat for several.
     #[arg(long = "peer", value_name = "URL")]
     peers: Vec<Url>,
@@ -54,6 +65,13 @@ struct Cli {
     mailbox_per_address: Option<u64>,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Drive a node on loopback with chain reads, op posts and mailbox traffic, and print
+    /// throughput and latency percentiles (docs/BENCHMARKS.md, "Registry at scale").
+    Bench(bench::BenchArgs),
+}
+
 fn parse_db(text: &str) -> Result<DbLocation, String> {
     if text.is_empty() {
         return Err("give a SQLite file path or a postgres:// URL".into());
@@ -83,6 +101,13 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if let Some(Command::Bench(args)) = cli.command {
+        return bench::run(args).await;
+    }
+    // clap requires both without a subcommand.
+    let (Some(listen), Some(db)) = (cli.listen, cli.db) else {
+        anyhow::bail!("--listen and --db are required");
+    };
 
     let defaults = Limits::default();
     let limits = Limits {
@@ -107,11 +132,11 @@ async fn main() -> anyhow::Result<()> {
         peers: cli.peers,
         sync_interval: Duration::from_millis(cli.sync_interval_ms),
         limits,
-        ..NodeConfig::new(cli.listen, cli.db.clone())
+        ..NodeConfig::new(listen, db.clone())
     };
     let node = latchkey_node::start(config)
         .await
-        .with_context(|| format!("starting the node on {}", cli.db))?;
+        .with_context(|| format!("starting the node on {db}"))?;
     println!("listening on {}", node.url());
     use std::io::Write;
     std::io::stdout().flush().ok();
