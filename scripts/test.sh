@@ -38,4 +38,10 @@ fi
 log "cargo build (binaries)"
 cargo build --workspace --bins "${cargo_features[@]}"
 log "cargo test (inside a private Secret Service session; the app's test in a private X server)"
-LATCHKEY_APP_E2E=1 with_secret_service cargo test --workspace --no-fail-fast "${cargo_features[@]}"
+status=0
+LATCHKEY_APP_E2E=1 with_secret_service cargo test --workspace --no-fail-fast "${cargo_features[@]}" || status=$?
+# The registry node's suite again on its PostgreSQL backend: every test file's node stores in a
+# throwaway cluster (latchkey_testkit::postgres, loopback only) instead of SQLite files.
+log "cargo test -p latchkey-node on PostgreSQL"
+LATCHKEY_NODE_TEST_DB=postgres cargo test -p latchkey-node --no-fail-fast || status=$?
+exit "$status"
