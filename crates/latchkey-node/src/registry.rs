@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use latchkey_proto::chain::{Chain, ForkEvidence, Op, OpBody, OpId, OpList};
 use latchkey_proto::codec::{Codec, Writer};
 use latchkey_proto::keys::DeviceId;
@@ -26,6 +27,47 @@ struct Loaded {
     fork_ids: HashSet<OpId>,
     /// The stored version this chain was read at or written as ([`store::DeviceRows::version`]).
     version: u64,
+    /// Encoded answers to `ops?from=N` for this exact chain. Reads vastly outnumber writes
+    /// and nearly all ask from 0 (a replica, a new client) or from the head (a client whose
+    /// view is current), so a few entries serve them all as shared bytes instead of
+    /// re-encoding the chain per request. Emptied whenever the chain changes.
+    encoded: Mutex<Vec<(u64, Bytes)>>,
+}
+
+/// How many `from` positions a chain keeps encoded (see [`Loaded::encoded`]).
+const ENCODED_PER_CHAIN: usize = 4;
+
+impl Loaded {
+    fn new(chain: Chain, fork_ids: HashSet<OpId>, version: u64) -> Loaded {
+        Loaded {
+            chain,
+            fork_ids,
+            version,
+            encoded: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The `OpList` answer for `from`, encoded at most once per chain state.
+    fn ops_from(&self, from: u64) -> Bytes {
+        let mut encoded = self.encoded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, bytes)) = encoded.iter().find(|(at, _)| *at == from) {
+            return bytes.clone();
+        }
+        let bytes = Bytes::from(encode_ops(self.chain.iter_from(from)));
+        if encoded.len() >= ENCODED_PER_CHAIN {
+            encoded.remove(0);
+        }
+        encoded.push((from, bytes.clone()));
+        bytes
+    }
+
+    /// Forgets the encoded answers: called before anything that may change the chain.
+    fn chain_changing(&mut self) {
+        self.encoded
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -240,11 +282,7 @@ impl Registry {
                 let op = Op::from_bytes(bytes).map_err(|e| corrupt(0, e))?;
                 fork_ids.insert(op.id());
             }
-            Ok(Some(Loaded {
-                chain,
-                fork_ids,
-                version: rows.version,
-            }))
+            Ok(Some(Loaded::new(chain, fork_ids, rows.version)))
         })
         .await?
     }
@@ -255,6 +293,15 @@ impl Registry {
         device: DeviceId,
         f: impl FnOnce(&Chain, usize) -> R,
     ) -> Result<Option<R>> {
+        self.with_loaded(device, |loaded| f(&loaded.chain, loaded.fork_ids.len()))
+            .await
+    }
+
+    async fn with_loaded<R>(
+        &self,
+        device: DeviceId,
+        f: impl FnOnce(&Loaded) -> R,
+    ) -> Result<Option<R>> {
         if !self.is_known(&device) {
             return Ok(None);
         }
@@ -262,22 +309,20 @@ impl Registry {
         {
             let guard = slot.loaded.read().await;
             if let Some(loaded) = guard.as_ref() {
-                return Ok(Some(f(&loaded.chain, loaded.fork_ids.len())));
+                return Ok(Some(f(loaded)));
             }
         }
         let mut guard = slot.loaded.write().await;
         if guard.is_none() {
             *guard = self.load(device).await?;
         }
-        Ok(guard
-            .as_ref()
-            .map(|loaded| f(&loaded.chain, loaded.fork_ids.len())))
+        Ok(guard.as_ref().map(f))
     }
 
     /// The `OpList` encoding of the spine ops with seq ≥ `from` and every side op (at most what
     /// one list may hold; a client asks again from where it ended).
-    pub async fn ops_from(&self, device: DeviceId, from: u64) -> Result<Option<Vec<u8>>> {
-        self.with_chain(device, |chain, _| encode_ops(chain.iter_from(from)))
+    pub async fn ops_from(&self, device: DeviceId, from: u64) -> Result<Option<Bytes>> {
+        self.with_loaded(device, |loaded| loaded.ops_from(from))
             .await
     }
 
@@ -577,11 +622,7 @@ fn merge_into(loaded: Option<Loaded>, ops: Vec<Op>) -> (Option<Loaded>, Step) {
                 Ok(chain) => chain,
                 Err(e) => return (None, Step::Invalid(e)),
             };
-            let loaded = Loaded {
-                chain,
-                fork_ids: HashSet::new(),
-                version: 0,
-            };
+            let loaded = Loaded::new(chain, HashSet::new(), 0);
             (loaded, Vec::new(), iter.collect())
         }
     };
@@ -615,6 +656,7 @@ fn merge_into(loaded: Option<Loaded>, ops: Vec<Op>) -> (Option<Loaded>, Step) {
             break;
         }
     }
+    loaded.chain_changing();
     let report = loaded.chain.merge(&ops);
     let changes = Changes::between(&before, &loaded.chain);
     if let Some(e) = report.invalid {

@@ -77,6 +77,14 @@ async fn reposting_known_ops_is_idempotent() {
     let (status, body) = post_ops(&c, &base, &id, &dev.chain.ops()[1..]).await;
     assert_eq!((status.as_u16(), body["accepted"].as_u64()), (200, Some(0)));
 
+    // Read (and so cache the encoded answers) from genesis and from the head first: the
+    // reads after the new op must not be served from what was encoded before it.
+    assert_eq!(get_ops(&c, &base, &id, 0).await.unwrap(), dev.chain.ops());
+    assert_eq!(
+        get_ops(&c, &base, &id, 1).await.unwrap(),
+        dev.chain.ops()[1..]
+    );
+
     // Known ops followed by a new one: only the new one counts.
     let op = amend(&dev, 2);
     dev.chain.append(op).unwrap();
@@ -84,6 +92,10 @@ async fn reposting_known_ops_is_idempotent() {
     assert_eq!((status.as_u16(), body["accepted"].as_u64()), (200, Some(1)));
     assert_eq!(body["seq"], 2);
     assert_eq!(get_ops(&c, &base, &id, 0).await.unwrap(), dev.chain.ops());
+    assert_eq!(
+        get_ops(&c, &base, &id, 1).await.unwrap(),
+        dev.chain.ops()[1..]
+    );
     node.shutdown().await.unwrap();
 }
 

@@ -46,11 +46,7 @@ pub async fn get_ops(
         .ops_from(device, from)
         .await?
         .ok_or_else(|| ApiError::unknown_device(&device.to_string()))?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        Bytes::from(body),
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 
 pub async fn get_head(
