@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,36 +17,8 @@ const DEVICES: usize = 16;
 const AMENDS: usize = 22;
 const WRITERS: usize = 8;
 
-struct Binary {
-    child: Child,
-    _stdout: BufReader<ChildStdout>,
-    url: String,
-}
-
-/// Starts the binary and waits for its `listening on http://ADDR` line.
-fn spawn(db: &Path) -> Binary {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey-node"))
-        .args(["--listen", "127.0.0.1:0", "--db"])
-        .arg(db_arg(db))
-        .args(["--ops-rate", "0", "--read-rate", "0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the latchkey-node binary runs");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    Binary {
-        child,
-        _stdout: stdout,
-        url,
-    }
+fn spawn(db: &Path) -> NodeBinary {
+    NodeBinary::spawn(db, &["--ops-rate", "0", "--read-rate", "0"])
 }
 
 fn chains() -> Vec<TestDevice> {

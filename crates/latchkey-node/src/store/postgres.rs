@@ -7,7 +7,9 @@
 //! is kept by locks inside the database, never by this process alone:
 //! - a chain version moves only by one `UPDATE … WHERE version = $expected` (or the first
 //!   insert): of two processes racing for one seq exactly one changes the row; the other's
-//!   statement waits for it, sees the new version and answers [`Stale`];
+//!   statement waits for it, sees the new version and answers [`Stale`]. New fork evidence
+//!   also moves it (`insert_fork`), so other processes drop the fork count they cache; a
+//!   writer holding the version from before then answers [`Stale`] and verifies again;
 //! - feed cursors come from a counter row (`feed_counters`) whose lock the writer takes just
 //!   before inserting feed rows and holds until commit, so cursors become visible in the
 //!   order they were handed out;
@@ -389,12 +391,20 @@ impl Backend for PgStore {
         theirs: Vec<u8>,
         now_ms: u64,
     ) -> Result<bool> {
-        let n = self
-            .execute_write(
+        let mut client = self.conn().await?;
+        let tx = client.transaction().await?;
+        let d = &device.0[..];
+        let stmt = tx
+            .prepare_cached(
                 "INSERT INTO forks (device, seq, theirs_id, ours, theirs, found_ms)
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        let n = tx
+            .execute(
+                &stmt,
                 &[
-                    &&device.0[..],
+                    &d,
                     &to_i64(seq),
                     &&theirs_id[..],
                     &ours,
@@ -403,7 +413,36 @@ impl Backend for PgStore {
                 ],
             )
             .await?;
-        Ok(n == 1)
+        if n != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        // Other processes cache a device's fork count beside its chain (`GET …/head`) and drop
+        // a cached chain only when its version moves: new evidence moves the version too, or
+        // they would go on serving the count from before it.
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE chain_versions SET version = version + 1 WHERE device = $1
+                 RETURNING version",
+            )
+            .await?;
+        let change = match tx.query_opt(&stmt, &[&d]).await? {
+            Some(row) => {
+                let change = Change::Ops {
+                    device,
+                    version: to_u64(row.get(0)),
+                };
+                self.notify(&tx, change).await?;
+                Some(change)
+            }
+            // No stored chain to cache (evidence comes with a chain, so not seen in practice).
+            None => None,
+        };
+        tx.commit().await?;
+        if let Some(change) = change {
+            self.announce(change);
+        }
+        Ok(true)
     }
 
     async fn forks(&self, device: DeviceId) -> Result<Vec<ForkRow>> {

@@ -279,3 +279,55 @@ pub async fn start_with(dir: &tempfile::TempDir, limits: Limits) -> RunningNode 
         .await
         .unwrap()
 }
+
+/// The real `latchkey-node` binary as a child process (tests that kill it with SIGKILL).
+/// Dropping it kills it too, so a failed assertion leaves no node behind.
+pub struct NodeBinary {
+    pub child: std::process::Child,
+    /// Held so the child never writes into a closed pipe.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+    pub url: String,
+}
+
+impl NodeBinary {
+    /// Starts the binary on `db` (see [`db_arg`]) with `args` added, and waits for its
+    /// `listening on http://ADDR` line.
+    pub fn spawn(db: &Path, args: &[&str]) -> NodeBinary {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey-node"))
+            .args(["--listen", "127.0.0.1:0", "--db"])
+            .arg(db_arg(db))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("the latchkey-node binary runs");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        NodeBinary {
+            child,
+            _stdout: stdout,
+            url,
+        }
+    }
+
+    /// SIGKILL, and waits until the process is gone.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for NodeBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
