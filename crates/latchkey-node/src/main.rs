@@ -63,6 +63,13 @@ struct Cli {
     /// Live messages one client address may hold across all mailboxes.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     mailbox_per_address: Option<u64>,
+    /// Live messages the node holds across all mailboxes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    mailbox_capacity: Option<u64>,
+    /// Verified chains kept in memory with their encoded answers (a read of any other is
+    /// loaded and verified from genesis first); docs/SCALE.md sizes it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_cached_chains: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +133,8 @@ async fn main() -> anyhow::Result<()> {
         ),
         mailbox_per_sender: cap(cli.mailbox_per_sender, defaults.mailbox_per_sender),
         mailbox_per_address: cap(cli.mailbox_per_address, defaults.mailbox_per_address),
+        mailbox_total_capacity: cap(cli.mailbox_capacity, defaults.mailbox_total_capacity),
+        max_cached_chains: cap(cli.max_cached_chains, defaults.max_cached_chains),
         ..defaults
     };
     let config = NodeConfig {

@@ -116,6 +116,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=20_000))]
     readers: u64,
+    /// Client addresses the mailbox posts come from, round-robin (127.0.0.1, 127.0.0.2, …; one
+    /// when the node is not on 127.0.0.0/8). A node keeps each address's share of its
+    /// mailboxes, so posts from one address measure a single abusive client, not many homes.
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=250))]
+    pub senders: u64,
     /// Lifetime of each mailbox message (`x-latchkey-ttl-secs`).
     #[arg(long, value_name = "SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -168,7 +174,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .and_then(|r| r.error_for_status())
         .with_context(|| format!("no node answers at {base}/healthz"))?;
 
-    let plan = Arc::new(prepare(&args, client, base).await?);
+    let senders = sender_clients(&node, args.senders)?;
+    let plan = Arc::new(prepare(&args, client, senders, base).await?);
     let readers = start_readers(&plan);
     let limit = Duration::from_secs(args.duration);
     let started = Instant::now();
@@ -210,6 +217,8 @@ struct OpsDevice {
 
 struct Plan {
     client: reqwest::Client,
+    /// One client per source address, for the mailbox posts.
+    senders: Vec<reqwest::Client>,
     base: String,
     mix: Vec<Job>,
     ops: Vec<OpsDevice>,
@@ -236,7 +245,34 @@ struct Plan {
     setup: Value,
 }
 
-async fn prepare(args: &BenchArgs, client: reqwest::Client, base: String) -> anyhow::Result<Plan> {
+/// Clients bound to 127.0.0.1, 127.0.0.2, … (the whole of 127.0.0.0/8 is this machine).
+fn sender_clients(node: &Url, n: u64) -> anyhow::Result<Vec<reqwest::Client>> {
+    let on_v4_loopback = node
+        .host_str()
+        .and_then(|h| h.parse::<std::net::Ipv4Addr>().ok())
+        .is_some_and(|ip| ip.is_loopback());
+    let n = if on_v4_loopback { n } else { 1 };
+    (0..n)
+        .map(|i| {
+            let mut builder = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(1024)
+                .tcp_nodelay(true);
+            if on_v4_loopback {
+                let ip = std::net::Ipv4Addr::new(127, 0, 0, 1 + i as u8);
+                builder = builder.local_address(std::net::IpAddr::V4(ip));
+            }
+            Ok(builder.build()?)
+        })
+        .collect()
+}
+
+async fn prepare(
+    args: &BenchArgs,
+    client: reqwest::Client,
+    senders: Vec<reqwest::Client>,
+    base: String,
+) -> anyhow::Result<Plan> {
     let mix = args.scenario.mix();
     let share = |job: fn(&Job) -> bool| {
         let n = mix.iter().filter(|j| job(j)).count() as u64;
@@ -319,10 +355,12 @@ async fn prepare(args: &BenchArgs, client: reqwest::Client, base: String) -> any
         "ops_devices": ops_devices,
         "read_devices": read_devices,
         "readers": readers,
+        "mailbox_senders": if readers > 0 { senders.len() } else { 0 },
     });
     let mailbox_jobs = share(|j| matches!(j, Job::MailboxPost));
     Ok(Plan {
         client,
+        senders,
         base,
         mix,
         ops: ops
@@ -493,8 +531,8 @@ impl Plan {
         body[..8].copy_from_slice(&m.to_le_bytes());
         let due_nanos = due.saturating_duration_since(self.epoch).as_nanos() as u64;
         body[8..16].copy_from_slice(&due_nanos.to_le_bytes());
-        let sent = self
-            .client
+        let sender = &self.senders[(m % self.senders.len() as u64) as usize];
+        let sent = sender
             .post(format!("{}/v1/mailboxes/{mailbox}", self.base))
             .header("x-latchkey-ttl-secs", &self.mailbox_ttl)
             .body(body)

@@ -534,12 +534,14 @@ impl Backend for PgStore {
         .await?;
         let stmt = tx
             .prepare_cached(
-                "SELECT COUNT(*) FROM mailbox_messages
-                 WHERE mailbox = $1 AND sender = $2 AND expires_ms > $3",
+                "SELECT COUNT(*) FROM (SELECT 1 FROM mailbox_messages
+                 WHERE mailbox = $1 AND sender = $2 AND expires_ms > $3 LIMIT $4) AS live",
             )
             .await?;
+        // Each count stops at its cap (see the SQLite store).
+        let (sender_cap, address_cap) = (cap(quota.per_sender), cap(quota.per_address));
         let by_sender: i64 = tx
-            .query_one(&stmt, &[&m, &quota.sender, &now])
+            .query_one(&stmt, &[&m, &quota.sender, &now, &sender_cap])
             .await?
             .get(0);
         if to_u64(by_sender) >= quota.per_sender as u64 {
@@ -548,10 +550,14 @@ impl Backend for PgStore {
         }
         let stmt = tx
             .prepare_cached(
-                "SELECT COUNT(*) FROM mailbox_messages WHERE address = $1 AND expires_ms > $2",
+                "SELECT COUNT(*) FROM (SELECT 1 FROM mailbox_messages
+                 WHERE address = $1 AND expires_ms > $2 LIMIT $3) AS live",
             )
             .await?;
-        let by_address: i64 = tx.query_one(&stmt, &[&quota.address, &now]).await?.get(0);
+        let by_address: i64 = tx
+            .query_one(&stmt, &[&quota.address, &now, &address_cap])
+            .await?
+            .get(0);
         if to_u64(by_address) >= quota.per_address as u64 {
             tx.rollback().await?;
             return Ok(Err(MailboxRefusal::AddressFull));
@@ -901,4 +907,9 @@ impl Backend for PgStore {
         })
         .collect()
     }
+}
+
+/// A quota as a SQL `LIMIT`.
+fn cap(quota: usize) -> i64 {
+    i64::try_from(quota).unwrap_or(i64::MAX)
 }

@@ -27,20 +27,28 @@ pub fn post(
     quota: &PostQuota,
 ) -> Result<Result<u64, MailboxRefusal>> {
     let now = to_i64(now_ms);
+    // Each count stops at its cap: a post costs at most a cap's worth of index entries, however
+    // many messages the address or sender holds (a node with lifted caps, or many expired ones).
     let by_sender: i64 = conn
         .prepare_cached(
-            "SELECT COUNT(*) FROM mailbox_messages
-             WHERE mailbox = ?1 AND sender = ?2 AND expires_ms > ?3",
+            "SELECT COUNT(*) FROM (SELECT 1 FROM mailbox_messages
+             WHERE mailbox = ?1 AND sender = ?2 AND expires_ms > ?3 LIMIT ?4)",
         )?
-        .query_row(params![&mailbox[..], &quota.sender, now], |r| r.get(0))?;
+        .query_row(
+            params![&mailbox[..], &quota.sender, now, cap(quota.per_sender)],
+            |r| r.get(0),
+        )?;
     if to_u64(by_sender) >= quota.per_sender as u64 {
         return Ok(Err(MailboxRefusal::MailboxFull));
     }
     let by_address: i64 = conn
         .prepare_cached(
-            "SELECT COUNT(*) FROM mailbox_messages WHERE address = ?1 AND expires_ms > ?2",
+            "SELECT COUNT(*) FROM (SELECT 1 FROM mailbox_messages
+             WHERE address = ?1 AND expires_ms > ?2 LIMIT ?3)",
         )?
-        .query_row(params![&quota.address, now], |r| r.get(0))?;
+        .query_row(params![&quota.address, now, cap(quota.per_address)], |r| {
+            r.get(0)
+        })?;
     if to_u64(by_address) >= quota.per_address as u64 {
         return Ok(Err(MailboxRefusal::AddressFull));
     }
@@ -56,6 +64,11 @@ pub fn post(
         &quota.address
     ])?;
     Ok(Ok(to_u64(conn.last_insert_rowid())))
+}
+
+/// A quota as a SQL `LIMIT`.
+fn cap(quota: usize) -> i64 {
+    i64::try_from(quota).unwrap_or(i64::MAX)
 }
 
 /// Live messages of a mailbox with id > `after`, oldest first.
