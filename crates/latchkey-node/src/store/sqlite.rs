@@ -433,7 +433,10 @@ fn open_conn(path: &Path) -> Result<Connection> {
     // The bundled SQLite has STAT4, which otherwise recompiles a cached statement whenever a
     // value bound against an indexed column changes (every mailbox read, by its cursor and
     // clock): the plans here do not depend on the values.
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     // Every statement the store runs stays prepared on each connection.
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
