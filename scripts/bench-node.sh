@@ -92,18 +92,19 @@ for backend in $backends; do
     esac
     start_node "$db"
     # scenario, requests in flight, most requests (ops are signed before the clock starts, so
-    # their count is what the node could take in the time, not more)
-    while read -r scenario concurrency count; do
-        echo "== $backend: $scenario, $concurrency in flight"
+    # their count is what the node could take in the time, not more), ops per op post
+    while read -r scenario concurrency count per_post; do
+        echo "== $backend: $scenario, $concurrency in flight, $per_post ops per op post"
         "$bin" bench --node "http://127.0.0.1:$node_port" --scenario "$scenario" \
-            --concurrency "$concurrency" --duration "$secs" --count "$count" --json |
-            tee -a "$results"
+            --concurrency "$concurrency" --duration "$secs" --count "$count" \
+            --ops-per-post "$per_post" --json | tee -a "$results"
     done <<EOF
-ops 32 $((secs * 20000))
-ops 256 $((secs * 20000))
-reads 64 10000000
-mailbox 64 $((secs * 30000))
-mixed 64 $((secs * 30000))
+ops 32 $((secs * 20000)) 1
+ops 256 $((secs * 20000)) 1
+ops 32 $((secs * 2000)) 10
+reads 64 10000000 1
+mailbox 64 $((secs * 30000)) 1
+mixed 64 $((secs * 30000)) 1
 EOF
     stop_node
 done

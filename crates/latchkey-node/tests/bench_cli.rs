@@ -120,6 +120,25 @@ fn each_scenario_runs_bounded_and_its_counts_add_up() {
     assert_eq!(kind(&out, "op post")["ok"], 120);
     assert_eq!(out["ops"]["ops_written"], 140);
 
+    // Ops in lists of 5: 10 devices, 30 posts: 10 genesis + claim and 20 lists of 5.
+    let out = run_json(
+        &node.url,
+        &[
+            "--scenario",
+            "ops",
+            "--count",
+            "30",
+            "--devices",
+            "10",
+            "--ops-per-post",
+            "5",
+        ],
+    );
+    println!("ops in lists: {out}");
+    counts_add_up(&out);
+    assert_eq!(kind(&out, "op post")["ok"], 30);
+    assert_eq!(out["ops"]["ops_written"], 120);
+
     // Reads, open loop: half ops, half head.
     let out = run_json(
         &node.url,
@@ -155,6 +174,8 @@ fn each_scenario_runs_bounded_and_its_counts_add_up() {
     assert_eq!(mailbox["delivered"], 300);
     assert_eq!(mailbox["duplicates"], 0);
     assert_eq!(mailbox["delivery"]["post→delivery"]["ok"], 300);
+    // From 127.0.0.1 to 127.0.0.64, as many homes would post, not one address.
+    assert_eq!(out["setup"]["mailbox_senders"], 64);
 
     // Mixed: 10 jobs a cycle (6 reads, 2 op posts, 2 mailbox posts); 200 requests = 20 cycles.
     let out = run_json(

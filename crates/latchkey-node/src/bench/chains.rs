@@ -116,24 +116,32 @@ impl BenchDevice {
     }
 }
 
-/// One device's posts, in order: genesis + claim, then one op per post.
+/// One device's posts, in order: genesis + claim, then owner ops, `per_post` in each.
 pub struct DevicePosts {
     pub id: DeviceId,
     pub bodies: Vec<Vec<u8>>,
-    /// Ops each post adds (2 for the first, 1 after).
+    /// Ops each post adds (2 for the first, `per_post` after).
     pub ops: Vec<u64>,
 }
 
-/// A device's posts: its genesis and claim in one, then `more` owner ops one per post.
-pub fn device_posts(run: u64, index: u64, more: u64) -> anyhow::Result<DevicePosts> {
+/// A device's posts: its genesis and claim in one, then `more` posts of `per_post` owner ops
+/// each (one list, as a peer's feed page or an owner's batch of revocations arrives).
+pub fn device_posts(run: u64, index: u64, more: u64, per_post: u64) -> anyhow::Result<DevicePosts> {
     let mut dev = BenchDevice::new(run, index)?;
     let claim = dev.claim()?;
     let genesis = dev.chain.ops()[0].clone();
     let mut bodies = vec![OpList(vec![genesis, claim]).to_bytes()];
     let mut ops = vec![2];
-    for k in 0..more {
-        bodies.push(OpList(vec![dev.next_op(k)?]).to_bytes());
-        ops.push(1);
+    let mut k = 0;
+    for _ in 0..more {
+        let list = (0..per_post)
+            .map(|_| {
+                k += 1;
+                dev.next_op(k - 1)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        bodies.push(OpList(list).to_bytes());
+        ops.push(per_post);
     }
     Ok(DevicePosts {
         id: dev.id(),

@@ -108,6 +108,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     devices: u64,
+    /// Ops in each op post after a device's first (genesis + claim): one list, as a peer's
+    /// feed page or an owner's batch arrives.
+    #[arg(long, value_name = "K", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub ops_per_post: u64,
     /// Devices the chain reads are spread over (`reads`, `mixed`); each holds 4 ops.
     #[arg(long, value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -302,9 +307,15 @@ async fn prepare(
         0
     };
     // Building and signing is CPU work before the clock starts: both cores.
-    let ops = build(0, ops_devices, per_device.saturating_sub(1), run)?;
-    let reads = build(1 << 40, read_devices, 2, run)?;
-    let boxes = build(2 << 40, readers, 0, run)?;
+    let ops = build(
+        0,
+        ops_devices,
+        per_device.saturating_sub(1),
+        args.ops_per_post,
+        run,
+    )?;
+    let reads = build(1 << 40, read_devices, 2, 1, run)?;
+    let boxes = build(2 << 40, readers, 0, 1, run)?;
     let build_secs = built.elapsed().as_secs_f64();
 
     // Setup: the read devices' chains and the mailbox devices' genesis + claim, unmeasured.
@@ -353,6 +364,7 @@ async fn prepare(
         "setup_posts": setup_posts,
         "setup_secs": posted.elapsed().as_secs_f64(),
         "ops_devices": ops_devices,
+        "ops_per_post": args.ops_per_post,
         "read_devices": read_devices,
         "readers": readers,
         "mailbox_senders": if readers > 0 { senders.len() } else { 0 },
@@ -392,7 +404,13 @@ async fn prepare(
 }
 
 /// `n` devices' posts (each genesis + claim, then `more` ops), built on two threads.
-fn build(offset: u64, n: u64, more: u64, run: u64) -> anyhow::Result<Vec<DevicePosts>> {
+fn build(
+    offset: u64,
+    n: u64,
+    more: u64,
+    per_post: u64,
+    run: u64,
+) -> anyhow::Result<Vec<DevicePosts>> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -400,7 +418,7 @@ fn build(offset: u64, n: u64, more: u64, run: u64) -> anyhow::Result<Vec<DeviceP
                 s.spawn(move || {
                     (0..n)
                         .filter(|i| i % threads == t)
-                        .map(|i| chains::device_posts(run, offset + i, more))
+                        .map(|i| chains::device_posts(run, offset + i, more, per_post))
                         .collect::<anyhow::Result<Vec<_>>>()
                 })
             })

@@ -25,7 +25,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 fn measure(args: &BenchArgs, path: &std::path::Path) -> anyhow::Result<()> {
-    let sample = chains::device_posts(0, 0, 0)?;
+    let sample = chains::device_posts(0, 0, 0, 1)?;
     let ops = OpList::from_bytes(&sample.bodies[0])
         .context("own op list")?
         .0;
