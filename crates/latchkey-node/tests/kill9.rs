@@ -4,8 +4,7 @@
 //! each op and each mailbox message that ever got a 2xx is there; an unacknowledged write that
 //! was in flight at the kill may or may not have landed.
 //!
-//! Bounded: some hundreds of ops and of messages over loopback. tests/durability.rs
-//! is the same check for ops alone over two rounds.
+//! Bounded: some hundreds of ops and of messages over loopback.
 
 mod common;
 

@@ -170,6 +170,35 @@ impl PgStore {
         Ok(())
     }
 
+    /// Fork evidence rows (`seq, ours, theirs`) of one device, oldest first.
+    async fn fork_rows(&self, sql: &str, device: DeviceId) -> Result<Vec<ForkRow>> {
+        Ok(self
+            .query_read(sql, &[&&device.0[..]])
+            .await?
+            .iter()
+            .map(|r| ForkRow {
+                seq: to_u64(r.get(0)),
+                ours: r.get(1),
+                theirs: r.get(2),
+            })
+            .collect())
+    }
+
+    /// A page of a feed (`cursor, device, bytes` after `after`, at most `limit`).
+    async fn feed_rows(&self, sql: &str, after: u64, limit: usize) -> Result<Vec<FeedRow>> {
+        self.query_read(sql, &[&to_i64(after), &to_i64(limit as u64)])
+            .await?
+            .into_iter()
+            .map(|r| {
+                Ok(FeedRow {
+                    cursor: to_u64(r.get(0)),
+                    device: device_from(r.get(1))?,
+                    bytes: r.get(2),
+                })
+            })
+            .collect()
+    }
+
     async fn query_read(
         &self,
         sql: &str,
@@ -446,36 +475,20 @@ impl Backend for PgStore {
     }
 
     async fn forks(&self, device: DeviceId) -> Result<Vec<ForkRow>> {
-        Ok(self
-            .query_read(
-                "SELECT seq, ours, theirs FROM forks WHERE device = $1 ORDER BY id",
-                &[&&device.0[..]],
-            )
-            .await?
-            .iter()
-            .map(|r| ForkRow {
-                seq: to_u64(r.get(0)),
-                ours: r.get(1),
-                theirs: r.get(2),
-            })
-            .collect())
+        self.fork_rows(
+            "SELECT seq, ours, theirs FROM forks WHERE device = $1 ORDER BY id",
+            device,
+        )
+        .await
     }
 
     async fn feed(&self, after: u64, limit: usize) -> Result<Vec<FeedRow>> {
-        self.query_read(
+        self.feed_rows(
             "SELECT cursor, device, bytes FROM ops WHERE cursor > $1 ORDER BY cursor LIMIT $2",
-            &[&to_i64(after), &to_i64(limit as u64)],
+            after,
+            limit,
         )
-        .await?
-        .into_iter()
-        .map(|r| {
-            Ok(FeedRow {
-                cursor: to_u64(r.get(0)),
-                device: device_from(r.get(1))?,
-                bytes: r.get(2),
-            })
-        })
-        .collect()
+        .await
     }
 
     async fn peer_cursor(&self, peer: &str) -> Result<u64> {
@@ -876,36 +889,20 @@ impl Backend for PgStore {
     }
 
     async fn consent_forks(&self, device: DeviceId) -> Result<Vec<ForkRow>> {
-        Ok(self
-            .query_read(
-                "SELECT seq, ours, theirs FROM consent_forks WHERE device = $1 ORDER BY id",
-                &[&&device.0[..]],
-            )
-            .await?
-            .iter()
-            .map(|r| ForkRow {
-                seq: to_u64(r.get(0)),
-                ours: r.get(1),
-                theirs: r.get(2),
-            })
-            .collect())
+        self.fork_rows(
+            "SELECT seq, ours, theirs FROM consent_forks WHERE device = $1 ORDER BY id",
+            device,
+        )
+        .await
     }
 
     async fn consent_feed(&self, after: u64, limit: usize) -> Result<Vec<FeedRow>> {
-        self.query_read(
+        self.feed_rows(
             "SELECT cursor, device, bytes FROM consents WHERE cursor > $1 ORDER BY cursor LIMIT $2",
-            &[&to_i64(after), &to_i64(limit as u64)],
+            after,
+            limit,
         )
-        .await?
-        .into_iter()
-        .map(|r| {
-            Ok(FeedRow {
-                cursor: to_u64(r.get(0)),
-                device: device_from(r.get(1))?,
-                bytes: r.get(2),
-            })
-        })
-        .collect()
+        .await
     }
 }
 
