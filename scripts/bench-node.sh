@@ -7,7 +7,9 @@
 # PostgreSQL is a throwaway cluster under the temp dir (Debian's `postgresql` package, loopback
 # only, fsync and synchronous_commit on), like the test suite's. Results go to stdout and, as
 # JSON lines, to $LATCHKEY_BENCH_OUT (default: target/bench-node/<backend>.jsonl).
-# $LATCHKEY_BENCH_PG_OPTS adds server settings, e.g. "-c commit_delay=100".
+# $LATCHKEY_BENCH_PG_OPTS adds server settings, e.g. "-c commit_delay=100";
+# $LATCHKEY_BENCH_ONLY keeps the scenario lines matching a regex (e.g. "^ops 32"), and
+# $LATCHKEY_BENCH_NO_BUILD=1 uses the release binary as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +19,7 @@ secs=${2:-10}
 out_dir=${LATCHKEY_BENCH_OUT:-target/bench-node}
 mkdir -p "$out_dir"
 
-cargo build --release -q -p latchkey-node
+[ -n "${LATCHKEY_BENCH_NO_BUILD:-}" ] || cargo build --release -q -p latchkey-node
 bin=$PWD/target/release/latchkey-node
 work=$(mktemp -d /tmp/latchkey-bench.XXXXXX)
 node_pid=
@@ -94,6 +96,7 @@ for backend in $backends; do
     # scenario, requests in flight, most requests (ops are signed before the clock starts, so
     # their count is what the node could take in the time, not more), ops per op post
     while read -r scenario concurrency count per_post; do
+        [[ "$scenario $concurrency $count $per_post" =~ ${LATCHKEY_BENCH_ONLY:-.} ]] || continue
         echo "== $backend: $scenario, $concurrency in flight, $per_post ops per op post"
         "$bin" bench --node "http://127.0.0.1:$node_port" --scenario "$scenario" \
             --concurrency "$concurrency" --duration "$secs" --count "$count" \
