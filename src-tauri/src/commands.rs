@@ -186,10 +186,10 @@ pub async fn devices(state: State<'_, AppState>) -> Result<Vec<DeviceView>, Comm
     let records = state
         .with_profile(|p| async move {
             let me = p.identity().ok().map(|k| k.public_key());
-            Ok((with_alarms(&p, p.devices()?)?, me))
+            Ok((card_parts(&p, p.devices()?)?, me))
         })
         .await?;
-    Ok(device_views(&state, records))
+    Ok(device_views(records))
 }
 
 /// Asks the nodes for each device's newest ownership chain, then lists the devices.
@@ -202,44 +202,41 @@ pub async fn refresh_devices(state: State<'_, AppState>) -> Result<Vec<DeviceVie
             for device in p.devices()? {
                 fresh.push(p.refresh_device(device).await?);
             }
-            Ok((with_alarms(&p, fresh)?, me))
+            Ok((card_parts(&p, fresh)?, me))
         })
         .await?;
-    Ok(device_views(&state, records))
+    Ok(device_views(records))
 }
 
-type WithAlarm = (
+/// A device with what its card shows beside the chain: a fork alarm, its last answer.
+type CardParts = (
     latchkey_owner::store::DeviceRecord,
     Option<latchkey_owner::ForkAlarm>,
+    Option<OpenResult>,
 );
 
-fn with_alarms(
+fn card_parts(
     p: &latchkey_owner::Profile,
     records: Vec<latchkey_owner::store::DeviceRecord>,
-) -> Result<Vec<WithAlarm>, latchkey_owner::Error> {
+) -> Result<Vec<CardParts>, latchkey_owner::Error> {
     records
         .into_iter()
         .map(|r| {
             let alarm = p.fork_alarm(&r.id)?;
-            Ok((r, alarm))
+            let last = p
+                .last_answer(&r.id.to_string())?
+                .map(|a| OpenResult::from_report(&a.report, a.received_ms));
+            Ok((r, alarm, last))
         })
         .collect()
 }
 
 fn device_views(
-    state: &AppState,
-    (records, me): (Vec<WithAlarm>, Option<latchkey_proto::keys::PublicKey>),
+    (records, me): (Vec<CardParts>, Option<latchkey_proto::keys::PublicKey>),
 ) -> Vec<DeviceView> {
     records
-        .iter()
-        .map(|(r, alarm)| {
-            DeviceView::new(
-                r,
-                alarm.as_ref(),
-                me.as_ref(),
-                state.last_result(&r.id.to_string()),
-            )
-        })
+        .into_iter()
+        .map(|(r, alarm, last)| DeviceView::new(&r, alarm.as_ref(), me.as_ref(), last))
         .collect()
 }
 
@@ -293,18 +290,12 @@ pub async fn open_device(
     device: String,
     action: String,
 ) -> Result<OpenResult, CommandError> {
-    let result = state
+    state
         .with_profile(move |p| async move {
             let report = p.open(&device, &action, b"").await?;
             Ok(OpenResult::from_report(&report, p.now_ms()))
         })
-        .await?;
-    state
-        .last_results
-        .lock()
-        .map_err(poisoned)?
-        .insert(result.device_id.clone(), result.clone());
-    Ok(result)
+        .await
 }
 
 /// The demo panel (the simulated door's claim QR and state); `None` outside demo mode.

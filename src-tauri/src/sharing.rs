@@ -13,8 +13,8 @@ use zeroize::Zeroizing;
 use crate::error::CommandError;
 use crate::state::AppState;
 use crate::views::{
-    AuditView, GrantView, HeldInvitationView, InvitationView, OwnersDetail, ProposalResult,
-    ProposalView, RevokeResult, ShareView, StayView, StaysSyncResult,
+    AuditView, GrantView, HeldInvitationView, InvitationView, OpenResult, OwnersDetail,
+    ProposalResult, ProposalView, RevokeResult, ShareView, StayView, StaysSyncResult,
 };
 
 /// A device's owners, threshold and waiting proposals (asks the nodes and the mailbox).
@@ -187,13 +187,23 @@ pub async fn accept_invitation(
     link: String,
 ) -> Result<HeldInvitationView, CommandError> {
     let link = Zeroizing::new(link);
-    let held = state
-        .with_profile(move |p| async move { p.accept(link.trim()).await })
+    let (held, last) = state
+        .with_profile(move |p| async move {
+            let held = p.accept(link.trim()).await?;
+            let last = last_result(&p, &held.device.to_string())?;
+            Ok((held, last))
+        })
         .await?;
-    Ok(HeldInvitationView::new(
-        &held,
-        state.last_result(&held.device.to_string()),
-    ))
+    Ok(HeldInvitationView::new(&held, last))
+}
+
+/// The device's last answer kept in the profile, as the card shows it.
+fn last_result(
+    p: &latchkey_owner::Profile,
+    device: &str,
+) -> latchkey_owner::Result<Option<OpenResult>> {
+    Ok(p.last_answer(device)?
+        .map(|a| OpenResult::from_report(&a.report, a.received_ms)))
 }
 
 /// Invitations this profile holds as a guest.
@@ -202,11 +212,19 @@ pub async fn invitations(
     state: State<'_, AppState>,
 ) -> Result<Vec<HeldInvitationView>, CommandError> {
     let held = state
-        .with_profile(|p| async move { p.invitations() })
+        .with_profile(|p| async move {
+            p.invitations()?
+                .into_iter()
+                .map(|h| {
+                    let last = last_result(&p, &h.device.to_string())?;
+                    Ok((h, last))
+                })
+                .collect::<latchkey_owner::Result<Vec<_>>>()
+        })
         .await?;
     Ok(held
-        .iter()
-        .map(|h| HeldInvitationView::new(h, state.last_result(&h.device.to_string())))
+        .into_iter()
+        .map(|(h, last)| HeldInvitationView::new(&h, last))
         .collect())
 }
 

@@ -1,5 +1,5 @@
 //! What the app keeps between commands: where the profile lives, the keychain handle, the
-//! backup check while onboarding, and the last answer from each device since start.
+//! backup check while onboarding, links from outside until the UI takes them, meter watches.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,15 +11,12 @@ use latchkey_owner::{BackupCheck, Profile, SystemClock};
 use zeroize::Zeroizing;
 
 use crate::error::CommandError;
-use crate::views::OpenResult;
 
 pub struct AppState {
     profile_dir: PathBuf,
     seeds: Result<Arc<dyn SeedStore>, String>,
     /// The few words of a new phrase to be typed back; in memory only, until the check passes.
     pub backup: Mutex<Option<BackupCheck>>,
-    /// Keyed by device id. Kept in memory only: the owner core has no store for answers yet.
-    pub last_results: Mutex<HashMap<String, OpenResult>>,
     /// An invitation link from outside the app, until the UI takes it (see `links.rs`).
     pub pending_link: Mutex<Option<Zeroizing<String>>>,
     /// The owner's meter watches, by (device, stream): started by the first `meter` call, then
@@ -50,7 +47,6 @@ impl AppState {
             profile_dir,
             seeds,
             backup: Mutex::new(None),
-            last_results: Mutex::new(HashMap::new()),
             pending_link: Mutex::new(None),
             pending_consent_link: Mutex::new(None),
             meters: Mutex::new(HashMap::new()),
@@ -95,12 +91,5 @@ impl AppState {
         .await
         .map_err(|e| CommandError::new("internal", format!("the command stopped: {e}")))?
         .map_err(CommandError::from)
-    }
-
-    pub fn last_result(&self, device_id: &str) -> Option<OpenResult> {
-        self.last_results
-            .lock()
-            .ok()
-            .and_then(|m| m.get(device_id).cloned())
     }
 }

@@ -10,6 +10,7 @@
 //! ([`keychain::KeyringStore`]); keys are derived from it when needed and wiped on drop; the
 //! store holds only public data (nodes, devices, verified chains).
 
+pub mod answers;
 pub mod audit;
 pub mod backup;
 pub mod claim;
@@ -31,6 +32,7 @@ pub mod refusal;
 pub mod stays;
 pub mod store;
 
+pub use answers::LastAnswer;
 pub use audit::AuditReport;
 pub use backup::BackupCheck;
 pub use claim::{ClaimReport, ClaimSource, ClaimStage};

@@ -8,10 +8,12 @@
 use std::time::{Duration, Instant};
 
 use futures::future::select_ok;
-use latchkey_proto::command::{Command, Outcome, RejectCode, ReplyTo, Response, NONCE_LEN};
+use latchkey_proto::command::{
+    Command, Outcome, RejectCode, ReplyTo, Response, SignedResponse, NONCE_LEN,
+};
 use latchkey_proto::envelope::{seal_command, PendingReply};
 use latchkey_proto::grant::{is_action_name, Grant};
-use latchkey_proto::keys::{PublicKey, SigningKey};
+use latchkey_proto::keys::{PublicKey, Signature, SigningKey};
 use latchkey_quorum::http::{read_capped, SEALED_ANSWER_CAP};
 use latchkey_quorum::CachedView;
 use rand_core::{OsRng, RngCore};
@@ -59,6 +61,9 @@ pub struct OpenReport {
     pub device: DeviceRecord,
     pub action: String,
     pub response: Response,
+    /// The device's signature over `response`, kept so the answer can be stored and checked
+    /// again later (the device card's last answer survives a restart).
+    pub signature: Signature,
     pub route: Route,
     /// From sealing the (last) command to opening its answer.
     pub latency_ms: u64,
@@ -90,7 +95,7 @@ impl OpenReport {
 
 /// What one envelope's trip over the routes brought back.
 struct Sent {
-    response: Response,
+    signed: SignedResponse,
     route: Route,
     latency_ms: u64,
     lost_reply: Option<Route>,
@@ -141,8 +146,19 @@ impl Profile {
         }
     }
 
-    /// Sends `action` with `args` to the device `query` names, as its owner.
+    /// Sends `action` with `args` to the device `query` names, as its owner (or as a guest
+    /// holding an invitation to it), and keeps the device's signed answer as its last one.
     pub async fn open(&self, query: &str, action: &str, args: &[u8]) -> Result<OpenReport> {
+        let report = self.open_unkept(query, action, args).await?;
+        // The door already acted: failing to keep its answer for the card must not turn that
+        // into an error.
+        if let Err(e) = self.keep_last_answer(&report) {
+            tracing::warn!(error = %e, "the device's answer could not be kept in the profile");
+        }
+        Ok(report)
+    }
+
+    async fn open_unkept(&self, query: &str, action: &str, args: &[u8]) -> Result<OpenReport> {
         if !is_action_name(action) {
             return Err(Error::BadAction(action.to_owned()));
         }
@@ -241,14 +257,15 @@ impl Profile {
                 .await?;
             // A challenge is answered with a new command by necessity: the challenge is part
             // of what is signed. The first one did not run (the device ran nothing without it).
-            if let Outcome::ChallengeRequired { challenge: c } = sent.response.outcome {
+            if let Outcome::ChallengeRequired { challenge: c } = sent.signed.response.outcome {
                 challenge = Some(c);
                 continue;
             }
             return Ok(OpenReport {
                 device,
                 action: action.to_owned(),
-                response: sent.response,
+                response: sent.signed.response,
+                signature: sent.signed.signature,
                 route: sent.route,
                 latency_ms: sent.latency_ms,
                 challenged: challenge.is_some(),
@@ -340,9 +357,9 @@ impl Profile {
                 )));
             }
             match open_reply(&pending, &body, &state.identity) {
-                Ok(response) => {
+                Ok(signed) => {
                     return Ok(Sent {
-                        response,
+                        signed,
                         route: Route::Direct(addr.to_string()),
                         latency_ms: started.elapsed().as_millis() as u64,
                         lost_reply,
@@ -402,8 +419,8 @@ impl Profile {
             })
         });
         match select_ok(polls).await.map(|(won, _rest)| won) {
-            Ok((response, node)) => Ok(Sent {
-                response,
+            Ok((signed, node)) => Ok(Sent {
+                signed,
                 route: Route::Relay(node),
                 latency_ms: started.elapsed().as_millis() as u64,
                 lost_reply,
@@ -421,7 +438,7 @@ impl Profile {
         identity: &PublicKey,
         started: Instant,
         wait: Duration,
-    ) -> Option<Response> {
+    ) -> Option<SignedResponse> {
         let mut after = 0;
         loop {
             let left = wait.checked_sub(started.elapsed())?;
@@ -442,9 +459,6 @@ fn open_reply(
     pending: &PendingReply,
     sealed: &[u8],
     identity: &PublicKey,
-) -> std::result::Result<Response, String> {
-    pending
-        .open(sealed, identity)
-        .map(|signed| signed.response)
-        .map_err(|e| e.to_string())
+) -> std::result::Result<SignedResponse, String> {
+    pending.open(sealed, identity).map_err(|e| e.to_string())
 }

@@ -20,6 +20,19 @@ pub const DB_FILE: &str = "profile.db";
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (url TEXT PRIMARY KEY, added_ms INTEGER NOT NULL);
+-- Each device's last signed answer (src/answers.rs): public data only.
+CREATE TABLE IF NOT EXISTS last_answers (
+    device      TEXT PRIMARY KEY,
+    action      TEXT NOT NULL,
+    response    BLOB NOT NULL,
+    route       TEXT NOT NULL,
+    via         TEXT NOT NULL,
+    lost_route  TEXT,
+    lost_via    TEXT,
+    latency_ms  INTEGER NOT NULL,
+    challenged  INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,

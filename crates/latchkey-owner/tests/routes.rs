@@ -264,6 +264,10 @@ async fn a_lost_direct_reply_falls_to_the_relay_with_the_same_envelope_and_the_d
         report.response.outcome
     );
     assert!(report.outcome_unknown());
+    // The card keeps saying so after a restart: the lost route is kept with the answer.
+    let kept = w.owner.last_answer(&w.device).unwrap().expect("kept");
+    assert!(kept.report.outcome_unknown());
+    assert_eq!(kept.report.lost_reply, report.lost_reply);
     // Give any second run time to show up.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(w.opened(), 1, "the actuator ran exactly once");
@@ -421,4 +425,52 @@ async fn with_every_node_down_a_revocation_the_door_took_still_succeeds_and_says
     // The owner's own view holds the revocation, so asking again republishes it.
     let again = w.owner.revoke(&grant.grant.id.to_string()).await.unwrap();
     assert!(again.already_revoked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_answer_survives_a_restart_and_one_edited_in_the_file_is_dropped() {
+    let w = World::start().await;
+    assert!(w.owner.last_answer(&w.device).unwrap().is_none());
+    let report = w.owner.open(&w.device, "unlock", b"").await.unwrap();
+    assert!(report.accepted());
+
+    // The app closed and opened again: a new profile on the same directory, no seed needed.
+    let dir = w._tmp.path().join("owner");
+    let reopened = Profile::at(
+        &dir,
+        Arc::new(MemorySeeds::default()),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let kept = reopened.last_answer(&w.device).unwrap().expect("kept");
+    assert_eq!(kept.report.response, report.response);
+    assert_eq!(kept.report.signature, report.signature);
+    assert_eq!(kept.report.route, report.route);
+    assert_eq!(kept.report.action, "unlock");
+    assert_eq!(kept.report.lost_reply, None);
+    assert!(kept.report.accepted());
+    let now = reopened.now_ms();
+    assert!(kept.received_ms <= now && now - kept.received_ms < 60_000);
+
+    // A later answer replaces it.
+    let second = w.owner.open(&w.device, "unlock", b"").await.unwrap();
+    let kept = reopened.last_answer(&w.device).unwrap().expect("kept");
+    assert_eq!(kept.report.response.command, second.response.command);
+
+    // Someone edits the profile file to make the door say something else: the signature no
+    // longer holds, so nothing is shown and the row goes.
+    let db = rusqlite::Connection::open(dir.join(latchkey_owner::store::DB_FILE)).unwrap();
+    let bytes: Vec<u8> = db
+        .query_row("SELECT response FROM last_answers", [], |r| r.get(0))
+        .unwrap();
+    let mut forged = bytes.clone();
+    let at = forged.len() / 2;
+    forged[at] ^= 0x01;
+    db.execute("UPDATE last_answers SET response = ?1", [&forged])
+        .unwrap();
+    assert!(reopened.last_answer(&w.device).unwrap().is_none());
+    let left: i64 = db
+        .query_row("SELECT COUNT(*) FROM last_answers", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0, "a kept answer that does not verify is dropped");
 }

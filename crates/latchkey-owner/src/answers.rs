@@ -1,0 +1,164 @@
+//! The last signed answer from each device, kept in the profile so a device card can still say
+//! "opened by you at 08:12" after the app was closed. Only public data is kept: the device's
+//! signed response (it names the command by its hash, never its contents), how it came back and
+//! when. Read back, the signature is checked again against the device's identity key from the
+//! profile's verified chain, so a profile file edited by hand cannot put words in a door's mouth.
+
+use latchkey_proto::codec::Codec;
+use latchkey_proto::command::SignedResponse;
+use rusqlite::{params, OptionalExtension};
+
+use crate::error::Result;
+use crate::open::{OpenReport, Route};
+use crate::profile::Profile;
+
+/// A device's last answer as this profile received it.
+#[derive(Debug, Clone)]
+pub struct LastAnswer {
+    pub report: OpenReport,
+    /// When this profile received it (its own clock).
+    pub received_ms: u64,
+}
+
+fn route_parts(route: &Route) -> (&'static str, &str) {
+    match route {
+        Route::Direct(addr) => ("direct", addr),
+        Route::Relay(node) => ("relay", node),
+    }
+}
+
+fn route_from(kind: &str, via: String) -> Option<Route> {
+    match kind {
+        "direct" => Some(Route::Direct(via)),
+        "relay" => Some(Route::Relay(via)),
+        _ => None,
+    }
+}
+
+impl Profile {
+    /// Keeps `report` as its device's last answer, replacing the one before.
+    pub fn keep_last_answer(&self, report: &OpenReport) -> Result<()> {
+        let conn = self.store.conn();
+        let signed = SignedResponse {
+            response: report.response.clone(),
+            signature: report.signature,
+        };
+        let (route, via) = route_parts(&report.route);
+        let lost = report.lost_reply.as_ref().map(route_parts);
+        conn.execute(
+            "INSERT OR REPLACE INTO last_answers (device, action, response, route, via,
+                 lost_route, lost_via, latency_ms, challenged, received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                report.device.id.to_string(),
+                report.action,
+                signed.to_bytes(),
+                route,
+                via,
+                lost.map(|(kind, _)| kind),
+                lost.map(|(_, via)| via),
+                i64::try_from(report.latency_ms).unwrap_or(i64::MAX),
+                report.challenged,
+                i64::try_from(self.now_ms()).unwrap_or(i64::MAX),
+            ],
+        )
+        .map_err(|e| self.store.wrap(e))?;
+        Ok(())
+    }
+
+    /// The last answer kept for `device` (a device id), if there is one that still verifies
+    /// against the device's identity key; one that does not is dropped with a warning.
+    pub fn last_answer(&self, device: &str) -> Result<Option<LastAnswer>> {
+        let conn = self.store.conn();
+        type Row = (
+            String,
+            Vec<u8>,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            i64,
+            bool,
+            i64,
+        );
+        let row: Option<Row> = conn
+            .query_row(
+                "SELECT action, response, route, via, lost_route, lost_via, latency_ms,
+                        challenged, received_ms
+                 FROM last_answers WHERE device = ?1",
+                params![device],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.store.wrap(e))?;
+        let Some((action, bytes, route, via, lost_route, lost_via, latency, challenged, received)) =
+            row
+        else {
+            return Ok(None);
+        };
+        let record = match self.find_device(device) {
+            Ok(record) => record,
+            // A device no longer in the profile has no card to show it on.
+            Err(_) => return Ok(None),
+        };
+        let identity = record.chain.state().identity;
+        let checked = SignedResponse::from_bytes(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|signed| {
+                signed
+                    .verify(&identity, &record.id, &signed.response.command)
+                    .map_err(|e| e.to_string())?;
+                Ok(signed)
+            });
+        let signed = match checked {
+            Ok(signed) => signed,
+            Err(why) => {
+                tracing::warn!(%device, %why, "a kept answer no longer verifies; dropped");
+                self.forget_last_answer(device)?;
+                return Ok(None);
+            }
+        };
+        let Some(route) = route_from(&route, via) else {
+            return Ok(None);
+        };
+        let lost_reply = lost_route
+            .zip(lost_via)
+            .and_then(|(k, v)| route_from(&k, v));
+        Ok(Some(LastAnswer {
+            report: OpenReport {
+                device: record,
+                action,
+                response: signed.response,
+                signature: signed.signature,
+                route,
+                latency_ms: u64::try_from(latency).unwrap_or(0),
+                challenged,
+                lost_reply,
+            },
+            received_ms: u64::try_from(received).unwrap_or(0),
+        }))
+    }
+
+    /// Drops the answer kept for `device`.
+    pub fn forget_last_answer(&self, device: &str) -> Result<()> {
+        let conn = self.store.conn();
+        conn.execute(
+            "DELETE FROM last_answers WHERE device = ?1",
+            params![device],
+        )
+        .map_err(|e| self.store.wrap(e))?;
+        Ok(())
+    }
+}
