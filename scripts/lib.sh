@@ -93,25 +93,83 @@ install_ui_deps() {
 # code that uses the OS keychain meets a real Secret Service and never the user's
 # own keyring. HOME points at a throwaway directory for the keyring's files; cargo
 # and rustup keep finding the real toolchain through CARGO_HOME and RUSTUP_HOME.
-with_secret_service() {
-  local keyring_home runtime_dir status=0
-  local cargo_home=${CARGO_HOME:-$HOME/.cargo} rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
+#
+# Ctrl-C in a terminal signals the whole foreground process group. The bus and the
+# keyring therefore run in a session of their own: the command (the demo app) gets
+# the signal and still reaches the keyring while it removes its demo key; they stop
+# only after it has exited. Whichever way this ends (normal exit, INT, TERM, HUP, a
+# second Ctrl-C during the clean-up), both daemons are stopped and the throwaway
+# directories removed. The body is a subshell so its traps stay out of the caller.
+with_secret_service() (
+  cargo_home=${CARGO_HOME:-$HOME/.cargo} rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
+  keyring_home='' runtime_dir='' bus_pid='' keyring_pid='' status=0 tries=0
+
+  # shellcheck disable=SC2317 # called from the traps below
+  cleanup() {
+    # A second Ctrl-C must not stop the clean-up halfway.
+    trap '' INT TERM HUP
+    if [ -n "$keyring_pid" ]; then
+      kill "$keyring_pid" 2>/dev/null || true
+      wait "$keyring_pid" 2>/dev/null || true
+    fi
+    if [ -n "$bus_pid" ]; then
+      kill "$bus_pid" 2>/dev/null || true
+      wait "$bus_pid" 2>/dev/null || true
+    fi
+    if [ -n "$keyring_home" ]; then rm -rf -- "$keyring_home"; fi
+    if [ -n "$runtime_dir" ]; then rm -rf -- "$runtime_dir"; fi
+    keyring_pid='' bus_pid='' keyring_home='' runtime_dir=''
+  }
+  # Bash runs these only once the foreground command has exited. Dying of the same
+  # signal afterwards lets the caller (a script, a terminal) see what happened.
+  # shellcheck disable=SC2317
+  on_signal() {
+    cleanup
+    trap - "$1" EXIT
+    kill -s "$1" "$BASHPID"
+  }
+  trap cleanup EXIT
+  trap 'on_signal INT' INT
+  trap 'on_signal TERM' TERM
+  trap 'on_signal HUP' HUP
+
   keyring_home=$(mktemp -d)
   runtime_dir=$(mktemp -d)
   chmod 700 "$runtime_dir"
-  # shellcheck disable=SC2016 # the inner script expands its own variables
-  HOME=$keyring_home XDG_RUNTIME_DIR=$runtime_dir \
-    CARGO_HOME=$cargo_home RUSTUP_HOME=$rustup_home \
-    dbus-run-session -- bash -c '
-      set -euo pipefail
-      eval "$(printf %s latchkey-test | gnome-keyring-daemon --unlock --components=secrets)"
-      export GNOME_KEYRING_CONTROL
-      # Fail here, plainly, if the keyring is not answering, rather than in some test later.
-      printf %s probe | secret-tool store --label="latchkey test probe" latchkey-test probe
-      [ "$(secret-tool lookup latchkey-test probe)" = probe ] || { echo "Secret Service probe failed" >&2; exit 1; }
-      secret-tool clear latchkey-test probe
-      "$@"
-    ' bash "$@" || status=$?
-  rm -rf "$keyring_home" "$runtime_dir"
-  return "$status"
-}
+  export HOME=$keyring_home XDG_RUNTIME_DIR=$runtime_dir CARGO_HOME=$cargo_home RUSTUP_HOME=$rustup_home
+
+  # Both daemons run in the foreground of a session of their own (setsid), so their pids
+  # are known and they are reaped here.
+  setsid dbus-daemon --session --nofork --address="unix:path=$runtime_dir/bus" --print-address=1 \
+    >"$runtime_dir/bus-address" 2>"$runtime_dir/bus.log" &
+  bus_pid=$!
+  until [ -s "$runtime_dir/bus-address" ]; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 100 ] || ! kill -0 "$bus_pid" 2>/dev/null; then
+      die "the private D-Bus did not start: $(cat "$runtime_dir/bus.log")"
+    fi
+    sleep 0.1
+  done
+  DBUS_SESSION_BUS_ADDRESS=$(head -n1 "$runtime_dir/bus-address")
+  export DBUS_SESSION_BUS_ADDRESS
+  unset DBUS_STARTER_ADDRESS DBUS_STARTER_BUS_TYPE GNOME_KEYRING_CONTROL
+
+  printf %s latchkey-test | setsid gnome-keyring-daemon --foreground --unlock --components=secrets >/dev/null &
+  keyring_pid=$!
+  # Wait for it to own the Secret Service name: asking earlier would make the bus
+  # activate a second, locked keyring.
+  tries=0
+  until dbus-send --session --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+    org.freedesktop.DBus.NameHasOwner string:org.freedesktop.secrets 2>/dev/null | grep -q 'boolean true'; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 100 ] || ! kill -0 "$keyring_pid" 2>/dev/null; then die "gnome-keyring-daemon did not start"; fi
+    sleep 0.1
+  done
+  # Fail here, plainly, if the keyring is not answering, rather than in some test later.
+  printf %s probe | secret-tool store --label="latchkey test probe" latchkey-test probe
+  [ "$(secret-tool lookup latchkey-test probe)" = probe ] || die "Secret Service probe failed"
+  secret-tool clear latchkey-test probe
+
+  "$@" || status=$?
+  exit "$status"
+)

@@ -52,6 +52,8 @@ pub struct Demo {
     meter: Option<(Broker, MeterPort)>,
     meter_problem: Option<String>,
     sample_consent_link: Option<String>,
+    /// Set once the demo profile's phrase is out of the keychain (see `forget_demo_phrase`).
+    phrase_forgotten: bool,
 }
 
 impl Demo {
@@ -162,6 +164,7 @@ impl Demo {
             nodes,
             agent: Some(agent),
             dir,
+            phrase_forgotten: false,
         })
     }
 
@@ -353,23 +356,49 @@ impl AppState {
         Ok(())
     }
 
-    /// Stops the demo and deletes the demo profile's recovery phrase from the keychain.
+    /// Deletes the demo profile's recovery phrase from the keychain, once; the demo keeps
+    /// running. Called first on a signal: Ctrl-C in a terminal reaches every process of the
+    /// job, and whatever provides the keychain may not outlive a slower teardown.
+    pub async fn forget_demo_phrase(&self) {
+        let dir = match self.demo.lock() {
+            Ok(demo) => match demo.as_ref() {
+                Some(demo) if !demo.phrase_forgotten => demo.profile_dir(),
+                _ => return,
+            },
+            Err(_) => return,
+        };
+        let Ok(seeds) = self.seeds() else {
+            return;
+        };
+        let deleted = tauri::async_runtime::spawn_blocking(move || {
+            let profile = Profile::at(&dir, seeds.clone(), Arc::new(SystemClock))?;
+            seeds.delete(profile.id())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+        match deleted {
+            Ok(()) => {
+                tracing::info!("the demo's recovery phrase was removed from the keychain");
+                if let Ok(mut demo) = self.demo.lock() {
+                    if let Some(demo) = demo.as_mut() {
+                        demo.phrase_forgotten = true;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the demo's recovery phrase could not be removed from the keychain")
+            }
+        }
+    }
+
+    /// Deletes the demo profile's recovery phrase from the keychain (unless a signal already
+    /// did), then stops the demo.
     pub async fn end_demo(&self) {
+        self.forget_demo_phrase().await;
         let Some(demo) = self.demo.lock().ok().and_then(|mut d| d.take()) else {
             return;
         };
-        if let Ok(seeds) = self.seeds() {
-            match Profile::at(&demo.profile_dir(), seeds.clone(), Arc::new(SystemClock)) {
-                Ok(profile) => {
-                    if let Err(e) = seeds.delete(profile.id()) {
-                        tracing::warn!(error = %e, "the demo's recovery phrase could not be removed from the keychain");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the demo profile could not be opened for clean-up")
-                }
-            }
-        }
         demo.shutdown().await;
     }
 

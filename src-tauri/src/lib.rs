@@ -117,9 +117,15 @@ pub fn run() {
             #[cfg(feature = "demo")]
             if let Some(demo) = demo {
                 state.prepare_demo(demo)?;
+            }
+            #[cfg(feature = "demo")]
+            let is_demo = state.is_demo();
+            app.manage(state);
+            // After `manage`: the watcher reaches the demo through the app's state.
+            #[cfg(feature = "demo")]
+            if is_demo {
                 watch_signals(app.handle().clone());
             }
-            app.manage(state);
             #[cfg(desktop)]
             app.manage(camera::CameraState::default());
             links::install(app);
@@ -185,22 +191,34 @@ pub fn run() {
     });
 }
 
-/// Ctrl-C or a plain `kill` ends the demo through the normal exit path, so it cleans up.
+/// Ctrl-C, a plain `kill` or a closed terminal ends the demo through the normal exit path,
+/// so it cleans up. The demo's recovery phrase leaves the keychain first, before the nodes
+/// and the door stop: a terminal's Ctrl-C signals the whole job, so whatever provides the
+/// keychain may be going away too. Once installed, the handlers stay for the life of the
+/// process, so a second Ctrl-C during the teardown does not cut it short.
 #[cfg(feature = "demo")]
 fn watch_signals(handle: tauri::AppHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
     tauri::async_runtime::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
+        let (mut int, mut term, mut hup) = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
         ) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; the demo cleans up only on a normal exit");
+            (Ok(int), Ok(term), Ok(hup)) => (int, term, hup),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                tracing::warn!(error = %e, "cannot watch signals; the demo cleans up only on a normal exit");
                 return;
             }
         };
+        tracing::info!("demo running; Ctrl-C, SIGTERM or SIGHUP ends it and cleans up");
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+        if let Some(state) = handle.try_state::<AppState>() {
+            state.forget_demo_phrase().await;
         }
         handle.exit(0);
     });
