@@ -8,11 +8,13 @@ LATCHKEY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # the second gives tests a real Secret Service (gnome-keyring on a private D-Bus) and
 # lets them drive the real app window (Xvfb, WebKitWebDriver) and talk to a real MQTT broker
 # (Mosquitto, started by the device agent's tests); faketime sets the device agent's clock back
-# in the clock-rollback test.
+# in the clock-rollback test. The third: PostgreSQL for the node suite's second backend, and
+# the mingw-w64 C compiler so the owner core (its SQLite and sntrup761 C code) can be checked
+# for Windows, whose keychain store it picks by target.
 LATCHKEY_APT_PACKAGES=(
   libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libssl-dev libxdo-dev build-essential file pkg-config
   gnome-keyring dbus-x11 libsecret-tools xvfb xauth webkit2gtk-driver mosquitto libclang-dev faketime
-  postgresql
+  postgresql gcc-mingw-w64-x86-64
 )
 
 # Vite 8 refuses older Node; Debian 12's own nodejs (18) is too old.

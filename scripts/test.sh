@@ -28,6 +28,12 @@ log "cargo fmt"
 cargo fmt --all --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets "${cargo_features[@]}" -- -D warnings
+# The owner core picks its keychain store by target (crates/latchkey-owner/src/keychain.rs).
+# Windows is checked here through Debian's mingw-w64; macOS, iOS and Android need Apple's SDK
+# or the Android NDK for the C code underneath, which Debian does not package.
+log "cargo check latchkey-owner for Windows (x86_64-pc-windows-gnu)"
+rustup target list --installed | grep -qx x86_64-pc-windows-gnu || rustup target add x86_64-pc-windows-gnu
+cargo check -p latchkey-owner --target x86_64-pc-windows-gnu
 # The app's end-to-end test drives the real window through tauri-driver (tests/app_e2e.rs).
 if ! command -v tauri-driver >/dev/null 2>&1; then
   log "Installing tauri-driver"

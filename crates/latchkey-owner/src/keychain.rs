@@ -1,10 +1,19 @@
-//! Where the recovery phrase lives: the OS keychain, and nowhere else. Service
-//! `org.latchkey.app`, user = the profile id. On Linux this is the Secret Service (e.g.
-//! gnome-keyring) through keyring-core's zbus store; never the mock store.
+//! Where the recovery phrase lives: the OS keychain, and nowhere else. Every platform's store
+//! is a keyring-core credential store chosen at compile time, always with service
+//! `org.latchkey.app` and user = the profile id (a random hex id, never the phrase):
+//!
+//! | target | store | where the phrase is |
+//! |---|---|---|
+//! | Linux, *BSD | Secret Service over D-Bus (zbus-secret-service-keyring-store) | an item in the default collection (e.g. gnome-keyring, KWallet) with attributes `service` and `username` |
+//! | macOS | Keychain Services (apple-native-keyring-store, `keychain`) | a generic password in the login keychain: service `org.latchkey.app`, account = profile id |
+//! | iOS | Protected Data store (apple-native-keyring-store, `protected`) | a generic password in the app's access group, same service and account |
+//! | Windows | Credential Manager (windows-native-keyring-store) | a generic credential, target `<profile id>.org.latchkey.app` |
+//! | Android | Keystore + SharedPreferences (android-native-keyring-store) | encrypted by an AES key that never leaves the Android Keystore, in the crate's default named store |
+//!
+//! Never the mock store: a target without a keychain does not build.
 
 use std::sync::Arc;
 
-use keyring_core::api::CredentialStoreApi;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -24,20 +33,61 @@ pub trait SeedStore: Send + Sync + std::fmt::Debug {
 
 /// The OS keychain through keyring-core.
 pub struct KeyringStore {
-    store: Arc<zbus_secret_service_keyring_store::Store>,
+    store: Arc<keyring_core::CredentialStore>,
 }
 
 impl std::fmt::Debug for KeyringStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KeyringStore(Secret Service)")
+        write!(f, "KeyringStore({PLATFORM_STORE})")
     }
+}
+
+/// This build's keychain, by name (for messages and logs).
+#[cfg(any(
+    target_os = "linux",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+))]
+pub const PLATFORM_STORE: &str = "Secret Service";
+#[cfg(target_os = "macos")]
+pub const PLATFORM_STORE: &str = "macOS Keychain";
+#[cfg(target_os = "ios")]
+pub const PLATFORM_STORE: &str = "iOS Keychain";
+#[cfg(target_os = "windows")]
+pub const PLATFORM_STORE: &str = "Windows Credential Manager";
+#[cfg(target_os = "android")]
+pub const PLATFORM_STORE: &str = "Android Keystore";
+
+/// The platform's store, as a keyring-core credential store.
+fn platform_store() -> keyring_core::Result<Arc<keyring_core::CredentialStore>> {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "freebsd",
+        target_os = "openbsd",
+        target_os = "netbsd",
+        target_os = "dragonfly"
+    ))]
+    let store: Arc<keyring_core::CredentialStore> =
+        zbus_secret_service_keyring_store::Store::new()?;
+    #[cfg(target_os = "macos")]
+    let store: Arc<keyring_core::CredentialStore> =
+        apple_native_keyring_store::keychain::Store::new()?;
+    #[cfg(target_os = "ios")]
+    let store: Arc<keyring_core::CredentialStore> =
+        apple_native_keyring_store::protected::Store::new()?;
+    #[cfg(target_os = "windows")]
+    let store: Arc<keyring_core::CredentialStore> = windows_native_keyring_store::Store::new()?;
+    #[cfg(target_os = "android")]
+    let store: Arc<keyring_core::CredentialStore> = android_native_keyring_store::Store::new()?;
+    Ok(store)
 }
 
 impl KeyringStore {
     /// Connects to the platform keychain.
     pub fn open() -> Result<Self> {
-        let store = zbus_secret_service_keyring_store::Store::new()
-            .map_err(|e| Error::Keychain(e.to_string()))?;
+        let store = platform_store().map_err(|e| Error::Keychain(e.to_string()))?;
         Ok(KeyringStore { store })
     }
 
