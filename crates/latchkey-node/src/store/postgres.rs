@@ -295,24 +295,18 @@ impl Backend for PgStore {
         let mut client = self.conn().await?;
         let tx = Self::snapshot(&mut client).await?;
         let d = &device.0[..];
-        let stmt = tx
-            .prepare_cached("SELECT bytes FROM ops WHERE device = $1 ORDER BY cursor")
-            .await?;
-        let ops = tx
-            .query(&stmt, &[&d])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let stmt = tx
-            .prepare_cached("SELECT theirs FROM forks WHERE device = $1 ORDER BY id")
-            .await?;
-        let forks = tx
-            .query(&stmt, &[&d])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let ops = blobs_of(
+            &tx,
+            "SELECT bytes FROM ops WHERE device = $1 ORDER BY cursor",
+            d,
+        )
+        .await?;
+        let forks = blobs_of(
+            &tx,
+            "SELECT theirs FROM forks WHERE device = $1 ORDER BY id",
+            d,
+        )
+        .await?;
         let stmt = tx
             .prepare_cached("SELECT version FROM chain_versions WHERE device = $1")
             .await?;
@@ -726,15 +720,12 @@ impl Backend for PgStore {
         let mut client = self.conn().await?;
         let tx = Self::snapshot(&mut client).await?;
         let d = &device.0[..];
-        let stmt = tx
-            .prepare_cached("SELECT bytes FROM consents WHERE device = $1 ORDER BY seq")
-            .await?;
-        let entries = tx
-            .query(&stmt, &[&d])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let entries = blobs_of(
+            &tx,
+            "SELECT bytes FROM consents WHERE device = $1 ORDER BY seq",
+            d,
+        )
+        .await?;
         let stmt = tx
             .prepare_cached("SELECT theirs_hash FROM consent_forks WHERE device = $1")
             .await?;
@@ -909,4 +900,19 @@ impl Backend for PgStore {
 /// A quota as a SQL `LIMIT`.
 fn cap(quota: usize) -> i64 {
     i64::try_from(quota).unwrap_or(i64::MAX)
+}
+
+/// The one byte column `sql` selects for the device `d`, row by row, inside `tx`.
+async fn blobs_of(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    d: &[u8],
+) -> Result<Vec<Vec<u8>>> {
+    let stmt = tx.prepare_cached(sql).await?;
+    Ok(tx
+        .query(&stmt, &[&d])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }
