@@ -23,11 +23,12 @@ impl CommandError {
     }
 }
 
-/// The owner core's errors keep their stable code; the message is the core's own, which
-/// already says what to do next.
+/// The owner core's errors keep their stable code; the message is the core's words for
+/// people (what happened, then what to do in the app), not its command-line text, which
+/// names CLI commands a person in the app has no use for.
 impl From<latchkey_owner::Error> for CommandError {
     fn from(e: latchkey_owner::Error) -> Self {
-        Self::new(e.code(), e.to_string())
+        Self::new(e.code(), e.for_people().message())
     }
 }
 
@@ -56,7 +57,15 @@ mod tests {
     fn owner_errors_keep_their_code() {
         let err = CommandError::from(latchkey_owner::Error::NoNodes);
         assert_eq!(err.code, "no_nodes");
-        assert!(err.message.contains("no registry nodes"), "{}", err.message);
+        assert!(
+            err.message.starts_with("No registry nodes are set up"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("Settings"), "{}", err.message);
+        for cli in ["latchkey ", "`", "--"] {
+            assert!(!err.message.contains(cli), "{}", err.message);
+        }
     }
 
     #[test]

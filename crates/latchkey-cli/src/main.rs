@@ -1105,6 +1105,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         println!("  ALARM: {}", v["title"].as_str().unwrap_or_default());
                         println!("    {}", v["meaning"].as_str().unwrap_or_default());
                         println!("    {}", v["what_to_do"].as_str().unwrap_or_default());
+                        if v["kind"] == "unresolved" {
+                            println!("    (latchkey transfer {} --to KEY)", d.id.short());
+                        }
                     }
                 }
             }

@@ -115,14 +115,12 @@ impl ForkAlarm {
                      the one you did not expect. Your door has not confirmed either yet. This \
                      app keeps using the history it had already checked."
                 ),
-                what_to_do: format!(
-                    "You can keep opening and inviting as before. If neither you nor a co-owner \
-                     made both changes, a co-owner's key is lost or stolen: transfer ownership to \
-                     fresh keys (`latchkey transfer {short} --to KEY`). The door confirms the \
-                     transfer it accepts, and that ends the dispute. Until then this alarm \
-                     stays.",
-                    short = self.device.short()
-                ),
+                // The app shows these words too, so they name no command; the CLI adds its own.
+                what_to_do: "You can keep opening and inviting as before. If neither you nor a \
+                             co-owner made both changes, a co-owner's key is lost or stolen: \
+                             transfer ownership to fresh keys. The door confirms the transfer it \
+                             accepts, and that ends the dispute. Until then this alarm stays."
+                    .to_owned(),
             },
             ForkKind::Switched => ForkWords {
                 title: format!("{device_name} confirmed a different history"),
@@ -303,7 +301,13 @@ mod tests {
         assert!(words
             .what_to_do
             .contains("transfer ownership to fresh keys"));
-        assert!(words.what_to_do.contains(&d.chain.device().short()));
+        // The app shows these words too: no command-line command in them.
+        assert!(!words.what_to_do.contains('`'), "{}", words.what_to_do);
+        assert!(
+            !words.what_to_do.contains("latchkey "),
+            "{}",
+            words.what_to_do
+        );
     }
 
     #[test]

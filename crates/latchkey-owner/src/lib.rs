@@ -31,6 +31,7 @@ pub mod qr;
 pub mod refusal;
 pub mod stays;
 pub mod store;
+pub mod words;
 
 pub use answers::LastAnswer;
 pub use audit::AuditReport;
@@ -53,3 +54,4 @@ pub use refusal::{explain, Refusal};
 pub use stays::{
     StayChange, StayLink, StayPhase, StayStatus, StaySyncLine, StaySyncReport, StayTimes, StayView,
 };
+pub use words::Words;

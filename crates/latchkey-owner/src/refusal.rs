@@ -25,7 +25,10 @@ pub fn explain(code: u16, reason: &str) -> Refusal {
         if reason.is_empty() {
             text.to_owned()
         } else {
-            format!("{text} (the door says: {reason})")
+            // Inside the sentence, so the words still end with its full stop.
+            let text = text.strip_suffix('.').unwrap_or(text);
+            let reason = reason.trim_end_matches('.');
+            format!("{text} (the door says: {reason}).")
         }
     };
     let Some(known) = RejectCode::from_u16(code) else {
@@ -128,7 +131,7 @@ pub fn explain(code: u16, reason: &str) -> Refusal {
         ),
         NotRedeemed => (
             said("This phone has not redeemed the invitation at this door yet, so the door does not know it."),
-            "Accept the link again (`latchkey accept LINK` or the app's Invitations): it redeems the invitation for this phone.",
+            "Accept the link again (paste it under Invitations): it redeems the invitation for this phone.",
         ),
         AlreadyRedeemed => (
             said("This invitation was already redeemed by another phone, so it no longer works from this one."),
@@ -140,7 +143,7 @@ pub fn explain(code: u16, reason: &str) -> Refusal {
         ),
         ConsentRefused => (
             said("The device did not accept the consent: it does not verify against the device's ownership (another device, a signer who is not an owner, a bad signature, an unknown consent, or an end already past)."),
-            "Refresh the device's consents (`latchkey consents DEVICE`) and retry; if it persists, the device's view of its owners may be behind.",
+            "Refresh the device's consents and retry; if it persists, the device's view of its owners may be behind.",
         ),
         // A code added to the protocol after this wording: still plain, with the door's reason.
         _ => (
@@ -183,6 +186,23 @@ mod tests {
             let known = RejectCode::from_u16(code).is_some();
             assert_eq!(r.name != "Unknown", known, "{code}");
         }
+    }
+
+    /// The CLI and the app both show these words, so they name no command: every code the
+    /// protocol defines, and one it does not, with and without the door's reason.
+    #[test]
+    fn every_code_is_worded_for_people() {
+        let mut known = 0;
+        for code in 0..=u8::MAX as u16 {
+            for reason in ["", "it opens in 2h"] {
+                let r = explain(code, reason);
+                let what = format!("{code} {}", r.name);
+                crate::words::assert_for_people(&r.meaning, &what);
+                crate::words::assert_for_people(&r.what_to_do, &what);
+            }
+            known += usize::from(RejectCode::from_u16(code).is_some());
+        }
+        assert!(known >= 24, "only {known} codes known");
     }
 
     #[test]

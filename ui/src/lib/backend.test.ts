@@ -237,6 +237,12 @@ describe('fork alarms in the mock', () => {
     expect(door.alarm?.what_to_do).toContain('fresh keys');
     const switched = mockForkAlarm('switched', 0);
     expect(switched.meaning).toContain('still an owner');
+    // The app never shows a command-line command.
+    for (const alarm of [mockForkAlarm('unresolved', 0), switched]) {
+      for (const text of [alarm.title, alarm.meaning, alarm.what_to_do]) {
+        expect(text).not.toMatch(/`|--|latchkey /);
+      }
+    }
   });
 });
 

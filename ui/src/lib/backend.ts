@@ -401,7 +401,7 @@ export function mockForkAlarm(kind: ForkAlarmView['kind'], nowMs: number): ForkA
     meaning:
       'The registry nodes hold two valid but conflicting changes at step 2 of who owns Front door: a change of owners signed by 1 key(s) other than yours and a change of owners signed by 1 key(s) other than yours. Both carry valid signatures, so someone holding an owner\'s key (or the door\'s old setup code) signed the one you did not expect. Your door has not confirmed either yet. This app keeps using the history it had already checked.',
     what_to_do:
-      'You can keep opening and inviting as before. If neither you nor a co-owner made both changes, a co-owner\'s key is lost or stolen: transfer ownership to fresh keys (`latchkey transfer MOCK-D00R --to KEY`). The door confirms the transfer it accepts, and that ends the dispute. Until then this alarm stays.',
+      'You can keep opening and inviting as before. If neither you nor a co-owner made both changes, a co-owner\'s key is lost or stolen: transfer ownership to fresh keys. The door confirms the transfer it accepts, and that ends the dispute. Until then this alarm stays.',
     first_seen_ms: nowMs,
   };
 }

@@ -170,8 +170,8 @@ export function base64OfDataUrl(dataUrl: string): string {
 }
 
 /**
- * The owner core's messages are written for both the CLI and the app, and some name CLI
- * commands; for those codes the app says where to go in the app instead.
+ * The owner core words every error for the app itself (`Error::for_people`); these few codes
+ * keep the screens' own shorter wording, and cover the mock backend, whose messages are terse.
  */
 const IN_APP: Record<string, string> = {
   no_nodes: 'No registry nodes are set up yet. Add some in Settings, then try again.',
