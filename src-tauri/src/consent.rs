@@ -134,7 +134,7 @@ pub async fn meter(
             return Ok(MeterView::new(&device, &stream, &watch.snapshot()));
         }
     }
-    let broker = broker.or_else(|| state.demo_broker()).ok_or_else(|| {
+    let broker = broker.or_else(|| demo_broker(&state)).ok_or_else(|| {
         CommandError::new(
             "no_broker",
             "Type the address of your home MQTT broker (mqtt://HOST:PORT), where the device \
@@ -158,4 +158,15 @@ fn poisoned<T>(_: std::sync::PoisonError<T>) -> CommandError {
         "internal",
         "an earlier command failed midway; restart the app",
     )
+}
+
+/// The demo's own broker when the demo runs; a product build has none to offer.
+#[cfg(feature = "demo")]
+fn demo_broker(state: &AppState) -> Option<String> {
+    state.demo_broker()
+}
+
+#[cfg(not(feature = "demo"))]
+fn demo_broker(_: &AppState) -> Option<String> {
+    None
 }
