@@ -10,8 +10,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -22,54 +20,20 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 /// One node process; killed when dropped, so a failing test leaves none behind.
-struct Node {
-    child: Child,
-    // Held open: the process may still write to its stdout.
-    _stdout: BufReader<ChildStdout>,
-    url: String,
-}
+type Node = NodeBinary;
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_binary(db_url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_latchkey-node"))
-        .args(["--listen", "127.0.0.1:0", "--db", db_url])
-        .args(["--ops-rate", "0", "--read-rate", "0", "--mailbox-rate", "0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the latchkey-node binary runs")
-}
-
-/// Waits for the node's `listening on http://ADDR` line.
-fn ready(mut child: Child) -> Node {
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    Node {
-        child,
-        _stdout: stdout,
-        url,
-    }
-}
+/// Rate limits off: every client of these tests is 127.0.0.1.
+const ARGS: &[&str] = &["--ops-rate", "0", "--read-rate", "0", "--mailbox-rate", "0"];
 
 /// Two node processes on a fresh database of this binary's cluster. Both start at once, so
 /// they also race to migrate the empty database (one waits for the other's migration lock).
 fn pair(dir: &tempfile::TempDir) -> (Node, Node) {
     let url = cluster().url(&pg_name(&dir.path().join("shared.db")));
-    let (a, b) = (start_binary(&url), start_binary(&url));
-    (ready(a), ready(b))
+    let (a, b) = (
+        NodeBinary::launch(&url, ARGS),
+        NodeBinary::launch(&url, ARGS),
+    );
+    (NodeBinary::ready(a), NodeBinary::ready(b))
 }
 
 /// A gauge or counter from a node's `/metrics`.

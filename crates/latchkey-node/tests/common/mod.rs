@@ -293,16 +293,25 @@ impl NodeBinary {
     /// Starts the binary on `db` (see [`db_arg`]) with `args` added, and waits for its
     /// `listening on http://ADDR` line.
     pub fn spawn(db: &Path, args: &[&str]) -> NodeBinary {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey-node"))
-            .args(["--listen", "127.0.0.1:0", "--db"])
-            .arg(db_arg(db))
+        NodeBinary::ready(NodeBinary::launch(&db_arg(db), args))
+    }
+
+    /// Starts the binary on the `--db` argument `db` without waiting for it, so several can
+    /// start at once (and race, e.g. to migrate one PostgreSQL database).
+    pub fn launch(db: &str, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_latchkey-node"))
+            .args(["--listen", "127.0.0.1:0", "--db", db])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()
-            .expect("the latchkey-node binary runs");
+            .expect("the latchkey-node binary runs")
+    }
+
+    /// Waits for a launched node's `listening on http://ADDR` line.
+    pub fn ready(mut child: std::process::Child) -> NodeBinary {
+        use std::io::BufRead;
         let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
