@@ -224,7 +224,7 @@ fn card_parts(
         .map(|r| {
             let alarm = p.fork_alarm(&r.id)?;
             let last = p
-                .last_answer(&r.id.to_string())?
+                .last_answer(&r)?
                 .map(|a| OpenResult::from_report(&a.report, a.received_ms));
             Ok((r, alarm, last))
         })

@@ -202,7 +202,11 @@ fn last_result(
     p: &latchkey_owner::Profile,
     device: &str,
 ) -> latchkey_owner::Result<Option<OpenResult>> {
-    Ok(p.last_answer(device)?
+    // A device no longer in the profile has no card to show an answer on.
+    let Ok(record) = p.find_device(device) else {
+        return Ok(None);
+    };
+    Ok(p.last_answer(&record)?
         .map(|a| OpenResult::from_report(&a.report, a.received_ms)))
 }
 

@@ -11,6 +11,7 @@ use rusqlite::{params, OptionalExtension};
 use crate::error::Result;
 use crate::open::{OpenReport, Route};
 use crate::profile::Profile;
+use crate::store::DeviceRecord;
 
 /// A device's last answer as this profile received it.
 #[derive(Debug, Clone)]
@@ -66,9 +67,10 @@ impl Profile {
         Ok(())
     }
 
-    /// The last answer kept for `device` (a device id), if there is one that still verifies
-    /// against the device's identity key; one that does not is dropped with a warning.
-    pub fn last_answer(&self, device: &str) -> Result<Option<LastAnswer>> {
+    /// The last answer kept for `record`'s device, if there is one that still verifies against
+    /// the device's identity key; one that does not is dropped with a warning.
+    pub fn last_answer(&self, record: &DeviceRecord) -> Result<Option<LastAnswer>> {
+        let device = &record.id.to_string();
         let conn = self.store.conn();
         type Row = (
             String,
@@ -87,19 +89,7 @@ impl Profile {
                         challenged, received_ms
                  FROM last_answers WHERE device = ?1",
                 params![device],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                    ))
-                },
+                |r| Row::try_from(r),
             )
             .optional()
             .map_err(|e| self.store.wrap(e))?;
@@ -107,11 +97,6 @@ impl Profile {
             row
         else {
             return Ok(None);
-        };
-        let record = match self.find_device(device) {
-            Ok(record) => record,
-            // A device no longer in the profile has no card to show it on.
-            Err(_) => return Ok(None),
         };
         let identity = record.chain.state().identity;
         let checked = SignedResponse::from_bytes(&bytes)
@@ -138,7 +123,7 @@ impl Profile {
             .and_then(|(k, v)| route_from(&k, v));
         Ok(Some(LastAnswer {
             report: OpenReport {
-                device: record,
+                device: record.clone(),
                 action,
                 response: signed.response,
                 signature: signed.signature,

@@ -265,7 +265,11 @@ async fn a_lost_direct_reply_falls_to_the_relay_with_the_same_envelope_and_the_d
     );
     assert!(report.outcome_unknown());
     // The card keeps saying so after a restart: the lost route is kept with the answer.
-    let kept = w.owner.last_answer(&w.device).unwrap().expect("kept");
+    let kept = w
+        .owner
+        .last_answer(&w.owner.find_device(&w.device).unwrap())
+        .unwrap()
+        .expect("kept");
     assert!(kept.report.outcome_unknown());
     assert_eq!(kept.report.lost_reply, report.lost_reply);
     // Give any second run time to show up.
@@ -430,7 +434,11 @@ async fn with_every_node_down_a_revocation_the_door_took_still_succeeds_and_says
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_answer_survives_a_restart_and_one_edited_in_the_file_is_dropped() {
     let w = World::start().await;
-    assert!(w.owner.last_answer(&w.device).unwrap().is_none());
+    assert!(w
+        .owner
+        .last_answer(&w.owner.find_device(&w.device).unwrap())
+        .unwrap()
+        .is_none());
     let report = w.owner.open(&w.device, "unlock", b"").await.unwrap();
     assert!(report.accepted());
 
@@ -442,7 +450,10 @@ async fn the_last_answer_survives_a_restart_and_one_edited_in_the_file_is_droppe
         Arc::new(SystemClock),
     )
     .unwrap();
-    let kept = reopened.last_answer(&w.device).unwrap().expect("kept");
+    let kept = reopened
+        .last_answer(&reopened.find_device(&w.device).unwrap())
+        .unwrap()
+        .expect("kept");
     assert_eq!(kept.report.response, report.response);
     assert_eq!(kept.report.signature, report.signature);
     assert_eq!(kept.report.route, report.route);
@@ -454,7 +465,10 @@ async fn the_last_answer_survives_a_restart_and_one_edited_in_the_file_is_droppe
 
     // A later answer replaces it.
     let second = w.owner.open(&w.device, "unlock", b"").await.unwrap();
-    let kept = reopened.last_answer(&w.device).unwrap().expect("kept");
+    let kept = reopened
+        .last_answer(&reopened.find_device(&w.device).unwrap())
+        .unwrap()
+        .expect("kept");
     assert_eq!(kept.report.response.command, second.response.command);
 
     // Someone edits the profile file to make the door say something else: the signature no
@@ -468,7 +482,10 @@ async fn the_last_answer_survives_a_restart_and_one_edited_in_the_file_is_droppe
     forged[at] ^= 0x01;
     db.execute("UPDATE last_answers SET response = ?1", [&forged])
         .unwrap();
-    assert!(reopened.last_answer(&w.device).unwrap().is_none());
+    assert!(reopened
+        .last_answer(&reopened.find_device(&w.device).unwrap())
+        .unwrap()
+        .is_none());
     let left: i64 = db
         .query_row("SELECT COUNT(*) FROM last_answers", [], |r| r.get(0))
         .unwrap();
