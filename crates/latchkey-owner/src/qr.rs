@@ -18,14 +18,9 @@ pub fn decode_image(path: &Path) -> Result<Zeroizing<String>> {
         path: shown.clone(),
         why: e.to_string(),
     })?;
-    let mut hints = DecodeHints {
-        TryHarder: Some(true),
-        ..DecodeHints::default()
-    };
-    let result =
-        rxing::helpers::detect_in_image_with_hints(image, Some(BarcodeFormat::QR_CODE), &mut hints)
-            .map_err(|_| Error::QrNotFound { path: shown })?;
-    Ok(Zeroizing::new(result.getText().to_owned()))
+    let grey = image.into_luma8();
+    let (width, height) = grey.dimensions();
+    decode_luma(grey.into_raw(), width, height, &shown)
 }
 
 /// The text of the QR code in a grey-level frame (one byte per pixel, row by row), as a camera
