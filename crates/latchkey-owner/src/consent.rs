@@ -609,13 +609,20 @@ impl Profile {
                                 Some(*code),
                             )
                         }
-                        other => (format!("{other:?}"), None),
+                        // Only a device with its clock unset asks for a challenge; the
+                        // next delivery round answers it.
+                        _ => (
+                            "The device's clock is not set yet; the consent goes out again on \
+                             the next try."
+                                .to_owned(),
+                            None,
+                        ),
                     };
                     set("refused", Some(words), code)?;
                     report.refused += 1;
                 }
                 Err(e) => {
-                    set("waiting", Some(e.to_string()), None)?;
+                    set("waiting", Some(e.for_people().message()), None)?;
                     report.waiting = rest;
                     break;
                 }

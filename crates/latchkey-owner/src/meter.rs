@@ -259,8 +259,8 @@ impl Watcher {
         }
         let key = self.keys.get(&header.key_id).ok_or_else(|| {
             if self.keys.is_empty() {
-                "no stream key for this profile yet: the device sends its owners a copy once \
-                 they subscribed (run `latchkey events` once while it is reachable)"
+                "no stream key for this profile yet: the device sends its owners a copy with \
+                 its events, which are fetched while it is reachable"
                     .to_owned()
             } else {
                 format!(
