@@ -10,11 +10,13 @@ LATCHKEY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # (Mosquitto, started by the device agent's tests); faketime sets the device agent's clock back
 # in the clock-rollback test. The third: PostgreSQL for the node suite's second backend, and
 # the mingw-w64 C compiler so the owner core (its SQLite and sntrup761 C code) can be checked
-# for Windows, whose keychain store it picks by target.
+# for Windows, whose keychain store it picks by target. The fourth: what the package test
+# checks an installed .deb with (desktop-file-validate, xdg-mime, systemd-analyze verify).
 LATCHKEY_APT_PACKAGES=(
   libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libssl-dev libxdo-dev build-essential file pkg-config
   gnome-keyring dbus-x11 libsecret-tools xvfb xauth webkit2gtk-driver mosquitto libclang-dev faketime
   postgresql gcc-mingw-w64-x86-64
+  desktop-file-utils xdg-utils systemd
 )
 
 # Vite 8 refuses older Node; Debian 12's own nodejs (18) is too old.

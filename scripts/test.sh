@@ -52,9 +52,18 @@ fi
 # warm target/ never hands a test a binary older than the source.
 log "cargo build (binaries)"
 cargo build --workspace --bins "${cargo_features[@]}"
+# What people install: the app's .deb (product profile) and the device agent's. Installing
+# them is tested (tests/packages_e2e.rs) where this runs as root, as CI does.
+package_e2e=0
+if [ "$(id -u)" -eq 0 ]; then
+  ./scripts/package.sh
+  package_e2e=1
+else
+  log "Skipped: building and installing the packages needs root (./scripts/package.sh builds them)"
+fi
 log "cargo test (inside a private Secret Service session; the app's test in a private X server)"
 status=0
-LATCHKEY_APP_E2E=1 with_secret_service cargo test --workspace --no-fail-fast "${cargo_features[@]}" || status=$?
+LATCHKEY_PACKAGE_E2E=$package_e2e LATCHKEY_APP_E2E=1 with_secret_service cargo test --workspace --no-fail-fast "${cargo_features[@]}" || status=$?
 # The registry node's suite again on its PostgreSQL backend: every test file's node stores in a
 # throwaway cluster (latchkey_testkit::postgres, loopback only) instead of SQLite files.
 log "cargo test -p latchkey-node on PostgreSQL"

@@ -20,12 +20,11 @@
 #[path = "support/webdriver.rs"]
 mod webdriver;
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use webdriver::{free_port, require_program, start_xvfb, wait_for_port, ReapedGroup, Session};
+use webdriver::{require_program, start_driver, start_xvfb, Session};
 
 const APP: &str = env!("CARGO_BIN_EXE_latchkey-app");
 
@@ -688,38 +687,6 @@ fn sample_calendar(today: i64) -> String {
         "END:VCALENDAR\r\n".to_owned(),
     ]
     .concat()
-}
-
-/// Starts tauri-driver on free ports; the app it launches inherits `env`.
-fn start_driver(
-    tauri_driver: &Path,
-    display: &str,
-    env: &[(&str, std::ffi::OsString)],
-    log: &Path,
-) -> (ReapedGroup, u16) {
-    let port = free_port();
-    let native_port = free_port();
-    let mut cmd = Command::new(tauri_driver);
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--native-port",
-        &native_port.to_string(),
-    ])
-    .env("DISPLAY", display)
-    .env("RUST_LOG", "info")
-    .process_group(0)
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(log).unwrap());
-    for (key, value) in env {
-        cmd.env(key, value);
-    }
-    let driver = ReapedGroup(cmd.spawn().expect("tauri-driver did not start"));
-    wait_for_port(port, Duration::from_secs(20));
-    // tauri-driver answers on its own port before the WebKitWebDriver it starts listens on the
-    // native one; a session asked for in between is dropped (seen on a loaded 2-core machine).
-    wait_for_port(native_port, Duration::from_secs(30));
-    (driver, port)
 }
 
 /// The app started for this test: the process running APP whose TMPDIR is `tmp`.

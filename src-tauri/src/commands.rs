@@ -22,6 +22,8 @@ pub struct AppInfo {
     /// The wire protocol version this build speaks, so a person can match it
     /// against a device's when the two disagree.
     pub protocol_version: u8,
+    /// A phone build: the UI scans claim codes through the phone's own scanner.
+    pub mobile: bool,
 }
 
 impl AppInfo {
@@ -30,6 +32,7 @@ impl AppInfo {
             name: info.name.clone(),
             version: info.version.to_string(),
             protocol_version: latchkey_proto::PROTOCOL_VERSION,
+            mobile: cfg!(mobile),
         }
     }
 }
@@ -142,15 +145,28 @@ pub async fn restore_identity(
         .await
 }
 
-/// The recovery phrase from the keychain, for Settings' "show recovery words".
+/// The recovery phrase from the keychain, for Settings' "show recovery words", once the OS
+/// has confirmed the owner where it offers a standard prompt (src-tauri/src/presence.rs).
 #[tauri::command]
-pub async fn recovery_words(state: State<'_, AppState>) -> Result<RecoveryWords, CommandError> {
+pub async fn recovery_words<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, AppState>,
+) -> Result<RecoveryWords, CommandError> {
     let seeds = state.seeds()?;
+    // The prompt blocks until the person answers: off the async runtime's workers.
+    let presence = tauri::async_runtime::spawn_blocking(move || {
+        crate::presence::confirm(&app, "Show your recovery words")
+    })
+    .await
+    .map_err(|_| {
+        CommandError::new("internal", "the check before the words stopped; try again")
+    })??;
     state
         .with_profile(move |p| async move {
             let phrase = seeds.load(p.id())?.ok_or(latchkey_owner::Error::NoSeed)?;
             Ok(RecoveryWords {
                 words: phrase.split_whitespace().map(str::to_owned).collect(),
+                presence,
             })
         })
         .await
@@ -327,10 +343,16 @@ mod tests {
             name: "Latchkey".into(),
             version: "0.1.0".into(),
             protocol_version: 1,
+            mobile: false,
         };
         assert_eq!(
             serde_json::to_value(&info).unwrap(),
-            serde_json::json!({ "name": "Latchkey", "version": "0.1.0", "protocol_version": 1 })
+            serde_json::json!({
+                "name": "Latchkey",
+                "version": "0.1.0",
+                "protocol_version": 1,
+                "mobile": false
+            })
         );
     }
 
@@ -349,6 +371,8 @@ mod tests {
                 name: "Latchkey".into(),
                 version: "1.2.3".into(),
                 protocol_version: latchkey_proto::PROTOCOL_VERSION,
+                // This test runs on a desktop.
+                mobile: false,
             }
         );
     }

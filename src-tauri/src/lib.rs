@@ -3,7 +3,8 @@
 //!
 //! Options (flags or environment, for tests and the demo):
 //! `--profile DIR` / `LATCHKEY_PROFILE`: the profile directory (default: the app data dir);
-//! `--demo` / `LATCHKEY_DEMO=1`: run local nodes and a simulated door inside the app.
+//! `--demo` / `LATCHKEY_DEMO=1`: run local nodes and a simulated door inside the app;
+//! `--version` / `-V`: print the version and exit without opening a window (packaging checks).
 
 mod activity;
 #[cfg(desktop)]
@@ -17,6 +18,7 @@ mod demo_meter;
 pub mod error;
 mod images;
 mod links;
+mod presence;
 mod sharing;
 mod state;
 pub mod views;
@@ -33,6 +35,7 @@ use state::AppState;
 struct Options {
     profile: Option<PathBuf>,
     demo: bool,
+    print_version: bool,
 }
 
 impl Options {
@@ -40,11 +43,13 @@ impl Options {
         let mut options = Options {
             profile: env("LATCHKEY_PROFILE").map(PathBuf::from),
             demo: env("LATCHKEY_DEMO").is_some_and(|v| v == "1"),
+            print_version: false,
         };
         let mut args = args.into_iter().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--demo" => options.demo = true,
+                "--version" | "-V" => options.print_version = true,
                 "--profile" => options.profile = args.next().map(PathBuf::from),
                 _ => {
                     if let Some(dir) = arg.strip_prefix("--profile=") {
@@ -68,6 +73,10 @@ pub fn run() {
         .with_writer(std::io::stderr)
         .try_init();
     let options = Options::parse(std::env::args(), |k| std::env::var(k).ok());
+    if options.print_version {
+        println!("latchkey-app {}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
 
     #[cfg(feature = "demo")]
     let demo = if options.demo {
@@ -88,6 +97,11 @@ pub fn run() {
     }
 
     let mut builder = tauri::Builder::default();
+    // Phones scan a claim QR with their own camera, from the UI (Scan.svelte).
+    #[cfg(mobile)]
+    {
+        builder = builder.plugin(tauri_plugin_barcode_scanner::init());
+    }
     // One window per profile: a second launch for the default profile (e.g. the OS opening a
     // `latchkey://` link) hands its link to the running app and exits. Demo and `--profile`
     // runs are separate profiles and may run beside it (tests run two apps at once).
@@ -103,6 +117,8 @@ pub fn run() {
     let app = builder
         .plugin(tauri_plugin_deep_link::init())
         .plugin(tauri_plugin_notification::init())
+        // The OS's fingerprint/face/passcode prompt before the recovery words (presence.rs).
+        .plugin(tauri_plugin_biometric::init())
         .setup(move |app| {
             #[cfg(feature = "demo")]
             let demo_dir = demo.as_ref().map(demo::Demo::profile_dir);
@@ -257,5 +273,9 @@ mod tests {
         assert!(parse(&["--demo"], &[]).demo);
         assert!(parse(&[], &[("LATCHKEY_DEMO", "1")]).demo);
         assert!(!parse(&[], &[("LATCHKEY_DEMO", "0")]).demo);
+        assert!(parse(&["--version"], &[]).print_version);
+        assert!(parse(&["-V"], &[]).print_version);
+        // A link is never a flag, whatever it holds.
+        assert!(!parse(&["latchkey://i/--version"], &[]).print_version);
     }
 }

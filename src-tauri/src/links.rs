@@ -17,6 +17,11 @@ use crate::state::AppState;
 const INVITE_PREFIXES: [&str; 2] = ["latchkey://i/", "latchkey://invite/"];
 /// A provider's consent request (checked by the owner core when the UI hands it over).
 const CONSENT_PREFIX: &str = "latchkey://c/";
+/// The web host whose `https://HOST/i/…` and `https://HOST/c/…` links phones hand to the app
+/// (Android App Links, iOS associated domains: tauri.conf.json's deep-link `mobile` entry and
+/// docs/MOBILE.md). A link there carries the same code as the `LATCHKEY://` form after the
+/// host; a browser without the app shows the page the domain serves instead.
+pub const APP_LINK_HOST: &str = "links.latchkey.example";
 /// Emitted (without payload: the link itself never travels in an event) when a link waits.
 pub const EVENT: &str = "invite-link";
 /// Emitted, likewise, when a consent request link waits.
@@ -27,9 +32,22 @@ fn starts_with_any_case(url: &str, prefix: &str) -> bool {
         .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
 }
 
+/// An App Link (`https://APP_LINK_HOST/i/CODE`) in the `LATCHKEY://I/CODE` form the owner
+/// core reads; any other URL as it came.
+fn from_app_link(url: &str) -> std::borrow::Cow<'_, str> {
+    let prefix = format!("https://{APP_LINK_HOST}/");
+    match url.get(..prefix.len()) {
+        Some(head) if head.eq_ignore_ascii_case(&prefix) => {
+            format!("LATCHKEY://{}", &url[prefix.len()..]).into()
+        }
+        _ => url.into(),
+    }
+}
+
 /// Keeps `url` for the UI if it is an invitation or a consent request link, and names the
 /// event that tells the UI; other URLs are ignored.
 fn offer(state: &AppState, url: &str) -> Option<&'static str> {
+    let url = &*from_app_link(url);
     let (slot, event) = if INVITE_PREFIXES
         .iter()
         .any(|prefix| starts_with_any_case(url, prefix))
@@ -128,6 +146,36 @@ mod tests {
             assert_eq!(offer(&state, link), Some(EVENT), "{link}");
             assert_eq!(pending().as_deref(), Some(link));
         }
+    }
+
+    #[test]
+    fn app_links_on_the_web_host_wait_in_the_latchkey_form() {
+        let state = AppState::new(std::env::temp_dir().join("latchkey-links-test-app-links"));
+        let taken = |slot: &std::sync::Mutex<Option<zeroize::Zeroizing<String>>>| {
+            slot.lock().unwrap().take().map(|l| l.as_str().to_owned())
+        };
+        let invite = format!("https://{APP_LINK_HOST}/I/AEBAGBAF");
+        assert_eq!(offer(&state, &invite), Some(EVENT));
+        assert_eq!(
+            taken(&state.pending_link).as_deref(),
+            Some("LATCHKEY://I/AEBAGBAF")
+        );
+        let consent = format!("https://{}/c/AEBA", APP_LINK_HOST.to_uppercase());
+        assert_eq!(offer(&state, &consent), Some(CONSENT_EVENT));
+        assert_eq!(
+            taken(&state.pending_consent_link).as_deref(),
+            Some("LATCHKEY://c/AEBA")
+        );
+        // Another host, plain http, or a host that only starts like ours: not ours.
+        for url in [
+            "https://links.latchkey.example.evil/i/AEBA".to_owned(),
+            format!("http://{APP_LINK_HOST}/i/AEBA"),
+            "https://example.com/i/AEBA".to_owned(),
+            format!("https://{APP_LINK_HOST}/x/AEBA"),
+        ] {
+            assert!(offer(&state, &url).is_none(), "{url}");
+        }
+        assert!(state.pending_link.lock().unwrap().is_none());
     }
 
     #[test]

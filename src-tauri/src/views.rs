@@ -53,6 +53,19 @@ pub struct Identity {
 #[derive(Debug, Clone, Serialize, TS)]
 pub struct RecoveryWords {
     pub words: Vec<String>,
+    /// Whether the OS confirmed the owner before the words left the keychain.
+    pub presence: Presence,
+}
+
+/// What the OS said before a secret was shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "kebab-case")]
+pub enum Presence {
+    /// The OS confirmed the owner (biometry or the device's own passcode).
+    Confirmed,
+    /// This platform, or this machine, offers no standard prompt; only the app's own
+    /// confirmation stood before the secret.
+    NotOffered,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
@@ -1055,6 +1068,7 @@ mod tests {
             NewIdentity::decl(&cfg),
             Identity::decl(&cfg),
             RecoveryWords::decl(&cfg),
+            Presence::decl(&cfg),
             RouteKind::decl(&cfg),
             OpenResult::decl(&cfg),
             DeviceView::decl(&cfg),

@@ -2,6 +2,7 @@
 //! tauri-driver, and the processes around it: a private X server and tauri-driver itself.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -85,6 +86,38 @@ pub fn wait_for_port(port: u16, within: Duration) {
         assert!(Instant::now() < deadline, "nothing listens on port {port}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Starts tauri-driver on free ports; the app it launches inherits `env`.
+pub fn start_driver(
+    tauri_driver: &Path,
+    display: &str,
+    env: &[(&str, std::ffi::OsString)],
+    log: &Path,
+) -> (ReapedGroup, u16) {
+    let port = free_port();
+    let native_port = free_port();
+    let mut cmd = Command::new(tauri_driver);
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--native-port",
+        &native_port.to_string(),
+    ])
+    .env("DISPLAY", display)
+    .env("RUST_LOG", "info")
+    .process_group(0)
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(log).unwrap());
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let driver = ReapedGroup(cmd.spawn().expect("tauri-driver did not start"));
+    wait_for_port(port, Duration::from_secs(20));
+    // tauri-driver answers on its own port before the WebKitWebDriver it starts listens on the
+    // native one; a session asked for in between is dropped (seen on a loaded 2-core machine).
+    wait_for_port(native_port, Duration::from_secs(30));
+    (driver, port)
 }
 
 /// One WebDriver session.

@@ -86,9 +86,9 @@ describe('tauriBackend', () => {
     const seen: string[] = [];
     mockIPC((cmd) => {
       seen.push(cmd);
-      return { name: 'Latchkey', version: '0.1.0', protocol_version: 1 };
+      return { name: 'Latchkey', version: '0.1.0', protocol_version: 1, mobile: false };
     });
-    expect(await tauriBackend.appInfo()).toEqual({ name: 'Latchkey', version: '0.1.0', protocol_version: 1 });
+    expect(await tauriBackend.appInfo()).toEqual({ name: 'Latchkey', version: '0.1.0', protocol_version: 1, mobile: false });
     expect(seen).toEqual(['app_info']);
   });
 

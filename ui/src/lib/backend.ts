@@ -150,6 +150,8 @@ export interface Backend {
   takeConsentLink(): Promise<string | null>;
   /** Calls `onLink` whenever a consent request link starts waiting. */
   onConsentLink(onLink: () => void): Promise<() => void>;
+  /** Phones: the text of a QR code read by the phone's own scanner (full screen). */
+  scanWithPhone(): Promise<string>;
   /** Starts the desktop camera; rejects with `no_camera` when none opens. */
   cameraStart(): Promise<void>;
   cameraStop(): Promise<void>;
@@ -314,6 +316,15 @@ export const tauriBackend: Backend = {
   meter: (device, stream, broker) => call<MeterView>('meter', { device, stream, broker }),
   takeConsentLink: () => call<string | null>('take_consent_link'),
   onConsentLink: (onLink) => listen('consent-link', () => onLink()),
+  scanWithPhone: async () => {
+    // Loaded only on phones: the plugin's commands do not exist in desktop builds.
+    const { scan, Format } = await import('@tauri-apps/plugin-barcode-scanner');
+    try {
+      return (await scan({ windowed: false, formats: [Format.QRCode] })).content;
+    } catch (raw) {
+      throw toBackendError(raw);
+    }
+  },
   cameraStart: () => call<void>('camera_start'),
   cameraStop: () => call<void>('camera_stop'),
   onCamera: async (handlers) => {
@@ -472,7 +483,9 @@ export function mockSampleCalendar(nowMs: number): string {
   ].join('\n');
 }
 
-export const MOCK_APP_INFO: AppInfo = { name: 'Latchkey', version: '0.0.0-mock', protocol_version: 1 };
+export const MOCK_APP_INFO: AppInfo = { name: 'Latchkey', version: '0.0.0-mock', protocol_version: 1, mobile: false };
+/** What the mock phone scanner reads: a claim code's text. */
+export const MOCK_CLAIM_TEXT = 'LATCHKEY:C1:MOCK';
 
 /** The words of the mock's phrase: "word1" … "word24", easy to type back in a browser. */
 const MOCK_WORDS = Array.from({ length: 24 }, (_, i) => `word${i + 1}`);
@@ -637,7 +650,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
         backedUp = true;
         return { owner_key: MOCK_OWNER };
       }),
-    recoveryWords: () => answer('recoveryWords', () => ({ words: MOCK_WORDS })),
+    recoveryWords: () => answer('recoveryWords', () => ({ words: MOCK_WORDS, presence: 'not-offered' as const })),
     setNodesToAsk: (count) =>
       answer('setNodesToAsk', () => {
         if (!Number.isInteger(count) || count < 1 || count > 32) {
@@ -1030,6 +1043,7 @@ export function createMockBackend(options: MockOptions = {}): MockBackend {
       answer('cameraStart', () => {
         throw new BackendError('no_camera', 'No camera could be opened (mock). Take a photo of the code instead.');
       }),
+    scanWithPhone: () => answer('scanWithPhone', () => MOCK_CLAIM_TEXT),
     cameraStop: () => answer('cameraStop', () => undefined),
     onCamera: async () => () => {},
   };

@@ -6,7 +6,11 @@ export type AppInfo = { name: string, version: string,
  * The wire protocol version this build speaks, so a person can match it
  * against a device's when the two disagree.
  */
-protocol_version: number, };
+protocol_version: number, 
+/**
+ * A phone build: the UI scans claim codes through the phone's own scanner.
+ */
+mobile: boolean, };
 
 export type CommandError = { code: string, message: string, };
 
@@ -52,7 +56,13 @@ confirm_positions: Array<number>, owner_key: string, };
 
 export type Identity = { owner_key: string, };
 
-export type RecoveryWords = { words: Array<string>, };
+export type RecoveryWords = { words: Array<string>, 
+/**
+ * Whether the OS confirmed the owner before the words left the keychain.
+ */
+presence: Presence, };
+
+export type Presence = "confirmed" | "not-offered";
 
 export type RouteKind = "lan" | "relay";
 
