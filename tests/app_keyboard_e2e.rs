@@ -5,8 +5,9 @@
 //! focused field. Onboard (create a key, read the 24 words, type back the three asked for),
 //! claim the demo door with the Demo panel's "Scan from screen", and open it. At each Tab the
 //! focused element must show that it has the focus (a computed outline or box shadow), so a
-//! keyboard user always sees where they are. Screenshots of each step go to
-//! `target/app-e2e-keyboard/`.
+//! keyboard user always sees where they are. The app runs in the dark colour scheme here (the
+//! light one is app_e2e's), and axe-core audits each step as in app_e2e. Screenshots and axe
+//! results of each step go to `target/app-e2e-keyboard/`.
 //!
 //! Gated like tests/app_e2e.rs: it runs when LATCHKEY_APP_E2E=1 (scripts/test.sh sets it),
 //! and says so and does nothing otherwise.
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use webdriver::{
-    key, require_program, start_driver, start_xvfb, terminate_demo_app, Focused, Session,
+    key, require_program, start_driver, start_xvfb, terminate_demo_app, Axe, Focused, Session,
 };
 
 const APP: &str = env!("CARGO_BIN_EXE_latchkey-app");
@@ -43,7 +44,7 @@ fn screenshots_dir() -> PathBuf {
 /// and keeps the stops it passed for the failure messages.
 struct Keyboard<'a> {
     s: &'a Session,
-    shots: PathBuf,
+    axe: Axe,
 }
 
 impl Keyboard<'_> {
@@ -94,12 +95,11 @@ impl Keyboard<'_> {
             .unwrap_or(false)
     }
 
-    async fn shot(&self, name: &str) {
+    /// A screenshot and an axe audit (of the dark scheme: see GTK_THEME below).
+    async fn shot(&mut self, name: &str) {
         // Let the page scroll to the focus and paint its ring before the picture.
         tokio::time::sleep(Duration::from_millis(400)).await;
-        self.s
-            .screenshot(&self.shots.join(format!("{name}.png")))
-            .await;
+        self.axe.shot(self.s, name).await;
     }
 }
 
@@ -127,6 +127,8 @@ async fn onboard_claim_and_open_with_the_keyboard_only() {
             ("LATCHKEY_DEMO", "1".into()),
             ("TMPDIR", tmp.path().into()),
             ("XDG_DATA_HOME", tmp.path().join("data").into()),
+            // The dark scheme here (app_e2e sees the light one), for the audit's contrast check.
+            ("GTK_THEME", "Adwaita:dark".into()),
         ],
         &shots.join("tauri-driver.log"),
     );
@@ -138,9 +140,9 @@ async fn onboard_claim_and_open_with_the_keyboard_only() {
     // the server put it, in the middle of the screen (1280 × 900): the window goes under it,
     // or WebKit would not count the page as focused and draw no focus at all.
     s.set_window_rect(430, 70, 420, 760).await;
-    let k = Keyboard {
+    let mut k = Keyboard {
         s: &s,
-        shots: shots.clone(),
+        axe: Axe::new(&shots),
     };
 
     // Onboarding: create the key.
@@ -198,5 +200,7 @@ async fn onboard_claim_and_open_with_the_keyboard_only() {
     k.shot("06-opened").await;
 
     terminate_demo_app(Path::new(APP), tmp.path()).await;
+    let axe = k.axe;
     s.end().await;
+    axe.assert_clean();
 }
