@@ -3,7 +3,8 @@
 //! tests/app_e2e.rs does, but never click. Every step is a key stroke sent through WebDriver's
 //! Actions API: Tab and Shift+Tab to move, Enter or Space to press, characters typed into the
 //! focused field. Onboard (create a key, read the 24 words, type back the three asked for),
-//! claim the demo door with the Demo panel's "Scan from screen", and open it. At each Tab the
+//! claim the demo door with the Demo panel's "Scan from screen", open it, then go to the door's
+//! own screen and back (each new screen starts the focus at its heading). At each Tab the
 //! focused element must show that it has the focus (a computed outline or box shadow), so a
 //! keyboard user always sees where they are. The app runs in the dark colour scheme here (the
 //! light one is app_e2e's), and axe-core audits each step as in app_e2e. Screenshots and axe
@@ -198,6 +199,27 @@ async fn onboard_claim_and_open_with_the_keyboard_only() {
     s.wait_text("[data-testid=door-state]", "Opened 1 time", long)
         .await;
     k.shot("06-opened").await;
+
+    // The door's own screen and back: each new screen starts the keyboard at its heading.
+    k.tab_to("[data-testid=device-details]", false).await;
+    s.press(key::ENTER).await;
+    s.wait_text("[data-testid=audit]", "You · unlock · accepted", long)
+        .await;
+    assert!(
+        k.focus_matches("[data-testid=device-detail] h1").await,
+        "the device's screen opened with the focus on {}",
+        s.focused().await.what
+    );
+    k.tab_to("[data-testid=device-detail] button.back", true)
+        .await;
+    k.shot("07-back-focused").await;
+    s.press(key::ENTER).await;
+    s.wait("[data-testid=devices-screen]", long).await;
+    assert!(
+        k.focus_matches("[data-testid=devices-screen] h1").await,
+        "back on the list, the focus is on {}",
+        s.focused().await.what
+    );
 
     terminate_demo_app(Path::new(APP), tmp.path()).await;
     let axe = k.axe;
