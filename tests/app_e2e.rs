@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use webdriver::{
-    demo_dirs, require_program, start_driver, start_xvfb, terminate_demo_app, Axe, Session,
+    demo_dirs, key, require_program, start_driver, start_xvfb, terminate_demo_app, Axe, Session,
 };
 
 const APP: &str = env!("CARGO_BIN_EXE_latchkey-app");
@@ -404,8 +404,20 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         "the QR code is {qr_width} px wide on a 360 px screen"
     );
     axe.shot(&s, "13-stay-share").await;
-    s.click(&s.wait("[data-testid=share-close]", long).await)
-        .await;
+    // A modal dialog: it holds the focus, and Escape closes it, handing the focus back to the
+    // button that opened it.
+    assert_eq!(
+        s.focused().await.testid.as_deref(),
+        Some("share-sheet"),
+        "the share sheet opened without the focus"
+    );
+    s.press(key::ESCAPE).await;
+    s.wait_gone("[data-testid=share-sheet]", long).await;
+    assert_eq!(
+        s.focused().await.testid.as_deref(),
+        Some("stay-share"),
+        "the focus did not go back to the share button"
+    );
     s.wait_text("[data-testid=stay-status]", "sent", long).await;
 
     // The activity feed: the door reported the guest's first open (signed, through the

@@ -177,6 +177,18 @@ impl Session {
         }
     }
 
+    /// Waits until nothing matches `css`.
+    pub async fn wait_gone(&self, css: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.find_all(css).await.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{css} is still there after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
     pub async fn wait(&self, css: &str, within: Duration) -> Element {
         self.wait_all(css, within).await.remove(0)
     }
@@ -436,6 +448,7 @@ pub mod key {
     pub const ENTER: &str = "\u{E007}";
     pub const SHIFT: &str = "\u{E008}";
     pub const SPACE: &str = "\u{E00D}";
+    pub const ESCAPE: &str = "\u{E00C}";
 }
 
 /// The focused element as `Session::focused` reports it.

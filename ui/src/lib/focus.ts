@@ -13,17 +13,17 @@ const FOCUSABLE =
 
 /**
  * A modal dialog's keyboard rules: Tab and Shift+Tab cycle inside it, Escape calls `close`.
- * The dialog itself takes the focus when it opens; the focus goes back to what had it when
- * it closes.
+ * The dialog itself takes the focus when it opens; when it closes, the focus goes to
+ * `returnTo` (the control that opened it), or else to what had the focus before.
  */
-export function modal(node: HTMLElement, close: () => void) {
+export function modal(node: HTMLElement, options: { close: () => void; returnTo?: HTMLElement | null }) {
   const before = document.activeElement instanceof HTMLElement ? document.activeElement : null;
-  let onClose = close;
+  let current = options;
   node.focus();
   function keydown(event: KeyboardEvent) {
     if (event.key === 'Escape') {
       event.preventDefault();
-      onClose();
+      current.close();
       return;
     }
     if (event.key !== 'Tab') return;
@@ -42,12 +42,14 @@ export function modal(node: HTMLElement, close: () => void) {
   }
   node.addEventListener('keydown', keydown);
   return {
-    update(next: () => void) {
-      onClose = next;
+    update(next: { close: () => void; returnTo?: HTMLElement | null }) {
+      current = next;
     },
     destroy() {
       node.removeEventListener('keydown', keydown);
-      if (before?.isConnected) before.focus();
+      const target = current.returnTo ?? (before !== document.body ? before : null);
+      // After the dialog has left the page (a control disabled while it opened is enabled again).
+      if (target) setTimeout(() => target.isConnected && target.focus());
     },
   };
 }
