@@ -4,7 +4,8 @@
 //! Actions API: Tab and Shift+Tab to move, Enter or Space to press, characters typed into the
 //! focused field. Onboard (create a key, read the 24 words, type back the three asked for),
 //! claim the demo door with the Demo panel's "Scan from screen", open it, then go to the door's
-//! own screen and back (each new screen starts the focus at its heading). At each Tab the
+//! own screen and back (each new screen starts the focus at its heading), its Data sharing
+//! screen, and every section from its tab. At each Tab the
 //! focused element must show that it has the focus (a computed outline or box shadow), so a
 //! keyboard user always sees where they are. The app runs in the dark colour scheme here (the
 //! light one is app_e2e's), and axe-core audits each step as in app_e2e. Screenshots and axe
@@ -220,6 +221,31 @@ async fn onboard_claim_and_open_with_the_keyboard_only() {
         "back on the list, the focus is on {}",
         s.focused().await.what
     );
+
+    // The door's Data sharing screen, and every section of the app from its tab, by keyboard,
+    // each one audited in the dark scheme.
+    k.tab_to("[data-testid=device-data-sharing]", false).await;
+    s.press(key::ENTER).await;
+    s.wait("[data-testid=meter-chart]", long).await;
+    k.shot("08-data-sharing").await;
+    k.tab_to("[data-testid=data-sharing] button.back", true)
+        .await;
+    s.press(key::ENTER).await;
+    s.wait("[data-testid=devices-screen]", long).await;
+    let sections = [
+        ("stays", "[data-testid=stays-screen]"),
+        ("activity", "[data-testid=activity-screen]"),
+        ("add", "[data-testid=scan-screen]"),
+        ("invitations", "[data-testid=invitations-screen]"),
+        ("settings", "[data-testid=settings-screen]"),
+    ];
+    for (i, (tab, screen)) in sections.iter().enumerate() {
+        // From the list's heading the tabs are behind; from one tab the next is ahead.
+        k.tab_to(&format!("[data-testid=tab-{tab}]"), i == 0).await;
+        s.press(key::ENTER).await;
+        s.wait(screen, long).await;
+        k.shot(&format!("{:02}-{tab}", 9 + i)).await;
+    }
 
     terminate_demo_app(Path::new(APP), tmp.path()).await;
     let axe = k.axe;
