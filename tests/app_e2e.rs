@@ -10,21 +10,26 @@
 //! Stays screen, see the stays listed, share a stay's link (text and QR), and find the guest's
 //! first open in the activity feed. Data sharing: the door's own smart meter moves on its chart,
 //! a sample provider's consent request is approved from its link, then revoked, and the
-//! verified consent log shows both. A screenshot of each screen goes to `target/app-e2e/`.
+//! verified consent log shows both. A screenshot of each screen goes to `target/app-e2e/`, and
+//! beside it axe-core's accessibility audit of that screen (`<name>.axe.json`); the test fails
+//! on any serious or critical violation (tests/support/webdriver.rs's `Axe`).
 //!
 //! Needs Xvfb, WebKitWebDriver and tauri-driver, and a Secret Service session (scripts/test.sh
 //! provides all of it and sets LATCHKEY_APP_E2E=1; CI runs that). Without the variable the
 //! test says so and does nothing, so a plain `cargo test` on a laptop does not pop up tools it
 //! lacks; with it, anything missing fails the test.
 
+// Not every helper is used here (the keyboard test uses the key actions).
+#[allow(dead_code)]
 #[path = "support/webdriver.rs"]
 mod webdriver;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use webdriver::{require_program, start_driver, start_xvfb, Session};
+use webdriver::{
+    demo_dirs, key, require_program, start_driver, start_xvfb, terminate_demo_app, Axe, Session,
+};
 
 const APP: &str = env!("CARGO_BIN_EXE_latchkey-app");
 
@@ -47,17 +52,6 @@ fn screenshots_dir() -> PathBuf {
     dir
 }
 
-fn demo_dirs(tmp: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(tmp)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("latchkey-demo-"))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onboard_claim_the_demo_door_and_open_it() {
     if std::env::var("LATCHKEY_APP_E2E").as_deref() != Ok("1") {
@@ -73,6 +67,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     let tauri_driver = require_program("tauri-driver", "cargo install tauri-driver --locked");
     require_program("WebKitWebDriver", "apt-get install webkit2gtk-driver");
     let shots = screenshots_dir();
+    let mut axe = Axe::new(&shots);
     let tmp = tempfile::tempdir().unwrap();
     let (_xvfb, display) = start_xvfb();
 
@@ -98,7 +93,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     );
     // The narrowest phone the app supports (tauri.conf.json's minWidth); laptop width at the end.
     s.set_window_size(360, 760).await;
-    s.screenshot(&shots.join("01-welcome.png")).await;
+    axe.shot(&s, "01-welcome").await;
 
     // Onboarding: 24 words, shown once; three of them typed back.
     s.click(&s.wait("[data-testid=create-identity]", long).await)
@@ -112,7 +107,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     assert!(words
         .iter()
         .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase())));
-    s.screenshot(&shots.join("02-recovery-words.png")).await;
+    axe.shot(&s, "02-recovery-words").await;
     s.click(&s.wait("[data-testid=words-written]", long).await)
         .await;
     let inputs = s.wait_all("[data-testid=confirm-word]", long).await;
@@ -133,7 +128,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         long,
     )
     .await;
-    s.screenshot(&shots.join("03-confirm-wrong-word.png")).await;
+    axe.shot(&s, "03-confirm-wrong-word").await;
     let inputs = s.wait_all("[data-testid=confirm-word]", long).await;
     for input in &inputs {
         let position: usize = s
@@ -152,7 +147,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     s.wait("[data-testid=no-devices]", long).await;
     s.wait_text("[data-testid=door-state]", "Door locked", long)
         .await;
-    s.screenshot(&shots.join("04-devices-empty-demo.png")).await;
+    axe.shot(&s, "04-devices-empty-demo").await;
 
     // The camera scanner on a machine without a camera (Xvfb, CI): a clear error, and the
     // photo import stays.
@@ -166,7 +161,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     )
     .await;
     s.wait("[data-testid=camera-start]", long).await;
-    s.screenshot(&shots.join("04b-no-camera.png")).await;
+    axe.shot(&s, "04b-no-camera").await;
     s.click(&s.wait("[data-testid=tab-devices]", long).await)
         .await;
 
@@ -182,7 +177,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         .wait_text("[data-testid=ownership]", "You own it", long)
         .await;
     assert_eq!(ownership, "You own it");
-    s.screenshot(&shots.join("05-claimed.png")).await;
+    axe.shot(&s, "05-claimed").await;
 
     // Open it: the card shows the device's signed answer, the panel the door opening.
     s.click(&s.wait("[data-testid=open-button]", long).await)
@@ -199,7 +194,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         .await;
     s.wait_text("[data-testid=door-state]", "Opened 1 time", long)
         .await;
-    s.screenshot(&shots.join("06-opened.png")).await;
+    axe.shot(&s, "06-opened").await;
 
     // Device detail: the device's own signed log shows the unlock; invite a guest.
     s.click(&s.wait("[data-testid=device-details]", long).await)
@@ -220,7 +215,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         "{link}"
     );
     s.wait_text("[data-testid=grants]", "Valid now", long).await;
-    s.screenshot(&shots.join("07-invite.png")).await;
+    axe.shot(&s, "07-invite").await;
 
     // The guest: another app, another profile (no key of its own), in the same X server.
     let guest_tmp = tmp.path().join("guest-tmp");
@@ -241,7 +236,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     g.wait("[data-testid=guest-shell]", long).await;
     g.wait_text("[data-testid=invitation-window]", "Valid now", long)
         .await;
-    g.screenshot(&shots.join("g1-invitation.png")).await;
+    axe.shot(&g, "g1-invitation").await;
     g.click(&g.wait("[data-testid=guest-open]", long).await)
         .await;
     let guest_result = g
@@ -254,7 +249,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     assert!(guest_result.contains("Door unlocked."), "{guest_result}");
     s.wait_text("[data-testid=door-state]", "Opened 2 times", long)
         .await;
-    g.screenshot(&shots.join("g2-guest-opened.png")).await;
+    axe.shot(&g, "g2-guest-opened").await;
 
     // The owner revokes; the guest's next try is refused and the invitation shows it.
     s.click(&s.wait("[data-testid=revoke]", long).await).await;
@@ -264,7 +259,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         .await;
     s.wait_text("[data-testid=audit]", "Ada · unlock · accepted", long)
         .await;
-    s.screenshot(&shots.join("08-revoked.png")).await;
+    axe.shot(&s, "08-revoked").await;
     // The device learns of the revocation at its next ownership check, which the demo door
     // makes every second: until then it still honours the grant (docs/PROTOCOL.md,
     // "Revoking"). Three of its intervals later it must refuse.
@@ -277,7 +272,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     eprintln!("app_e2e: the revoked guest sees: {refused}");
     g.wait_text("[data-testid=invitation-window]", "Revoked", long)
         .await;
-    g.screenshot(&shots.join("g3-guest-revoked.png")).await;
+    axe.shot(&g, "g3-guest-revoked").await;
 
     // Delegation: the owner invites a property manager who may invite others; the same guest
     // app takes that link too and invites a cleaner below it, listed under the manager's.
@@ -310,8 +305,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         .await;
     // Let the list and the new QR code paint before the picture.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    g.screenshot(&shots.join("g4-manager-invited-a-cleaner.png"))
-        .await;
+    axe.shot(&g, "g4-manager-invited-a-cleaner").await;
     g.end().await;
     drop(guest_driver);
     s.wait_text("[data-testid=door-state]", "Opened 2 times", long)
@@ -335,7 +329,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         long,
     )
     .await;
-    s.screenshot(&shots.join("08b-week-picker.png")).await;
+    axe.shot(&s, "08b-week-picker").await;
     s.click(&s.wait("[data-testid=invite-submit]", long).await)
         .await;
     s.wait_text(
@@ -346,7 +340,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     .await;
     // Let the new QR code paint before the picture.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    s.screenshot(&shots.join("08c-weekly-invite.png")).await;
+    axe.shot(&s, "08c-weekly-invite").await;
 
     // Stays: the booking calendar's export, chosen as a file (three stays around today and a
     // blocked week that is no stay); one invitation each, listed by when they are.
@@ -362,7 +356,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     .await;
     s.wait_text("[data-testid=stays-file-name]", "bookings.ics", long)
         .await;
-    s.screenshot(&shots.join("11-stays-file-chosen.png")).await;
+    axe.shot(&s, "11-stays-file-chosen").await;
     s.click(&s.wait("[data-testid=stays-sync]", long).await)
         .await;
     // The past stay was over before this first import: no invitation, not kept.
@@ -387,7 +381,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     );
     s.wait_text("[data-testid=stay-status]", "Link not sent", long)
         .await;
-    s.screenshot(&shots.join("12-stays.png")).await;
+    axe.shot(&s, "12-stays").await;
 
     // One tap shares the current stay's link: its text and a QR code large enough to scan.
     s.click(&s.wait("[data-testid=stay-share]", long).await)
@@ -409,9 +403,21 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         qr_width >= 250.0,
         "the QR code is {qr_width} px wide on a 360 px screen"
     );
-    s.screenshot(&shots.join("13-stay-share.png")).await;
-    s.click(&s.wait("[data-testid=share-close]", long).await)
-        .await;
+    axe.shot(&s, "13-stay-share").await;
+    // A modal dialog: it holds the focus, and Escape closes it, handing the focus back to the
+    // button that opened it.
+    assert_eq!(
+        s.focused().await.testid.as_deref(),
+        Some("share-sheet"),
+        "the share sheet opened without the focus"
+    );
+    s.press(key::ESCAPE).await;
+    s.wait_gone("[data-testid=share-sheet]", long).await;
+    assert_eq!(
+        s.focused().await.testid.as_deref(),
+        Some("stay-share"),
+        "the focus did not go back to the share button"
+    );
     s.wait_text("[data-testid=stay-status]", "sent", long).await;
 
     // The activity feed: the door reported the guest's first open (signed, through the
@@ -435,9 +441,9 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         )
         .await;
     eprintln!("app_e2e: and: {refused}");
-    s.screenshot(&shots.join("14-activity.png")).await;
+    axe.shot(&s, "14-activity").await;
 
-    data_sharing(&s, &shots, long).await;
+    data_sharing(&s, &mut axe, long).await;
 
     // Settings: the three demo nodes.
     s.click(&s.wait("[data-testid=tab-devices]", long).await)
@@ -446,7 +452,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         .await;
     let nodes = s.wait("[data-testid=node-list]", long).await;
     assert_eq!(s.text(&nodes).await.matches("http://127.0.0.1:").count(), 3);
-    s.screenshot(&shots.join("09-settings.png")).await;
+    axe.shot(&s, "09-settings").await;
 
     // The same app at laptop width.
     s.click(&s.wait("[data-testid=tab-devices]", long).await)
@@ -454,7 +460,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     s.set_window_size(1100, 760).await;
     s.wait("[data-testid=device-card]", long).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    s.screenshot(&shots.join("10-laptop.png")).await;
+    axe.shot(&s, "10-laptop").await;
 
     assert_eq!(
         demo_dirs(tmp.path()).len(),
@@ -462,30 +468,16 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         "the demo runs in one temporary directory"
     );
     // Stop the app as Ctrl-C or `kill` would: it stops the demo and removes its directory.
-    // (Ending the WebDriver session instead kills the app outright, as a crash would.)
-    let app = app_pid(tmp.path()).expect("the app's process is not running");
-    let status = Command::new("kill")
-        .args(["-TERM", &app.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !demo_dirs(tmp.path()).is_empty() || app_pid(tmp.path()).is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the app or its demo outlived SIGTERM: {:?}",
-            demo_dirs(tmp.path())
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    terminate_demo_app(&app_binary(), tmp.path()).await;
     s.end().await;
+    axe.assert_clean();
 }
 
 /// The door's Data sharing screen: the owner's own meter moves (the demo door reads a
 /// simulated smart meter and publishes sealed readings on the demo's Mosquitto); the sample
 /// provider's request, pasted from its link, is approved, then revoked, and the verified
 /// consent log shows both.
-async fn data_sharing(s: &Session, shots: &Path, long: Duration) {
+async fn data_sharing(s: &Session, axe: &mut Axe, long: Duration) {
     s.click(&s.wait("[data-testid=tab-devices]", long).await)
         .await;
     s.click(&s.wait("[data-testid=device-data-sharing]", long).await)
@@ -534,7 +526,7 @@ async fn data_sharing(s: &Session, shots: &Path, long: Duration) {
         .unwrap_or(0);
     assert!(points >= 2, "the chart has {points} points");
     eprintln!("app_e2e: the owner's meter moved: readings {first} → {latest}, power {powers:?}");
-    s.screenshot(&shots.join("15-data-sharing-meter.png")).await;
+    axe.shot(s, "15-data-sharing-meter").await;
     // uPlot drew it (a failure to draw shows its reason, which the panic quotes).
     let deadline = Instant::now() + Duration::from_secs(10);
     while s
@@ -585,7 +577,7 @@ async fn data_sharing(s: &Session, shots: &Path, long: Duration) {
     // Clicking the provider's name scrolls the request into view for the picture.
     s.click(&s.wait("[data-testid=consent-request-who]", long).await)
         .await;
-    s.screenshot(&shots.join("16-data-request.png")).await;
+    axe.shot(s, "16-data-request").await;
 
     // Allow: the consent goes into the log on the nodes and to the device.
     s.click(&s.wait("[data-testid=consent-approve]", long).await)
@@ -602,14 +594,13 @@ async fn data_sharing(s: &Session, shots: &Path, long: Duration) {
     let key_before = s
         .text(&s.wait("[data-testid=meter-status]", long).await)
         .await;
-    s.screenshot(&shots.join("17-data-consent-given.png")).await;
+    axe.shot(s, "17-data-consent-given").await;
 
     // Revoke, confirmed: the consent ends and the log shows who revoked it.
     s.click(&s.wait("[data-testid=consent-revoke]", long).await)
         .await;
     s.wait("[data-testid=consent-revoke-dialog]", long).await;
-    s.screenshot(&shots.join("18-data-revoke-confirm.png"))
-        .await;
+    axe.shot(s, "18-data-revoke-confirm").await;
     s.click(&s.wait("[data-testid=consent-revoke-confirm]", long).await)
         .await;
     s.wait_text(
@@ -633,13 +624,12 @@ async fn data_sharing(s: &Session, shots: &Path, long: Duration) {
         .wait_text("[data-testid=meter-status]", "stream key 2", long)
         .await;
     eprintln!("app_e2e: meter before the revocation: {key_before}; after: {key_after}");
-    s.screenshot(&shots.join("19-data-revoked-phone.png")).await;
+    axe.shot(s, "19-data-revoked-phone").await;
 
     // The same screen at laptop width, then back to the phone for the rest.
     s.set_window_size(1100, 760).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    s.screenshot(&shots.join("20-data-sharing-laptop.png"))
-        .await;
+    axe.shot(s, "20-data-sharing-laptop").await;
     s.set_window_size(360, 760).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
@@ -687,21 +677,4 @@ fn sample_calendar(today: i64) -> String {
         "END:VCALENDAR\r\n".to_owned(),
     ]
     .concat()
-}
-
-/// The app started for this test: the process running APP whose TMPDIR is `tmp`.
-fn app_pid(tmp: &Path) -> Option<u32> {
-    let app = std::fs::canonicalize(app_binary()).ok()?;
-    let marker = format!("TMPDIR={}", tmp.display());
-    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
-        let entry = entry.ok()?;
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let exe = std::fs::read_link(entry.path().join("exe")).ok()?;
-        let environ = std::fs::read(entry.path().join("environ")).ok()?;
-        let ours = exe == app
-            && environ
-                .split(|b| *b == 0)
-                .any(|var| var == marker.as_bytes());
-        ours.then_some(pid)
-    })
 }

@@ -20,10 +20,10 @@
 #[allow(dead_code)]
 mod webdriver;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use webdriver::{require_program, start_driver, start_xvfb, Session};
+use webdriver::{app_pid, require_program, start_driver, start_xvfb, Session};
 
 const RUNS: usize = 7;
 
@@ -87,19 +87,6 @@ async fn cold_start_and_idle_memory() {
         ms[RUNS / 2],
         ms[RUNS - 1]
     );
-}
-
-/// The process running `app` whose TMPDIR is `tmp` (this run's app, not another test's).
-fn app_pid(app: &Path, tmp: &Path) -> Option<u32> {
-    let marker = format!("TMPDIR={}", tmp.display());
-    pids().into_iter().find(|pid| {
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        exe.as_deref() == Some(app)
-            && environ
-                .split(|b| *b == 0)
-                .any(|var| var == marker.as_bytes())
-    })
 }
 
 fn pids() -> Vec<u32> {

@@ -88,38 +88,6 @@ pub fn wait_for_port(port: u16, within: Duration) {
     }
 }
 
-/// Starts tauri-driver on free ports; the app it launches inherits `env`.
-pub fn start_driver(
-    tauri_driver: &Path,
-    display: &str,
-    env: &[(&str, std::ffi::OsString)],
-    log: &Path,
-) -> (ReapedGroup, u16) {
-    let port = free_port();
-    let native_port = free_port();
-    let mut cmd = Command::new(tauri_driver);
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--native-port",
-        &native_port.to_string(),
-    ])
-    .env("DISPLAY", display)
-    .env("RUST_LOG", "info")
-    .process_group(0)
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(log).unwrap());
-    for (key, value) in env {
-        cmd.env(key, value);
-    }
-    let driver = ReapedGroup(cmd.spawn().expect("tauri-driver did not start"));
-    wait_for_port(port, Duration::from_secs(20));
-    // tauri-driver answers on its own port before the WebKitWebDriver it starts listens on the
-    // native one; a session asked for in between is dropped (seen on a loaded 2-core machine).
-    wait_for_port(native_port, Duration::from_secs(30));
-    (driver, port)
-}
-
 /// One WebDriver session.
 #[derive(Debug)]
 pub struct Session {
@@ -204,6 +172,18 @@ impl Session {
             assert!(
                 Instant::now() < deadline,
                 "no element matches {css} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// Waits until nothing matches `css`.
+    pub async fn wait_gone(&self, css: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.find_all(css).await.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{css} is still there after {within:?}"
             );
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
@@ -346,6 +326,18 @@ impl Session {
         assert!(!Self::is_error(&v), "resizing the window failed: {v}");
     }
 
+    /// Moves and resizes the window (`x`, `y` of its top left corner on the screen).
+    pub async fn set_window_rect(&self, x: i32, y: i32, width: u32, height: u32) {
+        let v = self
+            .send(
+                reqwest::Method::POST,
+                "/window/rect",
+                Some(json!({ "x": x, "y": y, "width": width, "height": height })),
+            )
+            .await;
+        assert!(!Self::is_error(&v), "moving the window failed: {v}");
+    }
+
     /// Saves a PNG of the window to `path`.
     pub async fn screenshot(&self, path: &Path) {
         let v = self.send(reqwest::Method::GET, "/screenshot", None).await;
@@ -355,7 +347,353 @@ impl Session {
         std::fs::write(path, png).unwrap();
     }
 
+    /// Runs `script` as a function body in the page (WebDriver's Execute Script); `args`
+    /// are its `arguments`. Panics with the driver's message when the script throws.
+    pub async fn execute(&self, script: &str, args: Value) -> Value {
+        let v = self
+            .send(
+                reqwest::Method::POST,
+                "/execute/sync",
+                Some(json!({ "script": script, "args": args })),
+            )
+            .await;
+        assert!(!Self::is_error(&v), "the script failed: {v}");
+        v
+    }
+
+    /// Like `execute`, for a script that calls its last argument when done.
+    pub async fn execute_async(&self, script: &str, args: Value) -> Value {
+        let v = self
+            .send(
+                reqwest::Method::POST,
+                "/execute/async",
+                Some(json!({ "script": script, "args": args })),
+            )
+            .await;
+        assert!(!Self::is_error(&v), "the script failed: {v}");
+        v
+    }
+
+    /// How long a script may run (an axe audit of a long screen takes seconds).
+    pub async fn set_script_timeout(&self, within: Duration) {
+        let v = self
+            .send(
+                reqwest::Method::POST,
+                "/timeouts",
+                Some(json!({ "script": within.as_millis() as u64 })),
+            )
+            .await;
+        assert!(
+            !Self::is_error(&v),
+            "setting the script timeout failed: {v}"
+        );
+    }
+
+    /// Sends key strokes through WebDriver's Actions API, as a keyboard would: each entry
+    /// of `strokes` is pressed and released in turn, with every key of `held` held down
+    /// around all of them (e.g. `&[key::SHIFT]` for Shift+Tab).
+    pub async fn keys(&self, held: &[&str], strokes: &[&str]) {
+        let mut actions = Vec::new();
+        for k in held {
+            actions.push(json!({"type": "keyDown", "value": k}));
+        }
+        for k in strokes {
+            actions.push(json!({"type": "keyDown", "value": k}));
+            actions.push(json!({"type": "keyUp", "value": k}));
+        }
+        for k in held.iter().rev() {
+            actions.push(json!({"type": "keyUp", "value": k}));
+        }
+        let v = self
+            .send(
+                reqwest::Method::POST,
+                "/actions",
+                Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
+            )
+            .await;
+        assert!(!Self::is_error(&v), "key actions failed: {v}");
+    }
+
+    /// One key pressed and released.
+    pub async fn press(&self, key: &str) {
+        self.keys(&[], &[key]).await;
+    }
+
+    /// Shift+Tab.
+    pub async fn press_shift_tab(&self) {
+        self.keys(&[key::SHIFT], &[key::TAB]).await;
+    }
+
+    /// Types `text` into whatever has the focus, one key stroke per character.
+    pub async fn type_keys(&self, text: &str) {
+        let strokes: Vec<String> = text.chars().map(String::from).collect();
+        let strokes: Vec<&str> = strokes.iter().map(String::as_str).collect();
+        self.keys(&[], &strokes).await;
+    }
+
+    /// What has the keyboard focus now, and how it is drawn.
+    pub async fn focused(&self) -> Focused {
+        let v = self.execute(FOCUSED_JS, json!([])).await;
+        serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}: {v}"))
+    }
+
     pub async fn end(self) {
         let _ = self.http.delete(&self.base).send().await;
+    }
+}
+
+/// WebDriver's codes for keys that type no character (W3C WebDriver, "Keyboard actions").
+pub mod key {
+    pub const TAB: &str = "\u{E004}";
+    pub const ENTER: &str = "\u{E007}";
+    pub const SHIFT: &str = "\u{E008}";
+    pub const SPACE: &str = "\u{E00D}";
+    pub const ESCAPE: &str = "\u{E00C}";
+}
+
+/// The focused element as `Session::focused` reports it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Focused {
+    /// A short description: tag, test id, text or label.
+    pub what: String,
+    /// The element's `data-testid`, if any.
+    pub testid: Option<String>,
+    /// `document.activeElement` is the body (nothing focused).
+    pub body: bool,
+    /// It matches `:focus-visible`.
+    pub focus_visible: bool,
+    /// Its computed `outline` (style, width, colour) and `box-shadow`.
+    pub outline: String,
+    pub box_shadow: String,
+}
+
+impl Focused {
+    /// Something draws the focus: a visible outline or a box shadow.
+    pub fn is_drawn(&self) -> bool {
+        let outline = !self.outline.starts_with("none") && !self.outline.contains(" 0px");
+        outline || self.box_shadow != "none"
+    }
+}
+
+const FOCUSED_JS: &str = r#"
+const el = document.activeElement;
+const body = !el || el === document.body || el === document.documentElement;
+const style = el ? getComputedStyle(el) : null;
+let visible = false;
+try { visible = !!el && el.matches(':focus-visible'); } catch (e) { visible = false; }
+const label = el ? (el.getAttribute('aria-label') || (el.innerText || '').trim().slice(0, 40) || el.getAttribute('name') || '') : '';
+return {
+  what: el ? `${el.tagName.toLowerCase()}${el.dataset.testid ? `[data-testid=${el.dataset.testid}]` : ''} ${JSON.stringify(label)}` : 'nothing',
+  testid: el && el.dataset.testid ? el.dataset.testid : null,
+  body,
+  focus_visible: visible,
+  outline: style ? `${style.outlineStyle} ${style.outlineWidth} ${style.outlineColor}` : 'none',
+  box_shadow: style ? style.boxShadow : 'none',
+};
+"#;
+
+/// The automated accessibility audit: axe-core (`ui/node_modules/axe-core`, pinned in
+/// `ui/package.json`) injected into the real window through Execute Script, run on a screen,
+/// its results saved as `<name>.axe.json`; serious and critical violations are kept for
+/// `assert_clean`, lesser ones only printed.
+pub struct Axe {
+    source: String,
+    dir: PathBuf,
+    failures: Vec<String>,
+    lesser: std::collections::BTreeMap<String, usize>,
+    screens: usize,
+}
+
+impl Axe {
+    /// Reads axe's source; results go to `dir`.
+    pub fn new(dir: &Path) -> Axe {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("ui/node_modules/axe-core/axe.min.js");
+        let source = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; install the UI's dependencies (npm --prefix ui ci)",
+                path.display()
+            )
+        });
+        Axe {
+            source,
+            dir: dir.to_owned(),
+            failures: Vec::new(),
+            lesser: Default::default(),
+            screens: 0,
+        }
+    }
+
+    /// A screenshot `<name>.png` and an audit `<name>.axe.json` of what the window shows.
+    pub async fn shot(&mut self, s: &Session, name: &str) {
+        s.screenshot(&self.dir.join(format!("{name}.png"))).await;
+        self.audit(s, name).await;
+    }
+
+    /// Audits what the window shows now.
+    pub async fn audit(&mut self, s: &Session, name: &str) {
+        let loaded = s.execute("return typeof window.axe;", json!([])).await;
+        if loaded != "object" {
+            // The page's CSP (`script-src 'self'`) does not apply to WebDriver's scripts in
+            // WebKitGTK: axe's source runs as the body of an Execute Script function.
+            s.set_script_timeout(Duration::from_secs(120)).await;
+            let after = s
+                .execute(
+                    &format!("{}\n;return typeof window.axe;", self.source),
+                    json!([]),
+                )
+                .await;
+            assert_eq!(after, "object", "axe-core did not load in the window");
+        }
+        let started = Instant::now();
+        let v = s.execute_async(AXE_RUN_JS, json!([])).await;
+        let text = v.as_str().unwrap_or_else(|| panic!("axe answered {v}"));
+        let results: Value =
+            serde_json::from_str(text).unwrap_or_else(|_| panic!("axe failed: {text}"));
+        std::fs::write(
+            self.dir.join(format!("{name}.axe.json")),
+            serde_json::to_string_pretty(&results).unwrap(),
+        )
+        .unwrap();
+        self.screens += 1;
+        let violations = results["violations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        eprintln!(
+            "axe {name}: {} violation(s) in {} ms",
+            violations.len(),
+            started.elapsed().as_millis()
+        );
+        for v in &violations {
+            let id = v["id"].as_str().unwrap_or("?");
+            let impact = v["impact"].as_str().unwrap_or("?");
+            let targets: Vec<String> = v["nodes"]
+                .as_array()
+                .map(|nodes| nodes.iter().map(|n| n["target"].to_string()).collect())
+                .unwrap_or_default();
+            let line = format!(
+                "{name}: {id} ({impact}): {} — {} [{}]",
+                v["help"].as_str().unwrap_or(""),
+                targets.join(", "),
+                v["helpUrl"].as_str().unwrap_or("")
+            );
+            eprintln!("  {line}");
+            if matches!(impact, "serious" | "critical") {
+                for n in v["nodes"].as_array().into_iter().flatten() {
+                    if let Some(summary) = n["failureSummary"].as_str() {
+                        eprintln!("    {}: {}", n["target"], summary.replace('\n', " "));
+                    }
+                }
+                self.failures.push(line);
+            } else {
+                *self.lesser.entry(format!("{id} ({impact})")).or_default() += 1;
+            }
+        }
+    }
+
+    /// Fails on any serious or critical violation seen on any screen, listing them all.
+    pub fn assert_clean(&self) {
+        eprintln!(
+            "axe: {} screens audited; minor and moderate violations left: {:?}",
+            self.screens, self.lesser
+        );
+        assert!(
+            self.failures.is_empty(),
+            "axe found {} serious or critical violation(s):\n{}",
+            self.failures.len(),
+            self.failures.join("\n")
+        );
+    }
+}
+
+/// Runs axe over the whole document (its default rules: WCAG 2.x A and AA and best
+/// practices) and answers the results as JSON text.
+const AXE_RUN_JS: &str = r#"
+const done = arguments[arguments.length - 1];
+window.axe
+  .run(document, { resultTypes: ['violations'] })
+  .then((r) => done(JSON.stringify(r)), (e) => done('axe error: ' + e));
+"#;
+
+/// Starts tauri-driver on free ports; the app it launches inherits `env`.
+pub fn start_driver(
+    tauri_driver: &Path,
+    display: &str,
+    env: &[(&str, std::ffi::OsString)],
+    log: &Path,
+) -> (ReapedGroup, u16) {
+    let port = free_port();
+    let native_port = free_port();
+    let mut cmd = Command::new(tauri_driver);
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--native-port",
+        &native_port.to_string(),
+    ])
+    .env("DISPLAY", display)
+    .env("RUST_LOG", "info")
+    .process_group(0)
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(log).unwrap());
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let driver = ReapedGroup(cmd.spawn().expect("tauri-driver did not start"));
+    wait_for_port(port, Duration::from_secs(20));
+    // tauri-driver answers on its own port before the WebKitWebDriver it starts listens on the
+    // native one; a session asked for in between is dropped (seen on a loaded 2-core machine).
+    wait_for_port(native_port, Duration::from_secs(30));
+    (driver, port)
+}
+
+/// The app a test started: the process running `app` whose TMPDIR is `tmp`.
+pub fn app_pid(app: &Path, tmp: &Path) -> Option<u32> {
+    let app = std::fs::canonicalize(app).ok()?;
+    let marker = format!("TMPDIR={}", tmp.display());
+    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let entry = entry.ok()?;
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let exe = std::fs::read_link(entry.path().join("exe")).ok()?;
+        let environ = std::fs::read(entry.path().join("environ")).ok()?;
+        let ours = exe == app
+            && environ
+                .split(|b| *b == 0)
+                .any(|var| var == marker.as_bytes());
+        ours.then_some(pid)
+    })
+}
+
+/// The demo's temporary directories under `tmp` (one while the demo app runs).
+pub fn demo_dirs(tmp: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("latchkey-demo-"))
+        })
+        .collect()
+}
+
+/// Stops the demo app (`app`, started with TMPDIR `tmp`) as Ctrl-C or `kill` would, and waits
+/// until it has stopped the demo and removed its directory. (Ending the WebDriver session
+/// instead kills the app outright, as a crash would, leaving the demo's phrase in the keychain.)
+pub async fn terminate_demo_app(app: &Path, tmp: &Path) {
+    let pid = app_pid(app, tmp).expect("the app's process is not running");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !demo_dirs(tmp).is_empty() || app_pid(app, tmp).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the app or its demo outlived SIGTERM: {:?}",
+            demo_dirs(tmp)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
