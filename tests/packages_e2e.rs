@@ -20,14 +20,13 @@ mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use cli::{require_secret_service, start_nodes, Cli, Door};
 use webdriver::{require_program, start_driver, start_xvfb, Session};
 
 /// dpkg takes a lock: the two tests install one after the other.
-static DPKG: Mutex<()> = Mutex::new(());
+static DPKG: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn enabled() -> bool {
     if std::env::var("LATCHKEY_PACKAGE_E2E").as_deref() == Ok("1") {
@@ -143,7 +142,7 @@ async fn the_app_deb_installs_registers_latchkey_links_and_opens_an_invitation()
         return;
     }
     require_secret_service();
-    let _dpkg = DPKG.lock().unwrap_or_else(|e| e.into_inner());
+    let _dpkg = DPKG.lock().await;
     let deb = the_deb(&target_dir().join("release/bundle/deb"));
     let app = Installed::install(&deb);
 
@@ -254,12 +253,12 @@ async fn the_app_deb_installs_registers_latchkey_links_and_opens_an_invitation()
     g.end().await;
 }
 
-#[test]
-fn the_device_agent_deb_installs_its_user_and_a_unit_systemd_accepts() {
+#[tokio::test]
+async fn the_device_agent_deb_installs_its_user_and_a_unit_systemd_accepts() {
     if !enabled() {
         return;
     }
-    let _dpkg = DPKG.lock().unwrap_or_else(|e| e.into_inner());
+    let _dpkg = DPKG.lock().await;
     let deb = the_deb(&target_dir().join("debian"));
     let agent = Installed::install(&deb);
 
