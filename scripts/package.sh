@@ -26,8 +26,10 @@ npm --prefix ui run --silent build
 log "Building and bundling the app (.deb; profile product, no demo)"
 # The UI was just built, so the bundler's own beforeBuildCommand is skipped; `--ci` never
 # prompts. Arguments after `--` go to cargo.
+# The profile keeps the symbol table (for `cargo bloat`); what is packaged is stripped.
+app_binary="$target_dir/product/latchkey-app"
 ui/node_modules/.bin/tauri build --ci --bundles deb \
-  --config '{"build":{"beforeBuildCommand":""}}' \
+  --config "{\"build\":{\"beforeBuildCommand\":\"\",\"beforeBundleCommand\":\"strip --strip-all '$app_binary'\"}}" \
   -- --profile product --no-default-features -p latchkey-app
 # Cargo names the output folder after the profile (target/product/); the bundles belong
 # where release bundles are looked for.
@@ -37,7 +39,7 @@ mv "$target_dir/product/bundle" "$target_dir/release/bundle"
 
 if ! command -v cargo-deb >/dev/null 2>&1; then
   log "Installing cargo-deb"
-  cargo install cargo-deb --locked
+  cargo install cargo-deb --version "^3" --locked
 fi
 log "Building the device agent's package (cargo deb, release)"
 cargo deb -p latchkey-device
