@@ -33,6 +33,7 @@ pub mod relay;
 pub mod server;
 pub mod store;
 pub mod stream;
+pub mod strike;
 pub mod tally;
 pub mod view;
 

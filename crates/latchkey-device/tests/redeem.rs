@@ -308,32 +308,13 @@ fn two_phones_redeeming_at_once_cannot_both_win() {
     let grant = d.short_link_grant(&link, None);
     let store = d.pipeline.store();
     let first = store
-        .accept_binding(
-            &[1; 16],
-            T0,
-            Some(T0),
-            &[],
-            Some((grant.id(), phone.public_key(), T0)),
-            None,
-        )
+        .accept_durable(&[], Some((grant.id(), phone.public_key(), T0)), None)
         .unwrap();
-    assert!(matches!(first, Accepted::Recorded { .. }));
+    assert_eq!(first, Accepted::Recorded);
     let second = store
-        .accept_binding(
-            &[2; 16],
-            T0,
-            Some(T0),
-            &[],
-            Some((grant.id(), other.public_key(), T0)),
-            None,
-        )
+        .accept_durable(&[], Some((grant.id(), other.public_key(), T0)), None)
         .unwrap();
     assert_eq!(second, Accepted::AlreadyBound);
-    // Nothing of the loser was written, its nonce included.
-    assert_eq!(
-        store.record_nonce(&[2; 16], T0, Some(T0)).unwrap(),
-        latchkey_device::store::Strike::Recorded { mark: T0 }
-    );
     assert_eq!(
         store.bindings().unwrap(),
         vec![(grant.id(), phone.public_key())]
