@@ -498,7 +498,14 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         let clock = self.wall_clock();
         if let Some(now) = clock.trusted_now() {
             self.mark.fetch_max(now, Ordering::SeqCst);
-            self.persist_lease(now)?;
+            if self.lease.load(Ordering::SeqCst) > 0 {
+                self.persist_lease(now)?;
+            } else {
+                // Nothing was ever accepted here: no lease to keep ahead, so a restart of a
+                // device never used asks no challenge. The first acceptance takes one.
+                let (_, mark) = self.store.extend_lease(0, now)?;
+                self.mark.fetch_max(mark, Ordering::SeqCst);
+            }
         } else if let WallClock::Behind { .. } = clock {
             tracing::warn!("{}", clock.why_untrusted());
         }
@@ -1128,15 +1135,17 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             );
         match strike {
             Strike::Recorded => {}
-            Strike::BelowFloor { floor } => return Err(self.reject(
-                fresh,
-                Stage::Timestamp,
-                RejectCode::TooOld,
-                format!(
+            Strike::BelowFloor { floor } => {
+                return Err(self.reject(
+                    fresh,
+                    Stage::Timestamp,
+                    RejectCode::TooOld,
+                    format!(
                     "timestamp is older than the strike register keeps ({} ms before its floor)",
                     floor - command.timestamp_ms
                 ),
-            )),
+                ))
+            }
             Strike::Replayed => {
                 return Err(self.reject(
                     fresh,

@@ -141,6 +141,7 @@ async fn owner_commands_run_replays_and_bad_commands_are_refused_without_side_ef
             "decision",
             "decision",
             "decision",
+            "decision",
             "refusals"
         ]
     );
@@ -152,10 +153,11 @@ async fn owner_commands_run_replays_and_bad_commands_are_refused_without_side_ef
             _ => None,
         })
         .collect();
-    // Accepted; the replay after the restart (the first copy's replay was counted, and counts
-    // do not survive kill -9); the owner's stale timestamp; the guest's expired grant.
-    assert_eq!(codes, vec![0, 6, 4, 9]);
-    let AuditBody::Refusals(summary) = &page.entries[6].entry.body else {
+    // Accepted; the copy resent after the restart, challenged (the first copy's replay was
+    // counted, and counts do not survive kill -9); the owner's stale timestamp; the guest's
+    // expired grant; the challenge the owner answered to read this page.
+    assert_eq!(codes, vec![0, 16, 4, 9, 16]);
+    let AuditBody::Refusals(summary) = &page.entries[7].entry.body else {
         unreachable!()
     };
     let rows: Vec<(&str, &str, u32)> = summary
@@ -325,8 +327,11 @@ async fn factory_reset_voids_the_owners_and_the_device_can_be_claimed_again() {
     assert_ne!(chain.head(), old_owner.chain.head());
     let chain = claim(&dir, &agent.url, &person(4), &nodes.urls()).await;
     let new_owner = Sender::new(person(4), chain);
-    let (env, pending) = new_owner.seal(new_owner.command("unlock", b""));
-    assert_eq!(code(&new_owner.send(&agent.url, env, &pending).await), 0);
+    // Commands accepted before the reset are behind the restart barrier: a challenge first.
+    let r = new_owner
+        .send_answering(&agent.url, new_owner.command("unlock", b""))
+        .await;
+    assert_eq!(code(&r), 0);
     drop(agent);
     nodes.stop().await;
 }
@@ -349,8 +354,10 @@ async fn keeps_working_from_its_cached_view_when_nodes_are_down_and_says_so() {
     let agent = Agent::start(&dir);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let sender = Sender::new(person(1), chain.clone());
-    let (env, pending) = sender.seal(sender.command("unlock", b""));
-    assert_eq!(code(&sender.send(&agent.url, env, &pending).await), 0);
+    let r = sender
+        .send_answering(&agent.url, sender.command("unlock", b""))
+        .await;
+    assert_eq!(code(&r), 0);
     let status = latchkeyd(&["status", "--dir", dir.to_str().unwrap(), "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["claimed"], true);
