@@ -4,7 +4,8 @@
 //! cargo run --release -p latchkey-owner --example open_bench [-- OPENS]
 //! ```
 //!
-//! Five registry nodes and a door (`latchkeyd`'s agent, action `unlock` = `log`) run in this
+//! Five registry nodes (default limits, but mailbox shares lifted: every sender here is
+//! 127.0.0.1) and a door (`latchkeyd`'s agent, action `unlock` = `log`) run in this
 //! process on loopback: real HTTP, real SQLite files (WAL; the nodes' mailboxes and the door's
 //! fsync as in production). An owner and a guest (holding a short-link invitation, redeemed at
 //! the door) each open `OPENS` times (default 1,000) through `Profile::open`, the call the app
@@ -25,7 +26,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{start_nodes, MemorySeeds};
+use common::MemorySeeds;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -74,8 +75,14 @@ fn header(title: &str) {
     println!("|---|---:|---:|---:|---:|---:|");
 }
 
-/// `n` opens of `device` by `profile`: whole call, and the core's send → answer time.
-async fn opens(profile: &Profile, device: &str, n: usize) -> (Vec<Duration>, Vec<Duration>) {
+/// `n` opens of `device` by `profile`, each checked to have gone the expected route: whole
+/// call, and the core's send → answer time.
+async fn opens(
+    profile: &Profile,
+    device: &str,
+    n: usize,
+    relayed: bool,
+) -> (Vec<Duration>, Vec<Duration>) {
     let (mut whole, mut answer) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
         let started = Instant::now();
@@ -83,8 +90,35 @@ async fn opens(profile: &Profile, device: &str, n: usize) -> (Vec<Duration>, Vec
         whole.push(started.elapsed());
         answer.push(Duration::from_millis(report.latency_ms));
         assert!(report.accepted(), "{:?}", report.response.outcome);
+        assert_eq!(
+            matches!(report.route, latchkey_owner::Route::Relay(_)),
+            relayed,
+            "{:?}",
+            report.route
+        );
     }
     (whole, answer)
+}
+
+/// Five nodes with the default limits except the mailbox shares: every sender here shares
+/// 127.0.0.1, and a relayed command stays live in the door's mailbox for its 120 s TTL, so
+/// 1,000 relayed opens in a minute would meet the 64-per-sender share one phone never does.
+async fn nodes_for_load(dir: &Path) -> Vec<latchkey_node::RunningNode> {
+    let mut nodes = Vec::new();
+    for i in 0..5 {
+        let mut config = latchkey_node::NodeConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.join(format!("node{i}.db")),
+        );
+        config.limits = latchkey_node::config::Limits {
+            mailbox_per_sender: 100_000,
+            reply_mailbox_per_sender: 100_000,
+            mailbox_per_address: 100_000,
+            ..latchkey_node::config::Limits::without_rate_limits()
+        };
+        nodes.push(latchkey_node::start(config).await.unwrap());
+    }
+    nodes
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +128,7 @@ async fn main() {
         .map(|a| a.parse().expect("OPENS is a number"))
         .unwrap_or(1_000);
     let tmp = tempfile::tempdir().unwrap();
-    let nodes = start_nodes(tmp.path(), 5).await;
+    let nodes = nodes_for_load(tmp.path()).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
     let dir = tmp.path().join("door");
     let claim = init(&InitOptions {
@@ -149,20 +183,20 @@ async fn main() {
     let held = guest.accept(&issued.link).await.unwrap();
     assert!(held.doors.iter().all(|d| d.redeemed));
     // Warm-up: connections, caches, the door's lease.
-    opens(&owner, &device, 20).await;
-    opens(&guest, &device, 20).await;
+    opens(&owner, &device, 20, false).await;
+    opens(&guest, &device, 20, false).await;
 
     header(&format!(
         "Opens on loopback (5 nodes, one door; {} cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
-    let (whole, answer) = opens(&owner, &device, n).await;
+    let (whole, answer) = opens(&owner, &device, n, false).await;
     row("owner, direct: whole `Profile::open`", whole);
     row(
         "owner, direct: send → verified answer (whole ms, as the core keeps it)",
         answer,
     );
-    let (whole, _) = opens(&guest, &device, n).await;
+    let (whole, _) = opens(&guest, &device, n, false).await;
     row("guest, direct: whole `Profile::open`", whole);
 
     // 2. Stages of a direct owner open, each alone.
@@ -247,15 +281,15 @@ async fn main() {
     // 1, relayed: both forget the door's address.
     owner.set_device_addresses(&device, Vec::new()).unwrap();
     guest.set_device_addresses(&device, Vec::new()).unwrap();
-    opens(&owner, &device, 5).await;
+    opens(&owner, &device, 5, true).await;
     header("Relayed through the nodes' mailboxes");
-    let (whole, answer) = opens(&owner, &device, n).await;
+    let (whole, answer) = opens(&owner, &device, n, true).await;
     row("owner, relayed: whole `Profile::open`", whole);
     row(
         "owner, relayed: send → verified answer (whole ms, as the core keeps it)",
         answer,
     );
-    let (whole, _) = opens(&guest, &device, n).await;
+    let (whole, _) = opens(&guest, &device, n, true).await;
     row("guest, relayed: whole `Profile::open`", whole);
 
     agent.shutdown().await.unwrap();

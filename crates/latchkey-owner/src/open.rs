@@ -196,7 +196,14 @@ impl Profile {
                 self.open_as_held(device.clone(), action, args),
                 self.refresh_device(device.clone())
             );
-            (sent, Some(refreshed?))
+            // The door may already have acted: a check that failed to store is said, and the
+            // door's answer is still returned.
+            let refreshed = refreshed
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "the ownership check beside the command failed"),
+                )
+                .ok();
+            (sent, refreshed)
         } else {
             (self.open_as_held(device.clone(), action, args).await, None)
         };
