@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use latchkey_owner::keychain::{KeyringStore, SeedStore};
-use latchkey_owner::{BackupCheck, Profile, SystemClock};
+use latchkey_owner::{BackupCheck, Profile, Session, SystemClock};
 use zeroize::Zeroizing;
 
 use crate::error::CommandError;
@@ -24,6 +24,9 @@ pub struct AppState {
     pub meters: Mutex<HashMap<(String, String), latchkey_owner::MeterWatch>>,
     /// A consent request link from outside the app, likewise.
     pub pending_consent_link: Mutex<Option<Zeroizing<String>>>,
+    /// What the profile keeps in memory between commands (kept-alive connections to doors and
+    /// nodes, signing keys read from the keychain once), handed to each command's profile.
+    session: Mutex<Option<Arc<Session>>>,
     #[cfg(feature = "demo")]
     pub demo: Mutex<Option<crate::demo::Demo>>,
 }
@@ -50,6 +53,7 @@ impl AppState {
             pending_link: Mutex::new(None),
             pending_consent_link: Mutex::new(None),
             meters: Mutex::new(HashMap::new()),
+            session: Mutex::new(None),
             #[cfg(feature = "demo")]
             demo: Mutex::new(None),
         }
@@ -75,7 +79,9 @@ impl AppState {
     /// Runs `f` with a freshly opened profile on a blocking thread. The profile holds a SQLite
     /// connection, so it cannot be shared between threads, and the core's futures borrow it
     /// (they are not `Send`); each call therefore opens its own (cheap: WAL-mode SQLite) and
-    /// drives the future to completion on the app's runtime from a blocking-pool thread.
+    /// drives the future to completion on the app's runtime from a blocking-pool thread. The
+    /// profiles share one [`Session`]: without it every tap paid new connections to the door
+    /// and the nodes and a key derivation from the phrase (issue 15).
     pub async fn with_profile<T, F, Fut>(&self, f: F) -> Result<T, CommandError>
     where
         T: Send + 'static,
@@ -84,8 +90,15 @@ impl AppState {
     {
         let dir = self.profile_dir.clone();
         let seeds = self.seeds()?;
+        let session = {
+            let mut held = self.session.lock().unwrap_or_else(|p| p.into_inner());
+            match &*held {
+                Some(s) => s.clone(),
+                None => held.insert(Session::new()?).clone(),
+            }
+        };
         tauri::async_runtime::spawn_blocking(move || {
-            let profile = Profile::at(&dir, seeds, Arc::new(SystemClock))?;
+            let profile = Profile::with_session(&dir, seeds, Arc::new(SystemClock), session)?;
             tauri::async_runtime::block_on(f(profile))
         })
         .await

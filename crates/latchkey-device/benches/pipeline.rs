@@ -2,9 +2,11 @@
 //! raw cost of its parts in the same run:
 //!
 //! - `pipeline/full_owner_command`: open → signature → window → authority (staleness
-//!   included) → durable nonce and clock mark → action (the `log`-like no-op) → audit entry →
-//!   signed, sealed response. Real SQLite file, WAL, `synchronous=FULL`, so each command pays
-//!   its fsyncs.
+//!   included) → nonce (in memory) → "about to run" entry → action (the `log`-like no-op) →
+//!   the entry's group-committed fsync → outcome entry → signed, sealed response. Real SQLite
+//!   file, WAL, so each command pays one fsync, before its answer.
+//! - `pipeline/to_actuator_start`: the same up to the moment the actuator would start (no
+//!   fsync: the entry is committed to the WAL and synced while the actuator runs).
 //! - `pipeline/refused_replay`: a replayed envelope, refused at the nonce step with a signed
 //!   answer (what a replay flood costs).
 //! - `pipeline/refused_stranger`: a validly signed command from a key that is no owner and
@@ -13,12 +15,13 @@
 //! - `primitives/open_command+verify`: `envelope::open_command` and the command signature
 //!   check alone (hybrid KEM decapsulation, AEAD, unpad, decode, Ed25519).
 //! - `primitives/sign+seal_response`: signing and sealing one response.
-//! - `primitives/strike_register_insert`: one durable nonce insert.
+//! - `primitives/durable_write`: one durable (fsynced) write, as the lease and a use count or
+//!   binding take.
 //! - `short_link/redeem_then_open`: a short link's first use — the link key redeems a fresh
-//!   bind-on-first-use grant for the phone key (binding stored with the nonce), then the phone
+//!   bind-on-first-use grant for the phone key (binding stored durably), then the phone
 //!   opens — next to `short_link/primitives`: what those two commands cannot avoid (two
 //!   `open_command`+verify, the grant's signature twice, the redemption's signature, two
-//!   signed and sealed responses, two durable nonce inserts).
+//!   signed and sealed responses, the binding's durable write).
 //!
 //! Run: `cargo bench -p latchkey-device --bench pipeline`. Figures: docs/BENCHMARKS.md.
 
@@ -154,7 +157,7 @@ impl Bench {
     fn full(&self, envelope: &[u8]) -> Vec<u8> {
         let fresh = self.pipeline.open(envelope, Via::Local).unwrap();
         let auth = self.pipeline.authorize(fresh).unwrap();
-        // `authorize` wrote the nonce and the "about to run" entry in one transaction.
+        // `authorize` took the nonce and committed the "about to run" entry; `complete` syncs it.
         let answer = self.pipeline.complete(auth, Ok(b"opened".to_vec()));
         assert!(answer.accepted());
         answer.sealed
@@ -183,6 +186,20 @@ fn benches(c: &mut Criterion) {
             bench.iter_batched(
                 || b.envelope(),
                 |env| black_box(b.full(&env)),
+                BatchSize::SmallInput,
+            )
+        });
+        // Receive → actuator start: what the device does before an owner's action begins
+        // (open, verify, window, authority, nonce in memory, the "about to run" entry committed
+        // without an fsync). The entry's fsync, which the agent runs while the actuator does,
+        // is not in it; the answer waits for it (`full_owner_command` has both).
+        g.bench_function("to_actuator_start", |bench| {
+            bench.iter_batched(
+                || b.envelope(),
+                |env| {
+                    let fresh = b.pipeline.open(&env, Via::Local).unwrap();
+                    black_box(b.pipeline.authorize(fresh).unwrap())
+                },
                 BatchSize::SmallInput,
             )
         });
@@ -280,13 +297,12 @@ fn benches(c: &mut Criterion) {
             })
         });
         let mut n = 0u64;
-        g.bench_function("strike_register_insert", |bench| {
+        // One durable write (a WAL commit with fsync): what every accepted command paid for
+        // its nonce before the restart barrier, and what a use limit or a binding still pays.
+        g.bench_function("durable_write", |bench| {
             bench.iter(|| {
                 n += 1;
-                let mut nonce = [0u8; 16];
-                nonce[..8].copy_from_slice(&n.to_be_bytes());
-                nonce[8] = 0xbe;
-                black_box(b.pipeline.store().insert_nonce(&nonce, T0).unwrap())
+                black_box(b.pipeline.store().extend_lease(T0 + n, T0).unwrap())
             })
         });
         g.finish();
@@ -328,6 +344,9 @@ fn short_links(c: &mut Criterion) {
                         .unwrap()
                         .verify(&b.device.keys.device_id(), &grant.id())
                         .unwrap();
+                    // The binding's durable write.
+                    m += 1;
+                    black_box(b.pipeline.store().extend_lease(T0 + m, T0).unwrap());
                 }
                 let response = Response {
                     device: b.device.keys.device_id(),
@@ -339,11 +358,6 @@ fn short_links(c: &mut Criterion) {
                 .sign(&b.device.keys.identity)
                 .unwrap();
                 black_box(opened.reply.seal(&response, &mut seal_rng).unwrap());
-                m += 1;
-                let mut nonce = [0u8; 16];
-                nonce[..8].copy_from_slice(&m.to_be_bytes());
-                nonce[8] = 0x5e;
-                black_box(b.pipeline.store().insert_nonce(&nonce, T0).unwrap());
             }
         })
     });

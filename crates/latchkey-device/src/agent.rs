@@ -163,18 +163,26 @@ impl Agent {
                 .await
                 .unwrap_or_else(|r| Err(r.message))
         } else {
-            // The "about to run" entry is already on disk (written with the nonce by
-            // `authorize`): a power cut during the action cannot erase that it started.
+            // The "about to run" entry is committed (by `authorize`: `kill -9` cannot erase
+            // it); its fsync runs while the actuator does, so the actuator starts without
+            // waiting for the disk and the answer waits for whichever is slower.
             let request = ActionRequest {
                 action: auth.action().to_owned(),
                 args: auth.args().to_vec(),
                 sender: auth.sender(),
                 device: self.device_id(),
             };
-            self.actuators
-                .run(&request)
-                .await
-                .map_err(|e| format!("{}: {e}", request.action))
+            let p = self.pipeline.clone();
+            let ticket = auth.ticket();
+            let (synced, ran) = tokio::join!(
+                blocking(move || p.make_durable(ticket)),
+                self.actuators.run(&request)
+            );
+            if let Ok(Err(e)) = synced {
+                // `complete` tries again and refuses to acknowledge if it still fails.
+                tracing::warn!(error = %e, "syncing the audit log failed");
+            }
+            ran.map_err(|e| format!("{}: {e}", request.action))
         };
         let p = self.pipeline.clone();
         match blocking(move || p.complete(auth, result)).await {
@@ -647,6 +655,14 @@ pub fn load(dir: &DeviceDir) -> Result<(Agent, Config)> {
             max_guest_staleness_ms: config.quorum.max_guest_staleness_secs.saturating_mul(1000),
             max_owner_staleness_ms: config.quorum.max_owner_staleness_secs.saturating_mul(1000),
             actions: drivers.into_keys().collect::<BTreeSet<_>>(),
+            // Longer than the timer's period, which pushes it, so no command waits for it.
+            lease_ms: crate::pipeline::DEFAULT_LEASE_MS.max(
+                config
+                    .quorum
+                    .refresh_secs
+                    .saturating_mul(1000)
+                    .saturating_add(30_000),
+            ),
         },
     );
     let quorum = QuorumClient::new(config.nodes.clone(), config.quorum.quorum_config())?;

@@ -9,8 +9,10 @@
 //! **Invariant: nothing runs before it is verified, in order** — size, decryption, padding,
 //! decoding, signature, device id, time window (or challenge), nonce, authority, use limits —
 //! each refusal with its own reason (written to the audit log, or counted in its per-minute
-//! summary when nobody with standing sent it). **Invariant: a nonce is durable before
-//! its action runs** (SQLite, `synchronous=FULL`), so replays fail across `kill -9`.
+//! summary when nobody with standing sent it). **Invariant: no command runs twice, across
+//! `kill -9` and power cuts too**: nonces are taken in memory ([`strike`]) and every accepted
+//! timestamp is under a durable lease, which the next run takes as its restart barrier
+//! ([`store::Store::boot`]; docs/PROTOCOL.md §6.1), so no command pays an fsync for its nonce.
 //!
 //! The pipeline is a plain struct with an injected [`clock::Clock`] and randomness (its only
 //! I/O is SQLite); sockets and timers live in [`agent`], [`server`], [`relay`] and [`mdns`].
@@ -33,6 +35,7 @@ pub mod relay;
 pub mod server;
 pub mod store;
 pub mod stream;
+pub mod strike;
 pub mod tally;
 pub mod view;
 

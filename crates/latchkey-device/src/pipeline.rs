@@ -9,11 +9,18 @@
 //! response sealed to the sender ([`Answer`]).
 //!
 //! **Invariant: cheap work first.** Everything up to and including authority is computed in
-//! memory against the verified view; the first durable write (the nonce, one fsync) happens
-//! only for a sender the device would obey, so a stranger costs no fsync.
+//! memory against the verified view; the first write happens only for a sender the device
+//! would obey, so a stranger costs no disk write at all.
 //!
-//! **Invariant: the nonce is durable before the action runs**, so a replay is refused even
-//! across `kill -9`.
+//! **Invariant: no command runs twice, across restarts too, with no fsync per command.** The
+//! nonce is taken in memory ([`crate::strike`]); every accepted timestamp is under the durable
+//! lease, and a run asks a challenge of every command timestamped at or under the lease the
+//! previous runs left (its restart barrier, [`Store::boot`]), so an envelope captured before a
+//! crash and resent after it never runs (docs/PROTOCOL.md §6).
+//!
+//! **Invariant: an action's "about to run" entry is written before the action starts and is
+//! durable before the device answers** ([`Pipeline::make_durable`], group-committed), so what
+//! the device acknowledged is never lost, and `kill -9` during an action never erases it.
 //!
 //! **Invariant: the wall clock is judged against a durable high-water mark** (`mark`, see
 //! [`crate::store`]): a timestamp's floor and grant windows use `max(now, mark)`, and a clock
@@ -58,9 +65,10 @@ use latchkey_proto::event::{EventKind, SUBSCRIBE_ACTION};
 /// an event of its own.
 const REDEEM_ACTION: &str = "latchkey.redeem";
 use crate::keyfile::DeviceSecrets;
-use crate::store::{Accepted, RunningEntry, Store, Strike};
+use crate::store::{Accepted, RunningEntry, Store};
 use crate::stream::consent::Verdict;
 use crate::stream::keys::StreamKeys;
+use crate::strike::{Strike, StrikeRegister};
 use crate::tally::{Disposition, RefusalTally};
 use crate::view::View;
 
@@ -74,8 +82,11 @@ pub const SEALED_SIZES: [usize; 3] = {
     ]
 };
 
-/// How often expired nonces are deleted (at most; more often with a shorter window).
+/// How often expired nonces are forgotten (at most; more often with a shorter window).
 const PRUNE_EVERY_MS: u64 = 60_000;
+
+/// How far ahead of the clock the durable lease is kept (see [`PipelineConfig::lease_ms`]).
+pub const DEFAULT_LEASE_MS: u64 = 90_000;
 
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -90,6 +101,11 @@ pub struct PipelineConfig {
     pub max_owner_staleness_ms: u64,
     /// Configured action names (`audit` is built in and needs no entry).
     pub actions: BTreeSet<String>,
+    /// How far past `now + lead` the durable lease is pushed each time it is written (by the
+    /// timer, the sync after each action, or a command whose timestamp is past it). Longer
+    /// than the timer's period, so commands never wait for the lease; after a restart, commands
+    /// signed within about this long before it need a challenge (one more round trip).
+    pub lease_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -100,6 +116,7 @@ impl Default for PipelineConfig {
             max_guest_staleness_ms: 900_000,
             max_owner_staleness_ms: 86_400_000,
             actions: BTreeSet::new(),
+            lease_ms: DEFAULT_LEASE_MS,
         }
     }
 }
@@ -202,6 +219,9 @@ pub struct Authorized {
     owner: bool,
     /// A redemption, already stored with the nonce: the grant and the key it is bound to.
     redeemed: Option<(GrantId, PublicKey)>,
+    /// The "about to run" entry's group-commit ticket, if it was written lazily and is not
+    /// durable yet ([`Pipeline::make_durable`]).
+    ticket: Option<u64>,
 }
 
 impl Authorized {
@@ -239,6 +259,11 @@ impl Authorized {
     pub fn is_consent(&self) -> bool {
         self.fresh.command.action == CONSENT_ACTION
     }
+
+    /// What [`Pipeline::make_durable`] takes: the "about to run" entry still to be synced.
+    pub fn ticket(&self) -> Option<u64> {
+        self.ticket
+    }
 }
 
 /// The pipeline. `C` is the clock, `R` the randomness for challenges and sealing.
@@ -255,8 +280,15 @@ pub struct Pipeline<C, R> {
     config: PipelineConfig,
     /// Ticks of the last prune of the strike register.
     last_prune_ms: AtomicU64,
-    /// The durable high-water mark of time, cached (the store holds the truth).
+    /// The high-water mark of time: the durable one at start, raised by trusted readings and
+    /// accepted timestamps (made durable by the timer and the sync after each action).
     mark: AtomicU64,
+    /// This run's strike register.
+    strikes: Mutex<StrikeRegister>,
+    /// The durable lease: no timestamp above it is accepted before it is raised on disk.
+    lease: AtomicU64,
+    /// Commands timestamped at or under this need a challenge in this run ([`Store::boot`]).
+    barrier: u64,
     /// This boot's id (the clock's), read once.
     boot: String,
     /// Refusals counted, not written one by one (see [`crate::tally`]).
@@ -286,10 +318,30 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         view: View,
         config: PipelineConfig,
     ) -> Self {
-        let mark = store.clock_mark().unwrap_or_else(|e| {
-            tracing::error!(error = %e, "reading the clock mark failed; starting from none");
-            0
+        // The boot record. If it cannot be written the agent must not take commands without
+        // challenges: the barrier then covers any timestamp (challenges do not survive this run).
+        let trusted = clock.now_ms().filter(|now| {
+            !config
+                .window
+                .clock_behind(*now, store.clock_mark().unwrap_or(0))
         });
+        let (mark, lease, barrier) = match store.boot(trusted).and_then(|b| Ok((b, store.lease()?)))
+        {
+            Ok((boot, lease)) => {
+                if boot.barrier > 0 {
+                    tracing::info!(
+                        run = boot.boots,
+                        barrier = %crate::clock::utc_minute(boot.barrier),
+                        "restarted: commands signed before the barrier need a challenge"
+                    );
+                }
+                (boot.mark, lease, boot.barrier)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "writing the boot record failed; every command needs a challenge");
+                (store.clock_mark().unwrap_or(0), u64::MAX, u64::MAX)
+            }
+        };
         let keys = keys.into().without_setup();
         let era = EraInfo::of(&view.chain);
         let owners = view.chain.state().owners.clone();
@@ -310,6 +362,9 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             config,
             last_prune_ms: AtomicU64::new(0),
             mark: AtomicU64::new(mark),
+            strikes: Mutex::new(StrikeRegister::default()),
+            lease: AtomicU64::new(lease),
+            barrier,
             tally: Mutex::new(RefusalTally::default()),
             era: RwLock::new(era),
             owners: RwLock::new(owners),
@@ -437,16 +492,64 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
     }
 
     /// The timer's share of the mark: raises it to a trusted clock reading (durably), so a
-    /// clock set back later is caught even when no command was accepted meanwhile.
+    /// clock set back later is caught even when no command was accepted meanwhile, and pushes
+    /// the lease ahead of the clock, so commands do not wait for it.
     pub fn raise_mark(&self) -> crate::Result<WallClock> {
         let clock = self.wall_clock();
         if let Some(now) = clock.trusted_now() {
-            let mark = self.store.raise_mark(now)?;
-            self.mark.fetch_max(mark, Ordering::SeqCst);
+            self.mark.fetch_max(now, Ordering::SeqCst);
+            if self.lease.load(Ordering::SeqCst) > 0 {
+                self.persist_lease(now)?;
+            } else {
+                // Nothing was ever accepted here: no lease to keep ahead, so a restart of a
+                // device never used asks no challenge. The first acceptance takes one.
+                let (_, mark) = self.store.extend_lease(0, now)?;
+                self.mark.fetch_max(mark, Ordering::SeqCst);
+            }
         } else if let WallClock::Behind { .. } = clock {
             tracing::warn!("{}", clock.why_untrusted());
         }
         Ok(self.wall_clock())
+    }
+
+    /// The lease this run would write at `now`: past the furthest timestamp the window admits.
+    fn lease_at(&self, now: u64) -> u64 {
+        now.saturating_add(self.config.window.max_lead_ms)
+            .saturating_add(self.config.lease_ms)
+    }
+
+    /// Writes the lease for `now` and the in-memory mark (one fsync).
+    fn persist_lease(&self, now: u64) -> crate::Result<()> {
+        let (lease, mark) = self
+            .store
+            .extend_lease(self.lease_at(now), self.mark.load(Ordering::SeqCst))?;
+        self.lease.fetch_max(lease, Ordering::SeqCst);
+        self.mark.fetch_max(mark, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Commands timestamped at or under this need a challenge in this run: the lease the
+    /// previous runs left (0 on a device's first run).
+    pub fn restart_barrier(&self) -> u64 {
+        self.barrier
+    }
+
+    /// Makes the accepted command's "about to run" entry durable, if it is not yet: one fsync
+    /// shared with every command accepted meanwhile (group commit), which also writes the mark
+    /// and pushes the lease. The agent runs it while the actuator runs; [`Pipeline::complete`]
+    /// runs it (again: then free) before sealing the answer.
+    pub fn make_durable(&self, ticket: Option<u64>) -> crate::Result<()> {
+        let Some(ticket) = ticket else {
+            return Ok(());
+        };
+        let lease = match self.wall_clock().trusted_now() {
+            Some(now) => self.lease_at(now),
+            None => 0,
+        };
+        self.store
+            .sync_through(ticket, lease, self.mark.load(Ordering::SeqCst))?;
+        self.lease.fetch_max(lease, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Whether a guest (`owner == false`) or an owner would be refused now because the view is
@@ -666,14 +769,26 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
                 format!("this device has no action \"{action}\""),
             ));
         }
+        // Without a trusted clock, or signed at or before the restart barrier (it could have
+        // been accepted by an earlier run, whose nonces this run does not know), the
+        // timestamp proves nothing: only a challenge of this run does.
+        let before_restart = fresh.command.timestamp_ms <= self.barrier;
         if clock.trusted_now().is_none() {
-            self.challenge(&fresh, &clock)?;
+            self.challenge(&fresh, clock.why_untrusted())?;
+        } else if before_restart {
+            self.challenge(
+                &fresh,
+                format!(
+                    "the device restarted; commands signed before {} need a challenge",
+                    utc_minute(self.barrier.saturating_add(60_000))
+                ),
+            )?;
         }
         let limits = match &auth {
             Authorization::Guest(approval) => approval.use_limits.as_slice(),
             _ => &[],
         };
-        self.accept(&fresh, &clock, owner, limits, redeemed)?;
+        let ticket = self.accept(&fresh, &clock, owner, limits, redeemed, before_restart)?;
         if let Some((grant, key)) = redeemed {
             self.bindings
                 .write()
@@ -684,11 +799,23 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             fresh,
             owner,
             redeemed,
+            ticket,
         })
     }
 
     /// Step action: records the outcome and seals the signed response.
     pub fn complete(&self, auth: Authorized, result: Result<Vec<u8>, String>) -> Answer {
+        // Nothing acknowledged is lost: the record that the action started is on disk before
+        // the answer says it ran.
+        if let Err(e) = self.make_durable(auth.ticket) {
+            tracing::error!(error = %e, "the audit log could not be made durable");
+            return self.reject(
+                &auth.fresh,
+                Stage::Action,
+                RejectCode::Internal,
+                "the action ran, but the device could not write its audit log to disk; see the device log".into(),
+            );
+        }
         match result {
             Ok(mut output) => {
                 output.truncate(MAX_RESPONSE_BODY);
@@ -930,7 +1057,7 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
     /// Clock not trusted: hands the (authorized) sender a challenge, or spends the one it
     /// echoes. Challenges are bound to their sender and capped per sender, so no one can push
     /// out another sender's outstanding challenge.
-    fn challenge(&self, fresh: &Fresh, clock: &WallClock) -> Result<(), Answer> {
+    fn challenge(&self, fresh: &Fresh, why: String) -> Result<(), Answer> {
         let sender = fresh.command.sender;
         let ticks = self.clock.ticks_ms();
         let mut book = self.challenges.lock().unwrap_or_else(|p| p.into_inner());
@@ -946,7 +1073,7 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
                 Outcome::ChallengeRequired { challenge },
                 Vec::new(),
                 RejectCode::ClockUnset as u16,
-                format!("{}: challenge issued", clock.why_untrusted()),
+                format!("{why}: challenge issued"),
             ));
         };
         let redeemed = book.redeem(&sender, &challenge, ticks);
@@ -956,15 +1083,18 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
                 fresh,
                 Stage::Challenge,
                 RejectCode::ClockUnset,
-                format!("{e} ({})", clock.why_untrusted()),
+                format!("{e} ({why})"),
             )
         })
     }
 
-    /// The first and only durable write before the action, for a sender already authorized:
-    /// the nonce (and the mark), the grants' use counts and, before an action (not the built-in
-    /// `audit`), its "about to run" entry — one transaction, one fsync. If it cannot be written,
-    /// nothing runs.
+    /// Takes an authorized command's nonce and writes its records before the action: the
+    /// nonce in memory; the lease first, durably, if the timestamp is past it (rare: the timer
+    /// keeps it ahead); then either, for a grant with a use limit or a redemption, the uses,
+    /// the binding and the "about to run" entry in one durable transaction, or else the entry
+    /// alone on the lazy connection (no fsync: [`Pipeline::make_durable`] syncs it before the
+    /// answer). Returns the entry's ticket if it still has to be made durable. If anything
+    /// cannot be written, nothing runs.
     fn accept(
         &self,
         fresh: &Fresh,
@@ -972,9 +1102,70 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
         owner: bool,
         limits: &[(GrantId, u32)],
         redeemed: Option<(GrantId, PublicKey)>,
-    ) -> Result<(), Answer> {
-        self.prune_nonces(clock);
+        challenged: bool,
+    ) -> Result<Option<u64>, Answer> {
         let command = &fresh.command;
+        let internal = |e: crate::Error| {
+            tracing::error!(error = %e, "the device's state could not be written; nothing runs");
+            self.reject(
+                fresh,
+                Stage::Nonce,
+                RejectCode::Internal,
+                "the device could not write its durable state, so the action did not run; see the device log".into(),
+            )
+        };
+        // A timestamp judged by a trusted clock must be under the durable lease before it is
+        // accepted: the next run's barrier is that lease.
+        let judged = clock.trusted_now().filter(|_| !challenged);
+        if let Some(now) = judged {
+            if command.timestamp_ms > self.lease.load(Ordering::SeqCst) {
+                self.persist_lease(now.max(command.timestamp_ms))
+                    .map_err(internal)?;
+            }
+        }
+        self.prune_nonces(clock);
+        let strike = self
+            .strikes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                &command.nonce,
+                command.timestamp_ms,
+                clock.trusted_now().is_some(),
+            );
+        match strike {
+            Strike::Recorded => {}
+            Strike::BelowFloor { floor } => {
+                return Err(self.reject(
+                    fresh,
+                    Stage::Timestamp,
+                    RejectCode::TooOld,
+                    format!(
+                    "timestamp is older than the strike register keeps ({} ms before its floor)",
+                    floor - command.timestamp_ms
+                ),
+                ))
+            }
+            Strike::Replayed => {
+                return Err(self.reject(
+                    fresh,
+                    Stage::Nonce,
+                    RejectCode::Replayed,
+                    ProtoError::Replayed.to_string(),
+                ))
+            }
+        }
+        if let Some(now) = judged {
+            self.mark
+                .fetch_max(now.max(command.timestamp_ms), Ordering::SeqCst);
+        }
+        // A refusal below gives the nonce back: the command did not run.
+        let release = || {
+            self.strikes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .release(&command.nonce)
+        };
         let era = self.era();
         let running = (command.action != AUDIT_ACTION).then(|| RunningEntry {
             era: &era,
@@ -992,67 +1183,56 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             identity: &self.keys.identity,
         });
         let wrote_running = running.is_some();
-        let binding = redeemed.map(|(grant, key)| (grant, key, clock.effective().unwrap_or(0)));
-        let accepted = self.store.accept_binding(
-            &command.nonce,
-            command.timestamp_ms,
-            clock.trusted_now(),
-            limits,
-            binding,
-            running,
-        );
-        match accepted {
-            Ok(Accepted::Recorded { mark }) => {
-                self.mark.fetch_max(mark, Ordering::SeqCst);
-                if wrote_running {
-                    self.tally().logged(fresh.envelope);
+        let ticket = if limits.is_empty() && redeemed.is_none() {
+            match running
+                .map(|entry| self.store.append_running(entry))
+                .transpose()
+            {
+                Ok(ticket) => ticket,
+                Err(e) => {
+                    release();
+                    return Err(internal(e));
                 }
-                Ok(())
             }
-            Ok(Accepted::Refused(Strike::BelowFloor { floor })) => Err(self.reject(
-                fresh,
-                Stage::Timestamp,
-                RejectCode::TooOld,
-                format!(
-                    "timestamp is older than the strike register keeps ({} ms before its floor)",
-                    floor - command.timestamp_ms
-                ),
-            )),
-            Ok(Accepted::Refused(_)) => Err(self.reject(
-                fresh,
-                Stage::Nonce,
-                RejectCode::Replayed,
-                ProtoError::Replayed.to_string(),
-            )),
-            Ok(Accepted::AlreadyBound) => Err(self.reject(
-                fresh,
-                Stage::Authority,
-                RejectCode::AlreadyRedeemed,
-                ProtoError::AlreadyRedeemed.to_string(),
-            )),
-            Ok(Accepted::LimitReached(spent)) => Err(self.reject(
-                fresh,
-                Stage::UseLimit,
-                RejectCode::UseLimitReached,
-                format!(
-                    "grant {} allows {} uses and all are spent",
-                    spent.grant, spent.limit
-                ),
-            )),
-            Err(e) => {
-                tracing::error!(error = %e, "the strike register or audit log failed; nothing runs");
-                Err(self.reject(
-                    fresh,
-                    Stage::Nonce,
-                    RejectCode::Internal,
-                    "the device could not write its durable state, so the action did not run; see the device log".into(),
-                ))
+        } else {
+            let binding = redeemed.map(|(grant, key)| (grant, key, clock.effective().unwrap_or(0)));
+            match self.store.accept_durable(limits, binding, running) {
+                Ok(Accepted::Recorded) => None,
+                Ok(Accepted::AlreadyBound) => {
+                    release();
+                    return Err(self.reject(
+                        fresh,
+                        Stage::Authority,
+                        RejectCode::AlreadyRedeemed,
+                        ProtoError::AlreadyRedeemed.to_string(),
+                    ));
+                }
+                Ok(Accepted::LimitReached(spent)) => {
+                    release();
+                    return Err(self.reject(
+                        fresh,
+                        Stage::UseLimit,
+                        RejectCode::UseLimitReached,
+                        format!(
+                            "grant {} allows {} uses and all are spent",
+                            spent.grant, spent.limit
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    release();
+                    return Err(internal(e));
+                }
             }
+        };
+        if wrote_running {
+            self.tally().logged(fresh.envelope);
         }
+        Ok(ticket)
     }
 
-    /// Forgets nonces under `max(now, mark) − window` (at most once per window, or minute).
-    /// Only authorized commands and the timer get here, so strangers never cause this write.
+    /// Forgets nonces under `max(now, mark) − window` (at most once per window, or minute):
+    /// the window refuses their timestamps from then on, since the mark never goes down.
     fn prune_nonces(&self, clock: &WallClock) {
         let ticks = self.clock.ticks_ms();
         let every = PRUNE_EVERY_MS.min(self.config.window.max_age_ms.max(1));
@@ -1061,15 +1241,18 @@ impl<C: Clock, R: RngCore + CryptoRng> Pipeline<C, R> {
             return;
         }
         self.last_prune_ms.store(ticks.max(1), Ordering::Relaxed);
-        match self
-            .store
-            .prune_nonces(clock.trusted_now(), self.config.window.max_age_ms)
-        {
-            Ok((_, mark)) => {
-                self.mark.fetch_max(mark, Ordering::SeqCst);
-            }
-            Err(e) => tracing::warn!(error = %e, "pruning the strike register failed"),
-        }
+        let mark = self.mark.load(Ordering::SeqCst);
+        let now = clock.trusted_now().unwrap_or(0);
+        let floor = self.config.window.floor(now, mark);
+        self.strikes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .prune(floor);
+    }
+
+    /// Nonces this run holds (tests and status).
+    pub fn nonce_count(&self) -> usize {
+        self.strikes.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// The timer's housekeeping: raises the mark and prunes the strike register.

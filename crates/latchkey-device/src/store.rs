@@ -1,30 +1,31 @@
 //! `state.db`: the device's durable state in SQLite (WAL, `synchronous=FULL`): the verified
-//! ownership chain, the strike register, use counts per grant, bindings of redeemed
-//! invitations, the audit log, relay cursors.
+//! ownership chain, the clock's high-water mark and lease, use counts per grant, bindings of
+//! redeemed invitations, the audit log, relay cursors.
 //!
-//! **Invariant: a nonce is durable before its command's action runs** (it is committed by
-//! [`Store::record_nonce`], which the pipeline calls after authority and before the action), so
-//! neither a crash nor `kill -9` can let a replay through.
+//! **Invariant: every timestamp the agent accepts is at or under the durable lease**
+//! ([`Store::extend_lease`] runs before a timestamp above it is accepted), and each run starts
+//! by reading that lease as its restart barrier ([`Store::boot`]): commands timestamped at or
+//! under it need a challenge. So nonces live in memory ([`crate::strike`]) and a command
+//! captured before a crash still never runs twice, with no fsync per command.
 //!
-//! **Invariant: the strike register holds every nonce with a timestamp at or above its floor,
-//! and the floor never exceeds `mark − window`**, where `mark` is the durable high-water mark of
-//! time (newest trusted clock reading, newest accepted timestamp; it never goes down). Pruning
-//! raises the floor; [`Store::record_nonce`] refuses timestamps under it in the same
-//! transaction as the insert. So setting the clock back cannot revive a forgotten nonce.
+//! **Invariant: the mark never goes down.** It is the newest trusted clock reading (and
+//! accepted timestamp), made durable by the boot record, the timer and the sync after each
+//! action; judged against it, a clock set back is caught.
 //!
-//! Two connections: `durable` (`synchronous=FULL`: strike register, use counts, the chain, an
-//! action's "about to run" audit entry) fsyncs every commit; `lazy` (`synchronous=NORMAL`: the
-//! rest of the audit log, relay bookkeeping, status) survives `kill -9` but may lose its last
-//! commits on power loss, until the next durable commit syncs the shared WAL. A refused
-//! envelope nobody with standing sent writes nothing at all (src/tally.rs); an accepted command
-//! costs two fsyncs (its nonce, then its "about to run" entry).
+//! Two connections: `durable` (`synchronous=FULL`: the boot record, lease and mark, use counts,
+//! bindings, the chain) fsyncs every commit; `lazy` (`synchronous=NORMAL`: the audit log,
+//! relay bookkeeping, status) survives `kill -9` but may lose its last commits on power loss,
+//! until the next durable commit syncs the shared WAL. An action's "about to run" entry is
+//! committed on `lazy` before the action starts and made durable by [`Store::sync_through`]
+//! (one group-committed fsync) before the device answers. A refused envelope nobody with
+//! standing sent writes nothing at all (src/tally.rs).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use latchkey_proto::chain::{Chain, Op};
 use latchkey_proto::codec::Codec;
-use latchkey_proto::command::NONCE_LEN;
 use latchkey_proto::grant::GrantId;
 use latchkey_proto::keys::PublicKey;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -34,8 +35,6 @@ use crate::error::{Error, Result};
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ops (seq INTEGER PRIMARY KEY, op BLOB NOT NULL, id BLOB);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS nonces (nonce BLOB PRIMARY KEY, ts_ms INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS nonces_ts ON nonces (ts_ms);
 CREATE TABLE IF NOT EXISTS use_counts (grant_id BLOB PRIMARY KEY, used INTEGER NOT NULL);
 -- Version 2 audit log (src/audit_log.rs). A version 1 table `audit`, if present, is left as it was.
 CREATE TABLE IF NOT EXISTS audit_log (
@@ -60,6 +59,12 @@ CREATE TABLE IF NOT EXISTS event_outbox (
 pub struct Store {
     durable: Mutex<Connection>,
     lazy: Mutex<Connection>,
+    /// Group commit of the lazy connection's "about to run" entries ([`Store::sync_through`]).
+    sync_lock: Mutex<()>,
+    /// Tickets issued by [`Store::append_running`] (each after its commit).
+    lazy_commits: AtomicU64,
+    /// Every ticket up to this one is durable.
+    durable_through: AtomicU64,
 }
 
 /// A use limit that is spent.
@@ -87,6 +92,7 @@ impl Store {
         if !has_id {
             durable.execute_batch("ALTER TABLE ops ADD COLUMN id BLOB")?;
         }
+        migrate_strike_register(&durable)?;
         let lazy = open("NORMAL")?;
         #[cfg(unix)]
         {
@@ -96,6 +102,9 @@ impl Store {
         Ok(Store {
             durable: Mutex::new(durable),
             lazy: Mutex::new(lazy),
+            sync_lock: Mutex::new(()),
+            lazy_commits: AtomicU64::new(0),
+            durable_through: AtomicU64::new(0),
         })
     }
 
@@ -183,88 +192,113 @@ impl Store {
         Ok(())
     }
 
-    // --- strike register and the high-water mark of time ---
+    // --- the restart barrier, the lease and the high-water mark of time ---
 
-    /// Records a nonce; `false` if it was already recorded. Committed (durable) on return.
-    /// Bypasses the floor and the mark: for tests and benchmarks of the bare insert.
-    pub fn insert_nonce(&self, nonce: &[u8; NONCE_LEN], ts_ms: u64) -> Result<bool> {
-        let n = self.conn().execute(
-            "INSERT OR IGNORE INTO nonces (nonce, ts_ms) VALUES (?1, ?2)",
-            params![&nonce[..], ts_ms as i64],
-        )?;
-        Ok(n == 1)
-    }
-
-    /// Records an accepted command's nonce and raises the mark, in one durable transaction.
-    /// `trusted_now` is the device's clock when it is trusted: then a timestamp under the floor
-    /// is refused, and both the clock and the timestamp (already checked to be at most the
-    /// window's lead ahead of it) raise the mark. Without a trusted clock (challenge mode) the
-    /// sender's timestamp means nothing and touches neither.
-    pub fn record_nonce(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        ts_ms: u64,
-        trusted_now: Option<u64>,
-    ) -> Result<Strike> {
-        match self.accept(nonce, ts_ms, trusted_now, &[], None)? {
-            Accepted::Recorded { mark } => Ok(Strike::Recorded { mark }),
-            Accepted::Refused(strike) => Ok(strike),
-            Accepted::LimitReached(_) | Accepted::AlreadyBound => {
-                unreachable!("no use limit or binding was given")
-            }
+    /// The boot record, written once when a run of the agent starts (one fsync): counts the
+    /// run, raises the mark to a trusted clock reading, and returns the **restart barrier**: the
+    /// lease as the previous runs left it. Every timestamp they accepted is at or under it
+    /// ([`Store::extend_lease`] is durable before a timestamp above the old lease is accepted),
+    /// so this run asks a challenge of every command timestamped at or under it, and no
+    /// envelope accepted before a crash, `kill -9` or power cut can run again.
+    pub fn boot(&self, trusted_now: Option<u64>) -> Result<BootRecord> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let boots = clock_value(&tx, BOOTS)?.saturating_add(1);
+        set_clock_value(&tx, BOOTS, boots)?;
+        let mut mark = clock_value(&tx, MARK)?;
+        if let Some(now) = trusted_now.filter(|now| *now > mark) {
+            mark = now;
+            set_clock_value(&tx, MARK, mark)?;
         }
+        let barrier = clock_value(&tx, LEASE)?;
+        set_clock_value(&tx, BARRIER, barrier)?;
+        tx.commit()?;
+        Ok(BootRecord {
+            boots,
+            barrier,
+            mark,
+        })
     }
 
-    /// An authorized command's durable writes, all in one transaction (one fsync) and all or
-    /// nothing: its nonce and the mark (as [`Store::record_nonce`]), one use of every grant in
-    /// `limits` (as [`Store::take_uses`]), and, for an action, its "about to run" audit entry —
-    /// so the record that an action began is on disk before it starts.
-    pub fn accept(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        ts_ms: u64,
-        trusted_now: Option<u64>,
-        limits: &[(GrantId, u32)],
-        running: Option<RunningEntry<'_>>,
-    ) -> Result<Accepted> {
-        self.accept_binding(nonce, ts_ms, trusted_now, limits, None, running)
+    /// Raises the lease (the bound on every timestamp this run may accept) and the mark,
+    /// durably: one `synchronous=FULL` transaction, which also makes every earlier commit of
+    /// the lazy connection durable (they share the WAL it syncs). Neither ever goes down.
+    /// Always writes, so the commit always syncs. Returns `(lease, mark)` as stored.
+    pub fn extend_lease(&self, lease: u64, mark: u64) -> Result<(u64, u64)> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let lease = clock_value(&tx, LEASE)?.max(lease);
+        let mark = clock_value(&tx, MARK)?.max(mark);
+        set_clock_value(&tx, LEASE, lease)?;
+        set_clock_value(&tx, MARK, mark)?;
+        tx.commit()?;
+        Ok((lease, mark))
     }
 
-    /// [`Store::accept`] for a redemption: in the same transaction, binds `binding.0` (a
-    /// bind-on-first-use grant) to the key `binding.1` at `bound_ms`, unless it is already
-    /// bound — to the same key (a repeat: nothing changes) or to another
-    /// ([`Accepted::AlreadyBound`], and nothing is written, the nonce included). The check is
-    /// inside the transaction, so two phones redeeming at once cannot both win.
-    pub fn accept_binding(
+    /// Makes every lazy commit up to `ticket` (from [`Store::append_running`]) durable, with
+    /// the lease and mark as [`Store::extend_lease`]. Group commit: callers queue on one lock,
+    /// and a sync covers every lazy commit made before it started, so concurrent commands share
+    /// one fsync. Returns at once if an earlier sync already covered `ticket`.
+    pub fn sync_through(&self, ticket: u64, lease: u64, mark: u64) -> Result<()> {
+        let _one_at_a_time = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.durable_through.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        // Read before the commit: every ticket up to here was committed before it was issued.
+        let target = self.lazy_commits.load(Ordering::SeqCst);
+        self.extend_lease(lease, mark)?;
+        self.durable_through.fetch_max(target, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The high-water mark of time (0 before the first trusted reading).
+    pub fn clock_mark(&self) -> Result<u64> {
+        clock_value(&self.conn(), MARK)
+    }
+
+    /// The lease: no run accepted a timestamp above it (0 if none ever accepted one).
+    pub fn lease(&self) -> Result<u64> {
+        clock_value(&self.conn(), LEASE)
+    }
+
+    /// The barrier of the current (or last) run, as its boot record wrote it.
+    pub fn restart_barrier(&self) -> Result<u64> {
+        clock_value(&self.conn(), BARRIER)
+    }
+
+    // --- an accepted command's records ---
+
+    /// An action's "about to run" entry on the lazy connection: committed to the WAL (so it
+    /// survives `kill -9`) but not fsynced. Returns the ticket to pass to
+    /// [`Store::sync_through`], which makes it durable (the pipeline does so before answering).
+    pub fn append_running(&self, entry: RunningEntry<'_>) -> Result<u64> {
+        let mut conn = self.lazy();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        crate::audit_log::append_in(
+            &tx,
+            entry.era,
+            entry.time_ms,
+            Some(entry.body),
+            entry.identity,
+        )?;
+        tx.commit()?;
+        // Issued after the commit, so a sync that reads a count at or above it covers it.
+        Ok(self.lazy_commits.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// The durable writes of a command whose grants count uses or which redeems a binding, all
+    /// in one transaction (one fsync) and all or nothing, before the action runs: one use of
+    /// every grant in `limits` (as [`Store::take_uses`]), the binding, and the "about to run"
+    /// entry. A use limit must not come back after a crash (a guest would get more uses than
+    /// granted), nor may a binding, so these few commands still pay their fsync up front.
+    pub fn accept_durable(
         &self,
-        nonce: &[u8; NONCE_LEN],
-        ts_ms: u64,
-        trusted_now: Option<u64>,
         limits: &[(GrantId, u32)],
         binding: Option<(GrantId, PublicKey, u64)>,
         running: Option<RunningEntry<'_>>,
     ) -> Result<Accepted> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let floor = clock_value(&tx, FLOOR)?;
-        let mark = clock_value(&tx, MARK)?;
-        if trusted_now.is_some() && ts_ms < floor {
-            return Ok(Accepted::Refused(Strike::BelowFloor { floor }));
-        }
-        let n = tx.execute(
-            "INSERT OR IGNORE INTO nonces (nonce, ts_ms) VALUES (?1, ?2)",
-            params![&nonce[..], clamp(ts_ms)],
-        )?;
-        if n == 0 {
-            return Ok(Accepted::Refused(Strike::Replayed));
-        }
-        let new_mark = match trusted_now {
-            Some(now) => mark.max(now).max(ts_ms),
-            None => mark,
-        };
-        if new_mark != mark {
-            set_clock_value(&tx, MARK, new_mark)?;
-        }
         if let Err(spent) = take_uses_in(&tx, limits)? {
             return Ok(Accepted::LimitReached(spent));
         }
@@ -292,52 +326,7 @@ impl Store {
             )?;
         }
         tx.commit()?;
-        Ok(Accepted::Recorded { mark: new_mark })
-    }
-
-    /// Forgets nonces no command can reuse any more: with a trusted clock `now`, the mark is
-    /// raised to it first; the floor becomes `mark − max_age_ms` and every nonce under it goes.
-    /// Returns how many went and the mark.
-    pub fn prune_nonces(&self, trusted_now: Option<u64>, max_age_ms: u64) -> Result<(usize, u64)> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut mark = clock_value(&tx, MARK)?;
-        if let Some(now) = trusted_now.filter(|now| *now > mark) {
-            mark = now;
-            set_clock_value(&tx, MARK, mark)?;
-        }
-        let floor = clock_value(&tx, FLOOR)?;
-        let new_floor = mark.saturating_sub(max_age_ms).max(floor);
-        if new_floor != floor {
-            set_clock_value(&tx, FLOOR, new_floor)?;
-        }
-        let n = tx.execute("DELETE FROM nonces WHERE ts_ms < ?1", [clamp(new_floor)])?;
-        tx.commit()?;
-        Ok((n, mark))
-    }
-
-    /// Raises the mark to a trusted clock reading (durably); returns the mark.
-    pub fn raise_mark(&self, now: u64) -> Result<u64> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mark = clock_value(&tx, MARK)?;
-        if now <= mark {
-            return Ok(mark);
-        }
-        set_clock_value(&tx, MARK, now)?;
-        tx.commit()?;
-        Ok(now)
-    }
-
-    /// The high-water mark of time (0 before the first trusted reading).
-    pub fn clock_mark(&self) -> Result<u64> {
-        clock_value(&self.conn(), MARK)
-    }
-
-    pub fn nonce_count(&self) -> Result<u64> {
-        Ok(self
-            .conn()
-            .query_row("SELECT COUNT(*) FROM nonces", [], |r| r.get(0))?)
+        Ok(Accepted::Recorded)
     }
 
     // --- use limits ---
@@ -448,32 +437,29 @@ impl Store {
     }
 }
 
-/// What the strike register said of an authorized command's nonce.
+/// What [`Store::boot`] recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strike {
-    /// New; recorded durably. The mark after it.
-    Recorded { mark: u64 },
-    /// Seen before.
-    Replayed,
-    /// The timestamp is under the floor the register was pruned to (a prune ran after the
-    /// window check): too old.
-    BelowFloor { floor: u64 },
+pub struct BootRecord {
+    /// How many runs the agent has started on this state, this one included.
+    pub boots: u64,
+    /// Commands timestamped at or under this need a challenge in this run (0: none do).
+    pub barrier: u64,
+    /// The high-water mark of time after the record.
+    pub mark: u64,
 }
 
-/// What [`Store::accept`] did.
+/// What [`Store::accept_durable`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
-    /// Everything is on disk; the mark after it.
-    Recorded { mark: u64 },
-    /// Refused by the strike register (never [`Strike::Recorded`]); nothing was written.
-    Refused(Strike),
-    /// A use limit is spent; nothing was written, the nonce included.
+    /// Everything is on disk.
+    Recorded,
+    /// A use limit is spent; nothing was written.
     LimitReached(LimitReached),
     /// The grant being redeemed is bound to another key; nothing was written.
     AlreadyBound,
 }
 
-/// The "about to run" entry [`Store::accept`] writes with the nonce.
+/// The "about to run" entry of an accepted action.
 #[derive(Debug)]
 pub struct RunningEntry<'a> {
     pub era: &'a crate::audit_log::EraInfo,
@@ -514,7 +500,40 @@ fn take_uses_in(
 }
 
 const MARK: &str = "mark";
-const FLOOR: &str = "floor";
+/// The bound on every timestamp accepted so far (see [`Store::boot`]).
+const LEASE: &str = "lease";
+/// The current run's restart barrier (status only: [`Store::boot`] recomputes it).
+const BARRIER: &str = "barrier";
+const BOOTS: &str = "boots";
+
+/// A store from before the restart barrier kept its strike register in a `nonces` table.
+/// Its newest timestamp bounds every timestamp accepted then, so it becomes the lease (the
+/// first run after the upgrade asks a challenge of everything at or under it) and the table
+/// goes, in one durable transaction.
+fn migrate_strike_register(conn: &Connection) -> Result<()> {
+    let has_table: bool = conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'nonces'")?
+        .exists([])?;
+    if !has_table {
+        return Ok(());
+    }
+    let newest: Option<i64> = conn.query_row("SELECT MAX(ts_ms) FROM nonces", [], |r| r.get(0))?;
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let done = (|| -> Result<()> {
+        let lease = clock_value(conn, LEASE)?.max(newest.map_or(0, |t| t.max(0) as u64));
+        set_clock_value(conn, LEASE, lease)?;
+        conn.execute_batch("DROP TABLE nonces")?;
+        Ok(())
+    })();
+    match done {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    }
+    Ok(())
+}
 
 fn clock_value(conn: &Connection, key: &str) -> Result<u64> {
     let v: Option<i64> = conn
@@ -542,62 +561,91 @@ mod tests {
     use latchkey_testkit::{person, TestDevice};
 
     #[test]
-    fn nonces_survive_reopening() {
+    fn the_barrier_is_the_lease_the_last_run_left_and_nothing_goes_down() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("s.db");
         {
             let s = Store::open(&path).unwrap();
-            assert!(s.insert_nonce(&[1; 16], 100).unwrap());
-            assert!(!s.insert_nonce(&[1; 16], 100).unwrap());
+            // A new device: nothing was ever accepted, so nothing needs a challenge.
+            assert_eq!(
+                s.boot(Some(1_000)).unwrap(),
+                BootRecord {
+                    boots: 1,
+                    barrier: 0,
+                    mark: 1_000
+                }
+            );
+            assert_eq!(s.extend_lease(5_000, 1_200).unwrap(), (5_000, 1_200));
+            // Lower values never lower what is stored.
+            assert_eq!(s.extend_lease(4_000, 1_100).unwrap(), (5_000, 1_200));
         }
+        // As after kill -9: the next run's barrier is the lease, even with the clock set back
+        // (a reading under the mark does not lower it).
         let s = Store::open(&path).unwrap();
-        assert!(!s.insert_nonce(&[1; 16], 100).unwrap());
-        assert!(s.insert_nonce(&[2; 16], 200).unwrap());
-        assert_eq!(s.prune_nonces(Some(150), 0).unwrap(), (1, 150));
-        assert_eq!(s.nonce_count().unwrap(), 1);
+        assert_eq!(
+            s.boot(Some(900)).unwrap(),
+            BootRecord {
+                boots: 2,
+                barrier: 5_000,
+                mark: 1_200
+            }
+        );
+        assert_eq!(s.restart_barrier().unwrap(), 5_000);
+        assert_eq!(s.lease().unwrap(), 5_000);
+        // A clockless run keeps the mark.
+        assert_eq!(s.boot(None).unwrap().mark, 1_200);
     }
 
     #[test]
-    fn the_floor_and_mark_survive_reopening_and_never_go_down() {
+    fn a_store_with_the_old_strike_register_turns_it_into_the_lease() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("s.db");
         {
-            let s = Store::open(&path).unwrap();
-            assert_eq!(
-                s.record_nonce(&[1; 16], 1_000, Some(1_010)).unwrap(),
-                Strike::Recorded { mark: 1_010 }
-            );
-            assert_eq!(
-                s.record_nonce(&[1; 16], 1_000, Some(1_010)).unwrap(),
-                Strike::Replayed
-            );
-            // A timestamp ahead of the clock (inside the lead) raises the mark.
-            assert_eq!(
-                s.record_nonce(&[2; 16], 1_030, Some(1_010)).unwrap(),
-                Strike::Recorded { mark: 1_030 }
-            );
-            // Challenge mode: the sender's timestamp raises nothing.
-            assert_eq!(
-                s.record_nonce(&[3; 16], 9_999_999, None).unwrap(),
-                Strike::Recorded { mark: 1_030 }
-            );
-            assert_eq!(s.prune_nonces(Some(2_000), 60).unwrap(), (2, 2_000));
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE nonces (nonce BLOB PRIMARY KEY, ts_ms INTEGER NOT NULL);
+                 INSERT INTO nonces VALUES (x'01', 7000), (x'02', 9000);",
+            )
+            .unwrap();
         }
         let s = Store::open(&path).unwrap();
-        assert_eq!(s.clock_mark().unwrap(), 2_000);
-        // The clock set back: the mark stays, and the floor refuses what was pruned.
-        assert_eq!(s.prune_nonces(Some(1_000), 60).unwrap(), (0, 2_000));
-        assert_eq!(
-            s.record_nonce(&[1; 16], 1_000, Some(1_000)).unwrap(),
-            Strike::BelowFloor { floor: 1_940 }
-        );
-        assert_eq!(s.raise_mark(1_500).unwrap(), 2_000);
-        assert_eq!(s.raise_mark(2_500).unwrap(), 2_500);
-        assert_eq!(
-            s.nonce_count().unwrap(),
-            1,
-            "the challenge-mode nonce is kept"
-        );
+        assert_eq!(s.boot(Some(8_000)).unwrap().barrier, 9_000);
+        let gone: bool = s
+            .conn()
+            .prepare("SELECT 1 FROM sqlite_master WHERE name = 'nonces'")
+            .unwrap()
+            .exists([])
+            .unwrap();
+        assert!(!gone, "the old table is dropped");
+    }
+
+    #[test]
+    fn lazy_entries_become_durable_in_one_group_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(&tmp.path().join("s.db")).unwrap();
+        let d = TestDevice::new(5, "door");
+        let era = crate::audit_log::EraInfo::of(&d.chain);
+        let entry = || RunningEntry {
+            era: &era,
+            time_ms: Some(1),
+            body: crate::audit::AuditBody::Refusals(crate::audit::RefusalSummary {
+                first_ms: None,
+                last_ms: None,
+                rows: vec![],
+            }),
+            identity: &d.keys.identity,
+        };
+        let first = s.append_running(entry()).unwrap();
+        let second = s.append_running(entry()).unwrap();
+        assert_eq!((first, second), (1, 2));
+        s.sync_through(first, 10, 10).unwrap();
+        // The sync read the count after both commits: the second is covered too, no new write.
+        assert_eq!(s.durable_through.load(Ordering::SeqCst), 2);
+        s.sync_through(second, 99, 99).unwrap();
+        assert_eq!(s.lease().unwrap(), 10, "no second sync");
+        let third = s.append_running(entry()).unwrap();
+        s.sync_through(third, 20, 20).unwrap();
+        assert_eq!((s.lease().unwrap(), s.clock_mark().unwrap()), (20, 20));
     }
 
     #[test]
@@ -662,28 +710,33 @@ mod tests {
     }
 
     #[test]
-    fn an_accepted_command_is_one_transaction_all_or_nothing() {
+    fn a_durable_acceptance_is_one_transaction_all_or_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         let s = Store::open(&tmp.path().join("s.db")).unwrap();
         let a = GrantId([1; 32]);
+        let b = GrantId([2; 32]);
         assert_eq!(
-            s.accept(&[1; 16], 1_000, Some(1_000), &[(a, 1)], None)
-                .unwrap(),
-            Accepted::Recorded { mark: 1_000 }
+            s.accept_durable(&[(a, 1)], None, None).unwrap(),
+            Accepted::Recorded
         );
-        // The limit is spent: neither the nonce, the mark nor a use is written.
+        // One limit spent: no use of the other grant is counted either.
         assert_eq!(
-            s.accept(&[2; 16], 5_000, Some(5_000), &[(a, 1)], None)
-                .unwrap(),
+            s.accept_durable(&[(b, 5), (a, 1)], None, None).unwrap(),
             Accepted::LimitReached(LimitReached { grant: a, limit: 1 })
         );
-        assert_eq!(s.nonce_count().unwrap(), 1);
-        assert_eq!(s.clock_mark().unwrap(), 1_000);
-        assert_eq!(s.uses(&a).unwrap(), 1);
+        assert_eq!((s.uses(&a).unwrap(), s.uses(&b).unwrap()), (1, 0));
+        // A binding to another key: refused, and the use it came with is not counted.
+        let (k1, k2) = (person(1).public_key(), person(2).public_key());
         assert_eq!(
-            s.accept(&[1; 16], 1_000, Some(1_000), &[], None).unwrap(),
-            Accepted::Refused(Strike::Replayed)
+            s.accept_durable(&[], Some((b, k1, 5)), None).unwrap(),
+            Accepted::Recorded
         );
+        assert_eq!(
+            s.accept_durable(&[(b, 5)], Some((b, k2, 6)), None).unwrap(),
+            Accepted::AlreadyBound
+        );
+        assert_eq!(s.uses(&b).unwrap(), 0);
+        assert_eq!(s.bindings().unwrap(), vec![(b, k1)]);
     }
 
     #[test]

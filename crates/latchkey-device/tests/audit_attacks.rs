@@ -61,6 +61,7 @@ fn fixture() -> Fixture {
             max_guest_staleness_ms: 30 * 24 * HOUR,
             max_owner_staleness_ms: 0,
             actions: BTreeSet::from(["unlock".to_owned()]),
+            ..PipelineConfig::default()
         },
     );
     Fixture {

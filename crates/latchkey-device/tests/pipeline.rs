@@ -286,7 +286,7 @@ fn every_refusal_has_its_own_stage_and_code() {
         RejectCode::UnknownAction,
     ));
 
-    let nonces_before = f.pipeline.store().nonce_count().unwrap();
+    let nonces_before = f.pipeline.nonce_count();
     for (name, command, key, stage, code) in cases {
         let (env, pending) = f.seal(command, &key);
         let answer = f.run(&env, Ok(b"ran".to_vec())).unwrap();
@@ -310,9 +310,9 @@ fn every_refusal_has_its_own_stage_and_code() {
         assert_eq!(rejected_code(&response), code as u16, "{name}");
         assert!(response.response.body.is_empty(), "{name}: nothing ran");
     }
-    // None of them was authorized, so none touched the strike register (no durable write).
+    // None of them was authorized, so none touched the strike register.
     assert_eq!(
-        f.pipeline.store().nonce_count().unwrap(),
+        f.pipeline.nonce_count(),
         nonces_before,
         "refused before the nonce step"
     );
@@ -352,7 +352,7 @@ fn handmade_envelope(
 }
 
 #[test]
-fn a_replay_is_refused_even_after_reopening_the_database() {
+fn a_replay_is_refused_within_a_run_from_memory_and_after_a_restart_by_the_barrier() {
     let mut f = fixture();
     let owner = person(1);
     let (env, _) = f.sealed(&owner, "unlock");
@@ -362,15 +362,65 @@ fn a_replay_is_refused_even_after_reopening_the_database() {
         (again.stage, again.code),
         (Stage::Nonce, RejectCode::Replayed as u16)
     );
-    // A fresh pipeline over the same file, as after a crash.
-    let reopened = pipeline_over(&f.device, &f.clock, &f.db);
-    f.pipeline = reopened;
-    let after = f.run(&env, Ok(vec![])).unwrap();
-    assert_eq!(after.code, RejectCode::Replayed as u16);
-    // Once the window has moved on, the window refuses it (the register may forget it).
-    f.clock.advance(120_000);
+    // One signed at the edge of the window's lead (its sender's clock 29 s ahead), accepted.
+    let mut ahead = f.command(&owner, "unlock");
+    ahead.timestamp_ms = T0 + 29_000;
+    let (ahead, _) = f.seal(ahead, &owner);
+    assert!(f.run(&ahead, Ok(vec![])).unwrap().accepted());
+    // Every accepted timestamp is under the durable lease before the action runs.
+    assert!(f.pipeline.store().lease().unwrap() >= T0 + 29_000);
+
+    // A fresh pipeline over the same file, as after kill -9 (nonces in memory are gone), its
+    // clock set back a second and then 25 s (still within the window of its mark, so trusted,
+    // and the barrier does not depend on the clock): the captured envelopes meet the restart
+    // barrier and get a challenge; nothing runs.
+    for (back, captured) in [(1_000, &env), (1_000, &ahead), (25_000, &env)] {
+        f.clock.set(T0 - back);
+        f.pipeline = pipeline_over(&f.device, &f.clock, &f.db);
+        assert!(f.pipeline.restart_barrier() >= T0 + 29_000);
+        let after = f.run(captured, Ok(vec![])).unwrap();
+        assert_eq!(
+            (after.stage, after.code),
+            (Stage::Challenge, RejectCode::ClockUnset as u16),
+            "{}",
+            after.reason
+        );
+        assert!(after.reason.contains("restarted"), "{}", after.reason);
+    }
+    // The owner's app answers the challenge with a fresh command, which runs once.
+    f.clock.set(T0);
+    let (fresh, pending) = f.sealed(&owner, "unlock");
+    let asked = f.run(&fresh, Ok(vec![])).unwrap();
+    let Outcome::ChallengeRequired { challenge } = f.open_answer(&asked, &pending).response.outcome
+    else {
+        panic!("a command signed before the barrier is challenged");
+    };
+    let mut answered = f.command(&owner, "unlock");
+    answered.challenge = Some(challenge);
+    let (answered, _) = f.seal(answered, &owner);
+    assert!(f.run(&answered, Ok(vec![])).unwrap().accepted());
+    let twice = f.run(&answered, Ok(vec![])).unwrap();
+    assert_ne!(twice.code, 0, "a redeemed challenge runs nothing twice");
+    // Once the senders' clocks pass the barrier, commands need no challenge again.
+    let past = f.pipeline.restart_barrier() + 1 - T0;
+    f.clock.advance(past);
+    let mut later = f.command(&owner, "unlock");
+    later.timestamp_ms = T0 + past;
+    let (later, _) = f.seal(later, &owner);
+    assert!(f.run(&later, Ok(vec![])).unwrap().accepted());
+    // And the window refuses the first capture outright.
     let late = f.run(&env, Ok(vec![])).unwrap();
     assert_eq!(late.code, RejectCode::TooOld as u16);
+}
+
+#[test]
+fn a_device_that_never_accepted_anything_has_no_barrier() {
+    let mut f = fixture();
+    assert_eq!(f.pipeline.restart_barrier(), 0);
+    f.pipeline = pipeline_over(&f.device, &f.clock, &f.db);
+    assert_eq!(f.pipeline.restart_barrier(), 0);
+    let (env, _) = f.sealed(&person(1), "unlock");
+    assert!(f.run(&env, Ok(vec![])).unwrap().accepted(), "no challenge");
 }
 
 #[test]
@@ -594,21 +644,30 @@ fn a_strangers_signed_command_costs_no_durable_write() {
         f.run(&env, Ok(vec![])).unwrap().code,
         RejectCode::GrantExpired as u16
     );
-    let store = f.pipeline.store();
-    assert_eq!(store.nonce_count().unwrap(), 0, "no nonce written");
-    assert_eq!(store.clock_mark().unwrap(), 0, "no clock mark written");
-    // The durable (synchronous=FULL) tables are untouched. The audit log (lazy connection, no
-    // fsync per commit) holds the era's first entry and the guest's refusal; the stranger has
-    // no standing, so it is only counted towards the next refusal summary.
+    assert_eq!(f.pipeline.nonce_count(), 0, "no nonce taken");
+    // The durable (synchronous=FULL) tables hold only what the boot record wrote when the
+    // pipeline started. The audit log (lazy connection, no fsync per commit) holds the era's
+    // first entry and the guest's refusal; the stranger has no standing, so it is only counted
+    // towards the next refusal summary.
     let db = rusqlite::Connection::open(&f.db).unwrap();
-    let durable_rows: i64 = db
-        .query_row(
-            "SELECT (SELECT COUNT(*) FROM nonces) + (SELECT COUNT(*) FROM clock) + (SELECT COUNT(*) FROM use_counts)",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(durable_rows, 0);
+    let durable = |db: &rusqlite::Connection| -> Vec<(String, i64)> {
+        let mut stmt = db
+            .prepare("SELECT key, ms FROM clock UNION ALL SELECT hex(grant_id), used FROM use_counts ORDER BY 1")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    assert_eq!(
+        durable(&db),
+        vec![
+            ("barrier".to_owned(), 0),
+            ("boots".to_owned(), 1),
+            ("mark".to_owned(), T0 as i64)
+        ],
+        "no lease, no use count, the mark as the boot record left it"
+    );
     let audited: i64 = db
         .query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0))
         .unwrap();
@@ -776,7 +835,7 @@ fn a_clock_set_back_does_not_bring_back_a_pruned_replay() {
     f.pipeline.housekeeping();
     f.clock.advance(1);
     f.pipeline.housekeeping();
-    assert_eq!(f.pipeline.store().nonce_count().unwrap(), 0, "pruned");
+    assert_eq!(f.pipeline.nonce_count(), 0, "pruned");
     for (name, back_to) in [("to the capture", T0), ("to capture + 10 s", T0 + 10_000)] {
         f.clock.set(back_to);
         let (did, answer) = ran(&f, &captured);
@@ -896,5 +955,5 @@ fn a_thousand_strangers_cannot_flush_an_owners_challenge() {
     c.challenge = Some(challenge);
     let (env, _) = f.seal(c, &owner);
     assert!(f.run(&env, Ok(vec![])).unwrap().accepted());
-    assert_eq!(f.pipeline.store().nonce_count().unwrap(), 1);
+    assert_eq!(f.pipeline.nonce_count(), 1);
 }

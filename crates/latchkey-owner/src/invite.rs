@@ -792,6 +792,7 @@ impl Profile {
             }
         }
         if !already_held {
+            self.forget_key(&account);
             self.seeds
                 .save(&account, &Zeroizing::new(hex::encode(*key.to_bytes())))?;
         }
@@ -1122,7 +1123,9 @@ impl Profile {
             ))
         };
         let account = guest_key_account(self.id(), &row.id);
-        let key = link::key_from_hex(&self.seeds.load(&account)?.ok_or_else(missing)?)?;
+        let key = self.session_key(&account, || {
+            link::key_from_hex(&self.seeds.load(&account)?.ok_or_else(missing)?)
+        })?;
         let binds = row
             .grants
             .last()

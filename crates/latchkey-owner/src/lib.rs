@@ -47,9 +47,9 @@ pub use invite::{
 };
 pub use link::{qr_version, Redemption};
 pub use meter::{MeterSnapshot, MeterWatch};
-pub use open::{OpenReport, Route};
+pub use open::{OpenReport, Route, REFRESH_ALONGSIDE_MS, REFRESH_BEFORE_MS};
 pub use owners::{MyPart, OwnerChange, OwnersView, Proposal, ProposalReport};
-pub use profile::{Clock, Profile, SystemClock};
+pub use profile::{Clock, Profile, Session, SystemClock};
 pub use refusal::{explain, Refusal};
 pub use stays::{
     StayChange, StayLink, StayPhase, StayStatus, StaySyncLine, StaySyncReport, StayTimes, StayView,

@@ -29,6 +29,13 @@ const DIRECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub(crate) const RELAY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How old the stored check time may grow before an unchanged chain is written again.
 const STORED_VIEW_REFRESH_MS: u64 = 5 * 60 * 1000;
+/// A device's chain checked with the nodes longer ago than this is checked again alongside
+/// the next command (concurrently: the command does not wait for it).
+pub const REFRESH_ALONGSIDE_MS: u64 = 30_000;
+/// A chain checked longer ago than this (or never this session and not recently stored) is
+/// checked before the command is sealed: sealing needs the device's current KEM keys, and
+/// choosing between owner and guest needs the current owners.
+pub const REFRESH_BEFORE_MS: u64 = 10 * 60 * 1000;
 /// How long a relayed command waits in the device's mailbox (its timestamp expires sooner).
 const RELAYED_COMMAND_TTL_SECS: u32 = 120;
 /// Challenge round trips before giving up.
@@ -116,6 +123,7 @@ impl Profile {
             .await
         {
             Ok(view) => {
+                self.checked_ms().insert(device.id, view.checked_at_ms);
                 // A fork never stops the owner: the view is built on this profile's own verified
                 // chain (the door's endorsement decides between branches; an unresolved fork
                 // keeps ours), and the dispute is kept as an alarm for the CLI and the app.
@@ -158,12 +166,79 @@ impl Profile {
         Ok(report)
     }
 
+    /// How long ago `device`'s chain was last checked with the nodes, this session or as
+    /// stored.
+    pub(crate) fn view_age_ms(&self, device: &DeviceRecord) -> u64 {
+        let session = self.checked_ms().get(&device.id).copied().unwrap_or(0);
+        self.now_ms()
+            .saturating_sub(session.max(device.verified_at_ms))
+    }
+
+    /// The ownership check need not sit in front of the command: the device judges authority
+    /// itself against its own verified view, so a command sealed from a recent view is sent at
+    /// once, and the check (raising the same fork alarms, storing what changed) runs beside it
+    /// when due. Before sending only when the view is older than [`REFRESH_BEFORE_MS`]. If the
+    /// device answers "not an owner" to a view that was not checked first, the chain is
+    /// checked and, when it changed, the command is decided and sent once more (a refusal at
+    /// authority ran nothing, so the retry cannot run the action twice).
     async fn open_unkept(&self, query: &str, action: &str, args: &[u8]) -> Result<OpenReport> {
         if !is_action_name(action) {
             return Err(Error::BadAction(action.to_owned()));
         }
         let device = self.find_device(query)?;
-        let device = self.refresh_device(device).await?;
+        let age = self.view_age_ms(&device);
+        if age > REFRESH_BEFORE_MS {
+            let device = self.refresh_device(device).await?;
+            return self.open_as_held(device, action, args).await;
+        }
+        let (sent, refreshed) = if age > REFRESH_ALONGSIDE_MS {
+            let (sent, refreshed) = tokio::join!(
+                self.open_as_held(device.clone(), action, args),
+                self.refresh_device(device.clone())
+            );
+            // The door may already have acted: a check that failed to store is said, and the
+            // door's answer is still returned.
+            let refreshed = refreshed
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "the ownership check beside the command failed"),
+                )
+                .ok();
+            (sent, refreshed)
+        } else {
+            (self.open_as_held(device.clone(), action, args).await, None)
+        };
+        let not_an_owner = match &sent {
+            Ok(report) => matches!(
+                &report.response.outcome,
+                Outcome::Rejected { code, .. } if *code == RejectCode::NotAuthorized as u16
+            ),
+            Err(_) => false,
+        };
+        if !not_an_owner {
+            return sent;
+        }
+        let refreshed = match refreshed {
+            Some(r) => r,
+            None => self.refresh_device(device.clone()).await?,
+        };
+        let moved = refreshed.chain.state().head != device.chain.state().head
+            || refreshed.chain.ops().len() != device.chain.ops().len();
+        if !moved {
+            // The nodes agree with what we sent from: the door's refusal stands.
+            return sent;
+        }
+        tracing::info!(device = %device.id, "refused as not an owner; the chain changed, sending again");
+        self.open_as_held(refreshed, action, args).await
+    }
+
+    /// Sends as whoever this profile is to `device` by the chain it holds: its owner, or a
+    /// guest with an invitation.
+    async fn open_as_held(
+        &self,
+        device: DeviceRecord,
+        action: &str,
+        args: &[u8],
+    ) -> Result<OpenReport> {
         // An owner signs as itself; anyone else needs an invitation's key and grant chain.
         let (key, grants) = match self.identity() {
             Ok(me) if device.chain.state().is_owner(&me.public_key()) => (me, Vec::new()),

@@ -1,8 +1,9 @@
 //! A profile: one directory (its SQLite store) plus one recovery phrase in the OS keychain,
 //! keyed by the profile's id. Everything the owner or guest does starts here.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use latchkey_proto::claim::DeviceAddr;
@@ -45,12 +46,55 @@ pub struct Profile {
     pub(crate) store: Store,
     pub(crate) seeds: Arc<dyn SeedStore>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// One HTTP client for everything the profile reaches (devices, nodes, mailboxes, quorum
+    /// checks), so its connections stay alive between commands (the session's).
     pub(crate) http: reqwest::Client,
+    session: Arc<Session>,
+}
+
+/// What a profile keeps in memory between commands, and can hand to the next [`Profile`] over
+/// the same directory ([`Profile::with_session`]): an app that opens a profile per command
+/// (its SQLite connection is not shared between threads) keeps its connections and keys.
+#[derive(Debug)]
+pub struct Session {
+    http: reqwest::Client,
+    /// Signing keys read from the keychain this session (by keychain account, which names the
+    /// profile): deriving the owner key from the phrase costs 2,048 PBKDF2 rounds, and every
+    /// read is a keychain round trip. Held only in memory, wiped on drop, forgotten by
+    /// [`Profile::lock`] and whenever the profile replaces the account.
+    keys: Mutex<HashMap<String, SigningKey>>,
+    /// When each device's chain was last checked with the nodes this session (the store keeps
+    /// a check time too, but rewrites it only now and then).
+    checked_ms: Mutex<HashMap<DeviceId, u64>>,
+}
+
+impl Session {
+    pub fn new() -> Result<Arc<Session>> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| Error::Keychain(format!("HTTP client: {e}")))?;
+        Ok(Arc::new(Session {
+            http,
+            keys: Mutex::new(HashMap::new()),
+            checked_ms: Mutex::new(HashMap::new()),
+        }))
+    }
 }
 
 impl Profile {
     /// Opens the profile in `dir`, creating the directory, its store and its id if needed.
     pub fn at(dir: &Path, seeds: Arc<dyn SeedStore>, clock: Arc<dyn Clock>) -> Result<Self> {
+        Self::with_session(dir, seeds, clock, Session::new()?)
+    }
+
+    /// [`Profile::at`], continuing `session` (from [`Profile::session`] of an earlier profile).
+    pub fn with_session(
+        dir: &Path,
+        seeds: Arc<dyn SeedStore>,
+        clock: Arc<dyn Clock>,
+        session: Arc<Session>,
+    ) -> Result<Self> {
         let store = Store::open(dir)?;
         let id = match store.setting(PROFILE_ID)? {
             Some(id) => id,
@@ -62,18 +106,72 @@ impl Profile {
                 id
             }
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| Error::Keychain(format!("HTTP client: {e}")))?;
         Ok(Profile {
             dir: dir.to_path_buf(),
             id,
             store,
             seeds,
             clock,
-            http,
+            http: session.http.clone(),
+            session,
         })
+    }
+
+    /// What this profile keeps in memory between commands, for the next one over the same
+    /// directory.
+    pub fn session(&self) -> Arc<Session> {
+        self.session.clone()
+    }
+
+    pub(crate) fn checked_ms(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, u64>> {
+        self.session
+            .checked_ms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets every signing key held in memory (wiped as they drop): the next command reads
+    /// the keychain again, and derives the owner key anew. For an app going to the background
+    /// or locked by its user; a profile dropped forgets them too.
+    pub fn lock(&self) {
+        self.session
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// The key held for `account`, or the one `read` gives (then held for the session).
+    pub(crate) fn session_key(
+        &self,
+        account: &str,
+        read: impl FnOnce() -> Result<SigningKey>,
+    ) -> Result<SigningKey> {
+        if let Some(key) = self
+            .session
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+        {
+            return Ok(SigningKey::from_bytes(&key.to_bytes()));
+        }
+        let key = read()?;
+        self.session
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(account.to_owned(), SigningKey::from_bytes(&key.to_bytes()));
+        Ok(key)
+    }
+
+    /// Drops what is held for `account` (it was replaced or deleted in the keychain).
+    pub(crate) fn forget_key(&self, account: &str) {
+        self.session
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(account);
     }
 
     pub fn dir(&self) -> &Path {
@@ -100,6 +198,7 @@ impl Profile {
             return Err(Error::SeedExists);
         }
         let phrase = RecoveryPhrase::generate(&mut OsRng);
+        self.forget_key(&self.id);
         self.seeds.save(&self.id, phrase.phrase())?;
         Ok(phrase)
     }
@@ -107,6 +206,7 @@ impl Profile {
     /// Stores a phrase typed by the owner; returns the identity key it gives.
     pub fn restore_seed(&self, text: &str) -> Result<PublicKey> {
         let phrase = RecoveryPhrase::parse(text).map_err(Error::Phrase)?;
+        self.forget_key(&self.id);
         self.seeds.save(&self.id, phrase.phrase())?;
         // Typed in, so written down somewhere.
         self.store
@@ -114,12 +214,15 @@ impl Profile {
         self.identity().map(|k| k.public_key())
     }
 
-    /// The owner identity key, `m/19531'/0'/0'`, derived from the keychain's phrase on demand.
+    /// The owner identity key, `m/19531'/0'/0'`, derived from the keychain's phrase once per
+    /// session (see [`Profile::lock`]); the phrase and seed are wiped as soon as it is derived.
     pub fn identity(&self) -> Result<SigningKey> {
-        let phrase = self.seeds.load(&self.id)?.ok_or(Error::NoSeed)?;
-        let phrase = RecoveryPhrase::parse(&phrase)
-            .map_err(|_| Error::Keychain("the stored recovery phrase is damaged".into()))?;
-        Ok(phrase.to_seed().derive(KeyPurpose::OwnerIdentity, 0)?)
+        self.session_key(&self.id, || {
+            let phrase = self.seeds.load(&self.id)?.ok_or(Error::NoSeed)?;
+            let phrase = RecoveryPhrase::parse(&phrase)
+                .map_err(|_| Error::Keychain("the stored recovery phrase is damaged".into()))?;
+            Ok(phrase.to_seed().derive(KeyPurpose::OwnerIdentity, 0)?)
+        })
     }
 
     /// Adds registry nodes; returns how many were new.
@@ -179,7 +282,7 @@ impl Profile {
             publish_to: n,
             min_acks: n / 2 + 1,
         };
-        Ok(QuorumClient::new(nodes, config)?)
+        Ok(QuorumClient::with_http(nodes, config, self.http.clone())?)
     }
 
     pub fn devices(&self) -> Result<Vec<DeviceRecord>> {
@@ -250,6 +353,47 @@ mod tests {
             .windows(phrase.words()[0].len() + 1 + phrase.words()[1].len())
             .any(|w| w == format!("{} {}", phrase.words()[0], phrase.words()[1]).as_bytes()));
         assert_eq!(profile(&tmp.path().join("b")).id(), id);
+    }
+
+    #[test]
+    fn the_identity_is_derived_once_per_session_and_forgotten_on_lock_or_replace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let seeds = Arc::new(MemoryStore::default());
+        let p = Profile::at(tmp.path(), seeds.clone(), Arc::new(SystemClock)).unwrap();
+        p.create_seed().unwrap();
+        let first = p.identity().unwrap().public_key();
+        // Another phrase put in the keychain behind the profile's back: the session's key is
+        // still used (the keychain is not read again) ...
+        let other = RecoveryPhrase::generate(&mut OsRng);
+        seeds.delete(p.id()).unwrap();
+        seeds.save(p.id(), other.phrase()).unwrap();
+        assert_eq!(p.identity().unwrap().public_key(), first);
+        // ... and a profile continuing the session shares it.
+        let next = Profile::with_session(
+            tmp.path(),
+            seeds.clone(),
+            Arc::new(SystemClock),
+            p.session(),
+        )
+        .unwrap();
+        assert_eq!(next.identity().unwrap().public_key(), first);
+        // Locked: read and derived anew.
+        p.lock();
+        let derived = other
+            .to_seed()
+            .derive(KeyPurpose::OwnerIdentity, 0)
+            .unwrap()
+            .public_key();
+        assert_eq!(next.identity().unwrap().public_key(), derived);
+        // Replaced through the profile: forgotten at once.
+        let typed = RecoveryPhrase::generate(&mut OsRng);
+        seeds.delete(p.id()).unwrap();
+        let restored = p.restore_seed(typed.phrase()).unwrap();
+        assert_ne!(restored, derived);
+        assert_eq!(next.identity().unwrap().public_key(), restored);
+        // Without a phrase there is nothing to cache.
+        let empty = Profile::at(&tmp.path().join("e"), seeds, Arc::new(SystemClock)).unwrap();
+        assert!(matches!(empty.identity(), Err(Error::NoSeed)));
     }
 
     #[test]

@@ -385,3 +385,125 @@ async fn nothing_a_stranger_posts_to_an_owners_mailbox_is_kept_or_shown() {
     assert_eq!(view.owners, both);
     w.stop().await;
 }
+
+/// Counts TCP connections to an address standing in for the door, closing each at once: a
+/// command offered to it was sent before any ownership check could stop it.
+async fn counting_listener() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    (addr, count)
+}
+
+/// Issue 15: the ownership check is not in front of the command. A view checked moments ago
+/// is sent from at once; when the door answers "not an owner", the chain is checked and the
+/// command decided again (here: Bob was removed, so it is not sent again and he is told he is
+/// no owner). A view older than the bound is checked first, so nothing is sent at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_view_sends_at_once_and_not_an_owner_checks_and_decides_again() {
+    let w = World::start().await;
+    let (alice, bob) = (&w.alice, w.person("bob"));
+    let change = OwnerChange {
+        add: vec![key(&bob)],
+        ..OwnerChange::default()
+    };
+    alice.propose_owners(&w.device, &change).await.unwrap();
+    bob.sync_mailbox().await.unwrap();
+    let id = bob.proposals().unwrap()[0].id.to_string()[..16].to_owned();
+    assert!(bob.accept_proposal(&id).await.unwrap().applied);
+    bob.sync_mailbox().await.unwrap();
+    let mut opened = false;
+    for _ in 0..20 {
+        if bob
+            .open(&w.device, "unlock", &[])
+            .await
+            .is_ok_and(|r| r.accepted())
+        {
+            opened = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(
+        opened,
+        "Bob opens as an owner once the door has seen him added"
+    );
+    let before = w.opened();
+
+    // Bob's view (checked by that open, and naming him an owner) is kept aside, then Alice
+    // removes him; the door learns it.
+    let bob_dir = w.tmp.path().join("bob");
+    let aside = w.tmp.path().join("bob-aside");
+    std::fs::create_dir_all(&aside).unwrap();
+    for f in std::fs::read_dir(&bob_dir).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), aside.join(f.file_name())).unwrap();
+    }
+    let removal = OwnerChange {
+        remove: vec![key(&bob)],
+        ..OwnerChange::default()
+    };
+    assert!(
+        alice
+            .propose_owners(&w.device, &removal)
+            .await
+            .unwrap()
+            .applied
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    // A view older than the bound: checked before sealing, so the door is never offered it.
+    let stale = Profile::at(&aside, w.seeds.clone(), Arc::new(SystemClock)).unwrap();
+    let (door, offered) = counting_listener().await;
+    stale
+        .set_device_addresses(
+            &w.device,
+            vec![latchkey_proto::claim::DeviceAddr::parse(&door).unwrap()],
+        )
+        .unwrap();
+    let old = stale.now_ms() - latchkey_owner::REFRESH_BEFORE_MS - 1_000;
+    rusqlite::Connection::open(aside.join("profile.db"))
+        .unwrap()
+        .execute("UPDATE devices SET verified_at_ms = ?1", [old as i64])
+        .unwrap();
+    assert!(matches!(
+        stale.open(&w.device, "unlock", &[]).await,
+        Err(Error::NotOwner { .. })
+    ));
+    assert_eq!(
+        offered.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a stale view is checked before anything is sent"
+    );
+
+    // Bob's own profile checked moments ago: the command leaves at once (offered to the stand-in
+    // address first, then carried through the mailboxes to the real door), the door refuses
+    // it, the chain is checked, and Bob is told he is no owner.
+    let (door, offered) = counting_listener().await;
+    bob.set_device_addresses(
+        &w.device,
+        vec![latchkey_proto::claim::DeviceAddr::parse(&door).unwrap()],
+    )
+    .unwrap();
+    assert!(matches!(
+        bob.open(&w.device, "unlock", &[]).await,
+        Err(Error::NotOwner { .. })
+    ));
+    assert!(
+        offered.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "a fresh view is sent from without waiting for the nodes"
+    );
+    assert!(
+        !bob.devices().unwrap()[0].chain.state().is_owner(&key(&bob)),
+        "the check after the refusal stored the chain that removed him"
+    );
+    assert_eq!(w.opened(), before, "nothing ran for a removed owner");
+    w.stop().await;
+}

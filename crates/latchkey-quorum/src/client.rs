@@ -85,13 +85,6 @@ pub struct QuorumClient {
 
 impl QuorumClient {
     pub fn new(nodes: Vec<String>, config: QuorumConfig) -> Result<Self> {
-        if nodes.is_empty() {
-            return Err(Error::NoNodes);
-        }
-        let nodes = nodes
-            .into_iter()
-            .map(|n| normalize_url(&n))
-            .collect::<Result<Vec<_>>>()?;
         let http = reqwest::Client::builder()
             .connect_timeout(config.timeout)
             .pool_idle_timeout(Duration::from_secs(30))
@@ -100,6 +93,24 @@ impl QuorumClient {
                 url: String::new(),
                 why: e.to_string(),
             })?;
+        Self::with_http(nodes, config, http)
+    }
+
+    /// [`Self::new`] over a caller's HTTP client, so a party that checks often (an owner's
+    /// profile) keeps its connections to the nodes alive between checks instead of opening
+    /// new ones each time. Every request still carries its own time limit.
+    pub fn with_http(
+        nodes: Vec<String>,
+        config: QuorumConfig,
+        http: reqwest::Client,
+    ) -> Result<Self> {
+        if nodes.is_empty() {
+            return Err(Error::NoNodes);
+        }
+        let nodes = nodes
+            .into_iter()
+            .map(|n| normalize_url(&n))
+            .collect::<Result<Vec<_>>>()?;
         Ok(QuorumClient {
             nodes,
             config,

@@ -322,6 +322,21 @@ impl Sender {
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         pending.open(&body, &self.chain.state().identity).unwrap()
     }
+
+    /// Sends `command`, answering a challenge once as the owner's app does: the same command
+    /// with a fresh nonce and the challenge, signed again. A device asks for one when its clock
+    /// is not trusted, or when the command is signed before its restart barrier.
+    pub async fn send_answering(&self, url: &str, mut command: Cmd) -> SignedResponse {
+        let (envelope, pending) = self.seal(command.clone());
+        let first = self.send(url, envelope, &pending).await;
+        let Outcome::ChallengeRequired { challenge } = first.response.outcome else {
+            return first;
+        };
+        command.challenge = Some(challenge);
+        OsRng.fill_bytes(&mut command.nonce);
+        let (envelope, pending) = self.seal(command);
+        self.send(url, envelope, &pending).await
+    }
 }
 
 /// The reject code of a response (0 when accepted).
