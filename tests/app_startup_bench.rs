@@ -58,7 +58,10 @@ async fn cold_start_and_idle_memory() {
             &tmp.path().join("tauri-driver.log"),
         );
         let started = Instant::now();
-        let s = Session::start(port, &app, &[]).await;
+        // A profile of its own: the default one would make the single-instance plugin hand a
+        // launch to an instance of an earlier run still closing, and no window would come.
+        let profile = tmp.path().join("profile");
+        let s = Session::start(port, &app, &["--profile", profile.to_str().unwrap()]).await;
         s.wait("[data-testid=onboarding]", Duration::from_secs(60))
             .await;
         starts.push(started.elapsed());
