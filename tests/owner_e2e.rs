@@ -10,7 +10,9 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cli::{contains, files_under, require_secret_service, start_nodes, Cli, Door};
+use cli::{
+    contains, files_under, owner_who_claimed, require_secret_service, start_nodes, Cli, Door,
+};
 use latchkey_proto::claim::{ClaimPayload, DeviceAddr};
 use latchkey_proto::invite::Invitation;
 use latchkey_proto::keys::{KeyPurpose, RecoveryPhrase};
@@ -545,13 +547,7 @@ async fn with_every_node_down_a_revocation_on_the_lan_holds_at_once() {
     let nodes = start_nodes(tmp.path(), 3).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
     let door = Door::start(tmp.path(), "Front door", &urls, &[]);
-    let mut owner = Cli::new(tmp.path().join("owner"));
-    owner.init();
-    let mut add = vec!["nodes", "add"];
-    add.extend(urls.iter().map(String::as_str));
-    owner.ok(&add);
-    let text = std::fs::read_to_string(door.dir.join("claim.txt")).unwrap();
-    owner.ok(&["claim", "--text", &text]);
+    let mut owner = owner_who_claimed(tmp.path(), &urls, &door);
     let invite = owner.json(&["invite", "Front door", "--name", "Sam", "--until", "+1h"]);
     let mut sam = Cli::new(tmp.path().join("sam"));
     sam.ok(&["accept", invite["link"].as_str().unwrap()]);

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use cli::{require_secret_service, start_nodes, Cli, Door};
+use cli::{owner_who_claimed, require_secret_service, start_nodes, Door};
 use webdriver::{require_program, start_driver, start_xvfb, Session};
 
 /// dpkg takes a lock: the two tests install one after the other.
@@ -196,13 +196,7 @@ async fn the_app_deb_installs_registers_latchkey_links_and_opens_an_invitation()
     let nodes = start_nodes(tmp.path(), 3).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
     let door = Door::start(tmp.path(), "Front door", &urls, &[]);
-    let mut owner = Cli::new(tmp.path().join("owner"));
-    owner.init();
-    let mut add = vec!["nodes", "add"];
-    add.extend(urls.iter().map(String::as_str));
-    owner.ok(&add);
-    let claim = std::fs::read_to_string(door.dir.join("claim.txt")).unwrap();
-    owner.ok(&["claim", "--text", &claim]);
+    let mut owner = owner_who_claimed(tmp.path(), &urls, &door);
     let invited = owner.json(&["invite", "Front door", "--name", "Ana", "--until", "+1h"]);
     let link = invited["link"].as_str().unwrap().to_owned();
 

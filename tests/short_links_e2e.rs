@@ -12,7 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use cli::{require_secret_service, start_nodes, Cli, Door};
+use cli::{owner_who_claimed, require_secret_service, start_nodes, Cli, Door};
 use latchkey_proto::shortlink::ShortLink;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -70,13 +70,7 @@ async fn a_short_link_works_for_the_first_phone_only_and_is_reissued_in_one_step
     let nodes = start_nodes(tmp.path(), 3).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
     let door = Door::start(tmp.path(), "Front door", &urls, &[]);
-    let mut owner = Cli::new(tmp.path().join("owner"));
-    owner.init();
-    let mut add = vec!["nodes", "add"];
-    add.extend(urls.iter().map(String::as_str));
-    owner.ok(&add);
-    let text = std::fs::read_to_string(door.dir.join("claim.txt")).unwrap();
-    owner.ok(&["claim", "--text", &text]);
+    let mut owner = owner_who_claimed(tmp.path(), &urls, &door);
 
     // The short link: at most 300 characters, a QR of version 10 or less, on every node.
     let qr = tmp.path().join("ana.png");

@@ -147,6 +147,19 @@ fn start_agent(dir: &Path) -> Agent {
     agent
 }
 
+/// The owner most tests start from: a new profile under `tmp/owner` that knows `nodes` and
+/// has claimed `door` from its claim text.
+pub fn owner_who_claimed(tmp: &Path, nodes: &[String], door: &Door) -> Cli {
+    let mut owner = Cli::new(tmp.join("owner"));
+    owner.init();
+    let mut add = vec!["nodes", "add"];
+    add.extend(nodes.iter().map(String::as_str));
+    owner.ok(&add);
+    let text = std::fs::read_to_string(door.dir.join("claim.txt")).unwrap();
+    owner.ok(&["claim", "--text", &text]);
+    owner
+}
+
 /// Runs `latchkey --profile DIR args…`, collecting everything it printed.
 pub struct Cli {
     pub profile: PathBuf,
