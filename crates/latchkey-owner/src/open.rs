@@ -178,9 +178,10 @@ impl Profile {
     /// itself against its own verified view, so a command sealed from a recent view is sent at
     /// once, and the check (raising the same fork alarms, storing what changed) runs beside it
     /// when due. Before sending only when the view is older than [`REFRESH_BEFORE_MS`]. If the
-    /// device answers "not an owner" to a view that was not checked first, the chain is
-    /// checked and, when it changed, the command is decided and sent once more (a refusal at
-    /// authority ran nothing, so the retry cannot run the action twice).
+    /// device refuses for a reason a newer chain explains ("not an owner", a revoked or void
+    /// grant), the chain is checked; after "not an owner", when it changed, the command is
+    /// decided and sent once more (a refusal at authority ran nothing, so the retry cannot run
+    /// the action twice).
     async fn open_unkept(&self, query: &str, action: &str, args: &[u8]) -> Result<OpenReport> {
         if !is_action_name(action) {
             return Err(Error::BadAction(action.to_owned()));
@@ -207,14 +208,21 @@ impl Profile {
         } else {
             (self.open_as_held(device.clone(), action, args).await, None)
         };
-        let not_an_owner = match &sent {
-            Ok(report) => matches!(
-                &report.response.outcome,
-                Outcome::Rejected { code, .. } if *code == RejectCode::NotAuthorized as u16
-            ),
-            Err(_) => false,
+        let refused_for = match &sent {
+            Ok(report) => match &report.response.outcome {
+                Outcome::Rejected { code, .. } => RejectCode::from_u16(*code),
+                _ => None,
+            },
+            Err(_) => None,
         };
-        if !not_an_owner {
+        // Refusals a newer chain explains: an owner removed, a grant revoked or voided by a
+        // transfer. The door knows before this profile does; the chain is checked now so what
+        // the profile shows (an invitation's status, the owners) agrees with the door's answer.
+        let chain_explains = matches!(
+            refused_for,
+            Some(RejectCode::NotAuthorized | RejectCode::GrantRevoked | RejectCode::GrantInvalid)
+        );
+        if !chain_explains {
             return sent;
         }
         let refreshed = match refreshed {
@@ -223,8 +231,9 @@ impl Profile {
         };
         let moved = refreshed.chain.state().head != device.chain.state().head
             || refreshed.chain.ops().len() != device.chain.ops().len();
-        if !moved {
-            // The nodes agree with what we sent from: the door's refusal stands.
+        if !moved || refused_for != Some(RejectCode::NotAuthorized) {
+            // The nodes agree with what we sent from, or the grant really is gone: the door's
+            // refusal stands.
             return sent;
         }
         tracing::info!(device = %device.id, "refused as not an owner; the chain changed, sending again");

@@ -391,6 +391,10 @@ async fn a_short_link_binds_to_the_first_phone_and_a_leaked_copy_is_refused_then
         refused_with(&refused, RejectCode::GrantRevoked),
         "{refused:?}"
     );
+    // The refusal is explained on Ana's phone at once, not at its next scheduled check.
+    let held = ana.invitations().unwrap();
+    let old = held.iter().find(|h| h.id == issued.grant.id).unwrap();
+    assert_eq!(old.status.as_str(), "revoked");
     w.stop().await;
 }
 
