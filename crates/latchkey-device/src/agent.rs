@@ -23,7 +23,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, QuorumKnobs};
 use crate::error::{Error, Result};
 use crate::files::{DeviceDir, DirLock};
-use crate::pipeline::{Answer, Early, Pipeline, PipelineConfig, Refused};
+use crate::pipeline::{Answer, Authorized, Early, Fresh, Pipeline, PipelineConfig, Refused};
 use crate::store::Store;
 use crate::view::View;
 
@@ -115,29 +115,41 @@ impl Agent {
 
     /// Runs one envelope through the whole pipeline, its action included.
     pub async fn handle(&self, envelope: Vec<u8>, via: Via) -> Handled {
+        // Opening and judging run in one trip to the blocking pool (each trip is a thread
+        // hop); only a view due for its check with the nodes splits them, the check running
+        // in between.
         let p = self.pipeline.clone();
-        let fresh = match blocking(move || p.open(&envelope, via)).await {
-            Ok(Ok(fresh)) => fresh,
+        let retry_ms = self.retry_ms();
+        let opened = blocking(move || {
+            let fresh = p.open(&envelope, via)?;
+            let stale = {
+                let view = p.view();
+                view.needs_refresh(p.clock().ticks_ms(), p.config().max_view_age_ms, retry_ms)
+            };
+            Ok(if stale {
+                Judged::AfterCheck(fresh)
+            } else {
+                Judged::Now(p.authorize(fresh))
+            })
+        })
+        .await;
+        let decided = match opened {
+            Ok(Ok(Judged::Now(decided))) => decided,
+            Ok(Ok(Judged::AfterCheck(fresh))) => {
+                self.refresh().await;
+                let p = self.pipeline.clone();
+                match blocking(move || p.authorize(fresh)).await {
+                    Ok(decided) => decided,
+                    Err(r) => return Handled::Refused(r),
+                }
+            }
             Ok(Err(Early::Refused(r))) => return Handled::Refused(r),
             Ok(Err(Early::Answered(a))) => return Handled::Answered(a),
             Err(r) => return Handled::Refused(r),
         };
-        let stale = {
-            let view = self.pipeline.view();
-            view.needs_refresh(
-                self.pipeline.clock().ticks_ms(),
-                self.pipeline.config().max_view_age_ms,
-                self.retry_ms(),
-            )
-        };
-        if stale {
-            self.refresh().await;
-        }
-        let p = self.pipeline.clone();
-        let auth = match blocking(move || p.authorize(fresh)).await {
-            Ok(Ok(auth)) => auth,
-            Ok(Err(answer)) => return Handled::Answered(answer),
-            Err(r) => return Handled::Refused(r),
+        let auth = match decided {
+            Ok(auth) => auth,
+            Err(answer) => return Handled::Answered(answer),
         };
         if auth.is_consent() {
             // Judged, recorded (and a key rotated) durably before the answer is sealed.
@@ -588,6 +600,12 @@ pub enum PushRefused {
     Conflict(String),
     #[error("the device could not store the ops: {0}")]
     Store(#[from] Error),
+}
+
+/// An opened command, judged at once or after the view's check with the nodes.
+enum Judged {
+    Now(Result<Authorized, Answer>),
+    AfterCheck(Fresh),
 }
 
 /// Runs a pipeline step on the blocking pool (SQLite waits for the disk).

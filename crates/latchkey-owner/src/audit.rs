@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn copies_are_kept_per_era_so_a_new_era_is_not_a_rewrite() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(tmp.path()).unwrap();
+        let store = crate::store::Store::open(tmp.path(), Default::default()).unwrap();
         let device = DeviceId([4; 32]);
         let old = run([1; 32], vec![]);
         let new = run([2; 32], vec![]);

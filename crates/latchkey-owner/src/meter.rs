@@ -329,7 +329,7 @@ impl Watcher {
     /// baseline after a restart of the watch).
     fn keep_day(&mut self, day: jiff::civil::Date, total_wh: u64) {
         if self.store.is_none() {
-            match crate::store::Store::open(&self.dir) {
+            match crate::store::Store::open(&self.dir, Default::default()) {
                 Ok(s) => self.store = Some(s),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot keep today's meter baseline");

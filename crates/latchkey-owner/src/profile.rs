@@ -13,7 +13,7 @@ use rand_core::{OsRng, RngCore};
 
 use crate::error::{Error, Result};
 use crate::keychain::SeedStore;
-use crate::store::{DeviceRecord, Store};
+use crate::store::{DeviceRecord, Store, VerifiedChains};
 
 /// Wall-clock time, injected so flows can be tested at a fixed "now".
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -66,6 +66,8 @@ pub struct Session {
     /// When each device's chain was last checked with the nodes this session (the store keeps
     /// a check time too, but rewrites it only now and then).
     checked_ms: Mutex<HashMap<DeviceId, u64>>,
+    /// Stored chains already verified, shared by every profile of the session.
+    chains: Arc<VerifiedChains>,
 }
 
 impl Session {
@@ -78,6 +80,7 @@ impl Session {
             http,
             keys: Mutex::new(HashMap::new()),
             checked_ms: Mutex::new(HashMap::new()),
+            chains: Arc::default(),
         }))
     }
 }
@@ -95,7 +98,7 @@ impl Profile {
         clock: Arc<dyn Clock>,
         session: Arc<Session>,
     ) -> Result<Self> {
-        let store = Store::open(dir)?;
+        let store = Store::open(dir, session.chains.clone())?;
         let id = match store.setting(PROFILE_ID)? {
             Some(id) => id,
             None => {

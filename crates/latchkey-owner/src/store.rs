@@ -3,7 +3,9 @@
 //! written here** — the recovery phrase and every key derived from it stay in the keychain and
 //! in memory.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use latchkey_proto::chain::{Chain, Op, OpList};
 use latchkey_proto::claim::DeviceAddr;
@@ -234,11 +236,41 @@ pub struct DeviceRecord {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    chains: Arc<VerifiedChains>,
+}
+
+/// Chains verified this session, by their stored bytes. Finding a device verified its whole
+/// stored chain (every op's signatures) on every open, a quarter of a direct open's time; the
+/// same bytes always verify to the same chain, so a chain is verified once per session and
+/// cloned after. Keyed by the bytes themselves, not a digest of them: nothing to collide.
+#[derive(Debug, Default)]
+pub struct VerifiedChains {
+    by_bytes: Mutex<HashMap<Vec<u8>, Chain>>,
+}
+
+impl VerifiedChains {
+    /// Enough for every device of a household or a rental business; past it the cache starts
+    /// over rather than growing with a profile that sees many chains (each stored version of
+    /// a chain is its own entry).
+    const MOST: usize = 256;
+
+    fn verify(&self, bytes: &[u8]) -> latchkey_proto::Result<Chain> {
+        let mut by_bytes = self.by_bytes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(chain) = by_bytes.get(bytes) {
+            return Ok(chain.clone());
+        }
+        let chain = OpList::from_bytes(bytes).and_then(|l| Chain::verify(l.0))?;
+        if by_bytes.len() >= Self::MOST {
+            by_bytes.clear();
+        }
+        by_bytes.insert(bytes.to_vec(), chain.clone());
+        Ok(chain)
+    }
 }
 
 impl Store {
-    /// Opens (creating) `dir/profile.db`.
-    pub fn open(dir: &Path) -> Result<Self> {
+    /// Opens (creating) `dir/profile.db`, reusing the chains `chains` already verified.
+    pub fn open(dir: &Path, chains: Arc<VerifiedChains>) -> Result<Self> {
         let path = dir.join(DB_FILE);
         let wrap = |e: rusqlite::Error| Error::Store {
             path: path.display().to_string(),
@@ -266,7 +298,7 @@ impl Store {
                     .map_err(wrap)?;
             }
         }
-        Ok(Store { conn, path })
+        Ok(Store { conn, path, chains })
     }
 
     /// The connection, for modules that keep their own tables (src/events.rs).
@@ -288,7 +320,7 @@ impl Store {
         params: impl rusqlite::Params,
         map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>> {
-        let mut stmt = self.conn.prepare(sql).map_err(|e| self.wrap(e))?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.wrap(e))?;
         let rows = stmt
             .query_map(params, map)
             .map_err(|e| self.wrap(e))?
@@ -420,9 +452,7 @@ impl Store {
                 };
                 let addrs: Vec<String> =
                     serde_json::from_str(&addrs).map_err(|e| bad(e.to_string()))?;
-                let chain = OpList::from_bytes(&chain)
-                    .and_then(|l| Chain::verify(l.0))
-                    .map_err(|e| bad(e.to_string()))?;
+                let chain = self.chains.verify(&chain).map_err(|e| bad(e.to_string()))?;
                 if chain.device().to_string() != id {
                     return Err(bad("the stored chain is for another device".into()));
                 }
@@ -944,6 +974,25 @@ mod tests {
     use latchkey_testkit::{person, TestDevice};
 
     #[test]
+    fn a_stored_chain_is_verified_once_per_session_and_a_damaged_one_every_time() {
+        let mut door = TestDevice::new(1, "Door");
+        door.claim(&[&person(1)], 1);
+        let bytes = OpList(door.chain.ops().to_vec()).to_bytes();
+        let chains = VerifiedChains::default();
+        let cached = |c: &VerifiedChains| c.by_bytes.lock().unwrap().len();
+        let first = chains.verify(&bytes).unwrap();
+        let again = chains.verify(&bytes).unwrap();
+        assert_eq!(first.state().head, again.state().head);
+        assert_eq!(cached(&chains), 1);
+        // A flipped bit in the last op's signature: other bytes, verified, refused, not kept.
+        let mut damaged = bytes.clone();
+        *damaged.last_mut().unwrap() ^= 1;
+        assert!(chains.verify(&damaged).is_err());
+        assert!(chains.verify(&damaged).is_err());
+        assert_eq!(cached(&chains), 1);
+    }
+
+    #[test]
     fn a_profile_from_before_proposers_opens_and_keeps_its_proposals() {
         let tmp = tempfile::tempdir().unwrap();
         let mut door = TestDevice::new(1, "Door");
@@ -970,14 +1019,17 @@ mod tests {
             )
             .unwrap();
         }
-        let store = Store::open(tmp.path()).unwrap();
+        let store = Store::open(tmp.path(), Arc::default()).unwrap();
         let rows = store.proposals().unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].proposer, None);
         store.put_proposal(&op, &person(1).public_key(), 6).unwrap();
         // The first proposer recorded stays: a later copy cannot rename who proposed it.
         store.put_proposal(&op, &person(2).public_key(), 7).unwrap();
-        let again = Store::open(tmp.path()).unwrap().proposals().unwrap();
+        let again = Store::open(tmp.path(), Arc::default())
+            .unwrap()
+            .proposals()
+            .unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].proposer, Some(person(1).public_key()));
     }
