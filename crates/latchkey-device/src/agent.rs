@@ -602,7 +602,9 @@ pub enum PushRefused {
     Store(#[from] Error),
 }
 
-/// An opened command, judged at once or after the view's check with the nodes.
+/// An opened command, judged at once or after the view's check with the nodes. Moved once,
+/// out of the blocking pool; boxing either side would only add an allocation per command.
+#[allow(clippy::large_enum_variant)]
 enum Judged {
     Now(Result<Authorized, Answer>),
     AfterCheck(Fresh),
