@@ -149,7 +149,10 @@ async fn open_through_the_app() {
     samples(&s.execute_async(TAPS, json!([5])).await);
     let tapped = samples(&s.execute_async(TAPS, json!([opens.div_ceil(3)])).await);
 
-    println!("{}, ms:\n| what | n | p50 | p90 | p99 | mean |\n|---|---:|---:|---:|---:|---:|", app.display());
+    println!(
+        "{}, ms:\n| what | n | p50 | p90 | p99 | mean |\n|---|---:|---:|---:|---:|---:|",
+        app.display()
+    );
     report("invoke open_device → verified answer", invoked);
     report("tap Open → answer on the card", tapped);
     terminate_demo_app(&app, tmp.path()).await;
