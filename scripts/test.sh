@@ -31,15 +31,15 @@ cargo clippy --workspace --all-targets "${cargo_features[@]}" -- -D warnings
 # The product build (no demo) compiles apart from the demo's code; keep it building.
 log "cargo clippy (the app without the demo)"
 cargo clippy -p latchkey-app --no-default-features "${cargo_features[@]}" -- -D warnings
-# The owner core picks its keychain store by target (crates/latchkey-owner/src/keychain.rs).
+# The owner core and the provider pick their keychain store by target (crates/latchkey-keychain).
 # Windows is checked here through Debian's mingw-w64; macOS, iOS and Android need Apple's SDK
 # or the Android NDK for the C code underneath, which Debian does not package.
 # The target's standard library comes from rustup's server: without it (offline), say so and
 # go on; with it, a failing check fails the run.
-log "cargo check latchkey-owner for Windows (x86_64-pc-windows-gnu)"
+log "cargo check latchkey-owner and latchkey-provider for Windows (x86_64-pc-windows-gnu)"
 if rustup target list --installed | grep -qx x86_64-pc-windows-gnu ||
   rustup target add x86_64-pc-windows-gnu; then
-  cargo check -p latchkey-owner --target x86_64-pc-windows-gnu
+  cargo check -p latchkey-owner -p latchkey-provider --target x86_64-pc-windows-gnu
 else
   log "Skipped: rustup could not install the x86_64-pc-windows-gnu target"
 fi

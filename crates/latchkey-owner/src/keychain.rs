@@ -1,16 +1,7 @@
-//! Where the recovery phrase lives: the OS keychain, and nowhere else. Every platform's store
-//! is a keyring-core credential store chosen at compile time, always with service
-//! `org.latchkey.app` and user = the profile id (a random hex id, never the phrase):
-//!
-//! | target | store | where the phrase is |
-//! |---|---|---|
-//! | Linux, *BSD | Secret Service over D-Bus (zbus-secret-service-keyring-store) | an item in the default collection (e.g. gnome-keyring, KWallet) with attributes `service` and `username` |
-//! | macOS | Keychain Services (apple-native-keyring-store, `keychain`) | a generic password in the login keychain: service `org.latchkey.app`, account = profile id |
-//! | iOS | Protected Data store (apple-native-keyring-store, `protected`) | a generic password in the app's access group, same service and account |
-//! | Windows | Credential Manager (windows-native-keyring-store) | a generic credential, target `<profile id>.org.latchkey.app` |
-//! | Android | Keystore + SharedPreferences (android-native-keyring-store) | encrypted by an AES key that never leaves the Android Keystore, in the crate's default named store |
-//!
-//! Never the mock store: a target without a keychain does not build.
+//! Where the recovery phrase lives: the OS keychain, and nowhere else. The store is the
+//! platform's own, chosen at compile time (`latchkey-keychain` lists each target's), always
+//! with service `org.latchkey.app` and user = the profile id (a random hex id, never the
+//! phrase); on Windows the credential's target is `<profile id>.org.latchkey.app`.
 
 use std::sync::Arc;
 
@@ -42,52 +33,13 @@ impl std::fmt::Debug for KeyringStore {
     }
 }
 
-/// This build's keychain, by name (for messages and logs).
-#[cfg(any(
-    target_os = "linux",
-    target_os = "freebsd",
-    target_os = "openbsd",
-    target_os = "netbsd",
-    target_os = "dragonfly"
-))]
-pub const PLATFORM_STORE: &str = "Secret Service";
-#[cfg(target_os = "macos")]
-pub const PLATFORM_STORE: &str = "macOS Keychain";
-#[cfg(target_os = "ios")]
-pub const PLATFORM_STORE: &str = "iOS Keychain";
-#[cfg(target_os = "windows")]
-pub const PLATFORM_STORE: &str = "Windows Credential Manager";
-#[cfg(target_os = "android")]
-pub const PLATFORM_STORE: &str = "Android Keystore";
-
-/// The platform's store, as a keyring-core credential store.
-fn platform_store() -> keyring_core::Result<Arc<keyring_core::CredentialStore>> {
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "freebsd",
-        target_os = "openbsd",
-        target_os = "netbsd",
-        target_os = "dragonfly"
-    ))]
-    let store: Arc<keyring_core::CredentialStore> =
-        zbus_secret_service_keyring_store::Store::new()?;
-    #[cfg(target_os = "macos")]
-    let store: Arc<keyring_core::CredentialStore> =
-        apple_native_keyring_store::keychain::Store::new()?;
-    #[cfg(target_os = "ios")]
-    let store: Arc<keyring_core::CredentialStore> =
-        apple_native_keyring_store::protected::Store::new()?;
-    #[cfg(target_os = "windows")]
-    let store: Arc<keyring_core::CredentialStore> = windows_native_keyring_store::Store::new()?;
-    #[cfg(target_os = "android")]
-    let store: Arc<keyring_core::CredentialStore> = android_native_keyring_store::Store::new()?;
-    Ok(store)
-}
+pub use latchkey_keychain::PLATFORM_STORE;
 
 impl KeyringStore {
     /// Connects to the platform keychain.
     pub fn open() -> Result<Self> {
-        let store = platform_store().map_err(|e| Error::Keychain(e.to_string()))?;
+        let store =
+            latchkey_keychain::platform_store().map_err(|e| Error::Keychain(e.to_string()))?;
         Ok(KeyringStore { store })
     }
 

@@ -1,12 +1,11 @@
 //! Where the provider's secrets live: the OS keychain, and nowhere else. Service
 //! `latchkey-provider`, user = the profile's account name (`provider-…`, kept in the profile's
-//! `identity.json`). On Linux this is the Secret Service (e.g. gnome-keyring) through
-//! keyring-core's zbus store, exactly as the owner core keeps its recovery phrase; never the
-//! mock store.
+//! `identity.json`). The store is the platform's own, the same one the owner core keeps its
+//! recovery phrase in (`latchkey-keychain`: Secret Service on Linux, Keychain on Apple
+//! systems, Credential Manager on Windows); never the mock store.
 
 use std::sync::Arc;
 
-use keyring_core::api::CredentialStoreApi;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -26,20 +25,20 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug {
 
 /// The OS keychain through keyring-core.
 pub struct KeyringStore {
-    store: Arc<zbus_secret_service_keyring_store::Store>,
+    store: Arc<keyring_core::CredentialStore>,
 }
 
 impl std::fmt::Debug for KeyringStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KeyringStore(Secret Service)")
+        write!(f, "KeyringStore({})", latchkey_keychain::PLATFORM_STORE)
     }
 }
 
 impl KeyringStore {
     /// Connects to the platform keychain.
     pub fn open() -> Result<Self> {
-        let store = zbus_secret_service_keyring_store::Store::new()
-            .map_err(|e| Error::Keychain(e.to_string()))?;
+        let store =
+            latchkey_keychain::platform_store().map_err(|e| Error::Keychain(e.to_string()))?;
         Ok(KeyringStore { store })
     }
 
