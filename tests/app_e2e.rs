@@ -27,9 +27,7 @@ mod webdriver;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use webdriver::{
-    demo_dirs, key, require_program, start_driver, start_xvfb, terminate_demo_app, Axe, Session,
-};
+use webdriver::{demo_dirs, key, start_driver, Axe, DemoWindow, Session};
 
 const APP: &str = env!("CARGO_BIN_EXE_latchkey-app");
 
@@ -60,36 +58,14 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         );
         return;
     }
-    assert!(
-        std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some(),
-        "the app keeps its key in the Secret Service: run inside scripts/lib.sh's with_secret_service"
-    );
-    let tauri_driver = require_program("tauri-driver", "cargo install tauri-driver --locked");
-    require_program("WebKitWebDriver", "apt-get install webkit2gtk-driver");
     let shots = screenshots_dir();
     let mut axe = Axe::new(&shots);
-    let tmp = tempfile::tempdir().unwrap();
-    let (_xvfb, display) = start_xvfb();
-
-    let (_driver, port) = start_driver(
-        &tauri_driver,
-        &display,
-        &[
-            ("LATCHKEY_DEMO", "1".into()),
-            ("TMPDIR", tmp.path().into()),
-            ("XDG_DATA_HOME", tmp.path().join("data").into()),
-        ],
-        &shots.join("tauri-driver.log"),
-    );
-
     let long = Duration::from_secs(60);
-    let started = Instant::now();
-    let s = Session::start(port, &app_binary(), &[]).await;
-    s.wait("[data-testid=onboarding]", long).await;
-    let first_screen = started.elapsed();
+    let demo = DemoWindow::start(&app_binary(), &[], &shots.join("tauri-driver.log")).await;
+    let (s, tmp) = (&demo.s, &demo.tmp);
     eprintln!(
         "app_e2e: cold start to the first screen: {} ms",
-        first_screen.as_millis()
+        demo.cold_start.as_millis()
     );
     // The narrowest phone the app supports (tauri.conf.json's minWidth); laptop width at the end.
     s.set_window_size(360, 760).await;
@@ -221,8 +197,8 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     let guest_tmp = tmp.path().join("guest-tmp");
     std::fs::create_dir_all(&guest_tmp).unwrap();
     let (guest_driver, guest_port) = start_driver(
-        &tauri_driver,
-        &display,
+        &demo.tauri_driver,
+        &demo.display,
         &[
             ("LATCHKEY_PROFILE", tmp.path().join("guest").into()),
             ("TMPDIR", guest_tmp.into()),
@@ -468,8 +444,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         "the demo runs in one temporary directory"
     );
     // Stop the app as Ctrl-C or `kill` would: it stops the demo and removes its directory.
-    terminate_demo_app(&app_binary(), tmp.path()).await;
-    s.end().await;
+    demo.stop().await;
     axe.assert_clean();
 }
 

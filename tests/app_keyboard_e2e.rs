@@ -22,9 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
-use webdriver::{
-    key, require_program, start_driver, start_xvfb, terminate_demo_app, Axe, Focused, Session,
-};
+use webdriver::{key, Axe, DemoWindow, Focused, Session};
 
 const APP: &str = env!("CARGO_BIN_EXE_latchkey-app");
 
@@ -113,37 +111,23 @@ async fn onboard_claim_and_open_with_the_keyboard_only() {
         );
         return;
     }
-    assert!(
-        std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some(),
-        "the app keeps its key in the Secret Service: run inside scripts/lib.sh's with_secret_service"
-    );
-    let tauri_driver = require_program("tauri-driver", "cargo install tauri-driver --locked");
-    require_program("WebKitWebDriver", "apt-get install webkit2gtk-driver");
     let shots = screenshots_dir();
-    let tmp = tempfile::tempdir().unwrap();
-    let (_xvfb, display) = start_xvfb();
-    let (_driver, port) = start_driver(
-        &tauri_driver,
-        &display,
-        &[
-            ("LATCHKEY_DEMO", "1".into()),
-            ("TMPDIR", tmp.path().into()),
-            ("XDG_DATA_HOME", tmp.path().join("data").into()),
-            // The dark scheme here (app_e2e sees the light one), for the audit's contrast check.
-            ("GTK_THEME", "Adwaita:dark".into()),
-        ],
+    let demo = DemoWindow::start(
+        Path::new(APP),
+        // The dark scheme here (app_e2e sees the light one), for the audit's contrast check.
+        &[("GTK_THEME", "Adwaita:dark".into())],
         &shots.join("tauri-driver.log"),
-    );
+    )
+    .await;
+    let s = &demo.s;
     let long = Duration::from_secs(60);
-    let s = Session::start(port, Path::new(APP), &[]).await;
-    s.wait("[data-testid=onboarding]", long).await;
     // The window's own size (tauri.conf.json): a phone. There is no window manager in the
     // private X server, so the keyboard focus follows the mouse pointer, which stays where
     // the server put it, in the middle of the screen (1280 × 900): the window goes under it,
     // or WebKit would not count the page as focused and draw no focus at all.
     s.set_window_rect(430, 70, 420, 760).await;
     let mut k = Keyboard {
-        s: &s,
+        s,
         axe: Axe::new(&shots),
     };
 
@@ -247,8 +231,7 @@ async fn onboard_claim_and_open_with_the_keyboard_only() {
         k.shot(&format!("{:02}-{tab}", 9 + i)).await;
     }
 
-    terminate_demo_app(Path::new(APP), tmp.path()).await;
     let axe = k.axe;
-    s.end().await;
+    demo.stop().await;
     axe.assert_clean();
 }

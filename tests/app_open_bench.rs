@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use webdriver::{require_program, start_driver, start_xvfb, terminate_demo_app, Session};
+use webdriver::DemoWindow;
 
 /// Makes an identity, confirms its backup, and claims the demo door, all through the app's
 /// commands; answers the door's short id.
@@ -104,10 +104,6 @@ async fn open_through_the_app() {
         eprintln!("app_open_bench: not run (set LATCHKEY_APP_BENCH=1 to measure)");
         return;
     }
-    assert!(
-        std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some(),
-        "the app keeps its key in the Secret Service: run inside scripts/lib.sh's with_secret_service"
-    );
     let app = std::env::var_os("LATCHKEY_APP_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_latchkey-app")));
@@ -116,22 +112,10 @@ async fn open_through_the_app() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
-    let tauri_driver = require_program("tauri-driver", "cargo install tauri-driver --locked");
-    let (_xvfb, display) = start_xvfb();
-    let tmp = tempfile::tempdir().unwrap();
-    let (_driver, port) = start_driver(
-        &tauri_driver,
-        &display,
-        &[
-            ("LATCHKEY_DEMO", "1".into()),
-            ("TMPDIR", tmp.path().into()),
-            ("XDG_DATA_HOME", tmp.path().join("data").into()),
-        ],
-        &tmp.path().join("tauri-driver.log"),
-    );
+    let dir = tempfile::tempdir().unwrap();
+    let demo = DemoWindow::start(&app, &[], &dir.path().join("tauri-driver.log")).await;
+    let s = &demo.s;
     let long = Duration::from_secs(60);
-    let s = Session::start(port, &app, &[]).await;
-    s.wait("[data-testid=onboarding]", long).await;
     s.set_script_timeout(Duration::from_secs(600)).await;
 
     let set_up = s.execute_async(SET_UP, json!([])).await;
@@ -155,8 +139,7 @@ async fn open_through_the_app() {
     );
     report("invoke open_device → verified answer", invoked);
     report("tap Open → answer on the card", tapped);
-    terminate_demo_app(&app, tmp.path()).await;
-    s.end().await;
+    demo.stop().await;
 }
 
 fn samples(v: &Value) -> Vec<f64> {

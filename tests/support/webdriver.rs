@@ -697,3 +697,62 @@ pub async fn terminate_demo_app(app: &Path, tmp: &Path) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The demo app (its nodes and door in its own process) in a private X server, launched
+/// through tauri-driver with TMPDIR and XDG_DATA_HOME in a directory of its own, and shown at
+/// its first screen. Fields drop in order: the driver's process group (the app with it), the
+/// X server, then the directory.
+pub struct DemoWindow {
+    pub s: Session,
+    /// From the WebDriver "new session" request to the onboarding screen in the DOM.
+    pub cold_start: Duration,
+    pub app: PathBuf,
+    /// What started this window, for a second app beside it (a guest's).
+    pub tauri_driver: PathBuf,
+    pub display: String,
+    _driver: ReapedGroup,
+    _xvfb: Reaped,
+    pub tmp: tempfile::TempDir,
+}
+
+impl DemoWindow {
+    /// Starts `app` with `LATCHKEY_DEMO=1` and `env`; tauri-driver logs to `driver_log`.
+    pub async fn start(app: &Path, env: &[(&str, std::ffi::OsString)], driver_log: &Path) -> Self {
+        assert!(
+            std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some(),
+            "the app keeps its key in the Secret Service: run inside scripts/lib.sh's with_secret_service"
+        );
+        let tauri_driver = require_program("tauri-driver", "cargo install tauri-driver --locked");
+        require_program("WebKitWebDriver", "apt-get install webkit2gtk-driver");
+        let tmp = tempfile::tempdir().unwrap();
+        let (xvfb, display) = start_xvfb();
+        let mut all_env = vec![
+            ("LATCHKEY_DEMO", "1".into()),
+            ("TMPDIR", tmp.path().into()),
+            ("XDG_DATA_HOME", tmp.path().join("data").into()),
+        ];
+        all_env.extend(env.iter().cloned());
+        let (driver, port) = start_driver(&tauri_driver, &display, &all_env, driver_log);
+        let started = Instant::now();
+        let s = Session::start(port, app, &[]).await;
+        s.wait("[data-testid=onboarding]", Duration::from_secs(60))
+            .await;
+        DemoWindow {
+            s,
+            cold_start: started.elapsed(),
+            app: app.to_path_buf(),
+            tauri_driver,
+            display,
+            _driver: driver,
+            _xvfb: xvfb,
+            tmp,
+        }
+    }
+
+    /// Stops the app as Ctrl-C would (its demo torn down, the phrase out of the keychain),
+    /// then ends the session.
+    pub async fn stop(self) {
+        terminate_demo_app(&self.app, self.tmp.path()).await;
+        self.s.end().await;
+    }
+}
