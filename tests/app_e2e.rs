@@ -69,7 +69,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     );
     // The narrowest phone the app supports (tauri.conf.json's minWidth); laptop width at the end.
     s.set_window_size(360, 760).await;
-    axe.shot(&s, "01-welcome").await;
+    axe.shot(s, "01-welcome").await;
 
     // Onboarding: 24 words, shown once; three of them typed back.
     s.click(&s.wait("[data-testid=create-identity]", long).await)
@@ -83,7 +83,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     assert!(words
         .iter()
         .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase())));
-    axe.shot(&s, "02-recovery-words").await;
+    axe.shot(s, "02-recovery-words").await;
     s.click(&s.wait("[data-testid=words-written]", long).await)
         .await;
     let inputs = s.wait_all("[data-testid=confirm-word]", long).await;
@@ -104,7 +104,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         long,
     )
     .await;
-    axe.shot(&s, "03-confirm-wrong-word").await;
+    axe.shot(s, "03-confirm-wrong-word").await;
     let inputs = s.wait_all("[data-testid=confirm-word]", long).await;
     for input in &inputs {
         let position: usize = s
@@ -123,7 +123,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     s.wait("[data-testid=no-devices]", long).await;
     s.wait_text("[data-testid=door-state]", "Door locked", long)
         .await;
-    axe.shot(&s, "04-devices-empty-demo").await;
+    axe.shot(s, "04-devices-empty-demo").await;
 
     // The camera scanner on a machine without a camera (Xvfb, CI): a clear error, and the
     // photo import stays.
@@ -137,7 +137,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     )
     .await;
     s.wait("[data-testid=camera-start]", long).await;
-    axe.shot(&s, "04b-no-camera").await;
+    axe.shot(s, "04b-no-camera").await;
     s.click(&s.wait("[data-testid=tab-devices]", long).await)
         .await;
 
@@ -153,7 +153,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         .wait_text("[data-testid=ownership]", "You own it", long)
         .await;
     assert_eq!(ownership, "You own it");
-    axe.shot(&s, "05-claimed").await;
+    axe.shot(s, "05-claimed").await;
 
     // Open it: the card shows the device's signed answer, the panel the door opening.
     s.click(&s.wait("[data-testid=open-button]", long).await)
@@ -170,7 +170,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         .await;
     s.wait_text("[data-testid=door-state]", "Opened 1 time", long)
         .await;
-    axe.shot(&s, "06-opened").await;
+    axe.shot(s, "06-opened").await;
 
     // Device detail: the device's own signed log shows the unlock; invite a guest.
     s.click(&s.wait("[data-testid=device-details]", long).await)
@@ -191,7 +191,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         "{link}"
     );
     s.wait_text("[data-testid=grants]", "Valid now", long).await;
-    axe.shot(&s, "07-invite").await;
+    axe.shot(s, "07-invite").await;
 
     // The guest: another app, another profile (no key of its own), in the same X server.
     let guest_tmp = tmp.path().join("guest-tmp");
@@ -235,7 +235,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         .await;
     s.wait_text("[data-testid=audit]", "Ada · unlock · accepted", long)
         .await;
-    axe.shot(&s, "08-revoked").await;
+    axe.shot(s, "08-revoked").await;
     // The device learns of the revocation at its next ownership check, which the demo door
     // makes every second: until then it still honours the grant (docs/PROTOCOL.md,
     // "Revoking"). Three of its intervals later it must refuse.
@@ -305,7 +305,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         long,
     )
     .await;
-    axe.shot(&s, "08b-week-picker").await;
+    axe.shot(s, "08b-week-picker").await;
     s.click(&s.wait("[data-testid=invite-submit]", long).await)
         .await;
     s.wait_text(
@@ -316,7 +316,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     .await;
     // Let the new QR code paint before the picture.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    axe.shot(&s, "08c-weekly-invite").await;
+    axe.shot(s, "08c-weekly-invite").await;
 
     // Stays: the booking calendar's export, chosen as a file (three stays around today and a
     // blocked week that is no stay); one invitation each, listed by when they are.
@@ -332,7 +332,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     .await;
     s.wait_text("[data-testid=stays-file-name]", "bookings.ics", long)
         .await;
-    axe.shot(&s, "11-stays-file-chosen").await;
+    axe.shot(s, "11-stays-file-chosen").await;
     s.click(&s.wait("[data-testid=stays-sync]", long).await)
         .await;
     // The past stay was over before this first import: no invitation, not kept.
@@ -357,7 +357,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     );
     s.wait_text("[data-testid=stay-status]", "Link not sent", long)
         .await;
-    axe.shot(&s, "12-stays").await;
+    axe.shot(s, "12-stays").await;
 
     // One tap shares the current stay's link: its text and a QR code large enough to scan.
     s.click(&s.wait("[data-testid=stay-share]", long).await)
@@ -379,7 +379,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         qr_width >= 250.0,
         "the QR code is {qr_width} px wide on a 360 px screen"
     );
-    axe.shot(&s, "13-stay-share").await;
+    axe.shot(s, "13-stay-share").await;
     // A modal dialog: it holds the focus, and Escape closes it, handing the focus back to the
     // button that opened it.
     assert_eq!(
@@ -417,7 +417,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         )
         .await;
     eprintln!("app_e2e: and: {refused}");
-    axe.shot(&s, "14-activity").await;
+    axe.shot(s, "14-activity").await;
 
     data_sharing(&s, &mut axe, long).await;
 
@@ -428,7 +428,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
         .await;
     let nodes = s.wait("[data-testid=node-list]", long).await;
     assert_eq!(s.text(&nodes).await.matches("http://127.0.0.1:").count(), 3);
-    axe.shot(&s, "09-settings").await;
+    axe.shot(s, "09-settings").await;
 
     // The same app at laptop width.
     s.click(&s.wait("[data-testid=tab-devices]", long).await)
@@ -436,7 +436,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     s.set_window_size(1100, 760).await;
     s.wait("[data-testid=device-card]", long).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    axe.shot(&s, "10-laptop").await;
+    axe.shot(s, "10-laptop").await;
 
     assert_eq!(
         demo_dirs(tmp.path()).len(),
