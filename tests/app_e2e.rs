@@ -419,7 +419,7 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     eprintln!("app_e2e: and: {refused}");
     axe.shot(s, "14-activity").await;
 
-    data_sharing(&s, &mut axe, long).await;
+    data_sharing(s, &mut axe, long).await;
 
     // Settings: the three demo nodes.
     s.click(&s.wait("[data-testid=tab-devices]", long).await)
