@@ -71,6 +71,15 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     s.set_window_size(360, 760).await;
     axe.shot(s, "01-welcome").await;
 
+    // The way back for someone who has their words: audited, then left.
+    s.click(&s.wait("[data-testid=restore-identity]", long).await)
+        .await;
+    s.wait("[data-testid=restore-words]", long).await;
+    axe.shot(s, "01b-restore").await;
+    s.click(&s.wait("form .actions button[type=button]", long).await)
+        .await;
+    s.wait("[data-testid=create-identity]", long).await;
+
     // Onboarding: 24 words, shown once; three of them typed back.
     s.click(&s.wait("[data-testid=create-identity]", long).await)
         .await;
@@ -429,6 +438,32 @@ async fn onboard_claim_the_demo_door_and_open_it() {
     let nodes = s.wait("[data-testid=node-list]", long).await;
     assert_eq!(s.text(&nodes).await.matches("http://127.0.0.1:").count(), 3);
     axe.shot(s, "09-settings").await;
+    // The recovery words again, behind the confirmation: the same 24 as at onboarding.
+    s.click(&s.wait("[data-testid=reveal-words]", long).await)
+        .await;
+    s.wait("[data-testid=reveal-confirm]", long).await;
+    axe.shot(s, "09b-reveal-asking").await;
+    s.click(&s.wait("[data-testid=reveal-confirm]", long).await)
+        .await;
+    let revealed = s.wait_all("[data-testid=recovery-words] li", long).await;
+    let mut again = Vec::new();
+    for li in &revealed {
+        let text = s.text(li).await;
+        again.push(
+            text.split_whitespace()
+                .last()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        again, words,
+        "Settings shows other words than onboarding did"
+    );
+    axe.shot(s, "09c-recovery-words").await;
+    s.click(&s.wait("[data-testid=recovery-words] ~ button", long).await)
+        .await;
+    s.wait_gone("[data-testid=recovery-words]", long).await;
 
     // The same app at laptop width.
     s.click(&s.wait("[data-testid=tab-devices]", long).await)
