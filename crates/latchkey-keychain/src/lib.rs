@@ -17,6 +17,13 @@ use std::sync::Arc;
 pub use keyring_core::{CredentialStore, Entry, Error, Result};
 
 /// This build's keychain, by name (for messages and logs).
+pub const PLATFORM_STORE: &str = platform::NAME;
+
+/// Connects to this platform's keychain.
+pub fn platform_store() -> Result<Arc<CredentialStore>> {
+    platform::store()
+}
+
 #[cfg(any(
     target_os = "linux",
     target_os = "freebsd",
@@ -24,33 +31,46 @@ pub use keyring_core::{CredentialStore, Entry, Error, Result};
     target_os = "netbsd",
     target_os = "dragonfly"
 ))]
-pub const PLATFORM_STORE: &str = "Secret Service";
-#[cfg(target_os = "macos")]
-pub const PLATFORM_STORE: &str = "macOS Keychain";
-#[cfg(target_os = "ios")]
-pub const PLATFORM_STORE: &str = "iOS Keychain";
-#[cfg(target_os = "windows")]
-pub const PLATFORM_STORE: &str = "Windows Credential Manager";
-#[cfg(target_os = "android")]
-pub const PLATFORM_STORE: &str = "Android Keystore";
+mod platform {
+    use super::*;
+    pub const NAME: &str = "Secret Service";
+    pub fn store() -> Result<Arc<CredentialStore>> {
+        Ok(zbus_secret_service_keyring_store::Store::new()?)
+    }
+}
 
-/// Connects to this platform's keychain.
-pub fn platform_store() -> Result<Arc<CredentialStore>> {
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "freebsd",
-        target_os = "openbsd",
-        target_os = "netbsd",
-        target_os = "dragonfly"
-    ))]
-    let store: Arc<CredentialStore> = zbus_secret_service_keyring_store::Store::new()?;
-    #[cfg(target_os = "macos")]
-    let store: Arc<CredentialStore> = apple_native_keyring_store::keychain::Store::new()?;
-    #[cfg(target_os = "ios")]
-    let store: Arc<CredentialStore> = apple_native_keyring_store::protected::Store::new()?;
-    #[cfg(target_os = "windows")]
-    let store: Arc<CredentialStore> = windows_native_keyring_store::Store::new()?;
-    #[cfg(target_os = "android")]
-    let store: Arc<CredentialStore> = android_native_keyring_store::Store::new()?;
-    Ok(store)
+#[cfg(target_os = "macos")]
+mod platform {
+    use super::*;
+    pub const NAME: &str = "macOS Keychain";
+    pub fn store() -> Result<Arc<CredentialStore>> {
+        Ok(apple_native_keyring_store::keychain::Store::new()?)
+    }
+}
+
+#[cfg(target_os = "ios")]
+mod platform {
+    use super::*;
+    pub const NAME: &str = "iOS Keychain";
+    pub fn store() -> Result<Arc<CredentialStore>> {
+        Ok(apple_native_keyring_store::protected::Store::new()?)
+    }
+}
+
+#[cfg(target_os = "windows")]
+mod platform {
+    use super::*;
+    pub const NAME: &str = "Windows Credential Manager";
+    pub fn store() -> Result<Arc<CredentialStore>> {
+        Ok(windows_native_keyring_store::Store::new()?)
+    }
+}
+
+#[cfg(target_os = "android")]
+mod platform {
+    use super::*;
+    pub const NAME: &str = "Android Keystore";
+    pub fn store() -> Result<Arc<CredentialStore>> {
+        Ok(android_native_keyring_store::Store::new()?)
+    }
 }
