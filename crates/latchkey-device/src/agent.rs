@@ -4,9 +4,11 @@
 //! latchkey-quorum.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use latchkey_proto::chain::{Chain, Op, OpBody, OpId};
@@ -115,30 +117,28 @@ impl Agent {
 
     /// Runs one envelope through the whole pipeline, its action included.
     pub async fn handle(&self, envelope: Vec<u8>, via: Via) -> Handled {
-        // Opening and judging run in one trip to the blocking pool (each trip is a thread
-        // hop); only a view due for its check with the nodes splits them, the check running
-        // in between.
-        let p = self.pipeline.clone();
-        let retry_ms = self.retry_ms();
-        let opened = blocking(move || {
+        // Each step runs on this task's own thread (`in_place`): a trip to the blocking pool
+        // costs two thread wake-ups, which on an idle core took longer than the step itself.
+        // Only a view due for its check with the nodes splits opening from judging.
+        let p = &self.pipeline;
+        let opened = in_place(|| {
             let fresh = p.open(&envelope, via)?;
-            let stale = {
-                let view = p.view();
-                view.needs_refresh(p.clock().ticks_ms(), p.config().max_view_age_ms, retry_ms)
-            };
+            let stale = p.view().needs_refresh(
+                p.clock().ticks_ms(),
+                p.config().max_view_age_ms,
+                self.retry_ms(),
+            );
             Ok(if stale {
                 Judged::AfterCheck(fresh)
             } else {
                 Judged::Now(p.authorize(fresh))
             })
-        })
-        .await;
+        });
         let decided = match opened {
             Ok(Ok(Judged::Now(decided))) => decided,
             Ok(Ok(Judged::AfterCheck(fresh))) => {
                 self.refresh().await;
-                let p = self.pipeline.clone();
-                match blocking(move || p.authorize(fresh)).await {
+                match in_place(|| p.authorize(fresh)) {
                     Ok(decided) => decided,
                     Err(r) => return Handled::Refused(r),
                 }
@@ -153,8 +153,7 @@ impl Agent {
         };
         if auth.is_consent() {
             // Judged, recorded (and a key rotated) durably before the answer is sealed.
-            let p = self.pipeline.clone();
-            return match blocking(move || p.consent(auth)).await {
+            return match in_place(|| p.consent(auth)) {
                 Ok(answer) => Handled::Answered(answer),
                 Err(r) => Handled::Refused(r),
             };
@@ -163,41 +162,33 @@ impl Agent {
             // Bound with the nonce in `authorize`; a redemption runs no actuator.
             Ok(Vec::new())
         } else if auth.is_audit() {
-            let p = self.pipeline.clone();
-            let args = auth.args().to_vec();
-            blocking(move || p.audit_page(&args))
-                .await
-                .unwrap_or_else(|r| Err(r.message))
+            in_place(|| p.audit_page(auth.args())).unwrap_or_else(|r| Err(r.message))
         } else if auth.is_subscribe() {
-            let p = self.pipeline.clone();
-            let (sender, args) = (auth.sender(), auth.args().to_vec());
-            blocking(move || p.subscribe(&sender, &args))
-                .await
-                .unwrap_or_else(|r| Err(r.message))
+            in_place(|| p.subscribe(&auth.sender(), auth.args())).unwrap_or_else(|r| Err(r.message))
         } else {
             // The "about to run" entry is committed (by `authorize`: `kill -9` cannot erase
-            // it); its fsync runs while the actuator does, so the actuator starts without
-            // waiting for the disk and the answer waits for whichever is slower.
+            // it). The actuator is started first — polled once, which sends its pulse, request
+            // or message on its way — and the entry's fsync runs while it acts, so the actuator
+            // starts without waiting for the disk and the answer waits for whichever is slower.
             let request = ActionRequest {
                 action: auth.action().to_owned(),
                 args: auth.args().to_vec(),
                 sender: auth.sender(),
                 device: self.device_id(),
             };
-            let p = self.pipeline.clone();
-            let ticket = auth.ticket();
-            let (synced, ran) = tokio::join!(
-                blocking(move || p.make_durable(ticket)),
-                self.actuators.run(&request)
-            );
-            if let Ok(Err(e)) = synced {
+            let mut running = std::pin::pin!(self.actuators.run(&request));
+            let started = std::future::poll_fn(|cx| Poll::Ready(running.as_mut().poll(cx))).await;
+            if let Ok(Err(e)) = in_place(|| p.make_durable(auth.ticket())) {
                 // `complete` tries again and refuses to acknowledge if it still fails.
                 tracing::warn!(error = %e, "syncing the audit log failed");
             }
+            let ran = match started {
+                Poll::Ready(ran) => ran,
+                Poll::Pending => running.await,
+            };
             ran.map_err(|e| format!("{}: {e}", request.action))
         };
-        let p = self.pipeline.clone();
-        match blocking(move || p.complete(auth, result)).await {
+        match in_place(|| p.complete(auth, result)) {
             Ok(answer) => Handled::Answered(answer),
             Err(r) => Handled::Refused(r),
         }
@@ -602,12 +593,32 @@ pub enum PushRefused {
     Store(#[from] Error),
 }
 
-/// An opened command, judged at once or after the view's check with the nodes. Moved once,
-/// out of the blocking pool; boxing either side would only add an allocation per command.
+/// An opened command, judged at once or after the view's check with the nodes. Moved once;
+/// boxing either side would only add an allocation per command.
 #[allow(clippy::large_enum_variant)]
 enum Judged {
     Now(Result<Authorized, Answer>),
     AfterCheck(Fresh),
+}
+
+/// Runs a short pipeline step (cryptography and an SQLite commit; an fsync at most) on the
+/// calling task's thread. `block_in_place` tells a multi-thread runtime this worker is busy,
+/// so its other tasks move to another thread off the step's path; a current-thread runtime
+/// (some tests) simply runs it. A panic becomes an `Internal` refusal, as from the pool.
+fn in_place<T>(step: impl FnOnce() -> T) -> Result<T, Refused> {
+    let run = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(step));
+    let done = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+        _ => run(),
+    };
+    done.map_err(|_| {
+        tracing::error!("a pipeline step panicked");
+        Refused {
+            stage: Stage::Action,
+            code: RejectCode::Internal,
+            message: "internal error; see the device log".into(),
+        }
+    })
 }
 
 /// Runs a pipeline step on the blocking pool (SQLite waits for the disk).

@@ -231,6 +231,15 @@ impl Store {
         let mark = clock_value(&tx, MARK)?.max(mark);
         set_clock_value(&tx, LEASE, lease)?;
         set_clock_value(&tx, MARK, mark)?;
+        // SQLite writes no page for an update to the value a row already holds, and a commit
+        // without pages neither writes nor syncs the WAL. Lease and mark stand still within a
+        // millisecond and on a door without a trusted clock, so the count of durable commits
+        // is what makes every one of them a write, and so a sync.
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('durable_commits', '1')
+             ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+            [],
+        )?;
         tx.commit()?;
         Ok((lease, mark))
     }
@@ -559,6 +568,33 @@ fn clamp(ms: u64) -> i64 {
 mod tests {
     use super::*;
     use latchkey_testkit::{person, TestDevice};
+
+    #[test]
+    fn every_sync_commits_even_when_the_lease_and_mark_stand_still() {
+        // An update to the value a row already holds writes no page in SQLite, and a commit
+        // without pages neither writes nor syncs the WAL: a sync in the same millisecond as
+        // the last one (or on a door without a trusted clock) would have acknowledged an
+        // entry that was never made durable.
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("s.db");
+        let s = Store::open(&path).unwrap();
+        let observer = Connection::open(&path).unwrap();
+        let version = || -> i64 {
+            observer
+                .query_row("PRAGMA data_version", [], |r| r.get(0))
+                .unwrap()
+        };
+        s.extend_lease(5_000, 1_200).unwrap();
+        for _ in 0..3 {
+            // As `append_running` does after its lazy commit.
+            let ticket = s.lazy_commits.fetch_add(1, Ordering::SeqCst) + 1;
+            let before = version();
+            s.sync_through(ticket, 5_000, 1_200).unwrap();
+            assert_ne!(version(), before, "the sync committed nothing");
+            assert_eq!(s.lease().unwrap(), 5_000);
+            assert_eq!(s.clock_mark().unwrap(), 1_200);
+        }
+    }
 
     #[test]
     fn the_barrier_is_the_lease_the_last_run_left_and_nothing_goes_down() {

@@ -204,8 +204,19 @@ async fn main() {
     let state = record.chain.state();
     let http = reqwest::Client::new();
     let url = format!("http://{}/v1/command", agent.addr());
-    let mut stages: [Vec<Duration>; 6] = Default::default();
+    let health = format!("http://{}/healthz", agent.addr());
+    let mut stages: [Vec<Duration>; 8] = Default::default();
     for _ in 0..n {
+        // The transport alone: the same client and server, a request that does nothing.
+        let t = Instant::now();
+        http.get(&health)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        stages[6].push(t.elapsed());
         let t = Instant::now();
         let found = owner.find_device(&device).unwrap();
         stages[0].push(t.elapsed());
@@ -241,6 +252,34 @@ async fn main() {
             .await
             .unwrap();
         stages[3].push(t.elapsed());
+        // The same door's `handle` without HTTP: the agent's own hops and waits.
+        let signed = Command {
+            device: found.id,
+            sender: me.public_key(),
+            action: "unlock".into(),
+            args: Vec::new(),
+            timestamp_ms: owner.now_ms(),
+            nonce: {
+                OsRng.fill_bytes(&mut nonce);
+                nonce
+            },
+            challenge: None,
+            grants: Vec::new(),
+            reply_to: ReplyTo::Direct,
+        }
+        .sign(&me)
+        .unwrap();
+        let (direct, _) = seal_command(&signed, &state.kem, &mut OsRng).unwrap();
+        let t = Instant::now();
+        let handled = agent
+            .agent()
+            .handle(direct, latchkey_device::audit::Via::Local)
+            .await;
+        stages[7].push(t.elapsed());
+        assert!(matches!(
+            handled,
+            latchkey_device::agent::Handled::Answered(_)
+        ));
         let t = Instant::now();
         let answer = pending.open(&body, &state.identity).unwrap();
         stages[4].push(t.elapsed());
@@ -267,6 +306,8 @@ async fn main() {
         "POST → door (open, verify, authorize, run, fsync, sign, seal) → answer bytes",
         "open + verify the answer",
         "keep the answer for the device card (no fsync)",
+        "for comparison: GET /healthz on the door (HTTP round trip, nothing done)",
+        "for comparison: the running door's whole handling of a command, no HTTP",
     ];
     for (name, samples) in names.iter().zip(stages) {
         row(name, samples);
