@@ -61,6 +61,21 @@ const invoke = window.__TAURI_INTERNALS__.invoke;
 })().then((ms) => done({ ms }), (e) => done({ error: String(e) + JSON.stringify(e) }));
 "#;
 
+/// `arguments[0]` calls of the `app_info` command (nothing behind it): the IPC alone.
+const INVOKE_NOTHING: &str = r#"
+const [count, done] = arguments;
+const invoke = window.__TAURI_INTERNALS__.invoke;
+(async () => {
+  const ms = [];
+  for (let i = 0; i < count; i++) {
+    const t0 = performance.now();
+    await invoke('app_info');
+    ms.push(performance.now() - t0);
+  }
+  return ms;
+})().then((ms) => done({ ms }), (e) => done({ error: String(e) }));
+"#;
+
 /// `arguments[0]` taps of the first device card's Open button; each from the click until
 /// the button is enabled again (the answer is on the card by then).
 const TAPS: &str = r#"
@@ -126,6 +141,7 @@ async fn open_through_the_app() {
     // Warm-up: connections, the session's key, the door's lease.
     samples(&s.execute_async(INVOKE_OPENS, json!([20, device])).await);
     let invoked = samples(&s.execute_async(INVOKE_OPENS, json!([opens, device])).await);
+    let ipc = samples(&s.execute_async(INVOKE_NOTHING, json!([opens])).await);
 
     // The page as a person sees it, with the claimed door on the devices screen.
     s.execute("location.reload()", json!([])).await;
@@ -138,6 +154,10 @@ async fn open_through_the_app() {
         app.display()
     );
     report("invoke open_device → verified answer", invoked);
+    report(
+        "for comparison: invoke app_info (the IPC, nothing behind it)",
+        ipc,
+    );
     report("tap Open → answer on the card", tapped);
     demo.stop().await;
 }

@@ -205,7 +205,7 @@ async fn main() {
     let http = reqwest::Client::new();
     let url = format!("http://{}/v1/command", agent.addr());
     let health = format!("http://{}/healthz", agent.addr());
-    let mut stages: [Vec<Duration>; 8] = Default::default();
+    let mut stages: [Vec<Duration>; 9] = Default::default();
     for _ in 0..n {
         // The transport alone: the same client and server, a request that does nothing.
         let t = Instant::now();
@@ -217,6 +217,17 @@ async fn main() {
             .await
             .unwrap();
         stages[6].push(t.elapsed());
+        // What the app adds per command: a profile opened over the same session.
+        let t = Instant::now();
+        let again = Profile::with_session(
+            &tmp.path().join("owner"),
+            Arc::new(MemorySeeds::default()),
+            Arc::new(SystemClock),
+            owner.session(),
+        )
+        .unwrap();
+        stages[8].push(t.elapsed());
+        drop(again);
         let t = Instant::now();
         let found = owner.find_device(&device).unwrap();
         stages[0].push(t.elapsed());
@@ -308,6 +319,7 @@ async fn main() {
         "keep the answer for the device card (no fsync)",
         "for comparison: GET /healthz on the door (HTTP round trip, nothing done)",
         "for comparison: the running door's whole handling of a command, no HTTP",
+        "the app's extra per command: a profile opened over the session (SQLite open, schema check)",
     ];
     for (name, samples) in names.iter().zip(stages) {
         row(name, samples);
