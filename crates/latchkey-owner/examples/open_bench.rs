@@ -234,22 +234,24 @@ async fn main() {
         let t = Instant::now();
         let me = owner.identity().unwrap();
         stages[1].push(t.elapsed());
-        let mut nonce = [0u8; 16];
-        OsRng.fill_bytes(&mut nonce);
-        let t = Instant::now();
-        let signed = Command {
+        let unlock = || Command {
             device: found.id,
             sender: me.public_key(),
             action: "unlock".into(),
             args: Vec::new(),
             timestamp_ms: owner.now_ms(),
-            nonce,
+            nonce: {
+                let mut nonce = [0u8; 16];
+                OsRng.fill_bytes(&mut nonce);
+                nonce
+            },
             challenge: None,
             grants: Vec::new(),
             reply_to: ReplyTo::Direct,
-        }
-        .sign(&me)
-        .unwrap();
+        };
+        let command = unlock();
+        let t = Instant::now();
+        let signed = command.sign(&me).unwrap();
         let (envelope, pending) = seal_command(&signed, &state.kem, &mut OsRng).unwrap();
         stages[2].push(t.elapsed());
         let t = Instant::now();
@@ -264,22 +266,7 @@ async fn main() {
             .unwrap();
         stages[3].push(t.elapsed());
         // The same door's `handle` without HTTP: the agent's own hops and waits.
-        let signed = Command {
-            device: found.id,
-            sender: me.public_key(),
-            action: "unlock".into(),
-            args: Vec::new(),
-            timestamp_ms: owner.now_ms(),
-            nonce: {
-                OsRng.fill_bytes(&mut nonce);
-                nonce
-            },
-            challenge: None,
-            grants: Vec::new(),
-            reply_to: ReplyTo::Direct,
-        }
-        .sign(&me)
-        .unwrap();
+        let signed = unlock().sign(&me).unwrap();
         let (direct, _) = seal_command(&signed, &state.kem, &mut OsRng).unwrap();
         let t = Instant::now();
         let handled = agent
