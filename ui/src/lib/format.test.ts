@@ -10,6 +10,7 @@ import {
   doorIsOpen,
   errorText,
   freshness,
+  newestAnswer,
   fromLocalInput,
   grantStatusLabel,
   ownershipLine,
@@ -403,5 +404,23 @@ describe('links and stays in words', () => {
   it('dates activity relative to now while recent', () => {
     expect(activityTime(10_000_000, 10_000_500)).toBe('just now');
     expect(activityTime(10_000_000, 10_000_000 + 5 * 60_000)).toBe('5 min ago');
+  });
+});
+
+describe('newestAnswer', () => {
+  const answer = (received_at_ms: number, body: string): OpenResult =>
+    ({ accepted: true, body, received_at_ms }) as unknown as OpenResult;
+
+  it("shows the card's own answer at once, before the list has it", () => {
+    const mine = answer(2_000, 'just now');
+    expect(newestAnswer(mine, answer(1_000, 'before'))).toBe(mine);
+    expect(newestAnswer(mine, null)).toBe(mine);
+  });
+
+  it('gives way to the list once it holds the same answer or a newer one', () => {
+    const listed = answer(3_000, 'from elsewhere');
+    expect(newestAnswer(answer(2_000, 'mine'), listed)).toBe(listed);
+    expect(newestAnswer(null, listed)).toBe(listed);
+    expect(newestAnswer(null, null)).toBeNull();
   });
 });

@@ -82,6 +82,16 @@ function hostOf(url: string): string {
  * The headline of a device's signed answer. A refusal is worded by the owner core (what it
  * means, what to do), never shown as a bare code.
  */
+/**
+ * The answer a device card shows: the one its own Open just got, until the devices list
+ * brings one at least as new (the same answer, or a later one from elsewhere).
+ */
+export function newestAnswer(mine: OpenResult | null, listed: OpenResult | null): OpenResult | null {
+  if (mine === null) return listed;
+  if (listed === null) return mine;
+  return listed.received_at_ms >= mine.received_at_ms ? listed : mine;
+}
+
 export function resultHeadline(result: OpenResult): string {
   const action = capitalize(result.action);
   if (result.accepted) {
