@@ -54,6 +54,12 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
+/// Sends `request` and reads the whole answer.
+async fn body_of(request: reqwest::RequestBuilder) -> Vec<u8> {
+    let answer = request.send().await.unwrap();
+    answer.bytes().await.unwrap().to_vec()
+}
+
 fn row(label: &str, mut samples: Vec<Duration>) {
     samples.sort();
     let pick = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
@@ -209,13 +215,7 @@ async fn main() {
     for _ in 0..n {
         // The transport alone: the same client and server, a request that does nothing.
         let t = Instant::now();
-        http.get(&health)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        body_of(http.get(&health)).await;
         stages[6].push(t.elapsed());
         // What the app adds per command: a profile opened over the same session.
         let t = Instant::now();
@@ -255,15 +255,7 @@ async fn main() {
         let (envelope, pending) = seal_command(&signed, &state.kem, &mut OsRng).unwrap();
         stages[2].push(t.elapsed());
         let t = Instant::now();
-        let body = http
-            .post(&url)
-            .body(envelope)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let body = body_of(http.post(&url).body(envelope)).await;
         stages[3].push(t.elapsed());
         // The same door's `handle` without HTTP: the agent's own hops and waits.
         let signed = unlock().sign(&me).unwrap();
