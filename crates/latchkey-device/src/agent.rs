@@ -4,11 +4,9 @@
 //! latchkey-quorum.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
 use latchkey_proto::chain::{Chain, Op, OpBody, OpId};
@@ -167,25 +165,26 @@ impl Agent {
             in_place(|| p.subscribe(&auth.sender(), auth.args())).unwrap_or_else(|r| Err(r.message))
         } else {
             // The "about to run" entry is committed (by `authorize`: `kill -9` cannot erase
-            // it). The actuator is started first — polled once, which sends its pulse, request
-            // or message on its way — and the entry's fsync runs while it acts, so the actuator
-            // starts without waiting for the disk and the answer waits for whichever is slower.
+            // it); its fsync runs on the blocking pool while the actuator runs here, polled
+            // all along (an HTTP or MQTT actuator needs polling to make progress), so the
+            // actuator starts without waiting for the disk and the answer waits for whichever
+            // is slower.
             let request = ActionRequest {
                 action: auth.action().to_owned(),
                 args: auth.args().to_vec(),
                 sender: auth.sender(),
                 device: self.device_id(),
             };
-            let mut running = std::pin::pin!(self.actuators.run(&request));
-            let started = std::future::poll_fn(|cx| Poll::Ready(running.as_mut().poll(cx))).await;
-            if let Ok(Err(e)) = in_place(|| p.make_durable(auth.ticket())) {
+            let durable = self.pipeline.clone();
+            let ticket = auth.ticket();
+            let (synced, ran) = tokio::join!(
+                blocking(move || durable.make_durable(ticket)),
+                self.actuators.run(&request)
+            );
+            if let Ok(Err(e)) = synced {
                 // `complete` tries again and refuses to acknowledge if it still fails.
                 tracing::warn!(error = %e, "syncing the audit log failed");
             }
-            let ran = match started {
-                Poll::Ready(ran) => ran,
-                Poll::Pending => running.await,
-            };
             ran.map_err(|e| format!("{}: {e}", request.action))
         };
         match in_place(|| p.complete(auth, result)) {

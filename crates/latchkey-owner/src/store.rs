@@ -255,11 +255,13 @@ impl VerifiedChains {
     const MOST: usize = 256;
 
     fn verify(&self, bytes: &[u8]) -> latchkey_proto::Result<Chain> {
-        let mut by_bytes = self.by_bytes.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(chain) = by_bytes.get(bytes) {
+        let lock = || self.by_bytes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(chain) = lock().get(bytes) {
             return Ok(chain.clone());
         }
+        // Verified without the lock: a long chain must not hold up every other command.
         let chain = OpList::from_bytes(bytes).and_then(|l| Chain::verify(l.0))?;
+        let mut by_bytes = lock();
         if by_bytes.len() >= Self::MOST {
             by_bytes.clear();
         }
