@@ -115,11 +115,13 @@ impl Agent {
 
     /// Runs one envelope through the whole pipeline, its action included.
     pub async fn handle(&self, envelope: Vec<u8>, via: Via) -> Handled {
-        // Each step runs on this task's own thread (`in_place`): a trip to the blocking pool
-        // costs two thread wake-ups, which on an idle core took longer than the step itself.
-        // Only a view due for its check with the nodes splits opening from judging.
+        // The command's own steps (cryptography, an SQLite commit to the WAL) run right here
+        // on the task (`at_once`): a trip to the blocking pool, or `block_in_place` handing
+        // this worker's queue to another thread, costs cross-thread wake-ups that together
+        // took longer than the steps (0.1 to 0.2 ms each; docs/BENCHMARKS.md, run 5). Only a
+        // view due for its check with the nodes splits opening from judging.
         let p = &self.pipeline;
-        let opened = in_place(|| {
+        let opened = at_once(|| {
             let fresh = p.open(&envelope, via)?;
             let stale = p.view().needs_refresh(
                 p.clock().ticks_ms(),
@@ -136,7 +138,7 @@ impl Agent {
             Ok(Ok(Judged::Now(decided))) => decided,
             Ok(Ok(Judged::AfterCheck(fresh))) => {
                 self.refresh().await;
-                match in_place(|| p.authorize(fresh)) {
+                match at_once(|| p.authorize(fresh)) {
                     Ok(decided) => decided,
                     Err(r) => return Handled::Refused(r),
                 }
@@ -187,7 +189,7 @@ impl Agent {
             }
             ran.map_err(|e| format!("{}: {e}", request.action))
         };
-        match in_place(|| p.complete(auth, result)) {
+        match at_once(|| p.complete(auth, result)) {
             Ok(answer) => Handled::Answered(answer),
             Err(r) => Handled::Refused(r),
         }
@@ -600,17 +602,26 @@ enum Judged {
     AfterCheck(Fresh),
 }
 
-/// Runs a short pipeline step (cryptography and an SQLite commit; an fsync at most) on the
-/// calling task's thread. `block_in_place` tells a multi-thread runtime this worker is busy,
-/// so its other tasks move to another thread off the step's path; a current-thread runtime
-/// (some tests) simply runs it. A panic becomes an `Internal` refusal, as from the pool.
+/// Runs a pipeline step that may read many pages or wait for the disk (a consent's durable
+/// commit, an audit page) on the calling task's thread. `block_in_place` tells a
+/// multi-thread runtime this worker is busy, so its other tasks move to another thread; a
+/// current-thread runtime (some tests) simply runs it.
 fn in_place<T>(step: impl FnOnce() -> T) -> Result<T, Refused> {
-    let run = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(step));
-    let done = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
-        _ => run(),
-    };
-    done.map_err(|_| {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+            tokio::task::block_in_place(|| at_once(step))
+        }
+        _ => at_once(step),
+    }
+}
+
+/// Runs a short pipeline step on the task itself: the command's cryptography and commits to
+/// the WAL, a tenth of a millisecond or two. The worker is busy for that long, which a
+/// second worker covers by stealing its queue; the one wait for the disk on this path, the
+/// entry's fsync, goes to the blocking pool beside the actuator. A panic becomes an
+/// `Internal` refusal, as from the pool.
+fn at_once<T>(step: impl FnOnce() -> T) -> Result<T, Refused> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|_| {
         tracing::error!("a pipeline step panicked");
         Refused {
             stage: Stage::Action,

@@ -116,7 +116,7 @@ impl Store {
         let (oldest, next_seq) = bounds(&tx)?;
         let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
         let newest_first = {
-            let mut stmt = tx.prepare(
+            let mut stmt = tx.prepare_cached(
                 "SELECT seq, entry FROM audit_log WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![before, max as i64], |r| {
@@ -167,7 +167,8 @@ impl Store {
         match run {
             Some((a, b)) => set_meta(&tx, SERVED_RUN_KEY, &format!("{a}-{b}"))?,
             None => {
-                tx.execute("DELETE FROM meta WHERE key = ?1", [SERVED_RUN_KEY])?;
+                tx.prepare_cached("DELETE FROM meta WHERE key = ?1")?
+                    .execute([SERVED_RUN_KEY])?;
             }
         }
         tx.commit()?;
@@ -182,7 +183,7 @@ impl Store {
     /// Every stored entry, oldest first, as stored bytes.
     pub fn audit_all(&self) -> Result<Vec<(u64, Vec<u8>)>> {
         let conn = self.lazy();
-        let mut stmt = conn.prepare("SELECT seq, entry FROM audit_log ORDER BY seq")?;
+        let mut stmt = conn.prepare_cached("SELECT seq, entry FROM audit_log ORDER BY seq")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -198,7 +199,8 @@ impl Store {
     pub fn audit_len(&self) -> Result<u64> {
         Ok(self
             .lazy()
-            .query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0))?)
+            .prepare_cached("SELECT COUNT(*) FROM audit_log")?
+            .query_row([], |r| r.get(0))?)
     }
 
     /// Bounds the log near `keep` entries: deletes the oldest prefix, but never past the first
@@ -224,11 +226,9 @@ impl Store {
         let (oldest, next) = bounds(&tx)?;
         let slack = (keep / 10).max(1);
         let fetched = get_u64(&tx, FETCHED_KEY)?;
-        let first_unfetched_accepted: Option<i64> = tx.query_row(
-            "SELECT MIN(seq) FROM audit_log WHERE accepted = 1 AND seq > ?1",
-            [fetched.map_or(-1, |f| f as i64)],
-            |r| r.get(0),
-        )?;
+        let first_unfetched_accepted: Option<i64> = tx
+            .prepare_cached("SELECT MIN(seq) FROM audit_log WHERE accepted = 1 AND seq > ?1")?
+            .query_row([fetched.map_or(-1, |f| f as i64)], |r| r.get(0))?;
         let cut = next
             .saturating_sub(keep)
             .min(first_unfetched_accepted.map_or(u64::MAX, |s| s as u64));
@@ -236,17 +236,16 @@ impl Store {
             return Ok(None);
         }
         let last = cut - 1;
-        let last_hash: Vec<u8> = tx.query_row(
-            "SELECT hash FROM audit_log WHERE seq = ?1",
-            [last as i64],
-            |r| r.get(0),
-        )?;
-        let unfetched: u64 = tx.query_row(
-            "SELECT COUNT(*) FROM audit_log WHERE seq < ?1 AND seq > ?2",
-            params![cut as i64, fetched.map_or(-1, |f| f as i64)],
-            |r| r.get(0),
-        )?;
-        tx.execute("DELETE FROM audit_log WHERE seq < ?1", [cut as i64])?;
+        let last_hash: Vec<u8> = tx
+            .prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")?
+            .query_row([last as i64], |r| r.get(0))?;
+        let unfetched: u64 = tx
+            .prepare_cached("SELECT COUNT(*) FROM audit_log WHERE seq < ?1 AND seq > ?2")?
+            .query_row(params![cut as i64, fetched.map_or(-1, |f| f as i64)], |r| {
+                r.get(0)
+            })?;
+        tx.prepare_cached("DELETE FROM audit_log WHERE seq < ?1")?
+            .execute([cut as i64])?;
         let marker = Pruned {
             first: oldest,
             last,
@@ -308,11 +307,9 @@ fn start_era_if_needed(
     if head(tx)?.is_some_and(|(_, _, e)| e == era.id) {
         return Ok(None);
     }
-    let dropped = tx.execute("DELETE FROM audit_log", [])?;
-    tx.execute(
-        "DELETE FROM meta WHERE key IN (?1, ?2)",
-        [FETCHED_KEY, SERVED_RUN_KEY],
-    )?;
+    let dropped = tx.prepare_cached("DELETE FROM audit_log")?.execute([])?;
+    tx.prepare_cached("DELETE FROM meta WHERE key IN (?1, ?2)")?
+        .execute([FETCHED_KEY, SERVED_RUN_KEY])?;
     set_meta(tx, ERA_OP_SEQ_KEY, &era.op_seq.to_string())?;
     if dropped > 0 {
         tracing::info!(
@@ -348,16 +345,16 @@ fn insert_next(
         body,
     }
     .sign(identity);
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO audit_log (seq, era, hash, accepted, entry) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            seq as i64,
-            &era.id[..],
-            &signed.entry.hash()[..],
-            accepted,
-            signed.to_bytes()
-        ],
-    )?;
+    )?
+    .execute(params![
+        seq as i64,
+        &era.id[..],
+        &signed.entry.hash()[..],
+        accepted,
+        signed.to_bytes()
+    ])?;
     Ok(signed)
 }
 
@@ -366,11 +363,8 @@ type Head = (u64, [u8; 32], [u8; 32]);
 
 fn head(conn: &Connection) -> Result<Option<Head>> {
     let row: Option<(i64, Vec<u8>, Vec<u8>)> = conn
-        .query_row(
-            "SELECT seq, hash, era FROM audit_log ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        .prepare_cached("SELECT seq, hash, era FROM audit_log ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     row.map(|(seq, hash, era)| Ok((seq as u64, hash32(hash)?, hash32(era)?)))
         .transpose()
@@ -378,10 +372,9 @@ fn head(conn: &Connection) -> Result<Option<Head>> {
 
 /// The oldest held sequence and the next one (both the next when empty).
 fn bounds(conn: &Connection) -> Result<(u64, u64)> {
-    let (min, max): (Option<i64>, Option<i64>) =
-        conn.query_row("SELECT MIN(seq), MAX(seq) FROM audit_log", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
+    let (min, max): (Option<i64>, Option<i64>) = conn
+        .prepare_cached("SELECT MIN(seq), MAX(seq) FROM audit_log")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let next = max.map_or(0, |m| m as u64 + 1);
     Ok((min.map_or(next, |m| m as u64), next))
 }
@@ -394,18 +387,16 @@ fn hash32(bytes: Vec<u8>) -> Result<[u8; 32]> {
 
 fn get_u64(conn: &Connection, key: &str) -> Result<Option<u64>> {
     let v: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
         .optional()?;
     Ok(v.and_then(|v| v.parse().ok()))
 }
 
 fn get_run(conn: &Connection) -> Result<Option<(u64, u64)>> {
     let v: Option<String> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = ?1",
-            [SERVED_RUN_KEY],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([SERVED_RUN_KEY], |r| r.get(0))
         .optional()?;
     Ok(v.and_then(|v| {
         let (a, b) = v.split_once('-')?;
@@ -414,11 +405,11 @@ fn get_run(conn: &Connection) -> Result<Option<(u64, u64)>> {
 }
 
 fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![key, value],
-    )?;
+    )?
+    .execute(params![key, value])?;
     Ok(())
 }
 

@@ -74,6 +74,9 @@ pub struct LimitReached {
     pub limit: u32,
 }
 
+/// Distinct statements kept prepared per connection (the hot path uses about fifteen).
+const STATEMENT_CACHE: usize = 64;
+
 impl Store {
     pub fn open(path: &Path) -> Result<Self> {
         let open = |synchronous: &str| -> Result<Connection> {
@@ -81,6 +84,9 @@ impl Store {
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", synchronous)?;
+            // Every command runs the same dozen statements; kept prepared, SQLite parses
+            // none of them again.
+            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             Ok(conn)
         };
         let durable = open("FULL")?;
@@ -123,7 +129,7 @@ impl Store {
     /// The stored chain, verified from genesis; `None` if none is stored.
     pub fn load_chain(&self) -> Result<Option<Chain>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT op FROM ops ORDER BY seq")?;
+        let mut stmt = conn.prepare_cached("SELECT op FROM ops ORDER BY seq")?;
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
         let mut ops = Vec::new();
         for row in rows {
@@ -147,7 +153,7 @@ impl Store {
         // reads the stored ops back nor encodes the chain again. A row without an id (an older
         // store) never matches, so the list is rewritten once with ids.
         let held: Vec<Option<Vec<u8>>> = {
-            let mut stmt = tx.prepare("SELECT id FROM ops ORDER BY seq")?;
+            let mut stmt = tx.prepare_cached("SELECT id FROM ops ORDER BY seq")?;
             let rows = stmt.query_map([], |r| r.get::<_, Option<Vec<u8>>>(0))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
@@ -161,14 +167,12 @@ impl Store {
         let from = if extends {
             held.len()
         } else {
-            tx.execute("DELETE FROM ops", [])?;
+            tx.prepare_cached("DELETE FROM ops")?.execute([])?;
             0
         };
         for (pos, (op, id)) in ops.iter().zip(&ids).enumerate().skip(from) {
-            tx.execute(
-                "INSERT INTO ops (seq, op, id) VALUES (?1, ?2, ?3)",
-                params![pos as i64, op.to_bytes(), &id.0[..]],
-            )?;
+            tx.prepare_cached("INSERT INTO ops (seq, op, id) VALUES (?1, ?2, ?3)")?
+                .execute(params![pos as i64, op.to_bytes(), &id.0[..]])?;
         }
         tx.commit()?;
         Ok(ops.len() - from)
@@ -179,16 +183,18 @@ impl Store {
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         Ok(self
             .lazy()
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
             .optional()?)
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.lazy().execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+        self.lazy()
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
+            )?
+            .execute(params![key, value])?;
         Ok(())
     }
 
@@ -235,11 +241,11 @@ impl Store {
         // without pages neither writes nor syncs the WAL. Lease and mark stand still within a
         // millisecond and on a door without a trusted clock, so the count of durable commits
         // is what makes every one of them a write, and so a sync.
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO meta (key, value) VALUES ('durable_commits', '1')
              ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
-            [],
-        )?;
+        )?
+        .execute([])?;
         tx.commit()?;
         Ok((lease, mark))
     }
@@ -312,15 +318,13 @@ impl Store {
             return Ok(Accepted::LimitReached(spent));
         }
         if let Some((grant, key, bound_ms)) = binding {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR IGNORE INTO bindings (grant_id, key, bound_ms) VALUES (?1, ?2, ?3)",
-                params![&grant.0[..], key.as_bytes(), clamp(bound_ms)],
-            )?;
-            let stored: Vec<u8> = tx.query_row(
-                "SELECT key FROM bindings WHERE grant_id = ?1",
-                [&grant.0[..]],
-                |r| r.get(0),
-            )?;
+            )?
+            .execute(params![&grant.0[..], key.as_bytes(), clamp(bound_ms)])?;
+            let stored: Vec<u8> = tx
+                .prepare_cached("SELECT key FROM bindings WHERE grant_id = ?1")?
+                .query_row([&grant.0[..]], |r| r.get(0))?;
             if stored != key.as_bytes() {
                 return Ok(Accepted::AlreadyBound);
             }
@@ -358,7 +362,7 @@ impl Store {
     /// Every stored binding: grant id and the phone key it is bound to.
     pub fn bindings(&self) -> Result<Vec<(GrantId, PublicKey)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT grant_id, key FROM bindings")?;
+        let mut stmt = conn.prepare_cached("SELECT grant_id, key FROM bindings")?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
         })?;
@@ -381,11 +385,8 @@ impl Store {
     pub fn uses(&self, grant: &GrantId) -> Result<u32> {
         Ok(self
             .conn()
-            .query_row(
-                "SELECT used FROM use_counts WHERE grant_id = ?1",
-                [&grant.0[..]],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT used FROM use_counts WHERE grant_id = ?1")?
+            .query_row([&grant.0[..]], |r| r.get(0))
             .optional()?
             .unwrap_or(0))
     }
@@ -397,31 +398,29 @@ impl Store {
     pub fn relay_cursor(&self, node: &str) -> Result<u64> {
         let v: Option<i64> = self
             .lazy()
-            .query_row(
-                "SELECT after FROM relay_cursors WHERE node = ?1",
-                [node],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT after FROM relay_cursors WHERE node = ?1")?
+            .query_row([node], |r| r.get(0))
             .optional()?;
         Ok(v.map_or(0, |v| v as u64))
     }
 
     pub fn set_relay_cursor(&self, node: &str, after: u64) -> Result<()> {
-        self.lazy().execute(
-            "INSERT INTO relay_cursors (node, after) VALUES (?1, ?2)
+        self.lazy()
+            .prepare_cached(
+                "INSERT INTO relay_cursors (node, after) VALUES (?1, ?2)
              ON CONFLICT (node) DO UPDATE SET after = excluded.after",
-            params![node, after as i64],
-        )?;
+            )?
+            .execute(params![node, after as i64])?;
         Ok(())
     }
 
     /// Records a relayed envelope's hash; `false` if it was seen before (a copy through
     /// another node).
     pub fn relay_first_sight(&self, hash: &[u8; 32], at_ms: u64) -> Result<bool> {
-        let n = self.lazy().execute(
-            "INSERT OR IGNORE INTO relay_seen (hash, at_ms) VALUES (?1, ?2)",
-            params![&hash[..], at_ms as i64],
-        )?;
+        let n = self
+            .lazy()
+            .prepare_cached("INSERT OR IGNORE INTO relay_seen (hash, at_ms) VALUES (?1, ?2)")?
+            .execute(params![&hash[..], at_ms as i64])?;
         Ok(n == 1)
     }
 
@@ -429,20 +428,17 @@ impl Store {
     pub fn relay_seen(&self, hash: &[u8; 32]) -> Result<bool> {
         Ok(self
             .lazy()
-            .query_row(
-                "SELECT 1 FROM relay_seen WHERE hash = ?1",
-                [&hash[..]],
-                |_| Ok(()),
-            )
+            .prepare_cached("SELECT 1 FROM relay_seen WHERE hash = ?1")?
+            .query_row([&hash[..]], |_| Ok(()))
             .optional()?
             .is_some())
     }
 
     pub fn forget_relay_seen_before(&self, at_ms: u64) -> Result<usize> {
-        Ok(self.lazy().execute(
-            "DELETE FROM relay_seen WHERE at_ms < ?1",
-            [at_ms.min(i64::MAX as u64) as i64],
-        )?)
+        Ok(self
+            .lazy()
+            .prepare_cached("DELETE FROM relay_seen WHERE at_ms < ?1")?
+            .execute([at_ms.min(i64::MAX as u64) as i64])?)
     }
 }
 
@@ -484,11 +480,8 @@ fn take_uses_in(
 ) -> Result<std::result::Result<(), LimitReached>> {
     for (grant, limit) in limits {
         let used: u32 = tx
-            .query_row(
-                "SELECT used FROM use_counts WHERE grant_id = ?1",
-                [&grant.0[..]],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT used FROM use_counts WHERE grant_id = ?1")?
+            .query_row([&grant.0[..]], |r| r.get(0))
             .optional()?
             .unwrap_or(0);
         if used >= *limit {
@@ -499,11 +492,11 @@ fn take_uses_in(
         }
     }
     for (grant, _) in limits {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO use_counts (grant_id, used) VALUES (?1, 1)
              ON CONFLICT (grant_id) DO UPDATE SET used = used + 1",
-            [&grant.0[..]],
-        )?;
+        )?
+        .execute([&grant.0[..]])?;
     }
     Ok(Ok(()))
 }
@@ -521,12 +514,14 @@ const BOOTS: &str = "boots";
 /// goes, in one durable transaction.
 fn migrate_strike_register(conn: &Connection) -> Result<()> {
     let has_table: bool = conn
-        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'nonces'")?
+        .prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'nonces'")?
         .exists([])?;
     if !has_table {
         return Ok(());
     }
-    let newest: Option<i64> = conn.query_row("SELECT MAX(ts_ms) FROM nonces", [], |r| r.get(0))?;
+    let newest: Option<i64> = conn
+        .prepare_cached("SELECT MAX(ts_ms) FROM nonces")?
+        .query_row([], |r| r.get(0))?;
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let done = (|| -> Result<()> {
         let lease = clock_value(conn, LEASE)?.max(newest.map_or(0, |t| t.max(0) as u64));
@@ -546,17 +541,18 @@ fn migrate_strike_register(conn: &Connection) -> Result<()> {
 
 fn clock_value(conn: &Connection, key: &str) -> Result<u64> {
     let v: Option<i64> = conn
-        .query_row("SELECT ms FROM clock WHERE key = ?1", [key], |r| r.get(0))
+        .prepare_cached("SELECT ms FROM clock WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
         .optional()?;
     Ok(v.map_or(0, |v| v.max(0) as u64))
 }
 
 fn set_clock_value(conn: &Connection, key: &str, ms: u64) -> Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO clock (key, ms) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET ms = excluded.ms",
-        params![key, clamp(ms)],
-    )?;
+    )?
+    .execute(params![key, clamp(ms)])?;
     Ok(())
 }
 

@@ -298,7 +298,7 @@ async fn main() {
         "keep the answer for the device card (no fsync)",
         "for comparison: GET /healthz on the door (HTTP round trip, nothing done)",
         "for comparison: the running door's whole handling of a command, no HTTP",
-        "the app's extra per command: a profile opened over the session (SQLite open, schema check)",
+        "the app's extra per command: a profile opened over the session (a pooled connection)",
     ];
     for (name, samples) in names.iter().zip(stages) {
         row(name, samples);

@@ -52,11 +52,13 @@ impl Profile {
         // fsync left on an open.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| self.store.wrap(e))?;
-        let written = conn.execute(
-            "INSERT OR REPLACE INTO last_answers (device, action, response, route, via,
+        let written = conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO last_answers (device, action, response, route, via,
                  lost_route, lost_via, latency_ms, challenged, received_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
+            )?
+            .execute(params![
                 report.device.id.to_string(),
                 report.action,
                 signed.to_bytes(),
@@ -67,8 +69,7 @@ impl Profile {
                 i64::try_from(report.latency_ms).unwrap_or(i64::MAX),
                 report.challenged,
                 i64::try_from(self.now_ms()).unwrap_or(i64::MAX),
-            ],
-        );
+            ]);
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.store.wrap(e))?;
         written.map_err(|e| self.store.wrap(e))?;
@@ -92,13 +93,12 @@ impl Profile {
             i64,
         );
         let row: Option<Row> = conn
-            .query_row(
+            .prepare_cached(
                 "SELECT action, response, route, via, lost_route, lost_via, latency_ms,
                         challenged, received_ms
                  FROM last_answers WHERE device = ?1",
-                params![device],
-                |r| Row::try_from(r),
-            )
+            )?
+            .query_row(params![device], |r| Row::try_from(r))
             .optional()
             .map_err(|e| self.store.wrap(e))?;
         let Some((action, bytes, route, via, lost_route, lost_via, latency, challenged, received)) =
@@ -147,11 +147,9 @@ impl Profile {
     /// Drops the answer kept for `device`.
     pub fn forget_last_answer(&self, device: &str) -> Result<()> {
         let conn = self.store.conn();
-        conn.execute(
-            "DELETE FROM last_answers WHERE device = ?1",
-            params![device],
-        )
-        .map_err(|e| self.store.wrap(e))?;
+        conn.prepare_cached("DELETE FROM last_answers WHERE device = ?1")?
+            .execute(params![device])
+            .map_err(|e| self.store.wrap(e))?;
         Ok(())
     }
 }

@@ -32,7 +32,8 @@ use crate::profile::Profile;
 use crate::refusal;
 use crate::store::DeviceRecord;
 
-const SCHEMA: &str = "
+/// Created with the profile's own tables when the store opens (src/store.rs).
+pub(crate) const SCHEMA: &str = "
 -- Provider requests this profile has seen (public data). `state`: pending, dismissed, given
 -- (in a log this profile fetched, by this owner or another).
 CREATE TABLE IF NOT EXISTS consent_requests (
@@ -235,13 +236,6 @@ fn prefix_of(query: &str) -> Result<String> {
 }
 
 impl Profile {
-    fn consent_schema(&self) -> Result<()> {
-        self.store
-            .conn()
-            .execute_batch(SCHEMA)
-            .map_err(|e| self.store.wrap(e))
-    }
-
     /// The device `request` is for, if this profile owns it; refused in words otherwise.
     fn owned_device_for(&self, req: &SignedConsentRequest, me: &PublicKey) -> Result<DeviceRecord> {
         let device = req.request().device;
@@ -275,7 +269,6 @@ impl Profile {
     /// dismissed). Refused, with nothing kept, when it does not verify, is for a device this
     /// profile does not own, or names no valid stream.
     pub fn consent_request_add(&self, link: &str) -> Result<ConsentRequestView> {
-        self.consent_schema()?;
         let req = SignedConsentRequest::from_link(link.trim()).map_err(Error::BadConsentLink)?;
         let device = self.owned_device_for(&req, &self.identity()?.public_key())?;
         self.keep_pending(&req, &device)?;
@@ -285,24 +278,23 @@ impl Profile {
     fn keep_pending(&self, req: &SignedConsentRequest, device: &DeviceRecord) -> Result<()> {
         self.store
             .conn()
-            .execute(
+            .prepare_cached(
                 "INSERT INTO consent_requests (id, device, request, received_ms, state)
                  VALUES (?1, ?2, ?3, ?4, 'pending')
                  ON CONFLICT(id) DO UPDATE SET state = 'pending' WHERE state = 'dismissed'",
-                params![
-                    req.id().to_string(),
-                    device.id.to_string(),
-                    req.to_bytes(),
-                    self.now_ms() as i64
-                ],
-            )
+            )?
+            .execute(params![
+                req.id().to_string(),
+                device.id.to_string(),
+                req.to_bytes(),
+                self.now_ms() as i64
+            ])
             .map_err(|e| self.store.wrap(e))?;
         Ok(())
     }
 
     /// Requests waiting for an answer, oldest first.
     pub fn consent_requests(&self) -> Result<Vec<ConsentRequestView>> {
-        self.consent_schema()?;
         let rows = self.request_rows("state = 'pending'", "")?;
         let devices = self.devices()?;
         Ok(rows
@@ -319,17 +311,14 @@ impl Profile {
 
     /// Drops a pending request (by id or a prefix of 8+ hex characters) without answering it.
     pub fn consent_request_dismiss(&self, id: &str) -> Result<()> {
-        self.consent_schema()?;
         let (id, _, state) = self.find_request(id)?;
         if state != "pending" {
             return Err(Error::ConsentNotPending { id, state });
         }
         self.store
             .conn()
-            .execute(
-                "UPDATE consent_requests SET state = 'dismissed' WHERE id = ?1",
-                params![id],
-            )
+            .prepare_cached("UPDATE consent_requests SET state = 'dismissed' WHERE id = ?1")?
+            .execute(params![id])
             .map_err(|e| self.store.wrap(e))?;
         Ok(())
     }
@@ -388,7 +377,9 @@ impl Profile {
         let known: std::collections::HashSet<String> = {
             let conn = self.store.conn();
             let mut stmt = conn
-                .prepare("SELECT id FROM consent_requests WHERE device = ?1 AND state = 'given'")
+                .prepare_cached(
+                    "SELECT id FROM consent_requests WHERE device = ?1 AND state = 'given'",
+                )
                 .map_err(|e| self.store.wrap(e))?;
             let ids = stmt
                 .query_map(params![log.device().to_string()], |r| r.get(0))
@@ -417,17 +408,17 @@ impl Profile {
     fn mark_given(&self, req: &SignedConsentRequest) -> Result<()> {
         self.store
             .conn()
-            .execute(
+            .prepare_cached(
                 "INSERT INTO consent_requests (id, device, request, received_ms, state)
                  VALUES (?1, ?2, ?3, ?4, 'given')
                  ON CONFLICT(id) DO UPDATE SET state = 'given'",
-                params![
-                    req.id().to_string(),
-                    req.request().device.to_string(),
-                    req.to_bytes(),
-                    self.now_ms() as i64
-                ],
-            )
+            )?
+            .execute(params![
+                req.id().to_string(),
+                req.request().device.to_string(),
+                req.to_bytes(),
+                self.now_ms() as i64
+            ])
             .map(|_| ())
             .map_err(|e| self.store.wrap(e))
     }
@@ -500,10 +491,8 @@ impl Profile {
     fn queue_entry(&self, entry: &ConsentEntry) -> Result<()> {
         self.store
             .conn()
-            .execute(
-                "INSERT OR IGNORE INTO consent_outbox
-                 (device, seq, entry, queued_ms, state, tries) VALUES (?1, ?2, ?3, ?4, 'waiting', 0)",
-                params![
+            .prepare_cached("INSERT OR IGNORE INTO consent_outbox
+                 (device, seq, entry, queued_ms, state, tries) VALUES (?1, ?2, ?3, ?4, 'waiting', 0)")?.execute(params![
                     entry.device.to_string(),
                     entry.seq as i64,
                     entry.to_bytes(),
@@ -516,16 +505,14 @@ impl Profile {
 
     /// Whether entries for `device` wait in the outbox (a cheap check for every open).
     pub(crate) fn consent_outbox_waiting(&self, device: &DeviceId) -> bool {
-        if self.consent_schema().is_err() {
+        let conn = self.store.conn();
+        let Ok(mut waiting) = conn.prepare_cached(
+            "SELECT 1 FROM consent_outbox WHERE device = ?1 AND state = 'waiting' LIMIT 1",
+        ) else {
             return false;
-        }
-        self.store
-            .conn()
-            .query_row(
-                "SELECT 1 FROM consent_outbox WHERE device = ?1 AND state = 'waiting' LIMIT 1",
-                params![device.to_string()],
-                |_| Ok(()),
-            )
+        };
+        waiting
+            .query_row(params![device.to_string()], |_| Ok(()))
             .optional()
             .ok()
             .flatten()
@@ -539,11 +526,10 @@ impl Profile {
         record: &DeviceRecord,
         key: &SigningKey,
     ) -> Result<OutboxReport> {
-        self.consent_schema()?;
         let rows: Vec<(i64, Vec<u8>)> = {
             let conn = self.store.conn();
             let mut stmt = conn
-                .prepare(
+                .prepare_cached(
                     "SELECT seq, entry FROM consent_outbox WHERE device = ?1 AND state = 'waiting'
                      ORDER BY seq",
                 )
@@ -567,18 +553,18 @@ impl Profile {
             let set = |state: &str, note: Option<String>, code: Option<u16>| -> Result<()> {
                 self.store
                     .conn()
-                    .execute(
+                    .prepare_cached(
                         "UPDATE consent_outbox SET state = ?3, tries = tries + 1,
                          last_try_ms = ?4, note = ?5, code = ?6 WHERE device = ?1 AND seq = ?2",
-                        params![
-                            record.id.to_string(),
-                            seq,
-                            state,
-                            self.now_ms() as i64,
-                            note,
-                            code
-                        ],
-                    )
+                    )?
+                    .execute(params![
+                        record.id.to_string(),
+                        seq,
+                        state,
+                        self.now_ms() as i64,
+                        note,
+                        code
+                    ])
                     .map(|_| ())
                     .map_err(|e| self.store.wrap(e))
             };
@@ -635,7 +621,6 @@ impl Profile {
     /// Tells devices the consent entries this profile signed that they have not been told yet
     /// (all devices, or just `device`).
     pub async fn consent_outbox_flush(&self, device: Option<&DeviceId>) -> Result<OutboxReport> {
-        self.consent_schema()?;
         let mut total = OutboxReport::default();
         let mut key = None;
         for record in self.devices()? {
@@ -660,9 +645,7 @@ impl Profile {
         let row: Option<(String, Option<String>, Option<i64>)> = self
             .store
             .conn()
-            .query_row(
-                "SELECT state, note, last_try_ms FROM consent_outbox WHERE device = ?1 AND seq = ?2",
-                params![device.to_string(), seq as i64],
+            .prepare_cached("SELECT state, note, last_try_ms FROM consent_outbox WHERE device = ?1 AND seq = ?2")?.query_row(params![device.to_string(), seq as i64],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
@@ -721,7 +704,6 @@ impl Profile {
     /// on a quorum of nodes, then tells the device (or keeps it in the outbox when the device
     /// cannot be reached now). Approving a consent already given and active returns it.
     pub async fn consent_approve(&self, link_or_id: &str) -> Result<ConsentView> {
-        self.consent_schema()?;
         // Derived once: each derivation is a keychain read and 2,048 PBKDF2 rounds.
         let key = self.identity()?;
         let me = key.public_key();
@@ -814,11 +796,12 @@ impl Profile {
         let row: Option<(String, Option<String>, Option<u16>)> = self
             .store
             .conn()
-            .query_row(
+            .prepare_cached(
                 "SELECT state, note, code FROM consent_outbox WHERE device = ?1 AND seq = ?2",
-                params![device.id.to_string(), entry.seq as i64],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            )?
+            .query_row(params![device.id.to_string(), entry.seq as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()
             .map_err(|e| self.store.wrap(e))?;
         Ok(match row {
@@ -836,7 +819,6 @@ impl Profile {
         query: &str,
         me: &PublicKey,
     ) -> Result<(DeviceRecord, ConsentLog, ConsentId)> {
-        self.consent_schema()?;
         let found = match self.find_request(query) {
             Ok(row) => Some(row),
             Err(Error::UnknownConsent(_)) => None,
@@ -899,7 +881,6 @@ impl Profile {
     /// without an `Expired` entry get one now (best effort: a failure is logged, the view
     /// still says `expired`), and the outbox for the device is flushed.
     pub async fn consents(&self, device: &DeviceId) -> Result<Vec<ConsentView>> {
-        self.consent_schema()?;
         let key = self.identity()?;
         let record = self.owned_refreshed(device, &key.public_key()).await?;
         let mut log = self.fetch_consent_log(&record).await?;
@@ -938,7 +919,6 @@ impl Profile {
 
     /// A device's consent log, verified, oldest first.
     pub async fn consent_log(&self, device: &DeviceId) -> Result<Vec<ConsentLogEntryView>> {
-        self.consent_schema()?;
         let text = device.to_string();
         let record = self
             .store

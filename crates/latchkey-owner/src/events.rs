@@ -33,7 +33,8 @@ use crate::profile::Profile;
 use crate::refusal;
 use crate::store::DeviceRecord;
 
-const SCHEMA: &str = "
+/// Created with the profile's own tables when the store opens (src/store.rs).
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     device TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -200,14 +201,6 @@ async fn subscribe_where(profile: &Profile, only: Option<&DeviceId>) -> Result<S
     Ok(report)
 }
 
-fn ensure_schema(profile: &Profile) -> Result<()> {
-    profile
-        .store
-        .conn()
-        .execute_batch(SCHEMA)
-        .map_err(|e| profile.store.wrap(e))
-}
-
 /// Opens one mailbox message if it is an event from a device this profile owns; `None` for
 /// anything else (a proposal, junk, a device it does not know, a message that does not open).
 fn open_message(
@@ -275,7 +268,6 @@ fn store_event(profile: &Profile, e: &latchkey_proto::event::Event, now: u64) ->
 /// and nothing new at once, it long-polls every node and returns when one brings something
 /// (or the wait is over).
 pub async fn fetch(profile: &Profile, wait_secs: u64) -> Result<Vec<Event>> {
-    ensure_schema(profile)?;
     let me = profile.identity()?.public_key();
     let key = event_key(profile)?;
     let nodes = profile.nodes()?;
@@ -378,7 +370,6 @@ type Row = (
 
 /// Stored events, newest first, in plain words.
 pub fn list(profile: &Profile, filter: &EventFilter) -> Result<Vec<EventView>> {
-    ensure_schema(profile)?;
     let device = match &filter.device {
         Some(q) => Some(profile.find_device(q)?.id.to_string()),
         None => None,
@@ -470,7 +461,6 @@ pub fn list(profile: &Profile, filter: &EventFilter) -> Result<Vec<EventView>> {
 /// The newest `(device, seq)` stored, for callers that show "what is new" (none stored:
 /// `None`).
 pub fn latest(profile: &Profile) -> Result<Option<(String, u64)>> {
-    ensure_schema(profile)?;
     profile
         .store
         .conn()
@@ -516,7 +506,6 @@ mod tests {
     fn stored_events_are_deduplicated_by_device_and_sequence() {
         let tmp = tempfile::tempdir().unwrap();
         let p = profile(tmp.path());
-        ensure_schema(&p).unwrap();
         let mut rng = OsRng;
         let device_key = SigningKey::generate(&mut rng);
         let e = latchkey_proto::event::Event {

@@ -13,7 +13,7 @@ use rand_core::{OsRng, RngCore};
 
 use crate::error::{Error, Result};
 use crate::keychain::SeedStore;
-use crate::store::{DeviceRecord, Store, VerifiedChains};
+use crate::store::{ConnectionPool, DeviceRecord, Store, VerifiedChains};
 
 /// Wall-clock time, injected so flows can be tested at a fixed "now".
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -68,6 +68,8 @@ pub struct Session {
     checked_ms: Mutex<HashMap<DeviceId, u64>>,
     /// Stored chains already verified, shared by every profile of the session.
     chains: Arc<VerifiedChains>,
+    /// The store's connections, each handed to the next profile when one is dropped.
+    connections: Arc<ConnectionPool>,
 }
 
 impl Session {
@@ -81,6 +83,7 @@ impl Session {
             keys: Mutex::new(HashMap::new()),
             checked_ms: Mutex::new(HashMap::new()),
             chains: Arc::default(),
+            connections: Arc::default(),
         }))
     }
 }
@@ -98,7 +101,7 @@ impl Profile {
         clock: Arc<dyn Clock>,
         session: Arc<Session>,
     ) -> Result<Self> {
-        let store = Store::open(dir, session.chains.clone())?;
+        let store = Store::open_pooled(dir, session.chains.clone(), session.connections.clone())?;
         let id = match store.setting(PROFILE_ID)? {
             Some(id) => id,
             None => {

@@ -141,6 +141,34 @@ CREATE TABLE IF NOT EXISTS stays (
 ";
 
 /// Columns added to tables that older profiles already have: (table, column, declaration).
+/// Every table of the profile: the store's own and those of the modules that keep theirs.
+/// Each statement is idempotent (`IF NOT EXISTS`), so running them again is harmless.
+const SCHEMAS: [&str; 3] = [SCHEMA, crate::consent::SCHEMA, crate::events::SCHEMA];
+
+/// Distinct statements kept prepared per connection: the hot ones (an open reads the device,
+/// the nodes, the consent outbox and writes the answer) with room for the rest.
+const STATEMENT_CACHE: usize = 64;
+
+/// A fingerprint of the schema and migrations, kept in `user_version` (31 bits: SQLite stores
+/// a signed 32-bit number). Any change to either text changes it, so nobody has to remember
+/// to bump a version; a collision would only skip idempotent statements for a file that
+/// already had them.
+fn schema_fingerprint() -> i64 {
+    let mut parts: Vec<&[u8]> = SCHEMAS.iter().map(|s| s.as_bytes()).collect();
+    for (table, column, decl) in &MIGRATIONS {
+        parts.extend([
+            table.as_bytes(),
+            b"\0",
+            column.as_bytes(),
+            b"\0",
+            decl.as_bytes(),
+            b"\0",
+        ]);
+    }
+    let hash = latchkey_proto::hash::labeled("latchkey/profile-schema", &parts);
+    (u32::from_le_bytes([hash[0], hash[1], hash[2], hash[3]]) & 0x7fff_ffff) as i64
+}
+
 const MIGRATIONS: [(&str, &str, &str); 2] = [
     ("proposals", "proposer", "TEXT"),
     // The held invitation a delegated grant was issued from (`--from-grant`).
@@ -234,9 +262,69 @@ pub struct DeviceRecord {
 
 #[derive(Debug)]
 pub struct Store {
-    conn: Connection,
+    conn: Pooled,
     path: PathBuf,
     chains: Arc<VerifiedChains>,
+}
+
+/// Open connections to profile files, handed from one [`Store`] to the next over the same
+/// file. The app opens a profile for every command; a new connection (the file, its WAL
+/// index, the schema check) cost about a quarter of a millisecond each time, and a reused one
+/// also keeps its prepared statements.
+#[derive(Debug, Default)]
+pub struct ConnectionPool {
+    idle: Mutex<Vec<(PathBuf, Connection)>>,
+}
+
+/// Idle connections kept per pool: as many as commands the app runs at once, about.
+const POOL_IDLE_MAX: usize = 4;
+
+impl ConnectionPool {
+    fn take(&self, path: &Path) -> Option<Connection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let at = idle.iter().rposition(|(p, _)| p == path)?;
+        Some(idle.swap_remove(at).1)
+    }
+
+    fn give_back(&self, path: PathBuf, conn: Connection) {
+        // A connection left inside a transaction (a panic mid-way) is closed, not reused:
+        // closing rolls the transaction back.
+        if !conn.is_autocommit() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < POOL_IDLE_MAX {
+            idle.push((path, conn));
+        }
+    }
+}
+
+/// A store's connection, back to its pool (if any) when the store is dropped.
+#[derive(Debug)]
+struct Pooled {
+    conn: Option<Connection>,
+    home: Option<(Arc<ConnectionPool>, PathBuf)>,
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("held until drop")
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("held until drop")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let (Some(conn), Some((pool, path))) = (self.conn.take(), self.home.take()) {
+            pool.give_back(path, conn);
+        }
+    }
 }
 
 /// Chains verified this session, by their stored bytes. Finding a device verified its whole
@@ -274,6 +362,41 @@ impl Store {
     /// Opens (creating) `dir/profile.db`, reusing the chains `chains` already verified.
     pub fn open(dir: &Path, chains: Arc<VerifiedChains>) -> Result<Self> {
         let path = dir.join(DB_FILE);
+        let conn = Self::connect(dir, &path)?;
+        Ok(Store {
+            conn: Pooled {
+                conn: Some(conn),
+                home: None,
+            },
+            path,
+            chains,
+        })
+    }
+
+    /// [`Store::open`] with a connection from `pool` when one to the same file is idle there;
+    /// the connection goes back to `pool` when the store is dropped.
+    pub fn open_pooled(
+        dir: &Path,
+        chains: Arc<VerifiedChains>,
+        pool: Arc<ConnectionPool>,
+    ) -> Result<Self> {
+        let path = dir.join(DB_FILE);
+        let conn = match pool.take(&path) {
+            Some(conn) => conn,
+            None => Self::connect(dir, &path)?,
+        };
+        Ok(Store {
+            conn: Pooled {
+                conn: Some(conn),
+                home: Some((pool, path.clone())),
+            },
+            path,
+            chains,
+        })
+    }
+
+    /// A new connection to `path` in `dir`, its schema brought up to date.
+    fn connect(dir: &Path, path: &Path) -> Result<Connection> {
         let wrap = |e: rusqlite::Error| Error::Store {
             path: path.display().to_string(),
             why: e.to_string(),
@@ -282,25 +405,39 @@ impl Store {
             path: dir.display().to_string(),
             why: e.to_string(),
         })?;
-        let conn = Connection::open(&path).map_err(wrap)?;
+        let conn = Connection::open(path).map_err(wrap)?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
             .map_err(wrap)?;
-        conn.execute_batch(SCHEMA).map_err(wrap)?;
-        for (table, column, decl) in MIGRATIONS {
-            let has: bool = conn
-                .query_row(
-                    "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
-                    params![table, column],
-                    |r| r.get::<_, i64>(0),
-                )
-                .map_err(wrap)?
-                > 0;
-            if !has {
-                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))
-                    .map_err(wrap)?;
+        // The app opens the profile for every command: the schema (a dozen CREATE statements
+        // and the migrations' table scans, most of an open's cost) runs only when the file was
+        // last set up by a different schema; the fingerprint sits in SQLite's `user_version`.
+        let fingerprint = schema_fingerprint();
+        let stored: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(wrap)?;
+        if stored != fingerprint {
+            for schema in SCHEMAS {
+                conn.execute_batch(schema).map_err(wrap)?;
             }
+            for (table, column, decl) in MIGRATIONS {
+                let has: bool = conn
+                    .query_row(
+                        "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+                        params![table, column],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .map_err(wrap)?
+                    > 0;
+                if !has {
+                    conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))
+                        .map_err(wrap)?;
+                }
+            }
+            conn.pragma_update(None, "user_version", fingerprint)
+                .map_err(wrap)?;
         }
-        Ok(Store { conn, path, chains })
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(conn)
     }
 
     /// The connection, for modules that keep their own tables (src/events.rs).
@@ -333,22 +470,19 @@ impl Store {
 
     pub fn setting(&self, key: &str) -> Result<Option<String>> {
         self.conn
-            .query_row(
-                "SELECT value FROM settings WHERE key = ?1",
-                params![key],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+            .query_row(params![key], |r| r.get(0))
             .optional()
             .map_err(|e| self.wrap(e))
     }
 
     pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO settings (key, value) VALUES (?1, ?2)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )
+            )?
+            .execute(params![key, value])
             .map(|_| ())
             .map_err(|e| self.wrap(e))
     }
@@ -359,10 +493,8 @@ impl Store {
         for url in urls {
             added += self
                 .conn
-                .execute(
-                    "INSERT OR IGNORE INTO nodes (url, added_ms) VALUES (?1, ?2)",
-                    params![url, now_ms as i64],
-                )
+                .prepare_cached("INSERT OR IGNORE INTO nodes (url, added_ms) VALUES (?1, ?2)")?
+                .execute(params![url, now_ms as i64])
                 .map_err(|e| self.wrap(e))?;
         }
         Ok(added)
@@ -381,10 +513,8 @@ impl Store {
         self.put_record("devices", record)?;
         // Owned (or once owned) now: no longer only on offer.
         self.conn
-            .execute(
-                "DELETE FROM offered_devices WHERE id = ?1",
-                params![record.id.to_string()],
-            )
+            .prepare_cached("DELETE FROM offered_devices WHERE id = ?1")?
+            .execute(params![record.id.to_string()])
             .map(|_| ())
             .map_err(|e| self.wrap(e))
     }
@@ -482,19 +612,19 @@ impl Store {
 
     pub fn put_issued(&self, row: &IssuedRow) -> Result<()> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT OR REPLACE INTO grants_issued
                      (id, device, guest_name, grant_bytes, created_ms, parent)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    row.grant.id().to_string(),
-                    row.device.to_string(),
-                    row.guest_name,
-                    row.grant.to_bytes(),
-                    row.created_ms as i64,
-                    row.parent.map(|p| p.to_string())
-                ],
-            )
+            )?
+            .execute(params![
+                row.grant.id().to_string(),
+                row.device.to_string(),
+                row.guest_name,
+                row.grant.to_bytes(),
+                row.created_ms as i64,
+                row.parent.map(|p| p.to_string())
+            ])
             .map(|_| ())
             .map_err(|e| self.wrap(e))
     }
@@ -534,17 +664,17 @@ impl Store {
 
     pub fn put_invitation(&self, row: &InvitationRow) -> Result<()> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT OR REPLACE INTO invitations (id, device, guest_name, grants, accepted_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    row.id.to_string(),
-                    row.device.to_string(),
-                    row.guest_name,
-                    encode_grants(&row.grants),
-                    row.accepted_ms as i64
-                ],
-            )
+            )?
+            .execute(params![
+                row.id.to_string(),
+                row.device.to_string(),
+                row.guest_name,
+                encode_grants(&row.grants),
+                row.accepted_ms as i64
+            ])
             .map(|_| ())
             .map_err(|e| self.wrap(e))
     }
@@ -578,18 +708,18 @@ impl Store {
 
     pub fn put_issued_link(&self, row: &IssuedLinkRow) -> Result<()> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO issued_links (grant_id, kind, nodes_stored, reissued_as)
                  VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(grant_id) DO UPDATE SET kind = excluded.kind,
                      nodes_stored = excluded.nodes_stored, reissued_as = excluded.reissued_as",
-                params![
-                    row.grant.to_string(),
-                    row.kind,
-                    row.nodes_stored as i64,
-                    row.reissued_as.map(|g| g.to_string())
-                ],
-            )
+            )?
+            .execute(params![
+                row.grant.to_string(),
+                row.kind,
+                row.nodes_stored as i64,
+                row.reissued_as.map(|g| g.to_string())
+            ])
             .map(|_| ())
             .map_err(|e| self.wrap(e))
     }
@@ -597,17 +727,16 @@ impl Store {
     pub fn issued_link(&self, grant: &GrantId) -> Result<Option<IssuedLinkRow>> {
         let row = self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT kind, nodes_stored, reissued_as FROM issued_links WHERE grant_id = ?1",
-                params![grant.to_string()],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                    ))
-                },
-            )
+            )?
+            .query_row(params![grant.to_string()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })
             .optional()
             .map_err(|e| self.wrap(e))?;
         Ok(row.map(|(kind, nodes_stored, reissued_as)| IssuedLinkRow {
@@ -621,11 +750,9 @@ impl Store {
     /// Records a held invitation's door; an existing row keeps its redemption time.
     pub fn put_held_door(&self, row: &HeldDoorRow) -> Result<()> {
         self.conn
-            .execute(
-                "INSERT INTO held_doors (grant_id, device, name, redeemed_ms) VALUES (?1, ?2, ?3, ?4)
+            .prepare_cached("INSERT INTO held_doors (grant_id, device, name, redeemed_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(grant_id, device) DO UPDATE SET name = excluded.name,
-                     redeemed_ms = COALESCE(held_doors.redeemed_ms, excluded.redeemed_ms)",
-                params![
+                     redeemed_ms = COALESCE(held_doors.redeemed_ms, excluded.redeemed_ms)")?.execute(params![
                     row.grant.to_string(),
                     row.device.to_string(),
                     row.name,
@@ -680,28 +807,28 @@ impl Store {
     pub fn put_stay(&self, row: &StayRow) -> Result<()> {
         let ids = |v: Vec<String>| serde_json::to_string(&v).expect("strings serialize");
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT OR REPLACE INTO stays (source, uid, summary, guest_name, check_in,
                      check_out, from_ms, until_ms, tz, devices, grants, cancelled_ms, shared_ms,
                      synced_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                params![
-                    row.source,
-                    row.uid,
-                    row.summary,
-                    row.guest_name,
-                    row.check_in,
-                    row.check_out,
-                    row.from_ms as i64,
-                    row.until_ms as i64,
-                    row.tz,
-                    ids(row.devices.iter().map(|d| d.to_string()).collect()),
-                    ids(row.grants.iter().map(|g| g.to_string()).collect()),
-                    row.cancelled_ms.map(|t| t as i64),
-                    row.shared_ms.map(|t| t as i64),
-                    row.synced_ms as i64
-                ],
-            )
+            )?
+            .execute(params![
+                row.source,
+                row.uid,
+                row.summary,
+                row.guest_name,
+                row.check_in,
+                row.check_out,
+                row.from_ms as i64,
+                row.until_ms as i64,
+                row.tz,
+                ids(row.devices.iter().map(|d| d.to_string()).collect()),
+                ids(row.grants.iter().map(|g| g.to_string()).collect()),
+                row.cancelled_ms.map(|t| t as i64),
+                row.shared_ms.map(|t| t as i64),
+                row.synced_ms as i64
+            ])
             .map(|_| ())
             .map_err(|e| self.wrap(e))
     }
@@ -788,11 +915,11 @@ impl Store {
         entry: &[u8],
     ) -> Result<bool> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT OR IGNORE INTO audit_copies_v2 (device, era, seq, entry)
                  VALUES (?1, ?2, ?3, ?4)",
-                params![device.to_string(), &era[..], seq as i64, entry],
-            )
+            )?
+            .execute(params![device.to_string(), &era[..], seq as i64, entry])
             .map_err(|e| self.wrap(e))?;
         Ok(self.kept_audit_entry(device, era, seq)?.as_deref() == Some(entry))
     }
@@ -805,11 +932,12 @@ impl Store {
         seq: u64,
     ) -> Result<Option<Vec<u8>>> {
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT entry FROM audit_copies_v2 WHERE device = ?1 AND era = ?2 AND seq = ?3",
-                params![device.to_string(), &era[..], seq as i64],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![device.to_string(), &era[..], seq as i64], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|e| self.wrap(e))
     }
@@ -818,26 +946,27 @@ impl Store {
     /// stays (a row from before proposers were kept gets this one).
     pub fn put_proposal(&self, op: &Op, proposer: &PublicKey, now_ms: u64) -> Result<()> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO proposals (id, device, op, received_ms, proposer)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(id) DO UPDATE SET op = excluded.op,
                      proposer = COALESCE(proposals.proposer, excluded.proposer)",
-                params![
-                    op.id().to_string(),
-                    op.device.to_string(),
-                    op.to_bytes(),
-                    now_ms as i64,
-                    proposer.to_string()
-                ],
-            )
+            )?
+            .execute(params![
+                op.id().to_string(),
+                op.device.to_string(),
+                op.to_bytes(),
+                now_ms as i64,
+                proposer.to_string()
+            ])
             .map(|_| ())
             .map_err(|e| self.wrap(e))
     }
 
     pub fn delete_proposal(&self, id: &str) -> Result<()> {
         self.conn
-            .execute("DELETE FROM proposals WHERE id = ?1", params![id])
+            .prepare_cached("DELETE FROM proposals WHERE id = ?1")?
+            .execute(params![id])
             .map(|_| ())
             .map_err(|e| self.wrap(e))
     }
@@ -872,13 +1001,11 @@ impl Store {
     /// Keeps `alarm` as the device's fork alarm, replacing an older one.
     pub fn put_fork_alarm(&self, alarm: &ForkAlarm) -> Result<()> {
         self.conn
-            .execute(
-                "INSERT INTO fork_alarms (device, kind, seq, ours, theirs, first_seen_ms, last_seen_ms)
+            .prepare_cached("INSERT INTO fork_alarms (device, kind, seq, ours, theirs, first_seen_ms, last_seen_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(device) DO UPDATE SET kind = excluded.kind, seq = excluded.seq,
                      ours = excluded.ours, theirs = excluded.theirs,
-                     first_seen_ms = excluded.first_seen_ms, last_seen_ms = excluded.last_seen_ms",
-                params![
+                     first_seen_ms = excluded.first_seen_ms, last_seen_ms = excluded.last_seen_ms")?.execute(params![
                     alarm.device.to_string(),
                     alarm.kind.as_str(),
                     alarm.seq as i64,
@@ -894,10 +1021,8 @@ impl Store {
 
     pub fn delete_fork_alarm(&self, device: &DeviceId) -> Result<()> {
         self.conn
-            .execute(
-                "DELETE FROM fork_alarms WHERE device = ?1",
-                params![device.to_string()],
-            )
+            .prepare_cached("DELETE FROM fork_alarms WHERE device = ?1")?
+            .execute(params![device.to_string()])
             .map(|_| ())
             .map_err(|e| self.wrap(e))
     }
@@ -992,6 +1117,74 @@ mod tests {
         assert!(chains.verify(&damaged).is_err());
         assert!(chains.verify(&damaged).is_err());
         assert_eq!(cached(&chains), 1);
+    }
+
+    #[test]
+    fn a_pooled_connection_goes_to_the_next_store_over_the_same_file_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        let pool = Arc::new(ConnectionPool::default());
+        let open = |dir: &Path| Store::open_pooled(dir, Arc::default(), pool.clone()).unwrap();
+        // A TEMP table lives only as long as its connection: seeing it again means the same one.
+        let first = open(&a);
+        first
+            .conn()
+            .execute_batch("CREATE TEMP TABLE mark (x)")
+            .unwrap();
+        drop(first);
+        let has_mark = |s: &Store| s.conn().prepare("SELECT x FROM temp.mark").is_ok();
+        let other = open(&b);
+        assert!(
+            !has_mark(&other),
+            "another file's connection was handed out"
+        );
+        let again = open(&a);
+        assert!(
+            has_mark(&again),
+            "the idle connection to the same file was not reused"
+        );
+        // Two stores at once each hold their own.
+        let beside = open(&a);
+        assert!(!has_mark(&beside));
+        drop((other, again, beside));
+        // A connection dropped inside a transaction is closed (rolled back), not handed on.
+        let pool = Arc::new(ConnectionPool::default());
+        let busy = Store::open_pooled(&a, Arc::default(), pool.clone()).unwrap();
+        busy.conn
+            .execute_batch("CREATE TEMP TABLE mark (x); BEGIN;")
+            .unwrap();
+        drop(busy);
+        assert!(pool.idle.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_table_exists_from_the_open_and_the_schema_is_fingerprinted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), Arc::default()).unwrap();
+        for table in ["devices", "consent_outbox", "consent_requests", "events"] {
+            let n: i64 = store
+                .conn()
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [table],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(n, 1, "{table} is missing after the open");
+        }
+        let version: i64 = store
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, schema_fingerprint());
+        // A file set up by another schema (here: none recorded) is brought up to date again.
+        store
+            .conn()
+            .execute_batch("DROP TABLE events; PRAGMA user_version = 0;")
+            .unwrap();
+        drop(store);
+        let store = Store::open(tmp.path(), Arc::default()).unwrap();
+        assert!(store.conn().prepare("SELECT * FROM events").is_ok());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::store::{DeviceRows, FeedRow, ForkRow, OpRow, Stale};
 
 /// Every device that has a stored genesis.
 pub fn known_devices(conn: &Connection) -> Result<Vec<DeviceId>> {
-    let mut stmt = conn.prepare("SELECT device FROM ops WHERE seq = 0")?;
+    let mut stmt = conn.prepare_cached("SELECT device FROM ops WHERE seq = 0")?;
     let rows = stmt.query_map([], |r| device_from_blob(r.get(0)?))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -137,20 +137,17 @@ pub fn feed(conn: &Connection, after: u64, limit: usize) -> Result<Vec<FeedRow>>
 
 pub fn peer_cursor(conn: &Connection, peer: &str) -> Result<u64> {
     let cursor: Option<i64> = conn
-        .query_row(
-            "SELECT cursor FROM peer_cursors WHERE peer = ?1",
-            [peer],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT cursor FROM peer_cursors WHERE peer = ?1")?
+        .query_row([peer], |r| r.get(0))
         .optional()?;
     Ok(cursor.map(to_u64).unwrap_or(0))
 }
 
 pub fn set_peer_cursor(conn: &Connection, peer: &str, cursor: u64) -> Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO peer_cursors (peer, cursor) VALUES (?1, ?2)
          ON CONFLICT (peer) DO UPDATE SET cursor = excluded.cursor",
-        params![peer, to_i64(cursor)],
-    )?;
+    )?
+    .execute(params![peer, to_i64(cursor)])?;
     Ok(())
 }

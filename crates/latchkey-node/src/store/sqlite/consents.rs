@@ -80,11 +80,9 @@ pub fn page(
 #[cfg(test)]
 /// How many entries a device's log holds (its last seq: seqs run from 1 without gaps).
 pub fn len(conn: &Connection, device: &DeviceId) -> Result<u64> {
-    let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM consents WHERE device = ?1",
-        [&device.0[..]],
-        |r| r.get(0),
-    )?;
+    let n: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM consents WHERE device = ?1")?
+        .query_row([&device.0[..]], |r| r.get(0))?;
     Ok(to_u64(n))
 }
 
@@ -113,11 +111,8 @@ pub fn append(
     }
     let tx = conn;
     let last: Option<i64> = tx
-        .query_row(
-            "SELECT MAX(seq) FROM consents WHERE device = ?1",
-            [&device.0[..]],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT MAX(seq) FROM consents WHERE device = ?1")?
+        .query_row([&device.0[..]], |r| r.get(0))
         .optional()?
         .flatten();
     let have = last.map(to_u64).unwrap_or(0);
@@ -152,18 +147,19 @@ pub fn insert_fork(
     theirs: &[u8],
     now_ms: u64,
 ) -> Result<bool> {
-    let n = conn.execute(
-        "INSERT OR IGNORE INTO consent_forks (device, seq, theirs_hash, ours, theirs, found_ms)
+    let n = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO consent_forks (device, seq, theirs_hash, ours, theirs, found_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
+        )?
+        .execute(params![
             &device.0[..],
             to_i64(seq),
             &theirs_hash[..],
             ours,
             theirs,
             to_i64(now_ms)
-        ],
-    )?;
+        ])?;
     Ok(n == 1)
 }
 

@@ -36,11 +36,8 @@ pub fn put(
     let tx = conn;
     let now = to_i64(now_ms);
     let existing: Option<Vec<u8>> = tx
-        .query_row(
-            "SELECT body FROM invites WHERE id = ?1 AND expires_ms > ?2",
-            params![&id[..], now],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT body FROM invites WHERE id = ?1 AND expires_ms > ?2")?
+        .query_row(params![&id[..], now], |r| r.get(0))
         .optional()?;
     if let Some(existing) = existing {
         return Ok(if existing == body {
@@ -67,30 +64,26 @@ pub fn put(
     {
         return Ok(Err(InviteRefusal::NodeFull));
     }
-    tx.execute(
+    tx.prepare_cached(
         "INSERT OR REPLACE INTO invites (id, body, expires_ms, address) VALUES (?1, ?2, ?3, ?4)",
-        params![&id[..], body, to_i64(expires_ms), &quota.address],
-    )?;
+    )?
+    .execute(params![&id[..], body, to_i64(expires_ms), &quota.address])?;
     Ok(Ok(Stored::Created))
 }
 
 /// The live blob under `id`, if any.
 pub fn get(conn: &Connection, id: &[u8; 32], now_ms: u64) -> Result<Option<Vec<u8>>> {
     Ok(conn
-        .query_row(
-            "SELECT body FROM invites WHERE id = ?1 AND expires_ms > ?2",
-            params![&id[..], to_i64(now_ms)],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT body FROM invites WHERE id = ?1 AND expires_ms > ?2")?
+        .query_row(params![&id[..], to_i64(now_ms)], |r| r.get(0))
         .optional()?)
 }
 
 /// Deletes every expired blob; returns how many.
 pub fn purge(conn: &Connection, now_ms: u64) -> Result<usize> {
-    Ok(conn.execute(
-        "DELETE FROM invites WHERE expires_ms <= ?1",
-        [to_i64(now_ms)],
-    )?)
+    Ok(conn
+        .prepare_cached("DELETE FROM invites WHERE expires_ms <= ?1")?
+        .execute([to_i64(now_ms)])?)
 }
 
 #[cfg(test)]

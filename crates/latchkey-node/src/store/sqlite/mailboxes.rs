@@ -8,11 +8,9 @@ use crate::store::{MailboxId, MailboxRefusal, MessageRow, PostQuota};
 
 /// Live messages across all mailboxes.
 pub fn live_total(conn: &Connection, now_ms: u64) -> Result<u64> {
-    let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM mailbox_messages WHERE expires_ms > ?1",
-        [to_i64(now_ms)],
-        |r| r.get(0),
-    )?;
+    let n: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM mailbox_messages WHERE expires_ms > ?1")?
+        .query_row([to_i64(now_ms)], |r| r.get(0))?;
     Ok(to_u64(n))
 }
 
@@ -103,8 +101,7 @@ pub fn read(
 
 /// Deletes every expired message; returns how many.
 pub fn purge(conn: &Connection, now_ms: u64) -> Result<usize> {
-    Ok(conn.execute(
-        "DELETE FROM mailbox_messages WHERE expires_ms <= ?1",
-        [to_i64(now_ms)],
-    )?)
+    Ok(conn
+        .prepare_cached("DELETE FROM mailbox_messages WHERE expires_ms <= ?1")?
+        .execute([to_i64(now_ms)])?)
 }
