@@ -61,15 +61,16 @@ const invoke = window.__TAURI_INTERNALS__.invoke;
 })().then((ms) => done({ ms }), (e) => done({ error: String(e) + JSON.stringify(e) }));
 "#;
 
-/// `arguments[0]` calls of the `app_info` command (nothing behind it): the IPC alone.
-const INVOKE_NOTHING: &str = r#"
-const [count, done] = arguments;
+/// `arguments[0]` calls of the command `arguments[1]` (no arguments): `app_info` has nothing
+/// behind it (the IPC alone); `devices` is the list a card reloads after its open.
+const INVOKE_PLAIN: &str = r#"
+const [count, command, done] = arguments;
 const invoke = window.__TAURI_INTERNALS__.invoke;
 (async () => {
   const ms = [];
   for (let i = 0; i < count; i++) {
     const t0 = performance.now();
-    await invoke('app_info');
+    await invoke(command);
     ms.push(performance.now() - t0);
   }
   return ms;
@@ -141,7 +142,14 @@ async fn open_through_the_app() {
     // Warm-up: connections, the session's key, the door's lease.
     samples(&s.execute_async(INVOKE_OPENS, json!([20, device])).await);
     let invoked = samples(&s.execute_async(INVOKE_OPENS, json!([opens, device])).await);
-    let ipc = samples(&s.execute_async(INVOKE_NOTHING, json!([opens])).await);
+    let ipc = samples(
+        &s.execute_async(INVOKE_PLAIN, json!([opens, "app_info"]))
+            .await,
+    );
+    let listed = samples(
+        &s.execute_async(INVOKE_PLAIN, json!([opens, "devices"]))
+            .await,
+    );
 
     // The page as a person sees it, with the claimed door on the devices screen.
     s.execute("location.reload()", json!([])).await;
@@ -157,6 +165,10 @@ async fn open_through_the_app() {
     report(
         "for comparison: invoke app_info (the IPC, nothing behind it)",
         ipc,
+    );
+    report(
+        "for comparison: invoke devices (the list the screen reloads after an open)",
+        listed,
     );
     report("tap Open → answer on the card", tapped);
     demo.stop().await;

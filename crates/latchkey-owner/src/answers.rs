@@ -52,24 +52,28 @@ impl Profile {
         // fsync left on an open.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| self.store.wrap(e))?;
+        // Whatever fails, the connection goes back to FULL below (it is handed to the next
+        // profile of the session).
         let written = conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO last_answers (device, action, response, route, via,
                  lost_route, lost_via, latency_ms, challenged, received_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                report.device.id.to_string(),
-                report.action,
-                signed.to_bytes(),
-                route,
-                via,
-                lost.map(|(kind, _)| kind),
-                lost.map(|(_, via)| via),
-                i64::try_from(report.latency_ms).unwrap_or(i64::MAX),
-                report.challenged,
-                i64::try_from(self.now_ms()).unwrap_or(i64::MAX),
-            ]);
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    report.device.id.to_string(),
+                    report.action,
+                    signed.to_bytes(),
+                    route,
+                    via,
+                    lost.map(|(kind, _)| kind),
+                    lost.map(|(_, via)| via),
+                    i64::try_from(report.latency_ms).unwrap_or(i64::MAX),
+                    report.challenged,
+                    i64::try_from(self.now_ms()).unwrap_or(i64::MAX),
+                ])
+            });
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.store.wrap(e))?;
         written.map_err(|e| self.store.wrap(e))?;
@@ -80,7 +84,6 @@ impl Profile {
     /// the device's identity key; one that does not is dropped with a warning.
     pub fn last_answer(&self, record: &DeviceRecord) -> Result<Option<LastAnswer>> {
         let device = &record.id.to_string();
-        let conn = self.store.conn();
         type Row = (
             String,
             Vec<u8>,
@@ -92,8 +95,9 @@ impl Profile {
             bool,
             i64,
         );
-        let row: Option<Row> = conn
-            .prepare_cached(
+        let row: Option<Row> = self
+            .store
+            .stmt(
                 "SELECT action, response, route, via, lost_route, lost_via, latency_ms,
                         challenged, received_ms
                  FROM last_answers WHERE device = ?1",
@@ -146,8 +150,8 @@ impl Profile {
 
     /// Drops the answer kept for `device`.
     pub fn forget_last_answer(&self, device: &str) -> Result<()> {
-        let conn = self.store.conn();
-        conn.prepare_cached("DELETE FROM last_answers WHERE device = ?1")?
+        self.store
+            .stmt("DELETE FROM last_answers WHERE device = ?1")?
             .execute(params![device])
             .map_err(|e| self.store.wrap(e))?;
         Ok(())

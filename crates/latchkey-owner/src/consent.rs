@@ -277,8 +277,7 @@ impl Profile {
 
     fn keep_pending(&self, req: &SignedConsentRequest, device: &DeviceRecord) -> Result<()> {
         self.store
-            .conn()
-            .prepare_cached(
+            .stmt(
                 "INSERT INTO consent_requests (id, device, request, received_ms, state)
                  VALUES (?1, ?2, ?3, ?4, 'pending')
                  ON CONFLICT(id) DO UPDATE SET state = 'pending' WHERE state = 'dismissed'",
@@ -316,8 +315,7 @@ impl Profile {
             return Err(Error::ConsentNotPending { id, state });
         }
         self.store
-            .conn()
-            .prepare_cached("UPDATE consent_requests SET state = 'dismissed' WHERE id = ?1")?
+            .stmt("UPDATE consent_requests SET state = 'dismissed' WHERE id = ?1")?
             .execute(params![id])
             .map_err(|e| self.store.wrap(e))?;
         Ok(())
@@ -407,8 +405,7 @@ impl Profile {
 
     fn mark_given(&self, req: &SignedConsentRequest) -> Result<()> {
         self.store
-            .conn()
-            .prepare_cached(
+            .stmt(
                 "INSERT INTO consent_requests (id, device, request, received_ms, state)
                  VALUES (?1, ?2, ?3, ?4, 'given')
                  ON CONFLICT(id) DO UPDATE SET state = 'given'",
@@ -489,9 +486,7 @@ impl Profile {
     }
 
     fn queue_entry(&self, entry: &ConsentEntry) -> Result<()> {
-        self.store
-            .conn()
-            .prepare_cached("INSERT OR IGNORE INTO consent_outbox
+        self.store.stmt("INSERT OR IGNORE INTO consent_outbox
                  (device, seq, entry, queued_ms, state, tries) VALUES (?1, ?2, ?3, ?4, 'waiting', 0)")?.execute(params![
                     entry.device.to_string(),
                     entry.seq as i64,
@@ -552,8 +547,7 @@ impl Profile {
         for (seq, bytes) in rows {
             let set = |state: &str, note: Option<String>, code: Option<u16>| -> Result<()> {
                 self.store
-                    .conn()
-                    .prepare_cached(
+                    .stmt(
                         "UPDATE consent_outbox SET state = ?3, tries = tries + 1,
                          last_try_ms = ?4, note = ?5, code = ?6 WHERE device = ?1 AND seq = ?2",
                     )?
@@ -642,10 +636,7 @@ impl Profile {
 
     /// The delivery state of the entry `seq` of `device` in this profile's outbox.
     fn delivery_of(&self, device: &DeviceId, seq: u64) -> Result<(String, Option<String>)> {
-        let row: Option<(String, Option<String>, Option<i64>)> = self
-            .store
-            .conn()
-            .prepare_cached("SELECT state, note, last_try_ms FROM consent_outbox WHERE device = ?1 AND seq = ?2")?.query_row(params![device.to_string(), seq as i64],
+        let row: Option<(String, Option<String>, Option<i64>)> = self.store.stmt("SELECT state, note, last_try_ms FROM consent_outbox WHERE device = ?1 AND seq = ?2")?.query_row(params![device.to_string(), seq as i64],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
@@ -795,10 +786,7 @@ impl Profile {
     ) -> Result<Option<(Option<u16>, String)>> {
         let row: Option<(String, Option<String>, Option<u16>)> = self
             .store
-            .conn()
-            .prepare_cached(
-                "SELECT state, note, code FROM consent_outbox WHERE device = ?1 AND seq = ?2",
-            )?
+            .stmt("SELECT state, note, code FROM consent_outbox WHERE device = ?1 AND seq = ?2")?
             .query_row(params![device.id.to_string(), entry.seq as i64], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })

@@ -445,6 +445,11 @@ impl Store {
         &self.conn
     }
 
+    /// `sql` prepared once per connection and kept; errors name the profile's file.
+    pub(crate) fn stmt(&self, sql: &str) -> Result<rusqlite::CachedStatement<'_>> {
+        self.conn.prepare_cached(sql).map_err(|e| self.wrap(e))
+    }
+
     pub(crate) fn wrap(&self, e: rusqlite::Error) -> Error {
         Error::Store {
             path: self.path.display().to_string(),
@@ -459,7 +464,7 @@ impl Store {
         params: impl rusqlite::Params,
         map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.wrap(e))?;
+        let mut stmt = self.stmt(sql)?;
         let rows = stmt
             .query_map(params, map)
             .map_err(|e| self.wrap(e))?
@@ -469,22 +474,20 @@ impl Store {
     }
 
     pub fn setting(&self, key: &str) -> Result<Option<String>> {
-        self.conn
-            .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+        self.stmt("SELECT value FROM settings WHERE key = ?1")?
             .query_row(params![key], |r| r.get(0))
             .optional()
             .map_err(|e| self.wrap(e))
     }
 
     pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+        self.stmt(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![key, value])
-            .map(|_| ())
-            .map_err(|e| self.wrap(e))
+        )?
+        .execute(params![key, value])
+        .map(|_| ())
+        .map_err(|e| self.wrap(e))
     }
 
     /// Adds node URLs (already normalized); returns how many were new.
@@ -492,8 +495,7 @@ impl Store {
         let mut added = 0;
         for url in urls {
             added += self
-                .conn
-                .prepare_cached("INSERT OR IGNORE INTO nodes (url, added_ms) VALUES (?1, ?2)")?
+                .stmt("INSERT OR IGNORE INTO nodes (url, added_ms) VALUES (?1, ?2)")?
                 .execute(params![url, now_ms as i64])
                 .map_err(|e| self.wrap(e))?;
         }
@@ -512,8 +514,7 @@ impl Store {
     pub fn put_device(&self, record: &DeviceRecord) -> Result<()> {
         self.put_record("devices", record)?;
         // Owned (or once owned) now: no longer only on offer.
-        self.conn
-            .prepare_cached("DELETE FROM offered_devices WHERE id = ?1")?
+        self.stmt("DELETE FROM offered_devices WHERE id = ?1")?
             .execute(params![record.id.to_string()])
             .map(|_| ())
             .map_err(|e| self.wrap(e))
@@ -611,22 +612,21 @@ impl Store {
     }
 
     pub fn put_issued(&self, row: &IssuedRow) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO grants_issued
+        self.stmt(
+            "INSERT OR REPLACE INTO grants_issued
                      (id, device, guest_name, grant_bytes, created_ms, parent)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                row.grant.id().to_string(),
-                row.device.to_string(),
-                row.guest_name,
-                row.grant.to_bytes(),
-                row.created_ms as i64,
-                row.parent.map(|p| p.to_string())
-            ])
-            .map(|_| ())
-            .map_err(|e| self.wrap(e))
+        )?
+        .execute(params![
+            row.grant.id().to_string(),
+            row.device.to_string(),
+            row.guest_name,
+            row.grant.to_bytes(),
+            row.created_ms as i64,
+            row.parent.map(|p| p.to_string())
+        ])
+        .map(|_| ())
+        .map_err(|e| self.wrap(e))
     }
 
     /// Grants issued, newest first; for one device when given.
@@ -663,20 +663,19 @@ impl Store {
     }
 
     pub fn put_invitation(&self, row: &InvitationRow) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO invitations (id, device, guest_name, grants, accepted_ms)
+        self.stmt(
+            "INSERT OR REPLACE INTO invitations (id, device, guest_name, grants, accepted_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                row.id.to_string(),
-                row.device.to_string(),
-                row.guest_name,
-                encode_grants(&row.grants),
-                row.accepted_ms as i64
-            ])
-            .map(|_| ())
-            .map_err(|e| self.wrap(e))
+        )?
+        .execute(params![
+            row.id.to_string(),
+            row.device.to_string(),
+            row.guest_name,
+            encode_grants(&row.grants),
+            row.accepted_ms as i64
+        ])
+        .map(|_| ())
+        .map_err(|e| self.wrap(e))
     }
 
     /// Accepted invitations, newest first.
@@ -707,29 +706,25 @@ impl Store {
     }
 
     pub fn put_issued_link(&self, row: &IssuedLinkRow) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO issued_links (grant_id, kind, nodes_stored, reissued_as)
+        self.stmt(
+            "INSERT INTO issued_links (grant_id, kind, nodes_stored, reissued_as)
                  VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(grant_id) DO UPDATE SET kind = excluded.kind,
                      nodes_stored = excluded.nodes_stored, reissued_as = excluded.reissued_as",
-            )?
-            .execute(params![
-                row.grant.to_string(),
-                row.kind,
-                row.nodes_stored as i64,
-                row.reissued_as.map(|g| g.to_string())
-            ])
-            .map(|_| ())
-            .map_err(|e| self.wrap(e))
+        )?
+        .execute(params![
+            row.grant.to_string(),
+            row.kind,
+            row.nodes_stored as i64,
+            row.reissued_as.map(|g| g.to_string())
+        ])
+        .map(|_| ())
+        .map_err(|e| self.wrap(e))
     }
 
     pub fn issued_link(&self, grant: &GrantId) -> Result<Option<IssuedLinkRow>> {
         let row = self
-            .conn
-            .prepare_cached(
-                "SELECT kind, nodes_stored, reissued_as FROM issued_links WHERE grant_id = ?1",
-            )?
+            .stmt("SELECT kind, nodes_stored, reissued_as FROM issued_links WHERE grant_id = ?1")?
             .query_row(params![grant.to_string()], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -749,18 +744,19 @@ impl Store {
 
     /// Records a held invitation's door; an existing row keeps its redemption time.
     pub fn put_held_door(&self, row: &HeldDoorRow) -> Result<()> {
-        self.conn
-            .prepare_cached("INSERT INTO held_doors (grant_id, device, name, redeemed_ms) VALUES (?1, ?2, ?3, ?4)
+        self.stmt(
+            "INSERT INTO held_doors (grant_id, device, name, redeemed_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(grant_id, device) DO UPDATE SET name = excluded.name,
-                     redeemed_ms = COALESCE(held_doors.redeemed_ms, excluded.redeemed_ms)")?.execute(params![
-                    row.grant.to_string(),
-                    row.device.to_string(),
-                    row.name,
-                    row.redeemed_ms.map(|t| t as i64)
-                ],
-            )
-            .map(|_| ())
-            .map_err(|e| self.wrap(e))
+                     redeemed_ms = COALESCE(held_doors.redeemed_ms, excluded.redeemed_ms)",
+        )?
+        .execute(params![
+            row.grant.to_string(),
+            row.device.to_string(),
+            row.name,
+            row.redeemed_ms.map(|t| t as i64)
+        ])
+        .map(|_| ())
+        .map_err(|e| self.wrap(e))
     }
 
     /// The doors of held invitations: of one grant, or (with `None`) of every grant.
@@ -806,31 +802,30 @@ impl Store {
     /// Inserts or replaces a stay.
     pub fn put_stay(&self, row: &StayRow) -> Result<()> {
         let ids = |v: Vec<String>| serde_json::to_string(&v).expect("strings serialize");
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO stays (source, uid, summary, guest_name, check_in,
+        self.stmt(
+            "INSERT OR REPLACE INTO stays (source, uid, summary, guest_name, check_in,
                      check_out, from_ms, until_ms, tz, devices, grants, cancelled_ms, shared_ms,
                      synced_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )?
-            .execute(params![
-                row.source,
-                row.uid,
-                row.summary,
-                row.guest_name,
-                row.check_in,
-                row.check_out,
-                row.from_ms as i64,
-                row.until_ms as i64,
-                row.tz,
-                ids(row.devices.iter().map(|d| d.to_string()).collect()),
-                ids(row.grants.iter().map(|g| g.to_string()).collect()),
-                row.cancelled_ms.map(|t| t as i64),
-                row.shared_ms.map(|t| t as i64),
-                row.synced_ms as i64
-            ])
-            .map(|_| ())
-            .map_err(|e| self.wrap(e))
+        )?
+        .execute(params![
+            row.source,
+            row.uid,
+            row.summary,
+            row.guest_name,
+            row.check_in,
+            row.check_out,
+            row.from_ms as i64,
+            row.until_ms as i64,
+            row.tz,
+            ids(row.devices.iter().map(|d| d.to_string()).collect()),
+            ids(row.grants.iter().map(|g| g.to_string()).collect()),
+            row.cancelled_ms.map(|t| t as i64),
+            row.shared_ms.map(|t| t as i64),
+            row.synced_ms as i64
+        ])
+        .map(|_| ())
+        .map_err(|e| self.wrap(e))
     }
 
     /// Stays (of one calendar source when given), by check-in day.
@@ -914,13 +909,12 @@ impl Store {
         seq: u64,
         entry: &[u8],
     ) -> Result<bool> {
-        self.conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO audit_copies_v2 (device, era, seq, entry)
+        self.stmt(
+            "INSERT OR IGNORE INTO audit_copies_v2 (device, era, seq, entry)
                  VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![device.to_string(), &era[..], seq as i64, entry])
-            .map_err(|e| self.wrap(e))?;
+        )?
+        .execute(params![device.to_string(), &era[..], seq as i64, entry])
+        .map_err(|e| self.wrap(e))?;
         Ok(self.kept_audit_entry(device, era, seq)?.as_deref() == Some(entry))
     }
 
@@ -931,10 +925,7 @@ impl Store {
         era: &[u8; 32],
         seq: u64,
     ) -> Result<Option<Vec<u8>>> {
-        self.conn
-            .prepare_cached(
-                "SELECT entry FROM audit_copies_v2 WHERE device = ?1 AND era = ?2 AND seq = ?3",
-            )?
+        self.stmt("SELECT entry FROM audit_copies_v2 WHERE device = ?1 AND era = ?2 AND seq = ?3")?
             .query_row(params![device.to_string(), &era[..], seq as i64], |r| {
                 r.get(0)
             })
@@ -945,27 +936,25 @@ impl Store {
     /// Keeps a proposal (merging is the caller's): the first `proposer` recorded for an id
     /// stays (a row from before proposers were kept gets this one).
     pub fn put_proposal(&self, op: &Op, proposer: &PublicKey, now_ms: u64) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO proposals (id, device, op, received_ms, proposer)
+        self.stmt(
+            "INSERT INTO proposals (id, device, op, received_ms, proposer)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(id) DO UPDATE SET op = excluded.op,
                      proposer = COALESCE(proposals.proposer, excluded.proposer)",
-            )?
-            .execute(params![
-                op.id().to_string(),
-                op.device.to_string(),
-                op.to_bytes(),
-                now_ms as i64,
-                proposer.to_string()
-            ])
-            .map(|_| ())
-            .map_err(|e| self.wrap(e))
+        )?
+        .execute(params![
+            op.id().to_string(),
+            op.device.to_string(),
+            op.to_bytes(),
+            now_ms as i64,
+            proposer.to_string()
+        ])
+        .map(|_| ())
+        .map_err(|e| self.wrap(e))
     }
 
     pub fn delete_proposal(&self, id: &str) -> Result<()> {
-        self.conn
-            .prepare_cached("DELETE FROM proposals WHERE id = ?1")?
+        self.stmt("DELETE FROM proposals WHERE id = ?1")?
             .execute(params![id])
             .map(|_| ())
             .map_err(|e| self.wrap(e))
@@ -1000,28 +989,28 @@ impl Store {
 impl Store {
     /// Keeps `alarm` as the device's fork alarm, replacing an older one.
     pub fn put_fork_alarm(&self, alarm: &ForkAlarm) -> Result<()> {
-        self.conn
-            .prepare_cached("INSERT INTO fork_alarms (device, kind, seq, ours, theirs, first_seen_ms, last_seen_ms)
+        self.stmt(
+            "INSERT INTO fork_alarms (device, kind, seq, ours, theirs, first_seen_ms, last_seen_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(device) DO UPDATE SET kind = excluded.kind, seq = excluded.seq,
                      ours = excluded.ours, theirs = excluded.theirs,
-                     first_seen_ms = excluded.first_seen_ms, last_seen_ms = excluded.last_seen_ms")?.execute(params![
-                    alarm.device.to_string(),
-                    alarm.kind.as_str(),
-                    alarm.seq as i64,
-                    alarm.ours.to_bytes(),
-                    alarm.theirs.to_bytes(),
-                    alarm.first_seen_ms as i64,
-                    alarm.last_seen_ms as i64
-                ],
-            )
-            .map(|_| ())
-            .map_err(|e| self.wrap(e))
+                     first_seen_ms = excluded.first_seen_ms, last_seen_ms = excluded.last_seen_ms",
+        )?
+        .execute(params![
+            alarm.device.to_string(),
+            alarm.kind.as_str(),
+            alarm.seq as i64,
+            alarm.ours.to_bytes(),
+            alarm.theirs.to_bytes(),
+            alarm.first_seen_ms as i64,
+            alarm.last_seen_ms as i64
+        ])
+        .map(|_| ())
+        .map_err(|e| self.wrap(e))
     }
 
     pub fn delete_fork_alarm(&self, device: &DeviceId) -> Result<()> {
-        self.conn
-            .prepare_cached("DELETE FROM fork_alarms WHERE device = ?1")?
+        self.stmt("DELETE FROM fork_alarms WHERE device = ?1")?
             .execute(params![device.to_string()])
             .map(|_| ())
             .map_err(|e| self.wrap(e))
