@@ -289,13 +289,7 @@ impl Store {
     pub fn append_running(&self, entry: RunningEntry<'_>) -> Result<u64> {
         let mut conn = self.lazy();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        crate::audit_log::append_in(
-            &tx,
-            entry.era,
-            entry.time_ms,
-            Some(entry.body),
-            entry.identity,
-        )?;
+        entry.append_in(&tx)?;
         tx.commit()?;
         // Issued after the commit, so a sync that reads a count at or above it covers it.
         Ok(self.lazy_commits.fetch_add(1, Ordering::SeqCst) + 1)
@@ -330,13 +324,7 @@ impl Store {
             }
         }
         if let Some(entry) = running {
-            crate::audit_log::append_in(
-                &tx,
-                entry.era,
-                entry.time_ms,
-                Some(entry.body),
-                entry.identity,
-            )?;
+            entry.append_in(&tx)?;
         }
         tx.commit()?;
         Ok(Accepted::Recorded)
@@ -471,6 +459,14 @@ pub struct RunningEntry<'a> {
     pub time_ms: Option<u64>,
     pub body: latchkey_proto::audit::AuditBody,
     pub identity: &'a latchkey_proto::keys::SigningKey,
+}
+
+impl RunningEntry<'_> {
+    /// Appends the entry inside `tx` (committed by the caller).
+    fn append_in(self, tx: &rusqlite::Transaction<'_>) -> Result<()> {
+        crate::audit_log::append_in(tx, self.era, self.time_ms, Some(self.body), self.identity)?;
+        Ok(())
+    }
 }
 
 /// Spends one use of every grant in `limits` inside `tx`, all or none.
