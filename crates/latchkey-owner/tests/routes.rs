@@ -30,7 +30,7 @@ fn addr(a: SocketAddr) -> DeviceAddr {
 }
 
 struct World {
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     nodes: Vec<RunningNode>,
     agent: RunningAgent,
     owner: Profile,
@@ -49,7 +49,8 @@ impl World {
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\necho \"$LATCHKEY_ACTION\" >> '{}'\n",
+                "#!/bin/sh\nsleep \"$(cat '{}' 2>/dev/null || echo 0)\"\necho \"$LATCHKEY_ACTION\" >> '{}'\n",
+                tmp.path().join("delay").display(),
                 marker.display()
             ),
         )
@@ -73,12 +74,17 @@ impl World {
             .unwrap();
         World {
             device: report.device.to_string(),
-            _tmp: tmp,
+            tmp: tmp,
             nodes,
             agent,
             owner,
             marker,
         }
+    }
+
+    /// Makes the door's `unlock` take `seconds` before it is done (and answers).
+    fn slow_door(&self, seconds: &str) {
+        std::fs::write(self.tmp.path().join("delay"), seconds).unwrap();
     }
 
     fn opened(&self) -> usize {
@@ -308,6 +314,9 @@ async fn a_peer_answering_forever_is_cut_off_and_the_next_route_is_used() {
     assert!(huge.sent_for("/v1/command")[0] < SLACK);
 
     // A node streaming a mailbox page forever: the relayed answer comes from the honest ones.
+    // The door takes half a second to answer, so the reply mailbox is being read on every node,
+    // the liar included, before the answer is there (a quick door could answer first).
+    w.slow_door("0.5");
     let liar_node = Liar::start(Lie::Endless);
     w.owner.add_nodes(&[liar_node.url()]).unwrap();
     w.owner.set_device_addresses(&w.device, Vec::new()).unwrap();
@@ -443,7 +452,7 @@ async fn the_last_answer_survives_a_restart_and_one_edited_in_the_file_is_droppe
     assert!(report.accepted());
 
     // The app closed and opened again: a new profile on the same directory, no seed needed.
-    let dir = w._tmp.path().join("owner");
+    let dir = w.tmp.path().join("owner");
     let reopened = Profile::at(
         &dir,
         Arc::new(MemorySeeds::default()),
