@@ -74,7 +74,7 @@ impl World {
             .unwrap();
         World {
             device: report.device.to_string(),
-            tmp: tmp,
+            tmp,
             nodes,
             agent,
             owner,
