@@ -78,10 +78,10 @@ impl AppState {
 
     /// Runs `f` with a freshly opened profile on a blocking thread. The profile holds a SQLite
     /// connection, so it cannot be shared between threads, and the core's futures borrow it
-    /// (they are not `Send`); each call therefore opens its own (cheap: WAL-mode SQLite) and
-    /// drives the future to completion on the app's runtime from a blocking-pool thread. The
-    /// profiles share one [`Session`]: without it every tap paid new connections to the door
-    /// and the nodes and a key derivation from the phrase (issue 15).
+    /// (they are not `Send`); each call therefore has its own profile and drives the future to
+    /// completion on the app's runtime from a blocking-pool thread. The profiles share one
+    /// [`Session`]: its HTTP connections to the door and the nodes, the keys derived from the
+    /// phrase, and the SQLite connection each profile hands to the next (issue 15).
     pub async fn with_profile<T, F, Fut>(&self, f: F) -> Result<T, CommandError>
     where
         T: Send + 'static,

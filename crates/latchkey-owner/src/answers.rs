@@ -157,3 +157,78 @@ impl Profile {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use latchkey_proto::command::{CommandId, Outcome, Response};
+    use latchkey_proto::keys::Signature;
+    use latchkey_testkit::{person, TestDevice};
+
+    use crate::keychain::MemoryStore;
+    use crate::open::{OpenReport, Route};
+    use crate::profile::{Profile, SystemClock};
+    use crate::store::DeviceRecord;
+
+    /// The write is made without an fsync and the connection is then handed to the next
+    /// profile of the session: a failed write must still leave it at `synchronous=FULL`, or
+    /// every later durable write over it (a claim, a grant) would skip its fsync.
+    #[test]
+    fn a_failed_write_leaves_the_pooled_connection_durable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let seeds = Arc::new(MemoryStore::default());
+        let first = Profile::at(tmp.path(), seeds.clone(), Arc::new(SystemClock)).unwrap();
+        let session = first.session();
+        let mut door = TestDevice::new(1, "Door");
+        door.claim(&[&person(1)], 1);
+        let device = DeviceRecord {
+            id: door.chain.device(),
+            name: "Door".into(),
+            addrs: Vec::new(),
+            chain: door.chain.clone(),
+            verified_at_ms: 0,
+        };
+        let report = OpenReport {
+            response: Response {
+                device: device.id,
+                command: CommandId([7; 32]),
+                timestamp_ms: None,
+                outcome: Outcome::Accepted,
+                body: Vec::new(),
+            },
+            device,
+            action: "unlock".into(),
+            signature: Signature([0; 64]),
+            route: Route::Direct("127.0.0.1:1".into()),
+            latency_ms: 1,
+            challenged: false,
+            lost_reply: None,
+        };
+        // The table gone, the INSERT cannot even be prepared.
+        first
+            .store
+            .conn()
+            .execute_batch("DROP TABLE last_answers")
+            .unwrap();
+        assert!(first.keep_last_answer(&report).is_err());
+        drop(first);
+        let next =
+            Profile::with_session(tmp.path(), seeds, Arc::new(SystemClock), session).unwrap();
+        let synchronous: i64 = next
+            .store
+            .conn()
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            synchronous, 2,
+            "the next profile got a connection at NORMAL"
+        );
+        // The same connection was handed on: it still misses the dropped table.
+        assert!(next
+            .store
+            .conn()
+            .prepare("SELECT 1 FROM last_answers")
+            .is_err());
+    }
+}
