@@ -31,8 +31,7 @@ pub fn confirm<R: Runtime>(app: &AppHandle<R>, reason: &str) -> Result<Presence,
     }
     #[cfg(target_os = "windows")]
     {
-        let _ = app;
-        windows_hello(reason)
+        windows_hello(app, reason)
     }
     #[cfg(not(any(mobile, target_os = "macos", target_os = "windows")))]
     {
@@ -42,20 +41,37 @@ pub fn confirm<R: Runtime>(app: &AppHandle<R>, reason: &str) -> Result<Presence,
 }
 
 #[cfg(target_os = "windows")]
-fn windows_hello(reason: &str) -> Result<Presence, CommandError> {
-    use windows::core::HSTRING;
+#[allow(unsafe_code)] // the one interop call below; see the SAFETY note there
+fn windows_hello<R: Runtime>(app: &AppHandle<R>, reason: &str) -> Result<Presence, CommandError> {
+    use tauri::Manager;
+    use windows::core::{factory, HSTRING};
     use windows::Security::Credentials::UI::{
         UserConsentVerificationResult, UserConsentVerifier, UserConsentVerifierAvailability,
     };
+    use windows::Win32::Foundation::HWND;
+    use windows::Win32::System::WinRT::IUserConsentVerifierInterop;
+    use windows_future::IAsyncOperation;
+
     let available = UserConsentVerifier::CheckAvailabilityAsync()
-        .and_then(|op| op.get())
+        .and_then(|op| op.join())
         .map_err(|e| not_confirmed(&e.message()))?;
     if available != UserConsentVerifierAvailability::Available {
         return Ok(Presence::NotOffered);
     }
-    let result = UserConsentVerifier::RequestVerificationAsync(&HSTRING::from(reason))
-        .and_then(|op| op.get())
+    // A desktop app has no CoreWindow, so `RequestVerificationAsync` cannot place its prompt
+    // and fails; Windows asks desktop apps to name the window the prompt belongs to instead.
+    let window = app
+        .get_webview_window("main")
+        .ok_or_else(|| not_confirmed("the app's window is closed"))?;
+    let hwnd = window.hwnd().map_err(|e| not_confirmed(&e.to_string()))?;
+    let interop = factory::<UserConsentVerifier, IUserConsentVerifierInterop>()
         .map_err(|e| not_confirmed(&e.message()))?;
+    // SAFETY: the handle is the app's own window, alive for the whole call (the prompt is
+    // modal to it and `join` waits for its answer before the window could be dropped here).
+    let operation: IAsyncOperation<UserConsentVerificationResult> =
+        unsafe { interop.RequestVerificationForWindowAsync(HWND(hwnd.0), &HSTRING::from(reason)) }
+            .map_err(|e| not_confirmed(&e.message()))?;
+    let result = operation.join().map_err(|e| not_confirmed(&e.message()))?;
     if result == UserConsentVerificationResult::Verified {
         Ok(Presence::Confirmed)
     } else {
