@@ -66,8 +66,9 @@ fn windows_hello<R: Runtime>(app: &AppHandle<R>, reason: &str) -> Result<Presenc
     let hwnd = window.hwnd().map_err(|e| not_confirmed(&e.to_string()))?;
     let interop = factory::<UserConsentVerifier, IUserConsentVerifierInterop>()
         .map_err(|e| not_confirmed(&e.message()))?;
-    // SAFETY: the handle is the app's own window, alive for the whole call (the prompt is
-    // modal to it and `join` waits for its answer before the window could be dropped here).
+    // SAFETY: the call only reads the handle, and it is a real window's (the app's own). Should
+    // the user close that window meanwhile, Win32 checks window handles and the call fails
+    // with an error, which is a refusal here; nothing is read through a dangling pointer.
     let operation: IAsyncOperation<UserConsentVerificationResult> =
         unsafe { interop.RequestVerificationForWindowAsync(HWND(hwnd.0), &HSTRING::from(reason)) }
             .map_err(|e| not_confirmed(&e.message()))?;
